@@ -1,0 +1,5 @@
+import sys
+
+from vidmat.cli import main
+
+sys.exit(main())

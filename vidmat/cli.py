@@ -1,0 +1,74 @@
+"""The ``vidmat`` command: one entry point, one module per subcommand.
+
+Each module named in :data:`COMMANDS` lives in ``vidmat/commands/`` and exposes
+``add_parser(subparsers)`` (which registers its sub-parser and sets
+``func=run`` as the default) and ``run(args) -> int``. Command modules are
+imported lazily only for ``--help`` building, so a broken optional dependency of
+one command does not break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from collections.abc import Sequence
+
+from vidmat import __version__
+from vidmat.errors import VidmatError
+
+#: Subcommand modules in the order ``--help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "convert",
+    "live",
+    "train",
+    "eval",
+    "bench",
+    "info",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidmat",
+        description=(
+            "Separate people from their background in video: a live virtual background "
+            "from a webcam, offline conversion of video files to greenscreen / alpha, "
+            "and recording of the composited output. Runs U2-Net† (u2netp) on an NVIDIA "
+            "GPU under fp16, or more slowly on the CPU."
+        ),
+        epilog="Run 'vidmat COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"vidmat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"vidmat.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"vidmat.commands.{name}":
+                continue  # command not built yet in this checkout
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except VidmatError as exc:
+        print(f"vidmat: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vidmat: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Video and camera I/O: PyAV readers/writers, capture threads, queues, recorder."""

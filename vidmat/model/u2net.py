@@ -1,0 +1,203 @@
+"""U2-Net and U2-Net† (``u2netp``) built from one stage table and one RSU block.
+
+The official implementation spells out five near-identical residual U-blocks
+(RSU7, RSU6, RSU5, RSU4, RSU4F). They differ only in their height and in whether
+they go down by pooling or by dilation, so one class parametrised by those two
+numbers covers all of them. Module names are chosen so that ``state_dict`` keys
+and shapes match the official checkpoints exactly (``tests/data/*.tsv``): a user's
+``u2netp.pth`` or ``u2net.pth`` loads as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ARCHITECTURES = ("u2netp", "u2net")
+
+
+def _upsample_like(src: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(src, size=like.shape[2:], mode="bilinear", align_corners=False)
+
+
+class ConvBNReLU(nn.Module):
+    """The official ``REBNCONV``: 3x3 conv (dilated) + batch norm + ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv_s1 = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation)
+        self.bn_s1 = nn.BatchNorm2d(out_ch)
+        self.relu_s1 = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu_s1(self.bn_s1(self.conv_s1(x)))
+
+
+class RSU(nn.Module):
+    """Residual U-block of a given height.
+
+    ``dilated=False`` (RSU-7/6/5/4): the encoder halves the resolution between
+    levels and the decoder upsamples back; the top level uses dilation 2.
+    ``dilated=True`` (RSU-4F): resolution stays fixed and dilation doubles per
+    level instead (1, 2, 4, ... and 2**(height-1) at the top), which is how the
+    deepest stages keep context without shrinking tiny feature maps further.
+    """
+
+    def __init__(self, height: int, in_ch: int, mid_ch: int, out_ch: int, dilated: bool) -> None:
+        super().__init__()
+        if height < 2:
+            raise ValueError("RSU height must be at least 2")
+        self.height = height
+        self.dilated = dilated
+        levels = height - 1
+        self.dilations = [2**i if dilated else 1 for i in range(levels)]
+        top_dilation = 2**levels if dilated else 2
+
+        self.rebnconvin = ConvBNReLU(in_ch, out_ch)
+        for i in range(1, levels + 1):
+            self.add_module(
+                f"rebnconv{i}",
+                ConvBNReLU(out_ch if i == 1 else mid_ch, mid_ch, self.dilations[i - 1]),
+            )
+        self.add_module(f"rebnconv{height}", ConvBNReLU(mid_ch, mid_ch, top_dilation))
+        for i in range(levels, 0, -1):
+            self.add_module(
+                f"rebnconv{i}d",
+                ConvBNReLU(mid_ch * 2, out_ch if i == 1 else mid_ch, self.dilations[i - 1]),
+            )
+        self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        hx_in = self.rebnconvin(x)
+        feats: list[Tensor] = []
+        h = hx_in
+        for i in range(1, self.height):
+            if i > 1 and not self.dilated:
+                h = self.pool(h)
+            h = getattr(self, f"rebnconv{i}")(h)
+            feats.append(h)
+        d = getattr(self, f"rebnconv{self.height}")(feats[-1])
+        for i in range(self.height - 1, 0, -1):
+            d = getattr(self, f"rebnconv{i}d")(torch.cat((d, feats[i - 1]), 1))
+            if i > 1 and not self.dilated:
+                d = _upsample_like(d, feats[i - 2])
+        return d + hx_in
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One row of the stage table: an RSU block and the channels around it."""
+
+    name: str
+    height: int
+    in_ch: int
+    mid_ch: int
+    out_ch: int
+    dilated: bool = False
+
+
+def _stage_table(arch: str) -> tuple[list[StageSpec], list[StageSpec], list[int]]:
+    """Encoder stages, decoder stages (deepest first) and side-output input channels."""
+    if arch == "u2netp":
+        enc = [
+            StageSpec("stage1", 7, 3, 16, 64),
+            StageSpec("stage2", 6, 64, 16, 64),
+            StageSpec("stage3", 5, 64, 16, 64),
+            StageSpec("stage4", 4, 64, 16, 64),
+            StageSpec("stage5", 4, 64, 16, 64, dilated=True),
+            StageSpec("stage6", 4, 64, 16, 64, dilated=True),
+        ]
+        dec = [
+            StageSpec("stage5d", 4, 128, 16, 64, dilated=True),
+            StageSpec("stage4d", 4, 128, 16, 64),
+            StageSpec("stage3d", 5, 128, 16, 64),
+            StageSpec("stage2d", 6, 128, 16, 64),
+            StageSpec("stage1d", 7, 128, 16, 64),
+        ]
+        sides = [64, 64, 64, 64, 64, 64]
+    elif arch == "u2net":
+        enc = [
+            StageSpec("stage1", 7, 3, 32, 64),
+            StageSpec("stage2", 6, 64, 32, 128),
+            StageSpec("stage3", 5, 128, 64, 256),
+            StageSpec("stage4", 4, 256, 128, 512),
+            StageSpec("stage5", 4, 512, 256, 512, dilated=True),
+            StageSpec("stage6", 4, 512, 256, 512, dilated=True),
+        ]
+        dec = [
+            StageSpec("stage5d", 4, 1024, 256, 512, dilated=True),
+            StageSpec("stage4d", 4, 1024, 128, 256),
+            StageSpec("stage3d", 5, 512, 64, 128),
+            StageSpec("stage2d", 6, 256, 32, 64),
+            StageSpec("stage1d", 7, 128, 16, 64),
+        ]
+        sides = [64, 64, 128, 256, 512, 512]
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    return enc, dec, sides
+
+
+class U2Net(nn.Module):
+    """Two-level nested U-structure for salient object / person segmentation.
+
+    ``forward`` in eval mode returns the fused probability map (N, 1, H, W) in
+    [0, 1]; in training mode, and whenever :meth:`forward_all` is called, the
+    seven logit maps (fused first, then side outputs 1..6) are available for
+    deep supervision. No per-image min-max stretch is applied: on video it turns
+    the noise of person-free frames into a full-range mask.
+    """
+
+    def __init__(self, arch: str = "u2netp", out_ch: int = 1) -> None:
+        super().__init__()
+        enc, dec, sides = _stage_table(arch)
+        self.arch = arch
+        self._enc_names = [s.name for s in enc]
+        self._dec_names = [s.name for s in dec]
+        for s in (*enc, *dec):
+            self.add_module(s.name, RSU(s.height, s.in_ch, s.mid_ch, s.out_ch, s.dilated))
+        for i, ch in enumerate(sides, start=1):
+            self.add_module(f"side{i}", nn.Conv2d(ch, out_ch, 3, padding=1))
+        self.outconv = nn.Conv2d(6 * out_ch, out_ch, 1)
+        self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+
+    def forward_all(self, x: Tensor) -> list[Tensor]:
+        """Fused logits followed by the six side-output logits, all at input size."""
+        enc_feats: list[Tensor] = []
+        h = x
+        for i, name in enumerate(self._enc_names):
+            if i > 0:
+                h = self.pool(h)
+            h = getattr(self, name)(h)
+            enc_feats.append(h)
+
+        # Decoder: deepest first. Each stage sees the upsampled output of the one
+        # below it concatenated with the encoder feature of its own level.
+        dec_feats: list[Tensor] = [enc_feats[-1]]
+        d = enc_feats[-1]
+        for j, name in enumerate(self._dec_names):
+            skip = enc_feats[-2 - j]
+            d = getattr(self, name)(torch.cat((_upsample_like(d, skip), skip), 1))
+            dec_feats.append(d)
+        # dec_feats: [hx6, hx5d, hx4d, hx3d, hx2d, hx1d] -> side6 .. side1
+        side_inputs = dec_feats[::-1]
+        sides = [getattr(self, f"side{i}")(f) for i, f in enumerate(side_inputs, start=1)]
+        sides = [sides[0]] + [_upsample_like(s, sides[0]) for s in sides[1:]]
+        fused = self.outconv(torch.cat(sides, 1))
+        return [fused, *sides]
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        if self.training:
+            return self.forward_all(x)
+        return torch.sigmoid(self.forward_all(x)[0])
+
+
+def build_model(arch: str = "u2netp") -> U2Net:
+    """A freshly initialised model of the named architecture (``u2netp`` or ``u2net``)."""
+    return U2Net(arch)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""Wiring of io and core into the user jobs: offline convert, live pipeline."""

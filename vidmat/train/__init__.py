@@ -1,0 +1,1 @@
+"""Training data, augmentation, training loop and evaluation metrics."""

@@ -1,0 +1,1 @@
+"""PyQt6 window and worker bridge: the only package that imports Qt."""
