@@ -1,0 +1,283 @@
+"""The weights registry and the only code that reads or writes weights files.
+
+Weights travel with their preprocessing (input size, scaling, mean/std, output
+activation), as torchvision's weight enums do, so a caller can never feed a
+model the wrong normalisation. Our own files are safetensors with the spec in
+their metadata; official U-2-Net ``.pth`` checkpoints a user already has are
+read with ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary
+objects, so a crafted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vidmat.errors import WeightsError
+from vidmat.model.u2net import ARCHITECTURES, U2Net, build_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Folder of shipped weights: ``weights/`` at the top of the source tree.
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A weights file together with the preprocessing it was trained with."""
+
+    name: str
+    arch: str
+    input_size: int = 320
+    #: "max": image / image.max() (official U-2-Net); "255": image / 255.
+    scale: str = "max"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    activation: str = "sigmoid"
+    file: str | None = None
+    sha256: str | None = None
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}")
+        if self.scale not in ("max", "255"):
+            raise ValueError(f"unknown scale {self.scale!r}")
+        if self.activation != "sigmoid":
+            raise ValueError(f"unknown activation {self.activation!r}")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("sha256")  # a file cannot contain its own checksum
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WeightsSpec:
+        d = json.loads(text)
+        d["mean"] = tuple(d["mean"])
+        d["std"] = tuple(d["std"])
+        return cls(**d)
+
+
+def _official(name: str, arch: str, description: str) -> WeightsSpec:
+    return WeightsSpec(name=name, arch=arch, scale="max", description=description)
+
+
+#: Specs of official checkpoints, keyed by their usual file stem; applied when a user passes one.
+OFFICIAL_SPECS: dict[str, WeightsSpec] = {
+    "u2netp": _official("u2netp", "u2netp", "official U-2-Net† salient-object checkpoint"),
+    "u2net": _official("u2net", "u2net", "official U-2-Net salient-object checkpoint"),
+    "u2net_human_seg": _official(
+        "u2net_human_seg", "u2net", "official U-2-Net human segmentation checkpoint"
+    ),
+}
+
+DEFAULT_WEIGHTS = "u2netp_person"
+
+#: Weights shipped in ``weights/``. The name is what ``--weights NAME`` accepts.
+REGISTRY: dict[str, WeightsSpec] = {
+    "u2netp_person": WeightsSpec(
+        name="u2netp_person",
+        arch="u2netp",
+        input_size=320,
+        scale="255",
+        file="u2netp_person.safetensors",
+        sha256=None,
+        description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
+    ),
+}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def available_weights() -> list[tuple[WeightsSpec, Path, bool]]:
+    """Every registered weights entry with its path and whether the file is present."""
+    out = []
+    for spec in REGISTRY.values():
+        path = WEIGHTS_DIR / (spec.file or "")
+        out.append((spec, path, bool(spec.file) and path.is_file()))
+    return out
+
+
+def detect_arch(state: Mapping[str, Tensor]) -> str:
+    """Tell u2netp from u2net by a tensor shape both have (stage2's input conv)."""
+    w = state.get("stage2.rebnconvin.conv_s1.weight")
+    if w is None or w.dim() != 4:
+        raise KeyError("stage2.rebnconvin.conv_s1.weight")
+    return {64: "u2netp", 128: "u2net"}.get(int(w.shape[0]), "unknown")
+
+
+def _clean_state(state: Mapping[str, object]) -> dict[str, Tensor]:
+    """Strip DataParallel ``module.`` prefixes and keep tensors only."""
+    out: dict[str, Tensor] = {}
+    for k, v in state.items():
+        if not isinstance(v, Tensor):
+            continue
+        out[k.removeprefix("module.")] = v
+    return out
+
+
+def _read_pth(path: Path) -> dict[str, Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise WeightsError(
+                f"{path} contains Python objects other than tensors; it is refused because "
+                "loading it could run arbitrary code."
+            ) from None
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({text}).") from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path} is not a checkpoint of model weights (no state_dict found).")
+    return _clean_state(obj)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file ({exc}).") from None
+    spec = None
+    if "vidmat_spec" in meta:
+        try:
+            spec = WeightsSpec.from_json(meta["vidmat_spec"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise WeightsError(f"{path} has an unreadable vidmat spec ({exc}).") from None
+    return state, spec
+
+
+def _build_and_load(state: dict[str, Tensor], arch: str, path: Path) -> U2Net:
+    model = build_model(arch)
+    expected = model.state_dict()
+    # num_batches_tracked only matters for momentum=None BatchNorm; older checkpoints lack it.
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        what = []
+        if missing:
+            what.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
+        if unexpected:
+            what.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise WeightsError(f"{path} does not fit the {arch} architecture: {', '.join(what)}.")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise WeightsError(
+                f"{path} does not fit the {arch} architecture: {k} has shape "
+                f"{tuple(v.shape)}, expected {tuple(expected[k].shape)}."
+            )
+    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
+def resolve(name_or_path: str | Path) -> tuple[Path, WeightsSpec | None]:
+    """Map ``--weights`` (a registry name, "default" or a path) to a file and its spec."""
+    key = str(name_or_path)
+    if key in ("default", ""):
+        key = DEFAULT_WEIGHTS
+    if key in REGISTRY:
+        spec = REGISTRY[key]
+        path = WEIGHTS_DIR / (spec.file or "")
+        if not spec.file or not path.is_file():
+            raise WeightsError(
+                f"the shipped weights {key!r} are missing ({path}); reinstall vidmat from a "
+                "complete checkout or pass --weights PATH to an official U-2-Net checkpoint."
+            )
+        return path, spec
+    path = Path(key).expanduser()
+    if not path.exists():
+        names = ", ".join(sorted(REGISTRY))
+        raise WeightsError(f"weights {key!r} are neither a registered name ({names}) nor a file.")
+    if path.is_dir():
+        raise WeightsError(f"weights path {path} is a folder, not a weights file.")
+    return path, None
+
+
+def load_weights(name_or_path: str | Path = "default", device: str | torch.device = "cpu"):
+    """Load registered or user-supplied weights into a model in eval mode.
+
+    Returns ``(model, spec)``. Every failure is a :class:`WeightsError` naming the
+    file and what is wrong with it.
+    """
+    path, registered = resolve(name_or_path)
+    if registered is not None and registered.sha256:
+        digest = sha256_file(path)
+        if digest != registered.sha256:
+            raise WeightsError(
+                f"{path} fails its checksum (sha256 {digest[:12]}…, expected "
+                f"{registered.sha256[:12]}…); the file is damaged or was replaced."
+            )
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise WeightsError(f"{path} is empty.")
+    if path.suffix == ".safetensors":
+        state, spec = _read_safetensors(path)
+    elif head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip format or legacy pickle
+        state, spec = _read_pth(path), None
+    else:
+        raise WeightsError(f"{path} is neither a PyTorch checkpoint nor a safetensors file.")
+
+    try:
+        arch = detect_arch(state)
+    except KeyError:
+        raise WeightsError(
+            f"{path} is not a U-2-Net checkpoint (it has no stage2.rebnconvin layer)."
+        ) from None
+    if arch == "unknown":
+        raise WeightsError(f"{path} is a checkpoint of an unknown U-2-Net variant.")
+    if spec is None:
+        spec = registered or OFFICIAL_SPECS.get(path.stem) or OFFICIAL_SPECS[arch]
+        spec = replace(spec, arch=arch, file=str(path))
+    elif spec.arch != arch:
+        raise WeightsError(f"{path} says it holds {spec.arch} but its tensors are {arch}.")
+    if registered is not None:
+        spec = replace(spec, sha256=registered.sha256, name=registered.name)
+    model = _build_and_load(state, arch, path)
+    return model.to(device), spec
+
+
+def save_weights(
+    model: torch.nn.Module, spec: WeightsSpec, path: str | Path, half: bool = False
+) -> str:
+    """Write weights as safetensors with the spec in the metadata; return the file's sha256.
+
+    ``half`` stores floating tensors as fp16, halving the file (u2netp: ~2.3 MB);
+    the loader casts back to the model's dtype. Callers that replace a file users
+    rely on wrap this in ``vidmat.io.files.atomic_output`` (the model layer does no
+    file management of its own).
+    """
+    from safetensors.torch import save_file
+
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        state[k] = v.contiguous()
+    path = Path(path)
+    save_file(state, str(path), metadata={"vidmat_spec": spec.to_json()})
+    return sha256_file(path)
