@@ -1,0 +1,59 @@
+"""Options shared by every command that runs the model, so they read the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+from vidmat.core.engine import PRECISIONS, EngineConfig
+from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
+
+
+def add_engine_options(parser: argparse.ArgumentParser, default_size: int | None = None) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument(
+        "--weights",
+        default="default",
+        metavar="NAME|PATH",
+        help=f"registered weights ({', '.join(REGISTRY)}; default {DEFAULT_WEIGHTS}) or a path "
+        "to an official U-2-Net checkpoint you downloaded (u2netp.pth, u2net.pth, "
+        "u2net_human_seg.pth) or a vidmat .safetensors file",
+    )
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default: auto)",
+    )
+    g.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="fp16 is the default on CUDA, fp32 on the CPU",
+    )
+    g.add_argument(
+        "--size",
+        type=int,
+        default=default_size,
+        metavar="PX",
+        help="model input side in pixels (default: the weights' own, 320); 192 or 256 run "
+        "2-3x faster on a CPU at some cost in edge quality",
+    )
+    g.add_argument(
+        "--no-cuda-graph",
+        dest="cuda_graph",
+        action="store_false",
+        help="run CUDA eagerly instead of replaying captured CUDA graphs",
+    )
+    g.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: all cores)"
+    )
+
+
+def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        size=args.size,
+        cuda_graph=args.cuda_graph,
+        threads=args.threads,
+    )

@@ -1,0 +1,272 @@
+"""The inference engine: RGB uint8 frames in, alpha out, as fast as the device allows.
+
+Why one object: every job (live, convert, eval, bench) needs the same
+preprocessing as the weights were trained with, on the device, with the same
+precision and CUDA-graph handling. Callers get alpha at model resolution (for
+edge refinement at full resolution) or at frame resolution, as numpy or as
+device tensors so GPU callers can composite without a round trip.
+
+On CUDA, batch-1 eager u2netp is kernel-launch bound (15.9 ms fp16 on an H100
+against 2.98 ms graph-captured, see DESIGN.md), so each fixed input shape is
+captured once into a CUDA graph that runs upload → resize → normalise → model
+→ sigmoid → resize back, and is replayed afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidmat.errors import VidmatError
+from vidmat.model.weights import WeightsSpec, load_weights
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp16", "fp32")
+_MAX_GRAPHS = 4  # distinct input shapes kept captured
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to run the model. ``None``/"auto" fields pick what suits the device."""
+
+    weights: str = "default"
+    device: str = "auto"
+    precision: str = "auto"
+    #: Model input side in pixels; None = the weights' native size (320 for U-2-Net).
+    size: int | None = None
+    cuda_graph: bool = True
+    #: CPU threads for torch; None keeps torch's default (one per physical core).
+    threads: int | None = None
+    #: channels_last memory format; None = on for CUDA, off for CPU.
+    channels_last: bool | None = None
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' takes the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VidmatError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VidmatError(
+                "--device cuda was asked for but no CUDA GPU is usable here "
+                "(torch reports none); use --device cpu."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VidmatError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present."
+            )
+    elif device.type != "cpu":
+        raise VidmatError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N.")
+    return device
+
+
+def select_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise VidmatError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision == "fp16" and device.type != "cuda":
+        raise VidmatError("--precision fp16 needs a CUDA device; on the CPU use fp32.")
+    return torch.float16 if precision == "fp16" else torch.float32
+
+
+class _Graph:
+    """A captured upload-to-alpha pipeline for one input shape."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, inp: Tensor, low: Tensor, full: Tensor):
+        self.graph, self.inp, self.low, self.full = graph, inp, low, full
+
+
+class Engine:
+    """Runs a segmentation model on RGB uint8 frames with the weights' own preprocessing.
+
+    ``model`` is any module that maps a normalised (N, 3, s, s) batch to
+    probabilities (N, 1, s, s) in eval mode; U2Net does, and so do the stub
+    models tests use.
+    """
+
+    def __init__(
+        self, model: nn.Module, spec: WeightsSpec, cfg: EngineConfig | None = None
+    ) -> None:
+        cfg = cfg or EngineConfig()
+        self.cfg = cfg
+        self.spec = spec
+        self.device = select_device(cfg.device)
+        self.dtype = select_dtype(cfg.precision, self.device)
+        self.size = int(cfg.size or spec.input_size)
+        if self.size < 32 or self.size > 2048:
+            raise VidmatError(
+                f"--size {self.size} is out of range; use 32..2048 (e.g. 192, 256, 320)."
+            )
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.channels_last = (
+            cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        )
+        model = model.eval().to(self.device, self.dtype)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(spec.mean, device=self.device).view(shape) * 255.0
+        self._std = torch.tensor(spec.std, device=self.device).view(shape) * 255.0
+        self._graphs: OrderedDict[tuple[int, ...], _Graph | None] = OrderedDict()
+        self._pinned: dict[tuple[int, ...], tuple[Tensor, torch.cuda.Event | None]] = {}
+
+    @classmethod
+    def from_config(cls, cfg: EngineConfig) -> Engine:
+        model, spec = load_weights(cfg.weights, device="cpu")
+        return cls(model, spec, cfg)
+
+    @property
+    def use_cuda_graph(self) -> bool:
+        return self.cfg.cuda_graph and self.device.type == "cuda"
+
+    # ------------------------------------------------------------------ input
+    def to_device(self, frames: np.ndarray | Tensor) -> Tensor:
+        """uint8 RGB frames, (H, W, 3) or (N, H, W, 3), as a (N, H, W, 3) device tensor.
+
+        On CUDA numpy frames go through a reused pinned buffer, so the upload is
+        an asynchronous DMA rather than a pageable copy.
+        """
+        if isinstance(frames, np.ndarray):
+            if frames.dtype != np.uint8 or frames.shape[-1] != 3 or frames.ndim not in (3, 4):
+                raise ValueError(
+                    f"expected uint8 RGB frames (..., H, W, 3), got {frames.dtype} {frames.shape}"
+                )
+            if frames.ndim == 3:
+                frames = frames[None]
+            if self.device.type != "cuda":
+                return torch.from_numpy(np.ascontiguousarray(frames))
+            key = tuple(frames.shape)
+            buf, event = self._pinned.get(key, (None, None))
+            if buf is None:
+                buf = torch.empty(key, dtype=torch.uint8, pin_memory=True)
+            elif event is not None:
+                event.synchronize()  # the previous upload from this buffer has finished
+            buf.numpy()[...] = frames
+            out = buf.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pinned[key] = (buf, event)
+            return out
+        if frames.dtype != torch.uint8 or frames.shape[-1] != 3 or frames.dim() not in (3, 4):
+            raise ValueError(
+                f"expected uint8 RGB frames (..., H, W, 3), got {frames.dtype} {tuple(frames.shape)}"
+            )
+        if frames.dim() == 3:
+            frames = frames[None]
+        return frames.to(self.device, non_blocking=True)
+
+    # --------------------------------------------------------------- pipeline
+    def preprocess(self, frames: Tensor) -> Tensor:
+        """(N, H, W, 3) uint8 on device → normalised (N, 3, s, s) in the model's dtype."""
+        x = frames.permute(0, 3, 1, 2).float()
+        if x.shape[-2:] != (self.size, self.size):
+            antialias = x.shape[-1] > self.size or x.shape[-2] > self.size
+            x = F.interpolate(
+                x,
+                size=(self.size, self.size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=antialias,
+            )
+        if self.spec.scale == "max":
+            # Official U-2-Net: image / image.max(), then mean/std of [0, 1] images.
+            peak = x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+            x = x * (255.0 / peak)
+        x = (x - self._mean) / self._std
+        x = x.to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalised batch → probability (N, 1, s, s) float32."""
+        out = self.model(x)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        return out.float().clamp_(0.0, 1.0)
+
+    def _pipeline(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        low = self.forward(self.preprocess(frames))
+        full = upsample_alpha(low, frames.shape[1], frames.shape[2])
+        return low, full
+
+    def _graph_for(self, frames: Tensor) -> _Graph | None:
+        key = tuple(frames.shape)
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+            return self._graphs[key]
+        graph: _Graph | None
+        try:
+            static_in = frames.clone()
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up: cuDNN autotuning and allocator pools settle
+                    self._pipeline(static_in)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                low, full = self._pipeline(static_in)
+            graph = _Graph(g, static_in, low, full)
+        except RuntimeError as exc:  # capture is an optimisation: never fail the job on it
+            log.warning("CUDA graph capture failed (%s); running eagerly", exc)
+            graph = None
+        self._graphs[key] = graph
+        while len(self._graphs) > _MAX_GRAPHS:
+            self._graphs.popitem(last=False)
+        return graph
+
+    @torch.inference_mode()
+    def _run(self, frames: np.ndarray | Tensor, need_full: bool) -> tuple[Tensor, Tensor | None]:
+        x = self.to_device(frames)
+        if self.use_cuda_graph:
+            graph = self._graph_for(x)
+            if graph is not None:
+                graph.inp.copy_(x)
+                graph.graph.replay()
+                # The static outputs are overwritten by the next replay: hand out copies.
+                return graph.low.clone(), (graph.full.clone() if need_full else None)
+        if need_full:
+            return self._pipeline(x)
+        return self.forward(self.preprocess(x)), None
+
+    def predict_lowres(self, frames: np.ndarray | Tensor) -> Tensor:
+        """Alpha at model resolution, (N, 1, s, s) float32 in [0, 1] on the device."""
+        return self._run(frames, need_full=False)[0]
+
+    def predict(self, frames: np.ndarray | Tensor, as_numpy: bool = True) -> np.ndarray | Tensor:
+        """Alpha at the frames' resolution.
+
+        numpy: float32 (H, W) for one (H, W, 3) frame, (N, H, W) for a batch.
+        ``as_numpy=False``: a float32 (N, 1, H, W) tensor on the device.
+        """
+        single = frames.ndim == 3 if isinstance(frames, np.ndarray) else frames.dim() == 3
+        full = self._run(frames, need_full=True)[1]
+        assert full is not None
+        if not as_numpy:
+            return full
+        out = full[:, 0].cpu().numpy()
+        return out[0] if single else out
+
+
+def upsample_alpha(alpha: Tensor, height: int, width: int) -> Tensor:
+    """Bilinear resize of (N, 1, h, w) alpha to the frame size, kept in [0, 1]."""
+    if alpha.shape[-2:] == (height, width):
+        return alpha
+    return F.interpolate(alpha, size=(height, width), mode="bilinear", align_corners=False).clamp_(
+        0.0, 1.0
+    )
