@@ -1,0 +1,129 @@
+"""The engine gives the same alpha as a plain forward with the same preprocessing."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidmat.core.engine import Engine, EngineConfig, select_device, select_dtype
+from vidmat.errors import VidmatError
+from vidmat.model import build_model
+from vidmat.model.weights import IMAGENET_MEAN, IMAGENET_STD, WeightsSpec
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[torch.nn.Module, WeightsSpec]:
+    torch.manual_seed(0)
+    return build_model("u2netp").eval(), WeightsSpec(
+        name="t", arch="u2netp", input_size=64, scale="255"
+    )
+
+
+def _reference(model: torch.nn.Module, frame: np.ndarray, size: int, scale: str) -> np.ndarray:
+    """The preprocessing written out longhand, independent of the engine's code."""
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = x / (x.max() if scale == "max" else 255.0)
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+        1, 3, 1, 1
+    )
+    with torch.inference_mode():
+        p = model(x)
+    p = F.interpolate(p, size=frame.shape[:2], mode="bilinear", align_corners=False)
+    return p[0, 0].clamp(0, 1).numpy()
+
+
+@pytest.mark.parametrize("scale", ["255", "max"])
+def test_engine_equals_plain_forward(tiny, scale: str) -> None:
+    model, spec = tiny
+    spec = WeightsSpec(name="t", arch="u2netp", input_size=64, scale=scale)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 200, size=(75, 131, 3), dtype=np.uint8)
+    engine = Engine(model, spec, EngineConfig(device="cpu"))
+    got = engine.predict(frame)
+    assert got.shape == (75, 131) and got.dtype == np.float32
+    np.testing.assert_allclose(got, _reference(model, frame, 64, scale), atol=1e-5)
+
+
+def test_batch_equals_single_frames_and_lowres_shape(tiny) -> None:
+    model, spec = tiny
+    engine = Engine(model, spec, EngineConfig(device="cpu", size=48))
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, size=(3, 41, 53, 3), dtype=np.uint8)
+    batch = engine.predict(frames)
+    assert batch.shape == (3, 41, 53)
+    for i in range(3):
+        np.testing.assert_allclose(batch[i], engine.predict(frames[i]), atol=1e-5)
+    low = engine.predict_lowres(frames)
+    assert low.shape == (3, 1, 48, 48) and low.dtype == torch.float32
+    full = engine.predict(torch.from_numpy(frames), as_numpy=False)
+    assert isinstance(full, torch.Tensor) and full.shape == (3, 1, 41, 53)
+
+
+def test_size_comes_from_spec_unless_overridden(tiny) -> None:
+    model, spec = tiny
+    assert Engine(model, spec, EngineConfig(device="cpu")).size == 64
+    assert Engine(model, spec, EngineConfig(device="cpu", size=32)).size == 32
+    with pytest.raises(VidmatError, match="out of range"):
+        Engine(model, spec, EngineConfig(device="cpu", size=8))
+
+
+def test_known_mask_passes_through_a_stub_model() -> None:
+    class HalfMask(torch.nn.Module):
+        """Left half person, right half background: a mask the test knows."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(x.shape[0], 1, *x.shape[2:])
+            out[..., : x.shape[-1] // 2] = 1.0
+            return out
+
+    engine = Engine(
+        HalfMask(),
+        WeightsSpec(name="stub", arch="u2netp", input_size=32),
+        EngineConfig(device="cpu"),
+    )
+    alpha = engine.predict(np.zeros((20, 64, 3), np.uint8))
+    assert alpha[:, :28].min() == 1.0 and alpha[:, 36:].max() == 0.0
+
+
+def test_device_and_precision_errors_are_sentences() -> None:
+    assert select_device("cpu").type == "cpu"
+    assert select_dtype("auto", torch.device("cpu")) == torch.float32
+    with pytest.raises(VidmatError, match="needs a CUDA device"):
+        select_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(VidmatError, match="unknown device"):
+        select_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(VidmatError, match="no CUDA GPU"):
+            select_device("cuda")
+
+
+def test_bad_frames_are_refused(tiny) -> None:
+    engine = Engine(*tiny, EngineConfig(device="cpu"))
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        engine.predict(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        engine.predict(np.zeros((10, 10, 4), np.uint8))
+
+
+@pytest.mark.cuda
+def test_cuda_graph_fp16_matches_cpu_fp32(tiny) -> None:
+    model, spec = tiny
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 255, size=(90, 120, 3), dtype=np.uint8)
+    cpu = Engine(copy.deepcopy(model), spec, EngineConfig(device="cpu")).predict(frame)
+    cfg = EngineConfig(device="cuda", precision="fp16", cuda_graph=True)
+    gpu = Engine(copy.deepcopy(model), spec, cfg)
+    first = gpu.predict(frame)
+    second = gpu.predict(frame)  # replayed graph
+    assert gpu._graphs and next(iter(gpu._graphs.values())) is not None
+    np.testing.assert_allclose(first, second, atol=1e-6)
+    np.testing.assert_allclose(first, cpu, atol=2e-2)
+    eager = Engine(
+        copy.deepcopy(model), spec, EngineConfig(device="cuda", precision="fp16", cuda_graph=False)
+    )
+    np.testing.assert_allclose(eager.predict(frame), first, atol=1e-3)

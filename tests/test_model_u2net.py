@@ -1,0 +1,75 @@
+"""The model matches the official checkpoints' layout and behaves on any input size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidmat.model import RSU, build_model, count_parameters
+
+DATA = Path(__file__).parent / "data"
+
+
+def _reference(arch: str) -> dict[str, tuple[int, ...]]:
+    rows = (DATA / f"{arch}_state_dict.tsv").read_text().splitlines()[1:]
+    out = {}
+    for row in rows:
+        key, shape = row.split("\t")
+        out[key] = () if shape == "scalar" else tuple(int(s) for s in shape.split("x"))
+    return out
+
+
+@pytest.mark.parametrize(("arch", "params"), [("u2netp", 1_131_181), ("u2net", 44_009_869)])
+def test_state_dict_matches_official_layout(arch: str, params: int) -> None:
+    ref = _reference(arch)
+    state = build_model(arch).state_dict()
+    assert len(ref) == 798
+    assert {k: tuple(v.shape) for k, v in state.items()} == ref
+    assert count_parameters(build_model(arch)) == params
+
+
+@pytest.mark.parametrize("size", [(64, 64), (67, 101), (33, 47), (1, 1), (320, 320)])
+def test_eval_output_is_probability_at_input_size(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    model = build_model("u2netp").eval()
+    with torch.inference_mode():
+        out = model(torch.randn(2, 3, *size))
+    assert out.shape == (2, 1, *size)
+    assert torch.all(out >= 0) and torch.all(out <= 1)
+    assert torch.isfinite(out).all()
+
+
+def test_forward_all_returns_seven_logit_maps_and_fused_matches_eval() -> None:
+    torch.manual_seed(0)
+    model = build_model("u2netp").eval()
+    x = torch.randn(1, 3, 48, 40)
+    with torch.inference_mode():
+        maps = model.forward_all(x)
+        prob = model(x)
+    assert len(maps) == 7
+    assert all(m.shape == (1, 1, 48, 40) for m in maps)
+    # logits are unbounded; the eval output is exactly their fused sigmoid, not min-max stretched
+    assert torch.allclose(torch.sigmoid(maps[0]), prob)
+    assert prob.max() - prob.min() < 1.0
+
+
+def test_train_mode_returns_the_seven_maps() -> None:
+    model = build_model("u2netp").train()
+    maps = model(torch.randn(2, 3, 32, 32))
+    assert isinstance(maps, list) and len(maps) == 7
+
+
+def test_rsu_dilated_keeps_resolution_and_pooled_recovers_it() -> None:
+    x = torch.randn(1, 8, 37, 29)
+    for dilated in (False, True):
+        block = RSU(5, 8, 4, 6, dilated=dilated).eval()
+        assert block(x).shape == (1, 6, 37, 29)
+    block = RSU(4, 8, 4, 6, dilated=True)
+    assert [block.rebnconv1.conv_s1.dilation, block.rebnconv4.conv_s1.dilation] == [(1, 1), (8, 8)]
+
+
+def test_unknown_architecture_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("u3net")

@@ -1,0 +1,161 @@
+"""Every way a weights file can be good or bad, with tiny generated checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidmat.errors import WeightsError
+from vidmat.model import build_model
+from vidmat.model import weights as W
+
+
+@pytest.fixture(scope="module")
+def u2netp_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    return build_model("u2netp").state_dict()
+
+
+def _same(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    mine = model.state_dict()
+    return all(
+        torch.equal(mine[k].float(), v.float()) for k, v in state.items() if "num_batches" not in k
+    )
+
+
+def test_official_checkpoint_loads_as_is(tmp_path: Path, u2netp_state) -> None:
+    path = tmp_path / "u2netp.pth"
+    torch.save(u2netp_state, path)
+    model, spec = W.load_weights(path)
+    assert spec.arch == "u2netp" and spec.scale == "max" and spec.input_size == 320
+    assert not model.training
+    assert _same(model, u2netp_state)
+
+
+def test_module_prefix_and_missing_num_batches_tracked_are_accepted(
+    tmp_path: Path, u2netp_state
+) -> None:
+    state = {f"module.{k}": v for k, v in u2netp_state.items() if "num_batches_tracked" not in k}
+    path = tmp_path / "dp.pth"
+    torch.save(state, path)
+    model, spec = W.load_weights(path)
+    assert spec.arch == "u2netp"
+    assert _same(model, u2netp_state)
+
+
+def test_wrapped_state_dict_is_accepted(tmp_path: Path, u2netp_state) -> None:
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": u2netp_state, "epoch": 3}, path)
+    model, _ = W.load_weights(path)
+    assert _same(model, u2netp_state)
+
+
+def test_full_u2net_is_detected_from_shapes(tmp_path: Path) -> None:
+    path = tmp_path / "u2net_human_seg.pth"
+    torch.save(build_model("u2net").state_dict(), path)
+    model, spec = W.load_weights(path)
+    assert spec.arch == "u2net" and spec.name == "u2net_human_seg"
+    assert model.arch == "u2net"
+
+
+def test_safetensors_roundtrip_keeps_spec_and_values(tmp_path: Path, u2netp_state) -> None:
+    model = build_model("u2netp")
+    model.load_state_dict(u2netp_state)
+    spec = W.WeightsSpec(name="mine", arch="u2netp", input_size=256, scale="255")
+    path = tmp_path / "mine.safetensors"
+    digest = W.save_weights(model, spec, path)
+    assert digest == W.sha256_file(path)
+    loaded, got = W.load_weights(path)
+    assert (got.name, got.input_size, got.scale) == ("mine", 256, "255")
+    assert _same(loaded, u2netp_state)
+    half = tmp_path / "half.safetensors"
+    W.save_weights(model, spec, half, half=True)
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    loaded_half, _ = W.load_weights(half)
+    assert next(loaded_half.parameters()).dtype == torch.float32
+
+
+def _expect(path: Path, pattern: str) -> None:
+    with pytest.raises(WeightsError, match=pattern) as info:
+        W.load_weights(path)
+    assert str(path) in str(info.value) or path.name in str(info.value)
+
+
+def test_crafted_pickle_is_refused_without_running_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"stage1.x": Evil()}, path)
+    _expect(path, "could run arbitrary code")
+    assert not marker.exists()
+
+
+def test_bad_files_each_get_one_sentence(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    _expect(empty, "is empty")
+
+    text = tmp_path / "notes.pth"
+    text.write_text("these are not weights\n")
+    _expect(text, "neither a PyTorch checkpoint nor a safetensors")
+
+    torch.save(build_model("u2netp").state_dict(), tmp_path / "full.pth")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes((tmp_path / "full.pth").read_bytes()[:5000])
+    _expect(corrupt, "not a readable PyTorch checkpoint")
+
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3)}, other)
+    _expect(other, "not a U-2-Net checkpoint")
+
+    shapes = build_model("u2netp").state_dict()
+    shapes["side1.weight"] = torch.zeros(2, 64, 3, 3)
+    wrong = tmp_path / "wrong.pth"
+    torch.save(shapes, wrong)
+    _expect(wrong, "does not fit the u2netp architecture: side1.weight has shape")
+
+    partial = build_model("u2netp").state_dict()
+    del partial["outconv.weight"]
+    part = tmp_path / "partial.pth"
+    torch.save(partial, part)
+    _expect(part, "missing tensors")
+
+    bad_st = tmp_path / "bad.safetensors"
+    bad_st.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    _expect(bad_st, "not a readable safetensors")
+
+
+def test_missing_names_and_folders(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="neither a registered name"):
+        W.load_weights(tmp_path / "nope.pth")
+    with pytest.raises(WeightsError, match="is a folder"):
+        W.load_weights(tmp_path)
+
+
+def test_registered_weights_checksum_is_verified(tmp_path: Path, monkeypatch, u2netp_state) -> None:
+    model = build_model("u2netp")
+    spec = W.WeightsSpec(name="shipped", arch="u2netp", scale="255", file="shipped.safetensors")
+    digest = W.save_weights(model, spec, tmp_path / "shipped.safetensors")
+    monkeypatch.setattr(W, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setitem(W.REGISTRY, "shipped", W.WeightsSpec(**{**spec.__dict__, "sha256": digest}))
+    _, got = W.load_weights("shipped")
+    assert got.name == "shipped" and got.sha256 == digest
+
+    monkeypatch.setitem(
+        W.REGISTRY, "shipped", W.WeightsSpec(**{**spec.__dict__, "sha256": "0" * 64})
+    )
+    with pytest.raises(WeightsError, match="fails its checksum"):
+        W.load_weights("shipped")
+
+    monkeypatch.setitem(
+        W.REGISTRY, "gone", W.WeightsSpec(name="gone", arch="u2netp", file="gone.safetensors")
+    )
+    with pytest.raises(WeightsError, match="are missing"):
+        W.load_weights("gone")
