@@ -1,0 +1,236 @@
+"""Compositing on the device with one formula: ``out = fg * a + bg * (1 - a)``.
+
+:func:`composite` is that formula (uint8 out, rounded); everything else prepares its
+inputs. :class:`Compositor` turns a :class:`~vidmat.core.backgrounds.Background` into a
+device buffer once per resolution/device (colour, cover-fit image, looped video frames
+cached by index) and composites frames onto it::
+
+    comp = Compositor(parse_background("blur:25"))
+    out = comp(frame, alpha, t=seconds)   # frame uint8 (H,W,3), alpha (1,1,H,W) -> uint8 (H,W,3|4)
+
+``fg`` may replace the frame's colours (the despilled foreground from
+:func:`vidmat.core.refine.estimate_foreground`). Kinds ``transparent`` (RGBA: colour =
+fg, A = alpha) and ``mask`` (alpha as grey) use the same formula with fg = white and
+bg = black. :func:`composite_np` is the numpy wrapper.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidmat.core.backgrounds import Background, parse_background
+from vidmat.core.refine import as_alpha, box_filter, resize
+
+Tensor = torch.Tensor
+
+
+def composite(fg: Tensor, alpha: Tensor, bg: Tensor | float) -> Tensor:
+    """``fg * a + bg * (1 - a)`` in float, rounded to uint8.
+
+    ``fg``/``bg``: (..., H, W, C) uint8 or float on the 0..255 scale (``bg`` may broadcast,
+    e.g. a (3,) colour); ``alpha``: (..., H, W, 1) float in [0, 1]. Computed as
+    ``bg + (fg - bg) * a`` (the same formula, one multiply fewer).
+    """
+    dtype = alpha.dtype if alpha.is_floating_point() else torch.float32
+    f = fg.to(dtype) if not isinstance(fg, float) else fg
+    b = (
+        bg.to(dtype)
+        if isinstance(bg, Tensor)
+        else torch.tensor(float(bg), dtype=dtype, device=alpha.device)
+    )
+    out = torch.addcmul(b, f - b, alpha.to(dtype))
+    return out.add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def alpha_hw1(alpha: Tensor, frame: Tensor) -> Tensor:
+    """Alpha (N,1,H,W) -> channels-last (N,H,W,1) or (H,W,1) matching ``frame``'s rank."""
+    a = as_alpha(alpha).permute(0, 2, 3, 1)
+    return a[0] if frame.dim() == 3 else a
+
+
+def cover_fit(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Scale (N,C,h,w) to cover ``size`` and centre-crop: no bars, no distortion."""
+    h, w = image.shape[-2:]
+    height, width = size
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    image = resize(image, (nh, nw))
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return image[..., top : top + height, left : left + width]
+
+
+def _to_tensor(image: Any, device: torch.device) -> Tensor:
+    t = image if isinstance(image, Tensor) else torch.from_numpy(np.ascontiguousarray(image))
+    if t.dim() != 3 or t.shape[-1] < 3:
+        raise ValueError(f"a background frame must be (H,W,3) RGB, got {tuple(t.shape)}")
+    return t[..., :3].to(device)
+
+
+def prepare_image(
+    image: Any, size: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """RGB array -> cover-fit (H,W,3) tensor on the 0..255 scale on ``device``."""
+    t = _to_tensor(image, device).permute(2, 0, 1)[None].to(torch.float32)
+    t = cover_fit(t, size)
+    return t[0].permute(1, 2, 0).round_().clamp_(0, 255).to(dtype).contiguous()
+
+
+def blur_background(frame: Tensor, alpha: Tensor | None, sigma: float) -> Tensor:
+    """The frame blurred with about ``sigma`` px, person masked out so no halo of them remains.
+
+    Blurring happens at a reduced size (box passes ~ Gaussian) and is upsampled, so the
+    cost hardly depends on ``sigma``. ``frame`` (N,H,W,3) or (H,W,3) uint8/float 0..255,
+    ``alpha`` (N,1,H,W). Returns float (.., H, W, 3) on the 0..255 scale.
+    """
+    squeeze = frame.dim() == 3
+    f = (frame[None] if squeeze else frame).permute(0, 3, 1, 2).float()
+    _, _, height, width = f.shape
+    if sigma <= 0.5:
+        out = f
+    else:
+        factor = max(1.0, sigma / 3.0)
+        size = (max(1, round(height / factor)), max(1, round(width / factor)))
+        small = resize(f, size)
+        r = max(1, round(sigma / factor * 1.2))
+        if alpha is not None:
+            w = 1.0 - resize(as_alpha(alpha).float(), size)
+            w = w.square()
+            stacked = torch.cat([small * w, w], 1)
+            for _ in range(2):
+                stacked = box_filter(stacked, r)
+            plain = box_filter(box_filter(small, r), r)
+            den = stacked[:, 3:]
+            eps = 1e-2
+            small = (stacked[:, :3] + eps * plain) / (den + eps)
+        else:
+            small = box_filter(box_filter(small, r), r)
+        out = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
+    out = out.permute(0, 2, 3, 1)
+    return out[0] if squeeze else out
+
+
+class Compositor:
+    """Composite frames onto a background; buffers are prepared once per size and device."""
+
+    #: Prepared frames of a ``frames`` video background kept on the device.
+    MAX_CACHED_FRAMES = 64
+
+    def __init__(
+        self, background: Background | str | None = None, dtype: torch.dtype | None = None
+    ) -> None:
+        self.background = parse_background(background)
+        if self.background.kind == "file":
+            raise ValueError(
+                "a file background must be opened first (vidmat.io.images.load_background)"
+            )
+        self.dtype = dtype
+        self._cache: OrderedDict[tuple, Tensor] = OrderedDict()
+        self._last_video: tuple[tuple, Tensor] | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.background.channels
+
+    def _dtype(self, device: torch.device) -> torch.dtype:
+        if self.dtype is not None:
+            return self.dtype
+        return torch.float16 if device.type == "cuda" else torch.float32
+
+    def _cached(self, key: tuple, make) -> Tensor:
+        buf = self._cache.get(key)
+        if buf is None:
+            buf = make()
+            self._cache[key] = buf
+            while len(self._cache) > self.MAX_CACHED_FRAMES:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return buf
+
+    def background_buffer(
+        self, size: tuple[int, int], device: torch.device, t: float | None = None
+    ) -> Tensor:
+        """The prepared background (H,W,3) or broadcastable (3,) on the 0..255 scale."""
+        bg = self.background
+        dtype = self._dtype(device)
+        if bg.kind == "color":
+            return self._cached(
+                ("color", device, dtype), lambda: torch.tensor(bg.rgb, dtype=dtype, device=device)
+            )
+        if bg.kind == "image":
+            return self._cached(
+                ("image", size, device, dtype), lambda: prepare_image(bg.image, size, device, dtype)
+            )
+        if bg.kind == "video":
+            t = 0.0 if t is None else float(t)
+            if bg.frames:
+                index = int(t * bg.fps + 1e-6) % len(bg.frames)
+                return self._cached(
+                    ("video", index, size, device, dtype),
+                    lambda: prepare_image(bg.frames[index], size, device, dtype),
+                )
+            assert bg.frame_at is not None
+            # Only the latest frame: times rarely repeat, so caching more would just fill memory.
+            key = (t, size, device, dtype)
+            if self._last_video is None or self._last_video[0] != key:
+                self._last_video = (key, prepare_image(bg.frame_at(t), size, device, dtype))
+            return self._last_video[1]
+        raise ValueError(f"background kind {bg.kind!r} has no buffer")
+
+    def __call__(
+        self,
+        frame: Tensor,
+        alpha: Tensor,
+        t: float | None = None,
+        fg: Tensor | None = None,
+    ) -> Tensor:
+        """frame uint8 (H,W,3) or (N,H,W,3), alpha (N,1,H,W) -> uint8 (...,H,W,3|4).
+
+        ``fg``: optional foreground colours to use instead of the frame (float 0..255 or
+        uint8, same shape as ``frame``), e.g. despilled. ``t``: output time in seconds
+        (video backgrounds).
+        """
+        device = frame.device
+        dtype = self._dtype(device)
+        a = alpha_hw1(alpha, frame).to(dtype)
+        kind = self.background.kind
+        colour = frame if fg is None else fg
+        if kind == "mask":
+            return (
+                composite(torch.tensor(255.0, dtype=dtype, device=device), a, 0.0)
+                .expand(*a.shape[:-1], 3)
+                .contiguous()
+            )
+        if kind == "transparent":
+            rgb = (
+                colour
+                if colour.dtype == torch.uint8
+                else colour.add(0.5).clamp_(0, 255).to(torch.uint8)
+            )
+            return torch.cat([rgb, a.mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)], -1)
+        if kind == "blur":
+            bgbuf = blur_background(frame, alpha, self.background.blur * frame.shape[-3] / 720.0)
+            return composite(colour, a, bgbuf.to(dtype))
+        bgbuf = self.background_buffer((frame.shape[-3], frame.shape[-2]), device, t)
+        return composite(colour, a, bgbuf)
+
+
+def composite_np(
+    frame: np.ndarray,
+    alpha: np.ndarray,
+    background: Background | str | None = None,
+    t: float | None = None,
+) -> np.ndarray:
+    """numpy wrapper: frame uint8 (H,W,3), alpha float (H,W) -> uint8 (H,W,3|4)."""
+    comp = Compositor(background, dtype=torch.float32)
+    out = comp(
+        torch.from_numpy(np.ascontiguousarray(frame)),
+        torch.from_numpy(np.asarray(alpha, np.float32)),
+        t,
+    )
+    return out.cpu().numpy()

@@ -1,0 +1,251 @@
+"""The one object the convert and live pipelines call per frame: smooth, refine, composite.
+
+::
+
+    from vidmat.core.postprocess import PostProcessor, PostprocessConfig
+
+    post = PostProcessor(PostprocessConfig(smoothing=0.5), background="green")
+
+    # live (causal, one frame in -> one frame out)
+    frames = engine.to_device(rgb)                     # uint8 (1,H,W,3) on the device
+    lowres = engine.predict_lowres(frames)             # float (1,1,s,s)
+    out = post.process(frames[0], lowres, t=seconds)   # Output(alpha, image, frame, t)
+    show(out.image)                                    # uint8 (H,W,3), or (H,W,4) if transparent
+
+    # files (bidirectional smoothing, outputs `config.lookahead` frames late, in order)
+    for out in post.push(frames, lowres, t=times):     # one frame or a batch (N,H,W,3)/(N,1,s,s)
+        write(out.image, out.t)
+    for out in post.flush():                           # at end of file
+        write(out.image, out.t)
+
+    post.reset()                       # new stream (seek, new camera, new file)
+    post.set_background("blur:25")     # switch background at run time (UI)
+
+One PostProcessor per stream: it holds the smoothing state. Steps, all on the frame's
+device: temporal smoothing at mask resolution (:mod:`vidmat.core.smoothing`) -> fast
+guided upsampling to frame resolution -> tone curve -> erode/dilate -> feather
+(:mod:`vidmat.core.refine`) -> despill -> composite (:mod:`vidmat.core.composite`).
+Numpy frames/alphas are accepted too (moved to the frame's device/CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from vidmat.core.backgrounds import Background
+from vidmat.core.composite import Compositor
+from vidmat.core.refine import (
+    as_alpha,
+    erode_dilate,
+    estimate_foreground,
+    feather,
+    frame_to_nchw,
+    guided_upsample,
+    resize,
+    tone,
+)
+from vidmat.core.smoothing import BidirectionalSmoother, SmoothingState, TemporalSmoother
+from vidmat.errors import VidmatError
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """How the matte is cleaned up; defaults suit both live and file conversion."""
+
+    smoothing: float = 0.5  # temporal smoothing strength 0 (off) .. 1
+    lookahead: int = 2  # frames the file path looks ahead (push/flush); live ignores it
+    refine: bool = True  # guided upsampling; off = plain bilinear upsampling
+    guided_radius: int = 2  # in working-resolution pixels (long side = mask side, ~320)
+    guided_eps: float = 1e-3  # smaller snaps harder to frame edges
+    guided_color: bool = True  # RGB guide (False: grey, a little faster)
+    threshold: float = 0.5  # centre of the contrast curve
+    contrast: float = 1.0  # 1 = unchanged, >1 harder edges, inf = binary
+    feather_px: float = 0.0  # soften the edge over this many frame pixels
+    erode_dilate_px: int = 0  # >0 grow, <0 shrink the matte (frame pixels)
+    despill: bool = True  # remove the old background's colour from edge pixels
+    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp16 | fp32
+
+    def validate(self) -> PostprocessConfig:
+        if not 0.0 <= self.smoothing <= 1.0:
+            raise VidmatError(f"smoothing must be between 0 and 1, got {self.smoothing}.")
+        if self.lookahead < 0 or self.lookahead > 30:
+            raise VidmatError(f"lookahead must be between 0 and 30 frames, got {self.lookahead}.")
+        if self.contrast <= 0:
+            raise VidmatError(f"contrast must be > 0, got {self.contrast}.")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise VidmatError(f"threshold must be between 0 and 1, got {self.threshold}.")
+        if self.feather_px < 0:
+            raise VidmatError(f"feather must be >= 0 pixels, got {self.feather_px}.")
+        if abs(self.erode_dilate_px) > 100:
+            raise VidmatError("erode/dilate is limited to 100 pixels.")
+        if self.precision not in ("auto", "fp16", "fp32"):
+            raise VidmatError(f"precision must be auto, fp16 or fp32, got {self.precision!r}.")
+        if self.guided_radius < 1 or self.guided_eps <= 0:
+            raise VidmatError("guided filter radius must be >= 1 and eps > 0.")
+        return self
+
+
+class Output(NamedTuple):
+    """A finished frame: full-res alpha (1,1,H,W) float, composite uint8 (H,W,3|4)."""
+
+    alpha: Tensor
+    image: Tensor
+    frame: Tensor
+    t: float | None
+
+
+def _tensor(x: Any, device: torch.device | None = None) -> Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if device is not None and x.device != device:
+        x = x.to(device)
+    return x
+
+
+class PostProcessor:
+    """Per-stream post-processing: ``process`` for live, ``push``/``flush`` for files."""
+
+    def __init__(
+        self,
+        config: PostprocessConfig | None = None,
+        background: Background | str | None = None,
+    ) -> None:
+        self.config = (config or PostprocessConfig()).validate()
+        self.compositor = Compositor(background)
+        self._smoother = TemporalSmoother(self.config.smoothing)
+        self._bi = BidirectionalSmoother(self.config.smoothing, self.config.lookahead)
+        self._state: SmoothingState | None = None
+
+    # -- configuration ---------------------------------------------------------------
+    @property
+    def background(self) -> Background:
+        return self.compositor.background
+
+    def set_background(self, background: Background | str | None) -> None:
+        """Switch the background (buffers are rebuilt lazily on the next frame)."""
+        self.compositor = Compositor(background, self.compositor.dtype)
+
+    def set_config(self, **changes: Any) -> None:
+        """Change settings at run time (e.g. a UI slider); smoothing state is kept if possible."""
+        cfg = replace(self.config, **changes).validate()
+        if cfg.smoothing != self.config.smoothing:
+            self._smoother = TemporalSmoother(cfg.smoothing)
+        if (cfg.smoothing, cfg.lookahead) != (self.config.smoothing, self.config.lookahead):
+            self._bi = BidirectionalSmoother(cfg.smoothing, cfg.lookahead)
+        self.config = cfg
+
+    def reset(self) -> None:
+        """Forget the temporal state (new stream, seek, camera switch). Pending push() frames are dropped."""
+        self._state = None
+        self._bi.reset()
+
+    def _dtype(self, device: torch.device) -> torch.dtype:
+        p = self.config.precision
+        if p == "fp16" or (p == "auto" and device.type == "cuda"):
+            return torch.float16
+        return torch.float32
+
+    # -- steps -------------------------------------------------------------------------
+    def refine(self, frame: Tensor, lowres: Tensor) -> tuple[Tensor, Tensor]:
+        """Full-resolution alpha (1,1,H,W) and the float frame (1,3,H,W) it was guided by."""
+        c = self.config
+        dtype = self._dtype(frame.device)
+        frame_f = frame_to_nchw(frame, dtype)
+        lowres = as_alpha(lowres).to(frame.device)
+        size = (frame_f.shape[-2], frame_f.shape[-1])
+        if c.refine:
+            alpha = guided_upsample(
+                lowres,
+                frame,
+                radius=c.guided_radius,
+                eps=c.guided_eps,
+                color=c.guided_color,
+                frame_f=frame_f,
+                dtype=dtype,
+            )
+        else:
+            alpha = resize(lowres.float(), size).clamp_(0.0, 1.0).to(dtype)
+        alpha = tone(alpha, c.threshold, c.contrast)
+        alpha = erode_dilate(alpha, c.erode_dilate_px)
+        alpha = feather(alpha, c.feather_px)
+        return alpha, frame_f
+
+    def finish(self, frame: Any, lowres: Any, t: float | None = None) -> Output:
+        """Refine + composite one frame whose low-res alpha is already smoothed (no state)."""
+        frame = _tensor(frame)
+        if frame.dim() == 4:
+            if frame.shape[0] != 1:
+                raise ValueError("finish() takes one frame; loop over a batch")
+            frame = frame[0]
+        lowres = _tensor(lowres, frame.device)
+        alpha, frame_f = self.refine(frame, lowres)
+        kind = self.background.kind
+        fg = None
+        if self.config.despill and kind not in ("mask",):
+            fg = estimate_foreground(frame_f, alpha).mul_(255.0)[0].permute(1, 2, 0)
+        image = self.compositor(frame, alpha, t=t, fg=fg)
+        return Output(alpha, image, frame, t)
+
+    # -- live ------------------------------------------------------------------------------
+    def process(self, frame: Any, lowres: Any, t: float | None = None) -> Output:
+        """Causal: smooth with the state of this stream, refine, composite (one frame)."""
+        frame = _tensor(frame)
+        if frame.dim() == 4:
+            frame = frame[0]
+        lowres = as_alpha(_tensor(lowres, frame.device))[:1]
+        smoothed, self._state = self._smoother(lowres, frame, self._state)
+        return self.finish(frame, smoothed, t)
+
+    # -- files -----------------------------------------------------------------------------
+    def push(
+        self, frames: Any, lowres: Any, t: float | Sequence[float] | None = None
+    ) -> list[Output]:
+        """Add one frame (H,W,3) or a batch (N,H,W,3) with its (N,1,s,s) alpha; return ready outputs.
+
+        With ``config.lookahead == 0`` (or smoothing 0) every frame is ready at once.
+        """
+        frames = _tensor(frames)
+        if frames.dim() == 3:
+            frames = frames[None]
+        lowres = as_alpha(_tensor(lowres, frames.device))
+        n = frames.shape[0]
+        if lowres.shape[0] != n:
+            raise ValueError(f"{n} frames but {lowres.shape[0]} alphas")
+        times: list[float | None]
+        if t is None or isinstance(t, (int, float)):
+            times = [t] * n if n == 1 or t is None else [None] * n
+        else:
+            times = list(t)
+        out: list[Output] = []
+        for i in range(n):
+            frame, raw = frames[i], lowres[i : i + 1]
+            if self.config.lookahead == 0 or self.config.smoothing == 0.0:
+                smoothed, self._state = self._smoother(raw, frame, self._state)
+                out.append(self.finish(frame, smoothed, times[i]))
+                continue
+            for s in self._bi.push(raw, frame, meta=times[i]):
+                out.append(self.finish(s.frame, s.alpha, s.meta))
+        return out
+
+    def flush(self) -> list[Output]:
+        """Emit the frames still held for look-ahead (end of file); the stream then starts fresh."""
+        out = [self.finish(s.frame, s.alpha, s.meta) for s in self._bi.flush()]
+        self.reset()
+        return out
+
+    @property
+    def delay(self) -> int:
+        """Frames push() holds back before returning them."""
+        if self.config.lookahead == 0 or self.config.smoothing == 0.0:
+            return 0
+        return self.config.lookahead
+
+
+__all__ = ["Output", "PostProcessor", "PostprocessConfig"]
