@@ -1,0 +1,182 @@
+"""``vidmat train``: train U2-Net† person weights from image/mask folders, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from vidmat.errors import VidmatError
+
+EPILOG = """\
+example (CPU, resumable; re-run the same command to continue from RUN/last.pt):
+  vidmat train --data ../shared/data/train/ccp:1.0:0.5 --data ../shared/data/train/viton:1.0:0.9 \\
+      --backgrounds ../shared/data/backgrounds --val ../shared/data/val/ccp \\
+      --val ../shared/data/val/viton --run /work/vidmat-runs/cpu160 --size 160 --batch 8
+
+Each --data root holds images/ and masks/ (same file stems; masks 0 = background,
+255 = person). WEIGHT is the relative probability of drawing from that root,
+COMPOSITE the probability that its person is pasted onto another background.
+The best EMA weights (by mean val IoU) are written to RUN/best.safetensors.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train person-segmentation weights (resumable)",
+        description="Train U2-Net† on image/mask folders with compositing and video-style "
+        "augmentation, deep-supervision BCE, AdamW with warmup + cosine, an EMA of the "
+        "weights, periodic validation and exact resume from checkpoints.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="ROOT[:WEIGHT[:COMPOSITE]]",
+        help="training root with images/ and masks/; repeat for several roots",
+    )
+    p.add_argument(
+        "--backgrounds",
+        type=Path,
+        metavar="DIR",
+        help="person-free images to composite people onto",
+    )
+    p.add_argument(
+        "--val",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="ROOT",
+        help="validation root with images/ and masks/; repeatable",
+    )
+    p.add_argument(
+        "--run",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="run folder for checkpoints, log and best weights (keep it outside the repo)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="folder for the pre-resized uint8 data cache (default: RUN/../cache)",
+    )
+    p.add_argument("--arch", default="u2netp", choices=("u2netp", "u2net"))
+    p.add_argument(
+        "--size", type=int, default=160, help="training input side in pixels (default 160)"
+    )
+    p.add_argument(
+        "--val-size", type=int, help="validation / exported input size (default: --size)"
+    )
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=4000,
+        help="total optimizer steps; resume with a larger value to extend a run",
+    )
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument(
+        "--ema", type=float, default=0.995, help="EMA decay of the weights (default 0.995)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=100, help="validate every N steps")
+    p.add_argument("--val-n", type=int, default=50, help="images per validation root")
+    p.add_argument("--ckpt-minutes", type=float, default=4.0, help="checkpoint at least this often")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights instead of random")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="CKPT",
+        help="checkpoint to resume from (default: RUN/last.pt when it exists)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore RUN/last.pt and start from step 0 (refuses to overwrite it)",
+    )
+    p.add_argument(
+        "--no-fix-masks",
+        dest="fix_masks",
+        action="store_false",
+        help="do not close holes (VITON neck gaps) in training masks",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidmat.train.data import SourceSpec
+    from vidmat.train.loop import TrainConfig, Trainer
+
+    sources = [SourceSpec.parse(d) for d in args.data]
+    for s in sources:
+        if not s.path.is_dir():
+            raise VidmatError(f"training root {s.path} does not exist.")
+    for v in args.val:
+        if not v.is_dir():
+            raise VidmatError(f"validation root {v} does not exist.")
+    if args.backgrounds is not None and not args.backgrounds.is_dir():
+        raise VidmatError(f"background folder {args.backgrounds} does not exist.")
+    if args.size < 32 or args.size % 32:
+        raise VidmatError("--size must be a multiple of 32 and at least 32.")
+    if args.batch < 1 or args.steps < 1:
+        raise VidmatError("--batch and --steps must be positive.")
+    last = args.run / "last.pt"
+    resume = args.resume
+    if resume is None and last.exists():
+        if args.fresh:
+            raise VidmatError(f"{last} exists; pick another --run folder for a fresh run.")
+        resume = last
+    if resume is not None and not resume.is_file():
+        raise VidmatError(f"checkpoint {resume} does not exist.")
+    cfg = TrainConfig(
+        sources=sources,
+        run_dir=args.run,
+        backgrounds=args.backgrounds,
+        val=list(args.val),
+        cache_dir=args.cache,
+        arch=args.arch,
+        size=args.size,
+        batch=args.batch,
+        steps=args.steps,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        ema=args.ema,
+        seed=args.seed,
+        val_every=args.val_every,
+        val_n=args.val_n,
+        val_size=args.val_size,
+        ckpt_minutes=args.ckpt_minutes,
+        device=args.device,
+        threads=args.threads,
+        init=args.init,
+        fix_masks=args.fix_masks,
+        progress=args.progress,
+    )
+    trainer = Trainer(cfg)
+    if resume is not None:
+        trainer.load(resume)
+        print(f"resumed from {resume} at step {trainer.step}", flush=True)
+
+    def _stop(signum, frame):  # finish the current step, checkpoint, exit
+        trainer.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    result = trainer.run(on_log=lambda s: print(s, flush=True))
+    print(
+        f"stopped at step {result['step']}; best val mean IoU {result['best']:.4f}; "
+        f"checkpoint {args.run / 'last.pt'}",
+        flush=True,
+    )
+    return 0

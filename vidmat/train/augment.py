@@ -1,0 +1,206 @@
+"""Sample synthesis for webcam and video use.
+
+Every sample is a pure function of a ``numpy.random.Generator``; the loop seeds
+one generator per (seed, step, slot), so the batch at step ``s`` is the same
+whether the run went straight through or was resumed from a checkpoint.
+
+What the augmentations stand for: random scale/crop/rotation/flip (framing of a
+webcam or a phone), people pasted onto other scenes and onto person-free crops
+of the photos themselves (studio sets must not teach "plain grey = background"),
+colour / brightness / contrast / gamma (white balance and exposure), low light
+with sensor noise, blur (focus and motion), and JPEG artefacts (streamed video).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from vidmat.train.data import CachedSource
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotate_deg: float = 12.0
+    flip: float = 0.5
+    bg_from_bank: float = 0.7  # else a person-free crop of a training photo
+    color: float = 0.8
+    low_light: float = 0.15
+    noise: float = 0.3
+    blur: float = 0.2
+    jpeg: float = 0.3
+    grayscale: float = 0.05
+
+
+def _affine(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    size: int,
+    side: float,
+    cfg: AugmentConfig,
+    anchor_bottom: bool = False,
+) -> np.ndarray:
+    """Affine map from a square window of ``side`` source pixels to a ``size`` square.
+
+    ``anchor_bottom`` keeps the photo's bottom edge at or below the output's
+    bottom edge: a torso cut by the photo frame must not float mid-scene.
+    """
+    cx = rng.uniform(0.5 * min(side, w), w - 0.5 * min(side, w)) if side < w else w / 2
+    cy = rng.uniform(0.5 * min(side, h), h - 0.5 * min(side, h)) if side < h else h / 2
+    if side >= w:
+        cx += rng.uniform(-0.5, 0.5) * (side - w)
+    if side >= h:
+        cy += rng.uniform(-0.5, 0.5) * (side - h)
+    if anchor_bottom:
+        cy = min(cy, h - side / 2)
+    angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
+    scale = size / side
+    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    m[0, 2] += size / 2 - cx
+    m[1, 2] += size / 2 - cy
+    if rng.random() < cfg.flip:
+        m = np.array([[-1, 0, size], [0, 1, 0]], np.float64) @ np.vstack([m, [0, 0, 1]])
+    return m
+
+
+def _background(
+    rng: np.random.Generator,
+    size: int,
+    bank: np.ndarray | None,
+    sources: Sequence[CachedSource],
+    cfg: AugmentConfig,
+) -> np.ndarray:
+    """A person-free scene, float32 RGB in [0, 255]."""
+    if bank is not None and len(bank) and rng.random() < cfg.bg_from_bank:
+        bg = bank[rng.integers(len(bank))]
+        h, w = bg.shape[:2]
+        side = rng.uniform(0.4, 1.0) * min(h, w)
+        x0 = rng.uniform(0, w - side)
+        y0 = rng.uniform(0, h - side)
+        crop = bg[int(y0) : int(y0 + side), int(x0) : int(x0 + side)]
+    else:
+        crop = _person_free_crop(rng, sources)
+        if crop is None:
+            if bank is not None and len(bank):
+                crop = bank[rng.integers(len(bank))]
+            else:  # smooth random colour field
+                crop = rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)
+    out = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return out.astype(np.float32)
+
+
+def _person_free_crop(
+    rng: np.random.Generator, sources: Sequence[CachedSource]
+) -> np.ndarray | None:
+    """A crop of a training photo that contains no person pixel (a few tries)."""
+    for _ in range(6):
+        src = sources[rng.integers(len(sources))]
+        i = rng.integers(len(src))
+        m = src.masks[i]
+        h, w = m.shape
+        side = int(rng.uniform(0.2, 0.5) * min(h, w))
+        if side < 8:
+            continue
+        y0 = int(rng.integers(0, h - side + 1))
+        x0 = int(rng.integers(0, w - side + 1))
+        if not m[y0 : y0 + side, x0 : x0 + side].any():
+            return np.asarray(src.images[i, y0 : y0 + side, x0 : x0 + side])
+    return None
+
+
+def _photometric(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """Colour, exposure, low light, blur, noise; float32 [0,255] in, uint8 out."""
+    if rng.random() < cfg.color:
+        gains = rng.uniform(0.8, 1.2, 3).astype(np.float32)
+        contrast = rng.uniform(0.7, 1.3)
+        bright = rng.uniform(-30, 30)
+        mean = img.mean()
+        img = (img * gains - mean) * contrast + mean + bright
+        if rng.random() < 0.5:
+            sat = rng.uniform(0.5, 1.4)
+            grey = img.mean(axis=2, keepdims=True)
+            img = grey + (img - grey) * sat
+        img = np.clip(img, 0, 255)
+        if rng.random() < 0.5:
+            gamma = rng.uniform(0.7, 1.5)
+            img = 255.0 * (img / 255.0) ** gamma
+    if rng.random() < cfg.grayscale:
+        img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
+    low = rng.random() < cfg.low_light
+    if low:
+        img = img * rng.uniform(0.15, 0.5)
+    if rng.random() < cfg.blur:
+        if rng.random() < 0.5:
+            k = int(rng.choice([3, 5]))
+            img = cv2.GaussianBlur(img, (k, k), 0)
+        else:  # motion blur along a random direction
+            k = int(rng.integers(3, 8))
+            ker = np.zeros((k, k), np.float32)
+            ker[k // 2, :] = 1.0 / k
+            rot = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), rng.uniform(0, 180), 1.0)
+            ker = cv2.warpAffine(ker, rot, (k, k))
+            ker /= max(ker.sum(), 1e-6)
+            img = cv2.filter2D(img, -1, ker)
+    if low or rng.random() < cfg.noise:
+        sigma = rng.uniform(2, 12 if low else 8)
+        img = img + rng.normal(0, sigma, img.shape).astype(np.float32)
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.random() < cfg.jpeg:
+        q = int(rng.integers(30, 90))
+        ok, buf = cv2.imencode(".jpg", out[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return np.ascontiguousarray(out)
+
+
+DEFAULT_AUGMENT = AugmentConfig()
+
+
+def synthesize(
+    rng: np.random.Generator,
+    sources: Sequence[CachedSource],
+    weights: np.ndarray,
+    size: int,
+    bank: np.ndarray | None = None,
+    cfg: AugmentConfig = DEFAULT_AUGMENT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One training sample: RGB uint8 (size, size, 3) and mask float32 (size, size) in {0, 1}."""
+    s = int(rng.choice(len(sources), p=weights))
+    src = sources[s]
+    i = int(rng.integers(len(src)))
+    img = np.asarray(src.images[i])
+    mask = np.asarray(src.masks[i])
+    h, w = mask.shape
+    composite = rng.random() < src.spec.composite
+    # Composited: anywhere from a close-up to a small figure in a wide shot.
+    # Not composited: stay inside the photo, so the border is real image content.
+    side = rng.uniform(0.45, 1.5) * max(h, w) if composite else rng.uniform(0.55, 1.0) * min(h, w)
+    touches_bottom = bool(mask[-1].any())
+    m = _affine(rng, h, w, size, side, cfg, anchor_bottom=composite and touches_bottom)
+    fg = cv2.warpAffine(
+        img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    ).astype(np.float32)
+    border = cv2.BORDER_CONSTANT if composite else cv2.BORDER_REFLECT_101
+    alpha = cv2.warpAffine(
+        mask.astype(np.float32) / 255.0, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border
+    )
+    if composite:
+        bg = _background(rng, size, bank, sources, cfg)
+        # Soften the paste edge a little so a hard cut-out seam is no cue.
+        soft = cv2.GaussianBlur(alpha, (3, 3), 0)[..., None]
+        out = fg * soft + bg * (1.0 - soft)
+    else:
+        out = fg
+    target = (alpha > 0.5).astype(np.float32)
+    return _photometric(rng, out, cfg), target
+
+
+def sample_rng(seed: int, step: int, slot: int) -> np.random.Generator:
+    """The generator for one sample: depends only on (seed, step, slot), so resume is exact."""
+    return np.random.default_rng([seed, step, slot])

@@ -1,0 +1,221 @@
+"""Training data: image/mask folders, a pre-resized uint8 cache, and background banks.
+
+Decoding a 550x825 JPEG costs more than augmenting a 160 px crop of it, and on a
+2-core CPU the training step itself is the budget, so every source is decoded
+once, resized to a fixed size and kept as one uint8 ``.npy`` stack (memory-mapped)
+in a cache folder outside the repository. The cache key holds the folder, the
+file count and the size, so a changed folder or size builds a new cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidmat.errors import VidmatError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One training root ``PATH[:WEIGHT[:COMPOSITE]]``.
+
+    ``weight`` is the relative probability of drawing a sample from this root;
+    ``composite`` the probability that its person is cut out and pasted onto
+    another background (near 1 for studio sets such as VITON, whose uniform grey
+    would otherwise teach the model that grey means background).
+    """
+
+    path: Path
+    weight: float = 1.0
+    composite: float = 0.5
+
+    @classmethod
+    def parse(cls, text: str) -> SourceSpec:
+        parts = text.split(":")
+        # Allow paths that contain ':' by peeling numeric suffixes only.
+        nums: list[float] = []
+        while len(parts) > 1 and len(nums) < 2:
+            try:
+                nums.insert(0, float(parts[-1]))
+            except ValueError:
+                break
+            parts.pop()
+        path = Path(":".join(parts))
+        weight = nums[0] if nums else 1.0
+        composite = nums[1] if len(nums) > 1 else 0.5
+        if weight <= 0:
+            raise VidmatError(f"sampling weight of {path} must be positive, got {weight}.")
+        if not 0.0 <= composite <= 1.0:
+            raise VidmatError(f"composite probability of {path} must be in [0, 1].")
+        return cls(path, weight, composite)
+
+
+def list_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """Pairs ``root/images/X.*`` with ``root/masks/X.*`` by file stem."""
+    images_dir, masks_dir = root / "images", root / "masks"
+    if not images_dir.is_dir() or not masks_dir.is_dir():
+        raise VidmatError(f"{root} must contain 'images' and 'masks' folders.")
+    return pair_folders(images_dir, masks_dir)
+
+
+def pair_folders(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
+    """Image/mask pairs matched by stem; an image without a mask is an error, not a skip."""
+    if not images_dir.is_dir():
+        raise VidmatError(f"image folder {images_dir} does not exist.")
+    if not masks_dir.is_dir():
+        raise VidmatError(f"mask folder {masks_dir} does not exist.")
+    masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
+    pairs = []
+    for img in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+        if img.stem not in masks:
+            raise VidmatError(f"no mask for {img.name} in {masks_dir}.")
+        pairs.append((img, masks[img.stem]))
+    if not pairs:
+        raise VidmatError(f"no images found in {images_dir}.")
+    return pairs
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise VidmatError(f"cannot read image {path}.")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Binary mask as uint8 0/255 (any non-zero pixel is person)."""
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise VidmatError(f"cannot read mask {path}.")
+    return np.where(m > 127, 255, 0).astype(np.uint8)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill background regions fully enclosed by person (VITON's unfilled neck gaps).
+
+    A flood fill from the border marks the true background; whatever background
+    it cannot reach is a hole inside the person and becomes person.
+    """
+    m = (mask > 127).astype(np.uint8)
+    h, w = m.shape
+    padded = np.zeros((h + 2, w + 2), np.uint8)
+    padded[1:-1, 1:-1] = m
+    flood = padded.copy()
+    ff_mask = np.zeros((h + 4, w + 4), np.uint8)
+    cv2.floodFill(flood, ff_mask, (0, 0), 2)
+    holes = flood[1:-1, 1:-1] == 0
+    out = mask.copy()
+    out[holes] = 255
+    return out
+
+
+def close_neck_gaps(mask: np.ndarray) -> np.ndarray:
+    """Close thin vertical gaps (face/collar) that open to the side, then fill holes."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 9))
+    closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, k)
+    return fill_holes(closed)
+
+
+@dataclass
+class CachedSource:
+    """A whole root as uint8 arrays: images (N,H,W,3) RGB and masks (N,H,W) 0/255."""
+
+    spec: SourceSpec
+    images: np.ndarray
+    masks: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _cache_key(root: Path, n: int, size: tuple[int, int], fix: bool) -> str:
+    text = f"{root.resolve()}|{n}|{size}|{fix}|v1"
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _fixed_size(first: np.ndarray, long_side: int) -> tuple[int, int]:
+    """(H, W) of the cache for a root: the first image's aspect, long side ``long_side``."""
+    h, w = first.shape[:2]
+    s = long_side / max(h, w)
+    return max(8, round(h * s)), max(8, round(w * s))
+
+
+def load_source(
+    spec: SourceSpec,
+    cache_dir: Path,
+    long_side: int = 320,
+    fix_masks: bool = False,
+    progress: bool = True,
+) -> CachedSource:
+    """Decode, resize and cache a root once; later calls memory-map the cache."""
+    pairs = list_pairs(spec.path)
+    first = read_rgb(pairs[0][0])
+    size = _fixed_size(first, long_side)
+    key = _cache_key(spec.path, len(pairs), size, fix_masks)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    img_file = cache_dir / f"{spec.path.name}-{key}-images.npy"
+    mask_file = cache_dir / f"{spec.path.name}-{key}-masks.npy"
+    if not (img_file.exists() and mask_file.exists()):
+        h, w = size
+        images = np.zeros((len(pairs), h, w, 3), np.uint8)
+        masks = np.zeros((len(pairs), h, w), np.uint8)
+        it = pairs
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(pairs, desc=f"cache {spec.path.name}", unit="img")
+        for i, (ip, mp) in enumerate(it):
+            img = read_rgb(ip)
+            m = read_mask(mp)
+            if m.shape != img.shape[:2]:
+                m = cv2.resize(m, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
+            if fix_masks:
+                m = close_neck_gaps(m)
+            images[i] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+            mr = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
+            masks[i] = np.where(mr > 127, 255, 0).astype(np.uint8)
+        _atomic_save(img_file, images)
+        _atomic_save(mask_file, masks)
+    images = np.load(img_file, mmap_mode="r")
+    masks = np.load(mask_file, mmap_mode="r")
+    return CachedSource(spec, images, masks)
+
+
+def _atomic_save(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def load_backgrounds(
+    folder: Path, cache_dir: Path, size: tuple[int, int] = (288, 384)
+) -> np.ndarray:
+    """Person-free background images, cover-fitted to ``size`` (H, W), as (N,H,W,3) uint8."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise VidmatError(f"no background images found in {folder}.")
+    key = _cache_key(folder, len(files), size, False)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    f = cache_dir / f"backgrounds-{key}.npy"
+    if not f.exists():
+        h, w = size
+        out = np.zeros((len(files), h, w, 3), np.uint8)
+        for i, p in enumerate(files):
+            img = read_rgb(p)
+            ih, iw = img.shape[:2]
+            s = max(h / ih, w / iw)
+            r = cv2.resize(
+                img, (max(w, round(iw * s)), max(h, round(ih * s))), interpolation=cv2.INTER_AREA
+            )
+            y0 = (r.shape[0] - h) // 2
+            x0 = (r.shape[1] - w) // 2
+            out[i] = r[y0 : y0 + h, x0 : x0 + w]
+        _atomic_save(f, out)
+    return np.load(f, mmap_mode="r")

@@ -1,0 +1,376 @@
+"""The training loop: deep supervision, AdamW + warmup/cosine, EMA, exact resume.
+
+Design choices and why:
+
+* Batches are a pure function of (seed, step): each sample has its own generator
+  (:func:`vidmat.train.augment.sample_rng`), so a resumed run sees exactly the
+  batches an uninterrupted one would, without pickling loader state.
+* The learning rate is a pure function of the step (:func:`lr_at`); a run can be
+  extended later by resuming with a larger ``--steps`` (the cosine stretches).
+* An exponential moving average of the weights is what gets validated and
+  exported: on a CPU budget the run rarely reaches the end of its schedule, and
+  the EMA of a still-noisy run is much closer to a converged model.
+* Checkpoints go to a run folder outside the repository (model, EMA, optimizer,
+  scheduler, torch RNG, step, best score) and are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidmat.errors import VidmatError
+from vidmat.train.augment import DEFAULT_AUGMENT, AugmentConfig, sample_rng, synthesize
+from vidmat.train.data import CachedSource, SourceSpec, load_backgrounds, load_source
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@dataclass
+class TrainConfig:
+    sources: list[SourceSpec]
+    run_dir: Path
+    backgrounds: Path | None = None
+    val: list[Path] = field(default_factory=list)
+    cache_dir: Path | None = None
+    arch: str = "u2netp"
+    size: int = 160
+    batch: int = 8
+    steps: int = 4000
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    min_lr_ratio: float = 0.02
+    ema: float = 0.995
+    seed: int = 0
+    val_every: int = 100
+    val_n: int = 50
+    val_size: int | None = None  # defaults to ``size``
+    ckpt_minutes: float = 4.0
+    device: str = "cpu"
+    threads: int | None = 2
+    init: str | None = None
+    fix_masks: bool = True
+    cache_long_side: int = 320
+    progress: bool = True
+    name: str = "u2netp_person"
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["sources"] = [f"{s.path}:{s.weight}:{s.composite}" for s in self.sources]
+        return json.loads(json.dumps(d, default=str))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier at ``step``: linear warmup then cosine to ``min_lr_ratio``."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def to_input(batch_rgb: np.ndarray) -> torch.Tensor:
+    """uint8 (N,H,W,3) RGB -> normalised float (N,3,H,W); scale "255" then ImageNet mean/std."""
+    x = batch_rgb.astype(np.float32) / 255.0
+    x = (x - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def deep_supervision_loss(logits: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """BCE summed over the fused and the six side outputs (U-2-Net paper, eq. 1)."""
+    return sum(F.binary_cross_entropy_with_logits(o.float(), target) for o in logits)
+
+
+def make_batch(
+    seed: int,
+    step: int,
+    batch: int,
+    size: int,
+    sources: Sequence[CachedSource],
+    bank: np.ndarray | None,
+    aug: AugmentConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = np.array([s.spec.weight for s in sources], np.float64)
+    weights /= weights.sum()
+    imgs = np.zeros((batch, size, size, 3), np.uint8)
+    masks = np.zeros((batch, 1, size, size), np.float32)
+    for k in range(batch):
+        imgs[k], masks[k, 0] = synthesize(
+            sample_rng(seed, step, k), sources, weights, size, bank, aug
+        )
+    return to_input(imgs), torch.from_numpy(masks)
+
+
+class EMA:
+    """Exponential moving average of parameters; buffers (BN statistics) are copied."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # Short warm-up of the decay so early averages are not dominated by random init.
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+@dataclass
+class ValSet:
+    name: str
+    images: np.ndarray  # (N,H,W,3) uint8
+    masks: np.ndarray  # (N,H,W) uint8 0/255
+
+
+def load_valsets(roots: Sequence[Path], n: int, cache_dir: Path, progress: bool) -> list[ValSet]:
+    out = []
+    for root in roots:
+        src = load_source(SourceSpec(root), cache_dir, 320, False, progress)
+        idx = np.linspace(0, len(src) - 1, min(n, len(src))).round().astype(int)
+        out.append(ValSet(root.name, np.asarray(src.images[idx]), np.asarray(src.masks[idx])))
+    return out
+
+
+@torch.no_grad()
+def validate(model: nn.Module, valsets: Sequence[ValSet], size: int, device: torch.device) -> dict:
+    """Mean IoU@0.5 and MAE per set, at model input ``size`` (frame squashed to a square)."""
+    from vidmat.train.metrics import iou, mae
+
+    model.eval()
+    res = {}
+    for vs in valsets:
+        ious, maes = [], []
+        for i in range(0, len(vs.images), 8):
+            imgs = vs.images[i : i + 8]
+            h, w = imgs.shape[1:3]
+            small = np.stack(
+                [cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in imgs]
+            )
+            prob = model(to_input(small).to(device))
+            prob = F.interpolate(prob.float(), size=(h, w), mode="bilinear", align_corners=False)
+            prob = prob[:, 0].cpu().numpy()
+            for p, m in zip(prob, vs.masks[i : i + 8], strict=True):
+                gt = m > 127
+                ious.append(iou(p, gt))
+                maes.append(mae(p, gt))
+        res[vs.name] = {"iou": float(np.mean(ious)), "mae": float(np.mean(maes))}
+    res["mean_iou"] = float(np.mean([v["iou"] for k, v in res.items() if k != "mean_iou"]))
+    return res
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export_weights(model: nn.Module, cfg: TrainConfig, path: Path, description: str) -> str:
+    """Write safetensors (fp16) with the spec the engine needs; returns the sha256."""
+    from vidmat.model.weights import WeightsSpec, save_weights
+
+    spec = WeightsSpec(
+        name=cfg.name,
+        arch=cfg.arch,
+        input_size=cfg.val_size or cfg.size,
+        scale="255",
+        file=path.name,
+        description=description,
+    )
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
+    save_weights(model, spec, tmp, half=True)
+    os.replace(tmp, path)
+    from vidmat.model.weights import sha256_file
+
+    return sha256_file(path)
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`run` trains until ``cfg.steps`` or ``stop()``."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        sources: Sequence[CachedSource] | None = None,
+        bank: np.ndarray | None = None,
+        valsets: Sequence[ValSet] | None = None,
+        model: nn.Module | None = None,
+        aug: AugmentConfig = DEFAULT_AUGMENT,
+    ) -> None:
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.device)
+        cache = cfg.cache_dir or cfg.run_dir.parent / "cache"
+        if sources is None:
+            sources = [
+                load_source(s, cache, cfg.cache_long_side, cfg.fix_masks, cfg.progress)
+                for s in cfg.sources
+            ]
+        if bank is None and cfg.backgrounds is not None:
+            bank = load_backgrounds(cfg.backgrounds, cache)
+        if valsets is None:
+            valsets = load_valsets(cfg.val, cfg.val_n, cache, cfg.progress) if cfg.val else []
+        self.sources, self.bank, self.valsets, self.aug = list(sources), bank, list(valsets), aug
+        torch.manual_seed(cfg.seed)
+        if model is None:
+            from vidmat.model.u2net import build_model
+
+            model = build_model(cfg.arch)
+            if cfg.init:
+                from vidmat.model.weights import load_weights
+
+                init_model, _ = load_weights(cfg.init)
+                model.load_state_dict(init_model.state_dict())
+        self.model = model.to(self.device)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, self.cfg))
+        self.ema = EMA(self.model, cfg.ema)
+        self.step = 0
+        self.best = -1.0
+        self.history: list[dict] = []
+        self.losses: list[float] = []
+        self._stop = False
+
+    # -- checkpoints -------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "best": self.best,
+            "history": self.history,
+            "config": self.cfg.to_json(),
+        }
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or self.cfg.run_dir / "last.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_torch_save(self.state(), path)
+        return path
+
+    def load(self, path: Path) -> None:
+        try:
+            ck = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:
+            raise VidmatError(f"cannot read checkpoint {path} ({type(exc).__name__}).") from None
+        self.model.load_state_dict(ck["model"])
+        self.ema.model.load_state_dict(ck["ema"])
+        self.opt.load_state_dict(ck["opt"])
+        self.sched.load_state_dict(ck["sched"])
+        torch.set_rng_state(ck["torch_rng"])
+        self.step = int(ck["step"])
+        self.best = float(ck["best"])
+        self.history = list(ck.get("history", []))
+
+    # -- training ----------------------------------------------------------
+    def stop(self) -> None:
+        self._stop = True
+
+    def train_step(self) -> float:
+        cfg = self.cfg
+        self.model.train()
+        x, y = make_batch(
+            cfg.seed, self.step, cfg.batch, cfg.size, self.sources, self.bank, self.aug
+        )
+        x, y = x.to(self.device), y.to(self.device)
+        amp = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        with amp:
+            logits = self.model.forward_all(x)
+        loss = deep_supervision_loss(logits, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        self.ema.update(self.model, self.step)
+        value = float(loss.detach())
+        self.losses.append(value)
+        return value
+
+    def run(self, on_log: Callable[[str], None] | None = None) -> dict:
+        cfg = self.cfg
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2))
+        log_file = open(cfg.run_dir / "log.jsonl", "a")  # noqa: SIM115 - closed in finally
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True)
+        last_ckpt = time.monotonic()
+        smooth = None
+        val_iou = float("nan")
+        try:
+            while self.step < cfg.steps and not self._stop:
+                t0 = time.monotonic()
+                loss = self.train_step()
+                smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
+                rec = {
+                    "step": self.step,
+                    "loss": loss,
+                    "lr": self.sched.get_last_lr()[0],
+                    "sec": round(time.monotonic() - t0, 3),
+                }
+                if self.valsets and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+                    res = validate(
+                        self.ema.model, self.valsets, cfg.val_size or cfg.size, self.device
+                    )
+                    val_iou = res["mean_iou"]
+                    rec["val"] = res
+                    self.history.append({"step": self.step, **res})
+                    if val_iou > self.best:
+                        self.best = val_iou
+                        sha = export_weights(
+                            self.ema.model,
+                            cfg,
+                            cfg.run_dir / "best.safetensors",
+                            f"step {self.step}, val mean IoU {val_iou:.4f}",
+                        )
+                        rec["exported"] = sha
+                    self.save()
+                    last_ckpt = time.monotonic()
+                    if on_log:
+                        on_log(f"step {self.step}: " + json.dumps(res))
+                log_file.write(json.dumps(rec) + "\n")
+                log_file.flush()
+                if time.monotonic() - last_ckpt > cfg.ckpt_minutes * 60:
+                    self.save()
+                    last_ckpt = time.monotonic()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{smooth:.3f}", val_iou=f"{val_iou:.3f}")
+        finally:
+            if self.step > 0:
+                self.save()
+            log_file.close()
+            if bar is not None:
+                bar.close()
+        return {"step": self.step, "best": self.best, "history": self.history}

@@ -1,0 +1,111 @@
+"""Evaluation metrics on numpy arrays (pure numpy + one OpenCV distance transform).
+
+Conventions: ``pred`` is a soft alpha in [0, 1], ``gt`` a boolean (or 0/1) mask
+of the same shape. IoU and boundary F threshold ``pred`` at 0.5. Both-empty
+cases count as perfect (a frame with no person predicted as empty is right).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+
+def _bin(a: np.ndarray, thr: float = 0.5) -> np.ndarray:
+    a = np.asarray(a)
+    return a > 0 if a.dtype == bool else a >= thr
+
+
+def iou(pred: np.ndarray, gt: np.ndarray, thr: float = 0.5) -> float:
+    """Intersection over union of ``pred >= thr`` and ``gt``."""
+    p, g = _bin(pred, thr), np.asarray(gt).astype(bool)
+    union = np.logical_or(p, g).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(p, g).sum() / union)
+
+
+def mae(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean absolute error between the soft alpha and the 0/1 ground truth."""
+    return float(np.mean(np.abs(np.asarray(pred, np.float64) - np.asarray(gt, np.float64))))
+
+
+def boundary(mask: np.ndarray) -> np.ndarray:
+    """One-pixel inner boundary: mask pixels with a 4-neighbour outside the mask (or the image)."""
+    m = np.asarray(mask).astype(bool)
+    padded = np.pad(m, 1, constant_values=False)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return m & ~inner
+
+
+def _within(src: np.ndarray, target: np.ndarray, tol: float) -> np.ndarray:
+    """Which ``src`` pixels lie within ``tol`` (Euclidean) of a ``target`` pixel."""
+    if not target.any():
+        return np.zeros_like(src)
+    dist = cv2.distanceTransform((~target).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return src & (dist <= tol)
+
+
+def boundary_f(
+    pred: np.ndarray, gt: np.ndarray, tol: float | None = None, thr: float = 0.5
+) -> float:
+    """Boundary F-measure (DAVIS 'F'): boundary precision/recall within ``tol`` pixels.
+
+    ``tol`` defaults to DAVIS's 0.8 % of the image diagonal (at least 1 px).
+    """
+    p, g = boundary(_bin(pred, thr)), boundary(np.asarray(gt).astype(bool))
+    if tol is None:
+        h, w = p.shape
+        tol = max(1.0, round(0.008 * np.hypot(h, w)))
+    np_, ng = int(p.sum()), int(g.sum())
+    if np_ == 0 and ng == 0:
+        return 1.0
+    if np_ == 0 or ng == 0:
+        return 0.0
+    precision = _within(p, g, tol).sum() / np_
+    recall = _within(g, p, tol).sum() / ng
+    if precision + recall == 0:
+        return 0.0
+    return float(2 * precision * recall / (precision + recall))
+
+
+def flicker(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> float:
+    """Mean |alpha_t - alpha_{t-1}| over pixels whose ground truth did not change.
+
+    Change that the ground truth also shows is motion, not flicker, so it is
+    excluded; what is left is noise the viewer sees as shimmering. Averaged over
+    frame pairs (each pair weighted equally). NaN for fewer than two frames.
+    """
+    vals = []
+    for t in range(1, len(preds)):
+        g0, g1 = np.asarray(gts[t - 1]).astype(bool), np.asarray(gts[t]).astype(bool)
+        still = g0 == g1
+        if not still.any():
+            continue
+        d = np.abs(np.asarray(preds[t], np.float64) - np.asarray(preds[t - 1], np.float64))
+        vals.append(float(d[still].mean()))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def lag(
+    preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], max_lag: int = 3
+) -> tuple[int, list[float]]:
+    """Frames by which the predicted mask trails the ground truth.
+
+    For each shift k in [-max_lag, max_lag] the mean IoU of ``pred[t]`` against
+    ``gt[t - k]`` is computed over the frames where both exist; the lag is the
+    shift with the best IoU (positive = the mask arrives late, as a too-strong
+    temporal filter makes it). Ties go to the smallest |k|. Returns the lag and
+    the IoU per shift (index 0 is k = -max_lag).
+    """
+    n = len(preds)
+    scores: list[float] = []
+    for k in range(-max_lag, max_lag + 1):
+        vals = [iou(preds[t], gts[t - k]) for t in range(max(0, k), min(n, n + k))]
+        scores.append(float(np.mean(vals)) if vals else float("nan"))
+    arr = np.array(scores)
+    best = np.nanmax(arr)
+    ks = [k for k, s in zip(range(-max_lag, max_lag + 1), scores, strict=True) if s == best]
+    return min(ks, key=abs), scores
