@@ -1,0 +1,148 @@
+"""The live pipeline end to end with a file played as a camera and a stub model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from live_fixtures import make_clip, stub_engine
+
+from vidmat.core.backgrounds import Background
+from vidmat.errors import VidmatError
+from vidmat.io.camera import CameraConfig
+from vidmat.pipelines.live import LiveConfig, LiveFrame, LivePipeline, LiveSettings
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("live") / "clip.mp4", frames=30, fps=30)
+
+
+def run_pipeline(clip, engine=None, settings=None, timeout=6.0, **cfg):
+    frames: list[LiveFrame] = []
+    events: dict[str, list] = {"started": [], "error": [], "finished": []}
+    camera = cfg.pop("camera", CameraConfig(source=str(clip), loop=False))
+    p = LivePipeline(
+        engine or stub_engine(),
+        LiveConfig(camera=camera, **cfg),
+        settings or LiveSettings(background=Background.mask(), smoothing=0.0),
+        on_started=events["started"].append,
+        on_frame=frames.append,
+        on_error=events["error"].append,
+        on_finished=lambda: events["finished"].append(True),
+    )
+    p.start()
+    assert p.wait(timeout), "pipeline did not finish"
+    p.stop()
+    return p, frames, events
+
+
+def square_columns(image: np.ndarray) -> np.ndarray:
+    """Columns where the mask view shows the stub's 'person' (the white square)."""
+    return np.flatnonzero(image[..., 0].max(axis=0) > 128)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_frames_flow_and_stop_joins_every_thread(clip, mode):
+    before = {t.ident for t in threading.enumerate()}
+    p, frames, events = run_pipeline(clip, mode=mode)
+    assert len(frames) >= 27  # a file at real time: (nearly) every frame reaches the output
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert frames[0].image.shape == (48, 64, 3) and frames[0].image.dtype == np.uint8
+    assert len(events["started"]) == 1 and events["started"][0]["width"] == 64
+    assert events["finished"] == [True] and events["error"] == []
+    # The mask view shows the stub's mask: the white square moves 2 px per frame.
+    f = frames[10]
+    cols = square_columns(f.image)
+    x = (f.source.index * 2) % 48
+    if mode == "sync":
+        assert abs(cols.min() - x) <= 2 and abs(cols.max() - (x + 15)) <= 2
+    assert p.threads() and not any(t.is_alive() for t in p.threads())
+    leftover = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert not [t for t in leftover if t.name.startswith("vidmat")]
+    st = p.status()
+    assert st["frames"] == len(frames) and st["dropped"] == p.dropped
+
+
+def test_slow_worker_drops_oldest_frames_and_counts_them(clip):
+    p, frames, _ = run_pipeline(clip, engine=stub_engine(delay=0.1), mode="sync")
+    assert len(frames) <= 14  # 1 s of video, 100 ms per frame
+    assert p.dropped >= 12
+    # Nothing queues up: every output shows a recent frame, not one from long ago.
+    assert all(f.latency_ms < 250 for f in frames)
+    captured = p.capture.frames
+    assert len(frames) + p.dropped == captured
+
+
+def test_async_mode_keeps_display_rate_with_a_slow_model(clip):
+    p, frames, _ = run_pipeline(clip, engine=stub_engine(delay=0.1), mode="async")
+    assert len(frames) >= 25  # compositing keeps up with the camera...
+    assert p.stats.inferences <= 14  # ...while the model runs at its own pace
+    assert max(f.mask_age_ms for f in frames[5:]) > 50
+
+
+def test_infer_every_nth_frame(clip):
+    engine = stub_engine()
+    _p, frames, _ = run_pipeline(clip, engine=engine, mode="sync", infer_every=3)
+    assert [f.inferred for f in frames[:6]] == [True, False, False, True, False, False]
+    assert engine.model.calls == sum(f.inferred for f in frames)
+
+
+def test_settings_change_while_running(clip):
+    frames: list[LiveFrame] = []
+    camera = CameraConfig(source=str(clip), loop=True)
+    p = LivePipeline(
+        stub_engine(),
+        LiveConfig(camera=camera, mode="sync"),
+        LiveSettings(background=Background.color("black"), smoothing=0.0),
+        on_frame=frames.append,
+    )
+    p.start()
+    try:
+        deadline = time.time() + 3
+        while len(frames) < 3 and time.time() < deadline:
+            time.sleep(0.01)
+        p.update(background="mask", mirror=True, feather=2.0, threshold=0.4)
+        n = len(frames)
+        while len(frames) < n + 5 and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        p.stop()
+    assert p.post.config.feather_px == 2.0 and p.post.config.threshold == 0.4
+    early = frames[0].image
+    assert early[40, 5, 1] < 10  # black background where the frame is red
+    late = frames[-1]
+    assert np.array_equal(late.image[..., 0], late.image[..., 1])  # grey mask view
+    cols = square_columns(late.image)
+    x = (late.source.index * 2) % 48
+    mirrored_centre = 64 - (x + 8)
+    assert abs(cols.mean() - mirrored_centre) <= 3
+
+
+def test_bad_setting_is_refused():
+    p = LivePipeline(stub_engine(), LiveConfig(camera=CameraConfig(source="nope.mp4")))
+    with pytest.raises(VidmatError, match="smoothing"):
+        p.update(smoothing=3.0)
+    with pytest.raises(VidmatError, match="colour"):
+        p.update(background="#zz")
+    with pytest.raises(VidmatError, match="does not exist"):
+        p.start()
+
+
+def test_model_error_is_reported_and_everything_stops(clip):
+    p, frames, events = run_pipeline(clip, engine=stub_engine(fail_after=3), mode="sync")
+    assert len(frames) == 3
+    assert len(events["error"]) == 1 and "stub model exploded" in events["error"][0]
+    assert events["finished"] == [True]
+    assert not any(t.is_alive() for t in p.threads())
+
+
+def test_duration_stops_a_looping_source(clip):
+    camera = CameraConfig(source=str(clip), loop=True)
+    t0 = time.perf_counter()
+    _p, frames, _ = run_pipeline(clip, camera=camera, mode="sync", duration=0.5)
+    assert 0.4 < time.perf_counter() - t0 < 2.0
+    assert 12 <= len(frames) <= 17
+    assert frames[-1].pts - frames[0].pts < 0.5
