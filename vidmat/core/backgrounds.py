@@ -213,6 +213,8 @@ def parse_background(spec: str | Background | None) -> Background:
         return Background.blurred(strength)
     if key.startswith(("color:", "colour:")):
         return Background.color(text.split(":", 1)[1])
+    if key.startswith(("#", "rgb(")):
+        return Background.color(text)  # clearly meant as a colour: a bad one is an error
     if is_color(text):
         return Background.color(text)
     return Background(kind="file", path=text)

@@ -67,6 +67,7 @@ class PostprocessConfig:
     guided_color: bool = True  # RGB guide (False: grey, a little faster)
     threshold: float = 0.5  # centre of the contrast curve
     contrast: float = 1.0  # 1 = unchanged, >1 harder edges, inf = binary
+    snap: float = 0.02  # alpha within this of 0 or 1 becomes exactly 0 or 1 (solid stays solid)
     feather_px: float = 0.0  # soften the edge over this many frame pixels
     erode_dilate_px: int = 0  # >0 grow, <0 shrink the matte (frame pixels)
     despill: bool = True  # remove the old background's colour from edge pixels
@@ -81,6 +82,8 @@ class PostprocessConfig:
             raise VidmatError(f"contrast must be > 0, got {self.contrast}.")
         if not 0.0 <= self.threshold <= 1.0:
             raise VidmatError(f"threshold must be between 0 and 1, got {self.threshold}.")
+        if not 0.0 <= self.snap < 0.5:
+            raise VidmatError(f"snap must be in 0..0.5, got {self.snap}.")
         if self.feather_px < 0:
             raise VidmatError(f"feather must be >= 0 pixels, got {self.feather_px}.")
         if abs(self.erode_dilate_px) > 100:
@@ -172,7 +175,7 @@ class PostProcessor:
             )
         else:
             alpha = resize(lowres.float(), size).clamp_(0.0, 1.0).to(dtype)
-        alpha = tone(alpha, c.threshold, c.contrast)
+        alpha = tone(alpha, c.threshold, c.contrast, c.snap)
         alpha = erode_dilate(alpha, c.erode_dilate_px)
         alpha = feather(alpha, c.feather_px)
         return alpha, frame_f

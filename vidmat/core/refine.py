@@ -187,13 +187,18 @@ def guided_upsample(
     return out.clamp_(0.0, 1.0)
 
 
-def tone(alpha: Tensor, threshold: float = 0.5, contrast: float = 1.0) -> Tensor:
-    """Linear contrast around ``threshold``: 1 = unchanged (at 0.5), inf = hard threshold."""
-    if contrast == 1.0 and threshold == 0.5:
-        return alpha
+def tone(alpha: Tensor, threshold: float = 0.5, contrast: float = 1.0, snap: float = 0.0) -> Tensor:
+    """Linear contrast around ``threshold`` (1 = unchanged at 0.5, inf = hard threshold).
+
+    ``snap`` maps alpha below ``snap`` to exactly 0 and above ``1 - snap`` to exactly 1, so
+    solid regions are solid (a keyer downstream sees pure greenscreen, not 1 % haze).
+    """
     if math.isinf(contrast):
         return (alpha >= threshold).to(alpha.dtype)
-    return ((alpha - threshold) * contrast + 0.5).clamp_(0.0, 1.0)
+    gain = contrast / (1.0 - 2.0 * snap) if snap > 0 else contrast
+    if gain == 1.0 and threshold == 0.5:
+        return alpha
+    return ((alpha - threshold) * gain + 0.5).clamp_(0.0, 1.0)
 
 
 def erode_dilate(alpha: Tensor, px: int) -> Tensor:
@@ -250,6 +255,7 @@ def refine_np(
     color: bool = True,
     threshold: float = 0.5,
     contrast: float = 1.0,
+    snap: float = 0.0,
     erode_dilate_px: int = 0,
     feather_px: float = 0.0,
 ) -> np.ndarray:
@@ -261,5 +267,5 @@ def refine_np(
         eps=eps,
         color=color,
     )
-    a = feather(erode_dilate(tone(a, threshold, contrast), erode_dilate_px), feather_px)
+    a = feather(erode_dilate(tone(a, threshold, contrast, snap), erode_dilate_px), feather_px)
     return a[0, 0].cpu().numpy()

@@ -68,7 +68,7 @@ class SmoothingParams:
     motion: float = 0.06  # ...and above noise + motion the pixel follows at once
     mask_step: float = 0.3  # mask changes above this (confident) are real, not flicker
     mask_span: float = 0.3
-    cut: float = 0.18  # mean |frame difference| above this is a scene cut
+    cut: float = 0.7  # a scene cut: this fraction of pixels changed by more than noise + motion
     dilate: int = 1  # grow the "moving" region by this many pixels (edges of movers)
     min_gain: float = 0.05  # even at strength 1 a still pixel moves 5 % per frame
 
@@ -92,8 +92,12 @@ def still_gain(strength: float, params: SmoothingParams = SmoothingParams()) -> 
     return params.min_gain + (1.0 - params.min_gain) * (1.0 - s) ** 2
 
 
-def is_scene_cut(guide: Tensor, prev_guide: Tensor, threshold: float) -> bool:
-    return float((guide - prev_guide).abs().mean()) > threshold
+def is_scene_cut(
+    guide: Tensor, prev_guide: Tensor, params: SmoothingParams = SmoothingParams()
+) -> bool:
+    """Almost every pixel changed: a cut (or a whip pan, where forgetting costs nothing)."""
+    moved = box_filter((guide - prev_guide).abs(), 1) > (params.noise + params.motion)
+    return float(moved.float().mean()) > params.cut
 
 
 class TemporalSmoother:
@@ -119,7 +123,7 @@ class TemporalSmoother:
             state is None
             or state.alpha.shape != a32.shape
             or state.alpha.device != a32.device
-            or is_scene_cut(g, state.guide, p.cut)
+            or is_scene_cut(g, state.guide, p)
         ):
             return raw, SmoothingState(alpha=a32, guide=g, frames=1)
         prev = state.alpha
@@ -200,7 +204,7 @@ class BidirectionalSmoother:
         g = _guide_for(guide if guide is not None else frame, size)
         if self._buf:
             last = self._buf[-1]
-            if last.raw.shape != a.shape or is_scene_cut(g, last.guide, self.params.cut):
+            if last.raw.shape != a.shape or is_scene_cut(g, last.guide, self.params):
                 self._segment += 1
         self._buf.append(_Entry(a, g, frame, meta, self._segment))
         out: list[Smoothed] = []

@@ -1,0 +1,180 @@
+"""The per-stream PostProcessor the pipelines call: shapes, ordering, reset, config, file backgrounds."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from core_fixtures import flicker, flickery, scene
+
+from vidmat.core.backgrounds import Background
+from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.errors import VidmatError
+from vidmat.io.images import LoopingVideo, load_background
+
+
+def clip(n=6):
+    frames, lows = [], []
+    for i in range(n):
+        f, gt = scene(10 + (i // 3) * 20, seed=i)
+        frames.append(f)
+        lows.append(flickery(gt[::2, ::2], seed=i))  # low-res, like the model's output
+    return frames, lows
+
+
+@pytest.mark.parametrize("bg", ["green", "blur:10", "transparent", "mask", "#123456"])
+def test_process_shapes(bg):
+    frames, lows = clip(2)
+    post = PostProcessor(PostprocessConfig(), bg)
+    for f, lw in zip(frames, lows, strict=True):
+        out = post.process(torch.from_numpy(f), torch.from_numpy(lw)[None, None], t=0.0)
+        assert out.alpha.shape == (1, 1, 48, 64)
+        assert out.image.dtype == torch.uint8
+        assert out.image.shape == (48, 64, 4 if bg == "transparent" else 3)
+
+
+def test_process_accepts_numpy_and_batched_engine_layout():
+    frames, lows = clip(1)
+    post = PostProcessor()
+    out = post.process(frames[0][None], lows[0][None, None])
+    assert out.image.shape == (48, 64, 3)
+
+
+def test_opaque_person_is_kept_and_background_replaced():
+    f, gt = scene(10, seed=0)
+    post = PostProcessor(PostprocessConfig(smoothing=0.0), "white")
+    out = post.process(f, np.clip(gt[::2, ::2], 0, 1)[None, None]).image.numpy()
+    inner = np.zeros_like(gt, bool)
+    inner[16:29, 16:21] = True  # 6 px inside the person: beyond the guided filter window
+    np.testing.assert_array_equal(out[inner], f[inner])
+    outer = np.zeros_like(gt, bool)
+    outer[40:, 40:] = True
+    assert (out[outer] == 255).all()
+
+
+def test_push_flush_order_and_delay():
+    frames, lows = clip(6)
+    post = PostProcessor(PostprocessConfig(smoothing=0.5, lookahead=2), "green")
+    assert post.delay == 2
+    got = []
+    for i, (f, lw) in enumerate(zip(frames, lows, strict=True)):
+        ready = post.push(f, lw[None, None], t=i / 30)
+        assert len(ready) == (0 if i < 2 else 1)
+        got += ready
+    got += post.flush()
+    assert [o.t for o in got] == [i / 30 for i in range(6)]
+    for o, f in zip(got, frames, strict=True):
+        np.testing.assert_array_equal(o.frame.numpy(), f)
+
+
+def test_push_batch_with_times():
+    frames, lows = clip(4)
+    post = PostProcessor(PostprocessConfig(lookahead=0))
+    out = post.push(np.stack(frames), np.stack(lows)[:, None], t=[0.0, 0.1, 0.2, 0.3])
+    assert [o.t for o in out] == [0.0, 0.1, 0.2, 0.3]
+
+
+def test_smoothing_reduces_flicker_and_reset_forgets():
+    frames, lows = [], []
+    for i in range(10):
+        f, gt = scene(20, seed=i)
+        frames.append(f)
+        lows.append(flickery(gt, seed=50 + i))
+    raw_post = PostProcessor(PostprocessConfig(smoothing=0.0, refine=False), "mask")
+    sm_post = PostProcessor(PostprocessConfig(smoothing=0.6, refine=False), "mask")
+    raw = [
+        raw_post.process(f, lw[None, None]).alpha[0, 0].numpy()
+        for f, lw in zip(frames, lows, strict=True)
+    ]
+    sm = [
+        sm_post.process(f, lw[None, None]).alpha[0, 0].numpy()
+        for f, lw in zip(frames, lows, strict=True)
+    ]
+    assert flicker(sm[3:]) < 0.5 * flicker(raw[3:])
+    sm_post.reset()
+    again = sm_post.process(frames[-1], lows[-1][None, None]).alpha[0, 0].numpy()
+    np.testing.assert_allclose(again, raw[-1], atol=1e-6)
+
+
+def test_set_background_and_config_at_run_time():
+    frames, lows = clip(2)
+    post = PostProcessor()
+    post.process(frames[0], lows[0][None, None])
+    post.set_background("transparent")
+    assert post.process(frames[1], lows[1][None, None]).image.shape[-1] == 4
+    post.set_config(smoothing=0.0, erode_dilate_px=-1, contrast=math.inf)
+    out = post.process(frames[1], lows[1][None, None])
+    assert set(np.unique(out.alpha.numpy())) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"smoothing": 2.0},
+        {"lookahead": -1},
+        {"contrast": 0.0},
+        {"feather_px": -1.0},
+        {"precision": "int8"},
+    ],
+)
+def test_bad_config_is_a_user_error(changes):
+    with pytest.raises(VidmatError):
+        PostprocessConfig(**changes).validate()
+
+
+def test_load_background_files(tmp_path):
+    img = np.zeros((10, 20, 3), np.uint8)
+    img[..., 0] = 255  # red in RGB
+    path = tmp_path / "bg.png"
+    cv2.imwrite(str(path), img[:, :, ::-1])
+    bg = load_background(str(path))
+    assert bg.kind == "image" and bg.image.shape == (10, 20, 3) and bg.image[0, 0, 0] == 255
+    assert load_background("blur:5").kind == "blur"
+    with pytest.raises(VidmatError):
+        load_background(str(tmp_path / "missing.png"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(VidmatError):
+        load_background(str(bad))
+
+
+def test_looping_video_background(tmp_path):
+    path = tmp_path / "bg.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))
+    if not writer.isOpened():
+        pytest.skip("OpenCV cannot write MJPG here")
+    for v in (0, 100, 200):
+        writer.write(np.full((24, 32, 3), v, np.uint8))
+    writer.release()
+    video = LoopingVideo(path)
+    levels = [int(video(t).mean()) for t in (0.0, 0.1, 0.2, 0.3, 0.1)]
+    assert [round(v / 100) for v in levels] == [0, 1, 2, 0, 1]
+    bg = load_background(str(path))
+    assert bg.kind == "video"
+    post = PostProcessor(PostprocessConfig(smoothing=0.0), bg)
+    f, _gt = scene(10)
+    out = post.process(f, np.zeros((1, 1, 24, 32), np.float32), t=0.2).image.numpy()
+    assert abs(int(out.mean()) - 200) <= 3
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    frames, lows = clip(4)
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        post = PostProcessor(PostprocessConfig(precision="fp32"), Background.color())
+        outs[dev] = [
+            post.process(torch.from_numpy(f).to(dev), torch.from_numpy(lw)[None, None].to(dev))
+            for f, lw in zip(frames, lows, strict=True)
+        ]
+    for c, g in zip(outs["cpu"], outs["cuda"], strict=True):
+        torch.testing.assert_close(g.alpha.cpu(), c.alpha, atol=1e-3, rtol=0)
+        assert (g.image.cpu().int() - c.image.int()).abs().max() <= 1
+    half = PostProcessor(PostprocessConfig(precision="fp16"))
+    out = half.process(
+        torch.from_numpy(frames[0]).cuda(), torch.from_numpy(lows[0])[None, None].cuda()
+    )
+    assert out.image.is_cuda and out.image.dtype == torch.uint8

@@ -1,0 +1,190 @@
+"""Temporal smoothing on synthetic clips with known motion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from core_fixtures import background, flicker, flickery, iou, scene, t_alpha, t_frame
+
+from vidmat.core.smoothing import (
+    BidirectionalSmoother,
+    TemporalSmoother,
+    smooth_sequence,
+    smooth_sequence_np,
+)
+
+
+def run_causal(frames, raws, strength=0.5):
+    sm = TemporalSmoother(strength)
+    state, out = None, []
+    for f, r in zip(frames, raws, strict=True):
+        a, state = sm(t_alpha(r), t_frame(f), state)
+        out.append(a[0, 0].numpy())
+    return out
+
+
+def still_clip(n=16):
+    frames, raws = [], []
+    for i in range(n):
+        f, gt = scene(20, seed=i)
+        frames.append(f)
+        raws.append(flickery(gt, seed=100 + i))
+    return frames, raws, gt
+
+
+def test_strength_zero_is_exact_passthrough():
+    frames, raws, _ = still_clip(4)
+    sm = TemporalSmoother(0.0)
+    state = None
+    for f, r in zip(frames, raws, strict=True):
+        raw = t_alpha(r)
+        a, state = sm(raw, t_frame(f), state)
+        assert a is raw
+
+
+def test_still_scene_settles():
+    frames, raws, gt = still_clip(20)
+    out = run_causal(frames, raws, 0.5)
+    assert flicker(out[5:]) <= 0.5 * flicker(raws[5:])
+    assert iou(out[-1], gt) >= iou(raws[-1], gt) - 0.01
+    strong = run_causal(frames, raws, 1.0)
+    assert flicker(strong[5:]) < flicker(out[5:])
+
+
+@pytest.mark.parametrize("lowcontrast", [False, True])
+def test_sudden_move_followed_within_one_frame_and_no_ghost(lowcontrast):
+    bg = background()
+    colour = (230, 60, 40)
+    if lowcontrast:  # the person has the background's texture: only the mask tells
+        bg = np.full_like(bg, 120)
+        colour = (120, 120, 120)
+    frames, raws, gts = [], [], []
+    for i in range(14):
+        x = 8 if i < 8 else 34
+        f, gt = scene(x, bg=bg, colour=colour, seed=i)
+        frames.append(f)
+        gts.append(gt)
+        raw = np.clip(gt * 0.96 + 0.02, 0, 1)  # confident, stable prediction
+        raws.append(raw)
+    out = run_causal(frames, raws, 0.8)
+    # Frame 8 is the first with the person moved: followed in that very frame.
+    assert iou(out[8], gts[8]) > 0.95
+    ghost = (gts[7] > 0) & (gts[8] == 0)
+    assert out[8][ghost].max() < 0.5
+    # A few frames later nothing of the old position remains.
+    assert out[11][ghost].max() < 0.05
+
+
+def test_scene_cut_resets_to_raw():
+    frames, raws, _ = still_clip(8)
+    f2, gt2 = scene(30, bg=background(seed=7)[::-1].copy(), colour=(20, 200, 240), seed=99)
+    f2 = (255 - f2).astype(np.uint8)
+    raw2 = flickery(gt2, seed=5)
+    sm = TemporalSmoother(1.0)
+    state = None
+    for f, r in zip(frames, raws, strict=True):
+        _, state = sm(t_alpha(r), t_frame(f), state)
+    a, state = sm(t_alpha(raw2), t_frame(f2), state)
+    np.testing.assert_array_equal(a[0, 0].numpy(), raw2)
+    assert state.frames == 1
+
+
+def test_state_shape_change_resets():
+    sm = TemporalSmoother(0.5)
+    f, gt = scene(10)
+    _, state = sm(t_alpha(gt), t_frame(f), None)
+    small = np.zeros((24, 32), np.float32)
+    a, state = sm(t_alpha(small), t_frame(f), state)
+    assert a.shape == (1, 1, 24, 32)
+    np.testing.assert_array_equal(a[0, 0].numpy(), small)
+
+
+def test_bidirectional_delay_order_and_flush():
+    frames, raws, _ = still_clip(7)
+    bi = BidirectionalSmoother(0.5, lookahead=2)
+    got = []
+    for i, (f, r) in enumerate(zip(frames, raws, strict=True)):
+        ready = bi.push(t_alpha(r), t_frame(f), meta=i)
+        assert len(ready) == (0 if i < 2 else 1)
+        got += [s.meta for s in ready]
+        for s in ready:
+            assert s.frame is not None and s.alpha.shape == (1, 1, 48, 64)
+    got += [s.meta for s in bi.flush()]
+    assert got == list(range(7))
+    assert bi.pending == 0
+
+
+def test_bidirectional_settles_and_has_no_lag():
+    frames, raws, gts = [], [], []
+    for i in range(16):
+        x = 8 if i < 8 else 34
+        f, gt = scene(x, seed=i)
+        frames.append(f)
+        gts.append(gt)
+        raws.append(flickery(gt, seed=200 + i))
+    out = list(smooth_sequence_np(np.stack(raws), np.stack(frames), 0.7, lookahead=3))
+    assert len(out) == 16
+    assert flicker(out[1:7]) <= 0.5 * flicker(raws[1:7])
+    # The frames either side of the move are as good as the per-frame masks (no lag).
+    for i in (7, 8):
+        assert iou(out[i], gts[i]) >= min(0.95, iou(raws[i], gts[i]) - 0.01)
+    ghost = (gts[7] > 0) & (gts[8] == 0)
+    assert out[9][ghost].mean() < 0.1
+
+
+def test_bidirectional_removes_transient_blob():
+    frames, raws, gt = still_clip(9)
+    raws = [np.clip(gt * 0.96 + 0.02, 0, 1) for _ in raws]
+    blob = raws[4].copy()
+    blob[30:40, 45:60] = 0.95  # a one-frame false positive on a still background
+    raws[4] = blob
+    out = smooth_sequence_np(np.stack(raws), np.stack(frames), 0.5, lookahead=2)
+    assert out[4][30:40, 45:60].max() < 0.2
+
+
+def test_bidirectional_does_not_cross_a_scene_cut():
+    frames, raws, _ = still_clip(5)
+    f2, gt2 = scene(30, bg=background(seed=7), colour=(20, 200, 240), seed=99)
+    f2 = (255 - f2).astype(np.uint8)
+    frames += [f2] * 4
+    raws += [np.clip(gt2 * 0.96 + 0.02, 0, 1)] * 4
+    out = smooth_sequence_np(np.stack(raws), np.stack(frames), 1.0, lookahead=3)
+    np.testing.assert_allclose(out[5], raws[5], atol=1e-5)
+
+
+def test_smooth_sequence_causal_matches_loop():
+    frames, raws, _ = still_clip(6)
+    seq = smooth_sequence(
+        torch.from_numpy(np.stack(raws))[:, None], torch.from_numpy(np.stack(frames)), 0.5
+    )
+    loop = run_causal(frames, raws, 0.5)
+    np.testing.assert_allclose(seq[:, 0].numpy(), np.stack(loop), atol=1e-6)
+
+
+def test_lowres_mask_with_fullres_frame():
+    f, gt = scene(10)
+    sm = TemporalSmoother(0.5)
+    raw = t_alpha(gt[::2, ::2])
+    a, state = sm(raw, t_frame(f), None)
+    a, state = sm(raw, t_frame(f), state)
+    assert a.shape == (1, 1, 24, 32)
+    assert state.guide.shape == (1, 1, 24, 32)
+
+
+def test_rejects_bad_strength():
+    with pytest.raises(ValueError):
+        TemporalSmoother(1.5)
+    with pytest.raises(ValueError):
+        BidirectionalSmoother(0.5, lookahead=-1)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    frames, raws, _ = still_clip(6)
+    r = torch.from_numpy(np.stack(raws))[:, None]
+    f = torch.from_numpy(np.stack(frames))
+    for k in (0, 2):
+        cpu = smooth_sequence(r, f, 0.6, lookahead=k)
+        gpu = smooth_sequence(r.cuda(), f.cuda(), 0.6, lookahead=k)
+        torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
