@@ -114,10 +114,8 @@ class Engine:
         self.channels_last = (
             cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
         )
-        model = model.eval().to(self.device, self.dtype)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
+        self._format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.eval().to(self.device, self.dtype, memory_format=self._format)
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(spec.mean, device=self.device).view(shape) * 255.0
         self._std = torch.tensor(spec.std, device=self.device).view(shape) * 255.0
@@ -187,10 +185,9 @@ class Engine:
             peak = x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
             x = x * (255.0 / peak)
         x = (x - self._mean) / self._std
-        x = x.to(self.dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        # The permuted input is already NHWC in memory; make the layout the chosen one
+        # explicitly, so the model sees the same format as its weights every time.
+        return x.to(self.dtype).contiguous(memory_format=self._format)
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalised batch → probability (N, 1, s, s) float32."""

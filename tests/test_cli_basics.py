@@ -1,0 +1,87 @@
+"""The CLI entry point, `vidmat info` and `vidmat bench model` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vidmat.cli import build_parser, main
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("info", "bench"):
+        assert name in out
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 1
+    assert "usage: vidmat" in capsys.readouterr().out
+
+
+def test_python_dash_m_works() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidmat", "--version"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("vidmat ")
+
+
+def test_info_json_reports_cpu_and_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["devices"][0]["name"] == "cpu"
+    assert any(w["default"] for w in info["weights"])
+    assert info["torch"]
+
+
+def test_bench_model_writes_table_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "model",
+            "--device",
+            "cpu",
+            "--sizes",
+            "32",
+            "--batches",
+            "1,2",
+            "--frame",
+            "40x30",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert "engine_ms" in capsys.readouterr().out
+    payload = json.loads(out.read_text())
+    rows = payload["results"]
+    assert [(r["size"], r["batch"]) for r in rows] == [(32, 1), (32, 2)]
+    assert all(r["model_ms"] > 0 and r["engine_ms"] > 0 for r in rows)
+    assert payload["environment"]["cuda"] in (True, False)
+
+
+def test_user_errors_are_one_sentence_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "model", "--device", "tpu9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vidmat: error: unknown device") and "Traceback" not in err
+
+
+def test_every_command_module_has_help() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        assert p.format_help().strip(), name

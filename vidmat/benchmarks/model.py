@@ -1,0 +1,229 @@
+"""``vidmat bench model``: the model alone against the whole engine, side by side.
+
+Both are timed in the same run on the same weights, so the engine's overhead
+(upload, resize, normalise, resize back, download) is a ratio that holds on any
+machine, while the absolute milliseconds only describe this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from vidmat.benchmarks.report import report
+from vidmat.core.engine import Engine, EngineConfig, select_device
+from vidmat.model import build_model
+from vidmat.model.weights import WeightsSpec, load_weights
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return w, h
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "model",
+        help="ms per batch and images/s of the bare model and of the engine",
+        description="Time the bare model (normalised input already on the device) and the full "
+        "engine (uint8 frames in host memory -> alpha at frame resolution in host memory) per "
+        "input size, batch size, precision and CUDA-graph setting. Uses random u2netp weights "
+        "unless --weights is given: speed does not depend on the values.",
+    )
+    p.add_argument("--arch", default="u2netp", choices=("u2netp", "u2net"))
+    p.add_argument(
+        "--weights", default=None, metavar="NAME|PATH", help="time these weights instead"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--sizes",
+        type=_int_list,
+        default=None,
+        help="model input sizes (default: 320 on CUDA; 192,256,320 on CPU)",
+    )
+    p.add_argument(
+        "--batches",
+        type=_int_list,
+        default=None,
+        help="batch sizes (default: 1,32,128 on CUDA; 1 on CPU)",
+    )
+    p.add_argument(
+        "--precisions", default=None, help="fp16,fp32 (default: both on CUDA, fp32 on CPU)"
+    )
+    p.add_argument(
+        "--graph",
+        default=None,
+        help="on,off: CUDA-graph settings to time (CUDA only; default both)",
+    )
+    p.add_argument(
+        "--channels-last",
+        default=None,
+        help="on,off: memory formats to time (default: the engine's choice for the device)",
+    )
+    p.add_argument(
+        "--frame",
+        type=_frame_size,
+        default=(640, 480),
+        metavar="WxH",
+        help="frame size fed to the engine (default 640x480)",
+    )
+    p.add_argument(
+        "--iters", type=int, default=None, help="timed iterations per row (default: 50 CUDA, 5 CPU)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed iterations first (default: 10 CUDA, 1 CPU)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.set_defaults(func=run)
+
+
+def _timeit_pair(
+    fa: Callable[[], object], fb: Callable[[], object], iters: int, warmup: int, cuda: bool
+) -> tuple[float, float]:
+    """Median milliseconds of ``fa`` and ``fb``, run alternately.
+
+    Interleaving makes both see the same machine state (thermal, other load,
+    allocator), so their ratio is trustworthy even on a busy 2-core CPU.
+    """
+    for _ in range(warmup):
+        fa()
+        fb()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(iters):
+        for fn, out in ((fa, times[0]), (fb, times[1])):
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            out.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def _bare_model(engine: Engine, frames: np.ndarray, use_graph: bool) -> Callable[[], object]:
+    """The model alone on the engine's own preprocessed batch, already on the device.
+
+    The same input values matter: on a CPU the model's speed depends on them
+    (random normal input ran measurably slower than real preprocessed frames).
+    """
+    with torch.inference_mode():
+        x = engine.preprocess(engine.to_device(frames)).clone()
+    model = engine.model
+
+    def eager() -> object:
+        with torch.inference_mode():
+            return model(x)
+
+    if not use_graph:
+        return eager
+    with torch.inference_mode():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                model(x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            model(x)
+    return graph.replay
+
+
+def run(args: argparse.Namespace) -> int:
+    device = select_device(args.device)
+    cuda = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = args.sizes or ([320] if cuda else [192, 256, 320])
+    batches = args.batches or ([1, 32, 128] if cuda else [1])
+    precisions = (args.precisions or ("fp16,fp32" if cuda else "fp32")).split(",")
+    graphs = [g == "on" for g in (args.graph or "on,off").split(",")] if cuda else [False]
+    layouts: list[bool | None] = (
+        [v == "on" for v in args.channels_last.split(",")] if args.channels_last else [None]
+    )
+    iters = args.iters or (50 if cuda else 5)
+    warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
+
+    if args.weights:
+        model, spec = load_weights(args.weights)
+    else:
+        torch.manual_seed(0)
+        model = build_model(args.arch)
+        spec = WeightsSpec(name=f"{args.arch}-random", arch=args.arch, scale="255")
+    w, h = args.frame
+    rng = np.random.default_rng(0)
+    rows = []
+    for precision in precisions:
+        for size in sizes:
+            for use_graph, layout in itertools.product(graphs, layouts):
+                cfg = EngineConfig(
+                    device=str(device),
+                    precision=precision,
+                    size=size,
+                    cuda_graph=use_graph,
+                    channels_last=layout,
+                )
+                engine = Engine(model, spec, cfg)
+                for batch in batches:
+                    frames = rng.integers(0, 256, size=(batch, h, w, 3), dtype=np.uint8)
+                    bare_ms, engine_ms = _timeit_pair(
+                        _bare_model(engine, frames, use_graph),
+                        lambda f=frames, e=engine: e.predict(f),
+                        iters,
+                        warmup,
+                        cuda,
+                    )
+                    rows.append(
+                        {
+                            "device": device.type,
+                            "precision": precision,
+                            "size": size,
+                            "batch": batch,
+                            "graph": "on" if use_graph else "off",
+                            "nhwc": "on" if engine.channels_last else "off",
+                            "model_ms": bare_ms,
+                            "engine_ms": engine_ms,
+                            "engine_ms_per_img": engine_ms / batch,
+                            "model_img_s": batch * 1000.0 / bare_ms,
+                            "engine_img_s": batch * 1000.0 / engine_ms,
+                            "engine_vs_model": engine_ms / bare_ms,
+                        }
+                    )
+                    print(
+                        f"  {precision} {size}px batch {batch} graph {'on' if use_graph else 'off'}: "
+                        f"model {bare_ms:.2f} ms, engine {engine_ms:.2f} ms",
+                        flush=True,
+                    )
+                del engine
+                if cuda:
+                    torch.cuda.empty_cache()
+    report(
+        "model",
+        rows,
+        args.json,
+        extra={"arch": spec.arch, "weights": spec.name, "frame": f"{w}x{h}", "iters": iters},
+    )
+    return 0
