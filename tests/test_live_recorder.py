@@ -1,0 +1,125 @@
+"""Recording the live composite: valid H.264 mp4 at real timestamps, audio muxed, finalised on stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from live_fixtures import make_clip, stub_engine
+
+from vidmat.core.backgrounds import Background
+from vidmat.errors import VidmatError
+from vidmat.io.camera import CameraConfig
+from vidmat.io.recorder import Recorder, RecorderConfig
+from vidmat.pipelines.live import LiveConfig, LivePipeline, LiveSettings
+
+
+def probe(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+        return {
+            "codec": v.codec_context.name,
+            "size": (v.width, v.height),
+            "times": times,
+            "duration": c.duration / 1e6,
+            "audio": [float(a.duration * a.time_base) for a in c.streams.audio],
+        }
+
+
+def make_tone(path: Path, seconds: float = 0.5, rate: int = 16000) -> Path:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=rate)
+        s.layout = "mono"
+        t = np.arange(int(seconds * rate)) / rate
+        data = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)[None]
+        f = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+        f.sample_rate, f.pts = rate, 0
+        for p in [*s.encode(f), *s.encode()]:
+            c.mux(p)
+    return path
+
+
+def test_frames_are_written_at_their_real_timestamps(tmp_path):
+    out = tmp_path / "rec.mp4"
+    r = Recorder(RecorderConfig(out, audio=None)).start()
+    times = [0.0, 0.033, 0.07, 0.1, 0.25, 0.3, 0.5]  # irregular, as a live source is
+    for t in times:
+        r.submit(np.full((48, 64, 3), 120, np.uint8), 1000.0 + t)
+    assert not out.exists()  # only the temporary file while recording
+    info = r.stop()
+    assert info.path == out and info.frames == len(times) and not info.audio
+    p = probe(out)
+    assert p["codec"] == "h264" and p["size"] == (64, 48)
+    assert np.allclose(p["times"], times, atol=0.002)
+    assert p["duration"] == pytest.approx(0.5 + 1 / 30, abs=0.01)
+    assert [f.name for f in tmp_path.iterdir()] == ["rec.mp4"]
+
+
+def test_odd_sizes_rgba_and_audio_from_a_source(tmp_path):
+    out = tmp_path / "rec.mp4"
+    tone = make_tone(tmp_path / "tone.wav")
+    cfg = RecorderConfig(out, audio=str(tone), audio_format="wav")
+    r = Recorder(cfg).start()
+    for i in range(10):
+        img = np.zeros((47, 65, 4), np.uint8)
+        img[..., 0] = 255
+        img[..., 3] = 255 if i % 2 else 0  # transparent frames are recorded over black
+        r.submit(img, i / 20)
+    info = r.stop()
+    assert info.audio and info.frames == 10
+    p = probe(out)
+    assert p["size"] == (64, 46)
+    assert p["audio"] and p["audio"][0] == pytest.approx(0.5, abs=0.05)
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert frames[0][..., 0].mean() < 20 and frames[1][..., 0].mean() > 200
+
+
+def test_refuses_to_overwrite_and_leaves_nothing_when_empty(tmp_path):
+    out = tmp_path / "rec.mp4"
+    out.write_bytes(b"precious")
+    with pytest.raises(VidmatError, match="already exists"):
+        Recorder(RecorderConfig(out))
+    with pytest.raises(VidmatError, match=r"\.mp4"):
+        Recorder(RecorderConfig(tmp_path / "rec.gif"))
+    other = tmp_path / "empty.mp4"
+    info = Recorder(RecorderConfig(other, audio=None)).start().stop()
+    assert info.path is None and info.frames == 0
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["rec.mp4"]
+    assert out.read_bytes() == b"precious"
+
+
+def test_no_microphone_is_said_not_fatal(tmp_path, monkeypatch):
+    import vidmat.io.recorder as rec
+
+    monkeypatch.setattr(rec, "alsa_capture_devices", list)
+    r = Recorder(RecorderConfig(tmp_path / "a.mp4"))
+    assert "without audio" in r.audio_message
+
+
+def test_live_pipeline_records_the_expected_duration(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", frames=30, fps=30)
+    out = tmp_path / "live.mp4"
+    recorder = Recorder(RecorderConfig(out, audio=None)).start()
+    frames = []
+    p = LivePipeline(
+        stub_engine(),
+        LiveConfig(camera=CameraConfig(source=str(clip), loop=False), mode="sync"),
+        LiveSettings(background=Background.color("green"), smoothing=0.0),
+        on_frame=frames.append,
+    )
+    p.add_sink(recorder)
+    p.start()
+    assert p.wait(6)
+    p.stop()
+    info = recorder.stop()
+    assert info.frames == len(frames) >= 27
+    probed = probe(out)
+    assert len(probed["times"]) == info.frames
+    # 30 frames at 30 fps played as a camera: one second of video, at the capture times.
+    assert probed["duration"] == pytest.approx(1.0, abs=0.1)
+    expect = [f.source.timestamp - frames[0].source.timestamp for f in frames]
+    assert np.allclose(probed["times"], expect, atol=0.002)

@@ -1,0 +1,331 @@
+"""Recording the live composite to H.264 mp4 in its own thread, at the frames' real timestamps.
+
+Why a thread: x264 needs several ms per frame; the live worker must not wait
+for it. Frames arrive through a bounded :class:`~vidmat.io.queues.LatestQueue`
+(if the encoder ever falls behind, the oldest waiting frame is dropped and
+counted rather than memory growing).
+
+Why real timestamps: a live source delivers at whatever rate the camera and
+the model manage (variable frame rate). Each frame is written at its capture
+time relative to the first recorded frame, so the file plays back at the speed
+it happened, whatever the frame rate was. B-frames are off: with them the mp4
+muxer derives the duration from decode timestamps and reports a VFR file
+shorter than it is.
+
+Audio: with ``audio="auto"`` the microphone is read through PyAV's ``alsa``
+input when an ALSA capture device exists (otherwise the recording is silent,
+and :attr:`Recorder.audio_message` says why), encoded to AAC and muxed beside
+the video, timed from the same clock.
+
+The output appears at its path only once finalised (``stop()``/``close()``):
+until then it is written under a temporary name beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from vidmat.errors import VidmatError
+from vidmat.io.files import atomic_output, check_output_path
+from vidmat.io.queues import LatestQueue, QueueClosed
+
+log = logging.getLogger(__name__)
+
+#: Milliseconds: fine enough for any camera rate, and mp4 stores it exactly.
+TIME_BASE = Fraction(1, 1000)
+AUDIO_RATE = 48000
+
+
+@dataclass(frozen=True)
+class RecorderConfig:
+    path: Path
+    overwrite: bool = False
+    crf: int = 20
+    #: x264 preset: live recording shares the CPU with the model, so fast by default.
+    preset: str = "veryfast"
+    #: Nominal rate written into the header for players; timestamps stay real.
+    fps: float = 30.0
+    #: "auto" (microphone if one exists), None (no audio) or an ALSA device name.
+    audio: str | None = "auto"
+    #: PyAV input format for ``audio`` (tests feed a wav file with format "wav").
+    audio_format: str = "alsa"
+    #: Frames allowed to wait for the encoder before the oldest is dropped.
+    max_queue: int = 60
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    path: Path | None  # None when nothing was recorded
+    frames: int
+    duration: float  # seconds of video
+    dropped: int
+    audio: bool
+    message: str = ""
+
+
+def alsa_capture_devices() -> list[str]:
+    """ALSA capture PCM nodes (``/dev/snd/pcmC0D0c``...): is there a microphone at all?"""
+    return sorted(glob.glob("/dev/snd/pcmC*D*c"))
+
+
+def _to_rgb_even(image: np.ndarray) -> np.ndarray:
+    """H.264 yuv420p needs even sizes; RGBA (transparent view) is recorded over black."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        a = image[..., 3:4].astype(np.uint16)
+        image = ((image[..., :3].astype(np.uint16) * a + 127) // 255).astype(np.uint8)
+    h, w = image.shape[:2]
+    if h % 2 or w % 2:
+        image = image[: h - h % 2, : w - w % 2]
+    return np.ascontiguousarray(image)
+
+
+class Recorder:
+    """``start()``, then ``submit(image, t)`` from the live worker, then ``stop()``.
+
+    ``t`` is the frame's capture time in seconds on any monotonic clock (the
+    live pipeline passes the capture timestamp); the first frame defines zero.
+    A recorder is also a pipeline sink: ``recorder(live_frame)`` submits it.
+    """
+
+    def __init__(self, cfg: RecorderConfig) -> None:
+        self.cfg = cfg
+        path = Path(cfg.path)
+        if path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
+            raise VidmatError(f"record to an .mp4 file, got {path.name}.")
+        check_output_path(path, cfg.overwrite)
+        self.path = path
+        self.queue: LatestQueue[tuple[np.ndarray, float]] = LatestQueue(cfg.max_queue)
+        self._thread = threading.Thread(target=self._run, name="vidmat-recorder", daemon=True)
+        self._audio_thread: threading.Thread | None = None
+        self._mux_lock = threading.Lock()
+        self._stop_audio = threading.Event()
+        self._t0: float | None = None  # capture time of the first frame (perf_counter clock)
+        self._t0_set = threading.Event()
+        self.frames = 0
+        self.last_pts = -1
+        self.error: BaseException | None = None
+        self.info: RecordingInfo | None = None
+        self.audio_enabled = False
+        self.audio_message = ""
+        self._audio_source: tuple[str, str] | None = self._pick_audio()
+
+    # ------------------------------------------------------------ control
+    def _pick_audio(self) -> tuple[str, str] | None:
+        a = self.cfg.audio
+        if a is None:
+            self.audio_message = "audio off"
+            return None
+        if self.cfg.audio_format != "alsa":
+            return (a, self.cfg.audio_format)
+        if "alsa" not in av.formats_available:
+            self.audio_message = "this PyAV build has no ALSA input; recording without audio"
+            return None
+        if a == "auto":
+            if not alsa_capture_devices():
+                self.audio_message = "no microphone found; recording without audio"
+                return None
+            a = "default"
+        return (a, "alsa")
+
+    def start(self) -> Recorder:
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, image: np.ndarray, t: float) -> None:
+        """Queue one RGB(A) frame captured at ``t`` seconds; never blocks."""
+        if self._t0 is None:
+            self._t0 = t
+            self._t0_set.set()
+        self.queue.put((image, t))
+
+    def __call__(self, frame: Any) -> None:
+        """Sink interface for :class:`vidmat.pipelines.live.LivePipeline`."""
+        self.submit(frame.image, frame.source.timestamp)
+
+    def stop(self, timeout: float = 30.0) -> RecordingInfo:
+        """Finish: encode what is queued, flush, close and move the file into place."""
+        self.queue.close()
+        self._stop_audio.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        elif not self._thread.ident:
+            self.info = RecordingInfo(None, 0, 0.0, 0, False, "recorder never started")
+        if self.error is not None:
+            raise VidmatError(f"recording to {self.path} failed: {self.error}") from self.error
+        assert self.info is not None
+        return self.info
+
+    close = stop
+
+    # ------------------------------------------------------------ thread
+    def _run(self) -> None:
+        try:
+            with atomic_output(self.path) as tmp:
+                frames = self._record(tmp)
+                if frames == 0:
+                    raise _NothingRecorded
+        except _NothingRecorded:
+            self.info = RecordingInfo(None, 0, 0.0, self.queue.dropped, False, "no frames")
+        except BaseException as exc:
+            log.exception("recording failed")
+            self.error = exc
+            self.info = RecordingInfo(None, self.frames, 0.0, self.queue.dropped, False, str(exc))
+        else:
+            duration = (self.last_pts / 1000.0) + 1.0 / self.cfg.fps
+            self.info = RecordingInfo(
+                self.path,
+                self.frames,
+                duration,
+                self.queue.dropped,
+                self.audio_enabled,
+                self.audio_message,
+            )
+
+    def _record(self, tmp: Path) -> int:
+        first = self._next()
+        if first is None:
+            return 0
+        image, t = first
+        image = _to_rgb_even(image)
+        h, w = image.shape[:2]
+        with av.open(str(tmp), "w") as container:
+            stream = container.add_stream("libx264", rate=round(self.cfg.fps))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.codec_context.time_base = TIME_BASE
+            stream.time_base = TIME_BASE
+            stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf), "bf": "0"}
+            audio = self._open_audio(container)
+            try:
+                while True:
+                    self._encode(container, stream, image, t, (w, h))
+                    item = self._next()
+                    if item is None:
+                        break
+                    image, t = item
+                    image = _to_rgb_even(image)
+            finally:
+                self._stop_audio.set()
+                if audio is not None:
+                    audio.join(10)
+                with self._mux_lock:
+                    for packet in stream.encode():
+                        container.mux(packet)
+        return self.frames
+
+    def _next(self) -> tuple[np.ndarray, float] | None:
+        while True:
+            try:
+                item = self.queue.get(timeout=0.5)
+            except QueueClosed:
+                return None
+            if item is not None:
+                return item
+
+    def _encode(
+        self, container: Any, stream: Any, image: np.ndarray, t: float, size: tuple[int, int]
+    ) -> None:
+        if (image.shape[1], image.shape[0]) != size:
+            import cv2  # a resolution change mid-recording (camera reconnect): keep the stream
+
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        assert self._t0 is not None
+        pts = round((t - self._t0) * 1000.0)
+        if pts <= self.last_pts:
+            pts = self.last_pts + 1  # strictly increasing, whatever the clock did
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = pts
+        frame.time_base = TIME_BASE
+        packets = stream.encode(frame)
+        with self._mux_lock:
+            for packet in packets:
+                container.mux(packet)
+        self.last_pts = pts
+        self.frames += 1
+
+    # ------------------------------------------------------------- audio
+    def _open_audio(self, container: Any) -> threading.Thread | None:
+        if self._audio_source is None:
+            return None
+        device, fmt = self._audio_source
+        try:
+            source = av.open(device, format=fmt)
+            if not source.streams.audio:
+                raise VidmatError(f"{device} has no audio stream")
+        except Exception as exc:  # a busy or missing microphone must not stop the video
+            self.audio_message = (
+                f"microphone {device!r} unavailable ({exc}); recording without audio"
+            )
+            log.warning(self.audio_message)
+            return None
+        out = container.add_stream("aac", rate=AUDIO_RATE)
+        out.layout = "stereo"
+        out.time_base = Fraction(1, AUDIO_RATE)
+        self.audio_enabled = True
+        self.audio_message = f"audio from {device}"
+        t = threading.Thread(
+            target=self._run_audio, args=(source, container, out), name="vidmat-audio", daemon=True
+        )
+        t.start()
+        self._audio_thread = t
+        return t
+
+    def _run_audio(self, source: Any, container: Any, out: Any) -> None:
+        """Microphone → AAC; the first sample is placed at its wall-clock offset from frame 0."""
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+        next_pts: int | None = None
+        live = self._audio_source is not None and self._audio_source[1] == "alsa"
+        try:
+            for packet in source.demux(source.streams.audio[0]):
+                if live and self._stop_audio.is_set():
+                    break  # a microphone never ends; a file source (tests) is read whole
+                for frame in packet.decode():
+                    for rframe in resampler.resample(frame):
+                        if next_pts is None:
+                            offset = 0.0
+                            if live and self._t0 is not None:
+                                offset = max(0.0, time.perf_counter() - self._t0)
+                                offset -= rframe.samples / AUDIO_RATE
+                            next_pts = max(0, round(offset * AUDIO_RATE))
+                        rframe.pts = next_pts
+                        rframe.time_base = Fraction(1, AUDIO_RATE)
+                        next_pts += rframe.samples
+                        packets = out.encode(rframe)
+                        with self._mux_lock:
+                            for p in packets:
+                                container.mux(p)
+            for rframe in resampler.resample(None):
+                if next_pts is not None:
+                    rframe.pts = next_pts
+                    next_pts += rframe.samples
+                packets = out.encode(rframe)
+                with self._mux_lock:
+                    for p in packets:
+                        container.mux(p)
+            packets = out.encode(None)
+            with self._mux_lock:
+                for p in packets:
+                    container.mux(p)
+        except Exception:
+            log.exception("audio recording failed; the video continues")
+        finally:
+            with contextlib.suppress(Exception):
+                source.close()
+
+
+class _NothingRecorded(Exception):
+    pass
