@@ -1,0 +1,132 @@
+"""Metrics against values computed by hand, and `vidmat eval` end to end on generated folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vidmat.cli import main
+from vidmat.train import metrics
+
+
+def test_iou_and_mae_by_hand() -> None:
+    gt = np.array([[1, 1, 0, 0]], bool)
+    pred = np.array([[0.9, 0.4, 0.6, 0.0]], np.float32)
+    # pred >= 0.5 -> [1,0,1,0]: intersection 1, union 3
+    assert metrics.iou(pred, gt) == pytest.approx(1 / 3)
+    # |0.9-1| + |0.4-1| + |0.6-0| + 0 = 0.1 + 0.6 + 0.6 = 1.3 over 4 pixels
+    assert metrics.mae(pred, gt) == pytest.approx(1.3 / 4)
+    empty = np.zeros((3, 3))
+    assert metrics.iou(empty, empty.astype(bool)) == 1.0
+
+
+def test_boundary_f_by_hand() -> None:
+    gt = np.zeros((20, 20), bool)
+    gt[5:15, 5:15] = True
+    assert metrics.boundary_f(gt.astype(np.float32), gt, tol=1) == 1.0
+    # Shifted right by 3 px; both boundaries are 36-pixel rings. Pixels of the shifted
+    # ring within 1 px of the gt ring: on each of its top/bottom rows cols 8..14 (on the
+    # gt ring) and col 15 (1 px from the gt corner) = 8, x2 = 16; on its left side (col 8)
+    # rows 6 and 13 (1 px from the gt top/bottom rows) = 2. Precision 18/36; by symmetry
+    # recall 18/36, so F = 0.5.
+    shifted = np.zeros_like(gt)
+    shifted[5:15, 8:18] = True
+    assert metrics.boundary_f(shifted.astype(np.float32), gt, tol=1) == pytest.approx(0.5)
+    assert metrics.boundary_f(np.zeros((20, 20)), gt) == 0.0
+
+
+def test_boundary_ring() -> None:
+    m = np.zeros((5, 5), bool)
+    m[1:4, 1:4] = True
+    b = metrics.boundary(m)
+    assert b.sum() == 8 and not b[2, 2]
+
+
+def test_flicker_ignores_pixels_where_truth_moves() -> None:
+    gts = [np.array([[1, 0, 0]], bool), np.array([[1, 1, 0]], bool)]
+    preds = [np.array([[1.0, 0.0, 0.2]]), np.array([[0.8, 1.0, 0.0]])]
+    # still pixels: 0 and 2 -> |0.8-1| and |0-0.2| -> mean 0.2 (pixel 1 moved, ignored)
+    assert metrics.flicker(preds, gts) == pytest.approx(0.2)
+    assert np.isnan(metrics.flicker(preds[:1], gts[:1]))
+
+
+def test_lag_detects_a_trailing_mask() -> None:
+    gts = []
+    for t in range(10):
+        g = np.zeros((8, 32), bool)
+        g[2:6, 2 * t : 2 * t + 6] = True
+        gts.append(g)
+    late = [gts[max(0, t - 2)].astype(np.float32) for t in range(10)]
+    assert metrics.lag(late, gts)[0] == 2
+    assert metrics.lag([g.astype(np.float32) for g in gts], gts)[0] == 0
+
+
+def _write_pair(folder: Path, name: str, img: np.ndarray, mask: np.ndarray) -> None:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "images" / f"{name}.png"), img)
+    cv2.imwrite(str(folder / "masks" / f"{name}.png"), mask)
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path) -> Path:
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    spec = WeightsSpec(name="tiny", arch="u2netp", input_size=32, scale="255", file=path.name)
+    save_weights(build_model("u2netp"), spec, path)
+    return path
+
+
+def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        mask = np.zeros((24, 40), np.uint8)
+        mask[4:20, 10:25] = 255
+        _write_pair(
+            tmp_path / "imgs", f"{i:03d}", rng.integers(0, 255, (24, 40, 3), np.uint8), mask
+        )
+        for seq in ("a", "b"):
+            _write_pair(
+                tmp_path / "seqs" / seq,
+                f"{i:05d}",
+                rng.integers(0, 255, (24, 40, 3), np.uint8),
+                mask,
+            )
+    out = tmp_path / "r.json"
+    code = main([
+        "eval", "--images", str(tmp_path / "imgs/images"), "--masks", str(tmp_path / "imgs/masks"),
+        "--weights", str(tiny_weights), "--device", "cpu", "--json", str(out), "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    res = json.loads(out.read_text())
+    assert res["n"] == 2 and 0.0 <= res["iou"] <= 1.0 and 0.0 <= res["mae"] <= 1.0
+    assert res["size"] == 32
+
+    out2 = tmp_path / "s.json"
+    code = main([
+        "eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
+        "--device", "cpu", "--json", str(out2), "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    res = json.loads(out2.read_text())
+    assert res["n"] == 4 and len(res["sequences"]) == 2
+    assert res["flicker"] >= 0.0
+    assert "all" in capsys.readouterr().out
+
+    # the existing JSON is not overwritten without --overwrite
+    code = main(["eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
+                 "--json", str(out2), "--no-progress"])  # fmt: skip
+    assert code == 2
+
+
+def test_eval_needs_data(capsys) -> None:
+    assert main(["eval"]) == 2
+    assert "--images" in capsys.readouterr().err

@@ -1,0 +1,126 @@
+"""``vidmat eval``: IoU, MAE, boundary F (and flicker/lag on sequences) of a model on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from vidmat.errors import VidmatError
+
+EPILOG = """\
+examples:
+  vidmat eval --images ../shared/data/val/ccp/images --masks ../shared/data/val/ccp/masks
+  vidmat eval --sequences ../shared/data/video/davis --smoothing 0.5 --json davis.json
+
+IoU and boundary F threshold the alpha at 0.5; MAE compares the soft alpha with
+the 0/1 mask. Flicker is the mean |alpha_t - alpha_t-1| over pixels whose ground
+truth did not change; lag is the frame shift that best aligns mask and truth.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from vidmat.commands._options import add_engine_options
+
+    p = sub.add_parser(
+        "eval",
+        help="score weights on image/mask folders or annotated video sequences",
+        description="Measure mean IoU@0.5, MAE and boundary F-measure of the model on "
+        "image/mask folders, and on sequences also temporal flicker and lag.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("data (give --images and --masks, or --sequences)")
+    src.add_argument("--images", type=Path, metavar="DIR", help="folder of images")
+    src.add_argument(
+        "--masks",
+        type=Path,
+        metavar="DIR",
+        help="folder of masks with the images' file stems (0 = background)",
+    )
+    src.add_argument(
+        "--sequences",
+        type=Path,
+        metavar="ROOT",
+        help="folder of sequences ROOT/<seq>/images and ROOT/<seq>/masks",
+    )
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="temporal smoothing strength 0..1 for sequences (default 0 = off)",
+    )
+    p.add_argument(
+        "--lookahead",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --smoothing: look K frames ahead (bidirectional, as convert does)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="score only N images spread evenly over the folder (quick checks)",
+    )
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_engine_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidmat.benchmarks.report import format_table
+    from vidmat.commands._options import engine_config_from_args
+    from vidmat.core.engine import Engine
+    from vidmat.io.files import atomic_write_text, check_output_path
+    from vidmat.train.evaluate import (
+        engine_lowres,
+        evaluate_images,
+        evaluate_sequences,
+        summarize_rows,
+    )
+
+    if args.sequences is None and (args.images is None or args.masks is None):
+        raise VidmatError("give --images DIR and --masks DIR, or --sequences ROOT.")
+    if args.sequences is not None and (args.images or args.masks):
+        raise VidmatError("give either --images/--masks or --sequences, not both.")
+    if not 0.0 <= args.smoothing <= 1.0:
+        raise VidmatError("--smoothing must be between 0 and 1.")
+    if args.smoothing > 0 and args.sequences is None:
+        raise VidmatError("--smoothing only applies to --sequences.")
+    if args.limit is not None and args.limit < 1:
+        raise VidmatError("--limit must be at least 1.")
+    if args.json is not None:
+        check_output_path(args.json, args.overwrite)
+
+    engine = Engine.from_config(engine_config_from_args(args))
+    lowres = engine_lowres(engine)
+    t0 = time.perf_counter()
+    info = {
+        "weights": args.weights,
+        "weights_name": engine.spec.name,
+        "size": engine.size,
+        "device": str(engine.device),
+        "smoothing": args.smoothing,
+        "lookahead": args.lookahead,
+    }
+    if args.sequences is not None:
+        overall, rows = evaluate_sequences(
+            lowres, args.sequences, args.smoothing, args.lookahead, args.progress
+        )
+        table = [*rows, {"sequence": "all", **overall}]
+        result = {**overall, **info, "data": str(args.sequences), "sequences": rows}
+    else:
+        overall = evaluate_images(lowres, args.images, args.masks, args.limit, args.progress)
+        table = [{"data": args.images.parent.name or str(args.images), **overall}]
+        result = {**overall, **info, "data": str(args.images)}
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    print(format_table(summarize_rows(table)))
+    print(f"weights {engine.spec.name} at {engine.size}x{engine.size} on {engine.device}")
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    return 0

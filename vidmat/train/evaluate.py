@@ -1,0 +1,169 @@
+"""Scoring a model on image/mask folders and on annotated video sequences.
+
+The engine is the same object the applications use, so eval measures exactly
+what users get (preprocessing, input size, upsampling). Sequences go through
+the low-resolution alpha, optional temporal smoothing (vidmat.core.smoothing),
+then the engine's upsampling to the frame size, the path convert and live take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidmat.errors import VidmatError
+from vidmat.train import metrics
+from vidmat.train.data import IMAGE_EXTS, pair_folders, read_mask, read_rgb
+
+#: (frames uint8 (N,H,W,3)) -> low-res alpha (N,1,s,s) tensor in [0,1]
+LowresFn = Callable[[np.ndarray], torch.Tensor]
+
+
+@dataclass
+class Scores:
+    """Per-item metrics, aggregated by :meth:`summary`."""
+
+    iou: list[float] = field(default_factory=list)
+    mae: list[float] = field(default_factory=list)
+    bf: list[float] = field(default_factory=list)
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        self.iou.append(metrics.iou(pred, gt))
+        self.mae.append(metrics.mae(pred, gt))
+        self.bf.append(metrics.boundary_f(pred, gt))
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "iou": float(np.mean(self.iou)),
+            "mae": float(np.mean(self.mae)),
+            "boundary_f": float(np.mean(self.bf)),
+            "n": len(self.iou),
+        }
+
+
+def _upsample(low: torch.Tensor, h: int, w: int) -> np.ndarray:
+    from vidmat.core.engine import upsample_alpha
+
+    return upsample_alpha(low.float(), h, w)[:, 0].cpu().numpy()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True)
+
+
+def evaluate_images(
+    lowres: LowresFn,
+    images_dir: Path,
+    masks_dir: Path,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Mean IoU@0.5, MAE and boundary F over every image that has a mask."""
+    pairs = pair_folders(images_dir, masks_dir)
+    if limit:
+        idx = np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).round().astype(int)
+        pairs = [pairs[i] for i in idx]
+    scores = Scores()
+    with _progress(len(pairs), images_dir.parent.name or "images", progress) as bar:
+        for ip, mp in pairs:
+            img = read_rgb(ip)
+            gt = read_mask(mp) > 127
+            if gt.shape != img.shape[:2]:
+                raise VidmatError(
+                    f"mask {mp.name} is {gt.shape[::-1]}, image is {img.shape[1::-1]}."
+                )
+            pred = _upsample(lowres(img[None]), *gt.shape)[0]
+            scores.add(pred, gt)
+            bar.update(1)
+            bar.set_postfix(iou=f"{np.mean(scores.iou):.3f}")
+    return scores.summary()
+
+
+def find_sequences(root: Path) -> list[Path]:
+    """Sequence folders under ``root``: each holds images/ and masks/."""
+    if not root.is_dir():
+        raise VidmatError(f"sequence root {root} does not exist.")
+    seqs = sorted(p for p in root.iterdir() if (p / "images").is_dir() and (p / "masks").is_dir())
+    if not seqs:
+        if (root / "images").is_dir() and (root / "masks").is_dir():
+            return [root]
+        raise VidmatError(f"no sequences (folders with images/ and masks/) under {root}.")
+    return seqs
+
+
+def evaluate_sequence(
+    lowres: LowresFn,
+    seq: Path,
+    smoothing: float = 0.0,
+    lookahead: int = 0,
+    batch: int = 4,
+    bar=None,
+) -> dict[str, float]:
+    """Per-frame scores plus flicker and lag of one annotated sequence."""
+    pairs = pair_folders(seq / "images", seq / "masks")
+    frames = [read_rgb(ip) for ip, _ in pairs]
+    gts = [read_mask(mp) > 127 for _, mp in pairs]
+    h, w = gts[0].shape
+    lows = []
+    for i in range(0, len(frames), batch):
+        lows.append(lowres(np.stack(frames[i : i + batch])).float().cpu())
+        if bar is not None:
+            bar.update(len(frames[i : i + batch]))
+    low = torch.cat(lows, 0)
+    if smoothing > 0:
+        from vidmat.core.smoothing import smooth_sequence
+
+        low = smooth_sequence(low, torch.from_numpy(np.stack(frames)), smoothing, lookahead)
+    preds = [_upsample(low[i : i + 1], h, w)[0] for i in range(len(frames))]
+    scores = Scores()
+    for p, g in zip(preds, gts, strict=True):
+        scores.add(p, g)
+    out = scores.summary()
+    out["flicker"] = metrics.flicker(preds, gts)
+    out["lag"] = metrics.lag(preds, gts)[0]
+    return out
+
+
+def evaluate_sequences(
+    lowres: LowresFn,
+    root: Path,
+    smoothing: float = 0.0,
+    lookahead: int = 0,
+    progress: bool = True,
+) -> tuple[dict[str, float], list[dict]]:
+    """Scores per sequence and overall (IoU/MAE/boundary F over all frames, flicker/lag per clip)."""
+    seqs = find_sequences(root)
+    n_total = sum(
+        len([p for p in (s / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS]) for s in seqs
+    )
+    rows = []
+    with _progress(n_total, root.name, progress) as bar:
+        for s in seqs:
+            r = evaluate_sequence(lowres, s, smoothing, lookahead, bar=bar)
+            rows.append({"sequence": s.name, **r})
+    n = sum(r["n"] for r in rows)
+    overall = {k: float(sum(r[k] * r["n"] for r in rows) / n) for k in ("iou", "mae", "boundary_f")}
+    overall["flicker"] = float(np.nanmean([r["flicker"] for r in rows]))
+    overall["lag"] = float(np.mean([r["lag"] for r in rows]))
+    overall["n"] = n
+    return overall, rows
+
+
+def engine_lowres(engine) -> LowresFn:
+    """Adapter: the engine's model-resolution alpha for a uint8 batch."""
+
+    def fn(frames: np.ndarray) -> torch.Tensor:
+        return engine.predict_lowres(frames)
+
+    return fn
+
+
+def summarize_rows(rows: Sequence[dict]) -> list[dict]:
+    """Rows for the printed table (numbers rounded for reading, JSON keeps full precision)."""
+    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
