@@ -21,12 +21,13 @@ from torch import Tensor
 
 from vidmat.errors import WeightsError
 from vidmat.model.u2net import ARCHITECTURES, U2Net, build_model
+from vidmat.resources import weights_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Folder of shipped weights: ``weights/`` at the top of the source tree.
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+#: Folder of shipped weights (``weights/`` in a checkout, bundled in a wheel).
+WEIGHTS_DIR = weights_dir()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,26 @@
+"""The wheel carries every subpackage and the shipped weights/assets."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_subpackage_is_listed_in_pyproject() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vidmat").rglob("__init__.py")
+    }
+    assert found <= listed, f"add to pyproject's packages: {sorted(found - listed)}"
+    assert config["package-dir"]["vidmat._bundled.weights"] == "weights"
+    assert config["package-dir"]["vidmat._bundled.assets"] == "assets"
+
+
+def test_resources_point_at_the_checkout_folders() -> None:
+    from vidmat.resources import assets_dir, weights_dir
+
+    assert weights_dir() == ROOT / "weights"
+    assert assets_dir() == ROOT / "assets"
