@@ -29,6 +29,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     from vidmat.model.weights import DEFAULT_WEIGHTS, available_weights
+    from vidmat.ui import qt_version
 
     devices: list[dict[str, Any]] = [
         {
@@ -59,12 +60,6 @@ def collect() -> dict[str, Any]:
         }
         for spec, path, present in available_weights()
     ]
-    try:
-        from PyQt6.QtCore import QT_VERSION_STR
-
-        qt = QT_VERSION_STR
-    except ImportError:
-        qt = None
     return {
         "vidmat": __version__,
         "python": sys.version.split()[0],
@@ -76,7 +71,7 @@ def collect() -> dict[str, Any]:
         "opencv": cv2.__version__,
         "pyav": av.__version__,
         "ffmpeg": ".".join(str(v) for v in av.library_versions.get("libavcodec", ())),
-        "qt": qt,
+        "qt": qt_version(),
         "devices": devices,
         "weights": weights,
     }
