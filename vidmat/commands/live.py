@@ -1,0 +1,286 @@
+"""``vidmat live``: webcam (or a video file played as one) with a virtual background.
+
+Qt is imported only when the window opens, so ``--no-window`` runs on a
+machine without a display and building ``vidmat --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidmat.commands._options import add_engine_options, engine_config_from_args
+from vidmat.errors import VidmatError
+
+EPILOG = """\
+examples:
+  vidmat live                                  webcam 0 in a window, blurred background
+  vidmat live --bg beach.jpg --mirror          a picture behind you, selfie view
+  vidmat live --camera /dev/video2 --bg green  another camera, greenscreen
+  vidmat live --camera clip.mp4                a video file played as a camera
+  vidmat live --no-window --camera 0 --record out.mp4 --duration 30
+  vidmat live --virtual-camera --bg blur       for Zoom/Meet/OBS (needs pyvirtualcam)
+
+window keys: B cycle background, M mirror, R record start/stop, S snapshot,
+F fullscreen, Up/Down smoothing, Q or Esc quit.
+On a CPU the model runs at a smaller input size in its own thread, so the
+picture stays fluid while the mask updates a few times per second.
+"""
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d{2,5})\s*[xX×]\s*(\d{2,5})\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "live",
+        help="webcam with a virtual background: window, recording, virtual camera",
+        description="Separate you from your background live, from a webcam or a video file "
+        "played as a camera, and show, record or send the result to a virtual camera.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("source")
+    src.add_argument(
+        "--camera",
+        default="0",
+        metavar="INDEX|PATH|FILE",
+        help="camera index (0), device path (/dev/video0) or a video file played as a camera "
+        "in real time (default: 0)",
+    )
+    src.add_argument(
+        "--resolution",
+        type=parse_resolution,
+        default=None,
+        metavar="WxH",
+        help="ask the camera for this size (it may give another); a file is cropped and scaled",
+    )
+    src.add_argument("--fps", type=float, default=None, help="ask the camera for this frame rate")
+    loop = src.add_mutually_exclusive_group()
+    loop.add_argument(
+        "--loop",
+        dest="loop",
+        action="store_true",
+        default=None,
+        help="play a file source over and over (default in the window and with --duration)",
+    )
+    loop.add_argument("--no-loop", dest="loop", action="store_false", help="stop at its end")
+
+    look = p.add_argument_group("look (all can be changed in the window)")
+    look.add_argument(
+        "--bg",
+        default=None,
+        metavar="SPEC",
+        help="blur, blur:N, green, #RRGGBB, a colour name, an image or video file, "
+        "transparent or mask (default: blur)",
+    )
+    look.add_argument("--smoothing", type=float, default=None, help="temporal smoothing 0..1")
+    look.add_argument("--threshold", type=float, default=None, help="matte threshold 0..1")
+    look.add_argument("--feather", type=float, default=None, metavar="PX", help="soften edges")
+    look.add_argument("--mirror", action="store_true", default=None, help="selfie view")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--no-window", action="store_true", help="run without a window (headless)")
+    out.add_argument("--record", type=Path, default=None, metavar="OUT.mp4", help="record to H.264")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing recording")
+    out.add_argument(
+        "--audio",
+        default="auto",
+        metavar="auto|off|DEVICE",
+        help="microphone for the recording: auto (the default ALSA device when one exists), "
+        "off, or an ALSA device name such as hw:1",
+    )
+    out.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S s")
+    out.add_argument(
+        "--virtual-camera",
+        action="store_true",
+        help="send the result to a virtual camera (pip install pyvirtualcam; v4l2loopback on "
+        "Linux, OBS Virtual Camera on Windows/macOS)",
+    )
+    out.add_argument("--virtual-device", default=None, help="e.g. /dev/video10")
+    out.add_argument("--quiet", action="store_true", help="no periodic status lines")
+
+    perf = p.add_argument_group("performance")
+    perf.add_argument(
+        "--mode",
+        choices=("auto", "sync", "async"),
+        default="auto",
+        help="async: model in its own thread, every frame composited with the newest mask "
+        "(CPU default); sync: model on each frame (CUDA default)",
+    )
+    perf.add_argument(
+        "--infer-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="sync mode: run the model on every N-th frame; smoothing carries the mask between",
+    )
+    add_engine_options(p)
+    p.set_defaults(func=run)
+
+
+@dataclass
+class LiveRequest:
+    """Everything the command line asked for, resolved once for window and headless alike."""
+
+    args: argparse.Namespace
+
+    def camera_config(self, loop_default: bool):
+        from vidmat.io.camera import CameraConfig, parse_source
+
+        a = self.args
+        w, h = a.resolution or (None, None)
+        if a.fps is not None and a.fps <= 0:
+            raise VidmatError(f"--fps must be > 0, got {a.fps}.")
+        loop = a.loop if a.loop is not None else loop_default
+        return CameraConfig(source=parse_source(a.camera), width=w, height=h, fps=a.fps, loop=loop)
+
+    def settings(self):
+        from vidmat.io.images import load_background
+        from vidmat.pipelines.live import LiveSettings
+
+        a = self.args
+        s = LiveSettings()
+        changes = {}
+        if a.bg is not None:
+            changes["background"] = load_background(a.bg)
+        for name in ("smoothing", "threshold", "feather", "mirror"):
+            if getattr(a, name) is not None:
+                changes[name] = getattr(a, name)
+        from dataclasses import replace
+
+        return replace(s, **changes).validated()
+
+    def engine(self):
+        from vidmat.core.engine import Engine
+        from vidmat.pipelines.live import live_engine_config
+
+        return Engine.from_config(live_engine_config(engine_config_from_args(self.args)))
+
+    def recorder_config(self, path: Path | None = None):
+        from vidmat.io.recorder import RecorderConfig
+
+        a = self.args
+        path = path or a.record
+        audio = None if a.audio == "off" else a.audio
+        fps = a.fps or 30.0
+        return RecorderConfig(Path(path), overwrite=a.overwrite, audio=audio, fps=fps)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.duration is not None and args.duration <= 0:
+        raise VidmatError(f"--duration must be > 0 seconds, got {args.duration}.")
+    if args.infer_every < 1:
+        raise VidmatError(f"--infer-every must be >= 1, got {args.infer_every}.")
+    req = LiveRequest(args)
+    if args.record is not None:
+        from vidmat.io.files import check_output_path
+
+        check_output_path(Path(args.record), args.overwrite)
+    if args.no_window:
+        return run_headless(req)
+    from vidmat.ui.app import run_window  # Qt only from here on
+
+    return run_window(req)
+
+
+def _fmt(v: float | None, unit: str = "ms") -> str:
+    return "-" if v is None else f"{v:.0f} {unit}"
+
+
+def run_headless(req: LiveRequest) -> int:
+    from vidmat.io.recorder import Recorder
+    from vidmat.pipelines.live import LiveConfig, LivePipeline
+
+    args = req.args
+    looping = args.duration is not None
+    camera = req.camera_config(loop_default=looping)
+    settings = req.settings()
+    engine = req.engine()
+    errors: list[str] = []
+    status_lines: list[str] = []
+
+    def on_status(event: str, message: str) -> None:
+        status_lines.append(message)
+        print(f"vidmat: {message}", file=sys.stderr)
+
+    pipe = LivePipeline(
+        engine,
+        LiveConfig(
+            camera=camera, mode=args.mode, infer_every=args.infer_every, duration=args.duration
+        ),
+        settings,
+        on_error=errors.append,
+        on_status=on_status,
+    )
+    recorder = Recorder(req.recorder_config()) if args.record else None
+    vcam = None
+    pipe.start()
+    try:
+        cap = pipe.capture
+        assert cap is not None
+        print(
+            f"vidmat live: {cap.description} {cap.width}x{cap.height} @ {cap.nominal_fps:.1f} fps, "
+            f"model {engine.size}px on {engine.device} ({pipe.mode}), background "
+            f"{settings.background.describe()}",
+            file=sys.stderr,
+        )
+        if args.virtual_camera:
+            from vidmat.io.virtualcam import VirtualCamera
+
+            vcam = VirtualCamera(cap.width, cap.height, cap.nominal_fps, args.virtual_device)
+            pipe.add_sink(vcam)
+            print(f"vidmat live: virtual camera on {vcam.device}", file=sys.stderr)
+        if recorder is not None:
+            recorder.start()
+            pipe.add_sink(recorder)
+            print(
+                f"vidmat live: recording to {args.record} ({recorder.audio_message})",
+                file=sys.stderr,
+            )
+        last = time.monotonic()
+        while not pipe.wait(0.25):
+            if not args.quiet and time.monotonic() - last >= 2.0:
+                last = time.monotonic()
+                st = pipe.status()
+                print(
+                    f"  {st['display_fps']:5.1f} fps  capture {st['capture_fps']:4.1f} fps  "
+                    f"model {_fmt(st['model_ms'])}  post {_fmt(st['post_ms'])}  "
+                    f"latency {_fmt(st['latency_ms'])}  dropped {st['dropped']}",
+                    file=sys.stderr,
+                )
+    except KeyboardInterrupt:
+        print("vidmat live: stopping…", file=sys.stderr)
+    finally:
+        pipe.stop()
+        if vcam is not None:
+            vcam.close()
+        info = recorder.stop() if recorder is not None else None
+    st = pipe.status()
+    summ = pipe.stats.summary()
+    print(
+        f"vidmat live: {st['frames']} frames, {st['display_fps']:.1f} fps, latency p50 "
+        f"{_fmt(summ['latency_p50_ms'])} p99 {_fmt(summ['latency_p99_ms'])}, model "
+        f"{_fmt(summ['model_p50_ms'])}, dropped {st['dropped']}",
+        file=sys.stderr,
+    )
+    if info is not None:
+        if info.path is not None:
+            print(
+                f"vidmat live: wrote {info.path} ({info.frames} frames, {info.duration:.1f} s"
+                f"{', with audio' if info.audio else ', no audio'})",
+                file=sys.stderr,
+            )
+        else:
+            print("vidmat live: nothing was recorded (no frames).", file=sys.stderr)
+    if errors:
+        raise VidmatError(errors[0])
+    return 0

@@ -1,0 +1,115 @@
+"""Opening the live window from ``vidmat live`` (the only entry point into Qt)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vidmat.errors import VidmatError
+
+if TYPE_CHECKING:
+    from vidmat.commands.live import LiveRequest
+
+
+def _clean_qt_environment() -> None:
+    """opencv-python points Qt at its own bundled Qt5 plugins on import; PyQt6 must not use them."""
+    for var in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR", "QT_PLUGIN_PATH"):
+        value = os.environ.get(var, "")
+        if value and f"{os.sep}cv2{os.sep}" in value:
+            del os.environ[var]
+
+
+def has_display() -> bool:
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal", "vnc"):
+        return True
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def make_app() -> Any:
+    _clean_qt_environment()
+    if not has_display():
+        raise VidmatError(
+            "no display to open a window on; use --no-window (with --record or "
+            "--virtual-camera), or run under a desktop session / Xvfb."
+        )
+    try:
+        from PyQt6.QtWidgets import QApplication
+    except ImportError as exc:
+        raise VidmatError(f"the window needs PyQt6, which cannot be imported ({exc}).") from None
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("vidmat-live")
+    app.setOrganizationName("vidmat")
+    return app
+
+
+def run_window(req: LiveRequest) -> int:
+    """Build the engine once, open the window, run until it closes."""
+    app = make_app()
+    from vidmat.io.recorder import Recorder
+    from vidmat.pipelines.live import LiveConfig, LivePipeline
+    from vidmat.ui.window import LiveWindow, settings_overrides
+
+    args = req.args
+    camera = req.camera_config(loop_default=True)
+    settings = req.settings()
+    explicit = {
+        k for k in ("smoothing", "threshold", "feather", "mirror") if getattr(args, k) is not None
+    }
+    if args.bg is not None:
+        explicit.add("background")
+    engine = req.engine()
+    config = LiveConfig(
+        camera=camera, mode=args.mode, infer_every=args.infer_every, display_reports=True
+    )
+
+    def make_pipeline(s: Any, callbacks: dict[str, Any]) -> LivePipeline:
+        return LivePipeline(engine, config, s, **callbacks)
+
+    def make_recorder(path: Path) -> Recorder:
+        return Recorder(req.recorder_config(path))
+
+    window = LiveWindow(
+        make_pipeline,
+        make_recorder=make_recorder,
+        overrides=settings_overrides(settings, explicit),
+        record_path=args.record,
+        duration=args.duration,
+    )
+    if args.virtual_camera:
+        _attach_virtual_camera(window, args)
+    window.show()
+    window.start_pipeline()
+    code = app.exec()
+    if window.last_error and window.pipeline is None and window.last_saved is None:
+        print(f"vidmat live: last message: {window.last_error}", file=sys.stderr)
+    return int(code)
+
+
+def _attach_virtual_camera(window: Any, args: Any) -> None:
+    """Open the virtual camera once the first frame's size is known; failures show in the window."""
+    from PyQt6.QtWidgets import QApplication
+
+    from vidmat.io.virtualcam import VirtualCamera
+
+    cams: list[VirtualCamera] = []
+
+    def on_started(info: dict) -> None:
+        if cams or window.pipeline is None:
+            return
+        fps = info.get("fps") or 30.0
+        cam = VirtualCamera(info["width"], info["height"], fps, args.virtual_device)
+        cams.append(cam)
+        window.sinks.append(cam)
+        window.pipeline.add_sink(cam)
+        window.statusBar().showMessage(f"Virtual camera on {cam.device}", 5000)
+
+    def close_cam() -> None:
+        for cam in cams:
+            cam.close()
+
+    window.started_hooks.append(on_started)
+    QApplication.instance().aboutToQuit.connect(close_cam)
