@@ -1,0 +1,137 @@
+"""Clips made in fixtures for the video I/O and convert tests, and a stub model with a known mask.
+
+A clip is a red square moving over a dark blue background (so the stub model's mask
+is known for every frame and moves, which catches reordered frames) with a sine tone.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from torch import nn
+
+NTSC_FILM = Fraction(24000, 1001)
+
+
+def square_frame(i: int, width: int, height: int) -> np.ndarray:
+    """Frame ``i``: dark blue with a red square that moves right 2 px per frame."""
+    img = np.zeros((height, width, 3), np.uint8)
+    img[..., 2] = 90
+    img[..., 1] = 20
+    side = max(8, min(width, height) // 2)
+    x0 = (4 + 2 * i) % max(1, width - side)
+    y0 = (height - side) // 2
+    img[y0 : y0 + side, x0 : x0 + side] = (230, 40, 30)
+    return img
+
+
+def make_clip(
+    path: Path,
+    *,
+    width: int = 64,
+    height: int = 48,
+    frames: int = 12,
+    rate: Fraction = Fraction(25),
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    audio: str | None = "aac",
+    sample_rate: int = 48000,
+    rotation: int = 0,
+    codec: str = "libx264",
+) -> Path:
+    """Write a test clip. ``pts`` (in ``time_base``) gives variable frame rate.
+
+    Odd sizes are stored with yuv444p (libx264 refuses odd sizes in yuv420p).
+    """
+    tb = time_base or (Fraction(1, 1) / rate / 1000 if rate.denominator == 1 else 1 / rate / 1001)
+    if time_base is None:
+        tb = Fraction(rate.denominator, rate.numerator * (1000 if rate.denominator == 1 else 1))
+        if rate == NTSC_FILM:
+            tb = Fraction(1, 24000)
+    if pts is None:
+        step = round(1 / (rate * tb))
+        pts = [i * step for i in range(frames)]
+    c = av.open(str(path), "w")
+    s = c.add_stream(codec, rate=rate)
+    s.width, s.height = width, height
+    s.pix_fmt = "yuv444p" if (width % 2 or height % 2) and codec == "libx264" else "yuv420p"
+    if codec == "libx264":
+        s.options = {"crf": "12", "preset": "ultrafast"}
+    s.time_base = tb
+    s.codec_context.time_base = tb
+    if rotation:
+        s.set_display_rotation(rotation)
+    a = None
+    if audio:
+        a = c.add_stream(audio, rate=sample_rate, layout="mono")
+    duration = float((pts[-1] + round(1 / (rate * tb))) * tb)
+    for i, p in enumerate(pts):
+        f = av.VideoFrame.from_ndarray(square_frame(i, width, height), format="rgb24")
+        f.pts, f.time_base = p, tb
+        for pk in s.encode(f):
+            c.mux(pk)
+    for pk in s.encode():
+        c.mux(pk)
+    if a is not None:
+        n = int(duration * sample_rate)
+        t = np.arange(n) / sample_rate
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        fmt = a.codec_context.codec.audio_formats[0].name
+        chunk = 1024
+        for start in range(0, n, chunk):
+            block = tone[start : start + chunk][None]
+            af = av.AudioFrame.from_ndarray(block, format="flt", layout="mono")
+            af.sample_rate = sample_rate
+            af.pts = start
+            af.time_base = Fraction(1, sample_rate)
+            if fmt != "flt":
+                rs = av.AudioResampler(format=fmt, layout="mono", rate=sample_rate)
+                frames_ = rs.resample(af)
+            else:
+                frames_ = [af]
+            for fr in frames_:
+                for pk in a.encode(fr):
+                    c.mux(pk)
+        for pk in a.encode():
+            c.mux(pk)
+    c.close()
+    return path
+
+
+def frame_times(path: Path) -> list[Fraction]:
+    """Presentation times of every video frame of a file, exactly."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return [Fraction(f.pts) * v.time_base for f in c.decode(v)]
+
+
+def audio_seconds(path: Path) -> float:
+    """Decoded audio length in seconds (0 when there is no audio)."""
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return 0.0
+        a = c.streams.audio[0]
+        n = sum(f.samples for f in c.decode(a))
+        return n / a.codec_context.sample_rate
+
+
+class RedMask(nn.Module):
+    """Stub segmentation model: 'person' = where the (normalised) red channel is high.
+
+    The fixture's red square is then the person, so every frame has a known, moving mask.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :1] > 0.0).float()
+
+
+def stub_engine(size: int = 32):
+    from vidmat.core.engine import Engine, EngineConfig
+    from vidmat.model.weights import WeightsSpec
+
+    spec = WeightsSpec(name="stub", arch="u2netp", input_size=size, scale="255")
+    return Engine(RedMask(), spec, EngineConfig(device="cpu", size=size))

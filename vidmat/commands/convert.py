@@ -1,0 +1,378 @@
+"""``vidmat convert INPUT... [-o OUTPUT|DIR]``: video files (and stills) to greenscreen or alpha.
+
+Every input is tried; one that fails gets one sentence on stderr and the others still
+convert; the exit code is non-zero when any failed. Outputs appear only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidmat.commands._options import add_engine_options, engine_config_from_args
+from vidmat.core.postprocess import PostprocessConfig
+from vidmat.errors import VidmatError
+from vidmat.io.video import FORMAT_HELP, FORMATS, EncodeConfig, VideoInfo, probe
+from vidmat.pipelines.convert import (
+    ConvertConfig,
+    ConvertResult,
+    convert_image,
+    convert_video,
+    default_output,
+    image_config,
+)
+
+#: Suffixes picked up when a folder is given as input.
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
+)
+STILL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    formats = "\n".join(f"  {name:5s} {text}" for name, text in FORMAT_HELP.items())
+    p = sub.add_parser(
+        "convert",
+        help="convert video files (or images) to greenscreen, alpha or a new background",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Separate the person from the background in video files and write a composite "
+            "(greenscreen by default) or a video with alpha. Timestamps (23.976, variable "
+            "frame rate), frame count, rotation and audio are kept. Still images (jpg, png, "
+            "webp) give an RGBA PNG, or a composite when --bg is given.\n\n"
+            "Formats and where they play:\n" + formats + "\n\n"
+            "mp4 has no alpha channel: for transparency use mov, webm or png."
+        ),
+        epilog=(
+            "examples:\n"
+            "  vidmat convert clip.mp4                      # -> clip_green.mp4\n"
+            "  vidmat convert clip.mp4 --bg beach.jpg -o out.mp4\n"
+            "  vidmat convert clip.mp4 --format webm        # -> clip_alpha.webm (VP9 + alpha)\n"
+            "  vidmat convert videos/ '*.mov' -o converted/ --format mov\n"
+            "  vidmat convert portrait.jpg                  # -> portrait_alpha.png (RGBA)"
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video/image files, folders or globs")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTPUT|DIR",
+        help="output file (one input only) or folder (created if missing; a trailing / or "
+        "several inputs mean a folder); default: beside each input, e.g. clip_green.mp4",
+    )
+    p.add_argument(
+        "--bg",
+        default=None,
+        metavar="BG",
+        help="background: green (default for mp4), blue, any colour name or #hex, blur or "
+        "blur:SIGMA, an image or video file, or transparent (mov/webm/png only)",
+    )
+    p.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        default=None,
+        help="mp4 (default), mov, webm, png or mask; taken from -o's suffix when not given",
+    )
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="temporal smoothing of the matte, 0 (off) .. 1 (strong); default 0.5",
+    )
+    p.add_argument(
+        "--bidirectional",
+        action="store_true",
+        help="smooth with look-ahead (frames before and after each frame): no lag, "
+        "less flicker; possible for files, not live",
+    )
+    p.add_argument(
+        "--crf",
+        type=int,
+        default=None,
+        help="quality: lower is better and larger (H.264 default 18, VP9 default 30)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="frames per model call (default 8 on CUDA, 1 on CPU)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+    add_engine_options(p)
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass
+class Job:
+    src: Path
+    dst: Path | None = None
+    error: str | None = None  # set when the input itself is bad
+
+    @property
+    def is_image(self) -> bool:
+        return self.src.suffix.lower() in STILL_SUFFIXES
+
+
+def expand_inputs(items: list[str]) -> list[Job]:
+    """Files, folders (their videos and images, sorted) and globs; bad items become errors."""
+    jobs: list[Job] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if any(ch in item for ch in "*?[") and not path.exists():
+            matches = sorted(glob.glob(str(path)))
+            if not matches:
+                jobs.append(Job(path, error=f"{item}: no file matches this pattern."))
+                continue
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    jobs += _folder(mp)
+                else:
+                    jobs.append(Job(mp))
+            continue
+        if path.is_dir():
+            jobs += _folder(path)
+        elif not path.exists():
+            jobs.append(Job(path, error=f"{path} does not exist."))
+        else:
+            jobs.append(Job(path))
+    # The same file named twice converts once.
+    seen: set[Path] = set()
+    unique = []
+    for j in jobs:
+        key = j.src.resolve()
+        if j.error is None and key in seen:
+            continue
+        seen.add(key)
+        unique.append(j)
+    return unique
+
+
+def _folder(folder: Path) -> list[Job]:
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.suffix.lower() in (VIDEO_SUFFIXES | STILL_SUFFIXES)
+    )
+    if not files:
+        return [Job(folder, error=f"{folder} contains no videos or images to convert.")]
+    return [Job(p) for p in files]
+
+
+def _format_from(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    if args.output:
+        suffix = Path(args.output).suffix.lower()
+        for name in ("mov", "webm", "mp4"):
+            if suffix == FORMATS[name][0]:
+                return name
+    return "mp4"
+
+
+def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) -> None:
+    """Fill in each job's output path; -o is a file only for a single input."""
+    out = Path(args.output).expanduser() if args.output else None
+    live = [j for j in jobs if j.error is None]
+    as_folder = out is not None and (
+        out.is_dir()
+        or str(args.output).endswith(("/", "\\"))
+        or len(jobs) > 1
+        or (not out.suffix and cfg.fmt != "png")
+    )
+    if as_folder and out is not None and not out.exists():
+        try:
+            out.mkdir(parents=True)
+        except OSError as exc:
+            raise VidmatError(f"cannot create the output folder {out} ({exc.strerror}).") from None
+    for j in live:
+        jcfg = image_config(cfg, args.bg is not None) if j.is_image else cfg
+        if out is None:
+            j.dst = default_output(j.src, jcfg)
+        elif as_folder:
+            j.dst = default_output(j.src, jcfg, out)
+        else:
+            j.dst = out
+    dsts = [j.dst for j in live]
+    if len(set(dsts)) != len(dsts):
+        raise VidmatError("two inputs would write the same output; give them different names.")
+
+
+# --------------------------------------------------------------------------- running
+def _config(args: argparse.Namespace) -> ConvertConfig:
+    fmt = _format_from(args)
+    if args.crf is not None and not 0 <= args.crf <= 63:
+        raise VidmatError(f"--crf must be between 0 and 63, got {args.crf}.")
+    post = PostprocessConfig(
+        smoothing=args.smoothing,
+        lookahead=PostprocessConfig().lookahead if args.bidirectional else 0,
+    )
+    return ConvertConfig(
+        fmt=fmt,
+        background=args.bg,
+        post=post,
+        encode=EncodeConfig(crf=args.crf),
+        batch=args.batch,
+    ).validate()
+
+
+class _Bars:
+    """tqdm bars on stderr: one over the frames of all files, one for the current file."""
+
+    def __init__(self, total_frames: int | None, files: int, quiet: bool) -> None:
+        self.quiet = quiet
+        self.total = None
+        self.file = None
+        if quiet:
+            return
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.total = tqdm(
+            total=total_frames,
+            unit="frame",
+            desc=f"all {files} file{'s' if files != 1 else ''}",
+            position=0,
+            dynamic_ncols=True,
+        )
+
+    def start_file(self, name: str, info: VideoInfo | None) -> None:
+        if self.quiet:
+            return
+        frames = info.frames if info is not None else 1
+        self.file = self._tqdm(
+            total=frames,
+            unit="frame",
+            desc=name[:40],
+            position=1,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def step(self, n: int) -> None:
+        if self.file is not None:
+            self.file.update(n)
+        if self.total is not None:
+            self.total.update(n)
+
+    def end_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def write(self, text: str) -> None:
+        if self.total is not None:
+            self.total.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.total is not None:
+            self.total.close()
+
+
+def _probe_all(jobs: list[Job]) -> int | None:
+    """Read every video's header first: the overall bar needs the frame total, and a bad
+    file is known before an hour of converting the others."""
+    total = 0
+    for j in jobs:
+        if j.error is not None:
+            continue
+        if j.is_image:
+            total += 1
+            continue
+        try:
+            frames = probe(j.src).frames
+        except VidmatError as exc:
+            j.error = str(exc)
+            continue
+        if frames is None:
+            return None
+        total += frames
+    return total
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    jobs = expand_inputs(args.inputs)
+    plan_outputs(jobs, args, cfg)
+    total = _probe_all(jobs)
+    work = [j for j in jobs if j.error is None]
+    engine = None
+    if work:
+        from vidmat.core.engine import Engine
+
+        engine = Engine.from_config(engine_config_from_args(args))
+    bars = _Bars(total, len(jobs), args.quiet)
+    results: list[ConvertResult] = []
+    failed = 0
+    t0 = time.perf_counter()
+    try:
+        for job in jobs:
+            if job.error is not None:
+                failed += 1
+                bars.write(f"vidmat: error: {job.error}")
+                bars.end_file()
+                continue
+            assert engine is not None and job.dst is not None
+            try:
+                if job.is_image:
+                    bars.start_file(job.src.name, None)
+                    r = convert_image(
+                        engine,
+                        job.src,
+                        job.dst,
+                        image_config(cfg, args.bg is not None),
+                        args.overwrite,
+                    )
+                    bars.step(1)
+                else:
+                    r = convert_video(
+                        engine,
+                        job.src,
+                        job.dst,
+                        cfg,
+                        overwrite=args.overwrite,
+                        progress=bars.step,
+                        on_start=lambda info, name=job.src.name: bars.start_file(name, info),
+                    )
+            except VidmatError as exc:
+                failed += 1
+                bars.end_file()
+                bars.write(f"vidmat: error: {exc}")
+                continue
+            bars.end_file()
+            results.append(r)
+            for w in r.warnings:
+                bars.write(f"vidmat: warning: {r.input.name}: {w}")
+            if not args.quiet:
+                audio = f", audio {r.audio}" if r.audio else ""
+                bars.write(
+                    f"{r.input} -> {r.output} ({r.frames} frame{'s' if r.frames != 1 else ''}, "
+                    f"{r.fps:.1f} fps{audio})"
+                )
+    finally:
+        bars.close()
+    elapsed = time.perf_counter() - t0
+    frames = sum(r.frames for r in results)
+    if not args.quiet or failed:
+        fps = frames / elapsed if elapsed > 0 else 0.0
+        line = (
+            f"converted {len(results)} of {len(jobs)} input{'s' if len(jobs) != 1 else ''}: "
+            f"{frames} frames in {elapsed:.1f} s ({fps:.1f} fps)"
+        )
+        if failed:
+            line += f"; {failed} failed"
+        print(line, file=sys.stderr if args.quiet else sys.stdout)
+    return 2 if failed else 0

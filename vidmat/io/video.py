@@ -1,0 +1,758 @@
+"""Video files in and out through PyAV, with timestamps, rotation and audio kept exactly.
+
+Why this module exists: peers round 23.976 fps to 24, drop the audio, call an mp4
+"transparent" and decode on one thread. Here
+
+* :class:`VideoReader` decodes with ``thread_type="AUTO"`` and yields :class:`Frame`
+  objects that keep their ``pts`` and ``time_base``; frames are turned upright from the
+  display matrix (a phone's portrait clip is stored sideways), so the model sees people
+  standing up and every output format (PNG has no display matrix) shows them the same
+  way. A corrupt packet is skipped and counted instead of ending the job.
+* :class:`VideoWriter` writes one of :data:`FORMATS` with the input's own time base and
+  the frames' own pts (so variable frame rate and 23.976 survive), copies the audio
+  packets when the container can hold the codec (else re-encodes: AAC, or Opus in
+  WebM which cannot hold AAC), pads odd sizes for yuv420p, and always flushes.
+
+Formats and where they play:
+
+=========  ====================================  ======================================
+``mp4``    H.264 yuv420p, composite (no alpha)   everywhere: browsers, phones, editors
+``mov``    ProRes 4444 with alpha                Final Cut, Premiere, DaVinci, After
+                                                 Effects; large files
+``webm``   VP9 with alpha                        Chrome/Firefox/Edge (alpha on the web),
+                                                 OBS, Premiere via plugin; not Safari
+``png``    RGBA PNG sequence in a folder         any editor or compositor; timestamps in
+                                                 ``frames.csv``, audio in ``audio.mka``
+``mask``   greyscale matte as H.264 mp4          editors as a luma track matte
+=========  ====================================  ======================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from vidmat.errors import VidmatError
+
+log = logging.getLogger(__name__)
+
+#: Output formats: name -> (file suffix, has alpha).
+FORMATS: dict[str, tuple[str, bool]] = {
+    "mp4": (".mp4", False),
+    "mov": (".mov", True),
+    "webm": (".webm", True),
+    "png": ("", True),  # a folder
+    "mask": (".mp4", False),
+}
+
+#: One line per format for ``--help``.
+FORMAT_HELP: dict[str, str] = {
+    "mp4": "H.264 mp4 with the background composited in; plays everywhere (no alpha)",
+    "mov": "ProRes 4444 .mov with alpha; for Final Cut, Premiere, DaVinci, After Effects",
+    "webm": "VP9 .webm with alpha; plays transparent in Chrome/Firefox/Edge and OBS (not Safari)",
+    "png": "folder of RGBA PNGs (+ frames.csv timestamps, audio.mka); any editor",
+    "mask": "greyscale matte as H.264 mp4 (white = person), for a luma track matte",
+}
+
+#: Audio codecs each container takes as a stream copy; anything else is re-encoded.
+AUDIO_COPY: dict[str, frozenset[str]] = {
+    "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "alac"}),
+    "mov": frozenset(
+        {"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"}
+    ),
+    "webm": frozenset({"opus", "vorbis"}),
+}
+#: Re-encode target when the copy is not possible (WebM cannot hold AAC).
+AUDIO_FALLBACK: dict[str, str] = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+
+#: Give up on a file after this many undecodable packets in a row.
+_MAX_CONSECUTIVE_ERRORS = 50
+
+
+def _av_errors() -> tuple[type[BaseException], ...]:
+    return (av.error.FFmpegError, OSError, ValueError)
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class AudioInfo:
+    """The first audio stream of an input; copied or re-encoded into the output."""
+
+    index: int
+    codec: str
+    sample_rate: int
+    channels: int
+    time_base: Fraction
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a user (and the writer) needs to know about an input before decoding it."""
+
+    path: Path
+    width: int  # as displayed, i.e. after rotation
+    height: int
+    rotation: int  # degrees counter-clockwise the stored frames are turned for display
+    time_base: Fraction
+    rate: Fraction | None  # average frame rate (None when unknown)
+    frames: int | None  # frame count from the header (None when unknown)
+    duration: float | None  # seconds
+    start_time: float  # seconds; the container's first timestamp
+    codec: str
+    audio: AudioInfo | None = None
+
+    def describe(self) -> str:
+        rate = f"{float(self.rate):.3f} fps" if self.rate else "? fps"
+        dur = f"{self.duration:.2f} s" if self.duration else "? s"
+        audio = f", audio {self.audio.codec} {self.audio.sample_rate} Hz" if self.audio else ""
+        return f"{self.width}x{self.height} {self.codec} {rate} {dur}{audio}"
+
+
+@dataclass
+class Frame:
+    """One decoded frame: upright RGB pixels and the exact time they are shown at."""
+
+    image: np.ndarray  # uint8 (H, W, 3) RGB, rotated upright
+    pts: int  # in time_base units, as in the input
+    time_base: Fraction
+    index: int  # 0-based decode order
+    duration: int = 0  # in time_base units; 0 when unknown
+
+    @property
+    def time(self) -> float:
+        return float(self.pts * self.time_base)
+
+
+def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn stored pixels the way the display matrix says (counter-clockwise degrees)."""
+    k = (round(rotation / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+
+
+def _open_input(path: Path) -> Any:
+    if not path.exists():
+        raise VidmatError(f"{path} does not exist.")
+    if path.is_dir():
+        raise VidmatError(f"{path} is a folder, not a video file.")
+    if path.stat().st_size == 0:
+        raise VidmatError(f"{path} is empty (0 bytes).")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except PermissionError:
+        raise VidmatError(f"{path} cannot be read (permission denied).") from None
+    except _av_errors():
+        raise VidmatError(
+            f"{path} is not a video file PyAV/FFmpeg can read (corrupt, truncated or another kind of file)."
+        ) from None
+
+
+class VideoReader:
+    """Decode a video file frame by frame, keeping timestamps; use in a ``with`` block.
+
+    ``frames()`` may be called once. After it ends, ``decoded`` is the number of frames
+    delivered and ``warnings`` lists what went wrong on the way (corrupt packets, a
+    stream that ended before its header said) in user words.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        self.path = Path(path)
+        self._container = _open_input(self.path)
+        self.decoded = 0
+        self.corrupt_packets = 0
+        self.warnings: list[str] = []
+        self._first: Any = None
+        try:
+            self.info = self._probe()
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            if threads:
+                self._stream.thread_count = threads
+            self._peek()
+        except VidmatError:
+            self.close()
+            raise
+        except _av_errors() as exc:
+            self.close()
+            raise VidmatError(f"{self.path} cannot be decoded ({_short(exc)}).") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _probe(self) -> VideoInfo:
+        c = self._container
+        audio = None
+        if c.streams.audio:
+            a = c.streams.audio[0]
+            ctx = a.codec_context
+            audio = AudioInfo(
+                index=a.index,
+                codec=ctx.name if ctx else "unknown",
+                sample_rate=int(ctx.sample_rate or 0) if ctx else 0,
+                channels=int(ctx.channels or 0) if ctx else 0,
+                time_base=a.time_base or Fraction(1, 1000),
+                duration=float(a.duration * a.time_base) if a.duration and a.time_base else None,
+            )
+        if not c.streams.video:
+            if audio is not None:
+                raise VidmatError(f"{self.path} has audio only and no video to convert.")
+            raise VidmatError(f"{self.path} has no video stream.")
+        v = c.streams.video[0]
+        ctx = v.codec_context
+        if ctx is None or not ctx.width or not ctx.height:
+            raise VidmatError(f"{self.path} has a video stream with no picture size (corrupt?).")
+        tb = v.time_base or Fraction(1, 90000)
+        duration = None
+        if v.duration:
+            duration = float(v.duration * tb)
+        elif c.duration:
+            duration = c.duration / av.time_base
+        rate = v.average_rate or v.guessed_rate or None
+        return VideoInfo(
+            path=self.path,
+            width=int(ctx.width),
+            height=int(ctx.height),
+            rotation=0,
+            time_base=tb,
+            rate=Fraction(rate) if rate else None,
+            frames=int(v.frames) or None,
+            duration=duration,
+            start_time=(c.start_time / av.time_base) if c.start_time is not None else 0.0,
+            codec=ctx.name,
+            audio=audio,
+        )
+
+    def _peek(self) -> None:
+        """Decode the first frame now: its display matrix gives the rotation and an input
+        with no decodable frame fails here, before any output file exists."""
+        self._raw = self._decode_raw()
+        first = next(self._raw, None)
+        if first is None:
+            raise VidmatError(f"{self.path} has no video frames that can be decoded.")
+        self._first = first
+        rotation = int(first.rotation or 0) % 360
+        w, h = first.width, first.height
+        if rotation % 180:
+            w, h = h, w
+        self.info = replace(self.info, rotation=rotation, width=w, height=h)
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._container.close()
+
+    def _decode_raw(self) -> Iterator[Any]:
+        """PyAV frames of the video stream; corrupt packets are skipped and counted."""
+        consecutive = 0
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except _av_errors() as exc:
+                self.warnings.append(f"reading stopped early ({_short(exc)})")
+                return
+            try:
+                decoded = packet.decode()
+                consecutive = 0
+            except _av_errors():
+                self.corrupt_packets += 1
+                consecutive += 1
+                if consecutive >= _MAX_CONSECUTIVE_ERRORS:
+                    self.warnings.append("too many undecodable packets in a row; stopped there")
+                    return
+                continue
+            yield from decoded
+
+    def frames(self) -> Iterator[Frame]:
+        """Decoded frames in presentation order, upright RGB, with their pts."""
+        tb = self.info.time_base
+        last_pts: int | None = None
+        step = max(1, round(1 / (self.info.rate * tb))) if self.info.rate else 1
+        first, self._first = self._first, None
+        if first is None:
+            return
+        for frame in itertools.chain([first], self._raw):
+            pts = frame.pts
+            if pts is None or (last_pts is not None and pts <= last_pts):
+                # Missing or repeated timestamps (some AVI/raw streams): continue the clock.
+                pts = (last_pts + step) if last_pts is not None else 0
+            image = frame.to_ndarray(format="rgb24")
+            rotation = int(frame.rotation or 0)
+            if rotation:
+                image = _rotate(image, rotation)
+            if image.shape[:2] != (self.info.height, self.info.width):
+                # A mid-stream size change: keep the output size, scale this frame to it.
+                image = cv2.resize(image, (self.info.width, self.info.height))
+            yield Frame(image, int(pts), tb, self.decoded, int(frame.duration or 0) or step)
+            last_pts = int(pts)
+            self.decoded += 1
+        if self.corrupt_packets:
+            self.warnings.append(f"{self.corrupt_packets} corrupt packet(s) skipped")
+        expected = self.info.frames
+        if expected and self.decoded < expected and (self.warnings or self.corrupt_packets):
+            self.warnings.append(f"only {self.decoded} of {expected} frames could be decoded")
+        elif expected and self.decoded < expected * 0.98 - 1:
+            self.warnings.append(
+                f"only {self.decoded} of {expected} frames could be decoded (truncated file?)"
+            )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Open, read the header, close. Raises :class:`VidmatError` with one sentence."""
+    with VideoReader(path) as r:
+        return r.info
+
+
+def read_frames(path: str | Path) -> Iterator[Frame]:
+    """Every frame of a file (convenience for tests and small tools)."""
+    with VideoReader(path) as r:
+        yield from r.frames()
+
+
+# --------------------------------------------------------------------------- audio
+class _AudioPass:
+    """Moves the input's first audio stream into the output, interleaved with the video.
+
+    It demuxes its own handle on the input (packets only, cheap), so the decoder thread
+    never has to route audio, and writes packets up to the time the video has reached;
+    muxing everything at the end would make FFmpeg's interleaver hold all video packets.
+    """
+
+    def __init__(self, src: Path, info: AudioInfo, out: Any, fmt: str, offset: float) -> None:
+        self._in = av.open(str(src), metadata_errors="ignore")
+        self._src_stream = self._in.streams[info.index]
+        self._packets = self._in.demux(self._src_stream)
+        self._pending: Any = None
+        self._offset = offset
+        # Matroska ("mka", the PNG sequence's audio file) takes any codec as it is.
+        self.copy = fmt == "mka" or info.codec in AUDIO_COPY.get(fmt, frozenset())
+        self._resampler = None
+        if self.copy:
+            self.stream = out.add_stream_from_template(self._src_stream)
+            self._decoder = None
+        else:
+            codec = AUDIO_FALLBACK[fmt]
+            rate = info.sample_rate or 48000
+            if codec == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
+                rate = 48000
+            layout = "stereo" if info.channels != 1 else "mono"
+            self.stream = out.add_stream(codec, rate=rate, layout=layout)
+            self.stream.time_base = Fraction(1, rate)
+            fmt_name = self.stream.codec_context.codec.audio_formats[0].name
+            self._resampler = av.AudioResampler(format=fmt_name, layout=layout, rate=rate)
+            self._decoder = self._src_stream.codec_context
+        self.done = False
+        self.packets = 0
+
+    def _next(self) -> Any:
+        if self._pending is not None:
+            p, self._pending = self._pending, None
+            return p
+        for p in self._packets:
+            if p.size:  # skip the demuxer's empty flush packets
+                return p
+        return None
+
+    def _time(self, packet: Any) -> float:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None or packet.time_base is None:
+            return 0.0
+        return float(ts * packet.time_base)
+
+    def write_until(self, out: Any, seconds: float | None) -> None:
+        """Mux audio up to ``seconds`` of input time (everything when None)."""
+        if self.done:
+            return
+        while True:
+            try:
+                packet = self._next()
+            except _av_errors():
+                packet = None  # damaged audio tail: keep what we have
+            if packet is None:
+                self._finish(out)
+                return
+            if seconds is not None and self._time(packet) > seconds:
+                self._pending = packet
+                return
+            self._write(out, packet)
+
+    def _shift(self, packet: Any) -> None:
+        if self._offset and packet.time_base:
+            d = round(self._offset / packet.time_base)
+            if packet.pts is not None:
+                packet.pts -= d
+            if packet.dts is not None:
+                packet.dts -= d
+
+    def _write(self, out: Any, packet: Any) -> None:
+        if self.copy:
+            self._shift(packet)
+            packet.stream = self.stream
+            out.mux(packet)
+            self.packets += 1
+            return
+        try:
+            frames = self._decoder.decode(packet)
+        except _av_errors():
+            return
+        for f in frames:
+            if self._offset and f.pts is not None and f.time_base:
+                f.pts -= round(self._offset / f.time_base)
+            self._encode(out, f)
+
+    def _encode(self, out: Any, frame: Any) -> None:
+        assert self._resampler is not None
+        for r in self._resampler.resample(frame):
+            for p in self.stream.encode(r):
+                out.mux(p)
+                self.packets += 1
+
+    def _finish(self, out: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        if not self.copy:
+            with contextlib.suppress(*_av_errors()):
+                for f in self._decoder.decode(None):
+                    self._encode(out, f)
+            assert self._resampler is not None
+            for r in self._resampler.resample(None):
+                for p in self.stream.encode(r):
+                    out.mux(p)
+            for p in self.stream.encode(None):
+                out.mux(p)
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._in.close()
+
+
+def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0) -> int:
+    """Copy the audio stream of ``src`` into a Matroska audio file (takes any codec)."""
+    out = av.open(str(dst), "w", format="matroska")
+    try:
+        audio = _AudioPass(src, info, out, "mka", offset)
+        audio.write_until(out, None)
+        return audio.packets
+    finally:
+        out.close()
+
+
+# --------------------------------------------------------------------------- writing
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Encoder settings; defaults are visually lossless for greenscreen work."""
+
+    crf: int | None = None  # None = per format: H.264 18, VP9 30
+    preset: str = "medium"  # x264 preset
+    png_compression: int = 3  # 0..9; 3 is ~4x faster than 9 for ~10% larger files
+
+    def h264_crf(self) -> int:
+        return 18 if self.crf is None else self.crf
+
+    def vp9_crf(self) -> int:
+        return 30 if self.crf is None else self.crf
+
+
+@dataclass
+class _Target:
+    """The stream layout derived from the input, shared by every format."""
+
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction | None
+    padded: tuple[int, int] | None = None  # (w, h) after padding for yuv420p
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class VideoWriter:
+    """Write frames in one of :data:`FORMATS` to ``path`` (a file, or a folder for png).
+
+    ``path`` should be a temporary name (see :func:`vidmat.io.files.atomic_output`);
+    the writer creates it and never renames. ``write(image, pts)`` takes uint8 RGB
+    (H, W, 3) or RGBA (H, W, 4); for alpha formats an RGB image gets opaque alpha, for
+    opaque formats RGBA's alpha is dropped (compositing is the caller's job).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fmt: str,
+        width: int,
+        height: int,
+        time_base: Fraction,
+        rate: Fraction | None = None,
+        audio_from: VideoInfo | None = None,
+        encode: EncodeConfig | None = None,
+        time_offset: float = 0.0,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise VidmatError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+        self.path = Path(path)
+        self.fmt = fmt
+        self.alpha = FORMATS[fmt][1]
+        self.encode_cfg = encode or EncodeConfig()
+        self.width, self.height = int(width), int(height)
+        self.time_base = Fraction(time_base)
+        self.rate = Fraction(rate) if rate else None
+        self.frames = 0
+        self.audio_packets = 0
+        self.offset_ticks = round(time_offset / self.time_base) if time_offset else 0
+        self._time_offset = time_offset
+        self._closed = False
+        self._audio: _AudioPass | None = None
+        self._container: Any = None
+        self._stream: Any = None
+        self.padded: tuple[int, int] | None = None
+        self._durations: dict[int, int] = {}
+        if fmt == "png":
+            self._open_png(audio_from)
+        else:
+            self._open_video(audio_from)
+
+    # -- setup
+    def _open_png(self, audio_from: VideoInfo | None) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._csv_file = open(self.path / "frames.csv", "w", newline="")  # noqa: SIM115
+        self._csv = csv.writer(self._csv_file)
+        self._csv.writerow(["file", "pts", "time_base", "seconds"])
+        self._audio_src = audio_from if audio_from and audio_from.audio else None
+
+    def _open_video(self, audio_from: VideoInfo | None) -> None:
+        fmt = self.fmt
+        w, h = self.width, self.height
+        if fmt in ("mp4", "mask") and (w % 2 or h % 2):
+            self.padded = (w + w % 2, h + h % 2)
+            w, h = self.padded
+        container_fmt = {"mp4": "mp4", "mask": "mp4", "mov": "mov", "webm": "webm"}[fmt]
+        try:
+            self._container = av.open(str(self.path), "w", format=container_fmt)
+        except _av_errors() as exc:
+            raise VidmatError(f"cannot create {self.path} ({_short(exc)}).") from None
+        rate = self.rate or Fraction(30)
+        if fmt in ("mp4", "mask"):
+            opts = {"crf": str(self.encode_cfg.h264_crf()), "preset": self.encode_cfg.preset}
+            s = self._container.add_stream("libx264", rate=rate, options=opts)
+            s.pix_fmt = "yuv420p"
+            self._src_format = "rgb24"
+        elif fmt == "mov":
+            s = self._container.add_stream(
+                "prores_ks", rate=rate, options={"profile": "4444", "alpha_bits": "16"}
+            )
+            s.pix_fmt = "yuva444p10le"
+            self._src_format = "rgba"
+        else:  # webm
+            opts = {
+                "crf": str(self.encode_cfg.vp9_crf()),
+                "b": "0",
+                "deadline": "good",
+                "cpu-used": "5",
+                "row-mt": "1",
+            }
+            s = self._container.add_stream("libvpx-vp9", rate=rate, options=opts)
+            s.pix_fmt = "yuva420p"
+            self._src_format = "rgba"
+        s.width, s.height = w, h
+        s.time_base = self.time_base
+        s.codec_context.time_base = self.time_base
+        s.thread_type = "AUTO"
+        self._stream = s
+        if audio_from is not None and audio_from.audio is not None:
+            try:
+                self._audio = _AudioPass(
+                    audio_from.path,
+                    audio_from.audio,
+                    self._container,
+                    "mp4" if fmt == "mask" else fmt,
+                    self._time_offset,
+                )
+            except _av_errors() as exc:
+                log.warning("audio not written: %s", _short(exc))
+                self._audio = None
+
+    # -- frames
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected uint8 (H, W, 3|4), got {image.dtype} {image.shape}")
+        if image.shape[0] != self.height or image.shape[1] != self.width:
+            raise ValueError(
+                f"frame is {image.shape[1]}x{image.shape[0]}, the stream {self.width}x{self.height}"
+            )
+        if self.alpha and image.shape[2] == 3:
+            image = np.concatenate([image, np.full((*image.shape[:2], 1), 255, np.uint8)], 2)
+        elif not self.alpha and image.shape[2] == 4:
+            image = image[..., :3]
+        if self.padded:
+            pw, ph = self.padded
+            image = np.pad(
+                image, ((0, ph - image.shape[0]), (0, pw - image.shape[1]), (0, 0)), mode="edge"
+            )
+        return np.ascontiguousarray(image)
+
+    def write(self, image: np.ndarray, pts: int, duration: int = 0) -> None:
+        """Encode one frame shown at ``pts`` (in the writer's time base)."""
+        image = self._prepare(image)
+        pts = int(pts) - self.offset_ticks
+        if self.fmt == "png":
+            self._write_png(image, pts)
+            return
+        frame = av.VideoFrame.from_ndarray(image, format=self._src_format)
+        frame.pts = pts
+        frame.time_base = self.time_base
+        if duration:
+            frame.duration = int(duration)
+            # Encoders do not all carry a frame's duration to its packet (ProRes, and
+            # x264 reorders them); the muxer needs it for the last frame's length.
+            self._durations[pts] = int(duration)
+        self._mux_video(self._stream.encode(frame))
+        self.frames += 1
+        if self._audio is not None and self.frames % 8 == 0:
+            self._audio.write_until(
+                self._container, float(pts * self.time_base) + self._time_offset + 1.0
+            )
+
+    def _mux_video(self, packets: list[Any]) -> None:
+        for packet in packets:
+            if packet.pts is not None:
+                d = self._durations.pop(packet.pts, 0)
+                if d:
+                    packet.duration = d
+            self._container.mux(packet)
+
+    def _write_png(self, rgba: np.ndarray, pts: int) -> None:
+        name = f"frame_{self.frames + 1:06d}.png"
+        bgra = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
+        ok, data = cv2.imencode(
+            ".png", bgra, [cv2.IMWRITE_PNG_COMPRESSION, self.encode_cfg.png_compression]
+        )
+        if not ok:
+            raise VidmatError(f"could not encode PNG frame {self.frames + 1}.")
+        try:
+            (self.path / name).write_bytes(data.tobytes())
+        except OSError as exc:
+            raise VidmatError(_os_error_sentence(exc, self.path)) from None
+        self._csv.writerow([name, pts, str(self.time_base), f"{float(pts * self.time_base):.6f}"])
+        self.frames += 1
+
+    # -- finish
+    def close(self) -> None:
+        """Flush the encoder and the rest of the audio, then close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.fmt == "png":
+            self._csv_file.close()
+            if self._audio_src is not None and self._audio_src.audio is not None:
+                self.audio_packets = write_audio_file(
+                    self._audio_src.path,
+                    self._audio_src.audio,
+                    self.path / "audio.mka",
+                    self._time_offset,
+                )
+            return
+        try:
+            self._mux_video(self._stream.encode(None))
+            if self._audio is not None:
+                self._audio.write_until(self._container, None)
+                self.audio_packets = self._audio.packets
+        finally:
+            if self._audio is not None:
+                self._audio.close()
+            self._container.close()
+
+    def abort(self) -> None:
+        """Stop without flushing (Ctrl-C, error); the caller removes the temporary output."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.fmt == "png":
+            with contextlib.suppress(Exception):
+                self._csv_file.close()
+            return
+        if self._audio is not None:
+            self._audio.close()
+        with contextlib.suppress(Exception):
+            self._container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _os_error_sentence(exc: OSError, where: Path) -> str:
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        return f"the disk is full while writing {where}; nothing was kept."
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where} is not writable ({exc.strerror})."
+    return f"could not write {where} ({exc.strerror or exc})."
+
+
+# ------------------------------------------------------------------ atomic folders
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Like :func:`vidmat.io.files.atomic_output` for a PNG-sequence folder.
+
+    The frames go into a hidden temporary folder beside ``path``; only when all are
+    written is it renamed into place (an old folder is moved aside first and deleted
+    afterwards, so there is no moment with neither).
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
+    try:
+        yield tmp
+        with _lock:
+            old = None
+            if path.exists():
+                if not overwrite:
+                    raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+                os.rmdir(old)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
