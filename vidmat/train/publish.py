@@ -34,6 +34,7 @@ def publish(src: Path, out: Path, size: int, note: str = "", half: bool = True) 
     )
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.safetensors")
     save_weights(model, new, tmp, half=half)
+    os.chmod(tmp, 0o644)  # the temporary file is created private; the shipped file is not
     os.replace(tmp, out)
     return sha256_file(out)
 
