@@ -135,3 +135,26 @@ def stub_engine(size: int = 32):
 
     spec = WeightsSpec(name="stub", arch="u2netp", input_size=size, scale="255")
     return Engine(RedMask(), spec, EngineConfig(device="cpu", size=size))
+
+
+def read_alphas(path: Path) -> list[np.ndarray]:
+    """Alpha planes (H, W) uint8 of every frame of a mov/webm file or a PNG-sequence folder.
+
+    FFmpeg's native VP9 decoder ignores the alpha WebM stores beside the picture; the
+    libvpx decoder reads it, so WebM is decoded with that one.
+    """
+    import cv2
+
+    path = Path(path)
+    if path.is_dir():
+        return [
+            cv2.imread(str(p), cv2.IMREAD_UNCHANGED)[..., 3] for p in sorted(path.glob("*.png"))
+        ]
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        if v.codec_context.name == "vp9":
+            ctx = av.CodecContext.create("libvpx-vp9", "r")
+            frames = [f for p in c.demux(v) for f in ctx.decode(p)]
+        else:
+            frames = list(c.decode(v))
+        return [f.to_ndarray(format="rgba")[..., 3] for f in frames]

@@ -22,7 +22,7 @@ Formats and where they play:
 ``webm``   VP9 with alpha                        Chrome/Firefox/Edge (alpha on the web),
                                                  OBS, Premiere via plugin; not Safari
 ``png``    RGBA PNG sequence in a folder         any editor or compositor; timestamps in
-                                                 ``frames.csv``, audio in ``audio.mka``
+                                                 ``frames.csv``, audio in ``audio.m4a``
 ``mask``   greyscale matte as H.264 mp4          editors as a luma track matte
 =========  ====================================  ======================================
 """
@@ -65,7 +65,7 @@ FORMAT_HELP: dict[str, str] = {
     "mp4": "H.264 mp4 with the background composited in; plays everywhere (no alpha)",
     "mov": "ProRes 4444 .mov with alpha; for Final Cut, Premiere, DaVinci, After Effects",
     "webm": "VP9 .webm with alpha; plays transparent in Chrome/Firefox/Edge and OBS (not Safari)",
-    "png": "folder of RGBA PNGs (+ frames.csv timestamps, audio.mka); any editor",
+    "png": "folder of RGBA PNGs (+ frames.csv timestamps, audio.m4a); any editor",
     "mask": "greyscale matte as H.264 mp4 (white = person), for a luma track matte",
 }
 
@@ -295,6 +295,7 @@ class VideoReader:
         first, self._first = self._first, None
         if first is None:
             return
+        self._first_pts = int(first.pts or 0)
         for frame in itertools.chain([first], self._raw):
             pts = frame.pts
             if pts is None or (last_pts is not None and pts <= last_pts):
@@ -319,6 +320,14 @@ class VideoReader:
             self.warnings.append(
                 f"only {self.decoded} of {expected} frames could be decoded (truncated file?)"
             )
+        elif not expected and self.info.duration and last_pts is not None:
+            # No frame count in the header (Matroska, MPEG-TS): compare times instead.
+            reached = float((last_pts - self._first_pts) * tb) + float(step * tb)
+            if reached < self.info.duration - max(0.5, 0.05 * self.info.duration):
+                self.warnings.append(
+                    f"decoding stopped after {self.decoded} frames at {reached:.1f} s of "
+                    f"{self.info.duration:.1f} s (truncated file?)"
+                )
 
 
 def _short(exc: BaseException) -> str:
@@ -353,8 +362,7 @@ class _AudioPass:
         self._packets = self._in.demux(self._src_stream)
         self._pending: Any = None
         self._offset = offset
-        # Matroska ("mka", the PNG sequence's audio file) takes any codec as it is.
-        self.copy = fmt == "mka" or info.codec in AUDIO_COPY.get(fmt, frozenset())
+        self.copy = info.codec in AUDIO_COPY.get(fmt, frozenset())
         self._resampler = None
         if self.copy:
             self.stream = out.add_stream_from_template(self._src_stream)
@@ -457,13 +465,17 @@ class _AudioPass:
             self._in.close()
 
 
-def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0) -> int:
-    """Copy the audio stream of ``src`` into a Matroska audio file (takes any codec)."""
-    out = av.open(str(dst), "w", format="matroska")
+def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0) -> bool:
+    """The audio of ``src`` as an .m4a beside a PNG sequence; True when stream-copied.
+
+    MP4 rather than Matroska: it keeps the AAC encoder delay (priming samples) in its
+    edit list, so the audio stays in sync with frame 1 to the sample.
+    """
+    out = av.open(str(dst), "w", format="mp4")
     try:
-        audio = _AudioPass(src, info, out, "mka", offset)
+        audio = _AudioPass(src, info, out, "mp4", offset)
         audio.write_until(out, None)
-        return audio.packets
+        return audio.copy
     finally:
         out.close()
 
@@ -536,6 +548,7 @@ class VideoWriter:
         self._stream: Any = None
         self.padded: tuple[int, int] | None = None
         self._durations: dict[int, int] = {}
+        self.audio_copied: bool | None = None
         if fmt == "png":
             self._open_png(audio_from)
         else:
@@ -674,18 +687,20 @@ class VideoWriter:
         if self.fmt == "png":
             self._csv_file.close()
             if self._audio_src is not None and self._audio_src.audio is not None:
-                self.audio_packets = write_audio_file(
+                self.audio_copied = write_audio_file(
                     self._audio_src.path,
                     self._audio_src.audio,
-                    self.path / "audio.mka",
+                    self.path / "audio.m4a",
                     self._time_offset,
                 )
+                self.audio_packets = 1
             return
         try:
             self._mux_video(self._stream.encode(None))
             if self._audio is not None:
                 self._audio.write_until(self._container, None)
                 self.audio_packets = self._audio.packets
+                self.audio_copied = self._audio.copy
         finally:
             if self._audio is not None:
                 self._audio.close()

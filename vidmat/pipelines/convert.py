@@ -115,7 +115,7 @@ class ConvertResult:
     frames: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
-    audio: str | None = None  # "copied", "re-encoded", "audio.mka" or None
+    audio: str | None = None  # "copied", "re-encoded" or None
 
     @property
     def fps(self) -> float:
@@ -355,13 +355,10 @@ def convert_video(
 
 
 def _audio_note(writer: VideoWriter, info: VideoInfo) -> str | None:
-    if info.audio is None:
+    if info.audio is None or writer.audio_copied is None:
         return None
-    if writer.fmt == "png":
-        return "audio.mka" if writer.audio_packets else None
-    if writer._audio is None:
-        return None
-    return "copied" if writer._audio.copy else "re-encoded"
+    where = " to audio.m4a" if writer.fmt == "png" else ""
+    return ("copied" if writer.audio_copied else "re-encoded") + where
 
 
 def _public(path: Path) -> None:

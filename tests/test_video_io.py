@@ -1,0 +1,265 @@
+"""PyAV reader/writer: timestamps, rotation, audio, alpha and odd sizes survive every format."""
+
+from __future__ import annotations
+
+import csv
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from convert_fixtures import (
+    NTSC_FILM,
+    audio_seconds,
+    frame_times,
+    make_clip,
+    read_alphas,
+    square_frame,
+)
+
+from vidmat.errors import VidmatError
+from vidmat.io.video import FORMATS, VideoReader, VideoWriter, atomic_folder, probe
+
+VFR_PTS = [0, 40, 80, 200, 240, 400, 410, 600, 640]  # ms: pauses, a burst, irregular steps
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "cfr": make_clip(d / "cfr.mp4", frames=10, rate=Fraction(25)),
+        "ntsc": make_clip(d / "ntsc.mp4", frames=10, rate=NTSC_FILM),
+        "vfr": make_clip(
+            d / "vfr.mp4", pts=VFR_PTS, time_base=Fraction(1, 1000), rate=Fraction(25)
+        ),
+        "odd": make_clip(d / "odd.mp4", width=63, height=47, frames=6),
+        "rot": make_clip(d / "rot.mp4", frames=4, rotation=90, audio=None),
+    }
+
+
+def _transcode(src: Path, dst: Path, fmt: str) -> VideoWriter:
+    with VideoReader(src) as r:
+        info = r.info
+        w = VideoWriter(dst, fmt, info.width, info.height, info.time_base, info.rate, info)
+        with w:
+            for f in r.frames():
+                w.write(f.image, f.pts, f.duration)
+    return w
+
+
+def _last_end(path: Path) -> Fraction:
+    """End of the last video frame (pts + duration), from Matroska's block durations."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        packets = [p for p in c.demux(v) if p.pts is not None]
+        last = max(packets, key=lambda p: p.pts)
+        return Fraction(last.pts + last.duration) * v.time_base
+
+
+def _duration_us(path: Path) -> int:
+    """What players show as the length (microseconds)."""
+    with av.open(str(path)) as c:
+        return int(c.duration)
+
+
+def _last_frame_duration(path: Path) -> Fraction:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        last = list(c.decode(v))[-1]
+        return Fraction(last.duration) * v.time_base
+
+
+def _png_times(folder: Path) -> list[Fraction]:
+    with open(folder / "frames.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    return [Fraction(int(r["pts"])) * Fraction(r["time_base"]) for r in rows]
+
+
+# --------------------------------------------------------------------------- reading
+def test_reader_keeps_pts_and_rate(clips: dict[str, Path]) -> None:
+    with VideoReader(clips["ntsc"]) as r:
+        assert r.info.rate == NTSC_FILM
+        assert r.info.frames == 10
+        frames = list(r.frames())
+    assert [f.pts * f.time_base for f in frames] == [Fraction(1001 * i, 24000) for i in range(10)]
+    assert frames[3].image.shape == (48, 64, 3)
+    # The decoded pixels are the fixture's frames (the red square moved 2 px per frame).
+    assert np.abs(frames[3].image.astype(int) - square_frame(3, 64, 48)).mean() < 6
+
+
+def test_reader_vfr_timestamps(clips: dict[str, Path]) -> None:
+    with VideoReader(clips["vfr"]) as r:
+        times = [f.pts * f.time_base for f in r.frames()]
+    assert times == [Fraction(p, 1000) for p in VFR_PTS]
+
+
+def test_reader_turns_rotated_frames_upright(clips: dict[str, Path]) -> None:
+    with VideoReader(clips["rot"]) as r:
+        assert r.info.rotation == 90
+        assert (r.info.width, r.info.height) == (48, 64)
+        img = next(r.frames()).image
+    assert img.shape == (64, 48, 3)
+    expected = np.rot90(square_frame(0, 64, 48))  # stored sideways, shown upright
+    assert np.abs(img.astype(int) - expected).mean() < 6
+
+
+def test_reader_audio_info(clips: dict[str, Path]) -> None:
+    info = probe(clips["cfr"])
+    assert info.audio is not None and info.audio.codec == "aac"
+    assert info.audio.sample_rate == 48000
+    assert probe(clips["rot"]).audio is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        (b"", r"empty \(0 bytes\)"),
+        (b"just some text, not a video\n" * 20, "not a video file"),
+    ],
+)
+def test_reader_bad_files(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "clip.mp4"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(VidmatError, match=message):
+        VideoReader(path)
+
+
+def test_reader_audio_only(tmp_path: Path) -> None:
+    path = tmp_path / "tone.m4a"
+    with av.open(str(path), "w") as c:
+        a = c.add_stream("aac", rate=48000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 48000, 0
+        for p in a.encode(frame):
+            c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    with pytest.raises(VidmatError, match="audio only"):
+        VideoReader(path)
+
+
+def test_reader_zero_frames(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mkv"  # Matroska keeps a video track that has no frames
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("aac", rate=48000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 48000, 0
+        for p in a.encode(frame):
+            c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    with pytest.raises(VidmatError, match="no video frames"):
+        VideoReader(path)
+
+
+def test_reader_corrupt_middle_converts_what_decodes(tmp_path: Path) -> None:
+    data = bytearray(make_clip(tmp_path / "ok.mp4", frames=40, audio=None).read_bytes())
+    start = data.find(b"mdat") + 4  # damage the middle of the picture data, not the index
+    size = int.from_bytes(data[start - 8 : start - 4], "big")
+    mid = start + size // 2
+    data[mid : mid + 400] = bytes(400)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    with VideoReader(bad) as r:
+        n = len(list(r.frames()))
+    assert 0 < n < 40
+    assert any(f"only {n} of 40 frames" in w for w in r.warnings)
+
+
+# --------------------------------------------------------------------------- writing
+@pytest.mark.parametrize("fmt", ["mp4", "mov", "webm", "mask"])
+@pytest.mark.parametrize("kind", ["cfr", "ntsc", "vfr"])
+def test_writer_keeps_frames_times_duration_audio(
+    clips: dict[str, Path], tmp_path: Path, fmt: str, kind: str
+) -> None:
+    src = clips[kind]
+    dst = tmp_path / f"out{FORMATS[fmt][0]}"
+    w = _transcode(src, dst, fmt)
+    t_in, t_out = frame_times(src), frame_times(dst)
+    assert len(t_out) == len(t_in)
+    if fmt == "webm":  # Matroska stores milliseconds: exact to the millisecond
+        assert max(abs(a - b) for a, b in zip(t_in, t_out, strict=True)) <= Fraction(1, 2000)
+        assert abs(_last_end(dst) - (t_in[-1] + Fraction(_last_frame_duration(src)))) <= Fraction(
+            1, 500
+        )
+    else:
+        assert t_out == t_in
+        # MP4 edit lists count in milliseconds (the movie timescale): the length is exact
+        # to the millisecond there and exact outright in mov.
+        assert abs(_duration_us(dst) - _duration_us(src)) <= (0 if fmt == "mov" else 1000)
+    assert abs(audio_seconds(dst) - audio_seconds(src)) < 0.025
+    assert w.audio_packets > 0
+    assert w.audio_copied == (fmt != "webm")  # AAC copied; re-encoded to Opus in webm
+
+
+def test_writer_png_sequence(clips: dict[str, Path], tmp_path: Path) -> None:
+    src = clips["vfr"]
+    dst = tmp_path / "seq"
+    _transcode(src, dst, "png")
+    pngs = sorted(dst.glob("frame_*.png"))
+    assert len(pngs) == len(VFR_PTS)
+    assert _png_times(dst) == frame_times(src)
+    img = cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (48, 64, 4) and (img[..., 3] == 255).all()  # RGB input: opaque
+    assert abs(audio_seconds(dst / "audio.m4a") - audio_seconds(src)) < 0.001
+
+
+@pytest.mark.parametrize("fmt", ["mov", "webm", "png"])
+def test_writer_alpha_round_trip(tmp_path: Path, fmt: str) -> None:
+    """RGBA in -> the same alpha out (exact for PNG, 10-bit ProRes, lossy VP9 close)."""
+    rgba = np.zeros((48, 64, 4), np.uint8)
+    rgba[..., :3] = square_frame(0, 64, 48)
+    rgba[8:40, 10:30, 3] = 255
+    rgba[20:30, 40:60, 3] = 128
+    dst = tmp_path / f"a{FORMATS[fmt][0]}"
+    with VideoWriter(dst, fmt, 64, 48, Fraction(1, 25), Fraction(25)) as w:
+        for i in range(3):
+            w.write(rgba, i)
+    alphas = read_alphas(dst)
+    assert len(alphas) == 3
+    tol = {"png": 0, "mov": 1, "webm": 12}[fmt]
+    assert np.abs(alphas[1].astype(int) - rgba[..., 3]).max() <= tol
+
+
+def test_writer_pads_odd_sizes_for_h264_only(clips: dict[str, Path], tmp_path: Path) -> None:
+    w = _transcode(clips["odd"], tmp_path / "odd.mp4", "mp4")
+    assert w.padded == (64, 48)
+    with av.open(str(tmp_path / "odd.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (64, 48)
+    w = _transcode(clips["odd"], tmp_path / "odd.mov", "mov")
+    assert w.padded is None
+    with av.open(str(tmp_path / "odd.mov")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (63, 47)
+
+
+def test_writer_rotated_input_written_upright(clips: dict[str, Path], tmp_path: Path) -> None:
+    _transcode(clips["rot"], tmp_path / "up.mp4", "mp4")
+    with VideoReader(tmp_path / "up.mp4") as r:
+        assert r.info.rotation == 0 and (r.info.width, r.info.height) == (48, 64)
+
+
+def test_atomic_folder_leaves_nothing_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "seq"
+    with pytest.raises(RuntimeError), atomic_folder(target) as tmp:
+        (tmp / "frame_000001.png").write_bytes(b"x")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_folder(target) as tmp:
+        (tmp / "a").write_bytes(b"1")
+    assert (target / "a").read_bytes() == b"1"
+    with pytest.raises(VidmatError, match="already exists"), atomic_folder(target) as tmp:
+        pass
+    with atomic_folder(target, overwrite=True) as tmp:
+        (tmp / "b").write_bytes(b"2")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert [p.name for p in tmp_path.iterdir()] == ["seq"]
