@@ -1,0 +1,103 @@
+"""`vidmat live` and `vidmat bench live` from the command line, headless, with random weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import av
+import pytest
+from live_fixtures import make_clip
+
+from vidmat.cli import main
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("cli") / "clip.mp4", frames=30, fps=30)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, save_weights
+
+    path = tmp_path_factory.mktemp("w") / "random.safetensors"
+    save_weights(build_model("u2netp"), WeightsSpec(name="random", arch="u2netp"), path)
+    return path
+
+
+def test_cli_import_does_not_pull_in_qt():
+    code = (
+        "import sys, vidmat.cli as c; c.build_parser(); import vidmat.commands.live; "
+        "import vidmat.benchmarks.live; "
+        "bad = [m for m in sys.modules if m.startswith('PyQt6')]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys):
+    out = tmp_path / "out.mp4"
+    argv = ["live", "--no-window", "--camera", str(clip), "--record", str(out)]
+    argv += ["--duration", "1", "--weights", str(weights), "--size", "64", "--quiet"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "wrote" in err and "audio" in err
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert c.duration / 1e6 == pytest.approx(1.0, abs=0.25)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--camera", "/nonexistent/cam.mp4"], "does not exist"),
+        (["--duration", "-1"], "--duration"),
+        (["--record", "EXISTING"], "already exists"),
+    ],
+)
+def test_bad_input_is_one_sentence(tmp_path, clip, weights, capsys, extra, message):
+    existing = tmp_path / "taken.mp4"
+    existing.write_bytes(b"keep")
+    extra = [str(existing) if a == "EXISTING" else a for a in extra]
+    argv = ["live", "--no-window", "--camera", str(clip), "--weights", str(weights)]
+    argv += ["--size", "64", "--quiet", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert existing.read_bytes() == b"keep"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pyvirtualcam") is not None, reason="pyvirtualcam is installed"
+)
+def test_virtual_camera_without_the_package_says_what_to_install(clip, weights, capsys):
+    argv = ["live", "--no-window", "--camera", str(clip), "--weights", str(weights)]
+    argv += ["--size", "64", "--quiet", "--duration", "1", "--virtual-camera"]
+    assert main(argv) == 2
+    assert "pip install" in capsys.readouterr().err
+
+
+def test_window_without_display_is_one_sentence(clip, weights, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    argv = ["live", "--camera", str(clip), "--weights", str(weights), "--size", "64"]
+    assert main(argv) == 2
+    assert "--no-window" in capsys.readouterr().err
+
+
+def test_bench_live_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "live", "--resolution", "96x64", "--seconds", "1", "--warmup", "0.3"]
+    argv += ["--size", "32", "--bg", "green", "--json", str(out)]
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    s = data["summary"]
+    assert s["resolution"] == "96x64" and s["displayed_fps"] > 5 and s["queue_max_depth"] == 1
+    stages = {r["stage"].split(" ")[0] for r in data["results"]}
+    assert {"model", "refine", "end-to-end"} <= stages
+    assert len(data["rss_mib"]) >= 2
