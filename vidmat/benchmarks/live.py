@@ -115,24 +115,23 @@ def synthetic_clip(path: Path, width: int, height: int, fps: float, seconds: flo
 
 
 def _engine(args: argparse.Namespace) -> Any:
-    from vidmat.core.engine import Engine, EngineConfig
+    from vidmat.core.engine import EngineConfig
     from vidmat.model import build_model
     from vidmat.model.weights import WeightsSpec
-    from vidmat.pipelines.live import live_engine_config
+    from vidmat.pipelines.live import build_live_engine
 
-    cfg = live_engine_config(
-        EngineConfig(
-            weights=args.weights or "default",
-            device=args.device,
-            precision=args.precision,
-            size=args.size,
-            cuda_graph=args.cuda_graph,
-            threads=args.threads,
-        )
+    cfg = EngineConfig(
+        weights=args.weights or "default",
+        device=args.device,
+        precision=args.precision,
+        size=args.size,
+        cuda_graph=args.cuda_graph,
+        threads=args.threads,
     )
     if args.weights:
-        return Engine.from_config(cfg)
-    return Engine(build_model("u2netp"), WeightsSpec(name="random-u2netp", arch="u2netp"), cfg)
+        return build_live_engine(cfg)
+    spec = WeightsSpec(name="random-u2netp", arch="u2netp")
+    return build_live_engine(cfg, build_model("u2netp"), spec)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -160,10 +160,9 @@ class LiveRequest:
         return replace(s, **changes).validated()
 
     def engine(self):
-        from vidmat.core.engine import Engine
-        from vidmat.pipelines.live import live_engine_config
+        from vidmat.pipelines.live import build_live_engine
 
-        return Engine.from_config(live_engine_config(engine_config_from_args(self.args)))
+        return build_live_engine(engine_config_from_args(self.args))
 
     def recorder_config(self, path: Path | None = None):
         from vidmat.io.recorder import RecorderConfig

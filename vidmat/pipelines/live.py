@@ -46,6 +46,7 @@ from vidmat.core.smoothing import SmoothingState, TemporalSmoother
 from vidmat.errors import VidmatError
 from vidmat.io.camera import CameraConfig, CaptureThread, Frame
 from vidmat.io.queues import LatestQueue, QueueClosed
+from vidmat.model.weights import WeightsSpec, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -533,7 +534,11 @@ class LivePipeline:
         }
 
 
-def live_engine_config(cfg: EngineConfig) -> EngineConfig:
+#: Model input side for live use on a CPU (weights trained smaller keep their own size).
+CPU_LIVE_SIZE = 192
+
+
+def live_engine_config(cfg: EngineConfig, native_size: int = 320) -> EngineConfig:
     """Engine settings for live use: on the CPU a smaller input and one torch thread.
 
     u2netp at 320 takes ~0.5 s per frame on a 2-core CPU; at 192 about half that,
@@ -543,4 +548,14 @@ def live_engine_config(cfg: EngineConfig) -> EngineConfig:
     """
     if select_device(cfg.device).type == "cuda":
         return cfg
-    return replace(cfg, size=cfg.size or 192, threads=cfg.threads or 1)
+    size = cfg.size or min(native_size, CPU_LIVE_SIZE)
+    return replace(cfg, size=size, threads=cfg.threads or 1)
+
+
+def build_live_engine(
+    cfg: EngineConfig, model: torch.nn.Module | None = None, spec: WeightsSpec | None = None
+) -> Engine:
+    """Load the weights (unless given) and build the engine with :func:`live_engine_config`."""
+    if model is None or spec is None:
+        model, spec = load_weights(cfg.weights, device="cpu")
+    return Engine(model, spec, live_engine_config(cfg, spec.input_size))
