@@ -42,6 +42,7 @@ def make_clip(
     sample_rate: int = 48000,
     rotation: int = 0,
     codec: str = "libx264",
+    faststart: bool = False,
 ) -> Path:
     """Write a test clip. ``pts`` (in ``time_base``) gives variable frame rate.
 
@@ -55,7 +56,8 @@ def make_clip(
     if pts is None:
         step = round(1 / (rate * tb))
         pts = [i * step for i in range(frames)]
-    c = av.open(str(path), "w")
+    # faststart puts the index first, so a truncated copy still opens (as downloads do).
+    c = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None)
     s = c.add_stream(codec, rate=rate)
     s.width, s.height = width, height
     s.pix_fmt = "yuv444p" if (width % 2 or height % 2) and codec == "libx264" else "yuv420p"

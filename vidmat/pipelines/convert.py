@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -372,14 +373,22 @@ def _public(path: Path) -> None:
 @contextlib.contextmanager
 def _output(dst: Path, fmt: str, overwrite: bool) -> Iterator[Path]:
     """A temporary file (or folder for png) beside ``dst``, renamed onto it when complete."""
-    if fmt == "png":
-        with atomic_folder(dst, overwrite) as tmp:
-            yield tmp
-            _public(tmp)
+    manager = atomic_folder(dst, overwrite) if fmt == "png" else atomic_output(dst)
+    try:
+        tmp = manager.__enter__()
+    except OSError as exc:  # the folder became unwritable, or root-only paths
+        raise _io_error(exc, dst) from None
+    try:
+        yield tmp
+        _public(tmp)
+    except BaseException:
+        if not manager.__exit__(*sys.exc_info()):
+            raise
     else:
-        with atomic_output(dst) as tmp:
-            yield tmp
-            _public(tmp)
+        try:
+            manager.__exit__(None, None, None)
+        except OSError as exc:
+            raise _io_error(exc, dst) from None
 
 
 def _open_writer(

@@ -1,0 +1,265 @@
+"""``vidmat convert`` as a user runs it: bad inputs get one sentence, a non-zero exit, no
+traceback and no stray file, while the good inputs beside them still convert."""
+
+from __future__ import annotations
+
+import errno
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from convert_fixtures import frame_times, make_clip, stub_engine
+
+from vidmat.cli import main
+from vidmat.core.engine import Engine
+
+
+@pytest.fixture(autouse=True)
+def _stub_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command run here gets the stub model instead of loading weights."""
+    engine = stub_engine()
+    monkeypatch.setattr(Engine, "from_config", classmethod(lambda cls, cfg: engine))
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("src") / "good.mp4", frames=8)
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["convert", "--quiet", *[str(a) for a in args]])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "Traceback" not in out
+    return code, out, err
+
+
+def listing(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def _audio_only(path: Path, fmt: str | None = None, video: bool = False) -> Path:
+    with av.open(str(path), "w", format=fmt) as c:
+        if video:  # a video track that never gets a frame
+            v = c.add_stream("libx264", rate=25)
+            v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("aac", rate=48000, layout="mono")
+        f = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        f.sample_rate, f.pts = 48000, 0
+        for p in [*a.encode(f), *a.encode()]:
+            c.mux(p)
+    return path
+
+
+def _zero_frames(path: Path) -> Path:
+    return _audio_only(path, "matroska", video=True)
+
+
+BAD_INPUTS = {
+    "missing": (lambda d: d / "nope.mp4", "does not exist"),
+    "empty folder": (lambda d: ((d / "empty").mkdir(), d / "empty")[1], "contains no videos"),
+    "zero bytes": (
+        lambda d: (d / "zero.mp4").write_bytes(b"") == 0 and d / "zero.mp4",
+        "0 bytes",
+    ),
+    "text as mp4": (
+        lambda d: (d / "notes.mp4").write_text("not a video\n" * 50) and d / "notes.mp4",
+        "not a video file",
+    ),
+    "audio only": (lambda d: _audio_only(d / "tone.m4a"), "audio only"),
+    "zero frames": (lambda d: _zero_frames(d / "blank.mkv"), "no video frames"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_each_bad_input_one_sentence(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make, message = BAD_INPUTS[case]
+    bad = make(tmp_path)
+    before = listing(tmp_path)
+    code, _, err = run_cli([bad], capsys)
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert any(message in ln and ln.startswith("vidmat: error:") for ln in lines), err
+    assert listing(tmp_path) == before  # no stray or partial file
+
+
+def test_good_inputs_convert_while_bad_ones_fail(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(good.read_bytes())
+    (src / "broken.mp4").write_text("garbage")
+    (src / "b.mp4").write_bytes(good.read_bytes())
+    out = tmp_path / "out"
+    code, _, err = run_cli([src, tmp_path / "missing.mov", "-o", f"{out}/"], capsys)
+    assert code == 2
+    assert listing(out) == {"a_green.mp4", "b_green.mp4"}
+    assert frame_times(out / "a_green.mp4") == frame_times(good)
+    assert "broken.mp4 is not a video file" in err and "missing.mov does not exist" in err
+    assert "2 failed" in err  # the summary still comes out under --quiet when something failed
+
+
+def test_overwrite_rules(good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dst = tmp_path / "o.mp4"
+    dst.write_bytes(b"keep me")
+    code, _, err = run_cli([good, "-o", dst], capsys)
+    assert code == 2 and "--overwrite" in err and dst.read_bytes() == b"keep me"
+    code, _, _ = run_cli([good, "-o", dst, "--overwrite"], capsys)
+    assert code == 0 and len(frame_times(dst)) == 8
+    assert listing(tmp_path) == {"o.mp4"}
+    assert oct(dst.stat().st_mode & 0o777) != oct(0o600)  # not left private like a temp file
+
+
+def test_output_same_as_input(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "same.mp4"
+    src.write_bytes(good.read_bytes())
+    code, _, err = run_cli([src, "-o", src, "--overwrite"], capsys)
+    assert code == 2 and "is the input itself" in err
+    assert src.read_bytes() == good.read_bytes()
+
+
+def test_unwritable_output_folder(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores modes: fail where the file is created
+            import tempfile
+
+            def refuse(*a, **k):
+                raise PermissionError(errno.EACCES, "Permission denied")
+
+            monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        code, _, err = run_cli([good, "-o", locked / "x.mp4"], capsys)
+    finally:
+        locked.chmod(0o755)
+    assert code == 2 and "not writable" in err
+    assert listing(locked) == set()
+
+
+def test_disk_full_leaves_nothing(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vidmat.io import video
+
+    real = video.VideoWriter.write
+
+    def write(self, image, pts, duration=0):
+        if self.frames == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, image, pts, duration)
+
+    monkeypatch.setattr(video.VideoWriter, "write", write)
+    code, _, err = run_cli([good, "-o", tmp_path / "full.mp4"], capsys)
+    assert code == 2 and "disk is full" in err
+    assert listing(tmp_path) == set()
+
+
+def test_ctrl_c_leaves_no_partial_file(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine.from_config(None)
+    real = engine.predict_lowres
+    calls = {"n": 0}
+
+    def interrupted(frames):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(frames)
+
+    monkeypatch.setattr(engine, "predict_lowres", interrupted)
+    code = main(["convert", "--quiet", str(good), "-o", str(tmp_path / "x.webm")])
+    _, err = capsys.readouterr()
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+    assert listing(tmp_path) == set()
+
+
+def test_truncated_file_converts_what_decodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = make_clip(tmp_path / "full.mp4", frames=30, faststart=True)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    code = main(["convert", str(cut)])
+    err = capsys.readouterr().err
+    assert code == 0
+    n = len(frame_times(tmp_path / "cut_green.mp4"))
+    assert 0 < n < 30
+    assert f"only {n} of 30 frames could be decoded" in err
+
+
+def test_odd_size_is_padded_and_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = make_clip(tmp_path / "odd.mp4", width=63, height=47, frames=4, audio=None)
+    code = main(["convert", str(src)])
+    _, err = capsys.readouterr()
+    assert code == 0 and "padded to 64x48" in err
+    with av.open(str(tmp_path / "odd_green.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (64, 48)
+
+
+def test_format_from_output_suffix_and_vfr_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = make_clip(tmp_path / "vfr.mp4", pts=[0, 40, 200, 210, 500], time_base=Fraction(1, 1000))
+    code, _, _ = run_cli([src, "-o", tmp_path / "cut.webm", "--bidirectional"], capsys)
+    assert code == 0
+    with av.open(str(tmp_path / "cut.webm")) as c:
+        assert c.streams.video[0].codec_context.name == "vp9"
+        assert c.streams.audio[0].codec_context.name == "opus"
+    times = frame_times(tmp_path / "cut.webm")
+    assert [round(float(t), 3) for t in times] == [0.0, 0.04, 0.2, 0.21, 0.5]
+
+
+def test_mp4_transparent_is_refused(good: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli([good, "-o", tmp_path / "t.mp4", "--bg", "transparent"], capsys)
+    assert code == 2 and "cannot carry transparency" in err
+    assert listing(tmp_path) == set()
+
+
+def test_glob_and_png_sequence(good: Path, tmp_path: Path, capsys) -> None:
+    for name in ("x1.mp4", "x2.mp4"):
+        (tmp_path / name).write_bytes(good.read_bytes())
+    code, _, _ = run_cli([str(tmp_path / "x*.mp4"), "--format", "png"], capsys)
+    assert code == 0
+    assert {"x1_alpha", "x2_alpha"} <= listing(tmp_path)
+    assert len(list((tmp_path / "x1_alpha").glob("frame_*.png"))) == 8
+
+
+def test_still_image_to_rgba_png(tmp_path: Path, capsys) -> None:
+    import cv2
+    from convert_fixtures import square_frame
+
+    src = tmp_path / "portrait.webp"
+    cv2.imwrite(str(src), square_frame(0, 64, 48)[:, :, ::-1], [cv2.IMWRITE_WEBP_QUALITY, 100])
+    code, _, _ = run_cli([src], capsys)
+    assert code == 0
+    rgba = cv2.imread(str(tmp_path / "portrait_alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (48, 64, 4) and rgba[..., 3].min() == 0 and rgba[..., 3].max() == 255
+
+
+def test_help_says_where_formats_play(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    text = capsys.readouterr().out
+    for word in (
+        "ProRes 4444",
+        "VP9",
+        "Safari",
+        "mp4 has no alpha",
+        "--overwrite",
+        "--bidirectional",
+    ):
+        assert word in text

@@ -1,0 +1,202 @@
+"""The convert pipeline with a stub model whose mask is known: every format keeps frames,
+timestamps, audio, and the alpha it writes is the mask the model produced, frame by frame."""
+
+from __future__ import annotations
+
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from convert_fixtures import (
+    NTSC_FILM,
+    audio_seconds,
+    frame_times,
+    make_clip,
+    read_alphas,
+    stub_engine,
+)
+
+from vidmat.core.engine import Engine
+from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.errors import VidmatError
+from vidmat.io.video import FORMATS, VideoReader
+from vidmat.pipelines.convert import (
+    ConvertConfig,
+    convert_image,
+    convert_video,
+    default_output,
+    transcode,
+)
+
+EXACT = PostprocessConfig(smoothing=0.0, refine=False, despill=False)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return stub_engine()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("pipeline")
+    return {
+        "ntsc": make_clip(d / "ntsc.mp4", frames=10, rate=NTSC_FILM),
+        "vfr": make_clip(
+            d / "vfr.mp4",
+            pts=[0, 40, 80, 200, 240, 400, 410, 600],
+            time_base=Fraction(1, 1000),
+            rate=Fraction(25),
+        ),
+        "odd": make_clip(d / "odd.mp4", width=63, height=47, frames=5),
+    }
+
+
+def expected_alphas(engine: Engine, src: Path, post: PostprocessConfig) -> list[np.ndarray]:
+    """The known mask: the stub's output for each decoded input frame, through the core's
+    own refinement (what the pipeline must deliver, whatever the format)."""
+    pp = PostProcessor(post, "transparent")
+    out = []
+    with VideoReader(src) as r:
+        for f in r.frames():
+            frame = torch.from_numpy(f.image)
+            low = engine.predict_lowres(f.image)
+            out.append(pp.finish(frame, low).image[..., 3].numpy())
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["mov", "webm", "png"])
+@pytest.mark.parametrize("kind", ["ntsc", "vfr"])
+def test_alpha_formats_carry_the_known_mask(
+    engine: Engine, clips: dict[str, Path], tmp_path: Path, fmt: str, kind: str
+) -> None:
+    src = clips[kind]
+    dst = tmp_path / f"out{FORMATS[fmt][0]}"
+    result = convert_video(engine, src, dst, ConvertConfig(fmt=fmt, post=EXACT))
+    expected = expected_alphas(engine, src, EXACT)
+    got = read_alphas(dst)
+    assert result.frames == len(expected) == len(got)
+    for i, (a, e) in enumerate(zip(got, expected, strict=True)):
+        diff = np.abs(a.astype(int) - e.astype(int))
+        tol = 1 if fmt != "webm" else 16  # VP9's alpha plane is lossy
+        assert diff.max() <= tol, (i, diff.max())
+        assert diff.mean() <= {"png": 0.0, "mov": 0.1, "webm": 1.0}[fmt]
+    # The mask is not trivial and it moves with the square: frame order is kept.
+    assert (expected[0] == 255).mean() > 0.1 and (expected[0] == 0).mean() > 0.1
+    assert np.abs(expected[0].astype(int) - expected[-1]).mean() > 5
+    # Times and audio survive too.
+    if fmt == "png":
+        assert (dst / "audio.m4a").is_file()
+    else:
+        t_in, t_out = frame_times(src), frame_times(dst)
+        tol_t = Fraction(0) if fmt == "mov" else Fraction(1, 2000)
+        assert max(abs(a - b) for a, b in zip(t_in, t_out, strict=True)) <= tol_t
+        assert abs(audio_seconds(dst) - audio_seconds(src)) < 0.025
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "mask"])
+def test_opaque_formats(engine: Engine, clips: dict[str, Path], tmp_path: Path, fmt: str) -> None:
+    src = clips["ntsc"]
+    dst = tmp_path / "out.mp4"
+    result = convert_video(engine, src, dst, ConvertConfig(fmt=fmt, post=EXACT))
+    assert result.audio == "copied"
+    assert frame_times(dst) == frame_times(src)
+    with av.open(str(dst)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+    expected = expected_alphas(engine, src, EXACT)
+    if fmt == "mask":  # the matte itself, white = person
+        for f, e in zip(frames, expected, strict=True):
+            assert np.abs(f[..., 1].astype(int) - e).mean() < 3
+    else:  # greenscreen where the mask is 0, the red square where it is 1
+        green = np.array([0x00, 0xB1, 0x40])
+        for f, e in zip(frames, expected, strict=True):
+            bg = e == 0
+            assert np.abs(f[bg].astype(int) - green).mean() < 8
+            person = e == 255
+            assert f[person][:, 0].mean() > 180
+
+
+def test_odd_size_padded_with_warning(
+    engine: Engine, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    result = convert_video(
+        engine, clips["odd"], tmp_path / "o.mp4", ConvertConfig(fmt="mp4", post=EXACT)
+    )
+    assert any("63x47 padded to 64x48" in w for w in result.warnings)
+    result = convert_video(
+        engine, clips["odd"], tmp_path / "o.mov", ConvertConfig(fmt="mov", post=EXACT)
+    )
+    assert result.warnings == [] and result.frames == 5
+
+
+def test_default_smoothing_and_batches_keep_every_frame_in_order(
+    engine: Engine, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """Bidirectional look-ahead holds frames back; batches of 3 split the clip unevenly."""
+    src = clips["vfr"]
+    cfg = ConvertConfig(fmt="mov", post=PostprocessConfig(smoothing=0.5, lookahead=2), batch=3)
+    result = convert_video(engine, src, tmp_path / "s.mov", cfg)
+    assert result.frames == 8
+    assert frame_times(tmp_path / "s.mov") == frame_times(src)
+
+
+def test_mp4_refuses_transparency(engine: Engine, clips: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(VidmatError, match="cannot carry transparency"):
+        convert_video(
+            engine, clips["ntsc"], tmp_path / "t.mp4", ConvertConfig(background="transparent")
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_error_mid_stream_leaves_nothing(
+    engine: Engine, clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure (here Ctrl-C in the model) after frames were written: no output, no temp."""
+    calls = {"n": 0}
+    real = engine.predict_lowres
+
+    def boom(frames):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(frames)
+
+    monkeypatch.setattr(engine, "predict_lowres", boom)
+    for fmt in ("mp4", "png"):
+        calls["n"] = 0
+        with pytest.raises(KeyboardInterrupt):
+            convert_video(engine, clips["ntsc"], tmp_path / f"x_{fmt}", ConvertConfig(fmt=fmt))
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("vidmat-")]
+
+
+def test_transcode_is_frame_exact(clips: dict[str, Path], tmp_path: Path) -> None:
+    r = transcode(clips["vfr"], tmp_path / "t.mp4")
+    assert r.frames == 8 and frame_times(tmp_path / "t.mp4") == frame_times(clips["vfr"])
+
+
+def test_still_image_rgba_and_composite(engine: Engine, tmp_path: Path) -> None:
+    import cv2
+    from convert_fixtures import square_frame
+
+    img = square_frame(0, 64, 48)
+    src = tmp_path / "photo.jpg"
+    cv2.imwrite(str(src), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 100])
+    cfg = ConvertConfig(fmt="png", background="transparent", post=EXACT)
+    dst = default_output(src, cfg)
+    assert dst.name == "photo_alpha.png"
+    convert_image(engine, src, dst, cfg)
+    rgba = cv2.imread(str(dst), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (48, 64, 4)
+    red = (img[..., 0] > 200).astype(np.uint8)
+    inside = cv2.erode(red, np.ones((7, 7), np.uint8)).astype(bool)
+    outside = ~cv2.dilate(red, np.ones((7, 7), np.uint8)).astype(bool)
+    assert (rgba[..., 3][inside] == 255).all() and (rgba[..., 3][outside] == 0).all()
+    comp = tmp_path / "c.jpg"
+    convert_image(engine, src, comp, ConvertConfig(fmt="png", background="blue", post=EXACT))
+    bgr = cv2.imread(str(comp))
+    assert bgr.shape == (48, 64, 3)
+    assert bgr[2, 2, 0] > 150  # the blue background where there was no person
