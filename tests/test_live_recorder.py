@@ -71,7 +71,7 @@ def test_odd_sizes_rgba_and_audio_from_a_source(tmp_path):
     info = r.stop()
     assert info.audio and info.frames == 10
     p = probe(out)
-    assert p["size"] == (64, 46)
+    assert p["size"] == (66, 48)  # the writer pads odd sizes for yuv420p
     assert p["audio"] and p["audio"][0] == pytest.approx(0.5, abs=0.05)
     with av.open(str(out)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]

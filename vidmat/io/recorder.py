@@ -8,9 +8,10 @@ counted rather than memory growing).
 Why real timestamps: a live source delivers at whatever rate the camera and
 the model manage (variable frame rate). Each frame is written at its capture
 time relative to the first recorded frame, so the file plays back at the speed
-it happened, whatever the frame rate was. B-frames are off: with them the mp4
-muxer derives the duration from decode timestamps and reports a VFR file
-shorter than it is.
+it happened, whatever the frame rate was. Encoding goes through the converter's
+:class:`vidmat.io.video.VideoWriter` (one H.264 encoder in the project); each
+frame is held until the next arrives so it can be written with its real
+duration, without which the mp4 muxer would report a VFR file shorter than it is.
 
 Audio: with ``audio="auto"`` the microphone is read through PyAV's ``alsa``
 input when an ALSA capture device exists (otherwise the recording is silent,
@@ -39,6 +40,7 @@ import numpy as np
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_output, check_output_path
 from vidmat.io.queues import LatestQueue, QueueClosed
+from vidmat.io.video import EncodeConfig, VideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,10 @@ class RecorderConfig:
     path: Path
     overwrite: bool = False
     crf: int = 20
-    #: x264 preset: live recording shares the CPU with the model, so fast by default.
-    preset: str = "veryfast"
+    #: x264 preset: live recording shares the CPU with the model. ultrafast also has no
+    #: B-frames, so a VFR file's duration comes out exact (the muxer sums decode-order
+    #: durations, which B-frame reordering skews by a frame).
+    preset: str = "ultrafast"
     #: Nominal rate written into the header for players; timestamps stay real.
     fps: float = 30.0
     #: "auto" (microphone if one exists), None (no audio) or an ALSA device name.
@@ -79,15 +83,37 @@ def alsa_capture_devices() -> list[str]:
     return sorted(glob.glob("/dev/snd/pcmC*D*c"))
 
 
-def _to_rgb_even(image: np.ndarray) -> np.ndarray:
-    """H.264 yuv420p needs even sizes; RGBA (transparent view) is recorded over black."""
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """RGBA (the transparent view) is recorded over black; RGB passes through."""
     if image.ndim == 3 and image.shape[2] == 4:
         a = image[..., 3:4].astype(np.uint16)
         image = ((image[..., :3].astype(np.uint16) * a + 127) // 255).astype(np.uint8)
-    h, w = image.shape[:2]
-    if h % 2 or w % 2:
-        image = image[: h - h % 2, : w - w % 2]
-    return np.ascontiguousarray(image)
+    return image
+
+
+class _LiveWriter(VideoWriter):
+    """The converter's writer plus a live audio stream muxed into the same container.
+
+    Video packets (recorder thread) and audio packets (microphone thread) share
+    one muxer, so both go through ``mux_lock``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.mux_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    @property
+    def container(self) -> Any:
+        return self._container
+
+    def _mux_video(self, packets: list[Any]) -> None:
+        with self.mux_lock:
+            super()._mux_video(packets)
+
+    def mux(self, packets: list[Any]) -> None:
+        with self.mux_lock:
+            for p in packets:
+                self._container.mux(p)
 
 
 class Recorder:
@@ -108,7 +134,6 @@ class Recorder:
         self.queue: LatestQueue[tuple[np.ndarray, float]] = LatestQueue(cfg.max_queue)
         self._thread = threading.Thread(target=self._run, name="vidmat-recorder", daemon=True)
         self._audio_thread: threading.Thread | None = None
-        self._mux_lock = threading.Lock()
         self._stop_audio = threading.Event()
         self._t0: float | None = None  # capture time of the first frame (perf_counter clock)
         self._t0_set = threading.Event()
@@ -186,7 +211,7 @@ class Recorder:
             self.error = exc
             self.info = RecordingInfo(None, self.frames, 0.0, self.queue.dropped, False, str(exc))
         else:
-            duration = (self.last_pts / 1000.0) + 1.0 / self.cfg.fps
+            duration = (self.last_pts + round(1000.0 / self.cfg.fps)) / 1000.0
             self.info = RecordingInfo(
                 self.path,
                 self.frames,
@@ -201,31 +226,59 @@ class Recorder:
         if first is None:
             return 0
         image, t = first
-        image = _to_rgb_even(image)
+        image = _to_rgb(image)
         h, w = image.shape[:2]
-        with av.open(str(tmp), "w") as container:
-            stream = container.add_stream("libx264", rate=round(self.cfg.fps))
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.codec_context.time_base = TIME_BASE
-            stream.time_base = TIME_BASE
-            stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf), "bf": "0"}
-            audio = self._open_audio(container)
-            try:
-                while True:
-                    self._encode(container, stream, image, t, (w, h))
-                    item = self._next()
-                    if item is None:
-                        break
-                    image, t = item
-                    image = _to_rgb_even(image)
-            finally:
-                self._stop_audio.set()
-                if audio is not None:
-                    audio.join(10)
-                with self._mux_lock:
-                    for packet in stream.encode():
-                        container.mux(packet)
+        writer = _LiveWriter(
+            tmp,
+            "mp4",
+            w,
+            h,
+            TIME_BASE,
+            rate=Fraction(round(self.cfg.fps)),
+            encode=EncodeConfig(crf=self.cfg.crf, preset=self.cfg.preset),
+        )
+        audio = self._open_audio(writer)
+        held: tuple[np.ndarray, int] | None = None  # written once the next frame's time is known
+        ok = False
+        try:
+            while True:
+                pts = self._pts(t)
+                if held is not None:
+                    writer.write(held[0], held[1], pts - held[1])
+                    self.frames += 1
+                held = (self._fit(image, (w, h)), pts)
+                item = self._next()
+                if item is None:
+                    break
+                image, t = item
+                image = _to_rgb(image)
+            writer.write(held[0], held[1], round(1000.0 / self.cfg.fps))
+            self.frames += 1
+            ok = True
+        finally:
+            self._stop_audio.set()
+            if audio is not None:
+                audio.join(10)
+            if ok:
+                writer.close()
+            else:
+                writer.abort()
         return self.frames
+
+    def _pts(self, t: float) -> int:
+        """Milliseconds since the first frame, strictly increasing whatever the clock did."""
+        assert self._t0 is not None
+        pts = max(round((t - self._t0) * 1000.0), self.last_pts + 1)
+        self.last_pts = pts
+        return pts
+
+    @staticmethod
+    def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        if (image.shape[1], image.shape[0]) == size:
+            return image
+        import cv2  # a resolution change mid-recording (camera reconnect): keep the stream
+
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def _next(self) -> tuple[np.ndarray, float] | None:
         while True:
@@ -236,29 +289,8 @@ class Recorder:
             if item is not None:
                 return item
 
-    def _encode(
-        self, container: Any, stream: Any, image: np.ndarray, t: float, size: tuple[int, int]
-    ) -> None:
-        if (image.shape[1], image.shape[0]) != size:
-            import cv2  # a resolution change mid-recording (camera reconnect): keep the stream
-
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        assert self._t0 is not None
-        pts = round((t - self._t0) * 1000.0)
-        if pts <= self.last_pts:
-            pts = self.last_pts + 1  # strictly increasing, whatever the clock did
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = pts
-        frame.time_base = TIME_BASE
-        packets = stream.encode(frame)
-        with self._mux_lock:
-            for packet in packets:
-                container.mux(packet)
-        self.last_pts = pts
-        self.frames += 1
-
     # ------------------------------------------------------------- audio
-    def _open_audio(self, container: Any) -> threading.Thread | None:
+    def _open_audio(self, writer: _LiveWriter) -> threading.Thread | None:
         if self._audio_source is None:
             return None
         device, fmt = self._audio_source
@@ -272,19 +304,19 @@ class Recorder:
             )
             log.warning(self.audio_message)
             return None
-        out = container.add_stream("aac", rate=AUDIO_RATE)
+        out = writer.container.add_stream("aac", rate=AUDIO_RATE)
         out.layout = "stereo"
         out.time_base = Fraction(1, AUDIO_RATE)
         self.audio_enabled = True
         self.audio_message = f"audio from {device}"
         t = threading.Thread(
-            target=self._run_audio, args=(source, container, out), name="vidmat-audio", daemon=True
+            target=self._run_audio, args=(source, writer, out), name="vidmat-audio", daemon=True
         )
         t.start()
         self._audio_thread = t
         return t
 
-    def _run_audio(self, source: Any, container: Any, out: Any) -> None:
+    def _run_audio(self, source: Any, writer: _LiveWriter, out: Any) -> None:
         """Microphone → AAC; the first sample is placed at its wall-clock offset from frame 0."""
         resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
         next_pts: int | None = None
@@ -304,22 +336,13 @@ class Recorder:
                         rframe.pts = next_pts
                         rframe.time_base = Fraction(1, AUDIO_RATE)
                         next_pts += rframe.samples
-                        packets = out.encode(rframe)
-                        with self._mux_lock:
-                            for p in packets:
-                                container.mux(p)
+                        writer.mux(out.encode(rframe))
             for rframe in resampler.resample(None):
                 if next_pts is not None:
                     rframe.pts = next_pts
                     next_pts += rframe.samples
-                packets = out.encode(rframe)
-                with self._mux_lock:
-                    for p in packets:
-                        container.mux(p)
-            packets = out.encode(None)
-            with self._mux_lock:
-                for p in packets:
-                    container.mux(p)
+                writer.mux(out.encode(rframe))
+            writer.mux(out.encode(None))
         except Exception:
             log.exception("audio recording failed; the video continues")
         finally:
