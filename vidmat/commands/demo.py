@@ -1,0 +1,101 @@
+"""``vidmat demo``: convert the clip shipped in assets/ with the shipped weights.
+
+The one command a new user runs to see the main job work end to end, with no file of
+their own: it says where the result is and how long it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vidmat.commands._options import add_engine_options, engine_config_from_args
+from vidmat.core.postprocess import PostprocessConfig
+from vidmat.errors import VidmatError
+from vidmat.io.video import FORMATS
+from vidmat.pipelines.convert import ConvertConfig, convert_video, default_output
+
+#: The demo clip made by assets/make_demo.py (see assets/README.md).
+DEMO_CLIP = Path(__file__).resolve().parents[2] / "assets" / "demo.mp4"
+DEFAULT_DIR = Path("vidmat-demo-output")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="convert the shipped demo clip to greenscreen and say where the result is",
+        description="Convert assets/demo.mp4 (4 s, 23.976 fps, with audio) with the shipped "
+        "weights. The result goes to ./vidmat-demo-output/ unless -o names another folder. "
+        "On a CPU this takes about a minute; add --size 192 for a faster, rougher pass.",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        default=str(DEFAULT_DIR),
+        help=f"folder for the result (created if missing; default ./{DEFAULT_DIR}/)",
+    )
+    p.add_argument("--bg", default=None, help="background, as for convert (default green)")
+    p.add_argument(
+        "--format", choices=list(FORMATS), default="mp4", help="as for convert (default mp4)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a previous demo result")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_engine_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not DEMO_CLIP.is_file():
+        raise VidmatError(
+            f"the demo clip {DEMO_CLIP} is missing; run 'python assets/make_demo.py' in a "
+            "source checkout to make it."
+        )
+    folder = Path(args.output).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise VidmatError(f"{folder} exists and is not a folder; give -o a folder.")
+    cfg = ConvertConfig(fmt=args.format, background=args.bg, post=PostprocessConfig()).validate()
+    dst = default_output(DEMO_CLIP, cfg, folder)
+    if dst.exists() and not args.overwrite:
+        raise VidmatError(f"{dst} already exists; pass --overwrite to make it again.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VidmatError(f"cannot create the folder {folder} ({exc.strerror}).") from None
+
+    from vidmat.core.engine import Engine
+
+    engine = Engine.from_config(engine_config_from_args(args))
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit="frame", desc="demo", dynamic_ncols=True)
+
+        def start(info) -> None:
+            bar.total = info.frames
+            bar.refresh()
+
+    try:
+        result = convert_video(
+            engine,
+            DEMO_CLIP,
+            dst,
+            cfg,
+            overwrite=args.overwrite,
+            progress=bar.update if bar is not None else None,
+            on_start=start if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    for w in result.warnings:
+        print(f"vidmat: warning: {w}", file=sys.stderr)
+    audio = f", audio {result.audio}" if result.audio else ""
+    print(
+        f"demo: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} fps) on "
+        f"{engine.device.type}{audio}"
+    )
+    print(f"result: {dst.resolve()}")
+    return 0
