@@ -28,6 +28,7 @@ mirror) change while running through :meth:`LivePipeline.update`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -415,6 +416,7 @@ class LivePipeline:
 
     def _run_model(self) -> None:
         """Async mode: the newest frame the worker has seen → mask, as fast as the model goes."""
+        _lower_thread_priority(MODEL_THREAD_NICE)
         try:
             while not self._abort.is_set():
                 try:
@@ -532,6 +534,22 @@ class LivePipeline:
             "model_size": self.engine.size,
             "mode": self.mode,
         }
+
+
+#: Niceness added to the async model thread: when the CPU is short, the picture
+#: (capture, composite, display) keeps its rate and the mask updates less often.
+MODEL_THREAD_NICE = 5
+
+
+def _lower_thread_priority(nice: int) -> None:
+    """Linux schedules threads individually, so one thread can be niced (best effort)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError:
+        log.debug("could not lower the model thread's priority", exc_info=True)
 
 
 #: Model input side for live use on a CPU (weights trained smaller keep their own size).
