@@ -236,7 +236,7 @@ class LivePipeline:
         )
         self.stats = LiveStats(self.config.keep_history)
         self.frames_q: LatestQueue[Frame] = LatestQueue(1)
-        self.model_q: LatestQueue[Frame] = LatestQueue(1)
+        self.model_q: LatestQueue[tuple[torch.Tensor, float]] = LatestQueue(1)
         self.capture: CaptureThread | None = None
         self._worker: threading.Thread | None = None
         self._model_thread: threading.Thread | None = None
@@ -397,10 +397,13 @@ class LivePipeline:
             except Exception:
                 log.exception("on_error callback failed")
 
-    def _infer(self, image: np.ndarray, frame_time: float) -> float:
-        """Model + temporal smoothing at model resolution; publishes the mask. Returns ms."""
+    def _infer(self, x: torch.Tensor, frame_time: float) -> float:
+        """Model + temporal smoothing at model resolution; publishes the mask. Returns ms.
+
+        ``x`` is the frame already on the device (1, H, W, 3): only the worker
+        uploads, so the engine's pinned staging buffer is never shared by threads.
+        """
         t0 = time.perf_counter()
-        x = self.engine.to_device(image)
         low = self.engine.predict_lowres(x)
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
@@ -420,12 +423,11 @@ class LivePipeline:
         try:
             while not self._abort.is_set():
                 try:
-                    frame = self.model_q.get(timeout=0.2)
+                    item = self.model_q.get(timeout=0.2)
                 except QueueClosed:
                     return
-                if frame is None:
-                    continue
-                self._infer(frame.image, frame.timestamp)
+                if item is not None:
+                    self._infer(*item)
         except BaseException as exc:
             self._fail(exc)
 
@@ -457,14 +459,15 @@ class LivePipeline:
                 s = self._apply_settings()
                 frame = self._prepare(frame, s)
                 self.stats.add("capture", (t_deq - frame.timestamp) * 1000.0)
+                x = self.engine.to_device(frame.image)
                 model_ms: float | None = None
                 inferred = False
                 if self.mode == "sync":
                     if self.outputs % self.config.infer_every == 0 or self._mask is None:
-                        model_ms = self._infer(frame.image, frame.timestamp)
+                        model_ms = self._infer(x, frame.timestamp)
                         inferred = True
                 else:
-                    self.model_q.put(frame)
+                    self.model_q.put((x, frame.timestamp))
                     if self._mask is None:
                         # Start-up: nothing to composite with until the first mask exists.
                         while not self._mask_ready.wait(0.1):
@@ -476,8 +479,7 @@ class LivePipeline:
                 with self._lock:
                     mask, mask_time = self._mask, self._mask_time
                 assert mask is not None
-                x = self.engine.to_device(frame.image)[0]
-                out = self.post.finish(x, mask, t=frame.pts)
+                out = self.post.finish(x[0], mask, t=frame.pts)
                 image = out.image.cpu().numpy()
                 t_done = time.perf_counter()
                 post_ms = (t_done - t_post) * 1000.0
