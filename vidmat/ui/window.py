@@ -497,6 +497,8 @@ class LiveWindow(QMainWindow):
         self.pipeline = pipe
         for sink in self.sinks:
             pipe.add_sink(sink)
+        if self.recorder is not None:  # a restart mid-recording keeps recording
+            pipe.add_sink(self.recorder)
         self.view.set_message("Waiting for the first frame…")
 
     def restart(self) -> None:
