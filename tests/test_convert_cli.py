@@ -263,3 +263,9 @@ def test_help_says_where_formats_play(capsys: pytest.CaptureFixture[str]) -> Non
         "--bidirectional",
     ):
         assert word in text
+
+
+def test_several_inputs_to_one_file_refused(good: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli([good, good.parent / "other.mp4", "-o", tmp_path / "one.mp4"], capsys)
+    assert code == 2 and "give -o a folder" in err
+    assert listing(tmp_path) == set()

@@ -183,6 +183,16 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
     """Fill in each job's output path; -o is a file only for a single input."""
     out = Path(args.output).expanduser() if args.output else None
     live = [j for j in jobs if j.error is None]
+    if (
+        out is not None
+        and len(jobs) > 1
+        and not out.is_dir()
+        and out.suffix.lower() in VIDEO_SUFFIXES | STILL_SUFFIXES
+    ):
+        raise VidmatError(
+            f"{len(jobs)} inputs cannot all be written to the one file {out}; "
+            "give -o a folder instead."
+        )
     as_folder = out is not None and (
         out.is_dir()
         or str(args.output).endswith(("/", "\\"))

@@ -204,7 +204,7 @@ class _Job:
     def _encode(self) -> None:
         while True:
             item = _get(self.frames_out, self.stop, [])
-            if item is _END:
+            if item is _END or self.stop.is_set():  # cancelled: drop what is queued
                 return
             image, pts, duration = item
             try:
