@@ -397,6 +397,7 @@ class LivePipeline:
             except Exception:
                 log.exception("on_error callback failed")
 
+    @torch.inference_mode()
     def _infer(self, x: torch.Tensor, frame_time: float) -> float:
         """Model + temporal smoothing at model resolution; publishes the mask. Returns ms.
 
@@ -479,8 +480,9 @@ class LivePipeline:
                 with self._lock:
                     mask, mask_time = self._mask, self._mask_time
                 assert mask is not None
-                out = self.post.finish(x[0], mask, t=frame.pts)
-                image = out.image.cpu().numpy()
+                with torch.inference_mode():
+                    out = self.post.finish(x[0], mask, t=frame.pts)
+                    image = out.image.cpu().numpy()
                 t_done = time.perf_counter()
                 post_ms = (t_done - t_post) * 1000.0
                 self.stats.add("post", post_ms)
