@@ -27,7 +27,8 @@ examples:
 
 window keys: B cycle background, M mirror, R record start/stop, S snapshot,
 F fullscreen, Up/Down smoothing, Q or Esc quit.
-On a CPU the model runs at a smaller input size in its own thread, so the
+On a CPU the model runs in its own thread at a smaller input (--size defaults
+to 192, or the weights' own size if smaller, and --threads to 1 here), so the
 picture stays fluid while the mask updates a few times per second.
 """
 
