@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from vidmat.core.backgrounds import GREENSCREEN, Background, parse_background, parse_color
 from vidmat.core.composite import Compositor, composite, composite_np, cover_fit
+from vidmat.core.refine import torch_only
 from vidmat.errors import VidmatError
 
 H, W = 6, 8
@@ -19,14 +20,16 @@ def known():
     frame = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
     alpha = np.zeros((H, W), np.float32)
     alpha[:, :3] = 1.0
-    alpha[:, 3:5] = 0.5
-    alpha[:, 5] = 0.25
+    # Fractions whose blends never land on .5: rounding is then unambiguous.
+    alpha[:, 3] = 0.4
+    alpha[:, 4] = 1 / 3
+    alpha[:, 5] = 0.2
     return frame, alpha
 
 
 def expected(frame, alpha, bg):
     a = alpha[..., None].astype(np.float64)
-    return np.floor(frame * a + np.asarray(bg, np.float64) * (1 - a) + 0.5).astype(np.uint8)
+    return np.rint(frame * a + np.asarray(bg, np.float64) * (1 - a)).astype(np.uint8)
 
 
 def test_formula_exact():
@@ -117,14 +120,14 @@ def test_transparent_rgba():
     out = composite_np(frame, alpha, "transparent")
     assert out.shape == (H, W, 4)
     np.testing.assert_array_equal(out[..., :3], frame)
-    np.testing.assert_array_equal(out[..., 3], np.floor(alpha * 255 + 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(out[..., 3], np.rint(alpha * 255).astype(np.uint8))
 
 
 def test_mask_view():
     frame, alpha = known()
     out = composite_np(frame, alpha, "mask")
     assert out.shape == (H, W, 3)
-    want = np.floor(alpha * 255 + 0.5).astype(np.uint8)
+    want = np.rint(alpha * 255).astype(np.uint8)
     for c in range(3):
         np.testing.assert_array_equal(out[..., c], want)
 
@@ -180,6 +183,26 @@ def test_bad_specs_are_user_errors(spec):
 def test_file_background_must_be_opened():
     with pytest.raises(ValueError):
         Compositor("beach.jpg")
+
+
+@pytest.mark.parametrize(
+    "spec", ["green", "#102030", "image", "video", "blur:10", "transparent", "mask"]
+)
+def test_opencv_and_torch_paths_agree(spec):
+    frame, alpha = known()
+    frame = np.repeat(np.repeat(frame, 8, 0), 8, 1)  # 48x64
+    alpha = np.repeat(np.repeat(alpha, 8, 0), 8, 1)
+    rng = np.random.default_rng(1)
+    if spec == "image":
+        spec = Background.from_image(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    elif spec == "video":
+        spec = Background.from_video(frames=[rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)] * 2)
+    t, a = torch.from_numpy(frame), torch.from_numpy(alpha)[None, None]
+    fast = Compositor(spec)(t, a, t=0.1).int()
+    with torch_only():
+        slow = Compositor(spec)(t, a, t=0.1).int()
+    tol = 3 if isinstance(spec, str) and spec.startswith("blur") else 0
+    assert (fast - slow).abs().max() <= tol
 
 
 @pytest.mark.cuda

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import cv2
@@ -12,6 +13,7 @@ from core_fixtures import flicker, flickery, scene
 
 from vidmat.core.backgrounds import Background
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.core.refine import torch_only
 from vidmat.errors import VidmatError
 from vidmat.io.images import LoopingVideo, load_background
 
@@ -178,3 +180,18 @@ def test_cuda_matches_cpu():
         torch.from_numpy(frames[0]).cuda(), torch.from_numpy(lows[0])[None, None].cuda()
     )
     assert out.image.is_cuda and out.image.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("bg", ["green", "blur:10", "transparent"])
+def test_opencv_and_torch_paths_agree(bg):
+    frames, lows = clip(3)
+    outs = []
+    for ctx in (contextlib.nullcontext, torch_only):
+        with ctx():
+            post = PostProcessor(PostprocessConfig(), bg)
+            outs.append(
+                [post.process(f, lw[None, None]) for f, lw in zip(frames, lows, strict=True)]
+            )
+    for fast, slow in zip(*outs, strict=True):
+        assert (fast.alpha - slow.alpha).abs().mean() < 5e-3
+        assert (fast.image.int() - slow.image.int()).abs().float().mean() < 1.0

@@ -11,13 +11,16 @@ import torch.nn.functional as F
 
 from vidmat.core.refine import (
     box_filter,
+    decontaminate,
     erode_dilate,
     estimate_foreground,
     feather,
+    foreground_small,
     frame_to_nchw,
     guided_upsample,
     refine_np,
     tone,
+    torch_only,
 )
 
 H, W, EDGE = 96, 128, 53  # the true edge sits between pixel columns 52 and 53
@@ -137,3 +140,25 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-3, rtol=0)
     half = guided_upsample(lw.cuda(), f.cuda(), dtype=torch.float16)
     assert (half.float().cpu() - cpu).abs().max() < 1e-2
+
+
+@pytest.mark.parametrize("color", [True, False])
+def test_opencv_and_torch_paths_agree(color):
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    low = torch.from_numpy(rng.random((20, 20), dtype=np.float32))
+    fast = guided_upsample(low, torch.from_numpy(frame), color=color)
+    with torch_only():
+        slow = guided_upsample(low, torch.from_numpy(frame), color=color)
+    # The OpenCV path works from an 8-bit reduced frame; on pure noise (the worst case) the
+    # difference stays small.
+    assert (fast - slow).abs().mean() < 5e-3 and (fast - slow).abs().max() < 0.1
+    alpha = slow
+    fs = foreground_small(
+        frame_to_nchw(torch.from_numpy(frame))[:, :, ::3, ::4].contiguous(),
+        alpha[:, :, ::3, ::4].contiguous(),
+    )
+    fast_fg = decontaminate(torch.from_numpy(frame), alpha, fs).int()
+    with torch_only():
+        slow_fg = decontaminate(torch.from_numpy(frame), alpha, fs).round().int()
+    assert (fast_fg - slow_fg).abs().max() <= 2

@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vidmat.core.backgrounds import Background, parse_background
-from vidmat.core.refine import as_alpha, box_filter, resize
+from vidmat.core.refine import as_alpha, box_filter, fast_cpu, resize
 
 Tensor = torch.Tensor
 
@@ -34,7 +35,8 @@ def composite(fg: Tensor, alpha: Tensor, bg: Tensor | float) -> Tensor:
 
     ``fg``/``bg``: (..., H, W, C) uint8 or float on the 0..255 scale (``bg`` may broadcast,
     e.g. a (3,) colour); ``alpha``: (..., H, W, 1) float in [0, 1]. Computed as
-    ``bg + (fg - bg) * a`` (the same formula, one multiply fewer).
+    ``bg + (fg - bg) * a`` (the same formula, one multiply fewer). On CPU the
+    :class:`Compositor` evaluates the same formula with ``cv2.blendLinear``.
     """
     dtype = alpha.dtype if alpha.is_floating_point() else torch.float32
     f = fg.to(dtype) if not isinstance(fg, float) else fg
@@ -44,7 +46,8 @@ def composite(fg: Tensor, alpha: Tensor, bg: Tensor | float) -> Tensor:
         else torch.tensor(float(bg), dtype=dtype, device=alpha.device)
     )
     out = torch.addcmul(b, f - b, alpha.to(dtype))
-    return out.add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
+    # Round half to even, as OpenCV's saturate_cast does on the CPU fast path.
+    return out.round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
 def alpha_hw1(alpha: Tensor, frame: Tensor) -> Tensor:
@@ -114,6 +117,31 @@ def blur_background(frame: Tensor, alpha: Tensor | None, sigma: float) -> Tensor
     return out[0] if squeeze else out
 
 
+def blur_background_cv2(frame: np.ndarray, alpha: np.ndarray, sigma: float) -> np.ndarray:
+    """OpenCV twin of :func:`blur_background` for CPU frames: uint8 (H,W,3) out."""
+    height, width = frame.shape[:2]
+    if sigma <= 0.5:
+        return frame
+    factor = max(1.0, sigma / 3.0)
+    sw, sh = max(1, round(width / factor)), max(1, round(height / factor))
+    small = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    w = 1.0 - cv2.resize(alpha, (sw, sh), interpolation=cv2.INTER_AREA)
+    w = cv2.multiply(w, w)
+    k = 2 * max(1, round(sigma / factor * 1.2)) + 1
+    stacked = np.concatenate([small * w[..., None], w[..., None]], -1)
+    for _ in range(2):
+        stacked = cv2.blur(stacked, (k, k), borderType=cv2.BORDER_REPLICATE)
+    plain = cv2.blur(
+        cv2.blur(small, (k, k), borderType=cv2.BORDER_REPLICATE),
+        (k, k),
+        borderType=cv2.BORDER_REPLICATE,
+    )
+    eps = 1e-2
+    small = (stacked[..., :3] + eps * plain) / (stacked[..., 3:] + eps)
+    small = np.clip(small + 0.5, 0, 255).astype(np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 class Compositor:
     """Composite frames onto a background; buffers are prepared once per size and device."""
 
@@ -153,12 +181,28 @@ class Compositor:
         return buf
 
     def background_buffer(
-        self, size: tuple[int, int], device: torch.device, t: float | None = None
+        self,
+        size: tuple[int, int],
+        device: torch.device,
+        t: float | None = None,
+        dtype: torch.dtype | None = None,
     ) -> Tensor:
-        """The prepared background (H,W,3) or broadcastable (3,) on the 0..255 scale."""
+        """The prepared background (H,W,3) on the 0..255 scale (a colour in a float dtype: (3,)).
+
+        Built once per size/device/dtype (video: once per source frame) and cached.
+        """
         bg = self.background
-        dtype = self._dtype(device)
+        dtype = dtype or self._dtype(device)
         if bg.kind == "color":
+            if dtype == torch.uint8:
+                return self._cached(
+                    ("color", size, device, dtype),
+                    lambda: (
+                        torch.tensor(bg.rgb, dtype=dtype, device=device)
+                        .expand(*size, 3)
+                        .contiguous()
+                    ),
+                )
             return self._cached(
                 ("color", device, dtype), lambda: torch.tensor(bg.rgb, dtype=dtype, device=device)
             )
@@ -195,6 +239,13 @@ class Compositor:
         uint8, same shape as ``frame``), e.g. despilled. ``t``: output time in seconds
         (video backgrounds).
         """
+        if (
+            fast_cpu(frame)
+            and frame.dtype == torch.uint8
+            and (frame.dim() == 3 or frame.shape[0] == 1)
+        ):
+            out = self._call_cv2(frame if frame.dim() == 3 else frame[0], alpha, t, fg)
+            return out if frame.dim() == 3 else out[None]
         device = frame.device
         dtype = self._dtype(device)
         a = alpha_hw1(alpha, frame).to(dtype)
@@ -218,6 +269,29 @@ class Compositor:
             return composite(colour, a, bgbuf.to(dtype))
         bgbuf = self.background_buffer((frame.shape[-3], frame.shape[-2]), device, t)
         return composite(colour, a, bgbuf)
+
+    def _call_cv2(self, frame: Tensor, alpha: Tensor, t: float | None, fg: Tensor | None) -> Tensor:
+        """The CPU path: OpenCV's SIMD blend on zero-copy views (same formula, same rounding)."""
+        f = frame.numpy()
+        height, width = f.shape[:2]
+        a = np.ascontiguousarray(as_alpha(alpha)[0, 0].float().numpy())
+        kind = self.background.kind
+        if kind == "mask":
+            a8 = cv2.convertScaleAbs(a, alpha=255.0)
+            return torch.from_numpy(cv2.merge([a8, a8, a8]))
+        if fg is None:
+            colour = f
+        elif fg.dtype == torch.uint8:
+            colour = fg.numpy()
+        else:
+            colour = np.clip(np.rint(fg.float().numpy()), 0, 255).astype(np.uint8)
+        if kind == "transparent":
+            return torch.from_numpy(cv2.merge([colour, cv2.convertScaleAbs(a, alpha=255.0)]))
+        if kind == "blur":
+            bg = blur_background_cv2(f, a, self.background.blur * height / 720.0)
+        else:
+            bg = self.background_buffer((height, width), frame.device, t, torch.uint8).numpy()
+        return torch.from_numpy(cv2.blendLinear(colour, bg, a, 1.0 - a))
 
 
 def composite_np(

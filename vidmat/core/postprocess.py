@@ -40,14 +40,18 @@ import torch
 from vidmat.core.backgrounds import Background
 from vidmat.core.composite import Compositor
 from vidmat.core.refine import (
+    apply_coefficients,
     as_alpha,
+    decontaminate,
+    downscale_frame,
     erode_dilate,
-    estimate_foreground,
     feather,
-    frame_to_nchw,
-    guided_upsample,
+    foreground_small,
+    grey,
+    guided_coefficients,
     resize,
     tone,
+    work_size,
 )
 from vidmat.core.smoothing import BidirectionalSmoother, SmoothingState, TemporalSmoother
 from vidmat.errors import VidmatError
@@ -65,6 +69,7 @@ class PostprocessConfig:
     guided_radius: int = 2  # in working-resolution pixels (long side = mask side, ~320)
     guided_eps: float = 1e-3  # smaller snaps harder to frame edges
     guided_color: bool = True  # RGB guide (False: grey, a little faster)
+    work_side: int | None = None  # long side of the working grid (None: the mask's, ~320)
     threshold: float = 0.5  # centre of the contrast curve
     contrast: float = 1.0  # 1 = unchanged, >1 harder edges, inf = binary
     snap: float = 0.02  # alpha within this of 0 or 1 becomes exactly 0 or 1 (solid stays solid)
@@ -90,6 +95,8 @@ class PostprocessConfig:
             raise VidmatError("erode/dilate is limited to 100 pixels.")
         if self.precision not in ("auto", "fp16", "fp32"):
             raise VidmatError(f"precision must be auto, fp16 or fp32, got {self.precision!r}.")
+        if self.work_side is not None and not 16 <= self.work_side <= 4096:
+            raise VidmatError(f"work side must be 16..4096 pixels, got {self.work_side}.")
         if self.guided_radius < 1 or self.guided_eps <= 0:
             raise VidmatError("guided filter radius must be >= 1 and eps > 0.")
         return self
@@ -156,29 +163,41 @@ class PostProcessor:
         return torch.float32
 
     # -- steps -------------------------------------------------------------------------
-    def refine(self, frame: Tensor, lowres: Tensor) -> tuple[Tensor, Tensor]:
-        """Full-resolution alpha (1,1,H,W) and the float frame (1,3,H,W) it was guided by."""
+    def _work(self, frame: Tensor, lowres: Tensor) -> tuple[Tensor, Tensor]:
+        """The frame and the mask on the working grid: (1,3,h,w) float and (1,1,h,w)."""
+        side = self.config.work_side or max(lowres.shape[-2:])
+        size = work_size(frame.shape[-3], frame.shape[-2], side)
+        small = downscale_frame(frame, size)
+        return small, resize(lowres.float(), size).clamp_(0.0, 1.0)
+
+    def _finish(self, frame: Tensor, small: Tensor, p: Tensor, t: float | None) -> Output:
+        """Refine the (smoothed) working-grid mask ``p`` to the frame and composite."""
         c = self.config
         dtype = self._dtype(frame.device)
-        frame_f = frame_to_nchw(frame, dtype)
-        lowres = as_alpha(lowres).to(frame.device)
-        size = (frame_f.shape[-2], frame_f.shape[-1])
+        height, width = frame.shape[-3], frame.shape[-2]
         if c.refine:
-            alpha = guided_upsample(
-                lowres,
-                frame,
-                radius=c.guided_radius,
-                eps=c.guided_eps,
-                color=c.guided_color,
-                frame_f=frame_f,
-                dtype=dtype,
-            )
+            guide = small if c.guided_color else grey(small)
+            a, b = guided_coefficients(guide, p, c.guided_radius, c.guided_eps)
+            alpha = apply_coefficients(a, b, frame, dtype=dtype)
+            alpha_small = (a * guide).sum(1, keepdim=True).add_(b).clamp_(0.0, 1.0)
         else:
-            alpha = resize(lowres.float(), size).clamp_(0.0, 1.0).to(dtype)
+            alpha = resize(p, (height, width)).clamp_(0.0, 1.0).to(dtype)
+            alpha_small = p
         alpha = tone(alpha, c.threshold, c.contrast, c.snap)
         alpha = erode_dilate(alpha, c.erode_dilate_px)
         alpha = feather(alpha, c.feather_px)
-        return alpha, frame_f
+        fg = None
+        if c.despill and self.background.kind != "mask":
+            alpha_small = tone(alpha_small, c.threshold, c.contrast, c.snap)
+            fg = decontaminate(frame, alpha, foreground_small(small, alpha_small))
+        image = self.compositor(frame, alpha, t=t, fg=fg)
+        return Output(alpha, image, frame, t)
+
+    def refine(self, frame: Any, lowres: Any) -> Tensor:
+        """Full-resolution alpha (1,1,H,W) of one frame, no smoothing, no compositing."""
+        frame = _tensor(frame)
+        frame = frame[0] if frame.dim() == 4 else frame
+        return self.finish(frame, lowres).alpha
 
     def finish(self, frame: Any, lowres: Any, t: float | None = None) -> Output:
         """Refine + composite one frame whose low-res alpha is already smoothed (no state)."""
@@ -187,14 +206,9 @@ class PostProcessor:
             if frame.shape[0] != 1:
                 raise ValueError("finish() takes one frame; loop over a batch")
             frame = frame[0]
-        lowres = _tensor(lowres, frame.device)
-        alpha, frame_f = self.refine(frame, lowres)
-        kind = self.background.kind
-        fg = None
-        if self.config.despill and kind not in ("mask",):
-            fg = estimate_foreground(frame_f, alpha).mul_(255.0)[0].permute(1, 2, 0)
-        image = self.compositor(frame, alpha, t=t, fg=fg)
-        return Output(alpha, image, frame, t)
+        lowres = as_alpha(_tensor(lowres, frame.device))[:1]
+        small, p = self._work(frame, lowres)
+        return self._finish(frame, small, p, t)
 
     # -- live ------------------------------------------------------------------------------
     def process(self, frame: Any, lowres: Any, t: float | None = None) -> Output:
@@ -203,8 +217,9 @@ class PostProcessor:
         if frame.dim() == 4:
             frame = frame[0]
         lowres = as_alpha(_tensor(lowres, frame.device))[:1]
-        smoothed, self._state = self._smoother(lowres, frame, self._state)
-        return self.finish(frame, smoothed, t)
+        small, p = self._work(frame, lowres)
+        p, self._state = self._smoother(p, grey(small), self._state)
+        return self._finish(frame, small, p, t)
 
     # -- files -----------------------------------------------------------------------------
     def push(
@@ -212,7 +227,8 @@ class PostProcessor:
     ) -> list[Output]:
         """Add one frame (H,W,3) or a batch (N,H,W,3) with its (N,1,s,s) alpha; return ready outputs.
 
-        With ``config.lookahead == 0`` (or smoothing 0) every frame is ready at once.
+        Outputs come in order, ``delay`` frames late; with ``config.lookahead == 0`` (or
+        smoothing 0) every frame is ready at once. Call :meth:`flush` at the end.
         """
         frames = _tensor(frames)
         if frames.dim() == 3:
@@ -228,18 +244,19 @@ class PostProcessor:
             times = list(t)
         out: list[Output] = []
         for i in range(n):
-            frame, raw = frames[i], lowres[i : i + 1]
-            if self.config.lookahead == 0 or self.config.smoothing == 0.0:
-                smoothed, self._state = self._smoother(raw, frame, self._state)
-                out.append(self.finish(frame, smoothed, times[i]))
+            frame = frames[i]
+            small, p = self._work(frame, lowres[i : i + 1])
+            if self.delay == 0:
+                p, self._state = self._smoother(p, grey(small), self._state)
+                out.append(self._finish(frame, small, p, times[i]))
                 continue
-            for s in self._bi.push(raw, frame, meta=times[i]):
-                out.append(self.finish(s.frame, s.alpha, s.meta))
+            for s in self._bi.push(p, frame, meta=(times[i], small), guide=grey(small)):
+                out.append(self._finish(s.frame, s.meta[1], s.alpha, s.meta[0]))
         return out
 
     def flush(self) -> list[Output]:
         """Emit the frames still held for look-ahead (end of file); the stream then starts fresh."""
-        out = [self.finish(s.frame, s.alpha, s.meta) for s in self._bi.flush()]
+        out = [self._finish(s.frame, s.meta[1], s.alpha, s.meta[0]) for s in self._bi.flush()]
         self.reset()
         return out
 

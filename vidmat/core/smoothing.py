@@ -44,9 +44,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from vidmat.core.refine import as_alpha, box_filter, frame_to_nchw, grey, resize
+from vidmat.core.refine import as_alpha, box_filter, dilate, frame_to_nchw, grey, resize
 
 Tensor = torch.Tensor
 
@@ -141,8 +140,7 @@ class TemporalSmoother:
         step = _ramp((raw - prev).abs(), p.mask_step, p.mask_span).mul_(confidence)
         gate = torch.maximum(motion, step)
         if p.dilate > 0:
-            k = 2 * p.dilate + 1
-            gate = F.max_pool2d(gate, k, stride=1, padding=p.dilate)
+            gate = dilate(gate, p.dilate)
         return gate
 
 

@@ -1,0 +1,193 @@
+"""``vidmat bench postprocess``: smoothing + refine + composite, ms per frame, per background.
+
+Times exactly what the pipelines run per frame after the model: :meth:`PostProcessor.process`
+on a uint8 frame already on the device and a 320x320 model-resolution alpha. The
+model itself is ``vidmat bench model``. Frames and masks are synthetic (a moving
+disc on a textured picture): the cost does not depend on the content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from vidmat.benchmarks.report import report
+from vidmat.core.backgrounds import Background, parse_background
+from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+
+KINDS = ("green", "image", "video", "blur", "transparent", "mask")
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        try:
+            w, h = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT[,...], got {item!r}") from None
+        out.append((w, h))
+    return out
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0,0.5, got {text!r}") from None
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "postprocess",
+        help="ms per frame of smoothing + edge refinement + compositing",
+        description="Time PostProcessor.process (temporal smoothing, guided upsampling of a "
+        "320x320 mask to the frame, despill, compositing) per frame size, background kind, "
+        "smoothing strength and device. Frames are synthetic; the cost does not depend on them.",
+    )
+    p.add_argument(
+        "--devices",
+        default="auto",
+        help="cpu, cuda or both as cpu,cuda (auto: cuda if present, and cpu)",
+    )
+    p.add_argument(
+        "--sizes", type=_sizes, default=None, help="WIDTHxHEIGHT list (default 640x480,1920x1080)"
+    )
+    p.add_argument(
+        "--backgrounds",
+        default=",".join(KINDS),
+        help=f"kinds or specs, comma-separated (default {','.join(KINDS)})",
+    )
+    p.add_argument(
+        "--smoothing", type=_floats, default=[0.0, 0.5], help="strengths (default 0,0.5)"
+    )
+    p.add_argument("--lowres", type=int, default=320, help="model output side (default 320)")
+    p.add_argument(
+        "--no-refine", action="store_true", help="plain bilinear upsampling instead of guided"
+    )
+    p.add_argument("--no-despill", action="store_true", help="skip colour decontamination")
+    p.add_argument("--grey-guide", action="store_true", help="grey guide instead of RGB")
+    p.add_argument(
+        "--frames", type=int, default=None, help="timed frames per row (default 40 CPU / 200 CUDA)"
+    )
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    p.set_defaults(func=run)
+
+
+def _devices(text: str) -> list[torch.device]:
+    if text == "auto":
+        names = (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
+    else:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+    out = []
+    for n in names:
+        d = torch.device(n)
+        if d.type == "cuda" and not torch.cuda.is_available():
+            print(f"skipping {n}: no CUDA device")
+            continue
+        out.append(d)
+    return out
+
+
+def _background(kind: str, rng: np.random.Generator) -> Background:
+    if kind == "image":
+        return Background.from_image(rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8))
+    if kind == "video":
+        frames = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(4)]
+        return Background.from_video(frames=frames, fps=30.0)
+    return parse_background(kind)
+
+
+def _clip(width: int, height: int, lowres: int, n: int, device: torch.device):
+    """n frames (uint8 on device) and low-res alphas of a disc moving across a picture."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack(
+        [
+            128 + 60 * np.sin(xx / 23.0) * np.cos(yy / 31.0),
+            128 + 60 * np.cos(xx / 17.0),
+            128 + 60 * np.sin(yy / 13.0),
+        ],
+        -1,
+    )
+    frames, alphas = [], []
+    ly, lx = np.mgrid[0:lowres, 0:lowres].astype(np.float32) / lowres
+    for i in range(n):
+        cx = 0.3 + 0.4 * (i % 10) / 10
+        d = np.hypot(xx / width - cx, yy / height - 0.5)
+        f = np.where((d < 0.25)[..., None], (200.0, 150.0, 120.0), base)
+        frames.append(torch.from_numpy(np.clip(f, 0, 255).astype(np.uint8)).to(device))
+        ld = np.hypot(lx - cx, ly - 0.5)
+        a = np.clip((0.25 - ld) * 40 + 0.5, 0, 1).astype(np.float32)
+        alphas.append(torch.from_numpy(a)[None, None].to(device))
+    return frames, alphas
+
+
+def time_rows(args: argparse.Namespace) -> list[dict]:
+    rng = np.random.default_rng(0)
+    sizes = args.sizes or [(640, 480), (1920, 1080)]
+    kinds = [k.strip() for k in args.backgrounds.split(",") if k.strip()]
+    rows = []
+    for device in _devices(args.devices):
+        n = args.frames or (200 if device.type == "cuda" else 40)
+        for (w, h), kind, s in itertools.product(sizes, kinds, args.smoothing):
+            frames, alphas = _clip(w, h, args.lowres, 10, device)
+            cfg = PostprocessConfig(
+                smoothing=s,
+                refine=not args.no_refine,
+                despill=not args.no_despill,
+                guided_color=not args.grey_guide,
+            )
+            post = PostProcessor(cfg, _background(kind, rng))
+            times = []
+            for i in range(args.warmup + n):
+                f, a = frames[i % 10], alphas[i % 10]
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                post.process(f, a, t=i / 30.0)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if i >= args.warmup:
+                    times.append((time.perf_counter() - t0) * 1000.0)
+            times.sort()
+            med = statistics.median(times)
+            rows.append(
+                {
+                    "device": device.type,
+                    "size": f"{w}x{h}",
+                    "background": kind,
+                    "smoothing": s,
+                    "ms_median": med,
+                    "ms_p90": times[min(len(times) - 1, int(0.9 * len(times)))],
+                    "fps": 1000.0 / med,
+                }
+            )
+            print(f"  {device.type} {w}x{h} {kind:>11} smoothing={s:g}: {med:.2f} ms", flush=True)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with torch.inference_mode():
+        rows = time_rows(args)
+    report(
+        "postprocess",
+        rows,
+        args.json,
+        extra={
+            "settings": {
+                "lowres": args.lowres,
+                "refine": not args.no_refine,
+                "despill": not args.no_despill,
+                "guide": "grey" if args.grey_guide else "rgb",
+            }
+        },
+    )
+    return 0
