@@ -254,6 +254,7 @@ class LivePipeline:
         self.last_frame: LiveFrame | None = None
         self.error: str | None = None
         self.outputs = 0
+        self._restore_threads = 0  # torch's thread count before start(), restored by stop()
 
     # -------------------------------------------------------------- settings
     @property
@@ -322,6 +323,7 @@ class LivePipeline:
             # Two OpenMP threads on a 2-core machine that also captures and composites
             # made a 64x48 composite take 250 ms instead of 2 ms (threads spin-wait on
             # a busy core); torch's thread count is process-wide, so set it here.
+            self._restore_threads = torch.get_num_threads()
             torch.set_num_threads(1)
         self._worker = threading.Thread(target=self._run_worker, name="vidmat-live", daemon=True)
         if self.mode == "async":
@@ -343,6 +345,9 @@ class LivePipeline:
         for t in (self.capture, self._model_thread, self._worker):
             if t is not None and t.is_alive() and t is not threading.current_thread():
                 t.join(timeout)
+        if self._restore_threads:
+            torch.set_num_threads(self._restore_threads)
+            self._restore_threads = 0
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker has finished (duration reached, file ended, error, stop)."""
