@@ -130,3 +130,21 @@ def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[
     code = main(["train", "--data", str(tmp_path / "nope"), "--run", str(tmp_path / "r")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_publish_sets_input_size_and_loads(tmp_path: Path) -> None:
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256_file
+    from vidmat.train.publish import publish
+
+    torch.manual_seed(0)
+    model = build_model("u2netp")
+    src = tmp_path / "best.safetensors"
+    save_weights(model, WeightsSpec(name="run", arch="u2netp", input_size=160, scale="255"), src)
+    out = tmp_path / "u2netp_person.safetensors"
+    sha = publish(src, out, size=256, note="test")
+    assert sha == sha256_file(out)
+    loaded, spec = load_weights(str(out))
+    assert spec.input_size == 256 and spec.scale == "255" and spec.name == "u2netp_person"
+    a = model.state_dict()["outconv.weight"]
+    assert torch.allclose(loaded.state_dict()["outconv.weight"], a, atol=1e-3)
