@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vidmat.core.backgrounds import Background
 from vidmat.core.composite import Compositor
@@ -66,9 +67,11 @@ class PostprocessConfig:
     smoothing: float = 0.5  # temporal smoothing strength 0 (off) .. 1
     lookahead: int = 2  # frames the file path looks ahead (push/flush); live ignores it
     refine: bool = True  # guided upsampling; off = plain bilinear upsampling
-    guided_radius: int = 2  # in working-resolution pixels (long side = mask side, ~320)
-    guided_eps: float = 1e-3  # smaller snaps harder to frame edges
-    guided_color: bool = True  # RGB guide (False: grey, a little faster)
+    guided_radius: int = 1  # in working-grid pixels (long side = mask side, ~320); tuned on DAVIS
+    guided_eps: float = 1e-4  # smaller snaps harder to frame edges
+    # RGB guide snaps edges between colours of equal brightness; the grey guide costs a third
+    # on the CPU for ~0.3 IoU points on DAVIS. None = RGB on CUDA, grey on CPU.
+    guided_color: bool | None = None
     work_side: int | None = None  # long side of the working grid (None: the mask's, ~320)
     threshold: float = 0.5  # centre of the contrast curve
     contrast: float = 1.0  # 1 = unchanged, >1 harder edges, inf = binary
@@ -176,7 +179,8 @@ class PostProcessor:
         dtype = self._dtype(frame.device)
         height, width = frame.shape[-3], frame.shape[-2]
         if c.refine:
-            guide = small if c.guided_color else grey(small)
+            color = c.guided_color if c.guided_color is not None else frame.device.type != "cpu"
+            guide = small if color else grey(small)
             a, b = guided_coefficients(guide, p, c.guided_radius, c.guided_eps)
             alpha = apply_coefficients(a, b, frame, dtype=dtype)
             alpha_small = (a * guide).sum(1, keepdim=True).add_(b).clamp_(0.0, 1.0)
@@ -189,7 +193,9 @@ class PostProcessor:
         fg = None
         if c.despill and self.background.kind != "mask":
             alpha_small = tone(alpha_small, c.threshold, c.contrast, c.snap)
-            fg = decontaminate(frame, alpha, foreground_small(small, alpha_small))
+            # The colour estimate is smooth by construction: half the working grid is plenty.
+            fg_small = foreground_small(F.avg_pool2d(small, 2), F.avg_pool2d(alpha_small, 2), 2)
+            fg = decontaminate(frame, alpha, fg_small)
         image = self.compositor(frame, alpha, t=t, fg=fg)
         return Output(alpha, image, frame, t)
 
