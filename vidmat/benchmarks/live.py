@@ -58,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bg", default="blur", help="background spec (default blur)")
     p.add_argument("--mode", choices=("auto", "sync", "async"), default="auto")
     p.add_argument("--infer-every", type=int, default=1)
+    p.add_argument(
+        "--model-nice", type=int, default=2, help="niceness of the async model thread (default 2)"
+    )
     p.add_argument("--rss-every", type=float, default=1.0, help="seconds between RSS samples")
     p.add_argument("--weights", default=None, metavar="NAME|PATH", help="default: random u2netp")
     p.add_argument("--device", default="auto")
@@ -168,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
                 infer_every=args.infer_every,
                 display_reports=True,
                 keep_history=True,
+                model_nice=args.model_nice,
             ),
             LiveSettings(background=load_background(args.bg)),
             on_frame=on_frame,
@@ -237,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
         "model_size": engine.size,
         "mode": pipe.mode,
         "background": args.bg,
+        "model_nice": args.model_nice,
         "seconds": round(elapsed, 2),
         "captured_fps": captured / elapsed,
         "displayed_fps": outputs / elapsed,

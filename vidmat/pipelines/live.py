@@ -98,6 +98,9 @@ class LiveConfig:
     display_reports: bool = False
     #: Keep every frame's timings (benchmarks); otherwise only a rolling window.
     keep_history: bool = False
+    #: Niceness added to the async model thread (Linux): when the CPU is short the
+    #: picture keeps its rate and the mask updates less often. 0 = equal footing.
+    model_nice: int = 2
 
     def validated(self) -> LiveConfig:
         if self.mode not in MODES:
@@ -425,7 +428,7 @@ class LivePipeline:
 
     def _run_model(self) -> None:
         """Async mode: the newest frame the worker has seen → mask, as fast as the model goes."""
-        _lower_thread_priority(MODEL_THREAD_NICE)
+        _lower_thread_priority(self.config.model_nice)
         try:
             while not self._abort.is_set():
                 try:
@@ -543,11 +546,6 @@ class LivePipeline:
             "model_size": self.engine.size,
             "mode": self.mode,
         }
-
-
-#: Niceness added to the async model thread: when the CPU is short, the picture
-#: (capture, composite, display) keeps its rate and the mask updates less often.
-MODEL_THREAD_NICE = 5
 
 
 def _lower_thread_priority(nice: int) -> None:
