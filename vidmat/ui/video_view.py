@@ -12,8 +12,12 @@ from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 
-def to_qimage(image: np.ndarray) -> QImage:
-    """uint8 RGB (H,W,3) or RGBA (H,W,4) → QImage that owns a copy (the array may be reused)."""
+def to_qimage(image: np.ndarray, copy: bool = True) -> QImage:
+    """uint8 RGB (H,W,3) or RGBA (H,W,4) → QImage.
+
+    With ``copy=False`` the QImage points into the array's memory: the caller
+    must keep the array alive (and unchanged) as long as the image is used.
+    """
     image = np.ascontiguousarray(image)
     h, w = image.shape[:2]
     if image.ndim == 3 and image.shape[2] == 4:
@@ -24,7 +28,8 @@ def to_qimage(image: np.ndarray) -> QImage:
         fmt = QImage.Format.Format_Grayscale8
     else:
         raise ValueError(f"cannot show an image of shape {image.shape}")
-    return QImage(image.data, w, h, image.strides[0], fmt).copy()
+    qimage = QImage(image.data, w, h, image.strides[0], fmt)
+    return qimage.copy() if copy else qimage
 
 
 def fit_rect(src: QSize, dst: QRect) -> QRect:
@@ -46,6 +51,7 @@ class VideoView(QWidget):
         self.setMinimumSize(160, 120)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self._image: QImage | None = None
+        self._array: np.ndarray | None = None
         self._message = ""
         self._message_is_error = False
         self._checker = self._make_checker()
@@ -69,7 +75,10 @@ class VideoView(QWidget):
         return self._image
 
     def set_frame(self, image: np.ndarray) -> None:
-        self._image = to_qimage(image)
+        # No copy: the pipeline makes a fresh array per frame and never touches it
+        # again, and holding it here keeps the QImage's memory alive.
+        self._array = np.ascontiguousarray(image)
+        self._image = to_qimage(self._array, copy=False)
         self.update()
 
     def set_message(self, text: str, error: bool = False) -> None:
