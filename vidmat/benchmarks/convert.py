@@ -25,6 +25,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from vidmat.benchmarks.live import rss_mib
 from vidmat.benchmarks.report import report
@@ -142,11 +143,14 @@ def _engine(args: argparse.Namespace):
     from vidmat.core.engine import Engine
     from vidmat.model import build_model
     from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
+    from vidmat.pipelines.convert import engine_config_for_files
 
     if args.weights:
-        return Engine.from_config(engine_config_from_args(args)), args.weights
+        return Engine.from_config(
+            engine_config_for_files(engine_config_from_args(args))
+        ), args.weights
     spec = replace(REGISTRY[DEFAULT_WEIGHTS], name="random-u2netp")
-    cfg = replace(engine_config_from_args(args), weights="random")
+    cfg = replace(engine_config_for_files(engine_config_from_args(args)), weights="random")
     return Engine(build_model("u2netp"), spec, cfg), "random u2netp (speed only)"
 
 
@@ -204,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         "precision": str(engine.dtype).replace("torch.", ""),
         "model_size": engine.size,
         "batch": cfg.batch_for(engine),
+        "torch_threads": torch.get_num_threads(),
         "weights": weights_name,
         "ratio_convert_over_transcode": round(ratio, 4),
         **mem,
@@ -211,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
     }
     print(
         f"{clip['width']}x{clip['height']} {args.format}, {engine.device} "
-        f"{extra['precision']}, model input {engine.size}, batch {extra['batch']}"
+        f"{extra['precision']}, model input {engine.size}, batch {extra['batch']}, "
+        f"{extra['torch_threads']} torch thread(s)"
     )
     report("convert", rows, args.json, extra=extra)
     print(f"ratio convert/transcode: {ratio:.3f}")

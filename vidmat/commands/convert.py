@@ -23,6 +23,7 @@ from vidmat.pipelines.convert import (
     convert_image,
     convert_video,
     default_output,
+    engine_config_for_files,
     image_config,
 )
 
@@ -323,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     if work:
         from vidmat.core.engine import Engine
 
-        engine = Engine.from_config(engine_config_from_args(args))
+        engine = Engine.from_config(engine_config_for_files(engine_config_from_args(args)))
     bars = _Bars(total, len(jobs), args.quiet)
     results: list[ConvertResult] = []
     failed = 0

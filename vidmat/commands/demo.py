@@ -14,7 +14,12 @@ from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
 from vidmat.io.video import FORMATS
-from vidmat.pipelines.convert import ConvertConfig, convert_video, default_output
+from vidmat.pipelines.convert import (
+    ConvertConfig,
+    convert_video,
+    default_output,
+    engine_config_for_files,
+)
 
 #: The demo clip made by assets/make_demo.py (see assets/README.md).
 DEMO_CLIP = Path(__file__).resolve().parents[2] / "assets" / "demo.mp4"
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vidmat.core.engine import Engine
 
-    engine = Engine.from_config(engine_config_from_args(args))
+    engine = Engine.from_config(engine_config_for_files(engine_config_from_args(args)))
     bar = None
     if not args.quiet:
         from tqdm import tqdm
