@@ -22,7 +22,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +90,21 @@ def _describe(source: int | str) -> str:
     return f"camera {source}" if isinstance(source, int) else str(source)
 
 
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV prints a screenful of backend warnings for a missing camera; we say one sentence."""
+    logging_mod = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_mod is None:
+        yield
+        return
+    level = logging_mod.getLogLevel()
+    logging_mod.setLogLevel(logging_mod.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging_mod.setLogLevel(level)
+
+
 def crop_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Centre-crop to the target aspect, then resize: what a camera mode change looks like."""
     h, w = image.shape[:2]
@@ -133,12 +148,11 @@ class VideoSource:
             looks_like_path = "://" not in src
             if looks_like_path and not Path(src).exists():
                 raise VidmatError(f"camera or video file {src} does not exist.")
-        if self.is_file:
-            cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG)
-        elif isinstance(src, int):
-            cap = cv2.VideoCapture(src)
-        else:
-            cap = cv2.VideoCapture(src)
+        with _quiet_opencv():
+            if self.is_file:
+                cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG)
+            else:
+                cap = cv2.VideoCapture(src)
         if not cap.isOpened():
             cap.release()
             if self.is_file:
