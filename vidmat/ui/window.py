@@ -9,6 +9,7 @@ the window never freezes; every failure ends up as a message in the window.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -510,16 +511,21 @@ class LiveWindow(QMainWindow):
         pipe, self.pipeline = self.pipeline, None
         if self.recorder is not None and pipe is not None:
             pipe.remove_sink(self.recorder)
-        if self.bridge is not None:
-            try:
-                self.bridge.frameReady.disconnect()
-                self.bridge.finished.disconnect()
-                self.bridge.error.disconnect()
-            except TypeError:
-                pass
-            self.bridge = None
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:  # late signals of the old pipeline must not reach the window
+            for signal in (
+                bridge.started,
+                bridge.frameReady,
+                bridge.error,
+                bridge.finished,
+                bridge.status,
+            ):
+                with contextlib.suppress(TypeError):
+                    signal.disconnect()
         if pipe is not None:
             pipe.stop()
+        if bridge is not None:
+            bridge.deleteLater()
 
     def _on_started(self, info: dict) -> None:
         self.view.set_message("")
