@@ -25,6 +25,7 @@ from vidmat.pipelines.convert import (
     default_output,
     engine_config_for_files,
     image_config,
+    sigterm_as_interrupt,
 )
 
 #: Suffixes picked up when a folder is given as input.
@@ -329,52 +330,53 @@ def run(args: argparse.Namespace) -> int:
     results: list[ConvertResult] = []
     failed = 0
     t0 = time.perf_counter()
-    try:
-        for job in jobs:
-            if job.error is not None:
-                failed += 1
-                bars.write(f"vidmat: error: {job.error}")
+    with sigterm_as_interrupt():
+        try:
+            for job in jobs:
+                if job.error is not None:
+                    failed += 1
+                    bars.write(f"vidmat: error: {job.error}")
+                    bars.end_file()
+                    continue
+                assert engine is not None and job.dst is not None
+                try:
+                    if job.is_image:
+                        bars.start_file(job.src.name, None)
+                        r = convert_image(
+                            engine,
+                            job.src,
+                            job.dst,
+                            image_config(cfg, args.bg is not None),
+                            args.overwrite,
+                        )
+                        bars.step(1)
+                    else:
+                        r = convert_video(
+                            engine,
+                            job.src,
+                            job.dst,
+                            cfg,
+                            overwrite=args.overwrite,
+                            progress=bars.step,
+                            on_start=lambda info, name=job.src.name: bars.start_file(name, info),
+                        )
+                except VidmatError as exc:
+                    failed += 1
+                    bars.end_file()
+                    bars.write(f"vidmat: error: {exc}")
+                    continue
                 bars.end_file()
-                continue
-            assert engine is not None and job.dst is not None
-            try:
-                if job.is_image:
-                    bars.start_file(job.src.name, None)
-                    r = convert_image(
-                        engine,
-                        job.src,
-                        job.dst,
-                        image_config(cfg, args.bg is not None),
-                        args.overwrite,
+                results.append(r)
+                for w in r.warnings:
+                    bars.write(f"vidmat: warning: {r.input.name}: {w}")
+                if not args.quiet:
+                    audio = f", audio {r.audio}" if r.audio else ""
+                    bars.write(
+                        f"{r.input} -> {r.output} ({r.frames} frame{'s' if r.frames != 1 else ''}, "
+                        f"{r.fps:.1f} fps{audio})"
                     )
-                    bars.step(1)
-                else:
-                    r = convert_video(
-                        engine,
-                        job.src,
-                        job.dst,
-                        cfg,
-                        overwrite=args.overwrite,
-                        progress=bars.step,
-                        on_start=lambda info, name=job.src.name: bars.start_file(name, info),
-                    )
-            except VidmatError as exc:
-                failed += 1
-                bars.end_file()
-                bars.write(f"vidmat: error: {exc}")
-                continue
-            bars.end_file()
-            results.append(r)
-            for w in r.warnings:
-                bars.write(f"vidmat: warning: {r.input.name}: {w}")
-            if not args.quiet:
-                audio = f", audio {r.audio}" if r.audio else ""
-                bars.write(
-                    f"{r.input} -> {r.output} ({r.frames} frame{'s' if r.frames != 1 else ''}, "
-                    f"{r.fps:.1f} fps{audio})"
-                )
-    finally:
-        bars.close()
+        finally:
+            bars.close()
     elapsed = time.perf_counter() - t0
     frames = sum(r.frames for r in results)
     if not args.quiet or failed:

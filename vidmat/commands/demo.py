@@ -19,6 +19,7 @@ from vidmat.pipelines.convert import (
     convert_video,
     default_output,
     engine_config_for_files,
+    sigterm_as_interrupt,
 )
 
 #: The demo clip made by assets/make_demo.py (see assets/README.md).
@@ -73,25 +74,27 @@ def run(args: argparse.Namespace) -> int:
 
     engine = Engine.from_config(engine_config_for_files(engine_config_from_args(args)))
     bar = None
+    on_start = None
     if not args.quiet:
         from tqdm import tqdm
 
         bar = tqdm(total=None, unit="frame", desc="demo", dynamic_ncols=True)
 
-        def start(info) -> None:
+        def on_start(info) -> None:
             bar.total = info.frames
             bar.refresh()
 
     try:
-        result = convert_video(
-            engine,
-            DEMO_CLIP,
-            dst,
-            cfg,
-            overwrite=args.overwrite,
-            progress=bar.update if bar is not None else None,
-            on_start=start if bar is not None else None,
-        )
+        with sigterm_as_interrupt():
+            result = convert_video(
+                engine,
+                DEMO_CLIP,
+                dst,
+                cfg,
+                overwrite=args.overwrite,
+                progress=bar.update if bar is not None else None,
+                on_start=on_start,
+            )
     finally:
         if bar is not None:
             bar.close()
