@@ -7,9 +7,13 @@ machine without a display and building ``vidmat --help`` stays light.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +196,19 @@ def run(args: argparse.Namespace) -> int:
     return run_window(req)
 
 
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Ignore SIGINT while threads are joined and the recording is finalised (seconds)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _fmt(v: float | None, unit: str = "ms") -> str:
     return "-" if v is None else f"{v:.0f} {unit}"
 
@@ -260,10 +277,11 @@ def run_headless(req: LiveRequest) -> int:
     except KeyboardInterrupt:
         print("vidmat live: stopping…", file=sys.stderr)
     finally:
-        pipe.stop()
-        if vcam is not None:
-            vcam.close()
-        info = recorder.stop() if recorder is not None else None
+        with _no_interrupts():  # a second Ctrl-C must not leave a half-written recording
+            pipe.stop()
+            if vcam is not None:
+                vcam.close()
+            info = recorder.stop() if recorder is not None else None
     st = pipe.status()
     summ = pipe.stats.summary()
     print(

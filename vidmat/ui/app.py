@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,7 +84,13 @@ def run_window(req: LiveRequest) -> int:
         _attach_virtual_camera(window, args)
     window.show()
     window.start_pipeline()
-    code = app.exec()
+    # Ctrl-C in the terminal closes the window properly (recording finalised). Qt's loop
+    # runs Python at least every status-timer tick, so the handler is not delayed long.
+    previous = signal.signal(signal.SIGINT, lambda *_: window.close())
+    try:
+        code = app.exec()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if window.last_error and window.pipeline is None and window.last_saved is None:
         print(f"vidmat live: last message: {window.last_error}", file=sys.stderr)
     return int(code)
