@@ -269,3 +269,18 @@ def test_several_inputs_to_one_file_refused(good: Path, tmp_path: Path, capsys) 
     code, _, err = run_cli([good, good.parent / "other.mp4", "-o", tmp_path / "one.mp4"], capsys)
     assert code == 2 and "give -o a folder" in err
     assert listing(tmp_path) == set()
+
+
+def test_background_image_and_bad_background(good: Path, tmp_path: Path, capsys) -> None:
+    import cv2
+
+    bg = tmp_path / "magenta.png"
+    cv2.imwrite(str(bg), np.full((10, 10, 3), (255, 0, 255), np.uint8))  # BGR magenta
+    out = tmp_path / "out"
+    code, _, _ = run_cli([good, "--bg", bg, "-o", f"{out}/"], capsys)
+    assert code == 0
+    with av.open(str(out / "good_composite.mp4")) as c:
+        first = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert np.abs(first[2, -3].astype(int) - (255, 0, 255)).max() < 12  # no person in the corner
+    code, _, err = run_cli([good, "--bg", tmp_path / "nope.jpg", "-o", f"{out}/"], capsys)
+    assert code == 2 and err.count("vidmat: error:") == 1 and "nope.jpg" in err

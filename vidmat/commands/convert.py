@@ -16,6 +16,7 @@ from pathlib import Path
 from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
+from vidmat.io.images import load_background
 from vidmat.io.video import FORMAT_HELP, FORMATS, EncodeConfig, VideoInfo, probe
 from vidmat.pipelines.convert import (
     ConvertConfig,
@@ -228,9 +229,11 @@ def _config(args: argparse.Namespace) -> ConvertConfig:
         smoothing=args.smoothing,
         lookahead=PostprocessConfig().lookahead if args.bidirectional else 0,
     )
+    # Open a background file once, before any input: a bad one is one error, not one per file.
+    background = load_background(args.bg) if args.bg is not None else None
     return ConvertConfig(
         fmt=fmt,
-        background=args.bg,
+        background=background,
         post=post,
         encode=EncodeConfig(crf=args.crf),
         batch=args.batch,

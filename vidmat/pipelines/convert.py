@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidmat.core.backgrounds import Background
+from vidmat.core.backgrounds import GREENSCREEN, Background, parse_background
 from vidmat.core.engine import Engine, EngineConfig, select_device
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
@@ -294,15 +294,13 @@ class _Job:
 def default_output(src: Path, cfg: ConvertConfig, folder: Path | None = None) -> Path:
     """``clip.mp4`` -> ``clip_green.mp4`` / ``clip_alpha.mov`` / ``clip_alpha/`` / ``clip_mask.mp4``."""
     folder = folder if folder is not None else src.parent
-    bg = cfg.resolved_background_spec()
-    if cfg.fmt == "mask":
-        tag = "mask"
-    elif _is_transparent(bg):
+    bg = parse_background(cfg.resolved_background_spec())
+    if bg.kind in ("mask", "blur"):
+        tag = bg.kind
+    elif bg.kind == "transparent":
         tag = "alpha"
-    elif isinstance(bg, str) and bg.strip().lower() in ("green", "greenscreen"):
+    elif bg.kind == "color" and bg.rgb == GREENSCREEN:
         tag = "green"
-    elif isinstance(bg, str) and bg.strip().lower().startswith("blur"):
-        tag = "blur"
     else:
         tag = "composite"
     if src.suffix.lower() in IMAGE_SUFFIXES:
