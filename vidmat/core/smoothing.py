@@ -45,7 +45,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from vidmat.core.refine import as_alpha, box_filter, dilate, frame_to_nchw, grey, resize
+from vidmat.core.refine import (
+    as_alpha,
+    box_filter,
+    dilate,
+    downscale_frame,
+    frame_to_nchw,
+    grey,
+    resize,
+)
 
 Tensor = torch.Tensor
 
@@ -76,9 +84,10 @@ def _guide_for(frame: Tensor, size: tuple[int, int]) -> Tensor:
     """Grey float (N,1,h,w) guide of the mask's size from a frame or a ready guide."""
     if frame.is_floating_point() and frame.dim() == 4 and frame.shape[1] in (1, 3):
         g = frame.float()
-    else:
-        g = frame_to_nchw(frame)
-    return grey(resize(g, size)) if tuple(g.shape[-2:]) != size else grey(g)
+        return grey(resize(g, size)) if tuple(g.shape[-2:]) != size else grey(g)
+    if frame.dim() == 3 or frame.shape[0] == 1:
+        return grey(downscale_frame(frame, size))  # OpenCV area resize on CPU
+    return grey(resize(frame_to_nchw(frame), size))
 
 
 def _ramp(x: Tensor, lo: float, span: float) -> Tensor:
