@@ -195,3 +195,20 @@ def test_opencv_and_torch_paths_agree(bg):
     for fast, slow in zip(*outs, strict=True):
         assert (fast.alpha - slow.alpha).abs().mean() < 5e-3
         assert (fast.image.int() - slow.image.int()).abs().float().mean() < 1.0
+
+
+def test_refine_only_matches_the_alpha_of_finish():
+    frames, lows = clip(1)
+    post = PostProcessor(PostprocessConfig(smoothing=0.0))
+    a = post.refine(frames[0], lows[0][None, None])
+    b = post.finish(frames[0], lows[0][None, None]).alpha
+    torch.testing.assert_close(a, b)
+    assert a.shape == (1, 1, 48, 64)
+
+
+def test_non_contiguous_frames_are_fine():
+    frames, lows = clip(1)
+    wide = np.ascontiguousarray(np.concatenate([frames[0], frames[0]], 1))
+    view = torch.from_numpy(wide)[:, ::2]  # a strided view, as a crop or a flip gives
+    out = PostProcessor(PostprocessConfig(smoothing=0.0)).process(view, lows[0][None, None])
+    assert out.image.shape == (48, 64, 3)

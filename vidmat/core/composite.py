@@ -272,9 +272,9 @@ class Compositor:
 
     def _call_cv2(self, frame: Tensor, alpha: Tensor, t: float | None, fg: Tensor | None) -> Tensor:
         """The CPU path: OpenCV's SIMD blend on zero-copy views (same formula, same rounding)."""
-        f = frame.numpy()
+        f = np.ascontiguousarray(frame.detach().numpy())
         height, width = f.shape[:2]
-        a = np.ascontiguousarray(as_alpha(alpha)[0, 0].float().numpy())
+        a = np.ascontiguousarray(as_alpha(alpha)[0, 0].detach().float().numpy())
         kind = self.background.kind
         if kind == "mask":
             a8 = cv2.convertScaleAbs(a, alpha=255.0)
@@ -282,9 +282,9 @@ class Compositor:
         if fg is None:
             colour = f
         elif fg.dtype == torch.uint8:
-            colour = fg.numpy()
+            colour = np.ascontiguousarray(fg.detach().numpy())
         else:
-            colour = np.clip(np.rint(fg.float().numpy()), 0, 255).astype(np.uint8)
+            colour = np.clip(np.rint(fg.detach().float().numpy()), 0, 255).astype(np.uint8)
         if kind == "transparent":
             return torch.from_numpy(cv2.merge([colour, cv2.convertScaleAbs(a, alpha=255.0)]))
         if kind == "blur":

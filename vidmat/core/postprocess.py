@@ -173,11 +173,10 @@ class PostProcessor:
         small = downscale_frame(frame, size)
         return small, resize(lowres.float(), size).clamp_(0.0, 1.0)
 
-    def _finish(self, frame: Tensor, small: Tensor, p: Tensor, t: float | None) -> Output:
-        """Refine the (smoothed) working-grid mask ``p`` to the frame and composite."""
+    def _alpha(self, frame: Tensor, small: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """Full-resolution alpha (1,1,H,W) and its working-grid twin (for despill)."""
         c = self.config
         dtype = self._dtype(frame.device)
-        height, width = frame.shape[-3], frame.shape[-2]
         if c.refine:
             color = c.guided_color if c.guided_color is not None else frame.device.type != "cpu"
             guide = small if color else grey(small)
@@ -185,14 +184,18 @@ class PostProcessor:
             alpha = apply_coefficients(a, b, frame, dtype=dtype)
             alpha_small = (a * guide).sum(1, keepdim=True).add_(b).clamp_(0.0, 1.0)
         else:
-            alpha = resize(p, (height, width)).clamp_(0.0, 1.0).to(dtype)
+            alpha = resize(p, (frame.shape[-3], frame.shape[-2])).clamp_(0.0, 1.0).to(dtype)
             alpha_small = p
         alpha = tone(alpha, c.threshold, c.contrast, c.snap)
         alpha = erode_dilate(alpha, c.erode_dilate_px)
         alpha = feather(alpha, c.feather_px)
+        return alpha, tone(alpha_small, c.threshold, c.contrast, c.snap)
+
+    def _finish(self, frame: Tensor, small: Tensor, p: Tensor, t: float | None) -> Output:
+        """Refine the (smoothed) working-grid mask ``p`` to the frame and composite."""
+        alpha, alpha_small = self._alpha(frame, small, p)
         fg = None
-        if c.despill and self.background.kind != "mask":
-            alpha_small = tone(alpha_small, c.threshold, c.contrast, c.snap)
+        if self.config.despill and self.background.kind != "mask":
             # The colour estimate is smooth by construction: half the working grid is plenty.
             fg_small = foreground_small(F.avg_pool2d(small, 2), F.avg_pool2d(alpha_small, 2), 2)
             fg = decontaminate(frame, alpha, fg_small)
@@ -200,10 +203,11 @@ class PostProcessor:
         return Output(alpha, image, frame, t)
 
     def refine(self, frame: Any, lowres: Any) -> Tensor:
-        """Full-resolution alpha (1,1,H,W) of one frame, no smoothing, no compositing."""
+        """Full-resolution alpha (1,1,H,W) of one frame: no smoothing, no compositing."""
         frame = _tensor(frame)
         frame = frame[0] if frame.dim() == 4 else frame
-        return self.finish(frame, lowres).alpha
+        small, p = self._work(frame, as_alpha(_tensor(lowres, frame.device))[:1])
+        return self._alpha(frame, small, p)[0]
 
     def finish(self, frame: Any, lowres: Any, t: float | None = None) -> Output:
         """Refine + composite one frame whose low-res alpha is already smoothed (no state)."""

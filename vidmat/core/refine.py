@@ -138,7 +138,7 @@ def box_filter(x: Tensor, r: int) -> Tensor:
     if fast_cpu(x) and x.dtype == torch.float32:
         # OpenCV's running-sum box filter, zero border, then the same edge normalisation.
         k = 2 * r + 1
-        x = x.contiguous()
+        x = x.detach().contiguous()
         y = torch.empty_like(x)
         xn, yn = x.numpy(), y.numpy()
         for i in range(n):
@@ -231,10 +231,15 @@ def guided_coefficients(guide: Tensor, p: Tensor, r: int, eps: float) -> tuple[T
     return box_filter(a, r), box_filter(b, r)
 
 
+def _np(x: Tensor) -> np.ndarray:
+    """Zero-copy numpy view of a CPU tensor, made contiguous if it is not (OpenCV needs that)."""
+    return np.ascontiguousarray(x.detach().numpy())
+
+
 def _np_hwc(x: Tensor) -> np.ndarray:
     """(1,C,h,w) CPU tensor -> contiguous float32 (h,w,C) or (h,w) numpy array."""
     x = x[0].float()
-    return (x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)).contiguous().numpy()
+    return _np(x[0] if x.shape[0] == 1 else x.permute(1, 2, 0))
 
 
 def downscale_frame(frame: Tensor, size: tuple[int, int], frame_f: Tensor | None = None) -> Tensor:
@@ -242,7 +247,7 @@ def downscale_frame(frame: Tensor, size: tuple[int, int], frame_f: Tensor | None
     if frame_f is None and fast_cpu(frame) and frame.dtype == torch.uint8:
         f = frame if frame.dim() == 3 else frame[0] if frame.shape[0] == 1 else None
         if f is not None:
-            small = cv2.resize(f.numpy(), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(_np(f), (size[1], size[0]), interpolation=cv2.INTER_AREA)
             # contiguous NCHW: depthwise convolutions on channels-last views are 10x slower on CPU
             return (
                 torch.from_numpy(small)
@@ -271,7 +276,7 @@ def apply_coefficients(
     """
     color = a.shape[1] == 3
     if fast_cpu(frame) and frame.dtype == torch.uint8 and a.shape[0] == 1 and frame_f is None:
-        f = (frame if frame.dim() == 3 else frame[0]).numpy()
+        f = _np(frame if frame.dim() == 3 else frame[0])
         height, width = f.shape[:2]
         big_a = cv2.resize(
             _np_hwc(a * (1.0 / 255.0)), (width, height), interpolation=cv2.INTER_LINEAR
@@ -357,7 +362,7 @@ def dilate(x: Tensor, r: int) -> Tensor:
         return x
     k = 2 * r + 1
     if fast_cpu(x) and x.dtype == torch.float32:
-        x = x.contiguous()
+        x = x.detach().contiguous()
         y = torch.empty_like(x)
         kernel = np.ones((k, k), np.uint8)
         xn, yn = x.numpy(), y.numpy()
@@ -407,11 +412,11 @@ def decontaminate(frame: Tensor, alpha: Tensor, fg_small: Tensor) -> Tensor:
     (H,W,3) on the OpenCV path, float (N,H,W,3) on the 0..255 scale otherwise.
     """
     if fast_cpu(frame) and frame.dtype == torch.uint8 and alpha.shape[0] == 1:
-        f = (frame if frame.dim() == 3 else frame[0]).numpy()
+        f = _np(frame if frame.dim() == 3 else frame[0])
         height, width = f.shape[:2]
         small_u8 = _np_hwc(fg_small * 255.0).round().astype(np.uint8)
         big = cv2.resize(small_u8, (width, height), interpolation=cv2.INTER_LINEAR)
-        a = alpha[0, 0].float().numpy()
+        a = _np(alpha[0, 0].float())
         keep = cv2.multiply(a, a)
         out = cv2.blendLinear(f, big, keep, 1.0 - keep)
         return torch.from_numpy(out)
