@@ -55,12 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 1
     try:
+        parser = build_parser()  # imports torch & co.: Ctrl-C can land here too
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 1
         return int(args.func(args) or 0)
     except VidmatError as exc:
         print(f"vidmat: error: {exc}", file=sys.stderr)
