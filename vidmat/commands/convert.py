@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +44,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="convert video files (or images) to greenscreen, alpha or a new background",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Separate the person from the background in video files and write a composite "
-            "(greenscreen by default) or a video with alpha. Timestamps (23.976, variable "
-            "frame rate), frame count, rotation and audio are kept. Still images (jpg, png, "
-            "webp) give an RGBA PNG, or a composite when --bg is given.\n\n"
+            textwrap.fill(
+                "Separate the person from the background in video files and write a "
+                "composite (greenscreen by default) or a video with alpha. Timestamps "
+                "(23.976, variable frame rate), frame count, rotation and audio are kept. "
+                "Still images (jpg, png, webp) give an RGBA PNG, or a composite when --bg "
+                "is given. Each output appears only when complete.",
+                78,
+            )
+            + "\n\n"
             "Formats and where they play:\n" + formats + "\n\n"
             "mp4 has no alpha channel: for transparency use mov, webm or png."
         ),
