@@ -42,17 +42,21 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vidmat.core.refine import (
     as_alpha,
     box_filter,
     dilate,
     downscale_frame,
+    fast_cpu,
     frame_to_nchw,
     grey,
     resize,
+    work_size,
 )
 
 Tensor = torch.Tensor
@@ -65,17 +69,26 @@ class SmoothingState:
     alpha: Tensor  # (N,1,h,w) float32, last output
     guide: Tensor  # (N,1,h,w) float32 grey frame at mask resolution
     frames: int = 0  # frames since the last reset
+    flow_guide: np.ndarray | None = None  # uint8 grey at the optical-flow grid (CPU)
 
 
 @dataclass(frozen=True)
 class SmoothingParams:
     """Thresholds of the gates; defaults tuned for 8-bit video at mask resolution (~320)."""
 
-    noise: float = 0.02  # frame differences below this are sensor/codec noise (~5 levels)
-    motion: float = 0.06  # ...and above noise + motion the pixel follows at once
-    mask_step: float = 0.3  # mask changes above this (confident) are real, not flicker
+    noise: float = 0.03  # frame differences below this are sensor/codec noise (~8 levels)
+    motion: float = 0.08  # ...and above noise + motion the pixel follows at once
+    mask_step: float = 0.4  # mask changes above this (confident) are real, not flicker
     mask_span: float = 0.3
-    cut: float = 0.7  # a scene cut: this fraction of pixels changed by more than noise + motion
+    # Motion compensation: warp the previous matte along dense optical flow (OpenCV DIS on
+    # a <=160 px grey guide, ~1 ms on a CPU) so a panning camera or a moving person is
+    # smoothed along its motion instead of being passed through unfiltered.
+    flow: bool = True
+    # The same for the look-ahead filter (neighbours warped onto the centre frame): on DAVIS
+    # it did not beat the plain median-gated window (53 % vs 50 % of raw flicker), so off.
+    flow_lookahead: bool = False
+    cut: float = 0.7  # a scene cut: this fraction of pixels changed by more than cut_level
+    cut_level: float = 0.08
     dilate: int = 1  # grow the "moving" region by this many pixels (edges of movers)
     min_gain: float = 0.05  # even at strength 1 a still pixel moves 5 % per frame
 
@@ -88,6 +101,72 @@ def _guide_for(frame: Tensor, size: tuple[int, int]) -> Tensor:
     if frame.dim() == 3 or frame.shape[0] == 1:
         return grey(downscale_frame(frame, size))  # OpenCV area resize on CPU
     return grey(resize(frame_to_nchw(frame), size))
+
+
+#: Long side of the grid the optical flow is computed on.
+FLOW_SIDE = 160
+_BASE_GRIDS: dict[tuple, tuple[Any, Any]] = {}
+
+
+def flow_guide(guide: Tensor) -> np.ndarray:
+    """uint8 grey (fh, fw) numpy image of a (1,1,h,w) guide at the flow grid."""
+    g = guide[0, 0].detach().float().cpu().numpy()
+    g8 = np.clip(g * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    h, w = g8.shape
+    if max(h, w) > FLOW_SIDE:
+        fh, fw = work_size(h, w, FLOW_SIDE)
+        g8 = cv2.resize(g8, (fw, fh), interpolation=cv2.INTER_AREA)
+    return g8
+
+
+def make_flow() -> Any:
+    """A dense optical flow estimator (one per stream: it is not thread-safe)."""
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+
+
+def warp(x: Tensor, flow: np.ndarray) -> Tensor:
+    """Sample (1,C,h,w) ``x`` at ``p + flow(p)``: the previous frame moved onto the current one.
+
+    ``flow`` (fh,fw,2) in flow-grid pixels is rescaled to ``x``'s grid. OpenCV remap on
+    CPU, ``grid_sample`` elsewhere; borders replicate.
+    """
+    h, w = x.shape[-2:]
+    fh, fw = flow.shape[:2]
+    if fast_cpu(x):
+        f = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) if (fh, fw) != (h, w) else flow
+        key = (h, w, "cpu")
+        if key not in _BASE_GRIDS:
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+            _BASE_GRIDS[key] = (xx, yy)
+        xx, yy = _BASE_GRIDS[key]
+        mx = xx + f[..., 0] * (w / fw)
+        my = yy + f[..., 1] * (h / fh)
+        xs = x.detach().float().contiguous()
+        out = torch.empty_like(xs)
+        for c in range(xs.shape[1]):
+            cv2.remap(
+                xs[0, c].numpy(), mx, my, cv2.INTER_LINEAR, dst=out[0, c].numpy(),
+                borderMode=cv2.BORDER_REPLICATE,
+            )  # fmt: skip
+        return out
+    ft = torch.from_numpy(flow).to(x.device).permute(2, 0, 1)[None].float()
+    if (fh, fw) != (h, w):
+        ft = F.interpolate(ft, size=(h, w), mode="bilinear", align_corners=False)
+    key = (h, w, x.device)
+    if key not in _BASE_GRIDS:
+        yy, xx = torch.meshgrid(
+            torch.arange(h, device=x.device, dtype=torch.float32),
+            torch.arange(w, device=x.device, dtype=torch.float32),
+            indexing="ij",
+        )
+        _BASE_GRIDS[key] = (xx, yy)
+    xx, yy = _BASE_GRIDS[key]
+    gx = (xx + ft[0, 0] * (w / fw)) * (2.0 / w) + (1.0 / w - 1.0)
+    gy = (yy + ft[0, 1] * (h / fh)) * (2.0 / h) + (1.0 / h - 1.0)
+    grid = torch.stack([gx, gy], -1)[None]
+    return F.grid_sample(
+        x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 def _ramp(x: Tensor, lo: float, span: float) -> Tensor:
@@ -104,7 +183,7 @@ def is_scene_cut(
     guide: Tensor, prev_guide: Tensor, params: SmoothingParams = SmoothingParams()
 ) -> bool:
     """Almost every pixel changed: a cut (or a whip pan, where forgetting costs nothing)."""
-    moved = box_filter((guide - prev_guide).abs(), 1) > (params.noise + params.motion)
+    moved = box_filter((guide - prev_guide).abs(), 1) > params.cut_level
     return float(moved.float().mean()) > params.cut
 
 
@@ -116,6 +195,7 @@ class TemporalSmoother:
             raise ValueError(f"smoothing strength must be in 0..1, got {strength}")
         self.strength = float(strength)
         self.params = params or SmoothingParams()
+        self._flow: Any = None  # created on first use; one estimator per smoother
 
     def __call__(
         self, raw: Tensor, frame: Tensor, state: SmoothingState | None = None
@@ -133,13 +213,22 @@ class TemporalSmoother:
             or state.alpha.device != a32.device
             or is_scene_cut(g, state.guide, p)
         ):
-            return raw, SmoothingState(alpha=a32, guide=g, frames=1)
-        prev = state.alpha
-        gate = self.gate(a32, prev, g, state.guide)
+            fg8 = flow_guide(g) if p.flow and a32.shape[0] == 1 else None
+            return raw, SmoothingState(alpha=a32, guide=g, frames=1, flow_guide=fg8)
+        prev, prev_guide, fg8 = state.alpha, state.guide, None
+        if p.flow and a32.shape[0] == 1 and state.flow_guide is not None:
+            fg8 = flow_guide(g)
+            if self._flow is None:
+                self._flow = make_flow()
+            flow = self._flow.calc(fg8, state.flow_guide, None)
+            moved = warp(torch.cat([prev, prev_guide], 1), flow)
+            prev, prev_guide = moved[:, :1], moved[:, 1:]
+        gate = self.gate(a32, prev, g, prev_guide)
         k0 = still_gain(self.strength, p)
         gain = gate.mul_(1.0 - k0).add_(k0)
         out = torch.addcmul(prev, gain, a32 - prev)
-        return out.to(a.dtype), SmoothingState(alpha=out, guide=g, frames=state.frames + 1)
+        new = SmoothingState(alpha=out, guide=g, frames=state.frames + 1, flow_guide=fg8)
+        return out.to(a.dtype), new
 
     def gate(self, raw: Tensor, prev: Tensor, guide: Tensor, prev_guide: Tensor) -> Tensor:
         """Per pixel 0 (still: smooth) .. 1 (moving: follow the new mask now)."""
@@ -168,6 +257,7 @@ class _Entry:
     frame: Any
     meta: Any
     segment: int
+    flow_guide: np.ndarray | None = None
 
 
 class BidirectionalSmoother:
@@ -186,6 +276,7 @@ class BidirectionalSmoother:
         self.strength = float(strength)
         self.lookahead = int(lookahead)
         self.params = params or SmoothingParams()
+        self._flow: Any = None
         self.reset()
 
     def reset(self) -> None:
@@ -213,7 +304,8 @@ class BidirectionalSmoother:
             last = self._buf[-1]
             if last.raw.shape != a.shape or is_scene_cut(g, last.guide, self.params):
                 self._segment += 1
-        self._buf.append(_Entry(a, g, frame, meta, self._segment))
+        fg8 = flow_guide(g) if self.params.flow_lookahead and a.shape[0] == 1 else None
+        self._buf.append(_Entry(a, g, frame, meta, self._segment, fg8))
         out: list[Smoothed] = []
         while self.pending > self.lookahead or (
             self.pending > 0 and self._buf[-1].segment != self._buf[self._next].segment
@@ -252,17 +344,30 @@ class BidirectionalSmoother:
         if self.strength == 0.0 or len(window) == 1:
             return centre.raw
         p = self.params
-        raws = torch.stack([e.raw.float() for e in window])  # (T,N,1,h,w)
+        # Neighbours moved onto the centre frame along optical flow (when available), so
+        # pixels are averaged along their motion, not across it.
+        raws_l, guides = [], []
+        for i, e in enumerate(window):
+            r, g = e.raw.float(), e.guide
+            if i != c and centre.flow_guide is not None and e.flow_guide is not None:
+                if self._flow is None:
+                    self._flow = make_flow()
+                flow = self._flow.calc(centre.flow_guide, e.flow_guide, None)
+                moved = warp(torch.cat([r, g], 1), flow)
+                r, g = moved[:, :1], moved[:, 1:]
+            raws_l.append(r)
+            guides.append(g)
+        raws = torch.stack(raws_l)  # (T,N,1,h,w)
         median = raws.median(dim=0).values
         weight = 1.0 - still_gain(self.strength, p)  # neighbour weight, 0..0.95
         num = torch.zeros_like(median)
         den = torch.zeros_like(median)
-        for i, e in enumerate(window):
+        for i in range(len(window)):
             agree = 1.0 - _ramp((raws[i] - median).abs(), 0.25, 0.25)
             if i == c:
                 w = agree.mul_(1.0 - weight).add_(1e-3)
             else:
-                diff = box_filter((e.guide - centre.guide).abs(), 1)
+                diff = box_filter((guides[i] - centre.guide).abs(), 1)
                 still = 1.0 - _ramp(diff, p.noise, p.motion)
                 w = agree.mul_(still).mul_(weight)
             num.addcmul_(w, raws[i])
