@@ -22,10 +22,18 @@
     post.set_background("blur:25")     # switch background at run time (UI)
 
 One PostProcessor per stream: it holds the smoothing state. Steps, all on the frame's
-device: temporal smoothing at mask resolution (:mod:`vidmat.core.smoothing`) -> fast
-guided upsampling to frame resolution -> tone curve -> erode/dilate -> feather
-(:mod:`vidmat.core.refine`) -> despill -> composite (:mod:`vidmat.core.composite`).
-Numpy frames/alphas are accepted too (moved to the frame's device/CPU).
+device: the frame is reduced once to a working grid (long side = the mask's, ~320) ->
+temporal smoothing there (:mod:`vidmat.core.smoothing`) -> fast guided filter fitted
+there and applied to the full-resolution frame -> tone curve / snap -> erode/dilate ->
+feather (:mod:`vidmat.core.refine`) -> despill -> composite (:mod:`vidmat.core.composite`).
+On CPU tensors the full-resolution steps run through OpenCV on zero-copy views (5-10x
+faster than torch there); on CUDA everything is torch (fp16 by default). ``finish``
+refines + composites a mask that is already smoothed (the live pipeline smooths at model
+rate itself); ``refine`` returns only the full-resolution alpha.
+Numpy frames/alphas are accepted too.
+
+Cost (``vidmat bench postprocess --threads 1``, 2-core CPU beside a training job):
+640x480 greenscreen with despill and smoothing ~12-14 ms of CPU time per frame.
 """
 
 from __future__ import annotations

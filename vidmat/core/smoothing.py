@@ -7,8 +7,12 @@ moving person. Here every pixel decides for itself how much to trust the new mas
   ``out = prev + k * (raw - prev)`` whose gain ``k`` is low (``strength`` high) where the
   frame did not change and the mask change is small, and 1 where the frame changed
   (frame difference, slightly dilated) or the mask changed by a large, confident step.
+  ``prev`` is first moved onto the current frame along dense optical flow (OpenCV DIS on
+  a <= 160 px grey guide, ~1 ms; the warp runs on the tensor's device), so a panning
+  camera or a walking person is smoothed along the motion instead of being passed
+  through raw - on DAVIS that took flicker from 65 % to 57 % of the raw output.
   A still scene settles, a moving person is followed in the same frame, and a scene
-  cut (large mean frame difference) resets the filter. Caller-held state::
+  cut (most pixels changed) resets the filter. Caller-held state::
 
       smoother = TemporalSmoother(strength=0.5)
       state = None
