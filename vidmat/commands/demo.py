@@ -21,9 +21,10 @@ from vidmat.pipelines.convert import (
     engine_config_for_files,
     sigterm_as_interrupt,
 )
+from vidmat.resources import assets_dir
 
 #: The demo clip made by assets/make_demo.py (see assets/README.md).
-DEMO_CLIP = Path(__file__).resolve().parents[2] / "assets" / "demo.mp4"
+DEMO_CLIP = assets_dir() / "demo.mp4"
 DEFAULT_DIR = Path("vidmat-demo-output")
 
 
