@@ -284,3 +284,10 @@ def test_background_image_and_bad_background(good: Path, tmp_path: Path, capsys)
     assert np.abs(first[2, -3].astype(int) - (255, 0, 255)).max() < 12  # no person in the corner
     code, _, err = run_cli([good, "--bg", tmp_path / "nope.jpg", "-o", f"{out}/"], capsys)
     assert code == 2 and err.count("vidmat: error:") == 1 and "nope.jpg" in err
+
+
+def test_failed_run_removes_the_folder_it_made(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    code, _, _ = run_cli([bad, "-o", tmp_path / "made" / "here/"], capsys)
+    assert code == 2 and listing(tmp_path) == {"bad.mp4"}

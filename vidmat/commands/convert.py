@@ -188,8 +188,11 @@ def _format_from(args: argparse.Namespace) -> str:
     return "mp4"
 
 
-def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) -> None:
-    """Fill in each job's output path; -o is a file only for a single input."""
+def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) -> Path | None:
+    """Fill in each job's output path; -o is a file only for a single input.
+
+    Returns the output folder if this call created it (removed again if nothing lands in it).
+    """
     out = Path(args.output).expanduser() if args.output else None
     live = [j for j in jobs if j.error is None]
     if (
@@ -208,11 +211,16 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
         or len(jobs) > 1
         or (not out.suffix and cfg.fmt != "png")
     )
-    if as_folder and out is not None and not out.exists():
+    created = None
+    if as_folder and out is not None and not out.exists() and live:
+        top = out  # the highest folder this call creates
+        while not top.parent.exists():
+            top = top.parent
         try:
             out.mkdir(parents=True)
         except OSError as exc:
             raise VidmatError(f"cannot create the output folder {out} ({exc.strerror}).") from None
+        created = top
     for j in live:
         jcfg = image_config(cfg, args.bg is not None) if j.is_image else cfg
         if out is None:
@@ -224,6 +232,7 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
     dsts = [j.dst for j in live]
     if len(set(dsts)) != len(dsts):
         raise VidmatError("two inputs would write the same output; give them different names.")
+    return created
 
 
 # --------------------------------------------------------------------------- running
@@ -327,7 +336,24 @@ def _probe_all(jobs: list[Job]) -> int | None:
 def run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     jobs = expand_inputs(args.inputs)
-    plan_outputs(jobs, args, cfg)
+    created = plan_outputs(jobs, args, cfg)
+    try:
+        return _convert_all(args, cfg, jobs)
+    finally:
+        if created is not None:  # made for outputs that all failed (or Ctrl-C): leave no trace
+            _remove_empty_tree(created)
+
+
+def _remove_empty_tree(top: Path) -> None:
+    """Remove ``top`` if it holds nothing but empty folders."""
+    if not top.is_dir() or any(p.is_file() for p in top.rglob("*")):
+        return
+    for d in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()
+    top.rmdir()
+
+
+def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) -> int:
     total = _probe_all(jobs)
     work = [j for j in jobs if j.error is None]
     engine = None

@@ -671,10 +671,8 @@ class VideoWriter:
         )
         if not ok:
             raise VidmatError(f"could not encode PNG frame {self.frames + 1}.")
-        try:
-            (self.path / name).write_bytes(data.tobytes())
-        except OSError as exc:
-            raise VidmatError(_os_error_sentence(exc, self.path)) from None
+        # An OSError (disk full) goes up as it is: the caller knows the final name to report.
+        (self.path / name).write_bytes(data.tobytes())
         self._csv.writerow([name, pts, str(self.time_base), f"{float(pts * self.time_base):.6f}"])
         self.frames += 1
 
@@ -728,16 +726,6 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
-
-
-def _os_error_sentence(exc: OSError, where: Path) -> str:
-    import errno
-
-    if exc.errno == errno.ENOSPC:
-        return f"the disk is full while writing {where}; nothing was kept."
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{where} is not writable ({exc.strerror})."
-    return f"could not write {where} ({exc.strerror or exc})."
 
 
 # ------------------------------------------------------------------ atomic folders
