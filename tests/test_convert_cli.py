@@ -291,3 +291,11 @@ def test_failed_run_removes_the_folder_it_made(tmp_path: Path, capsys) -> None:
     bad.write_text("not a video")
     code, _, _ = run_cli([bad, "-o", tmp_path / "made" / "here/"], capsys)
     assert code == 2 and listing(tmp_path) == {"bad.mp4"}
+
+
+def test_output_suffix_must_match_format(good: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli([good, "-o", tmp_path / "o.mp4", "--format", "webm"], capsys)
+    assert code == 2 and "name the output o.webm" in err
+    code, _, err = run_cli([good, "-o", tmp_path / "o.mov", "--format", "png"], capsys)
+    assert code == 2 and "folder of frames" in err
+    assert listing(tmp_path) == set()

@@ -228,11 +228,25 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
         elif as_folder:
             j.dst = default_output(j.src, jcfg, out)
         else:
+            if not j.is_image:
+                _check_suffix(out, cfg.fmt)
             j.dst = out
     dsts = [j.dst for j in live]
     if len(set(dsts)) != len(dsts):
         raise VidmatError("two inputs would write the same output; give them different names.")
     return created
+
+
+def _check_suffix(out: Path, fmt: str) -> None:
+    """A file named .mp4 must not hold WebM, nor a PNG sequence be named like a video."""
+    suffix = out.suffix.lower()
+    want = FORMATS[fmt][0]
+    if fmt == "png" and suffix in VIDEO_SUFFIXES | STILL_SUFFIXES:
+        raise VidmatError(
+            f"--format png writes a folder of frames; give -o a folder name, not {out.name}."
+        )
+    if fmt != "png" and suffix and suffix != want and suffix in VIDEO_SUFFIXES:
+        raise VidmatError(f"--format {fmt} writes {want} files; name the output {out.stem}{want}.")
 
 
 # --------------------------------------------------------------------------- running
