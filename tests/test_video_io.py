@@ -263,3 +263,15 @@ def test_atomic_folder_leaves_nothing_on_error(tmp_path: Path) -> None:
         (tmp / "b").write_bytes(b"2")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     assert [p.name for p in tmp_path.iterdir()] == ["seq"]
+
+
+@pytest.mark.parametrize(("fmt", "codec"), [("mp4", "aac"), ("webm", "opus"), ("mov", "pcm_s16le")])
+def test_audio_reencoded_when_container_cannot_copy(tmp_path: Path, fmt: str, codec: str) -> None:
+    """PCM audio (from a .mov) cannot go into mp4 or webm as it is: AAC / Opus instead."""
+    src = make_clip(tmp_path / "pcm.mov", frames=8, audio="pcm_s16le")
+    dst = tmp_path / f"out{FORMATS[fmt][0]}"
+    w = _transcode(src, dst, fmt)
+    assert w.audio_copied == (fmt == "mov")
+    with av.open(str(dst)) as c:
+        assert c.streams.audio[0].codec_context.name == codec
+    assert abs(audio_seconds(dst) - audio_seconds(src)) < 0.03

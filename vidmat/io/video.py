@@ -38,7 +38,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -494,18 +494,6 @@ class EncodeConfig:
 
     def vp9_crf(self) -> int:
         return 30 if self.crf is None else self.crf
-
-
-@dataclass
-class _Target:
-    """The stream layout derived from the input, shared by every format."""
-
-    width: int
-    height: int
-    time_base: Fraction
-    rate: Fraction | None
-    padded: tuple[int, int] | None = None  # (w, h) after padding for yuv420p
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class VideoWriter:
