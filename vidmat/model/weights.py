@@ -88,10 +88,10 @@ REGISTRY: dict[str, WeightsSpec] = {
     "u2netp_person": WeightsSpec(
         name="u2netp_person",
         arch="u2netp",
-        input_size=320,
+        input_size=224,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256=None,
+        sha256="af1dca99604324832bd446891fc60568246ad30f109ce2d23ecaf0c530500e43",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
