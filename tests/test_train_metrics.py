@@ -121,6 +121,16 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
     assert res["flicker"] >= 0.0
     assert "all" in capsys.readouterr().out
 
+    # with temporal smoothing (causal and bidirectional) the same scores are produced
+    for extra in (["--smoothing", "0.7"], ["--smoothing", "0.7", "--lookahead", "1"]):
+        code = main([
+            "eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
+            "--device", "cpu", "--json", str(out2), "--overwrite", "--no-progress", *extra,
+        ])  # fmt: skip
+        assert code == 0
+        sm = json.loads(out2.read_text())
+        assert sm["n"] == 4 and sm["smoothing"] == 0.7 and 0.0 <= sm["iou"] <= 1.0
+
     # the existing JSON is not overwritten without --overwrite
     code = main(["eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
                  "--json", str(out2), "--no-progress"])  # fmt: skip
