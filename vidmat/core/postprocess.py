@@ -54,8 +54,10 @@ from vidmat.core.refine import (
     decontaminate,
     downscale_frame,
     erode_dilate,
+    fast_cpu,
     feather,
     foreground_small,
+    frame_to_nchw,
     grey,
     guided_coefficients,
     resize,
@@ -188,7 +190,15 @@ class PostProcessor:
         small = downscale_frame(frame, size)
         return small, resize(lowres.float(), size).clamp_(0.0, 1.0)
 
-    def _alpha(self, frame: Tensor, small: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+    def _frame_f(self, frame: Tensor) -> Tensor | None:
+        """The float frame for the torch path (None on the OpenCV CPU path, which needs none)."""
+        if fast_cpu(frame) and frame.dtype == torch.uint8:
+            return None
+        return frame_to_nchw(frame, self._dtype(frame.device))
+
+    def _alpha(
+        self, frame: Tensor, small: Tensor, p: Tensor, frame_f: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Full-resolution alpha (1,1,H,W) and its working-grid twin (for despill)."""
         c = self.config
         dtype = self._dtype(frame.device)
@@ -196,7 +206,7 @@ class PostProcessor:
             color = c.guided_color if c.guided_color is not None else frame.device.type != "cpu"
             guide = small if color else grey(small)
             a, b = guided_coefficients(guide, p, c.guided_radius, c.guided_eps)
-            alpha = apply_coefficients(a, b, frame, dtype=dtype)
+            alpha = apply_coefficients(a, b, frame, frame_f=frame_f, dtype=dtype)
             alpha_small = (a * guide).sum(1, keepdim=True).add_(b).clamp_(0.0, 1.0)
         else:
             alpha = resize(p, (frame.shape[-3], frame.shape[-2])).clamp_(0.0, 1.0).to(dtype)
@@ -208,12 +218,13 @@ class PostProcessor:
 
     def _finish(self, frame: Tensor, small: Tensor, p: Tensor, t: float | None) -> Output:
         """Refine the (smoothed) working-grid mask ``p`` to the frame and composite."""
-        alpha, alpha_small = self._alpha(frame, small, p)
+        frame_f = self._frame_f(frame)
+        alpha, alpha_small = self._alpha(frame, small, p, frame_f)
         fg = None
         if self.config.despill and self.background.kind != "mask":
             # The colour estimate is smooth by construction: half the working grid is plenty.
             fg_small = foreground_small(F.avg_pool2d(small, 2), F.avg_pool2d(alpha_small, 2), 2)
-            fg = decontaminate(frame, alpha, fg_small)
+            fg = decontaminate(frame, alpha, fg_small, frame_f)
         image = self.compositor(frame, alpha, t=t, fg=fg)
         return Output(alpha, image, frame, t)
 

@@ -404,14 +404,17 @@ def foreground_small(small: Tensor, alpha_small: Tensor, radius: int = 3) -> Ten
     return torch.where(den > 1e-4, fg, small.float()).clamp_(0.0, 1.0)
 
 
-def decontaminate(frame: Tensor, alpha: Tensor, fg_small: Tensor) -> Tensor:
+def decontaminate(
+    frame: Tensor, alpha: Tensor, fg_small: Tensor, frame_f: Tensor | None = None
+) -> Tensor:
     """Despilled foreground at full resolution: ``lerp(F, I, a^2)``.
 
     Solid foreground (a = 1) keeps the frame's own pixels; edge pixels take the colour
     of the nearby foreground instead of the old background's mix. Returns uint8
     (H,W,3) on the OpenCV path, float (N,H,W,3) on the 0..255 scale otherwise.
+    ``frame_f``: the float (N,3,H,W) frame in [0,1] if the caller has it (saves a pass).
     """
-    if fast_cpu(frame) and frame.dtype == torch.uint8 and alpha.shape[0] == 1:
+    if fast_cpu(frame) and frame.dtype == torch.uint8 and alpha.shape[0] == 1 and frame_f is None:
         f = _np(frame if frame.dim() == 3 else frame[0])
         height, width = f.shape[:2]
         small_u8 = _np_hwc(fg_small * 255.0).round().astype(np.uint8)
@@ -420,10 +423,11 @@ def decontaminate(frame: Tensor, alpha: Tensor, fg_small: Tensor) -> Tensor:
         keep = cv2.multiply(a, a)
         out = cv2.blendLinear(f, big, keep, 1.0 - keep)
         return torch.from_numpy(out)
-    frame_f = frame_to_nchw(frame)
+    if frame_f is None:
+        frame_f = frame_to_nchw(frame)
     height, width = frame_f.shape[-2:]
-    big = resize(fg_small.float(), (height, width))
-    keep = alpha.float().square()
+    big = resize(fg_small.float(), (height, width)).to(frame_f.dtype)
+    keep = alpha.to(frame_f.dtype).square()
     out = torch.lerp(big, frame_f, keep).mul_(255.0).permute(0, 2, 3, 1)
     return out[0] if frame.dim() == 3 else out
 
