@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,14 @@ def check_output_path(path: Path, overwrite: bool) -> None:
         raise VidmatError(f"output folder {folder} does not exist.")
     if not os.access(folder, os.W_OK):
         raise VidmatError(f"output folder {folder} is not writable.")
+
+
+def _umask_mode(path: Path) -> None:
+    """Temporary files are created private (0600); a finished output gets the usual mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 @contextlib.contextmanager
@@ -39,10 +49,44 @@ def atomic_output(path: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        raise
+
+
+_folder_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Like :func:`atomic_output` for a folder of files (a PNG sequence).
+
+    The files go into a hidden temporary folder beside ``path``; only when all are
+    written is it renamed into place (an old folder is moved aside first and deleted
+    afterwards, so there is no moment with neither).
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
+    try:
+        yield tmp
+        _umask_mode(tmp)
+        with _folder_lock:
+            old = None
+            if path.exists():
+                if not overwrite:
+                    raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+                os.rmdir(old)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -33,10 +33,6 @@ import contextlib
 import csv
 import itertools
 import logging
-import os
-import shutil
-import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -714,36 +710,3 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
-
-
-# ------------------------------------------------------------------ atomic folders
-_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Like :func:`vidmat.io.files.atomic_output` for a PNG-sequence folder.
-
-    The frames go into a hidden temporary folder beside ``path``; only when all are
-    written is it renamed into place (an old folder is moved aside first and deleted
-    afterwards, so there is no moment with neither).
-    """
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
-    try:
-        yield tmp
-        with _lock:
-            old = None
-            if path.exists():
-                if not overwrite:
-                    raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-                os.rmdir(old)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -41,7 +41,7 @@ from vidmat.core.backgrounds import GREENSCREEN, Background, parse_background
 from vidmat.core.engine import Engine, EngineConfig, select_device
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_output, check_output_path
+from vidmat.io.files import atomic_folder, atomic_output, check_output_path
 from vidmat.io.images import load_background
 from vidmat.io.video import (
     FORMATS,
@@ -51,7 +51,6 @@ from vidmat.io.video import (
     VideoInfo,
     VideoReader,
     VideoWriter,
-    atomic_folder,
 )
 
 #: Progress callback: called with the number of frames just finished.
@@ -393,14 +392,6 @@ def _audio_note(writer: VideoWriter, info: VideoInfo) -> str | None:
     return ("copied" if writer.audio_copied else "re-encoded") + where
 
 
-def _public(path: Path) -> None:
-    """Temporary files are created private (0600); a finished output gets the umask's mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with contextlib.suppress(OSError):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 @contextlib.contextmanager
 def _output(dst: Path, fmt: str, overwrite: bool) -> Iterator[Path]:
     """A temporary file (or folder for png) beside ``dst``, renamed onto it when complete."""
@@ -411,7 +402,6 @@ def _output(dst: Path, fmt: str, overwrite: bool) -> Iterator[Path]:
         raise _io_error(exc, dst) from None
     try:
         yield tmp
-        _public(tmp)
     except BaseException:
         if not manager.__exit__(*sys.exc_info()):
             raise

@@ -1,0 +1,58 @@
+"""Outputs appear complete or not at all, with ordinary permissions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vidmat.errors import VidmatError
+from vidmat.io.files import atomic_folder, atomic_output, check_output_path
+
+
+def test_atomic_output_renames_on_success_with_umask_mode(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    old = os.umask(0o022)
+    try:
+        with atomic_output(target) as tmp:
+            assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and tmp != target
+            tmp.write_bytes(b"data")
+            assert not target.exists()
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"data"
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_atomic_output_leaves_nothing_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt), atomic_output(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_folder_gets_umask_mode(tmp_path: Path) -> None:
+    target = tmp_path / "frames"
+    with atomic_folder(target) as tmp:
+        (tmp / "0.png").write_bytes(b"x")
+    assert (target / "0.png").exists()
+    assert target.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_check_output_path_refuses_what_would_fail(tmp_path: Path) -> None:
+    existing = tmp_path / "x.mp4"
+    existing.write_bytes(b"")
+    with pytest.raises(VidmatError, match="--overwrite"):
+        check_output_path(existing, overwrite=False)
+    check_output_path(existing, overwrite=True)
+    with pytest.raises(VidmatError, match="does not exist"):
+        check_output_path(tmp_path / "missing" / "x.mp4", overwrite=False)
