@@ -76,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--channels-last",
         default=None,
-        help="on,off: memory formats to time (default: the engine's choice for the device)",
+        help="on,off: channels-last (NHWC) settings to time (default: on, the engine's default)",
     )
     p.add_argument(
         "--frame",
@@ -161,9 +161,7 @@ def run(args: argparse.Namespace) -> int:
     batches = args.batches or ([1, 32, 128] if cuda else [1])
     precisions = (args.precisions or ("fp16,fp32" if cuda else "fp32")).split(",")
     graphs = [g == "on" for g in (args.graph or "on,off").split(",")] if cuda else [False]
-    layouts: list[bool | None] = (
-        [v == "on" for v in args.channels_last.split(",")] if args.channels_last else [None]
-    )
+    layouts = [v == "on" for v in (args.channels_last or "on").split(",")]
     iters = args.iters or (50 if cuda else 5)
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
 
