@@ -88,10 +88,10 @@ REGISTRY: dict[str, WeightsSpec] = {
     "u2netp_person": WeightsSpec(
         name="u2netp_person",
         arch="u2netp",
-        input_size=224,
+        input_size=192,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="af1dca99604324832bd446891fc60568246ad30f109ce2d23ecaf0c530500e43",
+        sha256="bee433cafc7fb39216a810cc3229a9a64bf7a4698c50f461f78f048a5e73887c",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
