@@ -63,6 +63,8 @@ class TrainConfig:
     ckpt_minutes: float = 4.0
     device: str = "cpu"
     threads: int | None = 2
+    #: NHWC activations: measured ~20 % faster per training step for u2netp on this CPU.
+    channels_last: bool = True
     init: str | None = None
     fix_masks: bool = True
     cache_long_side: int = 320
@@ -240,7 +242,8 @@ class Trainer:
 
                 init_model, _ = load_weights(cfg.init)
                 model.load_state_dict(init_model.state_dict())
-        self.model = model.to(self.device)
+        self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.fmt)
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -296,7 +299,7 @@ class Trainer:
         x, y = make_batch(
             cfg.seed, self.step, cfg.batch, cfg.size, self.sources, self.bank, self.aug
         )
-        x, y = x.to(self.device), y.to(self.device)
+        x, y = x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device)
         amp = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if self.device.type == "cuda"
