@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=192,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="bee433cafc7fb39216a810cc3229a9a64bf7a4698c50f461f78f048a5e73887c",
+        sha256="ca6f661f0110a2757cd27684d2a4290353c36791e5b87dce1568ae46563879fc",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
