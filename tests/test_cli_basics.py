@@ -85,3 +85,21 @@ def test_every_command_module_has_help() -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     for name, p in sub.choices.items():
         assert p.format_help().strip(), name
+
+
+def test_shared_argument_types_parse_and_refuse() -> None:
+    import argparse
+
+    from vidmat.argtypes import float_list, int_list, size_list, size_wxh
+
+    assert size_wxh("640x480") == (640, 480)
+    assert size_list("640x480, 1920X1080") == [(640, 480), (1920, 1080)]
+    assert int_list("1,32") == [1, 32] and float_list("0,0.5") == [0.0, 0.5]
+    for bad, parse in (
+        ("640", size_wxh),
+        ("0x480", size_wxh),
+        ("a,b", int_list),
+        ("x", float_list),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)

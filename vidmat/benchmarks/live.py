@@ -22,14 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from vidmat.argtypes import size_wxh
 from vidmat.benchmarks.report import report
 from vidmat.errors import VidmatError
-
-
-def _resolution(text: str) -> tuple[int, int]:
-    from vidmat.commands.live import parse_resolution
-
-    return parse_resolution(text)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--resolution",
-        type=_resolution,
+        type=size_wxh,
         default=(640, 480),
         metavar="WxH",
         help="frame size delivered by the source (default 640x480)",

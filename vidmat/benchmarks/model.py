@@ -16,27 +16,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from vidmat.argtypes import int_list, size_wxh
 from vidmat.benchmarks.report import report
 from vidmat.core.engine import Engine, EngineConfig, select_device
 from vidmat.model import build_model
 from vidmat.model.weights import WeightsSpec, load_weights
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-
-
-def _frame_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    return w, h
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,13 +39,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--sizes",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="model input sizes (default: 320 on CUDA; 192,256,320 on CPU)",
     )
     p.add_argument(
         "--batches",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="batch sizes (default: 1,32,128 on CUDA; 1 on CPU)",
     )
@@ -80,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--frame",
-        type=_frame_size,
+        type=size_wxh,
         default=(640, 480),
         metavar="WxH",
         help="frame size fed to the engine (default 640x480)",

@@ -16,29 +16,12 @@ import time
 import numpy as np
 import torch
 
+from vidmat.argtypes import float_list, size_list
 from vidmat.benchmarks.report import report
 from vidmat.core.backgrounds import Background, parse_background
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 
 KINDS = ("green", "image", "video", "blur", "transparent", "mask")
-
-
-def _sizes(text: str) -> list[tuple[int, int]]:
-    out = []
-    for item in text.split(","):
-        try:
-            w, h = (int(v) for v in item.lower().split("x"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT[,...], got {item!r}") from None
-        out.append((w, h))
-    return out
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 0,0.5, got {text!r}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="cpu, cuda or both as cpu,cuda (auto: cuda if present, and cpu)",
     )
     p.add_argument(
-        "--sizes", type=_sizes, default=None, help="WIDTHxHEIGHT list (default 640x480,1920x1080)"
+        "--sizes",
+        type=size_list,
+        default=None,
+        help="WIDTHxHEIGHT list (default 640x480,1920x1080)",
     )
     p.add_argument(
         "--backgrounds",
@@ -63,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"kinds or specs, comma-separated (default {','.join(KINDS)})",
     )
     p.add_argument(
-        "--smoothing", type=_floats, default=[0.0, 0.5], help="strengths (default 0,0.5)"
+        "--smoothing", type=float_list, default=[0.0, 0.5], help="strengths (default 0,0.5)"
     )
     p.add_argument("--lowres", type=int, default=320, help="model output side (default 320)")
     p.add_argument(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import signal
 import sys
 import threading
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidmat.argtypes import size_wxh
 from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.errors import VidmatError
 
@@ -35,13 +35,6 @@ On a CPU the model runs in its own thread at a smaller input (--size defaults
 to 192, or the weights' own size if smaller, and --threads to 1 here), so the
 picture stays fluid while the mask updates a few times per second.
 """
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d{2,5})\s*[xX×]\s*(\d{2,5})\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480")
-    return int(m.group(1)), int(m.group(2))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     src.add_argument(
         "--resolution",
-        type=parse_resolution,
+        type=size_wxh,
         default=None,
         metavar="WxH",
         help="ask the camera for this size (it may give another); a file is cropped and scaled",

@@ -1,0 +1,39 @@
+"""argparse value types shared by the commands and benchmarks, so a size reads the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+_WXH = re.compile(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*")
+
+
+def size_wxh(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480)."""
+    m = _WXH.fullmatch(text)
+    if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480")
+    return int(m.group(1)), int(m.group(2))
+
+
+def size_list(text: str) -> list[tuple[int, int]]:
+    """'640x480,1920x1080' -> [(640, 480), (1920, 1080)]."""
+    return [size_wxh(item) for item in text.split(",") if item.strip()]
+
+
+def int_list(text: str) -> list[int]:
+    """'1,32,128' -> [1, 32, 128]."""
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def float_list(text: str) -> list[float]:
+    """'0,0.5' -> [0.0, 0.5]."""
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0,0.5, got {text!r}") from None
