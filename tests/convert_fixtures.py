@@ -160,3 +160,23 @@ def read_alphas(path: Path) -> list[np.ndarray]:
         else:
             frames = list(c.decode(v))
         return [f.to_ndarray(format="rgba")[..., 3] for f in frames]
+
+
+def audio_only_file(path: Path, fmt: str | None = None, video: bool = False) -> Path:
+    """An AAC tone file; with ``video`` also a video track that never gets a frame."""
+    with av.open(str(path), "w", format=fmt) as c:
+        if video:  # a video track that never gets a frame
+            v = c.add_stream("libx264", rate=25)
+            v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("aac", rate=48000, layout="mono")
+        f = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        f.sample_rate, f.pts = 48000, 0
+        for p in [*a.encode(f), *a.encode()]:
+            c.mux(p)
+    return path
+
+
+def zero_frame_file(path: Path) -> Path:
+    return audio_only_file(path, "matroska", video=True)

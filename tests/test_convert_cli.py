@@ -11,7 +11,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from convert_fixtures import frame_times, make_clip, stub_engine
+from convert_fixtures import (
+    audio_only_file,
+    frame_times,
+    make_clip,
+    stub_engine,
+    zero_frame_file,
+)
 
 from vidmat.cli import main
 from vidmat.core.engine import Engine
@@ -40,25 +46,6 @@ def listing(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
 
 
-def _audio_only(path: Path, fmt: str | None = None, video: bool = False) -> Path:
-    with av.open(str(path), "w", format=fmt) as c:
-        if video:  # a video track that never gets a frame
-            v = c.add_stream("libx264", rate=25)
-            v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a = c.add_stream("aac", rate=48000, layout="mono")
-        f = av.AudioFrame.from_ndarray(
-            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-        )
-        f.sample_rate, f.pts = 48000, 0
-        for p in [*a.encode(f), *a.encode()]:
-            c.mux(p)
-    return path
-
-
-def _zero_frames(path: Path) -> Path:
-    return _audio_only(path, "matroska", video=True)
-
-
 BAD_INPUTS = {
     "missing": (lambda d: d / "nope.mp4", "does not exist"),
     "empty folder": (lambda d: ((d / "empty").mkdir(), d / "empty")[1], "contains no videos"),
@@ -70,8 +57,8 @@ BAD_INPUTS = {
         lambda d: (d / "notes.mp4").write_text("not a video\n" * 50) and d / "notes.mp4",
         "not a video file",
     ),
-    "audio only": (lambda d: _audio_only(d / "tone.m4a"), "audio only"),
-    "zero frames": (lambda d: _zero_frames(d / "blank.mkv"), "no video frames"),
+    "audio only": (lambda d: audio_only_file(d / "tone.m4a"), "audio only"),
+    "zero frames": (lambda d: zero_frame_file(d / "blank.mkv"), "no video frames"),
 }
 
 

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from convert_fixtures import (
     NTSC_FILM,
+    audio_only_file,
     audio_seconds,
     frame_times,
     make_clip,
     read_alphas,
     square_frame,
+    zero_frame_file,
 )
 
 from vidmat.errors import VidmatError
@@ -130,37 +132,14 @@ def test_reader_bad_files(tmp_path: Path, content: bytes | None, message: str) -
 
 
 def test_reader_audio_only(tmp_path: Path) -> None:
-    path = tmp_path / "tone.m4a"
-    with av.open(str(path), "w") as c:
-        a = c.add_stream("aac", rate=48000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(
-            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-        )
-        frame.sample_rate, frame.pts = 48000, 0
-        for p in a.encode(frame):
-            c.mux(p)
-        for p in a.encode():
-            c.mux(p)
     with pytest.raises(VidmatError, match="audio only"):
-        VideoReader(path)
+        VideoReader(audio_only_file(tmp_path / "tone.m4a"))
 
 
 def test_reader_zero_frames(tmp_path: Path) -> None:
-    path = tmp_path / "empty.mkv"  # Matroska keeps a video track that has no frames
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a = c.add_stream("aac", rate=48000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(
-            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-        )
-        frame.sample_rate, frame.pts = 48000, 0
-        for p in a.encode(frame):
-            c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+    # Matroska keeps a video track that has no frames
     with pytest.raises(VidmatError, match="no video frames"):
-        VideoReader(path)
+        VideoReader(zero_frame_file(tmp_path / "empty.mkv"))
 
 
 def test_reader_corrupt_middle_converts_what_decodes(tmp_path: Path) -> None:
