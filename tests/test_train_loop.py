@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vidmat.cli import main
-from vidmat.train.augment import sample_rng, synthesize
+from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import CachedSource, SourceSpec, fill_holes, load_source
 from vidmat.train.loop import TrainConfig, Trainer, deep_supervision_loss, make_batch
 
@@ -85,6 +85,43 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
         straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_whole_photo_sample_is_squashed_like_inference() -> None:
+    """A wide photo drawn whole is resized to the square as ``cv2.resize`` would at run time."""
+    h, w, size = 40, 80, 32
+    images = np.zeros((1, h, w, 3), np.uint8)
+    masks = np.zeros((1, h, w), np.uint8)
+    masks[0, 10:30, 50:70] = 255  # a 20x20 square in the right half
+    src = [CachedSource(SourceSpec(Path("wide"), 1.0, 0.0), images, masks)]
+    plain = AugmentConfig(
+        rotate_deg=0,
+        flip=0,
+        color=0,
+        low_light=0,
+        noise=0,
+        blur=0,
+        jpeg=0,
+        grayscale=0,
+        whole_photo=1.0,
+    )
+    _, target = synthesize(sample_rng(0, 0, 0), src, np.array([1.0]), size, cfg=plain)
+    expected = cv2.resize(masks[0], (size, size), interpolation=cv2.INTER_LINEAR) > 127
+    ys, xs = np.nonzero(target)
+    # squashed 2:1 -> the square becomes 8 wide and 16 tall, in the right half
+    assert xs.max() - xs.min() + 1 == 8 and ys.max() - ys.min() + 1 == 16
+    assert np.mean((target > 0.5) != expected) < 0.01
+
+
+def test_frame_aspects_cover_portrait_and_landscape() -> None:
+    """Windows stand for 9:16 to 16:9 frames, so squashed people of both kinds are seen."""
+    from vidmat.train.augment import _window
+
+    cfg = AugmentConfig(whole_photo=0.0)
+    wins = [_window(sample_rng(0, i, 0), 300, 300, False, cfg) for i in range(200)]
+    aspects = np.array([a / b for a, b in wins])
+    assert aspects.min() < 0.7 and aspects.max() > 1.5
+    assert all(a <= 300 + 1e-6 and b <= 300 + 1e-6 for a, b in wins)  # inside the photo
 
 
 def test_samples_depend_only_on_seed_step_slot() -> None:

@@ -33,6 +33,8 @@ class AugmentConfig:
     blur: float = 0.2
     jpeg: float = 0.3
     grayscale: float = 0.05
+    aspect_range: tuple[float, float] = (0.5, 2.0)  # frame width / height
+    whole_photo: float = 0.3  # un-composited samples that show the entire photo
 
 
 def _affine(
@@ -40,31 +42,65 @@ def _affine(
     h: int,
     w: int,
     size: int,
-    side: float,
+    win: tuple[float, float],
     cfg: AugmentConfig,
     anchor_bottom: bool = False,
 ) -> np.ndarray:
-    """Affine map from a square window of ``side`` source pixels to a ``size`` square.
+    """Affine map from a ``win`` = (width, height) source window to a ``size`` square.
 
+    The window has the aspect ratio of a camera frame, and squashing it to the
+    square is what inference does to every frame (``cv2.resize`` to the model
+    size): a 16:9 webcam frame makes people thin, a portrait photo makes them
+    wide. Training on the same geometry is what lets the model see a whole
+    full-body photo or a wide DAVIS frame the way it will see it at run time.
     ``anchor_bottom`` keeps the photo's bottom edge at or below the output's
     bottom edge: a torso cut by the photo frame must not float mid-scene.
     """
-    cx = rng.uniform(0.5 * min(side, w), w - 0.5 * min(side, w)) if side < w else w / 2
-    cy = rng.uniform(0.5 * min(side, h), h - 0.5 * min(side, h)) if side < h else h / 2
-    if side >= w:
-        cx += rng.uniform(-0.5, 0.5) * (side - w)
-    if side >= h:
-        cy += rng.uniform(-0.5, 0.5) * (side - h)
+    sw, sh = win
+    cx = rng.uniform(0.5 * sw, w - 0.5 * sw) if sw < w else w / 2
+    cy = rng.uniform(0.5 * sh, h - 0.5 * sh) if sh < h else h / 2
+    if sw >= w:
+        cx += rng.uniform(-0.5, 0.5) * (sw - w)
+    if sh >= h:
+        cy += rng.uniform(-0.5, 0.5) * (sh - h)
     if anchor_bottom:
-        cy = min(cy, h - side / 2)
-    angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
-    scale = size / side
-    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
-    m[0, 2] += size / 2 - cx
-    m[1, 2] += size / 2 - cy
+        cy = min(cy, h - sh / 2)
+    angle = np.deg2rad(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
+    c, s = np.cos(angle), np.sin(angle)
+    # translate the window centre to the origin, rotate, squash to the square, re-centre
+    rot = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    squash = np.diag([size / sw, size / sh, 1.0])
+    to_origin = np.array([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
+    to_centre = np.array([[1.0, 0.0, size / 2], [0.0, 1.0, size / 2], [0.0, 0.0, 1.0]])
+    m = to_centre @ squash @ rot @ to_origin
     if rng.random() < cfg.flip:
-        m = np.array([[-1, 0, size], [0, 1, 0]], np.float64) @ np.vstack([m, [0, 0, 1]])
-    return m
+        m = np.array([[-1.0, 0.0, size], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
+    return m[:2]
+
+
+def _frame_aspect(rng: np.random.Generator, cfg: AugmentConfig) -> float:
+    """Width / height of the camera frame a sample stands for (log-uniform, 9:16 to 16:9 and a bit)."""
+    lo, hi = cfg.aspect_range
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _window(
+    rng: np.random.Generator, h: int, w: int, composite: bool, cfg: AugmentConfig
+) -> tuple[float, float]:
+    """Source window (width, height) for one sample.
+
+    Not composited: stay inside the photo, so the border is real image content;
+    sometimes the whole photo, exactly the frame inference would see.
+    Composited: anywhere from a close-up to a small figure in a wide shot.
+    """
+    if composite:
+        sh = rng.uniform(0.45, 1.5) * max(h, w)
+        return _frame_aspect(rng, cfg) * sh, sh
+    if rng.random() < cfg.whole_photo:
+        return float(w), float(h)
+    a = _frame_aspect(rng, cfg)
+    sh = rng.uniform(0.55, 1.0) * min(h, w / a)
+    return a * sh, sh
 
 
 def _background(
@@ -178,11 +214,9 @@ def synthesize(
     mask = np.asarray(src.masks[i])
     h, w = mask.shape
     composite = rng.random() < src.spec.composite
-    # Composited: anywhere from a close-up to a small figure in a wide shot.
-    # Not composited: stay inside the photo, so the border is real image content.
-    side = rng.uniform(0.45, 1.5) * max(h, w) if composite else rng.uniform(0.55, 1.0) * min(h, w)
+    win = _window(rng, h, w, composite, cfg)
     touches_bottom = bool(mask[-1].any())
-    m = _affine(rng, h, w, size, side, cfg, anchor_bottom=composite and touches_bottom)
+    m = _affine(rng, h, w, size, win, cfg, anchor_bottom=composite and touches_bottom)
     fg = cv2.warpAffine(
         img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
     ).astype(np.float32)
