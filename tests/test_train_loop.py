@@ -167,6 +167,26 @@ def test_load_source_builds_and_reuses_cache(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(loaded.masks), np.asarray(again.masks))
 
 
+def test_only_named_roots_get_their_holes_filled(tmp_path: Path) -> None:
+    """VITON's neck gaps are closed; a CCP arm-torso gap stays background."""
+    m = np.zeros((32, 32), np.uint8)
+    m[4:28, 4:28] = 255
+    m[12:20, 12:20] = 0  # enclosed background, e.g. inside a bent arm
+    img = np.full((32, 32, 3), 128, np.uint8)
+    for name in ("viton", "ccp"):
+        (tmp_path / name / "images").mkdir(parents=True)
+        (tmp_path / name / "masks").mkdir()
+        cv2.imwrite(str(tmp_path / name / "images" / "0.png"), img)
+        cv2.imwrite(str(tmp_path / name / "masks" / "0.png"), m)
+    cfg = _cfg(tmp_path, steps=1)
+    cfg.sources = [SourceSpec(tmp_path / "viton"), SourceSpec(tmp_path / "ccp")]
+    cfg.cache_dir = tmp_path / "cache"
+    cfg.cache_long_side = 32
+    viton, ccp = Trainer(cfg, bank=None, valsets=[]).sources
+    assert viton.masks[0, 16, 16] == 255
+    assert ccp.masks[0, 16, 16] == 0
+
+
 def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--data", str(tmp_path / "nope"), "--run", str(tmp_path / "r")])
     assert code == 2

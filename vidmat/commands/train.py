@@ -110,10 +110,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="ignore RUN/last.pt and start from step 0 (refuses to overwrite it)",
     )
     p.add_argument(
-        "--no-fix-masks",
-        dest="fix_masks",
-        action="store_false",
-        help="do not close holes (VITON neck gaps) in training masks",
+        "--close-gaps",
+        default="viton",
+        metavar="NAMES",
+        help="comma-separated --data folder names whose masks have VITON-style neck gaps "
+        "to close and holes to fill (default: viton; 'none' for none). Other roots keep "
+        "their holes: the space between an arm and the torso is background",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
@@ -167,7 +169,9 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         channels_last=args.channels_last,
         init=args.init,
-        fix_masks=args.fix_masks,
+        close_gaps=tuple(
+            n.strip() for n in args.close_gaps.split(",") if n.strip() and n.strip() != "none"
+        ),
         progress=args.progress,
     )
     trainer = Trainer(cfg)
