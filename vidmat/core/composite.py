@@ -83,6 +83,12 @@ def prepare_image(
     return t[0].permute(1, 2, 0).round_().clamp_(0, 255).to(dtype).contiguous()
 
 
+def _blur_factor(sigma: float) -> int:
+    """Downscale factor for blurring: about sigma / 3, a power of two so that 640x480 and
+    1920x1080 divide exactly (OpenCV's area resize is ~2x faster on whole-number ratios)."""
+    return 1 << max(0, int(np.log2(max(1.0, sigma / 3.0))))
+
+
 def blur_background(frame: Tensor, alpha: Tensor | None, sigma: float) -> Tensor:
     """The frame blurred with about ``sigma`` px, person masked out so no halo of them remains.
 
@@ -96,7 +102,7 @@ def blur_background(frame: Tensor, alpha: Tensor | None, sigma: float) -> Tensor
     if sigma <= 0.5:
         out = f
     else:
-        factor = max(1.0, sigma / 3.0)
+        factor = _blur_factor(sigma)
         size = (max(1, round(height / factor)), max(1, round(width / factor)))
         small = resize(f, size)
         r = max(1, round(sigma / factor * 1.2))
@@ -122,7 +128,7 @@ def blur_background_cv2(frame: np.ndarray, alpha: np.ndarray, sigma: float) -> n
     height, width = frame.shape[:2]
     if sigma <= 0.5:
         return frame
-    factor = max(1.0, sigma / 3.0)
+    factor = _blur_factor(sigma)
     sw, sh = max(1, round(width / factor)), max(1, round(height / factor))
     small = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
     w = 1.0 - cv2.resize(alpha, (sw, sh), interpolation=cv2.INTER_AREA)
