@@ -12,7 +12,13 @@ import torch
 from vidmat.cli import main
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import CachedSource, SourceSpec, fill_holes, load_source
-from vidmat.train.loop import TrainConfig, Trainer, deep_supervision_loss, make_batch
+from vidmat.train.loop import (
+    TrainConfig,
+    Trainer,
+    deep_supervision_loss,
+    make_batch,
+    soft_iou_loss,
+)
 
 
 def _squares(n: int = 8, size: int = 32, seed: int = 0) -> CachedSource:
@@ -64,6 +70,21 @@ def test_a_few_steps_reduce_the_loss(tmp_path: Path) -> None:
     after = loss_on_batch()
     assert tr.step == 12
     assert after < 0.8 * before, f"loss {before:.3f} -> {after:.3f}"
+
+
+def test_soft_iou_loss_matches_hand_computed_value() -> None:
+    # probabilities 0.5 / 0.8 / 0.2 / 0.5 against target 1 1 0 0
+    p = torch.tensor([0.5, 0.8, 0.2, 0.5]).reshape(1, 1, 2, 2)
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0]).reshape(1, 1, 2, 2)
+    inter = 0.5 + 0.8
+    union = (0.5 + 1 - 0.5) + (0.8 + 1 - 0.8) + 0.2 + 0.5
+    expected = 1 - (inter + 1) / (union + 1)
+    got = soft_iou_loss(torch.logit(p), y)
+    assert abs(float(got) - expected) < 1e-6
+    logits = [torch.logit(p)] * 7
+    bce_only = deep_supervision_loss(logits, y)
+    both = deep_supervision_loss(logits, y, iou_weight=0.5)
+    assert abs(float(both - bce_only) - 0.5 * 7 * expected) < 1e-5
 
 
 def test_resume_continues_identically(tmp_path: Path) -> None:

@@ -81,6 +81,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument(
+        "--iou-weight",
+        type=float,
+        default=0.0,
+        help="weight of a soft-IoU loss on every output beside the BCE (default 0: BCE only)",
+    )
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument(
         "--ema", type=float, default=0.995, help="EMA decay of the weights (default 0.995)"
@@ -158,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        iou_weight=args.iou_weight,
         warmup=args.warmup,
         ema=args.ema,
         seed=args.seed,
