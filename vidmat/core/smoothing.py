@@ -95,6 +95,11 @@ class SmoothingParams:
     cut: float = 0.7  # a scene cut: this fraction of pixels changed by more than cut_level
     cut_level: float = 0.08
     dilate: int = 1  # grow the "moving" region by this many pixels (edges of movers)
+    # Image motion lets a pixel follow the new mask only when the mask itself moved by more
+    # than ``follow`` (ramping over ``follow_span``): small wobbles of a moving, panning shot
+    # are smoothed too, they are what makes a background shimmer.
+    follow: float = 0.05
+    follow_span: float = 0.1
     min_gain: float = 0.05  # even at strength 1 a still pixel moves 5 % per frame
 
 
@@ -239,8 +244,11 @@ class TemporalSmoother:
         """Per pixel 0 (still: smooth) .. 1 (moving: follow the new mask now)."""
         p = self.params
         motion = _ramp(box_filter((guide - prev_guide).abs(), 1), p.noise, p.motion)
+        change = (raw - prev).abs()
+        if p.follow > 0:
+            motion = motion.mul_(_ramp(change, p.follow, p.follow_span))
         confidence = (raw * 2.0 - 1.0).abs()
-        step = _ramp((raw - prev).abs(), p.mask_step, p.mask_span).mul_(confidence)
+        step = _ramp(change, p.mask_step, p.mask_span).mul_(confidence)
         gate = torch.maximum(motion, step)
         if p.dilate > 0:
             gate = dilate(gate, p.dilate)
@@ -374,6 +382,9 @@ class BidirectionalSmoother:
             else:
                 diff = box_filter((guides[i] - centre.guide).abs(), 1)
                 still = 1.0 - _ramp(diff, p.noise, p.motion)
+                if p.follow > 0:  # a neighbour whose mask barely differs counts as still
+                    near = 1.0 - _ramp((raws[i] - raws[c]).abs(), p.follow, p.follow_span)
+                    still = torch.maximum(still, near)
                 w = agree.mul_(still).mul_(weight)
             num.addcmul_(w, raws[i])
             den.add_(w)
