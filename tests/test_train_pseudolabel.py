@@ -1,0 +1,37 @@
+"""Pseudo-labelling frames of a clip with an injected teacher (MediaPipe is training-only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from convert_fixtures import make_clip
+
+from vidmat.train.data import SourceSpec, list_pairs
+from vidmat.train.pseudolabel import label_clips
+
+
+def red_teacher(rgb: np.ndarray) -> np.ndarray:
+    """Probability 0.9 on the clip's red square, 0.1 elsewhere."""
+    return np.where(rgb[..., 0] > 150, 0.9, 0.1).astype(np.float32)
+
+
+def test_frames_are_sampled_thresholded_and_readable_as_a_training_root(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c.mp4", frames=12, audio=None)
+    out = tmp_path / "pseudo"
+    n = label_clips([clip], out, red_teacher, every=4, stop=0.5)
+    assert n == 2  # frames 0 and 4 of the first half
+    pairs = list_pairs(SourceSpec(out).path)
+    assert [p[0].stem for p in pairs] == ["c_00000", "c_00004"]
+    img = cv2.imread(str(pairs[0][0]))[:, :, ::-1]
+    mask = cv2.imread(str(pairs[0][1]), cv2.IMREAD_GRAYSCALE)
+    assert set(np.unique(mask)) <= {0, 255}
+    agree = (mask > 127) == (img[..., 0] > 150)
+    assert agree.mean() > 0.97
+
+
+def test_frames_without_a_person_are_skipped(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c.mp4", frames=6, audio=None)
+    n = label_clips([clip], tmp_path / "p", lambda rgb: np.zeros(rgb.shape[:2]), every=1)
+    assert n == 0

@@ -1,0 +1,123 @@
+"""Pseudo-labels from a teacher for domains the labelled data does not cover.
+
+The labelled sets are street photos (CCP) and studio shots (VITON); nothing looks
+like an indoor webcam or a phone video. MediaPipe's selfie segmentation (shipped
+inside the ``mediapipe==0.10.14`` wheel: ``pip install .[teacher]``, a
+training-only extra, never a runtime dependency) labels frames of unlabelled
+clips; its thresholded masks become one more ``--data`` root for ``vidmat train``.
+
+    python -m vidmat.train.pseudolabel CLIP.mp4 [CLIP ...] --out DIR --every 5
+
+writes ``DIR/images/<clip>_<frame>.jpg`` and ``DIR/masks/<clip>_<frame>.png``
+(0 / 255). ``--until`` / ``--from`` keep a part of each clip out for a held-out
+check of agreement with the teacher. The output is derived from the clips: keep
+it outside the repository, like the data it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidmat.errors import VidmatError
+
+#: A teacher maps an RGB uint8 (H,W,3) frame to a float person probability (H,W).
+Teacher = Callable[[np.ndarray], np.ndarray]
+
+
+def mediapipe_teacher(model_selection: int = 0) -> Teacher:
+    """MediaPipe selfie segmentation (0 = the general 256x256 model, as in ../shared's scores)."""
+    try:
+        import mediapipe as mp
+    except ImportError as exc:
+        raise VidmatError(
+            "pseudo-labels need MediaPipe: pip install 'mediapipe==0.10.14' (training only)."
+        ) from exc
+    seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
+
+    def run(rgb: np.ndarray) -> np.ndarray:
+        return np.asarray(seg.process(rgb).segmentation_mask, np.float32)
+
+    return run
+
+
+def sample_frames(
+    path: Path, every: int, start: float = 0.0, stop: float = 1.0
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, RGB frame) for every ``every``-th frame in the [start, stop) fraction of a clip."""
+    from vidmat.io.video import VideoReader
+
+    with VideoReader(path) as reader:
+        total = reader.info.frames or 0
+        lo, hi = int(start * total), (int(stop * total) if total else None)
+        for frame in reader.frames():
+            i = frame.index
+            if hi is not None and i >= hi:
+                break
+            if i >= lo and (i - lo) % every == 0:
+                yield i, frame.image
+
+
+def label_clips(
+    clips: Sequence[Path],
+    out: Path,
+    teacher: Teacher,
+    every: int = 5,
+    start: float = 0.0,
+    stop: float = 1.0,
+    long_side: int = 640,
+    min_person: float = 0.01,
+) -> int:
+    """Write image/mask pairs for sampled frames; frames with (almost) no person are skipped
+    when ``min_person`` > 0, so a clip of hands or an empty room does not flood the set."""
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    n = 0
+    for clip in clips:
+        for i, rgb in sample_frames(clip, every, start, stop):
+            h, w = rgb.shape[:2]
+            scale = min(1.0, long_side / max(h, w))
+            if scale < 1.0:
+                rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), cv2.INTER_AREA)
+            mask = (teacher(rgb) >= 0.5).astype(np.uint8) * 255
+            if mask.mean() < 255 * min_person:
+                continue
+            stem = f"{clip.stem}_{i:05d}"
+            cv2.imwrite(
+                str(out / "images" / f"{stem}.jpg"), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92]
+            )
+            cv2.imwrite(str(out / "masks" / f"{stem}.png"), mask)
+            n += 1
+    return n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m vidmat.train.pseudolabel",
+        description="Label frames of unlabelled clips with MediaPipe selfie segmentation.",
+    )
+    p.add_argument("clips", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="folder for images/ and masks/")
+    p.add_argument("--every", type=int, default=5, help="keep every N-th frame (default 5)")
+    p.add_argument("--from", dest="start", type=float, default=0.0, help="start fraction")
+    p.add_argument("--until", dest="stop", type=float, default=1.0, help="stop fraction")
+    args = p.parse_args(argv)
+    for c in args.clips:
+        if not c.is_file():
+            p.exit(2, f"error: {c} does not exist.\n")
+    try:
+        n = label_clips(
+            args.clips, args.out, mediapipe_teacher(), args.every, args.start, args.stop
+        )
+    except VidmatError as exc:
+        p.exit(2, f"error: {exc}\n")
+    print(f"{n} pairs written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
