@@ -10,7 +10,7 @@ moving person. Here every pixel decides for itself how much to trust the new mas
   ``prev`` is first moved onto the current frame along dense optical flow (OpenCV DIS on
   a <= 160 px grey guide, ~1 ms; the warp runs on the tensor's device), so a panning
   camera or a walking person is smoothed along the motion instead of being passed
-  through raw - on DAVIS (early weights) flicker went from 65 % to 53 % of the raw output.
+  through raw. ``follow`` lets image motion open the gate only where the mask moved too.
   A still scene settles, a moving person is followed in the same frame, and a scene
   cut (most pixels changed) resets the filter. Caller-held state::
 
@@ -25,8 +25,10 @@ moving person. Here every pixel decides for itself how much to trust the new mas
   frames ahead and as many back, and averages each pixel over the frames whose image
   agrees with the centre frame and whose mask agrees with the temporal median of the
   window. Transient blobs vanish, lasting changes are followed at the frame they
-  happen (no lag at all), and no segment crosses a scene cut (DAVIS, early weights,
-  strength 0.5, lookahead 2: 47 % of the raw flicker). Driven from a frame loop::
+  happen (no lag at all), and no segment crosses a scene cut. On DAVIS with the shipped
+  weights (192 px, ``vidmat eval --smoothing 0.5``): causal 84 % of the raw flicker,
+  lookahead 2 69 %, lookahead 4 60 % (but -0.008 IoU), lag 0 and IoU unchanged otherwise.
+  Driven from a frame loop::
 
       bi = BidirectionalSmoother(strength=0.5, lookahead=2)
       for frame, raw in stream:

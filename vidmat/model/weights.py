@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=192,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="ca6f661f0110a2757cd27684d2a4290353c36791e5b87dce1568ae46563879fc",
+        sha256="d1190b2401d2442181e2d61bc4eb02a54651a443b265959540da6f6850807f66",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
