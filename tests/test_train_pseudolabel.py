@@ -6,10 +6,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from convert_fixtures import make_clip
 
 from vidmat.train.data import SourceSpec, list_pairs
-from vidmat.train.pseudolabel import label_clips
+from vidmat.train.pseudolabel import label_clips, main
 
 
 def red_teacher(rgb: np.ndarray) -> np.ndarray:
@@ -35,3 +36,15 @@ def test_frames_without_a_person_are_skipped(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "c.mp4", frames=6, audio=None)
     n = label_clips([clip], tmp_path / "p", lambda rgb: np.zeros(rgb.shape[:2]), every=1)
     assert n == 0
+
+
+def test_cli_refuses_bad_sampling_in_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = make_clip(tmp_path / "c.mp4", frames=4, audio=None)
+    for bad in (["--every", "0"], ["--from", "0.8", "--until", "0.5"]):
+        with pytest.raises(SystemExit) as exc:
+            main([str(clip), "--out", str(tmp_path / "p"), *bad])
+        assert exc.value.code == 2
+        assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

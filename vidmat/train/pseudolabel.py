@@ -82,7 +82,9 @@ def label_clips(
             h, w = rgb.shape[:2]
             scale = min(1.0, long_side / max(h, w))
             if scale < 1.0:
-                rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), cv2.INTER_AREA)
+                rgb = cv2.resize(
+                    rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+                )
             mask = (teacher(rgb) >= 0.5).astype(np.uint8) * 255
             if mask.mean() < 255 * min_person:
                 continue
@@ -106,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--from", dest="start", type=float, default=0.0, help="start fraction")
     p.add_argument("--until", dest="stop", type=float, default=1.0, help="stop fraction")
     args = p.parse_args(argv)
+    if args.every < 1:
+        p.error("--every must be 1 or more.")
+    if not 0.0 <= args.start < args.stop <= 1.0:
+        p.error("--from and --until are fractions of each clip with 0 <= from < until <= 1.")
     for c in args.clips:
         if not c.is_file():
             p.exit(2, f"error: {c} does not exist.\n")
