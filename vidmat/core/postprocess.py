@@ -132,6 +132,11 @@ def _tensor(x: Any, device: torch.device | None = None) -> Tensor:
     return x
 
 
+def _forced_dtype(precision: str) -> torch.dtype | None:
+    """The dtype a precision setting forces (None for "auto": the device decides)."""
+    return {"fp16": torch.float16, "fp32": torch.float32}.get(precision)
+
+
 class PostProcessor:
     """Per-stream post-processing: ``process`` for live, ``push``/``flush`` for files."""
 
@@ -141,7 +146,7 @@ class PostProcessor:
         background: Background | str | None = None,
     ) -> None:
         self.config = (config or PostprocessConfig()).validate()
-        self.compositor = Compositor(background, self._compositor_dtype())
+        self.compositor = Compositor(background, _forced_dtype(self.config.precision))
         self._smoother = TemporalSmoother(self.config.smoothing)
         self._bi = BidirectionalSmoother(self.config.smoothing, self.config.lookahead)
         self._state: SmoothingState | None = None
@@ -153,15 +158,13 @@ class PostProcessor:
 
     def set_background(self, background: Background | str | None) -> None:
         """Switch the background (buffers are rebuilt lazily on the next frame)."""
-        self.compositor = Compositor(background, self._compositor_dtype())
+        self.compositor = Compositor(background, _forced_dtype(self.config.precision))
 
     def set_config(self, **changes: Any) -> None:
         """Change settings at run time (e.g. a UI slider); smoothing state is kept if possible."""
         cfg = replace(self.config, **changes).validate()
         if cfg.precision != self.config.precision:
-            self.compositor.dtype = {"fp16": torch.float16, "fp32": torch.float32}.get(
-                cfg.precision
-            )
+            self.compositor.dtype = _forced_dtype(cfg.precision)
         if cfg.smoothing != self.config.smoothing:
             self._smoother = TemporalSmoother(cfg.smoothing)
         if (cfg.smoothing, cfg.lookahead) != (self.config.smoothing, self.config.lookahead):
@@ -172,9 +175,6 @@ class PostProcessor:
         """Forget the temporal state (new stream, seek, camera switch). Pending push() frames are dropped."""
         self._state = None
         self._bi.reset()
-
-    def _compositor_dtype(self) -> torch.dtype | None:
-        return {"fp16": torch.float16, "fp32": torch.float32}.get(self.config.precision)
 
     def _dtype(self, device: torch.device) -> torch.dtype:
         p = self.config.precision

@@ -181,6 +181,19 @@ def warp(x: Tensor, flow: np.ndarray) -> Tensor:
     )
 
 
+def warp_along_flow(
+    estimator: Any, to_g8: np.ndarray, from_g8: np.ndarray, alpha: Tensor, guide: Tensor
+) -> tuple[Tensor, Tensor, Any]:
+    """Move ``alpha`` and ``guide`` of the frame seen as ``from_g8`` onto the frame ``to_g8``.
+
+    ``estimator`` is the caller's flow estimator, or None to create one (returned, to be
+    kept: DIS keeps per-instance buffers and is not thread-safe).
+    """
+    estimator = estimator if estimator is not None else make_flow()
+    moved = warp(torch.cat([alpha, guide], 1), estimator.calc(to_g8, from_g8, None))
+    return moved[:, :1], moved[:, 1:], estimator
+
+
 def _ramp(x: Tensor, lo: float, span: float) -> Tensor:
     return ((x - lo) * (1.0 / span)).clamp_(0.0, 1.0)
 
@@ -230,11 +243,9 @@ class TemporalSmoother:
         prev, prev_guide, fg8 = state.alpha, state.guide, None
         if p.flow and a32.shape[0] == 1 and state.flow_guide is not None:
             fg8 = flow_guide(g)
-            if self._flow is None:
-                self._flow = make_flow()
-            flow = self._flow.calc(fg8, state.flow_guide, None)
-            moved = warp(torch.cat([prev, prev_guide], 1), flow)
-            prev, prev_guide = moved[:, :1], moved[:, 1:]
+            prev, prev_guide, self._flow = warp_along_flow(
+                self._flow, fg8, state.flow_guide, prev, prev_guide
+            )
         gate = self.gate(a32, prev, g, prev_guide)
         k0 = still_gain(self.strength, p)
         gain = gate.mul_(1.0 - k0).add_(k0)
@@ -365,11 +376,9 @@ class BidirectionalSmoother:
         for i, e in enumerate(window):
             r, g = e.raw.float(), e.guide
             if i != c and centre.flow_guide is not None and e.flow_guide is not None:
-                if self._flow is None:
-                    self._flow = make_flow()
-                flow = self._flow.calc(centre.flow_guide, e.flow_guide, None)
-                moved = warp(torch.cat([r, g], 1), flow)
-                r, g = moved[:, :1], moved[:, 1:]
+                r, g, self._flow = warp_along_flow(
+                    self._flow, centre.flow_guide, e.flow_guide, r, g
+                )
             raws_l.append(r)
             guides.append(g)
         raws = torch.stack(raws_l)  # (T,N,1,h,w)
