@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         init=args.init,
         close_gaps=tuple(
-            n.strip() for n in args.close_gaps.split(",") if n.strip() and n.strip() != "none"
+            n for n in map(str.strip, args.close_gaps.split(",")) if n not in ("", "none")
         ),
         progress=args.progress,
     )

@@ -151,14 +151,14 @@ def load_source(
     spec: SourceSpec,
     cache_dir: Path,
     long_side: int = 320,
-    fix_masks: bool = False,
+    close_gaps: bool = False,
     progress: bool = True,
 ) -> CachedSource:
     """Decode, resize and cache a root once; later calls memory-map the cache."""
     pairs = list_pairs(spec.path)
     first = read_rgb(pairs[0][0])
     size = _fixed_size(first, long_side)
-    key = _cache_key(spec.path, len(pairs), size, fix_masks)
+    key = _cache_key(spec.path, len(pairs), size, close_gaps)
     cache_dir.mkdir(parents=True, exist_ok=True)
     img_file = cache_dir / f"{spec.path.name}-{key}-images.npy"
     mask_file = cache_dir / f"{spec.path.name}-{key}-masks.npy"
@@ -176,7 +176,7 @@ def load_source(
             m = read_mask(mp)
             if m.shape != img.shape[:2]:
                 m = cv2.resize(m, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
-            if fix_masks:
+            if close_gaps:
                 m = close_neck_gaps(m)
             images[i] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
             mr = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
