@@ -201,7 +201,7 @@ def test_format_from_output_suffix_and_vfr_kept(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = make_clip(tmp_path / "vfr.mp4", pts=[0, 40, 200, 210, 500], time_base=Fraction(1, 1000))
-    code, _, _ = run_cli([src, "-o", tmp_path / "cut.webm", "--bidirectional"], capsys)
+    code, _, _ = run_cli([src, "-o", tmp_path / "cut.webm", "--lookahead", "2"], capsys)
     assert code == 0
     with av.open(str(tmp_path / "cut.webm")) as c:
         assert c.streams.video[0].codec_context.name == "vp9"
@@ -247,9 +247,15 @@ def test_help_says_where_formats_play(capsys: pytest.CaptureFixture[str]) -> Non
         "Safari",
         "mp4 has no alpha",
         "--overwrite",
-        "--bidirectional",
+        "--lookahead",
     ):
         assert word in text
+
+
+def test_lookahead_out_of_range_is_one_sentence(good: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli([good, "-o", tmp_path / "x.mp4", "--lookahead", "99"], capsys)
+    assert code != 0 and "lookahead must be between 0 and 30" in err
+    assert "Traceback" not in err and listing(tmp_path) == set()
 
 
 def test_several_inputs_to_one_file_refused(good: Path, tmp_path: Path, capsys) -> None:

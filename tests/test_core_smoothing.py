@@ -255,3 +255,20 @@ def test_small_wobbles_of_a_moving_shot_are_smoothed_large_changes_followed():
     left = np.s_[:, :, :32]
     assert flicker(list(gated[1:8][left])) < 0.6 * flicker(list(plain[1:8][left]))
     assert iou(gated[8], gt) > 0.95  # the person appears at once, no lag
+
+
+def test_bidirectional_follows_a_change_of_colour_at_equal_brightness():
+    # A red shirt leaves and the grey-green wall behind it has the same brightness: only
+    # colour says the image changed, so the neighbours must not drag the old mask along.
+    red, green = (200, 60, 60), (60, 131, 60)  # luma 101.8 and 101.9
+    frames, raws = [], []
+    for i in range(10):
+        f = np.full((48, 64, 3), 120, np.uint8)
+        f[:, :32] = red if i < 5 else green
+        frames.append(f)
+        r = np.full((48, 64), 0.02, np.float32)
+        r[:, :32] = 0.98 if i < 5 else 0.02
+        raws.append(r)
+    out = smooth_sequence_np(np.stack(raws), np.stack(frames), 1.0, lookahead=4)
+    for i in range(10):
+        np.testing.assert_allclose(out[i], raws[i], atol=0.02)

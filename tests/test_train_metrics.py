@@ -118,7 +118,7 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
     assert code == 0
     res = json.loads(out2.read_text())
     assert res["n"] == 4 and len(res["sequences"]) == 2
-    assert res["flicker"] >= 0.0
+    assert res["flicker"] >= 0.0 and res["flicker_floor"] >= 0.0
     assert "all" in capsys.readouterr().out
 
     # with temporal smoothing (causal and bidirectional) the same scores are produced
@@ -140,3 +140,25 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
 def test_eval_needs_data(capsys) -> None:
     assert main(["eval"]) == 2
     assert "--images" in capsys.readouterr().err
+
+
+def test_flicker_floor_is_what_a_perfect_lowres_mask_scores(tmp_path: Path) -> None:
+    from vidmat.train.evaluate import evaluate_sequence
+
+    def perfect_at_8(frames: np.ndarray) -> torch.Tensor:  # the truth, at 8x8
+        g = torch.from_numpy((frames[..., 0] > 127).astype(np.float32))[:, None]
+        return torch.nn.functional.interpolate(g, size=(8, 8), mode="area")
+
+    def run(seq: Path, move: int) -> dict[str, float]:
+        for i in range(5):
+            img = np.zeros((40, 40, 3), np.uint8)
+            img[10:30, 5 + move * i : 20 + move * i] = 255
+            _write_pair(seq, f"{i:05d}", img, img[..., 0])
+        return evaluate_sequence(perfect_at_8, seq)
+
+    still = run(tmp_path / "still", 0)
+    assert still["flicker"] == 0.0 and still["flicker_floor"] == 0.0
+    moving = run(tmp_path / "moving", 3)
+    # the soft 8x8 edge moves with the square: pixels whose truth stayed still change
+    assert moving["flicker_floor"] > 0.005
+    assert moving["flicker"] == pytest.approx(moving["flicker_floor"], rel=1e-6)

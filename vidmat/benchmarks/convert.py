@@ -56,7 +56,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=list(FORMATS), default="mp4", help="output format")
     p.add_argument("--bg", default=None, help="background (default: green for mp4)")
     p.add_argument("--smoothing", type=float, default=0.5, help="as for convert (default 0.5)")
-    p.add_argument("--bidirectional", action="store_true", help="as for convert")
+    p.add_argument(
+        "--lookahead",
+        type=int,
+        default=None,
+        metavar="K",
+        help="as for convert (default: convert's)",
+    )
     p.add_argument("--batch", type=int, default=None, help="frames per model call")
     p.add_argument(
         "--rss-every", type=float, default=0.5, help="seconds between RSS samples (default 0.5)"
@@ -166,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         background=args.bg,
         post=PostprocessConfig(
             smoothing=args.smoothing,
-            lookahead=PostprocessConfig().lookahead if args.bidirectional else 0,
+            lookahead=PostprocessConfig().lookahead if args.lookahead is None else args.lookahead,
         ),
         batch=args.batch,
     ).validate()

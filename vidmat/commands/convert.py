@@ -94,10 +94,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="temporal smoothing of the matte, 0 (off) .. 1 (strong); default 0.5",
     )
     p.add_argument(
-        "--bidirectional",
-        action="store_true",
-        help="smooth with look-ahead (frames before and after each frame): no lag, "
-        "less flicker; possible for files, not live",
+        "--lookahead",
+        type=int,
+        default=PostprocessConfig().lookahead,
+        metavar="K",
+        help="smooth each frame with the K frames before and after it: no lag, less flicker "
+        f"than live can have; 0 = the causal filter live uses (default {PostprocessConfig().lookahead})",
     )
     p.add_argument(
         "--crf",
@@ -256,7 +258,7 @@ def _config(args: argparse.Namespace) -> ConvertConfig:
         raise VidmatError(f"--crf must be between 0 and 63, got {args.crf}.")
     post = PostprocessConfig(
         smoothing=args.smoothing,
-        lookahead=PostprocessConfig().lookahead if args.bidirectional else 0,
+        lookahead=args.lookahead,
     )
     # Open a background file once, before any input: a bad one is one error, not one per file.
     background = load_background(args.bg) if args.bg is not None else None

@@ -16,7 +16,10 @@ examples:
 
 IoU and boundary F threshold the alpha at 0.5; MAE compares the soft alpha with
 the 0/1 mask. Flicker is the mean |alpha_t - alpha_t-1| over pixels whose ground
-truth did not change; lag is the frame shift that best aligns mask and truth.
+truth did not change; flicker_floor is what the ground truth itself scores once
+taken down to the model's input size and back (a soft edge moving with the person
+counts as flicker too), so no smoothing without lag gets far below it; lag is the
+frame shift that best aligns mask and truth.
 """
 
 

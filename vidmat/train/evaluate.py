@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vidmat.errors import VidmatError
 from vidmat.train import metrics
@@ -126,7 +127,23 @@ def evaluate_sequence(
         scores.add(p, g)
     out = scores.summary()
     out["flicker"] = metrics.flicker(preds, gts)
+    out["flicker_floor"] = metrics.flicker(_through_size(gts, tuple(low.shape[-2:])), gts)
     out["lag"] = metrics.lag(preds, gts)[0]
+    return out
+
+
+def _through_size(gts: Sequence[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
+    """The ground truth as a perfect model at ``size`` would give it back (area down, up).
+
+    Its flicker is the floor of the metric at that input size: a soft edge that moves with
+    the person changes pixels whose ground truth did not, so even a perfect mask scores it.
+    """
+    h, w = gts[0].shape
+    out = []
+    for g in gts:
+        small = torch.from_numpy(g.astype(np.float32))[None, None]
+        small = F.interpolate(small, size=size, mode="area")
+        out.append(_upsample(small, h, w)[0])
     return out
 
 
@@ -150,6 +167,7 @@ def evaluate_sequences(
     n = sum(r["n"] for r in rows)
     overall = {k: float(sum(r[k] * r["n"] for r in rows) / n) for k in ("iou", "mae", "boundary_f")}
     overall["flicker"] = float(np.nanmean([r["flicker"] for r in rows]))
+    overall["flicker_floor"] = float(np.nanmean([r["flicker_floor"] for r in rows]))
     overall["lag"] = float(np.mean([r["lag"] for r in rows]))
     overall["n"] = n
     return overall, rows
