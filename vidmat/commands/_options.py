@@ -34,8 +34,10 @@ def add_engine_options(parser: argparse.ArgumentParser, default_size: int | None
         type=int,
         default=default_size,
         metavar="PX",
-        help="model input side in pixels (default: the weights' own, 320); 192 or 256 run "
-        "2-3x faster on a CPU at some cost in edge quality",
+        help=f"model input side in pixels (default: the weights' own: "
+        f"{REGISTRY[DEFAULT_WEIGHTS].input_size} for {DEFAULT_WEIGHTS}, 320 for official "
+        "checkpoints); larger sees small, distant people better, smaller runs faster on a CPU "
+        "(the cost grows with the square of the side)",
     )
     g.add_argument(
         "--no-cuda-graph",
