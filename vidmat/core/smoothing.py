@@ -30,7 +30,10 @@ moving person. Here every pixel decides for itself how much to trust the new mas
   causal 84 % of the raw flicker and IoU -0.0005; lookahead 2: 69 %, +0.007 IoU;
   4: 62 %, +0.012; 6 (convert's default): 60 %, +0.017; lag 0 throughout. A perfect
   192-px mask, upsampled the same way, would itself score 38 % of this raw flicker: its
-  soft edge moves with the person, and the metric counts that too.
+  soft edge moves with the person, and the metric counts that too. Wider gates
+  (``SmoothingParams(motion=0.2, follow=0.1, follow_span=0.2)``) reach 50 % at unchanged
+  IoU, but MAE rises (0.040 -> 0.043) and a fast leg leaves a faint haze behind it
+  (juggling clip), so they are not the default.
   Driven from a frame loop::
 
       bi = BidirectionalSmoother(strength=0.5, lookahead=6)
@@ -307,7 +310,7 @@ class BidirectionalSmoother:
     def __init__(
         self,
         strength: float = 0.5,
-        lookahead: int = 2,
+        lookahead: int = 6,
         params: SmoothingParams | None = None,
     ) -> None:
         if not 0.0 <= strength <= 1.0:
