@@ -26,13 +26,13 @@ moving person. Here every pixel decides for itself how much to trust the new mas
   (in colour: equal brightness is not enough) agrees with the centre frame there, or
   whose mask barely differs. Flicker on a still background goes, lasting changes are
   followed at the frame they happen (no lag at all), and no segment crosses a scene cut.
-  On DAVIS with the shipped weights (192 px, half-res metrics, ``--smoothing 0.5``):
-  causal 84 % of the raw flicker and IoU -0.0005; lookahead 2: 69 %, +0.007 IoU;
-  4: 62 %, +0.012; 6 (convert's default): 60 %, +0.017; lag 0 throughout. A perfect
-  192-px mask, upsampled the same way, would itself score 38 % of this raw flicker: its
-  soft edge moves with the person, and the metric counts that too. Wider gates
-  (``SmoothingParams(motion=0.2, follow=0.1, follow_span=0.2)``) reach 50 % at unchanged
-  IoU, but MAE rises (0.040 -> 0.043) and a fast leg leaves a faint haze behind it
+  On DAVIS (``vidmat eval --smoothing 0.5``, shipped weights, 192 px): causal 80 % of
+  the raw flicker at equal IoU; lookahead 6 (convert's default): 56 %, IoU +0.013,
+  boundary F +0.03; lag 0 (the previous weights, half-res check: lookahead 2 / 4 / 6 gave
+  69 / 62 / 60 %). A perfect 192-px mask, upsampled the same way, would itself score 31 % of
+  this raw flicker (``flicker_floor``): its soft edge moves with the person, and the
+  metric counts that too. Wider gates (``SmoothingParams(motion=0.2, follow=0.1,
+  follow_span=0.2)``) reached 50 % at unchanged IoU with the previous weights, but MAE rises (0.040 -> 0.043) and a fast leg leaves a faint haze behind it
   (juggling clip), so they are not the default.
   Driven from a frame loop::
 

@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=192,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="d1190b2401d2442181e2d61bc4eb02a54651a443b265959540da6f6850807f66",
+        sha256="694a4fbcdd4c4cb18f17b3c89f40286221bd6e30ce073eb5c279a42f9eeab616",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
