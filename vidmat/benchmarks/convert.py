@@ -29,6 +29,7 @@ import torch
 
 from vidmat.benchmarks.live import rss_mib
 from vidmat.benchmarks.report import report
+from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
 
 
@@ -59,9 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lookahead",
         type=int,
-        default=None,
+        default=PostprocessConfig().lookahead,
         metavar="K",
-        help="as for convert (default: convert's)",
+        help=f"as for convert (default {PostprocessConfig().lookahead})",
     )
     p.add_argument("--batch", type=int, default=None, help="frames per model call")
     p.add_argument(
@@ -162,7 +163,6 @@ def _engine(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from vidmat.commands.demo import DEMO_CLIP
-    from vidmat.core.postprocess import PostprocessConfig
     from vidmat.pipelines.convert import ConvertConfig, convert_video, transcode
 
     src = Path(args.input).expanduser() if args.input else DEMO_CLIP
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         background=args.bg,
         post=PostprocessConfig(
             smoothing=args.smoothing,
-            lookahead=PostprocessConfig().lookahead if args.lookahead is None else args.lookahead,
+            lookahead=args.lookahead,
         ),
         batch=args.batch,
     ).validate()
