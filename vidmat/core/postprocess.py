@@ -77,7 +77,7 @@ class PostprocessConfig:
     smoothing: float = 0.5  # temporal smoothing strength 0 (off) .. 1
     # Frames the file path looks ahead and back (push/flush); live ignores it. On DAVIS 6
     # beat 2 and 4 on both flicker and IoU (see vidmat.core.smoothing).
-    lookahead: int = 6
+    lookahead: int = 8
     refine: bool = True  # guided upsampling; off = plain bilinear upsampling
     guided_radius: int = 1  # in working-grid pixels (long side = mask side, ~320); tuned on DAVIS
     guided_eps: float = 1e-4  # smaller snaps harder to frame edges

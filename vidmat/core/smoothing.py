@@ -24,20 +24,21 @@ moving person. Here every pixel decides for itself how much to trust the new mas
 * **bidirectional** (:class:`BidirectionalSmoother`, for files): looks ``lookahead``
   frames ahead and as many back, and averages each pixel over the frames whose image
   (in colour: equal brightness is not enough) agrees with the centre frame there, or
-  whose mask barely differs. Flicker on a still background goes, lasting changes are
-  followed at the frame they happen (no lag at all), and no segment crosses a scene cut.
+  whose mask barely differs, or -- where the image changed only a little, as a panning
+  background does -- whose mask differs by less than a confident step. A confident step
+  near image motion is never averaged in: it is a limb that moved on, and averaging it
+  leaves a ghost even where its colour matches the background. Flicker on a still
+  background goes, lasting changes are followed at the frame they happen (no lag at
+  all), and no segment crosses a scene cut.
   On DAVIS (``vidmat eval --smoothing 0.5``, shipped weights, 192 px): causal 80 % of
-  the raw flicker at equal IoU; lookahead 6 (convert's default): 56 %, IoU +0.013,
-  boundary F +0.03; lag 0 (the previous weights, half-res check: lookahead 2 / 4 / 6 gave
-  69 / 62 / 60 %). A perfect 192-px mask, upsampled the same way, would itself score 31 % of
-  this raw flicker (``flicker_floor``): its soft edge moves with the person, and the
-  metric counts that too. Wider gates (``SmoothingParams(motion=0.2, follow=0.1,
-  follow_span=0.2)``) reached 50 % at unchanged IoU with the previous weights, but MAE
-  rose (0.040 -> 0.043) and a fast leg left a faint haze behind it (juggling clip), so
-  they are not the default.
+  the raw flicker at equal IoU; lookahead 8 (convert's default): 50 %, IoU +0.012,
+  boundary F +0.02, lag 0. Without the loose test it was 56 %; without the confident-step
+  test the juggling clip showed grey ghosts of the kicking leg and the ball. A perfect
+  192-px mask, upsampled the same way, would itself score 30 % of this raw flicker
+  (``flicker_floor``): its soft edge moves with the person, and the metric counts that.
   Driven from a frame loop::
 
-      bi = BidirectionalSmoother(strength=0.5, lookahead=6)
+      bi = BidirectionalSmoother(strength=0.5, lookahead=8)
       for frame, raw in stream:
           for out in bi.push(raw, frame, meta=t):   # ready outputs, `lookahead` frames late
               use(out.frame, out.alpha, out.meta)
@@ -112,6 +113,16 @@ class SmoothingParams:
     follow: float = 0.05
     follow_span: float = 0.1
     min_gain: float = 0.05  # even at strength 1 a still pixel moves 5 % per frame
+    # Look-ahead only: a neighbour whose image differs by less than ``loose_motion`` (a
+    # panning shot's background) still counts where its mask differs by less than
+    # ``loose_mask`` (fading out over ``loose_mask_span``): the soft wobble a moving
+    # camera gives the matte is averaged, while a limb that left keeps its full step.
+    loose_motion: float = 0.2
+    loose_mask: float = 0.4
+    loose_mask_span: float = 0.4
+    # ...and a confident mask step counts as real where the image moved within this many
+    # mask pixels (so a leg's ghost is refused, a blip on a still background is not).
+    real_radius: int = 8
 
 
 def _guide_for(frame: Tensor, size: tuple[int, int], colour: bool = False) -> Tensor:
@@ -312,7 +323,7 @@ class BidirectionalSmoother:
     def __init__(
         self,
         strength: float = 0.5,
-        lookahead: int = 6,
+        lookahead: int = 8,
         params: SmoothingParams | None = None,
     ) -> None:
         if not 0.0 <= strength <= 1.0:
@@ -410,14 +421,27 @@ class BidirectionalSmoother:
         # fast skater on DAVIS), which cost 0.015 IoU at lookahead 4 for no less flicker.
         num = raws_l[c] * (1.0 - weight)
         den = torch.full_like(num, 1.0 - weight)
+        confidence = (raws_l[c] * 2.0 - 1.0).abs()
         for i, (r, g) in enumerate(zip(raws_l, guides, strict=True)):
             if i == c:
                 continue
-            still = 1.0 - _ramp(_image_change(g, centre.guide), p.noise, p.motion)
+            change = _image_change(g, centre.guide)
+            step = (r - raws_l[c]).abs()
+            moving = _ramp(change, p.noise, p.motion)
+            still = 1.0 - moving
             if p.follow > 0:  # a neighbour whose mask barely differs counts as still
-                near = 1.0 - _ramp((r - raws_l[c]).abs(), p.follow, p.follow_span)
-                still = torch.maximum(still, near)
-            w = still.mul_(weight)
+                still = torch.maximum(still, 1.0 - _ramp(step, p.follow, p.follow_span))
+            if p.loose_motion > 0:
+                loose = 1.0 - _ramp(change, p.noise, p.loose_motion)
+                loose.mul_(1.0 - _ramp(step, p.loose_mask, p.loose_mask_span))
+                still = torch.maximum(still, loose)
+            # A confident step between two confident masks near image motion is a real
+            # change (a leg that moved on), even where the colours happen to match (dark
+            # trousers over shaded grass): averaging it in leaves a ghost of the limb. With
+            # no motion anywhere near, it is a blip of the model and is averaged away.
+            real = _ramp(step, p.mask_step, p.mask_span).mul_(confidence)
+            real.mul_((r * 2.0 - 1.0).abs()).mul_(dilate(moving, p.real_radius))
+            w = still.mul_(1.0 - real).mul_(weight)
             num.addcmul_(w, r)
             den.add_(w)
         return (num / den).to(centre.raw.dtype)
