@@ -117,7 +117,7 @@ class SmoothingParams:
     # panning shot's background) still counts where its mask differs by less than
     # ``loose_mask`` (fading out over ``loose_mask_span``): the soft wobble a moving
     # camera gives the matte is averaged, while a limb that left keeps its full step.
-    loose_motion: float = 0.2
+    loose_motion: float = 0.3
     loose_mask: float = 0.4
     loose_mask_span: float = 0.4
     # ...and a confident mask step counts as real where the image moved within this many
