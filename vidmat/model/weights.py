@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=192,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="694a4fbcdd4c4cb18f17b3c89f40286221bd6e30ce073eb5c279a42f9eeab616",
+        sha256="5ae0e0f36206cd22ef634837027718fe6f45f353c8b31c7091f1f53bb0d2561a",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
