@@ -115,8 +115,8 @@ class SmoothingParams:
     follow: float = 0.05
     follow_span: float = 0.1
     min_gain: float = 0.05  # even at strength 1 a still pixel moves 5 % per frame
-    # Look-ahead only: a neighbour whose image differs by less than ``loose_motion`` (a
-    # panning shot's background) still counts where its mask differs by less than
+    # Look-ahead only: a neighbour whose image differs by less than noise + ``loose_motion``
+    # (a panning shot's background) still counts where its mask differs by less than
     # ``loose_mask`` (fading out over ``loose_mask_span``): the soft wobble a moving
     # camera gives the matte is averaged, while a limb that left keeps its full step.
     loose_motion: float = 0.3
