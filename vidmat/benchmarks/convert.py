@@ -56,7 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", choices=list(FORMATS), default="mp4", help="output format")
     p.add_argument("--bg", default=None, help="background (default: green for mp4)")
-    p.add_argument("--smoothing", type=float, default=0.5, help="as for convert (default 0.5)")
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        default=PostprocessConfig().smoothing,
+        help=f"as for convert (default {PostprocessConfig().smoothing})",
+    )
     p.add_argument(
         "--lookahead",
         type=int,

@@ -89,9 +89,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--smoothing",
         type=float,
-        default=0.5,
+        default=PostprocessConfig().smoothing,
         metavar="S",
-        help="temporal smoothing of the matte, 0 (off) .. 1 (strong); default 0.5",
+        help="temporal smoothing of the matte, 0 (off) .. 1 (strong); "
+        f"default {PostprocessConfig().smoothing}",
     )
     p.add_argument(
         "--lookahead",

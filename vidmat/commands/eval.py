@@ -12,7 +12,7 @@ from vidmat.errors import VidmatError
 EPILOG = """\
 examples:
   vidmat eval --images ../shared/data/val/ccp/images --masks ../shared/data/val/ccp/masks
-  vidmat eval --sequences ../shared/data/video/davis --smoothing 0.5 --json davis.json
+  vidmat eval --sequences ../shared/data/video/davis --smoothing 0.7 --lookahead 8 --json davis.json
 
 IoU and boundary F threshold the alpha at 0.5; MAE compares the soft alpha with
 the 0/1 mask. Flicker is the mean |alpha_t - alpha_t-1| over pixels whose ground

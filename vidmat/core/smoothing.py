@@ -125,6 +125,14 @@ class SmoothingParams:
     # ...and a confident mask step counts as real where the image moved within this many
     # mask pixels (so a leg's ghost is refused, a blip on a still background is not).
     real_radius: int = 8
+    # Look-ahead only: after the gated average, every frame's weight is multiplied by
+    # exp(-(mask - average)^2 / (2 robust^2)) and the average taken again (one step of a
+    # robust M-estimate). A minority of frames whose soft mask disagrees over an unchanged
+    # image (the blurred halo of an arm that was near) then stops leaking haze into the
+    # majority's answer: on the juggling clip the share of confidently-background pixels
+    # left above 0.1 fell from 2-5 % to 1-2.5 %, and DAVIS flicker from 50.8 to 50.4 % of
+    # raw, IoU unchanged. 0 = off.
+    robust: float = 0.3
 
 
 def _guide_for(frame: Tensor, size: tuple[int, int], colour: bool = False) -> Tensor:
@@ -421,8 +429,7 @@ class BidirectionalSmoother:
         # filter; a neighbour counts where its image agrees with the centre's. No temporal
         # median: voting drops a detection the model makes in only some frames (a small,
         # fast skater on DAVIS), which cost 0.015 IoU at lookahead 4 for no less flicker.
-        num = raws_l[c] * (1.0 - weight)
-        den = torch.full_like(num, 1.0 - weight)
+        weights = [torch.full_like(raws_l[c], 1.0 - weight)] * len(window)
         confidence = (raws_l[c] * 2.0 - 1.0).abs()
         for i, (r, g) in enumerate(zip(raws_l, guides, strict=True)):
             if i == c:
@@ -443,10 +450,25 @@ class BidirectionalSmoother:
             # no motion anywhere near, it is a blip of the model and is averaged away.
             real = _ramp(step, p.mask_step, p.mask_span).mul_(confidence)
             real.mul_((r * 2.0 - 1.0).abs()).mul_(dilate(moving, p.real_radius))
-            w = still.mul_(1.0 - real).mul_(weight)
-            num.addcmul_(w, r)
-            den.add_(w)
-        return (num / den).to(centre.raw.dtype)
+            weights[i] = still.mul_(1.0 - real).mul_(weight)
+        mean = _weighted_mean(raws_l, weights)
+        if p.robust > 0:
+            k = -0.5 / (p.robust * p.robust)
+            weights = [
+                w * (r - mean).square_().mul_(k).exp_()
+                for r, w in zip(raws_l, weights, strict=True)
+            ]
+            mean = _weighted_mean(raws_l, weights)
+        return mean.to(centre.raw.dtype)
+
+
+def _weighted_mean(values: list[Tensor], weights: list[Tensor]) -> Tensor:
+    num = torch.zeros_like(values[0])
+    den = torch.zeros_like(values[0])
+    for v, w in zip(values, weights, strict=True):
+        num.addcmul_(w, v)
+        den.add_(w)
+    return num.div_(den.clamp_(min=1e-12))
 
 
 def smooth_sequence(
