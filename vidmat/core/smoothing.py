@@ -10,7 +10,8 @@ moving person. Here every pixel decides for itself how much to trust the new mas
   ``prev`` is first moved onto the current frame along dense optical flow (OpenCV DIS on
   a <= 160 px grey guide, ~1 ms; the warp runs on the tensor's device), so a panning
   camera or a walking person is smoothed along the motion instead of being passed
-  through raw. ``follow`` lets image motion open the gate only where the mask moved too.
+  through raw. ``follow`` lets image motion open the gate only where the mask moved too,
+  and a moderate image change (a shaking camera) only where the mask step is large.
   A still scene settles, a moving person is followed in the same frame, and a scene
   cut (most pixels changed) resets the filter. Caller-held state::
 
@@ -118,10 +119,12 @@ class SmoothingParams:
     follow: float = 0.05
     follow_span: float = 0.1
     min_gain: float = 0.05  # even at strength 1 a still pixel moves 5 % per frame
-    # Look-ahead only: a neighbour whose image differs by less than noise + ``loose_motion``
-    # (a panning shot's background) still counts where its mask differs by less than
-    # ``loose_mask`` (fading out over ``loose_mask_span``): the soft wobble a moving
-    # camera gives the matte is averaged, while a limb that left keeps its full step.
+    # A neighbour (look-ahead) or the previous output (live) whose image differs by less
+    # than noise + ``loose_motion`` (a panning shot's background) still counts as still
+    # where its mask differs by less than ``loose_mask`` (fading out over
+    # ``loose_mask_span``): the soft wobble a moving camera gives the matte is averaged,
+    # while a limb that left keeps its full step. Live on DAVIS it took the causal
+    # filter from 85 to 79 % of the raw flicker, lag still 0.
     loose_motion: float = 0.3
     loose_mask: float = 0.4
     loose_mask_span: float = 0.4
@@ -300,10 +303,16 @@ class TemporalSmoother:
     def gate(self, raw: Tensor, prev: Tensor, guide: Tensor, prev_guide: Tensor) -> Tensor:
         """Per pixel 0 (still: smooth) .. 1 (moving: follow the new mask now)."""
         p = self.params
-        motion = _ramp(_image_change(guide, prev_guide), p.noise, p.motion)
+        image_change = _image_change(guide, prev_guide)
+        motion = _ramp(image_change, p.noise, p.motion)
         change = (raw - prev).abs()
         if p.follow > 0:
             motion = motion.mul_(_ramp(change, p.follow, p.follow_span))
+        if p.loose_motion > 0:  # the look-ahead's loose test: a panning shot's wobble
+            loose = (1.0 - _ramp(image_change, p.noise, p.loose_motion)).mul_(
+                1.0 - _ramp(change, p.loose_mask, p.loose_mask_span)
+            )
+            motion = motion.mul_(1.0 - loose)
         confidence = (raw * 2.0 - 1.0).abs()
         step = _ramp(change, p.mask_step, p.mask_span).mul_(confidence)
         gate = torch.maximum(motion, step)
