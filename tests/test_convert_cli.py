@@ -292,3 +292,18 @@ def test_output_suffix_must_match_format(good: Path, tmp_path: Path, capsys) -> 
     code, _, err = run_cli([good, "-o", tmp_path / "o.mov", "--format", "png"], capsys)
     assert code == 2 and "folder of frames" in err
     assert listing(tmp_path) == set()
+
+
+def test_progress_is_one_bar_for_one_file_and_adds_a_file_bar_for_several(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["convert", str(good), "-o", str(tmp_path / "one.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert "converting" in err and "good.mp4:" not in err  # no second bar saying the same
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (src / name).write_bytes(good.read_bytes())
+    assert main(["convert", str(src), "-o", f"{tmp_path / 'out'}/"]) == 0
+    err = capsys.readouterr().err
+    assert "all 2 files" in err and "a.mp4:" in err and "b.mp4:" in err

@@ -273,27 +273,32 @@ def _config(args: argparse.Namespace) -> ConvertConfig:
 
 
 class _Bars:
-    """tqdm bars on stderr: one over the frames of all files, one for the current file."""
+    """tqdm bars on stderr: one over the frames of all files, one for the current file
+    (only when there are several). Into a log file rather than a terminal they redraw
+    every 10 s, not ten times a second."""
 
     def __init__(self, total_frames: int | None, files: int, quiet: bool) -> None:
         self.quiet = quiet
         self.total = None
         self.file = None
+        self.several = files > 1
         if quiet:
             return
         from tqdm import tqdm
 
         self._tqdm = tqdm
+        self._interval = 0.1 if sys.stderr.isatty() else 10.0
         self.total = tqdm(
             total=total_frames,
             unit="frame",
-            desc=f"all {files} file{'s' if files != 1 else ''}",
+            desc=f"all {files} files" if self.several else "converting",
             position=0,
             dynamic_ncols=True,
+            mininterval=self._interval,
         )
 
     def start_file(self, name: str, info: VideoInfo | None) -> None:
-        if self.quiet:
+        if self.quiet or not self.several:
             return
         frames = info.frames if info is not None else 1
         self.file = self._tqdm(
@@ -303,6 +308,7 @@ class _Bars:
             position=1,
             leave=False,
             dynamic_ncols=True,
+            mininterval=self._interval,
         )
 
     def step(self, n: int) -> None:
