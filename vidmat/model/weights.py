@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=192,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="5ae0e0f36206cd22ef634837027718fe6f45f353c8b31c7091f1f53bb0d2561a",
+        sha256="2ee8b9b773315c6f46ac2829b41df779f62e58914dfd8a378d5a051764e412e2",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
