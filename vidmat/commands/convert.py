@@ -29,6 +29,7 @@ from vidmat.pipelines.convert import (
     image_config,
     sigterm_as_interrupt,
 )
+from vidmat.progress import progress_bar
 
 #: Suffixes picked up when a folder is given as input.
 VIDEO_SUFFIXES = frozenset(
@@ -273,9 +274,8 @@ def _config(args: argparse.Namespace) -> ConvertConfig:
 
 
 class _Bars:
-    """tqdm bars on stderr: one over the frames of all files, one for the current file
-    (only when there are several). Into a log file rather than a terminal they redraw
-    every 10 s, not ten times a second."""
+    """Bars on stderr: one over the frames of all files, one for the current file (only
+    when there are several)."""
 
     def __init__(self, total_frames: int | None, files: int, quiet: bool) -> None:
         self.quiet = quiet
@@ -284,31 +284,19 @@ class _Bars:
         self.several = files > 1
         if quiet:
             return
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self._interval = 0.1 if sys.stderr.isatty() else 10.0
-        self.total = tqdm(
+        self.total = progress_bar(
             total=total_frames,
             unit="frame",
             desc=f"all {files} files" if self.several else "converting",
             position=0,
-            dynamic_ncols=True,
-            mininterval=self._interval,
         )
 
     def start_file(self, name: str, info: VideoInfo | None) -> None:
         if self.quiet or not self.several:
             return
         frames = info.frames if info is not None else 1
-        self.file = self._tqdm(
-            total=frames,
-            unit="frame",
-            desc=name[:40],
-            position=1,
-            leave=False,
-            dynamic_ncols=True,
-            mininterval=self._interval,
+        self.file = progress_bar(
+            total=frames, unit="frame", desc=name[:40], position=1, leave=False
         )
 
     def step(self, n: int) -> None:

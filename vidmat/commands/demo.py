@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
     bar = None
     on_start = None
     if not args.quiet:
-        from tqdm import tqdm
+        from vidmat.progress import progress_bar
 
-        bar = tqdm(total=None, unit="frame", desc="demo", dynamic_ncols=True)
+        bar = progress_bar(total=None, unit="frame", desc="demo")
 
         def on_start(info) -> None:
             bar.total = info.frames

@@ -168,9 +168,9 @@ def load_source(
         masks = np.zeros((len(pairs), h, w), np.uint8)
         it = pairs
         if progress:
-            from tqdm import tqdm
+            from vidmat.progress import progress_bar
 
-            it = tqdm(pairs, desc=f"cache {spec.path.name}", unit="img")
+            it = progress_bar(pairs, desc=f"cache {spec.path.name}", unit="img")
         for i, (ip, mp) in enumerate(it):
             img = read_rgb(ip)
             m = read_mask(mp)

@@ -53,9 +53,9 @@ def _upsample(low: torch.Tensor, h: int, w: int) -> np.ndarray:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
+    from vidmat.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc, unit="img", disable=not enabled)
 
 
 def evaluate_images(

@@ -345,9 +345,9 @@ class Trainer:
         log_file = open(cfg.run_dir / "log.jsonl", "a")  # noqa: SIM115 - closed in finally
         bar = None
         if cfg.progress:
-            from tqdm import tqdm
+            from vidmat.progress import progress_bar
 
-            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True)
+            bar = progress_bar(total=cfg.steps, initial=self.step, unit="step")
         last_ckpt = time.monotonic()
         smooth = None
         val_iou = float("nan")
