@@ -253,6 +253,13 @@ def _ramp(x: Tensor, lo: float, span: float) -> Tensor:
     return ((x - lo) * (1.0 / span)).clamp_(0.0, 1.0)
 
 
+def _loose_still(image_change: Tensor, mask_step: Tensor, p: SmoothingParams) -> Tensor:
+    """The loose test shared by both filters (see ``SmoothingParams.loose_motion``): 1
+    where the image changed only moderately and the mask by less than a confident step."""
+    loose = 1.0 - _ramp(image_change, p.noise, p.loose_motion)
+    return loose.mul_(1.0 - _ramp(mask_step, p.loose_mask, p.loose_mask_span))
+
+
 def still_gain(strength: float, params: SmoothingParams = SmoothingParams()) -> float:
     """EMA gain of a perfectly still pixel: 1 at strength 0, ``min_gain`` at strength 1."""
     s = min(max(float(strength), 0.0), 1.0)
@@ -316,11 +323,8 @@ class TemporalSmoother:
         change = (raw - prev).abs()
         if p.follow > 0:
             motion = motion.mul_(_ramp(change, p.follow, p.follow_span))
-        if p.loose_motion > 0:  # the look-ahead's loose test: a panning shot's wobble
-            loose = (1.0 - _ramp(image_change, p.noise, p.loose_motion)).mul_(
-                1.0 - _ramp(change, p.loose_mask, p.loose_mask_span)
-            )
-            motion = motion.mul_(1.0 - loose)
+        if p.loose_motion > 0:  # a panning shot's wobble is smoothed, not followed
+            motion = motion.mul_(1.0 - _loose_still(image_change, change, p))
         confidence = (raw * 2.0 - 1.0).abs()
         step = _ramp(change, p.mask_step, p.mask_span).mul_(confidence)
         gate = torch.maximum(motion, step)
@@ -461,9 +465,7 @@ class BidirectionalSmoother:
             if p.follow > 0:  # a neighbour whose mask barely differs counts as still
                 still = torch.maximum(still, 1.0 - _ramp(step, p.follow, p.follow_span))
             if p.loose_motion > 0:
-                loose = 1.0 - _ramp(change, p.noise, p.loose_motion)
-                loose.mul_(1.0 - _ramp(step, p.loose_mask, p.loose_mask_span))
-                still = torch.maximum(still, loose)
+                still = torch.maximum(still, _loose_still(change, step, p))
             # A confident step between two confident masks near image motion is a real
             # change (a leg that moved on), even where the colours happen to match (dark
             # trousers over shaded grass): averaging it in leaves a ghost of the limb. With
