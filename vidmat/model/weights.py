@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=192,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="2ee8b9b773315c6f46ac2829b41df779f62e58914dfd8a378d5a051764e412e2",
+        sha256="0e73160beadde70b3af6a998fd841948476deea705ac27a807601fb541ec41b2",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
