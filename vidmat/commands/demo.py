@@ -13,7 +13,7 @@ from pathlib import Path
 from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
-from vidmat.io.video import FORMATS
+from vidmat.io.video import FORMATS, probe
 from vidmat.pipelines.convert import (
     ConvertConfig,
     convert_video,
@@ -75,15 +75,11 @@ def run(args: argparse.Namespace) -> int:
 
     engine = Engine.from_config(engine_config_for_files(engine_config_from_args(args)))
     bar = None
-    on_start = None
     if not args.quiet:
         from vidmat.progress import progress_bar
 
-        bar = progress_bar(total=None, unit="frame", desc="demo")
-
-        def on_start(info) -> None:
-            bar.total = info.frames
-            bar.refresh()
+        # The total comes from the header first, so the bar never draws without one.
+        bar = progress_bar(total=probe(DEMO_CLIP).frames, unit="frame", desc="demo")
 
     try:
         with sigterm_as_interrupt():
@@ -94,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
                 cfg,
                 overwrite=args.overwrite,
                 progress=bar.update if bar is not None else None,
-                on_start=on_start,
             )
     finally:
         if bar is not None:
