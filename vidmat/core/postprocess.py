@@ -77,8 +77,8 @@ class PostprocessConfig:
     # Temporal smoothing strength 0 (off) .. 1. 0.7 suits files (convert, demo): in the
     # look-ahead filter strength only sets how far the centre frame is outweighed by the
     # neighbours that agree with it; the gates, not strength, keep it from lagging or
-    # leaving ghosts. On DAVIS (look-ahead 8) 0.5 left 46 % of the raw flicker, 0.7
-    # 45 %, IoU +0.010 / +0.009 over raw. Live sets its own (LiveSettings, 0.5).
+    # leaving ghosts. On DAVIS (look-ahead 8) 0.5 left 52 % of the raw flicker, 0.7
+    # 51 %, IoU +0.007 / +0.006 over raw. Live sets its own (LiveSettings, 0.5).
     smoothing: float = 0.7
     # Frames the file path looks ahead and back (push/flush); live ignores it. On DAVIS 8
     # beat 2, 4 and 6 on both flicker and IoU; 10 and 12 added nothing (see

@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=192,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="0e73160beadde70b3af6a998fd841948476deea705ac27a807601fb541ec41b2",
+        sha256="b5cce64280814d844b9b8fdb4990d34b78836f183862c0fa8f75d0ab69a4f5df",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
