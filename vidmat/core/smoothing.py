@@ -44,9 +44,9 @@ moving person. Here every pixel decides for itself how much to trust the new mas
   raw output's own.
   Without the loose test it was 56 % at lookahead 6; without the confident-step test the
   juggling clip showed grey ghosts of the kicking leg and the ball. A perfect 192-px
-  mask, upsampled the same way, would itself score 33 % of the DAVIS raw flicker
+  mask, upsampled the same way, would itself score 35 % of the DAVIS raw flicker
   (``flicker_floor``): its soft edge moves with the person, and the metric counts that;
-  the look-ahead removes 83 % of the flicker above that floor.
+  the look-ahead removes 76 % of the flicker above that floor.
   Driven from a frame loop::
 
       bi = BidirectionalSmoother(strength=0.7, lookahead=8)
