@@ -78,7 +78,7 @@ class PostprocessConfig:
     # look-ahead filter strength only sets how far the centre frame is outweighed by the
     # neighbours that agree with it; the gates, not strength, keep it from lagging or
     # leaving ghosts. On DAVIS (look-ahead 8) 0.5 left 52 % of the raw flicker, 0.7
-    # 51 %, IoU +0.007 / +0.006 over raw. Live sets its own (LiveSettings, 0.5).
+    # 51 %, IoU +0.009 / +0.008 over raw. Live sets its own (LiveSettings, 0.5).
     smoothing: float = 0.7
     # Frames the file path looks ahead and back (push/flush); live ignores it. On DAVIS 8
     # beat 2, 4 and 6 on both flicker and IoU; 10 and 12 added nothing (see

@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=192,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="b5cce64280814d844b9b8fdb4990d34b78836f183862c0fa8f75d0ab69a4f5df",
+        sha256="fdfee13fedd01520e61329fdd8ed0b1f4f481b74a238f86fddd5042518467fb2",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
