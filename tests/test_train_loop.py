@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from vidmat.train.loop import (
     Trainer,
     deep_supervision_loss,
     make_batch,
+    size_at,
     soft_iou_loss,
 )
 
@@ -70,6 +72,26 @@ def test_a_few_steps_reduce_the_loss(tmp_path: Path) -> None:
     after = loss_on_batch()
     assert tr.step == 12
     assert after < 0.8 * before, f"loss {before:.3f} -> {after:.3f}"
+
+
+def test_mix_sizes_take_turns_with_size(tmp_path: Path) -> None:
+    cfg = replace(_cfg(tmp_path, steps=3), mix_sizes=(64,))
+    assert [size_at(s, cfg) for s in range(5)] == [32, 64, 32, 64, 32]
+    seen: list[int] = []
+    mixed = Trainer(cfg, sources=[_squares()], bank=None, valsets=[])
+    forward_all = mixed.model.forward_all
+
+    def spy(x: torch.Tensor) -> list[torch.Tensor]:
+        seen.append(x.shape[-1])
+        return forward_all(x)
+
+    mixed.model.forward_all = spy
+    mixed.run()
+    plain = _trainer(tmp_path / "plain", steps=3)
+    plain.run()
+    assert seen == [32, 64, 32]
+    # Same batches at step 0; step 1 differs because it was drawn at 64 px.
+    assert mixed.losses[0] == plain.losses[0] and mixed.losses[1] != plain.losses[1]
 
 
 def test_soft_iou_loss_matches_hand_computed_value() -> None:

@@ -70,6 +70,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--size", type=int, default=160, help="training input side in pixels (default 160)"
     )
     p.add_argument(
+        "--mix-size",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PX",
+        help="also train at this input side, taking it in turn with --size step by step "
+        "(repeatable), e.g. --size 256 --mix-size 192 for weights run at both",
+    )
+    p.add_argument(
         "--val-size", type=int, help="validation / exported input size (default: --size)"
     )
     p.add_argument("--batch", type=int, default=8)
@@ -140,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
             raise VidmatError(f"validation root {v} does not exist.")
     if args.backgrounds is not None and not args.backgrounds.is_dir():
         raise VidmatError(f"background folder {args.backgrounds} does not exist.")
-    if args.size < 32 or args.size % 32:
-        raise VidmatError("--size must be a multiple of 32 and at least 32.")
+    for size in (args.size, *args.mix_size):
+        if size < 32 or size % 32:
+            raise VidmatError("--size and --mix-size must be multiples of 32, at least 32.")
     if args.batch < 1 or args.steps < 1:
         raise VidmatError("--batch and --steps must be positive.")
     last = args.run / "last.pt"
@@ -160,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         arch=args.arch,
         size=args.size,
+        mix_sizes=tuple(args.mix_size),
         batch=args.batch,
         steps=args.steps,
         lr=args.lr,

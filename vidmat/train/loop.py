@@ -49,6 +49,10 @@ class TrainConfig:
     cache_dir: Path | None = None
     arch: str = "u2netp"
     size: int = 160
+    #: Further input sides taken in turn with ``size`` (step s trains at
+    #: ``(size, *mix_sizes)[s % n]``), so the weights hold up at every size they are
+    #: run at: the GPU and convert use the spec's size, CPU live a smaller one.
+    mix_sizes: tuple[int, ...] = ()
     batch: int = 8
     steps: int = 4000
     lr: float = 1e-3
@@ -78,6 +82,12 @@ class TrainConfig:
         d = asdict(self)
         d["sources"] = [f"{s.path}:{s.weight}:{s.composite}" for s in self.sources]
         return json.loads(json.dumps(d, default=str))
+
+
+def size_at(step: int, cfg: TrainConfig) -> int:
+    """Training input side at ``step``: ``size`` and the ``mix_sizes`` in turn."""
+    sizes = (cfg.size, *cfg.mix_sizes)
+    return sizes[step % len(sizes)]
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -317,7 +327,13 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         x, y = make_batch(
-            cfg.seed, self.step, cfg.batch, cfg.size, self.sources, self.bank, self.aug
+            cfg.seed,
+            self.step,
+            cfg.batch,
+            size_at(self.step, cfg),
+            self.sources,
+            self.bank,
+            self.aug,
         )
         x, y = x.to(self.device).contiguous(memory_format=self.fmt), y.to(self.device)
         amp = (
