@@ -88,10 +88,10 @@ REGISTRY: dict[str, WeightsSpec] = {
     "u2netp_person": WeightsSpec(
         name="u2netp_person",
         arch="u2netp",
-        input_size=192,
+        input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="fdfee13fedd01520e61329fdd8ed0b1f4f481b74a238f86fddd5042518467fb2",
+        sha256="f5985a82489842174afaa66ffe8379cbec9425c2ad98765e20b01007525724b0",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
