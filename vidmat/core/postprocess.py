@@ -78,7 +78,8 @@ class PostprocessConfig:
     # look-ahead filter strength only sets how far the centre frame is outweighed by the
     # neighbours that agree with it; the gates, not strength, keep it from lagging or
     # leaving ghosts. On DAVIS (look-ahead 8) 0.5 left 56 % of the raw flicker, 0.7
-    # 54 %, IoU +0.004 / +0.003 over raw (session-8 weights: 52 / 51 %, +0.009 / +0.008). Live sets its own (LiveSettings, 0.5).
+    # 54 %, IoU +0.004 / +0.003 over raw (session-8 weights: 52 / 51 %, +0.009 / +0.008).
+    # Live sets its own (LiveSettings, 0.5).
     smoothing: float = 0.7
     # Frames the file path looks ahead and back (push/flush); live ignores it. On DAVIS 8
     # beat 2, 4 and 6 on both flicker and IoU; 10 and 12 added nothing (see

@@ -36,12 +36,12 @@ moving person. Here every pixel decides for itself how much to trust the new mas
   On DAVIS (``vidmat eval --smoothing S [--lookahead 8]``, shipped weights, 256 px; raw
   flicker 0.0087, IoU 0.676): causal at 0.5 (live) 84 % of the raw flicker, IoU +0.000;
   lookahead 8 at 0.5: 56 %, IoU +0.004; at 0.7 (convert's default): 54 %, IoU +0.003,
-  boundary F +0.012, lag 0 (session-8 weights at 192 px: 79 %, 52 % and 51 %). The gates were tuned on those four sequences, so they were
-  checked on 314 frames of four other clips (the last quarter of ../shared's
-  video/clips, every frame labelled by MediaPipe, as ``vidmat.train.pseudolabel`` does;
-  session-5 weights): there the look-ahead at 0.7 leaves 49.5 % and the live filter 75 %
-  of the raw flicker, IoU against the teacher 0.775 against 0.776 raw, no lag beyond the
-  raw output's own.
+  boundary F +0.012, lag 0 (session-8 weights at 192 px: 79 %, 52 % and 51 %). The gates
+  were tuned on those four sequences, so they were checked on 314 frames of four other
+  clips (the last quarter of ../shared's video/clips, every frame labelled by MediaPipe,
+  as ``vidmat.train.pseudolabel`` does; session-5 weights): there the look-ahead at 0.7
+  leaves 49.5 % and the live filter 75 % of the raw flicker, IoU against the teacher 0.775
+  against 0.776 raw, no lag beyond the raw output's own.
   Without the loose test it was 56 % at lookahead 6; without the confident-step test the
   juggling clip showed grey ghosts of the kicking leg and the ball. A perfect 256-px
   mask, upsampled the same way, would itself score 35 % of the DAVIS raw flicker
