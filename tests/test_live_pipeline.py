@@ -81,12 +81,14 @@ def test_slow_worker_drops_oldest_frames_and_counts_them(clip):
 
 
 def test_async_mode_keeps_display_rate_with_a_slow_model(clip):
-    p, frames, _ = run_pipeline(clip, engine=stub_engine(delay=0.1), mode="async")
-    assert (
-        len(frames) >= 20
-    )  # compositing keeps up with the camera (a loaded CI box may skip a few)...
-    assert p.stats.inferences <= 14  # ...while the model runs at its own pace
-    assert max(f.mask_age_ms for f in frames[5:]) > 50
+    # A model four times slower than the camera: the display must not wait for it. The
+    # assertions compare counts from the same run, so a loaded CI box that shows fewer
+    # frames (once 17 of 30 with a 100 ms model) still leaves a wide margin.
+    p, frames, _ = run_pipeline(clip, engine=stub_engine(delay=0.25), mode="async")
+    assert p.stats.inferences <= 6  # 1 s of video: the model runs at its own pace...
+    assert len(frames) >= 2 * p.stats.inferences + 2  # ...while compositing keeps going
+    assert len(frames) >= 12
+    assert max(f.mask_age_ms for f in frames[5:]) > 100
 
 
 def test_infer_every_nth_frame(clip):
