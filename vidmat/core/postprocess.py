@@ -295,7 +295,9 @@ class PostProcessor:
                 p, self._state = self._smoother(p, grey(small), self._state)
                 out.append(self._finish(frame, small, p, times[i]))
                 continue
-            for s in self._bi.push(p, frame, meta=(times[i], small), guide=grey(small)):
+            # The colour guide, as the filter was tuned (smooth_sequence): a person moving
+            # over a wall of another colour but equal brightness is motion, not stillness.
+            for s in self._bi.push(p, frame, meta=(times[i], small), guide=small):
                 out.append(self._finish(s.frame, s.meta[1], s.alpha, s.meta[0]))
         return out
 
