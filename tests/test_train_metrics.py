@@ -108,7 +108,16 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
     assert code == 0
     res = json.loads(out.read_text())
     assert res["n"] == 2 and 0.0 <= res["iou"] <= 1.0 and 0.0 <= res["mae"] <= 1.0
-    assert res["size"] == 32
+    assert res["size"] == 32 and res["refine"] is False
+
+    code = main([
+        "eval", "--images", str(tmp_path / "imgs/images"), "--masks", str(tmp_path / "imgs/masks"),
+        "--weights", str(tiny_weights), "--device", "cpu", "--json", str(out), "--overwrite",
+        "--refine", "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    ref = json.loads(out.read_text())
+    assert ref["refine"] is True and ref["n"] == 2 and ref["mae"] != res["mae"]
 
     out2 = tmp_path / "s.json"
     code = main([
@@ -162,3 +171,43 @@ def test_flicker_floor_is_what_a_perfect_lowres_mask_scores(tmp_path: Path) -> N
     # the soft 8x8 edge moves with the square: pixels whose truth stayed still change
     assert moving["flicker_floor"] > 0.005
     assert moving["flicker"] == pytest.approx(moving["flicker_floor"], rel=1e-6)
+
+
+def _perfect_at_8(frames: np.ndarray) -> torch.Tensor:
+    """A model that returns the truth (white pixels) taken down to 8x8."""
+    g = torch.from_numpy((frames[..., 0] > 127).astype(np.float32))[:, None]
+    return torch.nn.functional.interpolate(g, size=(8, 8), mode="area")
+
+
+def test_refine_scores_the_matte_convert_writes(tmp_path: Path) -> None:
+    from vidmat.train.evaluate import evaluate_images
+
+    # a white square whose edges fall inside the 8x8 cells: bilinear upsampling leaves them
+    # soft, convert's guided filter snaps them back to the frame's edges
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[11:29, 7:23] = 255
+    _write_pair(tmp_path, "00000", img, img[..., 0])
+    plain = evaluate_images(_perfect_at_8, tmp_path / "images", tmp_path / "masks", progress=False)
+    refined = evaluate_images(
+        _perfect_at_8, tmp_path / "images", tmp_path / "masks", progress=False, refine=True
+    )
+    assert refined["n"] == plain["n"] == 1
+    assert refined["mae"] < 0.5 * plain["mae"]
+    assert refined["iou"] > plain["iou"]
+
+
+def test_refine_on_sequences_scores_every_frame_through_the_lookahead(tmp_path: Path) -> None:
+    from vidmat.train.evaluate import evaluate_sequence
+
+    for i in range(6):
+        img = np.zeros((40, 40, 3), np.uint8)
+        img[11:29, 7 + 2 * i : 23 + 2 * i] = 255
+        _write_pair(tmp_path / "seq", f"{i:05d}", img, img[..., 0])
+    plain = evaluate_sequence(_perfect_at_8, tmp_path / "seq", smoothing=0.7, lookahead=3)
+    refined = evaluate_sequence(
+        _perfect_at_8, tmp_path / "seq", smoothing=0.7, lookahead=3, refine=True
+    )
+    # the look-ahead holds frames back; flush() must hand every one of them to the scores
+    assert refined["n"] == plain["n"] == 6
+    assert refined["iou"] > plain["iou"] and refined["mae"] < plain["mae"]
+    assert refined["flicker"] < plain["flicker"]

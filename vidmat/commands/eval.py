@@ -63,6 +63,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="with --smoothing: look K frames ahead (bidirectional, as convert does)",
     )
     p.add_argument(
+        "--refine",
+        action="store_true",
+        help="score the matte as `vidmat convert` writes it (its smoothing on its working "
+        "grid, guided-filter edge refinement, tone snap) instead of the model's alpha "
+        "upsampled bilinearly (the default, comparable with other models' scores)",
+    )
+    p.add_argument(
         "--limit",
         type=int,
         metavar="N",
@@ -110,15 +117,18 @@ def run(args: argparse.Namespace) -> int:
         "device": str(engine.device),
         "smoothing": args.smoothing,
         "lookahead": args.lookahead,
+        "refine": args.refine,
     }
     if args.sequences is not None:
         overall, rows = evaluate_sequences(
-            lowres, args.sequences, args.smoothing, args.lookahead, args.progress
+            lowres, args.sequences, args.smoothing, args.lookahead, args.progress, args.refine
         )
         table = [*rows, {"sequence": "all", **overall}]
         result = {**overall, **info, "data": str(args.sequences), "sequences": rows}
     else:
-        overall = evaluate_images(lowres, args.images, args.masks, args.limit, args.progress)
+        overall = evaluate_images(
+            lowres, args.images, args.masks, args.limit, args.progress, args.refine
+        )
         table = [{"data": args.images.parent.name or str(args.images), **overall}]
         result = {**overall, **info, "data": str(args.images)}
     result["seconds"] = round(time.perf_counter() - t0, 2)

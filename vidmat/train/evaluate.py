@@ -1,9 +1,12 @@
 """Scoring a model on image/mask folders and on annotated video sequences.
 
-The engine is the same object the applications use, so eval measures exactly
-what users get (preprocessing, input size, upsampling). Sequences go through
-the low-resolution alpha, optional temporal smoothing (vidmat.core.smoothing),
-then the engine's upsampling to the frame size, the path convert and live take.
+The engine is the same object the applications use, so the model is run exactly
+as users run it (preprocessing, input size). By default its low-resolution alpha,
+optionally smoothed over time (vidmat.core.smoothing), is upsampled bilinearly:
+the model's own quality, comparable with other models' published scores. With
+``refine=True`` the alpha goes through the same PostProcessor as ``vidmat
+convert`` (temporal smoothing on its working grid, guided-filter upsampling,
+tone snap), so the scores are those of the matte convert writes.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +23,9 @@ import torch.nn.functional as F
 from vidmat.errors import VidmatError
 from vidmat.train import metrics
 from vidmat.train.data import IMAGE_EXTS, pair_folders, read_mask, read_rgb
+
+if TYPE_CHECKING:
+    from vidmat.core.postprocess import PostProcessor
 
 #: (frames uint8 (N,H,W,3)) -> low-res alpha (N,1,s,s) tensor in [0,1]
 LowresFn = Callable[[np.ndarray], torch.Tensor]
@@ -52,6 +59,18 @@ def _upsample(low: torch.Tensor, h: int, w: int) -> np.ndarray:
     return upsample_alpha(low.float(), h, w)[:, 0].cpu().numpy()
 
 
+def _postprocessor(smoothing: float = 0.0, lookahead: int = 0) -> PostProcessor:
+    """Convert's matte path (alpha only: no despill; the mask view composites nothing)."""
+    from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+
+    cfg = PostprocessConfig(smoothing=smoothing, lookahead=lookahead, despill=False)
+    return PostProcessor(cfg, background="mask")
+
+
+def _alpha_np(alpha: torch.Tensor) -> np.ndarray:
+    return alpha[0, 0].float().cpu().numpy()
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from vidmat.progress import progress_bar
 
@@ -64,8 +83,14 @@ def evaluate_images(
     masks_dir: Path,
     limit: int | None = None,
     progress: bool = True,
+    refine: bool = False,
 ) -> dict[str, float]:
-    """Mean IoU@0.5, MAE and boundary F over every image that has a mask."""
+    """Mean IoU@0.5, MAE and boundary F over every image that has a mask.
+
+    ``refine``: score the alpha after convert's guided-filter refinement instead of
+    the bilinearly upsampled model output.
+    """
+    post = _postprocessor() if refine else None
     pairs = pair_folders(images_dir, masks_dir)
     if limit:
         idx = np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).round().astype(int)
@@ -79,7 +104,10 @@ def evaluate_images(
                 raise VidmatError(
                     f"mask {mp.name} is {gt.shape[::-1]}, image is {img.shape[1::-1]}."
                 )
-            pred = _upsample(lowres(img[None]), *gt.shape)[0]
+            low = lowres(img[None])
+            pred = (
+                _upsample(low, *gt.shape)[0] if post is None else _alpha_np(post.refine(img, low))
+            )
             scores.add(pred, gt)
             bar.update(1)
             bar.set_postfix(iou=f"{np.mean(scores.iou):.3f}")
@@ -105,8 +133,13 @@ def evaluate_sequence(
     lookahead: int = 0,
     batch: int = 4,
     bar=None,
+    refine: bool = False,
 ) -> dict[str, float]:
-    """Per-frame scores plus flicker and lag of one annotated sequence."""
+    """Per-frame scores plus flicker and lag of one annotated sequence.
+
+    ``refine``: the frames go through convert's PostProcessor (its smoothing with the
+    same strength and look-ahead, then guided-filter refinement), not bilinear upsampling.
+    """
     pairs = pair_folders(seq / "images", seq / "masks")
     frames = [read_rgb(ip) for ip, _ in pairs]
     gts = [read_mask(mp) > 127 for _, mp in pairs]
@@ -117,11 +150,16 @@ def evaluate_sequence(
         if bar is not None:
             bar.update(len(frames[i : i + batch]))
     low = torch.cat(lows, 0)
-    if smoothing > 0:
-        from vidmat.core.smoothing import smooth_sequence
+    if refine:
+        post = _postprocessor(smoothing, lookahead)
+        outs = [o for i, f in enumerate(frames) for o in post.push(f, low[i : i + 1])]
+        preds = [_alpha_np(o.alpha) for o in outs + post.flush()]
+    else:
+        if smoothing > 0:
+            from vidmat.core.smoothing import smooth_sequence
 
-        low = smooth_sequence(low, torch.from_numpy(np.stack(frames)), smoothing, lookahead)
-    preds = [_upsample(low[i : i + 1], h, w)[0] for i in range(len(frames))]
+            low = smooth_sequence(low, torch.from_numpy(np.stack(frames)), smoothing, lookahead)
+        preds = [_upsample(low[i : i + 1], h, w)[0] for i in range(len(frames))]
     scores = Scores()
     for p, g in zip(preds, gts, strict=True):
         scores.add(p, g)
@@ -153,6 +191,7 @@ def evaluate_sequences(
     smoothing: float = 0.0,
     lookahead: int = 0,
     progress: bool = True,
+    refine: bool = False,
 ) -> tuple[dict[str, float], list[dict]]:
     """Scores per sequence and overall (IoU/MAE/boundary F over all frames, flicker/lag per clip)."""
     seqs = find_sequences(root)
@@ -162,7 +201,7 @@ def evaluate_sequences(
     rows = []
     with _progress(n_total, root.name, progress) as bar:
         for s in seqs:
-            r = evaluate_sequence(lowres, s, smoothing, lookahead, bar=bar)
+            r = evaluate_sequence(lowres, s, smoothing, lookahead, bar=bar, refine=refine)
             rows.append({"sequence": s.name, **r})
     n = sum(r["n"] for r in rows)
     overall = {k: float(sum(r[k] * r["n"] for r in rows) / n) for k in ("iou", "mae", "boundary_f")}
