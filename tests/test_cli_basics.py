@@ -61,6 +61,8 @@ def test_bench_model_writes_table_and_json(
             "1",
             "--warmup",
             "0",
+            "--tta",
+            "off,on",
             "--json",
             str(out),
         ]
@@ -69,7 +71,12 @@ def test_bench_model_writes_table_and_json(
     assert "engine_ms" in capsys.readouterr().out
     payload = json.loads(out.read_text())
     rows = payload["results"]
-    assert [(r["size"], r["batch"]) for r in rows] == [(32, 1), (32, 2)]
+    assert [(r["size"], r["batch"], r["tta"]) for r in rows] == [
+        (32, 1, "off"),
+        (32, 2, "off"),
+        (32, 1, "on"),
+        (32, 2, "on"),
+    ]
     assert all(r["model_ms"] > 0 and r["engine_ms"] > 0 for r in rows)
     assert payload["environment"]["cuda"] in (True, False)
 
@@ -103,3 +110,28 @@ def test_shared_argument_types_parse_and_refuse() -> None:
     ):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(bad)
+
+
+@pytest.mark.parametrize("command", ["convert", "live", "eval", "demo"])
+def test_tta_reaches_the_engine_config(
+    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`--tta` on any command that runs the model turns on mirror averaging, off by default."""
+    from vidmat.commands import _options
+    from vidmat.errors import VidmatError
+
+    seen = []
+
+    def refuse(cfg):
+        seen.append(cfg)
+        raise VidmatError("stop here.")
+
+    monkeypatch.setattr(_options, "EngineConfig", lambda **kw: refuse(kw))
+    demo = Path(__file__).parents[1] / "assets" / "demo.mp4"
+    args = {
+        "convert": [demo, "-o", tmp_path / "out.mp4"],
+        "eval": ["--images", ".", "--masks", "."],
+    }.get(command, [])
+    for extra in ([], ["--tta"]):
+        main([command, *map(str, args), *extra, "--device", "cpu"])
+    assert [cfg["tta"] for cfg in seen] == [False, True]

@@ -49,6 +49,22 @@ def test_engine_equals_plain_forward(tiny, scale: str) -> None:
     np.testing.assert_allclose(got, _reference(model, frame, 64, scale), atol=1e-5)
 
 
+def test_tta_averages_the_frame_and_its_mirror(tiny) -> None:
+    model, spec = tiny
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 255, size=(2, 40, 70, 3), dtype=np.uint8)
+    plain = Engine(model, spec, EngineConfig(device="cpu"))
+    tta = Engine(model, spec, EngineConfig(device="cpu", tta=True))
+    a = plain.predict(frames)
+    b = plain.predict(np.ascontiguousarray(frames[:, :, ::-1]))[:, :, ::-1]
+    got = tta.predict(frames)
+    # A random-weight U2-Net is far from mirror-symmetric, so the average differs from
+    # either pass; the engine's answer is exactly that average, frame by frame.
+    assert np.abs(a - b).max() > 1e-3
+    np.testing.assert_allclose(got, (a + b) / 2, atol=1e-5)
+    assert tta.predict_lowres(frames).shape == (2, 1, 64, 64)
+
+
 def test_batch_equals_single_frames_and_lowres_shape(tiny) -> None:
     model, spec = tiny
     engine = Engine(model, spec, EngineConfig(device="cpu", size=48))
@@ -111,12 +127,13 @@ def test_bad_frames_are_refused(tiny) -> None:
 
 
 @pytest.mark.cuda
-def test_cuda_graph_fp16_matches_cpu_fp32(tiny) -> None:
+@pytest.mark.parametrize("tta", [False, True])
+def test_cuda_graph_fp16_matches_cpu_fp32(tiny, tta: bool) -> None:
     model, spec = tiny
     rng = np.random.default_rng(2)
     frame = rng.integers(0, 255, size=(90, 120, 3), dtype=np.uint8)
-    cpu = Engine(copy.deepcopy(model), spec, EngineConfig(device="cpu")).predict(frame)
-    cfg = EngineConfig(device="cuda", precision="fp16", cuda_graph=True)
+    cpu = Engine(copy.deepcopy(model), spec, EngineConfig(device="cpu", tta=tta)).predict(frame)
+    cfg = EngineConfig(device="cuda", precision="fp16", cuda_graph=True, tta=tta)
     gpu = Engine(copy.deepcopy(model), spec, cfg)
     first = gpu.predict(frame)
     second = gpu.predict(frame)  # replayed graph
@@ -124,6 +141,8 @@ def test_cuda_graph_fp16_matches_cpu_fp32(tiny) -> None:
     np.testing.assert_allclose(first, second, atol=1e-6)
     np.testing.assert_allclose(first, cpu, atol=2e-2)
     eager = Engine(
-        copy.deepcopy(model), spec, EngineConfig(device="cuda", precision="fp16", cuda_graph=False)
+        copy.deepcopy(model),
+        spec,
+        EngineConfig(device="cuda", precision="fp16", cuda_graph=False, tta=tta),
     )
     np.testing.assert_allclose(eager.predict(frame), first, atol=1e-3)

@@ -63,6 +63,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="on,off: channels-last (NHWC) settings to time (default: on, the engine's default)",
     )
     p.add_argument(
+        "--tta",
+        default=None,
+        help="on,off: mirror test-time augmentation settings to time (the engine runs the "
+        "model on the frame and its mirror; 'model' stays one plain pass; default: off)",
+    )
+    p.add_argument(
         "--frame",
         type=size_wxh,
         default=(640, 480),
@@ -146,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     precisions = (args.precisions or ("fp16,fp32" if cuda else "fp32")).split(",")
     graphs = [g == "on" for g in (args.graph or "on,off").split(",")] if cuda else [False]
     layouts = [v == "on" for v in (args.channels_last or "on").split(",")]
+    ttas = [v == "on" for v in (args.tta or "off").split(",")]
     iters = args.iters or (50 if cuda else 5)
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
 
@@ -160,13 +167,14 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for precision in precisions:
         for size in sizes:
-            for use_graph, layout in itertools.product(graphs, layouts):
+            for use_graph, layout, tta in itertools.product(graphs, layouts, ttas):
                 cfg = EngineConfig(
                     device=str(device),
                     precision=precision,
                     size=size,
                     cuda_graph=use_graph,
                     channels_last=layout,
+                    tta=tta,
                 )
                 engine = Engine(model, spec, cfg)
                 for batch in batches:
@@ -186,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
                             "batch": batch,
                             "graph": "on" if use_graph else "off",
                             "nhwc": "on" if engine.channels_last else "off",
+                            "tta": "on" if tta else "off",
                             "model_ms": bare_ms,
                             "engine_ms": engine_ms,
                             "engine_ms_per_img": engine_ms / batch,
@@ -195,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
                         }
                     )
                     print(
-                        f"  {precision} {size}px batch {batch} graph {'on' if use_graph else 'off'}: "
+                        f"  {precision} {size}px batch {batch} graph {'on' if use_graph else 'off'}"
+                        f"{' tta' if tta else ''}: "
                         f"model {bare_ms:.2f} ms, engine {engine_ms:.2f} ms",
                         flush=True,
                     )

@@ -46,6 +46,12 @@ def add_engine_options(parser: argparse.ArgumentParser, default_size: int | None
         help="run CUDA eagerly instead of replaying captured CUDA graphs",
     )
     g.add_argument(
+        "--tta",
+        action="store_true",
+        help="also run the model on the mirrored frame and average the two mattes: a little "
+        "more accurate (val/ccp IoU 0.906 -> 0.911), twice the model's work",
+    )
+    g.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: all cores)"
     )
 
@@ -58,4 +64,5 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         size=args.size,
         cuda_graph=args.cuda_graph,
         threads=args.threads,
+        tta=args.tta,
     )

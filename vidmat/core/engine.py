@@ -49,6 +49,11 @@ class EngineConfig:
     #: NCHW (`vidmat bench model --threads 1 --channels-last on,off`: 216 vs 260 ms at
     #: 192 px, 598 vs 819 ms at 320 px).
     channels_last: bool = True
+    #: Test-time augmentation: run the model on the frame and on its mirror image in one
+    #: batch and average the two mattes. The model is not exactly symmetric, and where it is
+    #: unsure the two guesses disagree, so the mean is right more often (val/ccp IoU 0.906 ->
+    #: 0.911 at 256 px) for twice the model's work. Off by default: live wants the frame rate.
+    tta: bool = False
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -192,6 +197,14 @@ class Engine:
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalised batch → probability (N, 1, s, s) float32."""
+        if not self.cfg.tta:
+            return self._probability(x)
+        n = x.shape[0]
+        both = torch.cat([x, x.flip(-1)]).contiguous(memory_format=self._format)
+        out = self._probability(both)
+        return (out[:n] + out[n:].flip(-1)).mul_(0.5)
+
+    def _probability(self, x: Tensor) -> Tensor:
         out = self.model(x)
         if isinstance(out, (list, tuple)):
             out = out[0]
