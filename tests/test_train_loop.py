@@ -252,3 +252,28 @@ def test_publish_sets_input_size_and_loads(tmp_path: Path) -> None:
     assert spec.input_size == 256 and spec.scale == "255" and spec.name == "u2netp_person"
     a = model.state_dict()["outconv.weight"]
     assert torch.allclose(loaded.state_dict()["outconv.weight"], a, atol=1e-3)
+
+
+def test_publish_several_files_writes_their_mean(tmp_path: Path) -> None:
+    from vidmat.errors import VidmatError
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, load_weights, save_weights
+    from vidmat.train.publish import publish
+
+    srcs, models = [], []
+    for seed, arch in ((0, "u2netp"), (1, "u2netp"), (2, "u2net")):
+        torch.manual_seed(seed)
+        models.append(build_model(arch))
+        srcs.append(tmp_path / f"m{seed}.safetensors")
+        save_weights(models[-1], WeightsSpec(name="run", arch=arch, input_size=160), srcs[-1])
+    out = tmp_path / "mean.safetensors"
+    publish(srcs[:2], out, size=192, half=False)
+    loaded, spec = load_weights(str(out))
+    assert spec.input_size == 192
+    key = "stage1.rebnconv1.conv_s1.weight"
+    a, b = (m.state_dict()[key] for m in models[:2])
+    assert not torch.allclose(a, b)
+    assert torch.allclose(loaded.state_dict()[key], (a + b) / 2, atol=1e-6)
+    with pytest.raises(VidmatError, match="one architecture"):
+        publish([srcs[0], srcs[2]], tmp_path / "bad.safetensors", size=192)
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -6,19 +6,44 @@
 The training run exports at its own validation size; the shipped file carries
 the input size chosen after evaluation (``--size``), since the engine runs at
 the size the file's spec names. Prints the sha256 to put in the registry.
+
+Several sources publish their mean, tensor by tensor (batch-norm statistics too):
+a fine-tune stays close enough to its starting weights that the two average into
+a working model, and the mean can keep the gains of both (session 12's file).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from vidmat.errors import VidmatError
 from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256_file
 
 
-def publish(src: Path, out: Path, size: int, note: str = "", half: bool = True) -> str:
-    model, spec = load_weights(str(src))
+def mean_state(models: Sequence[torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of several models' floating tensors (integer buffers: the first's)."""
+    states = [m.state_dict() for m in models]
+    shapes = [{k: v.shape for k, v in s.items()} for s in states]
+    if any(sh != shapes[0] for sh in shapes):
+        raise VidmatError("the weights to average are not all of one architecture.")
+    return {
+        k: torch.stack([s[k].float() for s in states]).mean(0) if v.is_floating_point() else v
+        for k, v in states[0].items()
+    }
+
+
+def publish(
+    src: Path | Sequence[Path], out: Path, size: int, note: str = "", half: bool = True
+) -> str:
+    srcs = [src] if isinstance(src, Path) else list(src)
+    model, spec = load_weights(str(srcs[0]))
+    if len(srcs) > 1:
+        model.load_state_dict(mean_state([load_weights(str(p))[0] for p in srcs]))
     new = WeightsSpec(
         name=out.stem,
         arch=spec.arch,
@@ -43,13 +68,16 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("src", type=Path)
+    p.add_argument("src", type=Path, nargs="+", help="weights file; several: publish their mean")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--size", type=int, default=320)
     p.add_argument("--note", default="")
     p.add_argument("--fp32", action="store_true", help="store fp32 instead of fp16")
     a = p.parse_args()
-    sha = publish(a.src, a.out, a.size, a.note, half=not a.fp32)
+    try:
+        sha = publish(a.src, a.out, a.size, a.note, half=not a.fp32)
+    except VidmatError as exc:
+        raise SystemExit(f"publish: error: {exc}") from None
     print(f"{a.out} sha256 {sha} ({a.out.stat().st_size} bytes)")
 
 
