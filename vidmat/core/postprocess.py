@@ -77,8 +77,9 @@ class PostprocessConfig:
     # Temporal smoothing strength 0 (off) .. 1. 0.7 suits files (convert, demo): in the
     # look-ahead filter strength only sets how far the centre frame is outweighed by the
     # neighbours that agree with it; the gates, not strength, keep it from lagging or
-    # leaving ghosts. On DAVIS (look-ahead 8) 0.5 left 56 % of the raw flicker, 0.7
-    # 54 %, IoU +0.004 / +0.003 over raw (session-8 weights: 52 / 51 %, +0.009 / +0.008).
+    # leaving ghosts. On DAVIS (look-ahead 8, session-9 weights) 0.5 left 56 % of the raw
+    # flicker, 0.7 54 %, IoU +0.004 / +0.003 over raw (session-8 weights: 52 / 51 %,
+    # +0.009 / +0.008; session-12 weights at 0.7: 55 %, +0.010).
     # Live sets its own (LiveSettings, 0.5).
     smoothing: float = 0.7
     # Frames the file path looks ahead and back (push/flush); live ignores it. On DAVIS 8

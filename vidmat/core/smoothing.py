@@ -33,7 +33,7 @@ moving person. Here every pixel decides for itself how much to trust the new mas
   frames that disagree (a soft halo that was there for 3 of 17 frames) does not leak in.
   Flicker on a still background goes, lasting changes are followed at the frame they
   happen (no lag at all), and no segment crosses a scene cut.
-  On DAVIS (``vidmat eval --smoothing S [--lookahead 8]``, shipped weights, 256 px; raw
+  On DAVIS (``vidmat eval --smoothing S [--lookahead 8]``, session-9 weights, 256 px; raw
   flicker 0.0087, IoU 0.676): causal at 0.5 (live) 84 % of the raw flicker, IoU +0.000;
   lookahead 8 at 0.5: 56 %, IoU +0.004; at 0.7 (convert's default): 54 %, IoU +0.003,
   boundary F +0.012, lag 0 (session-8 weights at 192 px: 79 %, 52 % and 51 %). The gates

@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="f5985a82489842174afaa66ffe8379cbec9425c2ad98765e20b01007525724b0",
+        sha256="e8d278a872a737f28358151adb09240a12e5a71b630e4e260c2e166799e27d1f",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
