@@ -41,9 +41,10 @@ def publish(
     src: Path | Sequence[Path], out: Path, size: int, note: str = "", half: bool = True
 ) -> str:
     srcs = [src] if isinstance(src, Path) else list(src)
-    model, spec = load_weights(str(srcs[0]))
-    if len(srcs) > 1:
-        model.load_state_dict(mean_state([load_weights(str(p))[0] for p in srcs]))
+    loaded = [load_weights(str(p)) for p in srcs]
+    model, spec = loaded[0]
+    if len(loaded) > 1:
+        model.load_state_dict(mean_state([m for m, _ in loaded]))
     new = WeightsSpec(
         name=out.stem,
         arch=spec.arch,
