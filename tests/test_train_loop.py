@@ -252,6 +252,27 @@ def test_publish_sets_input_size_and_loads(tmp_path: Path) -> None:
     assert spec.input_size == 256 and spec.scale == "255" and spec.name == "u2netp_person"
     a = model.state_dict()["outconv.weight"]
     assert torch.allclose(loaded.state_dict()["outconv.weight"], a, atol=1e-3)
+    assert out.stat().st_mode & 0o044 == 0o044  # readable by others, like any shipped file
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_publish_refuses_to_replace_or_to_write_nowhere(tmp_path: Path) -> None:
+    from vidmat.errors import VidmatError
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, save_weights, sha256_file
+    from vidmat.train.publish import publish
+
+    torch.manual_seed(0)
+    src = tmp_path / "best.safetensors"
+    save_weights(build_model("u2netp"), WeightsSpec(name="run", arch="u2netp"), src)
+    out = tmp_path / "u2netp_person.safetensors"
+    out.write_bytes(b"older weights")
+    with pytest.raises(VidmatError, match="--overwrite"):
+        publish(src, out, size=256)
+    assert out.read_bytes() == b"older weights"
+    assert publish(src, out, size=256, overwrite=True) == sha256_file(out)
+    with pytest.raises(VidmatError, match="does not exist"):
+        publish(src, tmp_path / "no" / "such" / "x.safetensors", size=256)
 
 
 def test_publish_several_files_writes_their_mean(tmp_path: Path) -> None:

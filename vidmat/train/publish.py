@@ -1,7 +1,7 @@
 """Publish trained weights into ``weights/`` with the spec the engine will use.
 
     python -m vidmat.train.publish RUN/best.safetensors --size 320 \\
-        --out weights/u2netp_person.safetensors --note "step 400, val IoU ..."
+        --out weights/u2netp_person.safetensors --overwrite --note "step 400, val IoU ..."
 
 The training run exports at its own validation size; the shipped file carries
 the input size chosen after evaluation (``--size``), since the engine runs at
@@ -15,13 +15,13 @@ a working model, and the mean can keep the gains of both (session 12's file).
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from vidmat.errors import VidmatError
+from vidmat.io.files import atomic_output, check_output_path
 from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256_file
 
 
@@ -38,8 +38,14 @@ def mean_state(models: Sequence[torch.nn.Module]) -> dict[str, torch.Tensor]:
 
 
 def publish(
-    src: Path | Sequence[Path], out: Path, size: int, note: str = "", half: bool = True
+    src: Path | Sequence[Path],
+    out: Path,
+    size: int,
+    note: str = "",
+    half: bool = True,
+    overwrite: bool = False,
 ) -> str:
+    check_output_path(out, overwrite)
     srcs = [src] if isinstance(src, Path) else list(src)
     loaded = [load_weights(str(p)) for p in srcs]
     model, spec = loaded[0]
@@ -58,10 +64,8 @@ def publish(
             + (f"; {note}" if note else "")
         ),
     )
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.safetensors")
-    save_weights(model, new, tmp, half=half)
-    os.chmod(tmp, 0o644)  # the temporary file is created private; the shipped file is not
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        save_weights(model, new, tmp, half=half)
     return sha256_file(out)
 
 
@@ -74,9 +78,10 @@ def main() -> None:
     p.add_argument("--size", type=int, default=320)
     p.add_argument("--note", default="")
     p.add_argument("--fp32", action="store_true", help="store fp32 instead of fp16")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a = p.parse_args()
     try:
-        sha = publish(a.src, a.out, a.size, a.note, half=not a.fp32)
+        sha = publish(a.src, a.out, a.size, a.note, half=not a.fp32, overwrite=a.overwrite)
     except VidmatError as exc:
         raise SystemExit(f"publish: error: {exc}") from None
     print(f"{a.out} sha256 {sha} ({a.out.stat().st_size} bytes)")
