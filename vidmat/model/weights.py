@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="e8d278a872a737f28358151adb09240a12e5a71b630e4e260c2e166799e27d1f",
+        sha256="fcd3497ba8a7ba8f661062580ad5bd4733f00677d66b917fbca0367e72ee9a07",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
