@@ -9,7 +9,7 @@ the size the file's spec names. Prints the sha256 to put in the registry.
 
 Several sources publish their mean, tensor by tensor (batch-norm statistics too):
 a fine-tune stays close enough to its starting weights that the two average into
-a working model, and the mean can keep the gains of both (session 12's file).
+a working model, and the mean can keep the gains of all (the files of sessions 12 and 13).
 """
 
 from __future__ import annotations
