@@ -97,16 +97,19 @@ def test_every_command_module_has_help() -> None:
 def test_shared_argument_types_parse_and_refuse() -> None:
     import argparse
 
-    from vidmat.argtypes import float_list, int_list, size_list, size_wxh
+    from vidmat.argtypes import float_list, int_list, on_off_list, size_list, size_wxh
 
     assert size_wxh("640x480") == (640, 480)
     assert size_list("640x480, 1920X1080") == [(640, 480), (1920, 1080)]
     assert int_list("1,32") == [1, 32] and float_list("0,0.5") == [0.0, 0.5]
+    assert on_off_list("off,on") == [False, True] and on_off_list("ON") == [True]
     for bad, parse in (
         ("640", size_wxh),
         ("0x480", size_wxh),
         ("a,b", int_list),
         ("x", float_list),
+        ("yes", on_off_list),
+        ("", on_off_list),
     ):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(bad)

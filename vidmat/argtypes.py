@@ -37,3 +37,11 @@ def float_list(text: str) -> list[float]:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers like 0,0.5, got {text!r}") from None
+
+
+def on_off_list(text: str) -> list[bool]:
+    """'on,off' -> [True, False]: the settings a benchmark times, each switch in turn."""
+    words = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not words or any(w not in ("on", "off") for w in words):
+        raise argparse.ArgumentTypeError(f"expected on, off or on,off, got {text!r}")
+    return [w == "on" for w in words]

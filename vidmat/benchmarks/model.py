@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from vidmat.argtypes import int_list, size_wxh
+from vidmat.argtypes import int_list, on_off_list, size_wxh
 from vidmat.benchmarks.report import report
 from vidmat.core.engine import Engine, EngineConfig, select_device
 from vidmat.model import build_model
@@ -54,16 +54,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--graph",
+        type=on_off_list,
         default=None,
         help="on,off: CUDA-graph settings to time (CUDA only; default both)",
     )
     p.add_argument(
         "--channels-last",
+        type=on_off_list,
         default=None,
         help="on,off: channels-last (NHWC) settings to time (default: on, the engine's default)",
     )
     p.add_argument(
         "--tta",
+        type=on_off_list,
         default=None,
         help="on,off: mirror test-time augmentation settings to time (the engine runs the "
         "model on the frame and its mirror; 'model' stays one plain pass; default: off)",
@@ -150,9 +153,9 @@ def run(args: argparse.Namespace) -> int:
     sizes = args.sizes or ([320] if cuda else [192, 256, 320])
     batches = args.batches or ([1, 32, 128] if cuda else [1])
     precisions = (args.precisions or ("fp16,fp32" if cuda else "fp32")).split(",")
-    graphs = [g == "on" for g in (args.graph or "on,off").split(",")] if cuda else [False]
-    layouts = [v == "on" for v in (args.channels_last or "on").split(",")]
-    ttas = [v == "on" for v in (args.tta or "off").split(",")]
+    graphs = (args.graph or [True, False]) if cuda else [False]
+    layouts = args.channels_last or [True]
+    ttas = args.tta or [False]
     iters = args.iters or (50 if cuda else 5)
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
 
