@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,24 @@ def test_python_dash_m_works() -> None:
         [sys.executable, "-m", "vidmat", "--version"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0 and proc.stdout.startswith("vidmat ")
+
+
+def test_closed_output_pipe_ends_quietly() -> None:
+    """`vidmat eval ... | head -3` closes the pipe before vidmat's last line: no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before vidmat writes anything
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vidmat", "info"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
 
 
 def test_info_json_reports_cpu_and_weights(capsys: pytest.CaptureFixture[str]) -> None:

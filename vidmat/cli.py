@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -68,6 +69,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vidmat: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # The reader of our output went away (`vidmat info | head -3`): stop quietly, as
+        # other command-line tools do, instead of a traceback about the pipe.
+        _discard_stdout()
+        return 128 + getattr(signal, "SIGPIPE", 13)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so Python's flush at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a real file (a test's capture): nothing will flush to a pipe
 
 
 if __name__ == "__main__":
