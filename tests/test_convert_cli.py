@@ -76,6 +76,16 @@ def test_each_bad_input_one_sentence(
     assert listing(tmp_path) == before  # no stray or partial file
 
 
+def test_nothing_to_convert_shows_no_bar_and_no_fps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["convert", str(tmp_path / "nope.mp4")])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.strip() == f"vidmat: error: {tmp_path / 'nope.mp4'} does not exist."
+    assert out.strip() == "converted 0 of 1 input; 1 failed"
+
+
 def test_good_inputs_convert_while_bad_ones_fail(
     good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -372,7 +372,8 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
         from vidmat.core.engine import Engine
 
         engine = Engine.from_config(engine_config_for_files(engine_config_from_args(args)))
-    bars = _Bars(total, len(jobs), args.quiet)
+    # With nothing to convert a bar would only sit at 0 in front of the error lines.
+    bars = _Bars(total, len(jobs), args.quiet or not work)
     results: list[ConvertResult] = []
     failed = 0
     t0 = time.perf_counter()
@@ -427,10 +428,9 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
     frames = sum(r.frames for r in results)
     if not args.quiet or failed:
         fps = frames / elapsed if elapsed > 0 else 0.0
-        line = (
-            f"converted {len(results)} of {len(jobs)} input{'s' if len(jobs) != 1 else ''}: "
-            f"{frames} frames in {elapsed:.1f} s ({fps:.1f} fps)"
-        )
+        line = f"converted {len(results)} of {len(jobs)} input{'s' if len(jobs) != 1 else ''}"
+        if results:
+            line += f": {frames} frames in {elapsed:.1f} s ({fps:.1f} fps)"
         if failed:
             line += f"; {failed} failed"
         print(line, file=sys.stderr if args.quiet else sys.stdout)
