@@ -427,9 +427,9 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
     elapsed = time.perf_counter() - t0
     frames = sum(r.frames for r in results)
     if not args.quiet or failed:
-        fps = frames / elapsed if elapsed > 0 else 0.0
         line = f"converted {len(results)} of {len(jobs)} input{'s' if len(jobs) != 1 else ''}"
         if results:
+            fps = frames / elapsed if elapsed > 0 else 0.0
             line += f": {frames} frames in {elapsed:.1f} s ({fps:.1f} fps)"
         if failed:
             line += f"; {failed} failed"
