@@ -178,6 +178,26 @@ def test_samples_depend_only_on_seed_step_slot() -> None:
     assert set(np.unique(a[1])) <= {0.0, 1.0}
 
 
+def test_shadow_darkens_only_the_new_background() -> None:
+    """A cast shadow is painted on the pasted-onto scene; the person and the label stay."""
+    squares = _squares()
+    src = [CachedSource(SourceSpec(Path("squares"), 1.0, 1.0), squares.images, squares.masks)]
+    bank = np.full((2, 48, 64, 3), 200, np.uint8)  # flat bright scenes: a shadow shows
+    plain = AugmentConfig(color=0, low_light=0, noise=0, blur=0, jpeg=0, grayscale=0)
+    shaded = replace(plain, shadow=1.0)
+    w = np.array([1.0])
+    darkest = 0
+    for slot in range(24):
+        img0, t0 = synthesize(sample_rng(3, 0, slot), src, w, 32, bank, plain)
+        img1, t1 = synthesize(sample_rng(3, 0, slot), src, w, 32, bank, shaded)
+        assert np.array_equal(t0, t1)  # same sample, same label: the shadow is background
+        inside = cv2.erode(t0.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        assert np.array_equal(img0[inside], img1[inside])
+        assert (img1.astype(int) <= img0.astype(int) + 1).all()  # only ever darker
+        darkest = max(darkest, int((img0.astype(int) - img1)[t0 == 0].max()))
+    assert darkest > 40  # at least one shadow is plainly visible
+
+
 def test_source_spec_parsing() -> None:
     s = SourceSpec.parse("/data/viton:0.5:0.9")
     assert (s.path, s.weight, s.composite) == (Path("/data/viton"), 0.5, 0.9)
@@ -234,6 +254,16 @@ def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[
     code = main(["train", "--data", str(tmp_path / "nope"), "--run", str(tmp_path / "r")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_refuses_shadow_outside_0_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "d").mkdir()
+    code = main(
+        ["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r"), "--shadow", "1.5"]
+    )
+    assert code == 2
+    assert "--shadow must be between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_publish_sets_input_size_and_loads(tmp_path: Path) -> None:

@@ -96,6 +96,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="weight of a soft-IoU loss on every output beside the BCE (default 0: BCE only)",
     )
+    p.add_argument(
+        "--shadow",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of the people pasted onto other scenes that cast a shadow there, which "
+        "the mask leaves background (default 0)",
+    )
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument(
         "--ema", type=float, default=0.995, help="EMA decay of the weights (default 0.995)"
@@ -154,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
             raise VidmatError("--size and --mix-size must be multiples of 32, at least 32.")
     if args.batch < 1 or args.steps < 1:
         raise VidmatError("--batch and --steps must be positive.")
+    if not 0.0 <= args.shadow <= 1.0:
+        raise VidmatError("--shadow must be between 0 and 1.")
     last = args.run / "last.pt"
     resume = args.resume
     if resume is None and last.exists():
@@ -176,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         iou_weight=args.iou_weight,
+        shadow=args.shadow,
         warmup=args.warmup,
         ema=args.ema,
         seed=args.seed,

@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -58,6 +58,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     iou_weight: float = 0.0  # soft-IoU term beside the deep-supervision BCE
+    #: Share of composited samples whose person casts a shadow on the new background.
+    shadow: float = 0.0
     warmup: int = 100
     min_lr_ratio: float = 0.02
     ema: float = 0.995
@@ -243,7 +245,7 @@ class Trainer:
         bank: np.ndarray | None = None,
         valsets: Sequence[ValSet] | None = None,
         model: nn.Module | None = None,
-        aug: AugmentConfig = DEFAULT_AUGMENT,
+        aug: AugmentConfig | None = None,
     ) -> None:
         self.cfg = cfg
         if cfg.threads:
@@ -261,7 +263,8 @@ class Trainer:
             bank = load_backgrounds(cfg.backgrounds, cache)
         if valsets is None:
             valsets = load_valsets(cfg.val, cfg.val_n, cache, cfg.progress) if cfg.val else []
-        self.sources, self.bank, self.valsets, self.aug = list(sources), bank, list(valsets), aug
+        self.sources, self.bank, self.valsets = list(sources), bank, list(valsets)
+        self.aug = aug or replace(DEFAULT_AUGMENT, shadow=cfg.shadow)
         torch.manual_seed(cfg.seed)
         if model is None:
             from vidmat.model.u2net import build_model
