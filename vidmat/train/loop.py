@@ -264,6 +264,7 @@ class Trainer:
         if valsets is None:
             valsets = load_valsets(cfg.val, cfg.val_n, cache, cfg.progress) if cfg.val else []
         self.sources, self.bank, self.valsets = list(sources), bank, list(valsets)
+        # ``aug`` replaces the whole augmentation (tests); the CLI's switches live in cfg.
         self.aug = aug or replace(DEFAULT_AUGMENT, shadow=cfg.shadow)
         torch.manual_seed(cfg.seed)
         if model is None:
