@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="fcd3497ba8a7ba8f661062580ad5bd4733f00677d66b917fbca0367e72ee9a07",
+        sha256="513e6ff44ac335c89d837ad6705e4fb33cc55649322df1261c8d57891c99afab",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
