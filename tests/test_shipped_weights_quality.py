@@ -1,8 +1,8 @@
 """The shipped weights still segment real people, scored as a user scores them (`vidmat eval`).
 
 Only where ../shared/data exists (skipped on a fresh clone). The floors sit a few points
-under what the shipped file scores on the same slices (val/ccp 0.902, val/viton 0.921,
-DAVIS 0.836 through convert's path, session-15 file), so a retrained file passes and a
+under what the shipped file scores on the same slices (val/ccp 0.904, val/viton 0.921,
+DAVIS 0.835 through convert's path, session-16 file), so a retrained file passes and a
 broken one fails: a wrong normalisation, a corrupted or random file, a changed input size or
 a smoothing that stopped working all land far below them.
 """

@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="513e6ff44ac335c89d837ad6705e4fb33cc55649322df1261c8d57891c99afab",
+        sha256="8e8df42302bd6550bfbd364bfa0a0a13a7c2fe4b31b479d1245da256a279d069",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
