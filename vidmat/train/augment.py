@@ -201,7 +201,7 @@ def _photometric(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) 
     return np.ascontiguousarray(out)
 
 
-def cast_shadow(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray | None:
+def _cast_shadow(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray | None:
     """How much a pasted person darkens the background behind it, float32 (H, W) in [0, 1).
 
     Ground: the silhouette laid down from the feet, flattened and sheared by the
@@ -262,7 +262,7 @@ def synthesize(
             # A child generator, so the draws below (and the batches of runs without
             # shadows) are the same whether or not this sample gets one.
             srng = rng.spawn(1)[0]
-            shadow = cast_shadow(srng, alpha) if srng.random() < cfg.shadow else None
+            shadow = _cast_shadow(srng, alpha) if srng.random() < cfg.shadow else None
             if shadow is not None:
                 bg *= 1.0 - shadow[..., None]
         # Soften the paste edge a little so a hard cut-out seam is no cue.
