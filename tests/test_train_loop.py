@@ -130,6 +130,39 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
         assert torch.equal(a, b)
 
 
+def test_every_validation_keeps_its_ema(tmp_path: Path) -> None:
+    """Each validated step leaves its EMA on disk, best or not, so any step can be averaged in."""
+    from vidmat.model.weights import load_weights
+    from vidmat.train.loop import ValSet
+
+    sq = _squares(n=4, seed=5)
+    cfg = replace(_cfg(tmp_path, steps=4), val_every=2)
+    tr = Trainer(cfg, sources=[_squares()], bank=None, valsets=[ValSet("sq", sq.images, sq.masks)])
+    ema_at: dict[int, dict[str, torch.Tensor]] = {}
+    save = tr.save
+
+    def spy_save(path: Path | None = None) -> Path:
+        # run() checkpoints right after each validation: the EMA that was just exported.
+        ema_at[tr.step] = {k: v.clone() for k, v in tr.ema.model.state_dict().items()}
+        return save(path)
+
+    tr.save = spy_save
+    tr.run()
+    run = cfg.run_dir
+    assert sorted(p.name for p in run.glob("ema_step*.safetensors")) == [
+        "ema_step2.safetensors",
+        "ema_step4.safetensors",
+    ]
+    assert (run / "best.safetensors").is_file()
+    key = "outconv.weight"
+    for step in (2, 4):
+        model, spec = load_weights(str(run / f"ema_step{step}.safetensors"))
+        assert spec.input_size == 32
+        assert torch.allclose(model.state_dict()[key], ema_at[step][key], atol=1e-3)
+    assert not torch.allclose(ema_at[2][key], ema_at[4][key])
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
+
+
 def test_whole_photo_sample_is_squashed_like_inference() -> None:
     """A wide photo drawn whole is resized to the square as ``cv2.resize`` would at run time."""
     h, w, size = 40, 80, 32

@@ -17,7 +17,9 @@ example (CPU, resumable; re-run the same command to continue from RUN/last.pt):
 Each --data root holds images/ and masks/ (same file stems; masks 0 = background,
 255 = person). WEIGHT is the relative probability of drawing from that root,
 COMPOSITE the probability that its person is pasted onto another background.
-The best EMA weights (by mean val IoU) are written to RUN/best.safetensors.
+Each validation writes that step's EMA weights to RUN/ema_stepN.safetensors and
+the best so far (by mean val IoU) to RUN/best.safetensors; either can be shipped
+or averaged with python -m vidmat.train.publish.
 """
 
 

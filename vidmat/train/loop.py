@@ -12,6 +12,10 @@ Design choices and why:
   the EMA of a still-noisy run is much closer to a converged model.
 * Checkpoints go to a run folder outside the repository (model, EMA, optimizer,
   scheduler, torch RNG, step, best score) and are replaced atomically.
+* Every validated EMA is kept (``ema_stepN.safetensors``), not only the best: the
+  shipped files are means of a start and a fine-tune's EMA at a chosen step, and
+  the best on the 50 + 50 validation images is not always the step that holds up
+  on the full sets and on video.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import contextlib
 import copy
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidmat.errors import VidmatError
+from vidmat.io.files import atomic_output
 from vidmat.train.augment import DEFAULT_AUGMENT, AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import CachedSource, SourceSpec, load_backgrounds, load_source
 
@@ -210,14 +214,13 @@ def validate(model: nn.Module, valsets: Sequence[ValSet], size: int, device: tor
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def export_weights(model: nn.Module, cfg: TrainConfig, path: Path, description: str) -> str:
     """Write safetensors (fp16) with the spec the engine needs; returns the sha256."""
-    from vidmat.model.weights import WeightsSpec, save_weights
+    from vidmat.model.weights import WeightsSpec, save_weights, sha256_file
 
     spec = WeightsSpec(
         name=cfg.name,
@@ -227,11 +230,8 @@ def export_weights(model: nn.Module, cfg: TrainConfig, path: Path, description: 
         file=path.name,
         description=description,
     )
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.safetensors")
-    save_weights(model, spec, tmp, half=True)
-    os.replace(tmp, path)
-    from vidmat.model.weights import sha256_file
-
+    with atomic_output(path) as tmp:
+        save_weights(model, spec, tmp, half=True)
     return sha256_file(path)
 
 
@@ -389,6 +389,12 @@ class Trainer:
                     val_iou = res["mean_iou"]
                     rec["val"] = res
                     self.history.append({"step": self.step, **res})
+                    export_weights(
+                        self.ema.model,
+                        cfg,
+                        cfg.run_dir / f"ema_step{self.step}.safetensors",
+                        f"step {self.step}, val mean IoU {val_iou:.4f}",
+                    )
                     if val_iou > self.best:
                         self.best = val_iou
                         sha = export_weights(
