@@ -231,6 +231,39 @@ def test_shadow_darkens_only_the_new_background() -> None:
     assert darkest > 40  # at least one shadow is plainly visible
 
 
+def test_rotate_widens_the_tilt_and_keeps_the_draws(tmp_path: Path) -> None:
+    """--rotate changes only the angle: the rest of each sample's random draws stay in step."""
+    from vidmat.train.augment import _affine
+
+    cfg = replace(_cfg(tmp_path, steps=1), rotate=30.0)
+    assert Trainer(cfg, sources=[_squares()], bank=None, valsets=[]).aug.rotate_deg == 30.0
+
+    def draw(rotate: float, seed: int) -> tuple[float, float]:
+        rng = np.random.default_rng(seed)
+        m = _affine(rng, 400, 300, 64, (300.0, 200.0), replace(AugmentConfig(), rotate_deg=rotate))
+        # m[0, :2] is (c, s) scaled, and negated by a flip: the ratio is tan(angle)
+        return float(np.degrees(np.arctan(m[0, 1] / m[0, 0]))), float(rng.random())
+
+    default = [draw(12.0, k) for k in range(200)]
+    wide = [draw(30.0, k) for k in range(200)]
+    assert max(abs(a) for a, _ in default) <= 12.0
+    assert 25.0 < max(abs(a) for a, _ in wide) <= 30.0
+    assert [after for _, after in default] == [after for _, after in wide]
+    assert all(np.sign(a) == np.sign(b) for (a, _), (b, _) in zip(default, wide, strict=True))
+
+
+def test_cli_refuses_rotate_outside_0_90(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "d").mkdir()
+    code = main(
+        ["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r"), "--rotate", "120"]
+    )
+    assert code == 2
+    assert "--rotate must be between 0 and 90 degrees" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_source_spec_parsing() -> None:
     s = SourceSpec.parse("/data/viton:0.5:0.9")
     assert (s.path, s.weight, s.composite) == (Path("/data/viton"), 0.5, 0.9)

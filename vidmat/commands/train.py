@@ -106,6 +106,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="share of the people pasted onto other scenes that cast a shadow there, which "
         "the mask leaves background (default 0)",
     )
+    p.add_argument(
+        "--rotate",
+        type=float,
+        default=12.0,
+        metavar="DEG",
+        help="largest tilt of a sample, either way, in degrees (default 12); a run with "
+        "another value draws the same batches but for the angle",
+    )
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument(
         "--ema", type=float, default=0.995, help="EMA decay of the weights (default 0.995)"
@@ -166,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--batch and --steps must be positive.")
     if not 0.0 <= args.shadow <= 1.0:
         raise VidmatError("--shadow must be between 0 and 1.")
+    if not 0.0 <= args.rotate <= 90.0:
+        raise VidmatError("--rotate must be between 0 and 90 degrees.")
     last = args.run / "last.pt"
     resume = args.resume
     if resume is None and last.exists():
@@ -189,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         iou_weight=args.iou_weight,
         shadow=args.shadow,
+        rotate=args.rotate,
         warmup=args.warmup,
         ema=args.ema,
         seed=args.seed,

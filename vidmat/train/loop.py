@@ -64,6 +64,8 @@ class TrainConfig:
     iou_weight: float = 0.0  # soft-IoU term beside the deep-supervision BCE
     #: Share of composited samples whose person casts a shadow on the new background.
     shadow: float = 0.0
+    #: Largest tilt of a sample in degrees (AugmentConfig.rotate_deg).
+    rotate: float = 12.0
     warmup: int = 100
     min_lr_ratio: float = 0.02
     ema: float = 0.995
@@ -265,7 +267,7 @@ class Trainer:
             valsets = load_valsets(cfg.val, cfg.val_n, cache, cfg.progress) if cfg.val else []
         self.sources, self.bank, self.valsets = list(sources), bank, list(valsets)
         # ``aug`` replaces the whole augmentation (tests); the CLI's switches live in cfg.
-        self.aug = aug or replace(DEFAULT_AUGMENT, shadow=cfg.shadow)
+        self.aug = aug or replace(DEFAULT_AUGMENT, shadow=cfg.shadow, rotate_deg=cfg.rotate)
         torch.manual_seed(cfg.seed)
         if model is None:
             from vidmat.model.u2net import build_model
