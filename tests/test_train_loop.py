@@ -163,6 +163,38 @@ def test_every_validation_keeps_its_ema(tmp_path: Path) -> None:
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
 
 
+def test_worker_processes_build_the_same_batches(tmp_path: Path) -> None:
+    """--workers moves augmentation into other processes without changing a single batch."""
+    inline = _trainer(tmp_path / "inline", steps=3)
+    inline.run()
+    rng_after = torch.get_rng_state()  # what the checkpoint saves
+    pooled = Trainer(
+        replace(_cfg(tmp_path / "pooled", steps=3), workers=2),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    pooled.run()
+    assert pooled.losses == inline.losses
+    assert torch.equal(torch.get_rng_state(), rng_after)  # the loader drew nothing from it
+    for a, b in zip(
+        inline.model.state_dict().values(), pooled.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    # Started at step 1 from a checkpoint, the workers pick up at that step's batch.
+    part = _trainer(tmp_path / "part", steps=1)
+    part.run()
+    rest = Trainer(
+        replace(_cfg(tmp_path / "rest", steps=3), workers=2),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    rest.load(part.cfg.run_dir / "last.pt")
+    rest.run()
+    assert part.losses + rest.losses == inline.losses
+
+
 def test_whole_photo_sample_is_squashed_like_inference() -> None:
     """A wide photo drawn whole is resized to the square as ``cv2.resize`` would at run time."""
     h, w, size = 40, 80, 32
