@@ -140,7 +140,7 @@ def _cache_key(root: Path, n: int, size: tuple[int, int], fix: bool) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _fixed_size(first: np.ndarray, long_side: int) -> tuple[int, int]:
+def cache_size(first: np.ndarray, long_side: int) -> tuple[int, int]:
     """(H, W) of the cache for a root: the first image's aspect, long side ``long_side``."""
     h, w = first.shape[:2]
     s = long_side / max(h, w)
@@ -157,7 +157,7 @@ def load_source(
     """Decode, resize and cache a root once; later calls memory-map the cache."""
     pairs = list_pairs(spec.path)
     first = read_rgb(pairs[0][0])
-    size = _fixed_size(first, long_side)
+    size = cache_size(first, long_side)
     key = _cache_key(spec.path, len(pairs), size, close_gaps)
     cache_dir.mkdir(parents=True, exist_ok=True)
     img_file = cache_dir / f"{spec.path.name}-{key}-images.npy"

@@ -1,0 +1,104 @@
+"""Packing training folders for a GPU machine: the packed roots build the same training cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vidmat.errors import VidmatError
+from vidmat.train.data import SourceSpec, load_backgrounds, load_source
+from vidmat.train.pack import main, pack
+
+
+def _root(path: Path, n: int, hw: tuple[int, int], seed: int) -> Path:
+    """Smooth photo-like images with an ellipse 'person' and its mask."""
+    rng = np.random.default_rng(seed)
+    (path / "images").mkdir(parents=True)
+    (path / "masks").mkdir()
+    h, w = hw
+    for i in range(n):
+        base = rng.integers(0, 255, (6, 8, 3)).astype(np.uint8)
+        img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
+        mask = np.zeros((h, w), np.uint8)
+        centre = (int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4)))
+        cv2.ellipse(mask, centre, (w // 6, h // 3), 0, 0, 360, 255, -1)
+        img[mask > 0] = (img[mask > 0] // 2 + 100).astype(np.uint8)
+        cv2.imwrite(str(path / "images" / f"{i:03d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(path / "masks" / f"{i:03d}.png"), mask)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "webp"])
+def test_packed_roots_build_the_same_cache(tmp_path: Path, fmt: str) -> None:
+    big = _root(tmp_path / "data" / "train" / "ccp", 4, (480, 320), 0)  # shrunk to 320 x 213
+    small = _root(tmp_path / "data" / "train" / "viton", 3, (128, 96), 1)  # kept: never enlarged
+    val = _root(tmp_path / "data" / "val" / "ccp", 2, (480, 320), 2)  # same name, other parent
+    scenes = tmp_path / "data" / "bg"
+    scenes.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(scenes / f"{i}.png"), np.full((600, 900, 3), 40 * (i + 1), np.uint8))
+    out = tmp_path / "pack"
+    manifest = pack([big, small, val], out, scenes, fmt=fmt, quality=90)
+
+    assert manifest["roots"]["train/ccp"]["pairs"] == 4
+    assert json.loads((out / "MANIFEST.json").read_text()) == manifest
+    assert manifest["bytes"] == sum(
+        p.stat().st_size for p in out.rglob("*.*") if p.name != "MANIFEST.json"
+    )
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    img = cv2.imread(str(out / "train/ccp/images" / f"000.{fmt}"))
+    assert img.shape[:2] == (320, 213)
+    assert cv2.imread(str(out / "train/viton/images" / f"000.{fmt}")).shape[:2] == (128, 96)
+    assert cv2.imread(str(out / "backgrounds" / f"0.{fmt}")).shape[:2] == (288, 432)
+
+    for raw, gaps in ((big, False), (small, True), (val, False)):
+        name = f"{raw.parent.name}/{raw.name}"
+        a = load_source(SourceSpec(raw), tmp_path / "cache_raw", 320, gaps, False)
+        b = load_source(SourceSpec(out / name), tmp_path / "cache_packed", 320, gaps, False)
+        assert a.images.shape == b.images.shape
+        assert np.array_equal(a.masks, b.masks), name
+        assert np.abs(a.images.astype(int) - b.images).mean() < 3.0, name
+    a = load_backgrounds(scenes, tmp_path / "cache_raw")
+    b = load_backgrounds(out / "backgrounds", tmp_path / "cache_packed")
+    assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 3.0
+
+
+def test_pack_refuses_clashes_and_replacing(tmp_path: Path) -> None:
+    a = _root(tmp_path / "x" / "ccp", 1, (64, 48), 0)
+    b = _root(tmp_path / "y" / "x" / "ccp", 1, (64, 48), 1)  # also packs as x/ccp
+    with pytest.raises(VidmatError, match="two roots would be packed as x/ccp"):
+        pack([a, b], tmp_path / "pack")
+    assert not (tmp_path / "pack").exists()
+    pack([a], tmp_path / "pack")
+    before = (tmp_path / "pack" / "MANIFEST.json").read_text()
+    with pytest.raises(VidmatError, match="--overwrite"):
+        pack([b], tmp_path / "pack")
+    assert (tmp_path / "pack" / "MANIFEST.json").read_text() == before
+    pack([b], tmp_path / "pack", overwrite=True)
+    assert json.loads((tmp_path / "pack" / "MANIFEST.json").read_text())["roots"]["x/ccp"][
+        "source"
+    ] == str(b)
+
+
+def test_pack_cli_errors_in_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "missing"), "--out", str(tmp_path / "pack")])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"pack: error: root {tmp_path / 'missing'} does not exist."
+    broken = tmp_path / "broken"
+    (broken / "images").mkdir(parents=True)
+    (broken / "masks").mkdir()
+    (broken / "images" / "a.jpg").write_bytes(b"not a jpeg")
+    (broken / "masks" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit) as exc:
+        main([str(broken), "--out", str(tmp_path / "pack")])
+    assert exc.value.code == 1
+    assert "cannot read image" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]  # no pack, no leftovers

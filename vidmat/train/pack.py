@@ -1,0 +1,190 @@
+"""Pack training folders small enough to travel to a GPU machine.
+
+    python -m vidmat.train.pack ../shared/data/train/ccp ../shared/data/train/viton \\
+        PSEUDO/train ../shared/data/val/ccp ../shared/data/val/viton \\
+        --backgrounds ../shared/data/backgrounds --out .pack
+
+A GPU machine is reached by copying files to it, at most 64 MiB a call, and the
+raw folders are larger than that. Training never sees them at full size anyway:
+:func:`vidmat.train.data.load_source` caches every root at one size (long side
+320) and the backgrounds cover-fitted to 288 x 384. So each image is written at
+the size that cache would give it (never enlarged), re-encoded (JPEG, or WebP
+for a third less), and each mask as a PNG. Training on the pack then builds the
+same cache, up to the re-encoding.
+
+``OUT/<parent>/<name>/{images,masks}`` keeps each root's folder name, which
+``--close-gaps`` goes by (``viton``), and ``OUT/backgrounds`` holds the scenes.
+The pack is derived from the data: keep it in an ignored folder, never commit it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidmat.errors import VidmatError
+from vidmat.train.data import IMAGE_EXTS, cache_size, list_pairs, read_mask, read_rgb
+
+#: load_backgrounds' default (H, W).
+BACKGROUND_SIZE = (288, 384)
+
+
+def _encode(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    flag = cv2.IMWRITE_WEBP_QUALITY if fmt == "webp" else cv2.IMWRITE_JPEG_QUALITY
+    ok, buf = cv2.imencode(f".{fmt}", bgr, [flag, quality])
+    if not ok:
+        raise VidmatError(f"OpenCV cannot encode {fmt} images here.")
+    return buf.tobytes()
+
+
+def _shrink(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``img`` at (H, W) = ``hw`` when that is smaller; else unchanged (the cache enlarges)."""
+    h, w = hw
+    if h * w >= img.shape[0] * img.shape[1]:
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def pack_root(root: Path, out: Path, long_side: int, fmt: str, quality: int) -> int:
+    """Write ``root``'s pairs into ``out`` at the cache's size; returns the pairs written."""
+    pairs = list_pairs(root)
+    hw = cache_size(read_rgb(pairs[0][0]), long_side)
+    (out / "images").mkdir(parents=True)
+    (out / "masks").mkdir()
+
+    def one(pair: tuple[Path, Path]) -> None:
+        img_path, mask_path = pair
+        img, mask = read_rgb(img_path), read_mask(mask_path)
+        small = _shrink(img, hw)
+        if small is not img:
+            if mask.shape != img.shape[:2]:
+                mask = cv2.resize(
+                    mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST
+                )
+            mask = np.where(_shrink(mask, hw) > 127, 255, 0).astype(np.uint8)
+        (out / "images" / f"{img_path.stem}.{fmt}").write_bytes(_encode(small, fmt, quality))
+        _, png = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        (out / "masks" / f"{img_path.stem}.png").write_bytes(png.tobytes())
+
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(one, pairs))
+    return len(pairs)
+
+
+def pack_backgrounds(folder: Path, out: Path, fmt: str, quality: int) -> int:
+    """Scenes shrunk to just cover :data:`BACKGROUND_SIZE`, as load_backgrounds fits them."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise VidmatError(f"no background images found in {folder}.")
+    out.mkdir(parents=True)
+    h, w = BACKGROUND_SIZE
+
+    def one(path: Path) -> None:
+        img = read_rgb(path)
+        s = max(h / img.shape[0], w / img.shape[1])
+        hw = (max(h, round(img.shape[0] * s)), max(w, round(img.shape[1] * s)))
+        (out / f"{path.stem}.{fmt}").write_bytes(_encode(_shrink(img, hw), fmt, quality))
+
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(one, files))
+    return len(files)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def pack(
+    roots: Sequence[Path],
+    out: Path,
+    backgrounds: Path | None = None,
+    long_side: int = 320,
+    fmt: str = "jpg",
+    quality: int = 90,
+    overwrite: bool = False,
+) -> dict:
+    """Pack ``roots`` (and ``backgrounds``) into ``out``; returns the manifest it writes.
+
+    Everything is written into a temporary folder beside ``out`` and renamed at the
+    end, so an interrupted pack leaves no half-filled folder that looks complete.
+    """
+    names = [f"{r.parent.name}/{r.name}" for r in roots]
+    for name in names:
+        if names.count(name) > 1:
+            raise VidmatError(f"two roots would be packed as {name}; pack them separately.")
+    if out.exists() and not overwrite:
+        raise VidmatError(f"{out} exists; pass --overwrite to replace it.")
+    if not out.parent.is_dir():
+        raise VidmatError(f"output folder {out.parent} does not exist.")
+    tmp = out.with_name(f".{out.name}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        manifest: dict = {"long_side": long_side, "format": fmt, "quality": quality, "roots": {}}
+        for root, name in zip(roots, names, strict=True):
+            n = pack_root(root, tmp / name, long_side, fmt, quality)
+            manifest["roots"][name] = {"source": str(root), "pairs": n}
+        if backgrounds is not None:
+            n = pack_backgrounds(backgrounds, tmp / "backgrounds", fmt, quality)
+            manifest["backgrounds"] = {"source": str(backgrounds), "images": n}
+        manifest["bytes"] = _folder_bytes(tmp)
+        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m vidmat.train.pack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("roots", type=Path, nargs="+", help="training or validation roots")
+    p.add_argument("--backgrounds", type=Path, help="folder of person-free scenes")
+    p.add_argument("--out", type=Path, required=True, help="pack folder (keep it ignored)")
+    p.add_argument("--long-side", type=int, default=320, help="as train's cache (default 320)")
+    p.add_argument("--format", choices=("jpg", "webp"), default="jpg")
+    p.add_argument("--quality", type=int, default=90, help="JPEG / WebP quality (default 90)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    args = p.parse_args(argv)
+    try:
+        for r in args.roots:
+            if not r.is_dir():
+                raise VidmatError(f"root {r} does not exist.")
+        if args.backgrounds is not None and not args.backgrounds.is_dir():
+            raise VidmatError(f"background folder {args.backgrounds} does not exist.")
+        if not 1 <= args.quality <= 100:
+            raise VidmatError("--quality must be between 1 and 100.")
+        m = pack(
+            args.roots,
+            args.out,
+            args.backgrounds,
+            args.long_side,
+            args.format,
+            args.quality,
+            args.overwrite,
+        )
+    except VidmatError as exc:
+        p.exit(1, f"pack: error: {exc}\n")
+    for name, info in m["roots"].items():
+        print(f"{name}: {info['pairs']} pairs")
+    if "backgrounds" in m:
+        print(f"backgrounds: {m['backgrounds']['images']} images")
+    print(f"{args.out}: {m['bytes'] / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
