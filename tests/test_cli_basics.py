@@ -34,6 +34,31 @@ def test_python_dash_m_works() -> None:
     assert proc.returncode == 0 and proc.stdout.startswith("vidmat ")
 
 
+def test_train_runs_where_pyav_and_qt_are_missing(tmp_path: Path) -> None:
+    """A GPU machine for training may lack PyAV and Qt: `vidmat train` must not need them."""
+    block = "import sys; sys.modules.update(av=None, PyQt6=None); from vidmat.cli import main; "
+    train = [sys.executable, "-c", block + "sys.exit(main(sys.argv[1:]))", "train"]
+    proc = subprocess.run([*train, "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "--workers" in proc.stdout
+    missing = tmp_path / "nowhere"
+    proc = subprocess.run(
+        [*train, "--data", str(missing), "--run", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr.strip()) == (
+        2,
+        f"vidmat: error: training root {missing} does not exist.",
+    )
+    # The whole help does load every command, PyAV included: the block above is real.
+    proc = subprocess.run(
+        [sys.executable, "-c", block + "main(['--help'])"], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "av" in proc.stderr
+
+
 def test_closed_output_pipe_ends_quietly() -> None:
     """`vidmat eval ... | head -3` closes the pipe before vidmat's last line: no traceback."""
     read_end, write_end = os.pipe()

@@ -2,9 +2,11 @@
 
 Each module named in :data:`COMMANDS` lives in ``vidmat/commands/`` and exposes
 ``add_parser(subparsers)`` (which registers its sub-parser and sets
-``func=run`` as the default) and ``run(args) -> int``. Command modules are
-imported lazily only for ``--help`` building, so a broken optional dependency of
-one command does not break the others.
+``func=run`` as the default) and ``run(args) -> int``. A command line that names
+a command imports that command's module alone: ``vidmat train`` then needs neither
+PyAV nor Qt (a GPU machine for training may have neither), and each command starts
+without loading the others' libraries. Only ``vidmat --help`` and a misspelt
+command load them all.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of command ``only`` alone."""
     parser = argparse.ArgumentParser(
         prog="vidmat",
         description=(
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vidmat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in (only,) if only in COMMANDS else COMMANDS:
         try:
             module = importlib.import_module(f"vidmat.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -57,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser()  # imports torch & co.: Ctrl-C can land here too
+        argv = list(sys.argv[1:] if argv is None else argv)
+        # imports torch & co.: Ctrl-C can land here too
+        parser = build_parser(argv[0] if argv else None)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
