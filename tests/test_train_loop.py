@@ -195,6 +195,34 @@ def test_worker_processes_build_the_same_batches(tmp_path: Path) -> None:
     assert part.losses + rest.losses == inline.losses
 
 
+def test_a_stop_between_validations_keeps_its_ema(tmp_path: Path) -> None:
+    """Ctrl-C, SIGTERM or --minutes between validations leave that step's EMA on disk."""
+    from vidmat.model.weights import load_weights
+
+    tr = _trainer(tmp_path, steps=1000)
+    step = tr.train_step
+
+    def stop_after_three(batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+        loss = step(batch)
+        if tr.step == 3:
+            tr.stop()
+        return loss
+
+    tr.train_step = stop_after_three
+    tr.run()
+    run = tr.cfg.run_dir
+    assert tr.step == 3 and (run / "last.pt").is_file()
+    assert [p.name for p in run.glob("ema_step*")] == ["ema_step3.safetensors"]
+    model, _ = load_weights(str(run / "ema_step3.safetensors"))
+    key = "outconv.weight"
+    assert torch.allclose(model.state_dict()[key], tr.ema.model.state_dict()[key], atol=1e-3)
+
+    late = replace(_cfg(tmp_path / "late", steps=1000), minutes=1e-9)  # over before it starts
+    timed = Trainer(late, sources=[_squares()], bank=None, valsets=[])
+    timed.run()
+    assert timed.step == 0 and not late.run_dir.joinpath("last.pt").exists()
+
+
 def test_whole_photo_sample_is_squashed_like_inference() -> None:
     """A wide photo drawn whole is resized to the square as ``cv2.resize`` would at run time."""
     h, w, size = 40, 80, 32

@@ -125,6 +125,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument(
+        "--minutes",
+        type=float,
+        metavar="M",
+        help="stop after M minutes of training, checkpointed and exported as at Ctrl-C "
+        "(for a timed GPU lease; pick --steps so the cosine ends near then)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=0,
@@ -182,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--batch and --steps must be positive.")
     if not 0.0 <= args.shadow <= 1.0:
         raise VidmatError("--shadow must be between 0 and 1.")
+    if args.minutes is not None and args.minutes <= 0:
+        raise VidmatError("--minutes must be positive.")
     if args.workers < 0:
         raise VidmatError("--workers must be 0 or more.")
     if not 0.0 <= args.rotate <= 90.0:
@@ -220,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         workers=args.workers,
+        minutes=args.minutes,
         channels_last=args.channels_last,
         init=args.init,
         close_gaps=tuple(
