@@ -312,18 +312,6 @@ def test_rotate_widens_the_tilt_and_keeps_the_draws(tmp_path: Path) -> None:
     assert all(np.sign(a) == np.sign(b) for (a, _), (b, _) in zip(default, wide, strict=True))
 
 
-def test_cli_refuses_rotate_outside_0_90(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "d").mkdir()
-    code = main(
-        ["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r"), "--rotate", "120"]
-    )
-    assert code == 2
-    assert "--rotate must be between 0 and 90 degrees" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
-
-
 def test_source_spec_parsing() -> None:
     s = SourceSpec.parse("/data/viton:0.5:0.9")
     assert (s.path, s.weight, s.composite) == (Path("/data/viton"), 0.5, 0.9)
@@ -382,13 +370,22 @@ def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_cli_refuses_shadow_outside_0_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--shadow", "1.5", "--shadow must be between 0 and 1."),
+        ("--rotate", "120", "--rotate must be between 0 and 90 degrees."),
+        ("--workers", "-1", "--workers must be 0 or more."),
+        ("--minutes", "0", "--minutes must be positive."),
+    ],
+)
+def test_cli_refuses_out_of_range_switches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
     (tmp_path / "d").mkdir()
-    code = main(
-        ["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r"), "--shadow", "1.5"]
-    )
+    code = main(["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r"), flag, value])
     assert code == 2
-    assert "--shadow must be between 0 and 1" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == f"vidmat: error: {message}"
     assert not (tmp_path / "r").exists()
 
 
