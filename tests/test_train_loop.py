@@ -312,6 +312,51 @@ def test_rotate_widens_the_tilt_and_keeps_the_draws(tmp_path: Path) -> None:
     assert all(np.sign(a) == np.sign(b) for (a, _), (b, _) in zip(default, wide, strict=True))
 
 
+def test_camouflage_moves_the_scene_to_a_colour_of_the_person() -> None:
+    """The scene is shifted, texture and all, most of the way to one part's colour."""
+    from vidmat.train.augment import _camouflage
+
+    rng = np.random.default_rng(2)
+    bg = rng.uniform(0, 60, (32, 32, 3)).astype(np.float32)  # dark, textured
+    fg = np.zeros((32, 32, 3), np.float32)
+    fg[:, :16] = (230, 230, 230)  # a white top ...
+    fg[:, 16:] = (40, 20, 120)  # ... and dark blue trousers
+    alpha = np.zeros((32, 32), np.float32)
+    alpha[4:28, 8:24] = 1.0
+    local = cv2.blur(fg, (9, 9))[alpha > 0.5]  # the colours a part of the person has
+    shifted_to_top = 0
+    for seed in range(12):
+        out = _camouflage(np.random.default_rng(seed), bg, fg, alpha)
+        shift = out - bg
+        assert np.allclose(shift, shift[0, 0], atol=1e-3)  # texture kept: one shift
+        gap_before = np.abs(bg.mean((0, 1)) - local).sum(axis=1)
+        gap_after = np.abs(out.mean((0, 1)) - local).sum(axis=1)
+        assert (gap_after <= 0.5 * gap_before + 1e-3).any()
+        shifted_to_top += int(out.mean() > 150)
+    assert 0 < shifted_to_top < 12  # sometimes the white top, sometimes the trousers
+
+
+def test_camouflage_leaves_the_label_the_person_and_the_other_draws() -> None:
+    squares = _squares()
+    src = [CachedSource(SourceSpec(Path("squares"), 1.0, 1.0), squares.images, squares.masks)]
+    bank = np.random.default_rng(9).integers(0, 60, (3, 48, 64, 3)).astype(np.uint8)
+    # Photometric steps off (contrast follows the whole image's mean); their draws still run.
+    plain = AugmentConfig(color=0, low_light=0, noise=0, blur=0, jpeg=0, grayscale=0, shadow=1.0)
+    camo = replace(plain, camouflage=1.0)
+    w = np.array([1.0])
+    changed = 0
+    for slot in range(16):
+        img0, t0 = synthesize(sample_rng(4, 0, slot), src, w, 32, bank, plain)
+        img1, t1 = synthesize(sample_rng(4, 0, slot), src, w, 32, bank, camo)
+        assert np.array_equal(t0, t1)
+        # The scene changes; the person only where its soft edge lets the scene through.
+        d = np.abs(img0.astype(int) - img1).sum(axis=2)
+        if t0.any() and not t0.all():
+            assert d[t0 == 1].mean() < 0.2 * d[t0 == 0].mean()
+            changed += int((d[t0 == 0] > 6).mean() > 0.5)
+    assert changed >= 10
+
+
 def test_source_spec_parsing() -> None:
     s = SourceSpec.parse("/data/viton:0.5:0.9")
     assert (s.path, s.weight, s.composite) == (Path("/data/viton"), 0.5, 0.9)
@@ -375,6 +420,7 @@ def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[
     [
         ("--shadow", "1.5", "--shadow must be between 0 and 1."),
         ("--rotate", "120", "--rotate must be between 0 and 90 degrees."),
+        ("--camouflage", "-0.1", "--camouflage must be between 0 and 1."),
         ("--workers", "-1", "--workers must be 0 or more."),
         ("--minutes", "0", "--minutes must be positive."),
     ],

@@ -107,6 +107,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the mask leaves background (default 0)",
     )
     p.add_argument(
+        "--camouflage",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of the people pasted onto other scenes whose scene takes on the colour of "
+        "a part of them, a garment or the skin (default 0); the batches are otherwise those of "
+        "a run without it",
+    )
+    p.add_argument(
         "--rotate",
         type=float,
         default=12.0,
@@ -193,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--minutes must be positive.")
     if args.workers < 0:
         raise VidmatError("--workers must be 0 or more.")
+    if not 0.0 <= args.camouflage <= 1.0:
+        raise VidmatError("--camouflage must be between 0 and 1.")
     if not 0.0 <= args.rotate <= 90.0:
         raise VidmatError("--rotate must be between 0 and 90 degrees.")
     last = args.run / "last.pt"
@@ -218,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         iou_weight=args.iou_weight,
         shadow=args.shadow,
+        camouflage=args.camouflage,
         rotate=args.rotate,
         warmup=args.warmup,
         ema=args.ema,

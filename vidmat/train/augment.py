@@ -11,7 +11,9 @@ colour / brightness / contrast / gamma (white balance and exposure), low light
 with sensor noise, blur (focus and motion), and JPEG artefacts (streamed video).
 A pasted person casts no shadow, while a real one does (DAVIS hike: 59 % of the
 session-13 model's false-positive pixels lie at or below the hiker's ankles, where his
-shadow falls), so composites can get one that the label leaves background.
+shadow falls), so composites can get one that the label leaves background. Nor does a
+pasted person often stand before a scene of its own colour, the case the model fails
+most on video, so composites can get one (``camouflage``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class AugmentConfig:
     #: Composited samples whose person casts a shadow onto the new background. Off by
     #: default so that runs started without it resume with exactly their batches.
     shadow: float = 0.0
+    #: Composited samples whose new scene takes on the colour of a part of the person
+    #: (a white top before a pale wall, skin before sunlit hay). Off by default, as above.
+    camouflage: float = 0.0
 
 
 def _affine(
@@ -201,6 +206,26 @@ def _photometric(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) 
     return np.ascontiguousarray(out)
 
 
+def _camouflage(
+    rng: np.random.Generator, bg: np.ndarray, fg: np.ndarray, alpha: np.ndarray
+) -> np.ndarray:
+    """``bg`` with its mean colour moved toward that of one part of the person.
+
+    The shipped weights lose a white top before a pale wall (DAVIS rollerblade) and a
+    raised bare arm before bright hay (dance-twirl): parts whose colour the scene
+    shares. The colour is the local mean around one person pixel, so the scene
+    matches a garment or the skin, not the person's blend of them; the scene keeps
+    its texture, which is all that is left to tell the two apart.
+    """
+    ys, xs = np.nonzero(alpha > 0.5)
+    if len(ys) < 16:
+        return bg
+    k = int(rng.integers(len(ys)))
+    local = cv2.blur(fg, (9, 9))[ys[k], xs[k]]
+    t = rng.uniform(0.5, 1.0)
+    return np.clip(bg + t * (local - bg.mean(axis=(0, 1))), 0.0, 255.0)
+
+
 def _cast_shadow(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray | None:
     """How much a pasted person darkens the background behind it, float32 (H, W) in [0, 1).
 
@@ -265,6 +290,11 @@ def synthesize(
             shadow = _cast_shadow(srng, alpha) if srng.random() < cfg.shadow else None
             if shadow is not None:
                 bg *= 1.0 - shadow[..., None]
+        if cfg.camouflage > 0:
+            # Spawned after the shadow's child, so that one stays what it was.
+            crng = rng.spawn(1)[0]
+            if crng.random() < cfg.camouflage:
+                bg = _camouflage(crng, bg, fg, alpha)
         # Soften the paste edge a little so a hard cut-out seam is no cue.
         soft = cv2.GaussianBlur(alpha, (3, 3), 0)[..., None]
         out = fg * soft + bg * (1.0 - soft)

@@ -65,6 +65,8 @@ class TrainConfig:
     iou_weight: float = 0.0  # soft-IoU term beside the deep-supervision BCE
     #: Share of composited samples whose person casts a shadow on the new background.
     shadow: float = 0.0
+    #: Share of composited samples whose scene takes a colour of the person's.
+    camouflage: float = 0.0
     #: Largest tilt of a sample in degrees (AugmentConfig.rotate_deg).
     rotate: float = 12.0
     warmup: int = 100
@@ -304,7 +306,9 @@ class Trainer:
             valsets = load_valsets(cfg.val, cfg.val_n, cache, cfg.progress) if cfg.val else []
         self.sources, self.bank, self.valsets = list(sources), bank, list(valsets)
         # ``aug`` replaces the whole augmentation (tests); the CLI's switches live in cfg.
-        self.aug = aug or replace(DEFAULT_AUGMENT, shadow=cfg.shadow, rotate_deg=cfg.rotate)
+        self.aug = aug or replace(
+            DEFAULT_AUGMENT, shadow=cfg.shadow, camouflage=cfg.camouflage, rotate_deg=cfg.rotate
+        )
         torch.manual_seed(cfg.seed)
         if model is None:
             from vidmat.model.u2net import build_model
