@@ -144,6 +144,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=0,
+        metavar="N",
         help="processes that build batches ahead of the model (default 0: in the training "
         "process, right for a 2-core CPU); on a GPU machine most of its cores, e.g. 12, or "
         "the GPU waits on augmentation. The batches are the same either way",
