@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="8e8df42302bd6550bfbd364bfa0a0a13a7c2fe4b31b479d1245da256a279d069",
+        sha256="56f4ef56beb32a90978f4c1ab90c53fe8b45e710995e04c8867c086bf1be8148",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
