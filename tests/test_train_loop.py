@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +35,25 @@ def _squares(n: int = 8, size: int = 32, seed: int = 0) -> CachedSource:
         images[i, y : y + s, x : x + s] = rng.integers(170, 255, 3)
         masks[i, y : y + s, x : x + s] = 255
     return CachedSource(SourceSpec(Path("squares"), 1.0, 0.0), images, masks)
+
+
+#: The photometric steps off: what a test compares is the composite itself.
+NO_PHOTOMETRIC = AugmentConfig(color=0, low_light=0, noise=0, blur=0, jpeg=0, grayscale=0)
+
+
+def _same_samples(
+    seed: int, n: int, bank: np.ndarray, a: AugmentConfig, b: AugmentConfig
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Samples 0..n-1 of step 0 drawn under ``a`` and under ``b``: (img_a, label_a, img_b,
+    label_b), the squares pasted onto ``bank``'s scenes every time."""
+    squares = _squares()
+    src = [CachedSource(SourceSpec(Path("squares"), 1.0, 1.0), squares.images, squares.masks)]
+    w = np.array([1.0])
+    for slot in range(n):
+        yield (
+            *synthesize(sample_rng(seed, 0, slot), src, w, 32, bank, a),
+            *synthesize(sample_rng(seed, 0, slot), src, w, 32, bank, b),
+        )
 
 
 def _cfg(tmp_path: Path, steps: int) -> TrainConfig:
@@ -273,16 +293,10 @@ def test_samples_depend_only_on_seed_step_slot() -> None:
 
 def test_shadow_darkens_only_the_new_background() -> None:
     """A cast shadow is painted on the pasted-onto scene; the person and the label stay."""
-    squares = _squares()
-    src = [CachedSource(SourceSpec(Path("squares"), 1.0, 1.0), squares.images, squares.masks)]
     bank = np.full((2, 48, 64, 3), 200, np.uint8)  # flat bright scenes: a shadow shows
-    plain = AugmentConfig(color=0, low_light=0, noise=0, blur=0, jpeg=0, grayscale=0)
-    shaded = replace(plain, shadow=1.0)
-    w = np.array([1.0])
+    shaded = replace(NO_PHOTOMETRIC, shadow=1.0)
     darkest = 0
-    for slot in range(24):
-        img0, t0 = synthesize(sample_rng(3, 0, slot), src, w, 32, bank, plain)
-        img1, t1 = synthesize(sample_rng(3, 0, slot), src, w, 32, bank, shaded)
+    for img0, t0, img1, t1 in _same_samples(3, 24, bank, NO_PHOTOMETRIC, shaded):
         assert np.array_equal(t0, t1)  # same sample, same label: the shadow is background
         inside = cv2.erode(t0.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         assert np.array_equal(img0[inside], img1[inside])
@@ -337,17 +351,12 @@ def test_camouflage_moves_the_scene_to_a_colour_of_the_person() -> None:
 
 
 def test_camouflage_leaves_the_label_the_person_and_the_other_draws() -> None:
-    squares = _squares()
-    src = [CachedSource(SourceSpec(Path("squares"), 1.0, 1.0), squares.images, squares.masks)]
     bank = np.random.default_rng(9).integers(0, 60, (3, 48, 64, 3)).astype(np.uint8)
     # Photometric steps off (contrast follows the whole image's mean); their draws still run.
-    plain = AugmentConfig(color=0, low_light=0, noise=0, blur=0, jpeg=0, grayscale=0, shadow=1.0)
+    plain = replace(NO_PHOTOMETRIC, shadow=1.0)
     camo = replace(plain, camouflage=1.0)
-    w = np.array([1.0])
     changed = 0
-    for slot in range(16):
-        img0, t0 = synthesize(sample_rng(4, 0, slot), src, w, 32, bank, plain)
-        img1, t1 = synthesize(sample_rng(4, 0, slot), src, w, 32, bank, camo)
+    for img0, t0, img1, t1 in _same_samples(4, 16, bank, plain, camo):
         assert np.array_equal(t0, t1)
         # The scene changes; the person only where its soft edge lets the scene through.
         d = np.abs(img0.astype(int) - img1).sum(axis=2)

@@ -10,7 +10,6 @@ file count and the size, so a changed folder or size builds a new cache.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
+from vidmat.io.files import atomic_output
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -189,13 +189,23 @@ def load_source(
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        np.save(tmp, arr)
+
+
+#: (H, W) every background is cover-fitted to.
+BACKGROUND_SIZE = (288, 384)
+
+
+def cover_size(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of an image of ``shape`` scaled to just cover ``size``, aspect kept."""
+    h, w = size
+    s = max(h / shape[0], w / shape[1])
+    return max(h, round(shape[0] * s)), max(w, round(shape[1] * s))
 
 
 def load_backgrounds(
-    folder: Path, cache_dir: Path, size: tuple[int, int] = (288, 384)
+    folder: Path, cache_dir: Path, size: tuple[int, int] = BACKGROUND_SIZE
 ) -> np.ndarray:
     """Person-free background images, cover-fitted to ``size`` (H, W), as (N,H,W,3) uint8."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
@@ -209,11 +219,8 @@ def load_backgrounds(
         out = np.zeros((len(files), h, w, 3), np.uint8)
         for i, p in enumerate(files):
             img = read_rgb(p)
-            ih, iw = img.shape[:2]
-            s = max(h / ih, w / iw)
-            r = cv2.resize(
-                img, (max(w, round(iw * s)), max(h, round(ih * s))), interpolation=cv2.INTER_AREA
-            )
+            ch, cw = cover_size(img.shape, size)
+            r = cv2.resize(img, (cw, ch), interpolation=cv2.INTER_AREA)
             y0 = (r.shape[0] - h) // 2
             x0 = (r.shape[1] - w) // 2
             out[i] = r[y0 : y0 + h, x0 : x0 + w]

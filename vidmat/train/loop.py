@@ -417,6 +417,11 @@ class Trainer:
         self.losses.append(value)
         return value
 
+    def _export_step(self, note: str) -> None:
+        """This step's EMA as ``RUN/ema_stepN.safetensors``."""
+        path = self.cfg.run_dir / f"ema_step{self.step}.safetensors"
+        export_weights(self.ema.model, self.cfg, path, note)
+
     def run(self, on_log: Callable[[str], None] | None = None) -> dict:
         cfg = self.cfg
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
@@ -462,9 +467,7 @@ class Trainer:
                             )
                         if on_log:
                             on_log(f"step {self.step}: " + json.dumps(res))
-                    export_weights(
-                        self.ema.model, cfg, cfg.run_dir / f"ema_step{self.step}.safetensors", note
-                    )
+                    self._export_step(note)
                     exported = self.step
                     self.save()
                     last_ckpt = time.monotonic()
@@ -478,12 +481,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{smooth:.3f}", val_iou=f"{val_iou:.3f}")
                 t0 = time.monotonic()
             if self.step > exported:  # stopped between validations: keep where it got to
-                export_weights(
-                    self.ema.model,
-                    cfg,
-                    cfg.run_dir / f"ema_step{self.step}.safetensors",
-                    f"step {self.step} (stopped)",
-                )
+                self._export_step(f"step {self.step} (stopped)")
         finally:
             if self.step > 0:
                 self.save()

@@ -30,10 +30,15 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
-from vidmat.train.data import IMAGE_EXTS, cache_size, list_pairs, read_mask, read_rgb
-
-#: load_backgrounds' default (H, W).
-BACKGROUND_SIZE = (288, 384)
+from vidmat.train.data import (
+    BACKGROUND_SIZE,
+    IMAGE_EXTS,
+    cache_size,
+    cover_size,
+    list_pairs,
+    read_mask,
+    read_rgb,
+)
 
 
 def _encode(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
@@ -85,13 +90,11 @@ def pack_backgrounds(folder: Path, out: Path, fmt: str, quality: int) -> int:
     if not files:
         raise VidmatError(f"no background images found in {folder}.")
     out.mkdir(parents=True)
-    h, w = BACKGROUND_SIZE
 
     def one(path: Path) -> None:
         img = read_rgb(path)
-        s = max(h / img.shape[0], w / img.shape[1])
-        hw = (max(h, round(img.shape[0] * s)), max(w, round(img.shape[1] * s)))
-        (out / f"{path.stem}.{fmt}").write_bytes(_encode(_shrink(img, hw), fmt, quality))
+        small = _shrink(img, cover_size(img.shape, BACKGROUND_SIZE))
+        (out / f"{path.stem}.{fmt}").write_bytes(_encode(small, fmt, quality))
 
     with ThreadPoolExecutor() as pool:
         list(pool.map(one, files))
