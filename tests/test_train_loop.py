@@ -17,6 +17,7 @@ from vidmat.train.data import CachedSource, SourceSpec, fill_holes, load_source
 from vidmat.train.loop import (
     TrainConfig,
     Trainer,
+    autocast,
     deep_supervision_loss,
     make_batch,
     size_at,
@@ -76,8 +77,11 @@ def _trainer(tmp_path: Path, steps: int) -> Trainer:
     return Trainer(_cfg(tmp_path, steps), sources=[_squares()], bank=None, valsets=[])
 
 
-def test_a_few_steps_reduce_the_loss(tmp_path: Path) -> None:
-    tr = _trainer(tmp_path, steps=12)
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_a_few_steps_reduce_the_loss(tmp_path: Path, amp: str) -> None:
+    tr = Trainer(
+        replace(_cfg(tmp_path, steps=12), amp=amp), sources=[_squares()], bank=None, valsets=[]
+    )
     x, y = make_batch(123, 0, 8, 32, tr.sources, None, tr.aug)
 
     def loss_on_batch() -> float:
@@ -92,6 +96,23 @@ def test_a_few_steps_reduce_the_loss(tmp_path: Path) -> None:
     after = loss_on_batch()
     assert tr.step == 12
     assert after < 0.8 * before, f"loss {before:.3f} -> {after:.3f}"
+
+
+def test_amp_sets_the_forward_precision_only() -> None:
+    from vidmat.errors import VidmatError
+    from vidmat.model.u2net import build_model
+
+    model, cpu = build_model("u2netp").eval(), torch.device("cpu")
+    x = torch.randn(1, 3, 32, 32)
+    dtypes = {}
+    for amp in ("off", "auto", "bf16"):
+        with autocast(cpu, amp):
+            dtypes[amp] = model.forward_all(x)[0].dtype
+    # auto means bf16 on CUDA only: a CPU without AVX512-BF16 would emulate it, slower.
+    assert dtypes == {"off": torch.float32, "auto": torch.float32, "bf16": torch.bfloat16}
+    assert model.outconv.weight.dtype == torch.float32  # the weights themselves stay fp32
+    with pytest.raises(VidmatError, match="unknown mixed precision 'fp8'"):
+        autocast(cpu, "fp8")
 
 
 def test_mix_sizes_take_turns_with_size(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ or averaged with python -m vidmat.train.publish.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from vidmat.train.loop import AMP_MODES
+
     p = sub.add_parser(
         "train",
         help="train person-segmentation weights (resumable)",
@@ -150,6 +152,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the GPU waits on augmentation. The batches are the same either way",
     )
     p.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default="auto",
+        help="mixed precision of the forward pass (default auto: bf16 on CUDA, fp32 on a "
+        "CPU); bf16 on a CPU with AVX512-BF16 or AMX trains about 2.4x faster (measured on "
+        "an AMD EPYC with AVX512-BF16), on other CPUs it is slower",
+    )
+    p.add_argument(
         "--no-channels-last",
         dest="channels_last",
         action="store_false",
@@ -244,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         minutes=args.minutes,
         channels_last=args.channels_last,
+        amp=args.amp,
         init=args.init,
         close_gaps=tuple(
             n for n in map(str.strip, args.close_gaps.split(",")) if n not in ("", "none")
