@@ -118,6 +118,19 @@ def test_device_and_precision_errors_are_sentences() -> None:
             select_device("cuda")
 
 
+def test_bf16_runs_the_model_in_bf16_and_hands_out_float32(tiny) -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    fp32 = Engine(*tiny, EngineConfig(device="cpu", precision="fp32"))
+    reference = fp32.predict(frames)
+    bf16 = Engine(*tiny, EngineConfig(device="cpu", precision="bf16"))
+    assert bf16.dtype == torch.bfloat16
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    alpha = bf16.predict(frames)
+    assert alpha.dtype == np.float32 and alpha.shape == (2, 48, 64)
+    # bf16 keeps 8 bits of mantissa: close to fp32's matte, but not bit-equal to it.
+    assert 0 < np.abs(alpha - reference).max() < 0.05
+
+
 def test_bad_frames_are_refused(tiny) -> None:
     engine = Engine(*tiny, EngineConfig(device="cpu"))
     with pytest.raises(ValueError, match="uint8 RGB"):

@@ -28,6 +28,8 @@ from vidmat.errors import VidmatError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from vidmat.core.engine import PRECISIONS
+
     p = sub.add_parser(
         "live",
         help="live pipeline: per-stage latency p50/p99, displayed fps, drops, memory",
@@ -59,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rss-every", type=float, default=1.0, help="seconds between RSS samples")
     p.add_argument("--weights", default=None, metavar="NAME|PATH", help="default: random u2netp")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp16", "fp32"))
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--size", type=int, default=None, help="model input (CPU default 192)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU default 1)")
     p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false")

@@ -50,7 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="batch sizes (default: 1,32,128 on CUDA; 1 on CPU)",
     )
     p.add_argument(
-        "--precisions", default=None, help="fp16,fp32 (default: both on CUDA, fp32 on CPU)"
+        "--precisions",
+        default=None,
+        help="fp16,bf16,fp32 (default: fp16,fp32 on CUDA, fp32 on CPU)",
     )
     p.add_argument(
         "--graph",
