@@ -77,10 +77,27 @@ def test_closed_output_pipe_ends_quietly() -> None:
     assert proc.stderr == ""
 
 
+def test_native_bf16_is_read_from_torchs_cpu_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from vidmat.commands.info import cpu_has_native_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert cpu_has_native_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert cpu_has_native_bf16() is True
+    # A torch without the private probes reads as "no", never as an error.
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert cpu_has_native_bf16() is False
+
+
 def test_info_json_reports_cpu_and_weights(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["devices"][0]["name"] == "cpu"
+    assert isinstance(info["devices"][0]["bf16_native"], bool)
     assert any(w["default"] for w in info["weights"])
     assert info["torch"]
 
