@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="56f4ef56beb32a90978f4c1ab90c53fe8b45e710995e04c8867c086bf1be8148",
+        sha256="6a209fa6d007563c96b8136a52e7f0e6df7183ae0f245a99adaa1ee3e576fa90",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
