@@ -27,7 +27,7 @@ def add_engine_options(parser: argparse.ArgumentParser, default_size: int | None
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="fp16 is the default on CUDA, fp32 on the CPU; bf16 runs the model about 1.7x "
+        help="fp16 is the default on CUDA, fp32 on the CPU; bf16 runs the model 1.5-2x "
         "faster than fp32 on a CPU with AVX512-BF16 or AMX (recent Xeon, EPYC Zen 4) and "
         "slower on one without (see 'vidmat bench model --precisions fp32,bf16')",
     )

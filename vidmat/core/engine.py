@@ -28,8 +28,9 @@ from vidmat.model.weights import WeightsSpec, load_weights
 
 log = logging.getLogger(__name__)
 
-#: bf16 is opt-in on a CPU: one with AVX512-BF16 or AMX runs u2netp in it about 1.7x
-#: faster than fp32 at 192-256 px (alpha within 0.004 of fp32's), one without emulates it.
+#: bf16 is opt-in on a CPU: one with AVX512-BF16 or AMX runs u2netp in it 1.5-2x faster
+#: than fp32 (2-core EPYC: 72 -> 37 ms at 192 px, 164 -> 109 ms at 320) with the same eval
+#: scores (val/ccp IoU 0.9135 in both), while one without emulates it, slower.
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 _MAX_GRAPHS = 4  # distinct input shapes kept captured
 
