@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="6a209fa6d007563c96b8136a52e7f0e6df7183ae0f245a99adaa1ee3e576fa90",
+        sha256="38e981111db5cb3876999804f1578404161738b58de40a522f228919152f477f",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
