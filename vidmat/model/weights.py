@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="38e981111db5cb3876999804f1578404161738b58de40a522f228919152f477f",
+        sha256="e2f6c40a2e517447348dc3d8a785313b3ee9961b2eb9aa33448498e1bc3d130e",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
