@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="e2f6c40a2e517447348dc3d8a785313b3ee9961b2eb9aa33448498e1bc3d130e",
+        sha256="0527021ebe40f48bfe55c8e08c1188b4bce601746c5fdc32fbfd25b6035b60cf",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
