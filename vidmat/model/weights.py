@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="0527021ebe40f48bfe55c8e08c1188b4bce601746c5fdc32fbfd25b6035b60cf",
+        sha256="3e5b6575867af14e67596176ce8be797891abe03e664a8471d0cfb15b8747618",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
