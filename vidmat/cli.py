@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from vidmat import __version__
+from vidmat.allocator import keep_freed_memory
 from vidmat.errors import VidmatError
 
 #: Subcommand modules in the order ``--help`` lists them.
@@ -59,6 +60,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_freed_memory()
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         # imports torch & co.: Ctrl-C can land here too
