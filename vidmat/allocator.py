@@ -4,8 +4,8 @@ PyTorch's CPU allocator is plain ``malloc``, and glibc serves every large block 
 frame's activations are tens of MiB) from a fresh ``mmap`` and unmaps it on ``free``.
 Each inference or training step so page-faults its working memory in again, zero-filled,
 from the kernel: on the 2-core sandbox this project is built on that was a fifth of a
-320-px CPU inference (341 -> 274 ms a frame) and 40 % of a 256-px training step (8.3 ->
-4.5 s), all of it system time. With ``mmap`` for blocks turned off and the heap never
+320-px CPU inference and a third of a 256-px training step, all of it system time (the
+README's "GPU and CPU" has the measurements). With ``mmap`` for blocks turned off and the heap never
 trimmed, freed blocks are reused as they are. The cost is that the process holds its
 peak memory until it exits, which a tool working on one stream reaches within a few
 frames anyway; glibc still falls back to ``mmap`` when the heap cannot grow.
