@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from vidmat.allocator import OPT_OUT
+
 pytestmark = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc" or not hasattr(ctypes.CDLL(None), "mallinfo2"),
     reason="needs glibc >= 2.33 (mallinfo2)",
@@ -32,14 +34,18 @@ tuned = keep_freed_memory()
 block = np.ones(64 << 20, np.uint8)
 mapped_while_held = libc.mallinfo2().hblkhd
 del block
-print(int(tuned), mapped_while_held, libc.mallinfo2().arena)
+heap_after_free = libc.mallinfo2().arena
+
+from vidmat.benchmarks.report import environment  # what `vidmat bench` JSON records
+
+print(int(tuned), mapped_while_held, heap_after_free, int(environment()["malloc_keeps_freed"]))
 """
 
 BLOCK = 64 << 20
 
 
-def _probe(**env: str) -> tuple[bool, int, int]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "VIDMAT_SYSTEM"))}
+def _probe(**env: str) -> tuple[bool, int, int, bool]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != OPT_OUT}
     out = subprocess.run(
         [sys.executable, "-c", _PROBE],
         env={**clean, **env},
@@ -47,18 +53,18 @@ def _probe(**env: str) -> tuple[bool, int, int]:
         text=True,
         check=True,
     ).stdout.split()
-    return bool(int(out[0])), int(out[1]), int(out[2])
+    return bool(int(out[0])), int(out[1]), int(out[2]), bool(int(out[3]))
 
 
 def test_freed_block_stays_in_heap() -> None:
-    tuned, mapped, heap_after_free = _probe()
-    assert tuned
+    tuned, mapped, heap_after_free, recorded = _probe()
+    assert tuned and recorded
     assert mapped < BLOCK  # served from the heap, not from its own mapping
     assert heap_after_free >= BLOCK  # and still there after free, ready for the next frame
 
 
 def test_opt_out_and_user_settings_leave_glibc_alone() -> None:
-    for env in ({"VIDMAT_SYSTEM_MALLOC": "1"}, {"MALLOC_TRIM_THRESHOLD_": "131072"}):
-        tuned, mapped, _ = _probe(**env)
-        assert not tuned
+    for env in ({OPT_OUT: "1"}, {"MALLOC_TRIM_THRESHOLD_": "131072"}):
+        tuned, mapped, _, recorded = _probe(**env)
+        assert not tuned and not recorded
         assert mapped >= BLOCK  # glibc's default: a block this large gets its own mapping
