@@ -23,7 +23,8 @@ from convert_fixtures import (
 from vidmat.core.engine import Engine
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
-from vidmat.io.video import FORMATS, VideoReader
+from vidmat.io.formats import FORMATS
+from vidmat.io.video import VideoReader
 from vidmat.pipelines.convert import (
     ConvertConfig,
     convert_image,

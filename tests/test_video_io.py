@@ -23,7 +23,8 @@ from convert_fixtures import (
 
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder
-from vidmat.io.video import FORMATS, VideoReader, VideoWriter, probe
+from vidmat.io.formats import FORMATS
+from vidmat.io.video import VideoReader, VideoWriter, probe
 
 VFR_PTS = [0, 40, 80, 200, 240, 400, 410, 600, 640]  # ms: pauses, a burst, irregular steps
 

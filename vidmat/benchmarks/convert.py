@@ -35,7 +35,7 @@ from vidmat.errors import VidmatError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from vidmat.commands._options import add_engine_options
-    from vidmat.io.video import FORMATS
+    from vidmat.io.formats import FORMATS
 
     p = sub.add_parser(
         "convert",

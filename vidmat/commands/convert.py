@@ -17,8 +17,9 @@ from pathlib import Path
 from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
+from vidmat.io.formats import FORMAT_HELP, FORMATS
 from vidmat.io.images import load_background
-from vidmat.io.video import FORMAT_HELP, FORMATS, EncodeConfig, VideoInfo, probe
+from vidmat.io.video import EncodeConfig, VideoInfo, probe
 from vidmat.pipelines.convert import (
     ConvertConfig,
     ConvertResult,

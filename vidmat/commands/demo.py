@@ -13,7 +13,8 @@ from pathlib import Path
 from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
-from vidmat.io.video import FORMATS, probe
+from vidmat.io.formats import FORMATS
+from vidmat.io.video import probe
 from vidmat.pipelines.convert import (
     ConvertConfig,
     convert_video,

@@ -44,26 +44,9 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
+from vidmat.io.formats import FORMATS
 
 log = logging.getLogger(__name__)
-
-#: Output formats: name -> (file suffix, has alpha).
-FORMATS: dict[str, tuple[str, bool]] = {
-    "mp4": (".mp4", False),
-    "mov": (".mov", True),
-    "webm": (".webm", True),
-    "png": ("", True),  # a folder
-    "mask": (".mp4", False),
-}
-
-#: One line per format for ``--help``.
-FORMAT_HELP: dict[str, str] = {
-    "mp4": "H.264 mp4 with the background composited in; plays everywhere (no alpha)",
-    "mov": "ProRes 4444 .mov with alpha; for Final Cut, Premiere, DaVinci, After Effects",
-    "webm": "VP9 .webm with alpha; plays transparent in Chrome/Firefox/Edge and OBS (not Safari)",
-    "png": "folder of RGBA PNGs (+ frames.csv timestamps, audio.m4a); any editor",
-    "mask": "greyscale matte as H.264 mp4 (white = person), for a luma track matte",
-}
 
 #: Audio codecs each container takes as a stream copy; anything else is re-encoded.
 AUDIO_COPY: dict[str, frozenset[str]] = {

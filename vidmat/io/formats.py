@@ -1,0 +1,25 @@
+"""Output formats by name, kept apart from :mod:`vidmat.io.video` so naming one needs no PyAV.
+
+``vidmat bench`` lists ``--format`` choices while it builds its parser, and a GPU machine
+that only trains or benchmarks the model may have no PyAV at all.
+"""
+
+from __future__ import annotations
+
+#: Output formats: name -> (file suffix, has alpha).
+FORMATS: dict[str, tuple[str, bool]] = {
+    "mp4": (".mp4", False),
+    "mov": (".mov", True),
+    "webm": (".webm", True),
+    "png": ("", True),  # a folder
+    "mask": (".mp4", False),
+}
+
+#: One line per format for ``--help``.
+FORMAT_HELP: dict[str, str] = {
+    "mp4": "H.264 mp4 with the background composited in; plays everywhere (no alpha)",
+    "mov": "ProRes 4444 .mov with alpha; for Final Cut, Premiere, DaVinci, After Effects",
+    "webm": "VP9 .webm with alpha; plays transparent in Chrome/Firefox/Edge and OBS (not Safari)",
+    "png": "folder of RGBA PNGs (+ frames.csv timestamps, audio.m4a); any editor",
+    "mask": "greyscale matte as H.264 mp4 (white = person), for a luma track matte",
+}
