@@ -171,6 +171,30 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
         assert torch.equal(a, b)
 
 
+@pytest.mark.cuda
+def test_resume_on_cuda(tmp_path: Path) -> None:
+    """The checkpoint is loaded onto the device, its CPU RNG state too (a GPU run once
+    failed to resume on that)."""
+    first = Trainer(
+        replace(_cfg(tmp_path / "a", steps=2), device="cuda"),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    first.run()
+    resumed = Trainer(
+        replace(_cfg(tmp_path / "b", steps=4), device="cuda"),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    resumed.load(first.cfg.run_dir / "last.pt")
+    assert resumed.step == 2
+    resumed.run()
+    assert resumed.step == 4 and all(np.isfinite(resumed.losses))
+    assert torch.get_rng_state().device.type == "cpu"
+
+
 def test_every_validation_keeps_its_ema(tmp_path: Path) -> None:
     """Each validated step leaves its EMA on disk, best or not, so any step can be averaged in."""
     from vidmat.model.weights import load_weights

@@ -377,7 +377,7 @@ class Trainer:
         self.ema.model.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
         self.sched.load_state_dict(ck["sched"])
-        torch.set_rng_state(ck["torch_rng"])
+        torch.set_rng_state(ck["torch_rng"].cpu())  # map_location moved it to the device
         self.step = int(ck["step"])
         self.best = float(ck["best"])
         self.history = list(ck.get("history", []))
