@@ -146,6 +146,9 @@ def test_user_errors_are_one_sentence_without_traceback(capsys: pytest.CaptureFi
     assert main(["bench", "model", "--device", "tpu9"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("vidmat: error: unknown device") and "Traceback" not in err
+    assert main(["bench", "model", "--device", "cpu", "--batches", "1,64"]) == 2
+    err = capsys.readouterr().err
+    assert "--batches 64 is above 32" in err and "Traceback" not in err
 
 
 def test_every_command_module_has_help() -> None:

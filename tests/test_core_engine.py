@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vidmat.core import engine as engine_module
 from vidmat.core.engine import Engine, EngineConfig, select_device, select_dtype
 from vidmat.errors import VidmatError
 from vidmat.model import build_model
@@ -78,6 +79,24 @@ def test_batch_equals_single_frames_and_lowres_shape(tiny) -> None:
     assert low.shape == (3, 1, 48, 48) and low.dtype == torch.float32
     full = engine.predict(torch.from_numpy(frames), as_numpy=False)
     assert isinstance(full, torch.Tensor) and full.shape == (3, 1, 41, 53)
+
+
+def test_a_batch_above_max_batch_runs_in_chunks(tiny, monkeypatch) -> None:
+    model, spec = tiny
+    monkeypatch.setattr(engine_module, "MAX_BATCH", 2)
+    seen: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    try:
+        engine = Engine(model, spec, EngineConfig(device="cpu", size=48))
+        frames = np.random.default_rng(4).integers(0, 255, size=(5, 21, 30, 3), dtype=np.uint8)
+        batch = engine.predict(frames)
+        low = engine.predict_lowres(frames)
+    finally:
+        handle.remove()
+    assert seen == [2, 2, 1, 2, 2, 1]
+    assert batch.shape == (5, 21, 30) and low.shape == (5, 1, 48, 48)
+    for i in range(5):
+        np.testing.assert_allclose(batch[i], engine.predict(frames[i]), atol=1e-5)
 
 
 def test_size_comes_from_spec_unless_overridden(tiny) -> None:

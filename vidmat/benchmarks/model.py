@@ -18,7 +18,8 @@ import torch
 
 from vidmat.argtypes import int_list, on_off_list, size_wxh
 from vidmat.benchmarks.report import report
-from vidmat.core.engine import Engine, EngineConfig, select_device
+from vidmat.core.engine import MAX_BATCH, Engine, EngineConfig, select_device
+from vidmat.errors import VidmatError
 from vidmat.model import build_model
 from vidmat.model.weights import WeightsSpec, load_weights
 
@@ -47,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--batches",
         type=int_list,
         default=None,
-        help="batch sizes (default: 1,32,128 on CUDA; 1 on CPU)",
+        help=f"batch sizes, at most {MAX_BATCH}, the engine's largest model call (default: "
+        f"1,8,{MAX_BATCH} on CUDA; 1 on CPU)",
     )
     p.add_argument(
         "--precisions",
@@ -153,7 +155,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = args.sizes or ([320] if cuda else [192, 256, 320])
-    batches = args.batches or ([1, 32, 128] if cuda else [1])
+    batches = args.batches or ([1, 8, MAX_BATCH] if cuda else [1])
+    if max(batches) > MAX_BATCH:
+        raise VidmatError(
+            f"--batches {max(batches)} is above {MAX_BATCH}: the engine runs larger batches "
+            f"as chunks of {MAX_BATCH}, so time {MAX_BATCH} instead."
+        )
     precisions = (args.precisions or ("fp16,fp32" if cuda else "fp32")).split(",")
     graphs = (args.graph or [True, False]) if cuda else [False]
     layouts = args.channels_last or [True]
