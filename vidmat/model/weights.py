@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="3e5b6575867af14e67596176ce8be797891abe03e664a8471d0cfb15b8747618",
+        sha256="5e463df2c78c6c7ff14943b2e30809ce168a80068c099c4c6f7017854f4dab81",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
