@@ -221,10 +221,12 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         # Short warm-up of the decay so early averages are not dominated by random init.
         d = min(self.decay, (1 + step) / (10 + step))
-        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - d)
-        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            e.copy_(b)
+        # One fused call each instead of ~800 small ones (462 parameters, 336 buffers in
+        # u2netp): on a GPU every one of those was a kernel launch of its own.
+        torch._foreach_lerp_(
+            list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d
+        )
+        torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
 
 
 @dataclass
