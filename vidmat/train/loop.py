@@ -226,7 +226,11 @@ class EMA:
         torch._foreach_lerp_(
             list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d
         )
-        torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
+        if hasattr(torch, "_foreach_copy_"):  # torch >= 2.2
+            torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
+        else:
+            for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+                e.copy_(b)
 
 
 @dataclass
