@@ -59,6 +59,21 @@ def test_train_runs_where_pyav_and_qt_are_missing(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "av" in proc.stderr
 
 
+@pytest.mark.parametrize("command", [["bench", "model"], ["eval"]])
+def test_model_commands_run_where_pyav_is_missing(command: list[str]) -> None:
+    """The H200 machine has torch but no PyAV: benchmarking and scoring the model there
+    must not import it (`vidmat bench` once did, for the convert benchmark's --format)."""
+    block = "import sys; sys.modules.update(av=None, PyQt6=None); from vidmat.cli import main; "
+    proc = subprocess.run(
+        [sys.executable, "-c", block + "sys.exit(main(sys.argv[1:]))", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--weights" in proc.stdout
+
+
 def test_closed_output_pipe_ends_quietly() -> None:
     """`vidmat eval ... | head -3` closes the pipe before vidmat's last line: no traceback."""
     read_end, write_end = os.pipe()
