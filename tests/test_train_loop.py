@@ -428,6 +428,21 @@ def test_fill_holes_closes_enclosed_gap_only() -> None:
     assert out[0, 4] == 0
 
 
+def test_close_neck_gaps_closes_the_neck_but_not_the_image_edge() -> None:
+    from vidmat.train.data import close_neck_gaps
+
+    m = np.zeros((60, 40), np.uint8)
+    m[3:20, 12:28] = 255  # a head 3 px below the top edge
+    m[24:60, 4:36] = 255  # a torso cut off by the bottom edge
+    m[20:24, 12:14] = m[20:24, 26:28] = 255  # the neck's sides, its middle unlabelled
+    m[52:60, 18:21] = 0  # a 3-px slit between the arms, open to the bottom edge
+    out = close_neck_gaps(m)
+    assert out[20:24, 14:26].min() == 255  # the neck is closed
+    assert out[(m > 127)].min() == 255  # nothing labelled person is lost
+    assert out[:3].max() == 0  # the background above the head stays background
+    assert out[59, 18:21].max() == 0  # the slit still opens to the bottom edge
+
+
 def test_load_source_builds_and_reuses_cache(tmp_path: Path) -> None:
     root = tmp_path / "set"
     (root / "images").mkdir(parents=True)
