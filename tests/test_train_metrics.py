@@ -25,6 +25,29 @@ def test_iou_and_mae_by_hand() -> None:
     assert metrics.iou(empty, empty.astype(bool)) == 1.0
 
 
+def test_metrics_leave_out_pixels_outside_valid() -> None:
+    gt = np.array([[1, 1, 0, 0]], bool)
+    pred = np.array([[0.9, 0.4, 0.6, 0.0]], np.float32)
+    valid = np.array([[1, 1, 0, 1]], bool)
+    # pixel 2 (a false positive) is not scored: intersection 1, union 2
+    assert metrics.iou(pred, gt, valid=valid) == pytest.approx(1 / 2)
+    # (0.1 + 0.6 + 0) over the 3 scored pixels
+    assert metrics.mae(pred, gt, valid=valid) == pytest.approx(0.7 / 3)
+    assert metrics.iou(pred, gt, valid=np.ones_like(valid)) == metrics.iou(pred, gt)
+    with pytest.raises(ValueError):
+        metrics.iou(pred, gt, valid=np.ones((2, 2), bool))
+    # boundary pixels outside valid count on neither side: a prediction that adds a
+    # square next to the person loses boundary precision unless that area is left out
+    person = np.zeros((20, 20), bool)
+    person[5:15, 2:8] = True
+    extra = person.copy()
+    extra[5:15, 12:18] = True
+    assert metrics.boundary_f(extra.astype(np.float32), person, tol=1) < 0.7
+    keep = np.ones_like(person)
+    keep[:, 10:] = False
+    assert metrics.boundary_f(extra.astype(np.float32), person, tol=1, valid=keep) == 1.0
+
+
 def test_boundary_f_by_hand() -> None:
     gt = np.zeros((20, 20), bool)
     gt[5:15, 5:15] = True
@@ -109,6 +132,15 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
     res = json.loads(out.read_text())
     assert res["n"] == 2 and 0.0 <= res["iou"] <= 1.0 and 0.0 <= res["mae"] <= 1.0
     assert res["size"] == 32 and res["refine"] is False
+    assert [r["image"] for r in res["images"]] == ["000.png", "001.png"]
+    assert res["iou"] == pytest.approx(np.mean([r["iou"] for r in res["images"]]))
+    assert "lowest IoU: 00" in capsys.readouterr().out
+    assert res["ignore_mask_gaps"] is False
+    code = main([
+        "eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
+        "--ignore-mask-gaps", "--no-progress",
+    ])  # fmt: skip
+    assert code == 2 and "only applies to --images" in capsys.readouterr().err
 
     code = main([
         "eval", "--images", str(tmp_path / "imgs/images"), "--masks", str(tmp_path / "imgs/masks"),
@@ -144,6 +176,74 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
     code = main(["eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
                  "--json", str(out2), "--no-progress"])  # fmt: skip
     assert code == 2
+
+
+def test_eval_images_names_each_image_and_the_worst(tmp_path: Path) -> None:
+    from vidmat.train.evaluate import evaluate_images, worst
+
+    # the "model" returns the truth, except on image 001 where it misses the right half
+    def half_blind(frames: np.ndarray) -> torch.Tensor:
+        low = _perfect_at_8(frames)
+        if frames[0, 0, 0, 1] == 1:
+            low[..., 4:] = 0.0
+        return low
+
+    for i in range(3):
+        img = np.zeros((40, 40, 3), np.uint8)
+        img[8:32, 8:32] = 255
+        img[0, 0, 1] = i
+        _write_pair(tmp_path, f"{i:03d}", img, img[..., 0])
+    overall, items = evaluate_images(
+        half_blind, tmp_path / "images", tmp_path / "masks", progress=False
+    )
+    assert [r["image"] for r in items] == ["000.png", "001.png", "002.png"]
+    assert items[0]["iou"] == items[2]["iou"] > 0.9
+    assert items[1]["iou"] == pytest.approx(0.5, abs=0.05) and items[1]["mae"] > items[0]["mae"]
+    assert overall["iou"] == pytest.approx(np.mean([r["iou"] for r in items]))
+    assert [r["image"] for r in worst(items, 2)] == ["001.png", "000.png"]
+    assert worst(items, 0) == []
+
+
+def _person_with_neck_gap() -> np.ndarray:
+    """A head over a torso, joined only by thin straps: the neck between them unlabelled."""
+    m = np.zeros((60, 40), np.uint8)
+    m[4:20, 12:28] = 255  # head
+    m[24:58, 4:36] = 255  # torso
+    m[20:24, 12:14] = m[20:24, 26:28] = 255  # the parser's strip beside the neck
+    return m
+
+
+def test_gap_pixels_finds_the_unlabelled_neck_only() -> None:
+    from vidmat.train.evaluate import gap_pixels
+
+    m = _person_with_neck_gap()
+    gaps = gap_pixels(m)
+    assert gaps[20:24, 14:26].all()  # the neck
+    assert not gaps[m > 127].any()  # never a person pixel
+    assert not gaps[:, :2].any() and not gaps[:3].any()  # open background stays scored
+    assert gap_pixels(np.zeros((10, 10), np.uint8)).sum() == 0
+
+
+def test_eval_ignore_gaps_scores_a_filled_neck_as_right(tmp_path: Path) -> None:
+    from vidmat.train.evaluate import evaluate_images
+
+    m = _person_with_neck_gap()
+    full = m.copy()
+    full[20:24, 12:28] = 255  # the person as a model that sees the neck finds it
+    img = np.repeat(full[..., None], 3, axis=2)
+    _write_pair(tmp_path, "000", img, m)
+
+    def truth_of_image(frames: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((frames[..., 0] > 127).astype(np.float32))[:, None]
+
+    as_given, _ = evaluate_images(
+        truth_of_image, tmp_path / "images", tmp_path / "masks", progress=False
+    )
+    ignoring, _ = evaluate_images(
+        truth_of_image, tmp_path / "images", tmp_path / "masks", progress=False, ignore_gaps=True
+    )
+    assert as_given["iou"] < 0.99 and as_given["mae"] > 0.0
+    assert ignoring["iou"] == 1.0 and ignoring["mae"] < 1e-6
 
 
 def test_eval_needs_data(capsys) -> None:
@@ -187,8 +287,10 @@ def test_refine_scores_the_matte_convert_writes(tmp_path: Path) -> None:
     img = np.zeros((40, 40, 3), np.uint8)
     img[11:29, 7:23] = 255
     _write_pair(tmp_path, "00000", img, img[..., 0])
-    plain = evaluate_images(_perfect_at_8, tmp_path / "images", tmp_path / "masks", progress=False)
-    refined = evaluate_images(
+    plain, _ = evaluate_images(
+        _perfect_at_8, tmp_path / "images", tmp_path / "masks", progress=False
+    )
+    refined, _ = evaluate_images(
         _perfect_at_8, tmp_path / "images", tmp_path / "masks", progress=False, refine=True
     )
     assert refined["n"] == plain["n"] == 1

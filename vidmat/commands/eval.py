@@ -70,10 +70,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "upsampled bilinearly (the default, comparable with other models' scores)",
     )
     p.add_argument(
+        "--ignore-mask-gaps",
+        action="store_true",
+        help="with --images: leave out of the scores the background pixels that closing "
+        "the masks' gaps would make person (VITON's parser leaves the neck between face and "
+        "collar unlabelled; training closes it). The default scores the masks as given",
+    )
+    p.add_argument(
         "--limit",
         type=int,
         metavar="N",
         help="score only N images spread evenly over the folder (quick checks)",
+    )
+    p.add_argument(
+        "--worst",
+        type=int,
+        default=5,
+        metavar="N",
+        help="with --images: name the N images with the lowest IoU (default 5, 0 = none); "
+        "--json lists every image's scores",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
@@ -92,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate_images,
         evaluate_sequences,
         summarize_rows,
+        worst,
     )
 
     if args.sequences is None and (args.images is None or args.masks is None):
@@ -102,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--smoothing must be between 0 and 1.")
     if args.smoothing > 0 and args.sequences is None:
         raise VidmatError("--smoothing only applies to --sequences.")
+    if args.ignore_mask_gaps and args.sequences is not None:
+        raise VidmatError("--ignore-mask-gaps only applies to --images.")
+    if args.worst < 0:
+        raise VidmatError("--worst must be 0 or more.")
     if args.limit is not None and args.limit < 1:
         raise VidmatError("--limit must be at least 1.")
     if args.json is not None:
@@ -126,13 +146,24 @@ def run(args: argparse.Namespace) -> int:
         table = [*rows, {"sequence": "all", **overall}]
         result = {**overall, **info, "data": str(args.sequences), "sequences": rows}
     else:
-        overall = evaluate_images(
-            lowres, args.images, args.masks, args.limit, args.progress, args.refine
+        overall, items = evaluate_images(
+            lowres,
+            args.images,
+            args.masks,
+            args.limit,
+            args.progress,
+            args.refine,
+            ignore_gaps=args.ignore_mask_gaps,
         )
         table = [{"data": args.images.parent.name or str(args.images), **overall}]
-        result = {**overall, **info, "data": str(args.images)}
+        info["ignore_mask_gaps"] = args.ignore_mask_gaps
+        result = {**overall, **info, "data": str(args.images), "images": items}
     result["seconds"] = round(time.perf_counter() - t0, 2)
     print(format_table(summarize_rows(table)))
+    if args.sequences is None and len(items) > 1:
+        low = [f"{r['image']} {r['iou']:.3f}" for r in worst(items, args.worst)]
+        if low:
+            print("lowest IoU: " + ", ".join(low))
     print(f"weights {engine.spec.name} at {engine.size}x{engine.size} on {engine.device}")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

@@ -3,6 +3,9 @@
 Conventions: ``pred`` is a soft alpha in [0, 1], ``gt`` a boolean (or 0/1) mask
 of the same shape. IoU and boundary F threshold ``pred`` at 0.5. Both-empty
 cases count as perfect (a frame with no person predicted as empty is right).
+``valid`` (optional, boolean, same shape) marks the pixels that are scored at all:
+pixels whose label is known to be unreliable are left out rather than counted for
+or against the model (like the "void" label of VOC and DAVIS).
 """
 
 from __future__ import annotations
@@ -18,18 +21,35 @@ def _bin(a: np.ndarray, thr: float = 0.5) -> np.ndarray:
     return a > 0 if a.dtype == bool else a >= thr
 
 
-def iou(pred: np.ndarray, gt: np.ndarray, thr: float = 0.5) -> float:
-    """Intersection over union of ``pred >= thr`` and ``gt``."""
+def _scored(valid: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | bool:
+    if valid is None:
+        return True
+    v = np.asarray(valid).astype(bool)
+    if v.shape != shape:
+        raise ValueError(f"valid mask is {v.shape}, prediction is {shape}")
+    return v
+
+
+def iou(
+    pred: np.ndarray, gt: np.ndarray, thr: float = 0.5, valid: np.ndarray | None = None
+) -> float:
+    """Intersection over union of ``pred >= thr`` and ``gt`` (over ``valid`` pixels)."""
     p, g = _bin(pred, thr), np.asarray(gt).astype(bool)
+    v = _scored(valid, p.shape)
+    p, g = p & v, g & v
     union = np.logical_or(p, g).sum()
     if union == 0:
         return 1.0
     return float(np.logical_and(p, g).sum() / union)
 
 
-def mae(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean absolute error between the soft alpha and the 0/1 ground truth."""
-    return float(np.mean(np.abs(np.asarray(pred, np.float64) - np.asarray(gt, np.float64))))
+def mae(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Mean absolute error between the soft alpha and the 0/1 ground truth (over ``valid``)."""
+    err = np.abs(np.asarray(pred, np.float64) - np.asarray(gt, np.float64))
+    if valid is None:
+        return float(np.mean(err))
+    v = _scored(valid, err.shape)
+    return float(err[v].mean()) if np.any(v) else 0.0
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
@@ -49,13 +69,20 @@ def _within(src: np.ndarray, target: np.ndarray, tol: float) -> np.ndarray:
 
 
 def boundary_f(
-    pred: np.ndarray, gt: np.ndarray, tol: float | None = None, thr: float = 0.5
+    pred: np.ndarray,
+    gt: np.ndarray,
+    tol: float | None = None,
+    thr: float = 0.5,
+    valid: np.ndarray | None = None,
 ) -> float:
     """Boundary F-measure (DAVIS 'F'): boundary precision/recall within ``tol`` pixels.
 
-    ``tol`` defaults to DAVIS's 0.8 % of the image diagonal (at least 1 px).
+    ``tol`` defaults to DAVIS's 0.8 % of the image diagonal (at least 1 px). Boundary
+    pixels outside ``valid`` are not counted on either side.
     """
     p, g = boundary(_bin(pred, thr)), boundary(np.asarray(gt).astype(bool))
+    v = _scored(valid, p.shape)
+    p, g = p & v, g & v
     if tol is None:
         h, w = p.shape
         tol = max(1.0, round(0.008 * np.hypot(h, w)))
