@@ -194,11 +194,13 @@ def test_shared_argument_types_parse_and_refuse() -> None:
             parse(bad)
 
 
+@pytest.mark.parametrize("flag", ["tta", "zoom"])
 @pytest.mark.parametrize("command", ["convert", "live", "eval", "demo"])
-def test_tta_reaches_the_engine_config(
-    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_tta_and_zoom_reach_the_engine_config(
+    command: str, flag: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """`--tta` on any command that runs the model turns on mirror averaging, off by default."""
+    """`--tta` (mirror averaging) and `--zoom` (a second look) on any command that runs
+    the model reach its engine, off by default."""
     from vidmat.commands import _options
     from vidmat.errors import VidmatError
 
@@ -214,6 +216,6 @@ def test_tta_reaches_the_engine_config(
         "convert": [demo, "-o", tmp_path / "out.mp4"],
         "eval": ["--images", ".", "--masks", "."],
     }.get(command, [])
-    for extra in ([], ["--tta"]):
+    for extra in ([], [f"--{flag}"]):
         main([command, *map(str, args), *extra, "--device", "cpu"])
-    assert [cfg["tta"] for cfg in seen] == [False, True]
+    assert [cfg[flag] for cfg in seen] == [False, True]

@@ -55,6 +55,14 @@ def add_engine_options(parser: argparse.ArgumentParser, default_size: int | None
         "smoothed video",
     )
     g.add_argument(
+        "--zoom",
+        action="store_true",
+        help="look again at a window around the person the first pass found and average "
+        "the two looks, for up to twice the model's work: people small in the frame are seen "
+        "larger (DAVIS IoU 0.728 -> 0.769 at 256 px); frames the person already fills are "
+        "left to the first pass",
+    )
+    g.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: all cores)"
     )
 
@@ -68,4 +76,5 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
         cuda_graph=args.cuda_graph,
         threads=args.threads,
         tta=args.tta,
+        zoom=args.zoom,
     )

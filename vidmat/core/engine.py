@@ -63,6 +63,11 @@ class EngineConfig:
     #: the frame rate, and on video the temporal smoothing already averages such noise away
     #: (DAVIS through convert's path 0.710 -> 0.705).
     tta: bool = False
+    #: A second pass on a window around the person the first pass found
+    #: (:mod:`vidmat.core.zoom`): people small in the frame are seen two to four times
+    #: larger (DAVIS IoU 0.728 -> 0.769 at 256 px) for up to twice the model's work.
+    #: Skipped on frames where the person already fills most of the picture.
+    zoom: bool = False
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -276,7 +281,22 @@ class Engine:
 
     def predict_lowres(self, frames: np.ndarray | Tensor) -> Tensor:
         """Alpha at model resolution, (N, 1, s, s) float32 in [0, 1] on the device."""
-        return self._run(frames, need_full=False)[0]
+        if not self.cfg.zoom:
+            return self._run(frames, need_full=False)[0]
+        x = self.to_device(frames)
+        return self._zoom(x, self._run(x, need_full=False)[0])
+
+    @torch.inference_mode()
+    def _zoom(self, x: Tensor, low: Tensor) -> Tensor:
+        from vidmat.core.zoom import ZoomConfig, crop_frames, merge_windows, person_windows
+
+        cfg = ZoomConfig()
+        height, width = x.shape[1], x.shape[2]
+        windows = person_windows(low, height, width, cfg)
+        if not bool((windows[:, 1] > windows[:, 0]).any()):
+            return low
+        crop_low = self._run(crop_frames(x, windows, self.size), need_full=False)[0]
+        return merge_windows(low, crop_low, windows, height, width, cfg)
 
     def predict(self, frames: np.ndarray | Tensor, as_numpy: bool = True) -> np.ndarray | Tensor:
         """Alpha at the frames' resolution.
@@ -285,7 +305,11 @@ class Engine:
         ``as_numpy=False``: a float32 (N, 1, H, W) tensor on the device.
         """
         single = frames.ndim == 3 if isinstance(frames, np.ndarray) else frames.dim() == 3
-        full = self._run(frames, need_full=True)[1]
+        if self.cfg.zoom:
+            x = self.to_device(frames)
+            full = upsample_alpha(self.predict_lowres(x), x.shape[1], x.shape[2])
+        else:
+            full = self._run(frames, need_full=True)[1]
         assert full is not None
         if not as_numpy:
             return full

@@ -1,0 +1,138 @@
+"""The second look (vidmat.core.zoom): where its window goes, what it crops, how it merges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidmat.core.engine import Engine, EngineConfig
+from vidmat.core.zoom import ZoomConfig, crop_frames, merge_windows, person_windows
+from vidmat.model.weights import WeightsSpec
+
+
+def _grid(n: int, s: int, box: tuple[int, int, int, int] | None) -> torch.Tensor:
+    low = torch.zeros(n, 1, s, s)
+    if box is not None:
+        y0, y1, x0, x1 = box
+        low[:, :, y0:y1, x0:x1] = 1.0
+    return low
+
+
+def test_window_holds_the_person_with_its_margin_inside_the_frame() -> None:
+    cfg = ZoomConfig()
+    # a person in grid cells rows 10..19, cols 30..33 of a 40x40 grid over a 400x800 frame:
+    # frame box y 100..200, x 600..680; margin 0.2 x 100 = 20 px on each side
+    w = person_windows(_grid(1, 40, (10, 20, 30, 34)), 400, 800, cfg)[0].tolist()
+    y0, y1, x0, x1 = w
+    assert y0 <= 80 and y1 >= 220 and x0 <= 580 and x1 >= 700
+    assert 0 <= y0 < y1 <= 400 and 0 <= x0 < x1 <= 800
+    aspect = (x1 - x0) / (y1 - y0)
+    assert cfg.min_aspect - 0.02 <= aspect <= cfg.max_aspect + 0.02
+    # near the frame's edge the window slides inside rather than being cut
+    y0, y1, x0, x1 = person_windows(_grid(1, 40, (0, 6, 36, 40)), 400, 800, cfg)[0].tolist()
+    assert y0 == 0 and x1 == 800 and (x1 - x0) / (y1 - y0) >= cfg.min_aspect - 0.02
+
+
+def test_no_window_without_a_person_or_when_the_person_fills_the_frame() -> None:
+    cfg = ZoomConfig()
+    low = torch.cat(
+        [_grid(1, 32, None), _grid(1, 32, (2, 30, 4, 28)), _grid(1, 32, (8, 14, 8, 12))]
+    )
+    w = person_windows(low, 240, 320, cfg)
+    assert w[0].abs().sum() == 0 and w[1].abs().sum() == 0
+    assert w[2, 1] > w[2, 0] and w[2, 3] > w[2, 2]
+
+
+def test_crop_is_the_window_resized_like_the_engine_resizes() -> None:
+    rng = np.random.default_rng(0)
+    frames = torch.from_numpy(rng.integers(0, 255, (2, 60, 90, 3), dtype=np.uint8))
+    windows = torch.tensor([[10, 50, 20, 80], [0, 0, 0, 0]], dtype=torch.float64)
+    crops = crop_frames(frames, windows, 32)
+    assert crops.shape == (2, 32, 32, 3) and crops.dtype == torch.uint8
+
+    def ref(x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+    assert torch.equal(crops[:1], ref(frames[:1, 10:50, 20:80]))
+    assert torch.equal(crops[1:], ref(frames[1:]))  # no window: the whole frame
+
+
+def test_merge_puts_the_crop_inside_its_window_and_blends_only_inner_edges() -> None:
+    cfg = ZoomConfig(feather=0.1, mix=1.0)  # the crop alone, to see where it lands
+    s, h, w = 40, 400, 400
+    low = torch.zeros(2, 1, s, s)
+    crop_low = torch.ones(2, 1, s, s)
+    windows = torch.tensor([[100, 300, 100, 300], [0, 0, 0, 0]], dtype=torch.float64)
+    out = merge_windows(low, crop_low, windows, h, w, cfg)
+    assert out.shape == low.shape
+    # cells 10..29 lie in the window; well inside they take the crop, outside the first pass
+    assert out[0, 0, 14:26, 14:26].min() == pytest.approx(1.0)
+    assert out[0, 0, :9].max() == 0.0 and out[0, 0, :, 31:].max() == 0.0
+    # the cell just inside the window's edge is blended, not switched
+    assert 0.0 < out[0, 0, 10, 20] < 1.0
+    assert torch.equal(out[1], low[1])  # no window: the first pass unchanged
+
+    # a window on the frame's border: no blend along that border
+    edge = torch.tensor([[0, 200, 0, 200]], dtype=torch.float64)
+    out = merge_windows(low[:1], crop_low[:1], edge, h, w, cfg)
+    assert out[0, 0, 0, 5] == pytest.approx(1.0) and out[0, 0, 5, 0] == pytest.approx(1.0)
+    assert 0.0 < out[0, 0, 19, 5] < 1.0
+
+    # what the crop shows lands where it is in the frame: its top half -> the window's top
+    half = torch.zeros(1, 1, s, s)
+    half[..., : s // 2, :] = 1.0
+    out = merge_windows(low[:1], half, windows[:1], h, w, cfg)
+    assert out[0, 0, 13, 20] > 0.99 and out[0, 0, 26, 20] < 0.01
+
+    # by default the window holds the mean of the two looks
+    mixed = merge_windows(low + 0.2, crop_low, windows, h, w, ZoomConfig())
+    assert mixed[0, 0, 20, 20] == pytest.approx(0.6) and mixed[0, 0, 2, 2] == pytest.approx(0.2)
+
+
+class _Opening(torch.nn.Module):
+    """A stand-in model that finds bright things at least ``k`` input pixels thick."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = (x.float().mean(1, keepdim=True) > 0).float()
+        eroded = -F.max_pool2d(-m, self.k, 1, self.k // 2)
+        return F.max_pool2d(eroded, self.k, 1, self.k // 2).to(x.dtype)
+
+
+def test_engine_zoom_finds_a_limb_too_thin_for_the_first_pass() -> None:
+    spec = WeightsSpec(name="t", arch="u2netp", input_size=32, scale="255")
+    frame = np.zeros((96, 160, 3), np.uint8)
+    frame[40:90, 60:100] = 255  # body
+    frame[31:40, 76:82] = 255  # a raised arm: 1.2 px wide at the model's 32 px
+    truth = frame[..., 0] > 0
+    plain = Engine(_Opening(3), spec, EngineConfig(device="cpu")).predict(frame)
+    zoom_engine = Engine(_Opening(3), spec, EngineConfig(device="cpu", zoom=True))
+    zoomed = zoom_engine.predict(frame)
+    arm = (slice(31, 40), slice(76, 82))
+    # the first pass barely sees the arm; the second sees it, and the mean of the two
+    # looks (ZoomConfig.mix) carries it part of the way (0.11 -> 0.36 here)
+    assert plain[arm].mean() < 0.15 and zoomed[arm].mean() > 0.3
+    assert (zoomed[40:90, 60:100] > 0.5).mean() > 0.95
+    assert (zoomed[~truth] > 0.5).sum() <= (plain[~truth] > 0.5).sum()
+    # predict_lowres is the same merged grid that predict upsamples
+    low = zoom_engine.predict_lowres(frame)
+    assert low.shape == (1, 1, 32, 32)
+    full = F.interpolate(low, size=(96, 160), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(zoomed, full[0, 0].clamp(0, 1).numpy(), atol=1e-6)
+
+
+def test_engine_zoom_leaves_a_frame_filling_person_to_the_first_pass() -> None:
+    spec = WeightsSpec(name="t", arch="u2netp", input_size=32, scale="255")
+    frame = np.zeros((60, 80, 3), np.uint8)
+    frame[5:58, 8:72] = 255
+    plain = Engine(_Opening(3), spec, EngineConfig(device="cpu")).predict(frame)
+    zoomed = Engine(_Opening(3), spec, EngineConfig(device="cpu", zoom=True)).predict(frame)
+    np.testing.assert_array_equal(plain, zoomed)
