@@ -136,3 +136,19 @@ def test_engine_zoom_leaves_a_frame_filling_person_to_the_first_pass() -> None:
     plain = Engine(_Opening(3), spec, EngineConfig(device="cpu")).predict(frame)
     zoomed = Engine(_Opening(3), spec, EngineConfig(device="cpu", zoom=True)).predict(frame)
     np.testing.assert_array_equal(plain, zoomed)
+
+
+@pytest.mark.cuda
+def test_zoom_on_cuda_with_graphs_matches_the_cpu() -> None:
+    spec = WeightsSpec(name="t", arch="u2netp", input_size=32, scale="255")
+    frames = np.zeros((3, 96, 160, 3), np.uint8)
+    frames[0, 40:90, 60:100] = 255  # a small person with a thin arm: a window
+    frames[0, 31:40, 76:82] = 255
+    frames[2, 4:94, 10:150] = 255  # one that fills the frame: none; frame 1 is empty
+    cpu = Engine(_Opening(3), spec, EngineConfig(device="cpu", zoom=True)).predict(frames)
+    cfg = EngineConfig(device="cuda", precision="fp32", cuda_graph=True, zoom=True)
+    gpu = Engine(_Opening(3), spec, cfg)
+    first, second = gpu.predict(frames), gpu.predict(frames)  # captured, then replayed
+    assert len(gpu._graphs) == 2  # the frames' shape and the crops' shape
+    np.testing.assert_allclose(first, second, atol=1e-6)
+    np.testing.assert_allclose(first, cpu, atol=1e-4)
