@@ -4,20 +4,20 @@ Why: the model sees the whole frame squashed to its input square (256 px), so a 
 who fills a fifth of a 16:9 frame's width is about 50 px wide when the model looks at
 them; limbs, a raised arm or a rollerblader in the air fall below what it resolves. A
 second pass on a window around the person found by the first one shows them two to four
-times larger. On DAVIS (people small in 854x480 frames) IoU rose 0.728 -> 0.771 at 256 px,
+times larger. On DAVIS (people small in 854x480 frames) IoU rose 0.728 -> 0.769 at 256 px,
 while on the photo sets, where the person already fills the frame, the window covers too
 much of it and the second pass is skipped.
 
 Everything stays on the model's s x s grid of the whole frame: the crop's alpha is
 sampled back onto the cells its window covers, averaged there with the first pass's
 (two views of one person, as multi-scale testing does) and blended in with feathered
-edges, so the
-result is a drop-in for the first pass's low-resolution alpha (smoothing, refinement and
-compositing do not change). Sampling the merged alpha on a grid twice as fine scored the
+edges, so the result is a drop-in for the first pass's low-resolution alpha (smoothing,
+refinement and compositing do not change). Sampling the merged alpha on a grid twice as fine scored the
 same (0.7545 against 0.7539): the gain is what the model finds, not the grid.
 
-The second pass always runs on a full batch (frames without a window get their whole
-frame, weighted 0) so that each batch shape is captured once as a CUDA graph.
+When any frame of a batch has a window, the second pass runs on the whole batch (frames
+without one get their whole frame, weighted 0), so that each batch shape is captured once
+as a CUDA graph; a batch without any window costs nothing more.
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ Tensor = torch.Tensor
 class ZoomConfig:
     """Where the second look goes. Defaults measured on DAVIS at 256 px (see module doc)."""
 
-    #: Border added around the first pass's person box, as a fraction of its longer side
-    #: (the crop alone: DAVIS IoU 0.738 at 0.1, 0.755 at 0.2, 0.752 at 0.3): room for limbs the first pass missed.
+    #: Border added around the first pass's person box, as a fraction of its longer side:
+    #: room for limbs the first pass missed (the crop alone: DAVIS IoU 0.738 at 0.1, 0.755
+    #: at 0.2, 0.752 at 0.3).
     margin: float = 0.2
     #: Skip the second pass when the window would cover more than this part of the frame:
-    #: the person is already large enough (the crop alone: 0.750 at 0.4, 0.754 at 0.6 and 0.8).
+    #: the person is already large enough (the crop alone: 0.750 at 0.4, 0.754 at 0.6 and
+    #: 0.8).
     max_area: float = 0.6
     #: Window aspect (w/h) kept within the range the model was trained on (9:16 .. 16:9).
     min_aspect: float = 9 / 16

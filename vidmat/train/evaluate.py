@@ -221,7 +221,6 @@ def evaluate_sequences(
     lookahead: int = 0,
     progress: bool = True,
     refine: bool = False,
-    ignore_gaps: bool = False,
 ) -> tuple[dict[str, float], list[dict]]:
     """Scores per sequence and overall (IoU/MAE/boundary F over all frames, flicker/lag per clip)."""
     seqs = find_sequences(root)
