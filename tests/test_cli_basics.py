@@ -204,6 +204,7 @@ def test_tta_and_zoom_reach_the_engine_config(
     from vidmat.commands import _options
     from vidmat.errors import VidmatError
 
+    monkeypatch.chdir(tmp_path)  # demo's default folder is relative to the working directory
     seen = []
 
     def refuse(cfg):
@@ -219,3 +220,5 @@ def test_tta_and_zoom_reach_the_engine_config(
     for extra in ([], [f"--{flag}"]):
         main([command, *map(str, args), *extra, "--device", "cpu"])
     assert [cfg[flag] for cfg in seen] == [False, True]
+    # the engine is refused before anything is written: no empty output folder is left
+    assert not (tmp_path / "vidmat-demo-output").exists()

@@ -67,14 +67,14 @@ def run(args: argparse.Namespace) -> int:
     dst = default_output(DEMO_CLIP, cfg, folder)
     if dst.exists() and not args.overwrite:
         raise VidmatError(f"{dst} already exists; pass --overwrite to make it again.")
+    from vidmat.core.engine import Engine
+
+    # The engine first: a wrong --weights or --device must not leave an empty folder behind.
+    engine = Engine.from_config(engine_config_for_files(engine_config_from_args(args)))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VidmatError(f"cannot create the folder {folder} ({exc.strerror}).") from None
-
-    from vidmat.core.engine import Engine
-
-    engine = Engine.from_config(engine_config_for_files(engine_config_from_args(args)))
     bar = None
     if not args.quiet:
         from vidmat.progress import progress_bar
