@@ -160,7 +160,12 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
     res = json.loads(out2.read_text())
     assert res["n"] == 4 and len(res["sequences"]) == 2
     assert res["flicker"] >= 0.0 and res["flicker_floor"] >= 0.0
-    assert "all" in capsys.readouterr().out
+    frames = res["sequences"][0]["frames"]
+    assert [f["image"] for f in frames] == ["00000.png", "00001.png"]
+    assert res["sequences"][0]["iou"] == pytest.approx(np.mean([f["iou"] for f in frames]))
+    printed = capsys.readouterr().out
+    assert "all" in printed and "lowest IoU: " in printed and "frames" not in printed
+    assert printed.split("lowest IoU: ")[-1][:2] in ("a/", "b/")
 
     # with temporal smoothing (causal and bidirectional) the same scores are produced
     for extra in (["--smoothing", "0.7"], ["--smoothing", "0.7", "--lookahead", "1"]):

@@ -87,8 +87,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=5,
         metavar="N",
-        help="with --images: name the N images with the lowest IoU (default 5, 0 = none); "
-        "--json lists every image's scores",
+        help="name the N images (or sequence frames) with the lowest IoU (default 5, 0 = "
+        "none); --json lists every image's (frame's) scores",
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
@@ -143,8 +143,12 @@ def run(args: argparse.Namespace) -> int:
         overall, rows = evaluate_sequences(
             lowres, args.sequences, args.smoothing, args.lookahead, args.progress, args.refine
         )
-        table = [*rows, {"sequence": "all", **overall}]
+        table = [
+            *({k: v for k, v in r.items() if k != "frames"} for r in rows),
+            {"sequence": "all", **overall},
+        ]
         result = {**overall, **info, "data": str(args.sequences), "sequences": rows}
+        items = [{**f, "image": f"{r['sequence']}/{f['image']}"} for r in rows for f in r["frames"]]
     else:
         overall, items = evaluate_images(
             lowres,
@@ -160,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         result = {**overall, **info, "data": str(args.images), "images": items}
     result["seconds"] = round(time.perf_counter() - t0, 2)
     print(format_table(summarize_rows(table)))
-    if args.sequences is None and len(items) > 1:
+    if len(items) > 1:
         low = [f"{r['image']} {r['iou']:.3f}" for r in worst(items, args.worst)]
         if low:
             print("lowest IoU: " + ", ".join(low))

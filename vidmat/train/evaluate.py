@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -163,8 +163,8 @@ def evaluate_sequence(
     batch: int = 4,
     bar=None,
     refine: bool = False,
-) -> dict[str, float]:
-    """Per-frame scores plus flicker and lag of one annotated sequence.
+) -> dict[str, Any]:
+    """Scores over the frames (and each frame's, under "frames") plus flicker and lag.
 
     ``refine``: the frames go through convert's PostProcessor (its smoothing with the
     same strength and look-ahead, then guided-filter refinement), not bilinear upsampling.
@@ -190,9 +190,10 @@ def evaluate_sequence(
             low = smooth_sequence(low, torch.from_numpy(np.stack(frames)), smoothing, lookahead)
         preds = [_upsample(low[i : i + 1], h, w)[0] for i in range(len(frames))]
     scores = Scores()
-    for p, g in zip(preds, gts, strict=True):
-        scores.add(p, g)
-    out = scores.summary()
+    for (ip, _), p, g in zip(pairs, preds, gts, strict=True):
+        scores.add(p, g, ip.name)
+    out: dict[str, Any] = dict(scores.summary())
+    out["frames"] = scores.items()
     out["flicker"] = metrics.flicker(preds, gts)
     out["flicker_floor"] = metrics.flicker(_through_size(gts, tuple(low.shape[-2:])), gts)
     out["lag"] = metrics.lag(preds, gts)[0]
