@@ -190,16 +190,7 @@ class Engine:
     # --------------------------------------------------------------- pipeline
     def preprocess(self, frames: Tensor) -> Tensor:
         """(N, H, W, 3) uint8 on device → normalised (N, 3, s, s) in the model's dtype."""
-        x = frames.permute(0, 3, 1, 2).float()
-        if x.shape[-2:] != (self.size, self.size):
-            antialias = x.shape[-1] > self.size or x.shape[-2] > self.size
-            x = F.interpolate(
-                x,
-                size=(self.size, self.size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=antialias,
-            )
+        x = to_input_size(frames.permute(0, 3, 1, 2).float(), self.size)
         if self.spec.scale == "max":
             # Official U-2-Net: image / image.max(), then mean/std of [0, 1] images.
             peak = x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
@@ -315,6 +306,20 @@ class Engine:
             return full
         out = full[:, 0].cpu().numpy()
         return out[0] if single else out
+
+
+def to_input_size(x: Tensor, size: int) -> Tensor:
+    """(N, C, h, w) float images squashed to (size, size) as the model sees them.
+
+    Bilinear, antialiased when shrinking: one definition for whole frames and for the
+    windows of :mod:`vidmat.core.zoom`, so both reach the model resized the same way.
+    """
+    if x.shape[-2:] == (size, size):
+        return x
+    shrink = x.shape[-1] > size or x.shape[-2] > size
+    return F.interpolate(
+        x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+    )
 
 
 def upsample_alpha(alpha: Tensor, height: int, width: int) -> Tensor:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vidmat.core.engine import to_input_size
+
 Tensor = torch.Tensor
 
 
@@ -95,8 +97,8 @@ def person_windows(low: Tensor, height: int, width: int, cfg: ZoomConfig) -> Ten
 def crop_frames(frames: Tensor, windows: Tensor, size: int) -> Tensor:
     """The windows of uint8 frames (N, H, W, 3), each resized to (size, size): (N, s, s, 3).
 
-    A frame without a window gives its whole self (its result is weighted 0). Resized as
-    the engine resizes whole frames (bilinear, antialiased when shrinking).
+    A frame without a window gives its whole self (its result is weighted 0). Resized by
+    the engine's own :func:`~vidmat.core.engine.to_input_size`.
     """
     n, height, width, _ = frames.shape
     crops = []
@@ -104,12 +106,7 @@ def crop_frames(frames: Tensor, windows: Tensor, size: int) -> Tensor:
         t, b, lft, r = (int(v) for v in windows[i].tolist())
         if b <= t:
             t, b, lft, r = 0, height, 0, width
-        x = frames[i : i + 1, t:b, lft:r].permute(0, 3, 1, 2).float()
-        if x.shape[-2:] != (size, size):
-            shrink = x.shape[-1] > size or x.shape[-2] > size
-            x = F.interpolate(
-                x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
-            )
+        x = to_input_size(frames[i : i + 1, t:b, lft:r].permute(0, 3, 1, 2).float(), size)
         crops.append(x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
     return torch.cat(crops)
 
