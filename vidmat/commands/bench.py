@@ -6,13 +6,13 @@ import argparse
 import importlib
 
 #: Benchmark modules under vidmat/benchmarks/, each with add_parser(sub) and run(args).
-TARGETS: tuple[str, ...] = ("model", "postprocess", "convert", "live")
+TARGETS: tuple[str, ...] = ("model", "postprocess", "convert", "live", "train")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="measure speed: model, postprocess, convert, live",
+        help="measure speed: model, postprocess, convert, live, train",
         description="Benchmarks print a table and, with --json PATH, write their results as JSON. "
         "Absolute times only mean something on the machine they were taken on; compare "
         "ratios measured side by side in one run.",

@@ -148,8 +148,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0,
         metavar="N",
         help="processes that build batches ahead of the model (default 0: in the training "
-        "process, right for a 2-core CPU); on a GPU machine most of its cores, e.g. 12, or "
-        "the GPU waits on augmentation. The batches are the same either way",
+        "process, right for a 2-core CPU); on a GPU machine most of its cores, e.g. 12 "
+        "(`vidmat bench train` says whether the GPU waits on them). The batches are the "
+        "same either way",
+    )
+    p.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="let cuDNN time its convolution algorithms per input shape (CUDA only; "
+        "compare with `vidmat bench train --cudnn-benchmark on,off` first)",
     )
     p.add_argument(
         "--amp",
@@ -255,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         channels_last=args.channels_last,
         amp=args.amp,
+        cudnn_benchmark=args.cudnn_benchmark,
         init=args.init,
         close_gaps=tuple(
             n for n in map(str.strip, args.close_gaps.split(",")) if n not in ("", "none")

@@ -80,8 +80,9 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = 2
     #: Processes that build batches ahead of the model (0: in the training process).
-    #: A sample costs 15-30 ms of augmentation on one core, so a GPU, which trains a
-    #: batch of 32 in a few ms, waits on the data unless a dozen cores make it.
+    #: A sample at 256 px costs about 6.5 ms of augmentation on one core here (`vidmat
+    #: bench train`: a batch of 8 in 52 ms), so a GPU step of 32 in under 0.2 s waits on
+    #: the data unless several cores build it.
     workers: int = 0
     #: Stop after this many minutes of training (checkpoint and export as at a
     #: SIGTERM); None runs to ``steps``. A GPU lease is counted in minutes.
@@ -92,6 +93,11 @@ class TrainConfig:
     #: A CPU with AVX512-BF16 or AMX runs a u2netp step at 256 px in bf16 about 2.4x
     #: faster than in fp32 (session 20, this machine); one without emulates it, slower.
     amp: str = "auto"
+    #: Let cuDNN time its convolution algorithms for each input shape on the first steps
+    #: (CUDA only). Off by default until `vidmat bench train --cudnn-benchmark on,off`
+    #: has shown a gain on a GPU: u2netp's small, dilated convolutions are where cuDNN's
+    #: default choice can be slow.
+    cudnn_benchmark: bool = False
     init: str | None = None
     #: Names of source folders whose masks get their neck gaps closed and holes filled
     #: (VITON); filling CCP's holes would label the space inside a bent arm as person.
@@ -314,6 +320,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
         cache = cfg.cache_dir or cfg.run_dir.parent / "cache"
         if sources is None:
             sources = [
