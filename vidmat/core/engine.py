@@ -284,7 +284,7 @@ class Engine:
         cfg = ZoomConfig()
         height, width = x.shape[1], x.shape[2]
         windows = person_windows(low, height, width, cfg)
-        if not bool((windows[:, 1] > windows[:, 0]).any()):
+        if not bool((windows[..., 1] > windows[..., 0]).any()):
             return low
         crop_low = self._run(crop_frames(x, windows, self.size), need_full=False)[0]
         return merge_windows(low, crop_low, windows, height, width, cfg)
