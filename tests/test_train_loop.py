@@ -411,6 +411,23 @@ def test_camouflage_leaves_the_label_the_person_and_the_other_draws() -> None:
     assert changed >= 10
 
 
+def test_second_person_joins_the_first_behind_it_and_in_the_label() -> None:
+    bank = np.random.default_rng(9).integers(0, 60, (3, 48, 64, 3)).astype(np.uint8)
+    plain = replace(NO_PHOTOMETRIC, shadow=1.0)  # dark scenes: no camouflage
+    two = replace(plain, second_person=1.0)
+    grew = 0
+    for img0, t0, img1, t1 in _same_samples(5, 16, bank, plain, two):
+        assert np.all(t1 >= t0)  # the first person stays labelled ...
+        inner = cv2.erode(t0, np.ones((7, 7), np.uint8)) == 1  # past the soft edge
+        assert np.array_equal(img0[inner], img1[inner])  # ... and in front
+        added = (t1 == 1) & (t0 == 0)
+        if added.sum() >= 20:
+            grew += 1
+            # where only the second person is, the image shows a bright square, not the scene
+            assert img1[added].mean() > img0[added].mean() + 40
+    assert grew >= 8
+
+
 def test_source_spec_parsing() -> None:
     s = SourceSpec.parse("/data/viton:0.5:0.9")
     assert (s.path, s.weight, s.composite) == (Path("/data/viton"), 0.5, 0.9)
@@ -490,6 +507,7 @@ def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[
         ("--shadow", "1.5", "--shadow must be between 0 and 1."),
         ("--rotate", "120", "--rotate must be between 0 and 90 degrees."),
         ("--camouflage", "-0.1", "--camouflage must be between 0 and 1."),
+        ("--second-person", "1.5", "--second-person must be between 0 and 1."),
         ("--workers", "-1", "--workers must be 0 or more."),
         ("--minutes", "0", "--minutes must be positive."),
     ],

@@ -118,6 +118,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "a run without it",
     )
     p.add_argument(
+        "--second-person",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of the people pasted onto other scenes that get a second person behind "
+        "them, at its own place and scale, both labelled person (default 0); the batches are "
+        "otherwise those of a run without it",
+    )
+    p.add_argument(
         "--rotate",
         type=float,
         default=12.0,
@@ -222,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--workers must be 0 or more.")
     if not 0.0 <= args.camouflage <= 1.0:
         raise VidmatError("--camouflage must be between 0 and 1.")
+    if not 0.0 <= args.second_person <= 1.0:
+        raise VidmatError("--second-person must be between 0 and 1.")
     if not 0.0 <= args.rotate <= 90.0:
         raise VidmatError("--rotate must be between 0 and 90 degrees.")
     last = args.run / "last.pt"
@@ -248,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         iou_weight=args.iou_weight,
         shadow=args.shadow,
         camouflage=args.camouflage,
+        second_person=args.second_person,
         rotate=args.rotate,
         warmup=args.warmup,
         ema=args.ema,

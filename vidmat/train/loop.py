@@ -67,6 +67,8 @@ class TrainConfig:
     shadow: float = 0.0
     #: Share of composited samples whose scene takes a colour of the person's.
     camouflage: float = 0.0
+    #: Share of composited samples that get a second person (AugmentConfig.second_person).
+    second_person: float = 0.0
     #: Largest tilt of a sample in degrees (AugmentConfig.rotate_deg).
     rotate: float = 12.0
     warmup: int = 100
@@ -337,7 +339,11 @@ class Trainer:
         self.sources, self.bank, self.valsets = list(sources), bank, list(valsets)
         # ``aug`` replaces the whole augmentation (tests); the CLI's switches live in cfg.
         self.aug = aug or replace(
-            DEFAULT_AUGMENT, shadow=cfg.shadow, camouflage=cfg.camouflage, rotate_deg=cfg.rotate
+            DEFAULT_AUGMENT,
+            shadow=cfg.shadow,
+            camouflage=cfg.camouflage,
+            second_person=cfg.second_person,
+            rotate_deg=cfg.rotate,
         )
         torch.manual_seed(cfg.seed)
         if model is None:
