@@ -117,11 +117,20 @@ def person_windows(low: Tensor, height: int, width: int, cfg: ZoomConfig) -> Ten
     return out
 
 
+_MAX_COMPONENTS = 32
+
+
 def _person_groups(person: np.ndarray, margin: float) -> list[tuple[int, int, int, int, int]]:
     """Boxes (y0, y1, x0, x1 in cells, end exclusive) and cell counts of the groups of
     connected person cells whose boxes, each widened by ``margin`` x its longer side,
     overlap; largest group first."""
     count, _, stats, _ = cv2.connectedComponentsWithStats(person, connectivity=8)
+    stats = stats[1:count]
+    # Specks cannot make a window and would make the pairwise grouping below slow on a
+    # noisy mask: only the largest components, each at least 2 % of the largest, count.
+    stats = stats[np.argsort(-stats[:, cv2.CC_STAT_AREA], kind="stable")][:_MAX_COMPONENTS]
+    if len(stats):
+        stats = stats[stats[:, cv2.CC_STAT_AREA] >= 0.02 * stats[0, cv2.CC_STAT_AREA]]
     groups = [
         [
             int(st[cv2.CC_STAT_TOP]),
@@ -130,7 +139,7 @@ def _person_groups(person: np.ndarray, margin: float) -> list[tuple[int, int, in
             int(st[cv2.CC_STAT_LEFT] + st[cv2.CC_STAT_WIDTH]),
             int(st[cv2.CC_STAT_AREA]),
         ]
-        for st in stats[1:count]
+        for st in stats
     ]
 
     def widened(g: list[int]) -> tuple[float, float, float, float]:
