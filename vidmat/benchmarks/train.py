@@ -257,7 +257,6 @@ def run(args: argparse.Namespace) -> int:
                 del trainer
             for amp, nhwc, bench in itertools.product(amps, args.channels_last, cudnn_settings):
                 rcfg = replace(cfg, amp=amp, channels_last=nhwc, cudnn_benchmark=bench)
-                torch.manual_seed(0)
                 trainer = Trainer(rcfg, sources, bank, [], aug=aug)
                 fixed = make_batch(rcfg.seed, 0, batch, size, sources, bank, aug)
                 step_ms = _timed(lambda t=trainer, b=fixed: t.train_step(b), iters, warmup, sync)

@@ -272,6 +272,7 @@ def synthesize(
     src, i = _pick(rng, sources, weights)
     composite = rng.random() < src.spec.composite
     fg, alpha = _framed(rng, src, i, size, composite, cfg)
+    label = alpha
     if composite:
         bg = _background(rng, size, bank, sources, cfg)
         if cfg.shadow > 0:
@@ -286,7 +287,6 @@ def synthesize(
             crng = rng.spawn(1)[0]
             if crng.random() < cfg.camouflage:
                 bg = _camouflage(crng, bg, fg, alpha)
-        first = alpha
         if cfg.second_person > 0:
             # Spawned after the camouflage's child, so those draws stay what they were.
             prng = rng.spawn(1)[0]
@@ -294,11 +294,11 @@ def synthesize(
                 src2, i2 = _pick(prng, sources, weights)
                 fg2, alpha2 = _framed(prng, src2, i2, size, True, cfg)
                 bg = _paste(fg2, alpha2, bg)  # behind the first person
-                alpha = np.maximum(alpha, alpha2)  # the label holds both
-        out = _paste(fg, first, bg)
+                label = np.maximum(label, alpha2)  # the label holds both
+        out = _paste(fg, alpha, bg)
     else:
         out = fg
-    target = (alpha > 0.5).astype(np.float32)
+    target = (label > 0.5).astype(np.float32)
     return _photometric(rng, out, cfg), target
 
 
