@@ -98,6 +98,40 @@ def test_a_few_steps_reduce_the_loss(tmp_path: Path, amp: str) -> None:
     assert after < 0.8 * before, f"loss {before:.3f} -> {after:.3f}"
 
 
+def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(tmp_path: Path) -> None:
+    def stats(model: torch.nn.Module) -> list[torch.Tensor]:
+        return [b.clone() for n, b in model.named_buffers() if "running" in n]
+
+    runs = {}
+    for freeze in (False, True):
+        tr = Trainer(
+            replace(_cfg(tmp_path / str(freeze), steps=3), freeze_bn=freeze),
+            sources=[_squares()],
+            bank=None,
+            valsets=[],
+        )
+        before, conv = stats(tr.model), tr.model.outconv.weight.detach().clone()
+        tr.run()
+        same = [torch.equal(a, b) for a, b in zip(before, stats(tr.model), strict=True)]
+        ema_same = [torch.equal(a, b) for a, b in zip(before, stats(tr.ema.model), strict=True)]
+        runs[freeze] = (all(same), all(ema_same), not torch.equal(conv, tr.model.outconv.weight))
+        assert tr.model.training  # only the BatchNorm layers were put in eval mode
+    assert runs[True] == (True, True, True)
+    assert runs[False] == (False, False, True)
+
+
+def test_cli_refuses_freeze_bn_without_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "d").mkdir()
+    code = main(
+        ["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r"), "--freeze-bn"]
+    )
+    assert code == 2
+    assert "--freeze-bn keeps the statistics of --init weights" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_amp_sets_the_forward_precision_only() -> None:
     from vidmat.errors import VidmatError
     from vidmat.model.u2net import build_model

@@ -168,6 +168,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "compare with `vidmat bench train --cudnn-benchmark on,off` first)",
     )
     p.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        help="keep BatchNorm's running statistics from --init and use them while training "
+        "(for a fine-tune at a batch much smaller than the one --init was trained at, "
+        "e.g. 8 on a CPU after 32 on a GPU)",
+    )
+    p.add_argument(
         "--amp",
         choices=AMP_MODES,
         default="auto",
@@ -235,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--second-person must be between 0 and 1.")
     if not 0.0 <= args.rotate <= 90.0:
         raise VidmatError("--rotate must be between 0 and 90 degrees.")
+    if args.freeze_bn and args.init is None:
+        raise VidmatError("--freeze-bn keeps the statistics of --init weights; give --init.")
     last = args.run / "last.pt"
     resume = args.resume
     if resume is None and last.exists():
@@ -275,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         amp=args.amp,
         cudnn_benchmark=args.cudnn_benchmark,
+        freeze_bn=args.freeze_bn,
         init=args.init,
         close_gaps=tuple(
             n for n in map(str.strip, args.close_gaps.split(",")) if n not in ("", "none")
