@@ -445,6 +445,23 @@ def test_camouflage_leaves_the_label_the_person_and_the_other_draws() -> None:
     assert changed >= 10
 
 
+def test_wide_shot_shows_pasted_people_smaller(tmp_path: Path) -> None:
+    cfg = replace(_cfg(tmp_path, steps=1), wide_shot=3.0)
+    assert Trainer(cfg, sources=[_squares()], bank=None, valsets=[]).aug.wide_shot == 3.0
+    bank = np.random.default_rng(4).integers(0, 60, (3, 48, 64, 3)).astype(np.uint8)
+    wide = replace(NO_PHOTOMETRIC, wide_shot=3.0)
+    pairs = [
+        (t0.sum(), t1.sum()) for _, t0, _, t1 in _same_samples(6, 64, bank, NO_PHOTOMETRIC, wide)
+    ]
+    default, wider = np.array(pairs, float).T
+    # The same draws framed wider: about half the area on average (1 / window height
+    # squared: 0.74 against 1.48 for windows of 0.45-3 and 0.45-1.5 photo sides; a person
+    # the narrower window cut off can show more of itself in the wider one).
+    assert wider.mean() < 0.7 * default.mean()
+    assert np.median(wider) < 0.5 * np.median(default)
+    assert (wider < default).mean() > 0.8
+
+
 def test_second_person_joins_the_first_behind_it_and_in_the_label() -> None:
     bank = np.random.default_rng(9).integers(0, 60, (3, 48, 64, 3)).astype(np.uint8)
     plain = replace(NO_PHOTOMETRIC, shadow=1.0)  # dark scenes: no camouflage
@@ -542,6 +559,7 @@ def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[
         ("--rotate", "120", "--rotate must be between 0 and 90 degrees."),
         ("--camouflage", "-0.1", "--camouflage must be between 0 and 1."),
         ("--second-person", "1.5", "--second-person must be between 0 and 1."),
+        ("--wide-shot", "0.3", "--wide-shot must be above 0.45 and at most 10."),
         ("--workers", "-1", "--workers must be 0 or more."),
         ("--minutes", "0", "--minutes must be positive."),
     ],

@@ -134,6 +134,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="largest tilt of a sample, either way, in degrees (default 12); a run with "
         "another value draws the same batches but for the angle",
     )
+    p.add_argument(
+        "--wide-shot",
+        type=float,
+        default=1.5,
+        metavar="X",
+        help="widest frame a pasted person is shown in, as X times the photo's longer side "
+        "(default 1.5: a standing person fills at least about two thirds of the frame's "
+        "height; 3 shows them down to a third, as a skater in a DAVIS shot); the batches "
+        "are those of a run without it but for the framing",
+    )
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument(
         "--ema", type=float, default=0.995, help="EMA decay of the weights (default 0.995)"
@@ -240,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--camouflage must be between 0 and 1.")
     if not 0.0 <= args.second_person <= 1.0:
         raise VidmatError("--second-person must be between 0 and 1.")
+    if not 0.45 < args.wide_shot <= 10.0:
+        raise VidmatError("--wide-shot must be above 0.45 and at most 10.")
     if not 0.0 <= args.rotate <= 90.0:
         raise VidmatError("--rotate must be between 0 and 90 degrees.")
     if args.freeze_bn and args.init is None:
@@ -269,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
         shadow=args.shadow,
         camouflage=args.camouflage,
         second_person=args.second_person,
+        wide_shot=args.wide_shot,
         rotate=args.rotate,
         warmup=args.warmup,
         ema=args.ema,

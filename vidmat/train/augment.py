@@ -51,6 +51,10 @@ class AugmentConfig:
     #: a frame holds one: with two val/ccp people pasted apart into a scene, the shipped
     #: weights missed one entirely 40 times in 200, with each alone 2 in 101 (session 31).
     second_person: float = 0.0
+    #: Largest composited window, as a multiple of the photo's longer side (the smallest
+    #: is 0.45). At 1.5 a whole-body photo's person still fills about two thirds of the
+    #: frame's height; DAVIS's skater and a webcam user across a room fill a third.
+    wide_shot: float = 1.5
 
 
 def _affine(
@@ -110,7 +114,7 @@ def _window(
     Composited: anywhere from a close-up to a small figure in a wide shot.
     """
     if composite:
-        sh = rng.uniform(0.45, 1.5) * max(h, w)
+        sh = rng.uniform(0.45, cfg.wide_shot) * max(h, w)
         return _frame_aspect(rng, cfg) * sh, sh
     if rng.random() < cfg.whole_photo:
         return float(w), float(h)

@@ -69,6 +69,8 @@ class TrainConfig:
     camouflage: float = 0.0
     #: Share of composited samples that get a second person (AugmentConfig.second_person).
     second_person: float = 0.0
+    #: Largest composited window over the photo's longer side (AugmentConfig.wide_shot).
+    wide_shot: float = 1.5
     #: Largest tilt of a sample in degrees (AugmentConfig.rotate_deg).
     rotate: float = 12.0
     warmup: int = 100
@@ -348,6 +350,7 @@ class Trainer:
             shadow=cfg.shadow,
             camouflage=cfg.camouflage,
             second_person=cfg.second_person,
+            wide_shot=cfg.wide_shot,
             rotate_deg=cfg.rotate,
         )
         torch.manual_seed(cfg.seed)
