@@ -140,9 +140,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=1.5,
         metavar="X",
         help="widest frame a pasted person is shown in, as X times the photo's longer side "
-        "(default 1.5: a standing person fills at least about two thirds of the frame's "
-        "height; 3 shows them down to a third, as a skater in a DAVIS shot); the batches "
-        "are those of a run without it but for the framing",
+        "(default 1.5: a standing person fills at least about 0.6 of the frame's height; "
+        "3 shows them down to about 0.3); the batches are those of a run without it but "
+        "for the framing",
     )
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument(

@@ -105,7 +105,8 @@ class TrainConfig:
     #: Keep BatchNorm's running statistics (and use them in the forward pass) while the
     #: weights train: for fine-tuning ``init`` at a batch far smaller than it was trained
     #: at. Re-estimating the shipped file's statistics alone on 100 CPU batches of 8, no
-    #: weight changed, cut DAVIS rollerblade 0.497 -> 0.433 (session 32).
+    #: weight changed, cut DAVIS rollerblade 0.497 -> 0.433 (session 32); a fine-tune with
+    #: them kept still lost rollerblade, but gained val/ccp and the webcam hold-out.
     freeze_bn: bool = False
     init: str | None = None
     #: Names of source folders whose masks get their neck gaps closed and holes filled
