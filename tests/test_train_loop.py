@@ -115,7 +115,10 @@ def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(tmp_path: Pa
         same = [torch.equal(a, b) for a, b in zip(before, stats(tr.model), strict=True)]
         ema_same = [torch.equal(a, b) for a, b in zip(before, stats(tr.ema.model), strict=True)]
         runs[freeze] = (all(same), all(ema_same), not torch.equal(conv, tr.model.outconv.weight))
-        assert tr.model.training  # only the BatchNorm layers were put in eval mode
+        # Only the BatchNorm layers were put in eval mode, and all of them.
+        bns = [m for m in tr.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert tr.model.training and len(tr.frozen_bn) == (len(bns) if freeze else 0)
+        assert all(bn.training != freeze for bn in bns)
     assert runs[True] == (True, True, True)
     assert runs[False] == (False, False, True)
 
