@@ -82,7 +82,7 @@ def test_a_few_steps_reduce_the_loss(tmp_path: Path, amp: str) -> None:
     tr = Trainer(
         replace(_cfg(tmp_path, steps=12), amp=amp), sources=[_squares()], bank=None, valsets=[]
     )
-    x, y = make_batch(123, 0, 8, 32, tr.sources, None, tr.aug)
+    x, y = make_batch(123, 0, 8, 32, tr.sources, None, tr.cfg.aug)
 
     def loss_on_batch() -> float:
         # Batch statistics, not running ones: after 12 steps BatchNorm's running
@@ -387,12 +387,9 @@ def test_shadow_darkens_only_the_new_background() -> None:
     assert darkest > 40  # at least one shadow is plainly visible
 
 
-def test_rotate_widens_the_tilt_and_keeps_the_draws(tmp_path: Path) -> None:
+def test_rotate_widens_the_tilt_and_keeps_the_draws() -> None:
     """--rotate changes only the angle: the rest of each sample's random draws stay in step."""
     from vidmat.train.augment import _affine
-
-    cfg = replace(_cfg(tmp_path, steps=1), rotate=30.0)
-    assert Trainer(cfg, sources=[_squares()], bank=None, valsets=[]).aug.rotate_deg == 30.0
 
     def draw(rotate: float, seed: int) -> tuple[float, float]:
         rng = np.random.default_rng(seed)
@@ -448,9 +445,7 @@ def test_camouflage_leaves_the_label_the_person_and_the_other_draws() -> None:
     assert changed >= 10
 
 
-def test_wide_shot_shows_pasted_people_smaller(tmp_path: Path) -> None:
-    cfg = replace(_cfg(tmp_path, steps=1), wide_shot=3.0)
-    assert Trainer(cfg, sources=[_squares()], bank=None, valsets=[]).aug.wide_shot == 3.0
+def test_wide_shot_shows_pasted_people_smaller() -> None:
     bank = np.random.default_rng(4).integers(0, 60, (3, 48, 64, 3)).astype(np.uint8)
     wide = replace(NO_PHOTOMETRIC, wide_shot=3.0)
     pairs = [
@@ -463,6 +458,57 @@ def test_wide_shot_shows_pasted_people_smaller(tmp_path: Path) -> None:
     assert wider.mean() < 0.7 * default.mean()
     assert np.median(wider) < 0.5 * np.median(default)
     assert (wider < default).mean() > 0.8
+
+
+def test_graphics_paint_bold_colourful_clutter() -> None:
+    """On a plain grey scene: many hard edges and saturated colours, a new picture per seed."""
+    from vidmat.train.augment import _graphics
+
+    grey = np.full((64, 96, 3), 128.0, np.float32)
+    outs = [_graphics(np.random.default_rng(seed), grey) for seed in range(8)]
+    for out in outs:
+        assert out.shape == grey.shape and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 255.0
+    edges = [np.abs(np.diff(o.mean(axis=2), axis=1)) for o in outs]
+    # hard-edged: steps of over 40 grey levels between neighbours, in most pictures
+    assert sum(int((e > 40).mean() > 0.002) for e in edges) >= 6
+    saturation = [np.ptp(o, axis=2).mean() for o in outs]  # max - min channel per pixel
+    assert np.median(saturation) > 25  # colourful, where the scene had none
+    assert not np.array_equal(outs[0], outs[1])
+    assert np.array_equal(outs[0], _graphics(np.random.default_rng(0), grey))
+
+
+def test_graphics_leave_the_label_and_the_other_switches_draws() -> None:
+    """Painted scenes change only the scene: the person, the label, the shadows and the
+    second person of each sample are those of a run without them."""
+    bank = np.random.default_rng(9).integers(0, 60, (3, 48, 64, 3)).astype(np.uint8)
+    plain = replace(NO_PHOTOMETRIC, shadow=0.5, camouflage=0.5)
+    for img0, t0, img1, t1 in _same_samples(5, 16, bank, plain, replace(plain, graphics=1.0)):
+        assert np.array_equal(t0, t1)
+        d = np.abs(img0.astype(int) - img1).sum(axis=2)
+        # The person is kept but for its soft edge, through which the scene shows.
+        inside = cv2.erode(t0.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        if inside.any() and not t0.all():
+            assert d[inside].mean() < 0.02 * d[t0 == 0].mean()
+            assert (d[t0 == 0] > 6).mean() > 0.2
+    two = replace(plain, second_person=0.5)
+    for _, t0, _, t1 in _same_samples(6, 16, bank, two, replace(two, graphics=1.0)):
+        assert np.array_equal(t0, t1)  # the second person too, where it came
+
+
+def test_cli_switches_set_the_augmentation() -> None:
+    from vidmat.cli import build_parser
+    from vidmat.commands.train import augment_config
+
+    switches = "--shadow 0.5 --camouflage 0.4 --second-person 0.3 --graphics 0.2"
+    switches += " --rotate 30 --wide-shot 3"
+    args = build_parser().parse_args(["train", "--data", "d", "--run", "r", *switches.split()])
+    expected = AugmentConfig(
+        shadow=0.5, camouflage=0.4, second_person=0.3, graphics=0.2, rotate_deg=30, wide_shot=3
+    )
+    assert augment_config(args) == expected
+    defaults = build_parser().parse_args(["train", "--data", "d", "--run", "r"])
+    assert augment_config(defaults) == AugmentConfig()  # the batches of earlier runs
 
 
 def test_second_person_joins_the_first_behind_it_and_in_the_label() -> None:
@@ -562,6 +608,7 @@ def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[
         ("--rotate", "120", "--rotate must be between 0 and 90 degrees."),
         ("--camouflage", "-0.1", "--camouflage must be between 0 and 1."),
         ("--second-person", "1.5", "--second-person must be between 0 and 1."),
+        ("--graphics", "2", "--graphics must be between 0 and 1."),
         ("--wide-shot", "0.3", "--wide-shot must be above 0.45 and at most 10."),
         ("--workers", "-1", "--workers must be 0 or more."),
         ("--minutes", "0", "--minutes must be positive."),

@@ -227,8 +227,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             sources, bank = generated_sources()
             data_name = "generated"
-        # session 29's recipe: the same share of shadows and camouflaged scenes
-        aug = AugmentConfig(shadow=0.5, camouflage=0.4)
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         rows = []
         for size, batch in itertools.product(args.sizes, batches):
@@ -243,24 +241,26 @@ def run(args: argparse.Namespace) -> int:
                 threads=None,
                 progress=False,
                 workers=workers,
+                # session 29's recipe: the same share of shadows and camouflaged scenes
+                aug=AugmentConfig(shadow=0.5, camouflage=0.4),
             )
             batch_ms = _timed(
-                lambda c=cfg: make_batch(c.seed, 0, c.batch, c.size, sources, bank, aug),
+                lambda c=cfg: make_batch(c.seed, 0, c.batch, c.size, sources, bank, c.aug),
                 iters,
                 min(warmup, 1),
                 lambda: None,
             )
             loader_ms = None
             if workers > 0:
-                trainer = Trainer(cfg, sources, bank, [], aug=aug)
+                trainer = Trainer(cfg, sources, bank, [])
                 loader_ms = _drain(trainer.batches(), iters, warmup, lambda b: None)
                 del trainer
             for amp, nhwc, bench in itertools.product(amps, args.channels_last, cudnn_settings):
                 rcfg = replace(cfg, amp=amp, channels_last=nhwc, cudnn_benchmark=bench)
-                trainer = Trainer(rcfg, sources, bank, [], aug=aug)
-                fixed = make_batch(rcfg.seed, 0, batch, size, sources, bank, aug)
+                trainer = Trainer(rcfg, sources, bank, [])
+                fixed = make_batch(rcfg.seed, 0, batch, size, sources, bank, rcfg.aug)
                 step_ms = _timed(lambda t=trainer, b=fixed: t.train_step(b), iters, warmup, sync)
-                trainer = Trainer(rcfg, sources, bank, [], aug=aug)
+                trainer = Trainer(rcfg, sources, bank, [])
                 run_ms = _drain(trainer.batches(), iters, warmup, trainer.train_step)
                 data_ms = loader_ms if loader_ms is not None else batch_ms
                 precision = amp if amp != "auto" else ("bf16" if cuda else "fp32")

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidmat.errors import VidmatError
+
+if TYPE_CHECKING:
+    from vidmat.train.augment import AugmentConfig
+    from vidmat.train.loop import TrainConfig
 
 EPILOG = """\
 example (CPU, resumable; re-run the same command to continue from RUN/last.pt):
@@ -127,6 +132,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "otherwise those of a run without it",
     )
     p.add_argument(
+        "--graphics",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of the people pasted onto other scenes whose scene gets bold graphics "
+        "painted on it, as a mural, poster or patterned wall (lettering, shapes, stripes; "
+        "default 0); the batches are otherwise those of a run without it",
+    )
+    p.add_argument(
         "--rotate",
         type=float,
         default=12.0,
@@ -222,9 +236,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+#: The switches that are shares of the composited samples, by their argparse names.
+_SHARES = ("shadow", "camouflage", "second_person", "graphics")
+
+
+def augment_config(args: argparse.Namespace) -> AugmentConfig:
+    """The sample synthesis the switches ask for; out-of-range values are refused."""
+    from vidmat.train.augment import AugmentConfig
+
+    for name in _SHARES:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise VidmatError(f"--{name.replace('_', '-')} must be between 0 and 1.")
+    if not 0.45 < args.wide_shot <= 10.0:
+        raise VidmatError("--wide-shot must be above 0.45 and at most 10.")
+    if not 0.0 <= args.rotate <= 90.0:
+        raise VidmatError("--rotate must be between 0 and 90 degrees.")
+    return AugmentConfig(
+        rotate_deg=args.rotate,
+        wide_shot=args.wide_shot,
+        **{name: getattr(args, name) for name in _SHARES},
+    )
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run the command line describes, checked before any data is read."""
     from vidmat.train.data import SourceSpec
-    from vidmat.train.loop import TrainConfig, Trainer
+    from vidmat.train.loop import TrainConfig
 
     sources = [SourceSpec.parse(d) for d in args.data]
     for s in sources:
@@ -240,31 +277,13 @@ def run(args: argparse.Namespace) -> int:
             raise VidmatError("--size and --mix-size must be multiples of 32, at least 32.")
     if args.batch < 1 or args.steps < 1:
         raise VidmatError("--batch and --steps must be positive.")
-    if not 0.0 <= args.shadow <= 1.0:
-        raise VidmatError("--shadow must be between 0 and 1.")
     if args.minutes is not None and args.minutes <= 0:
         raise VidmatError("--minutes must be positive.")
     if args.workers < 0:
         raise VidmatError("--workers must be 0 or more.")
-    if not 0.0 <= args.camouflage <= 1.0:
-        raise VidmatError("--camouflage must be between 0 and 1.")
-    if not 0.0 <= args.second_person <= 1.0:
-        raise VidmatError("--second-person must be between 0 and 1.")
-    if not 0.45 < args.wide_shot <= 10.0:
-        raise VidmatError("--wide-shot must be above 0.45 and at most 10.")
-    if not 0.0 <= args.rotate <= 90.0:
-        raise VidmatError("--rotate must be between 0 and 90 degrees.")
     if args.freeze_bn and args.init is None:
         raise VidmatError("--freeze-bn keeps the statistics of --init weights; give --init.")
-    last = args.run / "last.pt"
-    resume = args.resume
-    if resume is None and last.exists():
-        if args.fresh:
-            raise VidmatError(f"{last} exists; pick another --run folder for a fresh run.")
-        resume = last
-    if resume is not None and not resume.is_file():
-        raise VidmatError(f"checkpoint {resume} does not exist.")
-    cfg = TrainConfig(
+    return TrainConfig(
         sources=sources,
         run_dir=args.run,
         backgrounds=args.backgrounds,
@@ -278,11 +297,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         iou_weight=args.iou_weight,
-        shadow=args.shadow,
-        camouflage=args.camouflage,
-        second_person=args.second_person,
-        wide_shot=args.wide_shot,
-        rotate=args.rotate,
+        aug=augment_config(args),
         warmup=args.warmup,
         ema=args.ema,
         seed=args.seed,
@@ -304,6 +319,20 @@ def run(args: argparse.Namespace) -> int:
         ),
         progress=args.progress,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidmat.train.loop import Trainer
+
+    cfg = train_config(args)
+    last = args.run / "last.pt"
+    resume = args.resume
+    if resume is None and last.exists():
+        if args.fresh:
+            raise VidmatError(f"{last} exists; pick another --run folder for a fresh run.")
+        resume = last
+    if resume is not None and not resume.is_file():
+        raise VidmatError(f"checkpoint {resume} does not exist.")
     trainer = Trainer(cfg)
     if resume is not None:
         trainer.load(resume)

@@ -27,7 +27,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -38,7 +38,7 @@ from torch import nn
 
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_output
-from vidmat.train.augment import DEFAULT_AUGMENT, AugmentConfig, sample_rng, synthesize
+from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import CachedSource, SourceSpec, load_backgrounds, load_source
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -63,16 +63,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     iou_weight: float = 0.0  # soft-IoU term beside the deep-supervision BCE
-    #: Share of composited samples whose person casts a shadow on the new background.
-    shadow: float = 0.0
-    #: Share of composited samples whose scene takes a colour of the person's.
-    camouflage: float = 0.0
-    #: Share of composited samples that get a second person (AugmentConfig.second_person).
-    second_person: float = 0.0
-    #: Largest composited window over the photo's longer side (AugmentConfig.wide_shot).
-    wide_shot: float = 1.5
-    #: Largest tilt of a sample in degrees (AugmentConfig.rotate_deg).
-    rotate: float = 12.0
+    #: Sample synthesis: framing, photometrics and the composite switches (shadows,
+    #: camouflage, a second person, graphics, ...). Their defaults keep the batches of
+    #: runs started before each switch existed, so those runs resume exactly.
+    aug: AugmentConfig = field(default_factory=AugmentConfig)
     warmup: int = 100
     min_lr_ratio: float = 0.02
     ema: float = 0.995
@@ -210,9 +204,8 @@ class StepBatches(torch.utils.data.Dataset):
         cfg: TrainConfig,
         sources: Sequence[CachedSource],
         bank: np.ndarray | None,
-        aug: AugmentConfig,
     ) -> None:
-        self.cfg, self.sources, self.bank, self.aug = cfg, list(sources), bank, aug
+        self.cfg, self.sources, self.bank = cfg, list(sources), bank
 
     def __len__(self) -> int:
         return self.cfg.steps
@@ -220,7 +213,7 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         return make_batch(
-            cfg.seed, step, cfg.batch, size_at(step, cfg), self.sources, self.bank, self.aug
+            cfg.seed, step, cfg.batch, size_at(step, cfg), self.sources, self.bank, cfg.aug
         )
 
 
@@ -324,7 +317,6 @@ class Trainer:
         bank: np.ndarray | None = None,
         valsets: Sequence[ValSet] | None = None,
         model: nn.Module | None = None,
-        aug: AugmentConfig | None = None,
     ) -> None:
         self.cfg = cfg
         if cfg.threads:
@@ -345,15 +337,6 @@ class Trainer:
         if valsets is None:
             valsets = load_valsets(cfg.val, cfg.val_n, cache, cfg.progress) if cfg.val else []
         self.sources, self.bank, self.valsets = list(sources), bank, list(valsets)
-        # ``aug`` replaces the whole augmentation (tests); the CLI's switches live in cfg.
-        self.aug = aug or replace(
-            DEFAULT_AUGMENT,
-            shadow=cfg.shadow,
-            camouflage=cfg.camouflage,
-            second_person=cfg.second_person,
-            wide_shot=cfg.wide_shot,
-            rotate_deg=cfg.rotate,
-        )
         torch.manual_seed(cfg.seed)
         if model is None:
             from vidmat.model.u2net import build_model
@@ -422,7 +405,7 @@ class Trainer:
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of steps ``self.step`` .. ``cfg.steps - 1``, in order."""
-        ds = StepBatches(self.cfg, self.sources, self.bank, self.aug)
+        ds = StepBatches(self.cfg, self.sources, self.bank)
         steps = range(self.step, self.cfg.steps)
         if self.cfg.workers <= 0:
             yield from (ds[s] for s in steps)
@@ -447,7 +430,7 @@ class Trainer:
         for bn in self.frozen_bn:
             bn.eval()
         if batch is None:
-            batch = StepBatches(cfg, self.sources, self.bank, self.aug)[self.step]
+            batch = StepBatches(cfg, self.sources, self.bank)[self.step]
         x, y = batch
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
         y = y.to(self.device, non_blocking=True)
