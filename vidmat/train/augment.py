@@ -341,6 +341,24 @@ def _cast_shadow(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray | No
     return shadow * rng.uniform(0.3, 0.75)
 
 
+#: Spawn key of the graphics switch's generator, apart from the children that
+#: ``Generator.spawn`` numbers 0, 1, 2 for the switches before it.
+_GRAPHICS_KEY = 101
+
+
+def _keyed_child(rng: np.random.Generator, key: int) -> np.random.Generator:
+    """A child generator of ``rng`` under its own spawn key.
+
+    Unlike ``rng.spawn``, it does not advance the parent's count of children, so the
+    children spawned after it (and every draw of a run without this switch) stay
+    what they were: runs resumed from older checkpoints keep their batches.
+    """
+    ss = rng.bit_generator.seed_seq
+    return np.random.default_rng(
+        np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, key), pool_size=ss.pool_size)
+    )
+
+
 DEFAULT_AUGMENT = AugmentConfig()
 
 
@@ -430,24 +448,6 @@ def _paste(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:
     seam is no cue."""
     soft = cv2.GaussianBlur(alpha, (3, 3), 0)[..., None]
     return fg * soft + bg * (1.0 - soft)
-
-
-#: Spawn key of the graphics switch's generator, apart from the children that
-#: ``Generator.spawn`` numbers 0, 1, 2 for the switches before it.
-_GRAPHICS_KEY = 101
-
-
-def _keyed_child(rng: np.random.Generator, key: int) -> np.random.Generator:
-    """A child generator of ``rng`` under its own spawn key.
-
-    Unlike ``rng.spawn``, it does not advance the parent's count of children, so the
-    children spawned after it (and every draw of a run without this switch) stay
-    what they were: runs resumed from older checkpoints keep their batches.
-    """
-    ss = rng.bit_generator.seed_seq
-    return np.random.default_rng(
-        np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, key), pool_size=ss.pool_size)
-    )
 
 
 def sample_rng(seed: int, step: int, slot: int) -> np.random.Generator:
