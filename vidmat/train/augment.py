@@ -272,13 +272,14 @@ def _graphics(rng: np.random.Generator, bg: np.ndarray) -> np.ndarray:
     person, so the label does not change.
     """
     h, w = bg.shape[:2]
+    side = max(h, w)
     paint = np.clip(bg, 0, 255).astype(np.uint8)
     if rng.random() < 0.35:  # a painted wall: a ground colour first
         paint[:] = _vivid(rng)
     for _ in range(int(rng.integers(3, 13))):
         colour = _vivid(rng)
         cx, cy = int(rng.uniform(-0.1, 1.1) * w), int(rng.uniform(-0.1, 1.1) * h)
-        r = max(2.0, rng.uniform(0.05, 0.45) * max(h, w))
+        r = max(2.0, rng.uniform(0.05, 0.45) * side)
         kind = rng.choice(4, p=(0.5, 0.2, 0.15, 0.15))
         if kind == 0:  # lettering, outlined as graffiti and signs are
             font = _FONTS[int(rng.integers(len(_FONTS)))]
@@ -303,13 +304,13 @@ def _graphics(rng: np.random.Generator, bg: np.ndarray) -> np.ndarray:
             axes = (int(r), int(r * rng.uniform(0.3, 1.0)))
             cv2.ellipse(paint, (cx, cy), axes, rng.uniform(0, 180), 0, 360, colour, -1, cv2.LINE_AA)
         else:  # a band of parallel stripes
-            step = max(3, int(rng.uniform(0.02, 0.1) * max(h, w)))
+            step = max(3, int(rng.uniform(0.02, 0.1) * side))
             d = np.array([np.cos(a := rng.uniform(0, np.pi)), np.sin(a)])
-            n_vec = np.array([-d[1], d[0]])
+            along, across = d * 2 * side, np.array([-d[1], d[0]])  # half a line, its normal
             half = int(0.5 * r // step)
             for k in range(-half, half + 1):
-                p0 = np.array([cx, cy]) + n_vec * k * step
-                a0, a1 = (p0 - d * 2 * max(h, w)).astype(int), (p0 + d * 2 * max(h, w)).astype(int)
+                p0 = np.array([cx, cy]) + across * k * step
+                a0, a1 = (p0 - along).astype(int), (p0 + along).astype(int)
                 cv2.line(paint, tuple(a0), tuple(a1), colour, max(1, step // 3), cv2.LINE_AA)
     opacity = rng.uniform(0.6, 1.0)
     return bg * (1.0 - opacity) + paint.astype(np.float32) * opacity
