@@ -123,6 +123,38 @@ def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(tmp_path: Pa
     assert runs[False] == (False, False, True)
 
 
+def test_micro_batches_with_frozen_bn_make_the_whole_batchs_step(tmp_path: Path) -> None:
+    def trained(micro: int | None, freeze: bool) -> Trainer:
+        cfg = replace(_cfg(tmp_path / f"{micro}{freeze}", steps=2), micro_batch=micro)
+        torch.manual_seed(0)  # the same initial weights for every variant
+        tr = Trainer(replace(cfg, freeze_bn=freeze), sources=[_squares()], bank=None, valsets=[])
+        tr.run()
+        return tr
+
+    def gap(a: Trainer, b: Trainer) -> float:
+        pairs = zip(a.model.parameters(), b.model.parameters(), strict=True)
+        return max(float((p - q).detach().abs().max()) for p, q in pairs)
+
+    whole, parts = trained(None, True), trained(2, True)
+    assert parts.step == whole.step == 2
+    assert gap(whole, parts) < 1e-5
+    assert parts.losses == pytest.approx(whole.losses, rel=1e-5)
+    # With BatchNorm learning, each pass is normalised by its own two samples instead:
+    # a different step, which is what the help says.
+    assert gap(trained(None, False), trained(2, False)) > 1e-4
+
+
+@pytest.mark.parametrize("micro", ["3", "0", "16"])
+def test_cli_refuses_a_micro_batch_that_does_not_divide_the_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], micro: str
+) -> None:
+    (tmp_path / "d").mkdir()
+    argv = ["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r")]
+    assert main([*argv, "--batch", "8", "--micro-batch", micro]) == 2
+    assert "--micro-batch must be a positive divisor of --batch" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_refuses_freeze_bn_without_init(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

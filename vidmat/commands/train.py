@@ -90,7 +90,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--val-size", type=int, help="validation / exported input size (default: --size)"
     )
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="samples per optimiser step (default 8)")
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        metavar="N",
+        help="run each step's batch through the model N samples at a time and sum the "
+        "gradients (default: all at once); N divides --batch. With --freeze-bn, "
+        "--batch 32 --micro-batch 8 trains exactly as --batch 32 does, in the memory of 8",
+    )
     p.add_argument(
         "--steps",
         type=int,
@@ -277,6 +285,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             raise VidmatError("--size and --mix-size must be multiples of 32, at least 32.")
     if args.batch < 1 or args.steps < 1:
         raise VidmatError("--batch and --steps must be positive.")
+    if args.micro_batch is not None and not (
+        1 <= args.micro_batch <= args.batch and args.batch % args.micro_batch == 0
+    ):
+        raise VidmatError("--micro-batch must be a positive divisor of --batch.")
     if args.minutes is not None and args.minutes <= 0:
         raise VidmatError("--minutes must be positive.")
     if args.workers < 0:
@@ -293,6 +305,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         size=args.size,
         mix_sizes=tuple(args.mix_size),
         batch=args.batch,
+        micro_batch=args.micro_batch,
         steps=args.steps,
         lr=args.lr,
         weight_decay=args.weight_decay,

@@ -59,6 +59,13 @@ class TrainConfig:
     #: run at: the GPU and convert use the spec's size, CPU live a smaller one.
     mix_sizes: tuple[int, ...] = ()
     batch: int = 8
+    #: Samples per forward/backward pass; the step's ``batch`` is run through the model
+    #: this many at a time and its gradients summed before one optimiser step (None:
+    #: the whole batch at once). The samples are those of a run with this ``batch``, and
+    #: with ``freeze_bn`` the step is that run's step, so a CPU (or a GPU short of
+    #: memory) can follow a GPU recipe's batch of 32 exactly; without it BatchNorm
+    #: normalises each pass by its own statistics, as at the smaller batch.
+    micro_batch: int | None = None
     steps: int = 4000
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -434,16 +441,24 @@ class Trainer:
         x, y = batch
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
         y = y.to(self.device, non_blocking=True)
-        with autocast(self.device, cfg.amp):
-            logits = self.model.forward_all(x)
-        loss = deep_supervision_loss(logits, y, cfg.iou_weight)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        n = len(x)
+        m = cfg.micro_batch or n
+        loss = torch.zeros((), device=self.device)
+        for i in range(0, n, m):
+            xi, yi = x[i : i + m], y[i : i + m]
+            with autocast(self.device, cfg.amp):
+                logits = self.model.forward_all(xi)
+            # Each pass's loss is a mean over its samples; weighting it by its share of
+            # the batch makes the summed gradients those of the whole batch's mean.
+            part = deep_supervision_loss(logits, yi, cfg.iou_weight) * (len(xi) / n)
+            part.backward()
+            loss += part.detach()
         self.opt.step()
         self.sched.step()
         self.step += 1
         self.ema.update(self.model, self.step)
-        value = float(loss.detach())
+        value = float(loss)
         self.losses.append(value)
         return value
 
