@@ -419,6 +419,42 @@ def test_shadow_darkens_only_the_new_background() -> None:
     assert darkest > 40  # at least one shadow is plainly visible
 
 
+def test_sun_shadow_is_a_dark_bluish_background_patch_at_the_feet() -> None:
+    """A sun shadow starts at the feet, darkens red more than blue, and is background."""
+    from vidmat.train.augment import _sun_shadow
+
+    alpha = np.zeros((64, 64), np.float32)
+    alpha[10:50, 28:36] = 1.0  # a standing person, feet on row 49
+    found = 0
+    for seed in range(20):
+        dark = _sun_shadow(np.random.default_rng(seed), alpha)
+        assert dark is not None and dark.shape == (64, 64, 3)
+        assert (dark[..., 2] <= dark[..., 0] + 1e-6).all()  # blue loses least
+        assert 0.4 < dark.max() < 0.86  # plainly dark, never black
+        rows = np.nonzero(dark[..., 0].max(axis=1) > 0.3)[0]
+        assert 49 in rows  # it touches the feet ...
+        found += int(rows.max() > 52 or rows.min() < 46)  # ... and lies on the ground
+    assert found >= 15
+    alpha[50:] = 1.0  # the feet out of the frame: no shadow to lay down
+    assert _sun_shadow(np.random.default_rng(0), alpha) is None
+
+
+def test_sun_shadow_darkens_only_the_scene_and_keeps_the_other_draws() -> None:
+    bank = np.full((2, 48, 64, 3), 200, np.uint8)  # flat bright scenes: a shadow shows
+    plain = replace(NO_PHOTOMETRIC, shadow=0.5)
+    sunny = replace(plain, sun_shadow=1.0)
+    shaded = 0
+    for img0, t0, img1, t1 in _same_samples(7, 24, bank, plain, sunny):
+        assert np.array_equal(t0, t1)  # the shadow is background
+        inside = cv2.erode(t0.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        assert np.array_equal(img0[inside], img1[inside])  # the person is kept
+        shaded += int((np.abs(img0.astype(int) - img1)[t0 == 0] > 40).any())
+    assert shaded >= 6  # where the squares' feet are in the frame
+    two = replace(plain, camouflage=0.5, second_person=0.5)
+    for _, t0, _, t1 in _same_samples(6, 16, bank, two, replace(two, sun_shadow=1.0)):
+        assert np.array_equal(t0, t1)  # the second person too, where it came
+
+
 def test_rotate_widens_the_tilt_and_keeps_the_draws() -> None:
     """--rotate changes only the angle: the rest of each sample's random draws stay in step."""
     from vidmat.train.augment import _affine
@@ -533,10 +569,16 @@ def test_cli_switches_set_the_augmentation() -> None:
     from vidmat.commands.train import augment_config
 
     switches = "--shadow 0.5 --camouflage 0.4 --second-person 0.3 --graphics 0.2"
-    switches += " --rotate 30 --wide-shot 3"
+    switches += " --rotate 30 --wide-shot 3 --sun-shadow 0.6"
     args = build_parser().parse_args(["train", "--data", "d", "--run", "r", *switches.split()])
     expected = AugmentConfig(
-        shadow=0.5, camouflage=0.4, second_person=0.3, graphics=0.2, rotate_deg=30, wide_shot=3
+        shadow=0.5,
+        camouflage=0.4,
+        second_person=0.3,
+        graphics=0.2,
+        rotate_deg=30,
+        wide_shot=3,
+        sun_shadow=0.6,
     )
     assert augment_config(args) == expected
     defaults = build_parser().parse_args(["train", "--data", "d", "--run", "r"])
@@ -640,6 +682,7 @@ def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[
         ("--rotate", "120", "--rotate must be between 0 and 90 degrees."),
         ("--camouflage", "-0.1", "--camouflage must be between 0 and 1."),
         ("--second-person", "1.5", "--second-person must be between 0 and 1."),
+        ("--sun-shadow", "2", "--sun-shadow must be between 0 and 1."),
         ("--graphics", "2", "--graphics must be between 0 and 1."),
         ("--wide-shot", "0.3", "--wide-shot must be above 0.45 and at most 10."),
         ("--workers", "-1", "--workers must be 0 or more."),

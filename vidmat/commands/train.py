@@ -149,6 +149,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "default 0); the batches are otherwise those of a run without it",
     )
     p.add_argument(
+        "--sun-shadow",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of the people pasted onto other scenes that stand in sunlight: a hard, "
+        "dark shadow laid on the ground from their feet, left background (default 0; it "
+        "replaces --shadow's soft one where both come, and needs the feet in the frame); the "
+        "batches are otherwise those of a run without it",
+    )
+    p.add_argument(
         "--rotate",
         type=float,
         default=12.0,
@@ -245,7 +255,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 #: The switches that are shares of the composited samples, by their argparse names.
-_SHARES = ("shadow", "camouflage", "second_person", "graphics")
+_SHARES = ("shadow", "camouflage", "second_person", "graphics", "sun_shadow")
 
 
 def augment_config(args: argparse.Namespace) -> AugmentConfig:
