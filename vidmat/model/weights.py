@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="5e463df2c78c6c7ff14943b2e30809ce168a80068c099c4c6f7017854f4dab81",
+        sha256="1943a962e2d65c79a79e5da244dffed59a3a86eb3cf10368cf29aa34e4f0f7ba",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
