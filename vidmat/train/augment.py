@@ -323,8 +323,16 @@ def _graphics(rng: np.random.Generator, bg: np.ndarray) -> np.ndarray:
     return bg * (1.0 - opacity) + paint.astype(np.float32) * opacity
 
 
+def _laid_on_ground(foot: float, k: float, shear: float) -> np.ndarray:
+    """Affine map laying a silhouette on the ground from its feet (row ``foot``): heights
+    above the feet become depths below them, ``k`` times as long (negative: up the frame,
+    behind the person), moved sideways ``shear`` per row by the light's bearing."""
+    # y' = foot + k (foot - y), x' = x + shear (foot - y)
+    return np.array([[1.0, -shear, shear * foot], [0.0, -k, foot * (1.0 + k)]])
+
+
 def _cast_shadow(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray | None:
-    """How much a pasted person darkens the background behind it, float32 (H, W) in [0, 1).
+    """How much a pasted person darkens the background behind it, float32 (H, W, 1) in [0, 1).
 
     Ground: the silhouette laid down from the feet, flattened and sheared by the
     light's direction. Wall: the silhouette shifted and scaled, as a side light
@@ -337,16 +345,14 @@ def _cast_shadow(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray | No
     if rng.random() < 0.5:
         foot = float(ys.max())
         k = rng.uniform(0.15, 0.8)  # height of the laid-down shadow / of the person
-        shear = rng.uniform(-1.5, 1.5) * k
-        # y' = foot + k (foot - y), x' = x + shear (foot - y)
-        m = np.array([[1.0, -shear, shear * foot], [0.0, -k, foot * (1.0 + k)]])
+        m = _laid_on_ground(foot, k, rng.uniform(-1.5, 1.5) * k)
     else:
         cx, cy, scale = float(xs.mean()), float(ys.mean()), rng.uniform(0.9, 1.25)
         dx, dy = rng.uniform(-0.3, 0.3) * w, rng.uniform(-0.1, 0.1) * h
         m = np.array([[scale, 0.0, cx * (1 - scale) + dx], [0.0, scale, cy * (1 - scale) + dy]])
     shadow = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
     shadow = cv2.GaussianBlur(shadow, (0, 0), rng.uniform(0.5, 4.0) * max(h, w) / 256)
-    return shadow * rng.uniform(0.3, 0.75)
+    return (shadow * rng.uniform(0.3, 0.75))[..., None]
 
 
 def _sun_shadow(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray | None:
@@ -364,8 +370,7 @@ def _sun_shadow(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray | Non
     foot = float(ys.max())
     # toward the camera (down the frame), or away from it (up the frame, behind the person)
     k = rng.uniform(0.1, 0.7) if rng.random() < 0.75 else -rng.uniform(0.05, 0.3)
-    shear = rng.uniform(-1.5, 1.5)
-    m = np.array([[1.0, -shear, shear * foot], [0.0, -k, foot * (1.0 + k)]])
+    m = _laid_on_ground(foot, k, rng.uniform(-1.5, 1.5))
     shadow = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
     shadow = cv2.GaussianBlur(shadow, (0, 0), rng.uniform(0.3, 1.2) * max(h, w) / 256)
     # red and green lose more than blue: sky light (R, G, B, as the samples are)
@@ -428,7 +433,7 @@ def synthesize(
                 sun = _sun_shadow(sun_rng, alpha)
                 shadow = sun if sun is not None else shadow
         if shadow is not None:
-            bg *= 1.0 - (shadow if shadow.ndim == 3 else shadow[..., None])
+            bg *= 1.0 - shadow
         if cfg.camouflage > 0:
             # Spawned after the shadow's child, so that one stays what it was.
             crng = rng.spawn(1)[0]
