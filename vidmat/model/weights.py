@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="1943a962e2d65c79a79e5da244dffed59a3a86eb3cf10368cf29aa34e4f0f7ba",
+        sha256="f58b8a1311e965df30b4e2eab931aea0801c4a0359961db3fc0166ccc9349114",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
