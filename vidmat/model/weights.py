@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="f58b8a1311e965df30b4e2eab931aea0801c4a0359961db3fc0166ccc9349114",
+        sha256="ab1ae794ff4cf234afd2f7f81cbbb64a1658c8c23679c451995d73c9b11ed7e1",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
