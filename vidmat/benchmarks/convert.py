@@ -75,8 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--keep", metavar="DIR", default=None, help="keep the clips made in DIR")
     p.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
-    add_engine_options(p)
-    p.set_defaults(func=run, weights=None)
+    add_engine_options(p, random_weights=True)
+    p.set_defaults(func=run)
 
 
 def make_source(src: Path, dst: Path, height: int, frames: int) -> dict[str, Any]:

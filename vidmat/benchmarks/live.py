@@ -1,4 +1,4 @@
-"""``vidmat bench live``: the live pipeline fed by a file played as a camera in real time.
+"""vidmat bench live: the live pipeline fed by a file played as a camera in real time.
 
 What a user feels is measured, per frame: how long a captured frame waited for
 the worker (capture), the model, refine + composite (post), handing the frame
@@ -49,22 +49,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="WxH",
         help="frame size delivered by the source (default 640x480)",
     )
-    p.add_argument("--fps", type=float, default=30.0, help="synthetic source frame rate")
+    p.add_argument(
+        "--fps", type=float, default=30.0, help="synthetic source frame rate (default 30)"
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="measured duration (default 20)")
-    p.add_argument("--warmup", type=float, default=3.0, help="seconds discarded first")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds discarded first (default 3)")
     p.add_argument("--bg", default="blur", help="background spec (default blur)")
-    p.add_argument("--mode", choices=("auto", "sync", "async"), default="auto")
-    p.add_argument("--infer-every", type=int, default=1)
+    p.add_argument(
+        "--mode",
+        choices=("auto", "sync", "async"),
+        default="auto",
+        help="as for vidmat live: async on a CPU, sync on CUDA by default",
+    )
+    p.add_argument(
+        "--infer-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="sync mode: run the model on every N-th frame (default 1)",
+    )
     p.add_argument(
         "--model-nice", type=int, default=2, help="niceness of the async model thread (default 2)"
     )
-    p.add_argument("--rss-every", type=float, default=1.0, help="seconds between RSS samples")
+    p.add_argument(
+        "--rss-every", type=float, default=1.0, help="seconds between RSS samples (default 1)"
+    )
     p.add_argument("--weights", default=None, metavar="NAME|PATH", help="default: random u2netp")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto (default): fp16 on CUDA, fp32 on a CPU",
+    )
     p.add_argument("--size", type=int, default=None, help="model input (CPU default 192)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU default 1)")
-    p.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false")
+    p.add_argument(
+        "--no-cuda-graph",
+        dest="cuda_graph",
+        action="store_false",
+        help="run CUDA eagerly instead of replaying captured CUDA graphs",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="write results as JSON")
     p.set_defaults(func=run)
 

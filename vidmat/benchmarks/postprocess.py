@@ -1,7 +1,8 @@
 """``vidmat bench postprocess``: smoothing + refine + composite, ms per frame, per background.
 
 Times exactly what the pipelines run per frame after the model: :meth:`PostProcessor.process`
-on a uint8 frame already on the device and a 320x320 model-resolution alpha. The
+on a uint8 frame already on the device and a model-resolution alpha (by default the
+shipped weights' input size). The
 model itself is ``vidmat bench model``. Frames and masks are synthetic (a moving
 disc on a textured picture): the cost does not depend on the content.
 """
@@ -20,6 +21,7 @@ from vidmat.argtypes import float_list, size_list
 from vidmat.benchmarks.report import report
 from vidmat.core.backgrounds import Background, parse_background
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
 
 KINDS = ("green", "image", "video", "blur", "transparent", "mask")
 
@@ -29,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "postprocess",
         help="ms per frame of smoothing + edge refinement + compositing",
         description="Time PostProcessor.process (temporal smoothing, guided upsampling of a "
-        "320x320 mask to the frame, despill, compositing) per frame size, background kind, "
+        "model-resolution mask to the frame, despill, compositing) per frame size, background kind, "
         "smoothing strength and device. Frames are synthetic; the cost does not depend on them.",
     )
     p.add_argument(
@@ -51,7 +53,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--smoothing", type=float_list, default=[0.0, 0.5], help="strengths (default 0,0.5)"
     )
-    p.add_argument("--lowres", type=int, default=320, help="model output side (default 320)")
+    native = REGISTRY[DEFAULT_WEIGHTS].input_size
+    p.add_argument(
+        "--lowres",
+        type=int,
+        default=native,
+        help=f"model output side (default {native}, the shipped weights' input; official "
+        "checkpoints run at 320)",
+    )
     p.add_argument(
         "--no-refine", action="store_true", help="plain bilinear upsampling instead of guided"
     )

@@ -8,15 +8,22 @@ from vidmat.core.engine import PRECISIONS, EngineConfig
 from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
 
 
-def add_engine_options(parser: argparse.ArgumentParser, default_size: int | None = None) -> None:
+def add_engine_options(
+    parser: argparse.ArgumentParser,
+    default_size: int | None = None,
+    random_weights: bool = False,
+) -> None:
+    """``random_weights``: without --weights the command times random u2netp weights
+    (the benchmarks: speed does not depend on the values)."""
     g = parser.add_argument_group("model")
     g.add_argument(
         "--weights",
-        default="default",
+        default=None if random_weights else "default",
         metavar="NAME|PATH",
-        help=f"registered weights ({', '.join(REGISTRY)}; default {DEFAULT_WEIGHTS}) or a path "
-        "to an official U-2-Net checkpoint you downloaded (u2netp.pth, u2net.pth, "
-        "u2net_human_seg.pth) or a vidmat .safetensors file",
+        help=f"registered weights ({', '.join(REGISTRY)}"
+        + ("; default: random u2netp ones" if random_weights else f"; default {DEFAULT_WEIGHTS}")
+        + ") or a path to an official U-2-Net checkpoint you downloaded (u2netp.pth, "
+        "u2net.pth, u2net_human_seg.pth) or a vidmat .safetensors file",
     )
     g.add_argument(
         "--device",
@@ -51,19 +58,23 @@ def add_engine_options(parser: argparse.ArgumentParser, default_size: int | None
         "--tta",
         action="store_true",
         help="also run the model on the mirrored frame and average the two mattes, for twice "
-        "the model's work: better on still photos (val/ccp IoU 0.926 -> 0.932), no better on "
-        "smoothed video",
+        "the model's work: a little better on still photos (val/ccp IoU 0.929 -> 0.930), worse "
+        "on smoothed video (DAVIS through convert's path 0.765 -> 0.739)",
     )
     g.add_argument(
         "--zoom",
         action="store_true",
         help="look again at a window around the person the first pass found and average "
         "the two looks, for up to twice the model's work: people small in the frame are seen "
-        "larger (DAVIS IoU 0.728 -> 0.769 at 256 px); frames the person already fills are "
+        "larger (DAVIS IoU 0.744 -> 0.777 at 256 px); frames the person already fills are "
         "left to the first pass",
     )
     g.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: all cores)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default on a CPU: one a core for eval, one core fewer "
+        "for convert and demo, which decode and encode beside the model, and 1 for live)",
     )
 
 

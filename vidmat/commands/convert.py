@@ -79,8 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--bg",
         default=None,
         metavar="BG",
-        help="background: green (default for mp4), blue, any colour name or #hex, blur or "
-        "blur:SIGMA, an image or video file, or transparent (mov/webm/png only)",
+        help="background: green (default for mp4), blue, a common colour name (red, white, "
+        "black, ...) or #RRGGBB, blur or blur:SIGMA, an image or video file, transparent "
+        "(mov/webm/png only) or mask (the matte as white on black)",
     )
     p.add_argument(
         "--format",
@@ -431,7 +432,9 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
         line = f"converted {len(results)} of {len(jobs)} input{'s' if len(jobs) != 1 else ''}"
         if results:
             fps = frames / elapsed if elapsed > 0 else 0.0
-            line += f": {frames} frames in {elapsed:.1f} s ({fps:.1f} fps)"
+            line += (
+                f": {frames} frame{'s' if frames != 1 else ''} in {elapsed:.1f} s ({fps:.1f} fps)"
+            )
         if failed:
             line += f"; {failed} failed"
         print(line, file=sys.stderr if args.quiet else sys.stdout)

@@ -60,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="K",
-        help="with --smoothing: look K frames ahead (bidirectional, as convert does)",
+        help="with --smoothing: look K frames ahead (bidirectional, as convert does; default 0, "
+        "convert's is 8)",
     )
     p.add_argument(
         "--refine",
@@ -92,7 +93,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_engine_options(p)
     p.set_defaults(func=run)
 

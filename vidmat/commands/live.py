@@ -38,6 +38,8 @@ picture stays fluid while the mask updates a few times per second.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from vidmat.pipelines.live import LiveSettings
+
     p = sub.add_parser(
         "live",
         help="webcam with a virtual background: window, recording, virtual camera",
@@ -80,9 +82,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="blur, blur:N, green, #RRGGBB, a colour name, an image or video file, "
         "transparent or mask (default: blur)",
     )
-    look.add_argument("--smoothing", type=float, default=None, help="temporal smoothing 0..1")
-    look.add_argument("--threshold", type=float, default=None, help="matte threshold 0..1")
-    look.add_argument("--feather", type=float, default=None, metavar="PX", help="soften edges")
+    d = LiveSettings()
+    look.add_argument(
+        "--smoothing",
+        type=float,
+        default=None,
+        help=f"temporal smoothing 0..1 (default {d.smoothing:g})",
+    )
+    look.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help=f"centre of the matte's contrast curve 0..1 (default {d.threshold:g})",
+    )
+    look.add_argument(
+        "--feather",
+        type=float,
+        default=None,
+        metavar="PX",
+        help=f"soften the edge over PX frame pixels (default {d.feather:g})",
+    )
     look.add_argument("--mirror", action="store_true", default=None, help="selfie view")
 
     out = p.add_argument_group("output")

@@ -1,6 +1,6 @@
 """Publish trained weights into ``weights/`` with the spec the engine will use.
 
-    python -m vidmat.train.publish RUN/best.safetensors --size 320 \\
+    python -m vidmat.train.publish RUN/best.safetensors --size 256 \\
         --out weights/u2netp_person.safetensors --overwrite --note "step 400, val IoU ..."
 
 The training run exports at its own validation size; the shipped file carries
@@ -71,12 +71,20 @@ def publish(
 
 def main() -> None:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m vidmat.train.publish",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", type=Path, nargs="+", help="weights file; several: publish their mean")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--size", type=int, default=320)
-    p.add_argument("--note", default="")
+    p.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
+    p.add_argument(
+        "--size",
+        type=int,
+        required=True,
+        help="input side the engine will run the file at (its spec's input_size); the "
+        "shipped file uses 256",
+    )
+    p.add_argument("--note", default="", help="appended to the spec's description")
     p.add_argument("--fp32", action="store_true", help="store fp32 instead of fp16")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a = p.parse_args()
