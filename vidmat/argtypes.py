@@ -45,3 +45,29 @@ def on_off_list(text: str) -> list[bool]:
     if not words or any(w not in ("on", "off") for w in words):
         raise argparse.ArgumentTypeError(f"expected on, off or on,off, got {text!r}")
     return [w == "on" for w in words]
+
+
+def positive_int(text: str) -> int:
+    """A count that must be at least 1 (threads, batches, frames)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def model_size(text: str) -> int:
+    """A model input side: U2-Net halves it five times, so a multiple of 32, at least 32."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of pixels, got {text!r}"
+        ) from None
+    if value < 32 or value % 32:
+        raise argparse.ArgumentTypeError(
+            f"must be a multiple of 32, at least 32 (e.g. 192, 256, 320), got {value}"
+        )
+    return value

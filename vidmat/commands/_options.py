@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from vidmat.argtypes import model_size, positive_int
 from vidmat.core.engine import PRECISIONS, EngineConfig
 from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
 
@@ -40,7 +41,7 @@ def add_engine_options(
     )
     g.add_argument(
         "--size",
-        type=int,
+        type=model_size,
         default=default_size,
         metavar="PX",
         help=f"model input side in pixels (default: the weights' own: "
@@ -71,7 +72,7 @@ def add_engine_options(
     )
     g.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="CPU threads for torch (default on a CPU: one a core for eval, one core fewer "
         "for convert and demo, which decode and encode beside the model, and 1 for live)",

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidmat.argtypes import positive_int
 from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
@@ -113,7 +114,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch",
-        type=int,
+        type=positive_int,
         default=None,
         help="frames per model call (default 8 on CUDA, 1 on CPU)",
     )

@@ -13,15 +13,36 @@ from pathlib import Path
 from vidmat.errors import VidmatError
 
 
-def check_output_path(path: Path, overwrite: bool) -> None:
-    """Refuse early, with one sentence, what would fail or destroy data later."""
-    if path.exists() and not overwrite:
-        raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise VidmatError(f"output folder {folder} does not exist.")
-    if not os.access(folder, os.W_OK):
-        raise VidmatError(f"output folder {folder} is not writable.")
+def check_output_path(path: Path, overwrite: bool, folder: bool = False) -> None:
+    """Refuse early, with one sentence, what would fail or destroy data later.
+
+    ``folder``: the output is a folder of files (a PNG sequence), not one file. The
+    parent is probed with a real temporary file, because permission bits do not tell
+    (root ignores them; /proc, read-only mounts and full disks refuse anyway), and a
+    long conversion should not run only to fail at its end.
+    """
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
+        if path.is_dir() and not folder:
+            raise VidmatError(f"{path} is a folder; name a file to write instead.")
+        if folder and not path.is_dir():
+            raise VidmatError(f"{path} is a file; this output is a folder, name another.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise VidmatError(f"{parent} is a file, not a folder to write {path.name} into.")
+    if not parent.is_dir():
+        raise VidmatError(f"output folder {parent} does not exist.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise VidmatError(
+            f"output folder {parent} is not writable ({exc.strerror or type(exc).__name__})."
+        ) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
 
 
 def _umask_mode(path: Path) -> None:

@@ -314,11 +314,11 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_paths(src: Path, dst: Path, overwrite: bool) -> None:
+def check_paths(src: Path, dst: Path, overwrite: bool, folder: bool = False) -> None:
     """Refuse early what would destroy the input or an existing output."""
     if _same_file(src, dst):
         raise VidmatError(f"the output {dst} is the input itself; choose another output name.")
-    check_output_path(dst, overwrite)
+    check_output_path(dst, overwrite, folder)
 
 
 def _background(cfg: ConvertConfig) -> Background:
@@ -348,7 +348,7 @@ def convert_video(
     """Convert one video file; see the module docstring for the stages."""
     cfg = cfg.validate()
     src, dst = Path(src), Path(dst)
-    check_paths(src, dst, overwrite)
+    check_paths(src, dst, overwrite, folder=cfg.fmt == "png")
     background = _background(cfg)
     post = PostProcessor(cfg.post, background)
     batch = cfg.batch_for(engine)
@@ -491,7 +491,7 @@ def transcode(
 ) -> ConvertResult:
     """Plain decode + encode through the same threads and writer: the benchmark's yardstick."""
     src, dst = Path(src), Path(dst)
-    check_paths(src, dst, overwrite)
+    check_paths(src, dst, overwrite, folder=fmt == "png")
     cfg = ConvertConfig(fmt=fmt, encode=encode or EncodeConfig())
     result = ConvertResult(src, dst)
     t0 = time.perf_counter()
