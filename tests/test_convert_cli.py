@@ -191,11 +191,13 @@ def test_truncated_file_converts_what_decodes(
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) * 2 // 3])
     code = main(["convert", str(cut)])
-    err = capsys.readouterr().err
-    assert code == 0
+    out, err = capsys.readouterr()
+    assert code == 2
     n = len(frame_times(tmp_path / "cut_green.mp4"))
     assert 0 < n < 30
     assert f"only {n} of 30 frames could be decoded" in err
+    assert f"the {n} frames before that were converted to" in err and "Traceback" not in err
+    assert "1 truncated or damaged" in out
 
 
 def test_odd_size_is_padded_and_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -130,7 +130,7 @@ def test_odd_size_padded_with_warning(
     result = convert_video(
         engine, clips["odd"], tmp_path / "o.mov", ConvertConfig(fmt="mov", post=EXACT)
     )
-    assert result.warnings == [] and result.frames == 5
+    assert result.warnings == [] and result.incomplete is None and result.frames == 5
 
 
 def test_default_smoothing_and_batches_keep_every_frame_in_order(

@@ -154,7 +154,8 @@ def test_reader_corrupt_middle_converts_what_decodes(tmp_path: Path) -> None:
     with VideoReader(bad) as r:
         n = len(list(r.frames()))
     assert 0 < n < 40
-    assert any(f"only {n} of 40 frames" in w for w in r.warnings)
+    assert r.incomplete is not None and f"only {n} of 40 frames" in r.incomplete
+    assert any("corrupt packet" in w for w in r.warnings)
 
 
 # --------------------------------------------------------------------------- writing

@@ -1,7 +1,9 @@
 """``vidmat convert INPUT... [-o OUTPUT|DIR]``: video files (and stills) to greenscreen or alpha.
 
 Every input is tried; one that fails gets one sentence on stderr and the others still
-convert; the exit code is non-zero when any failed. Outputs appear only when complete.
+convert; the exit code is non-zero when any failed. Outputs appear only when complete. A
+truncated or damaged input that decodes part way is an error too (exit 2), but the frames
+that decode are converted rather than lost.
 """
 
 from __future__ import annotations
@@ -65,7 +67,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  vidmat convert clip.mp4 --bg beach.jpg -o out.mp4\n"
             "  vidmat convert clip.mp4 --format webm        # -> clip_alpha.webm (VP9 + alpha)\n"
             "  vidmat convert videos/ '*.mov' -o converted/ --format mov\n"
-            "  vidmat convert portrait.jpg                  # -> portrait_alpha.png (RGBA)"
+            "  vidmat convert portrait.jpg                  # -> portrait_alpha.png (RGBA)\n"
+            "\n"
+            "exit status: 0 when every input converted; 2 when any failed or was truncated "
+            "(a truncated input's decodable frames are still converted); 130 on Ctrl-C"
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video/image files, folders or globs")
@@ -378,7 +383,7 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
     # With nothing to convert a bar would only sit at 0 in front of the error lines.
     bars = _Bars(total, len(jobs), args.quiet or not work)
     results: list[ConvertResult] = []
-    failed = 0
+    failed = damaged = 0
     t0 = time.perf_counter()
     with sigterm_as_interrupt():
         try:
@@ -419,6 +424,13 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
                 results.append(r)
                 for w in r.warnings:
                     bars.write(f"vidmat: warning: {r.input.name}: {w}")
+                if r.incomplete:
+                    damaged += 1
+                    bars.write(
+                        f"vidmat: error: {r.input} is truncated or damaged ({r.incomplete}); "
+                        f"the {r.frames} frame{'s' if r.frames != 1 else ''} before that were "
+                        f"converted to {r.output}."
+                    )
                 if not args.quiet:
                     audio = f", audio {r.audio}" if r.audio else ""
                     bars.write(
@@ -429,14 +441,16 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
             bars.close()
     elapsed = time.perf_counter() - t0
     frames = sum(r.frames for r in results)
-    if not args.quiet or failed:
+    if not args.quiet or failed or damaged:
         line = f"converted {len(results)} of {len(jobs)} input{'s' if len(jobs) != 1 else ''}"
         if results:
             fps = frames / elapsed if elapsed > 0 else 0.0
             line += (
                 f": {frames} frame{'s' if frames != 1 else ''} in {elapsed:.1f} s ({fps:.1f} fps)"
             )
+        if damaged:
+            line += f"; {damaged} truncated or damaged"
         if failed:
             line += f"; {failed} failed"
         print(line, file=sys.stderr if args.quiet else sys.stdout)
-    return 2 if failed else 0
+    return 2 if failed or damaged else 0

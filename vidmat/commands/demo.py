@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    for w in result.warnings:
+    for w in [*result.warnings, *([result.incomplete] if result.incomplete else [])]:
         print(f"vidmat: warning: {w}", file=sys.stderr)
     audio = f", audio {result.audio}" if result.audio else ""
     print(

@@ -157,6 +157,9 @@ class VideoReader:
         self.decoded = 0
         self.corrupt_packets = 0
         self.warnings: list[str] = []
+        #: Set after the last frame when the file ended before its header said it would
+        #: (a truncated download, a damaged file): the frames before that were delivered.
+        self.incomplete: str | None = None
         self._first: Any = None
         try:
             self.info = self._probe()
@@ -294,16 +297,16 @@ class VideoReader:
             self.warnings.append(f"{self.corrupt_packets} corrupt packet(s) skipped")
         expected = self.info.frames
         if expected and self.decoded < expected and (self.warnings or self.corrupt_packets):
-            self.warnings.append(f"only {self.decoded} of {expected} frames could be decoded")
+            self.incomplete = f"only {self.decoded} of {expected} frames could be decoded"
         elif expected and self.decoded < expected * 0.98 - 1:
-            self.warnings.append(
+            self.incomplete = (
                 f"only {self.decoded} of {expected} frames could be decoded (truncated file?)"
             )
         elif not expected and self.info.duration and last_pts is not None:
             # No frame count in the header (Matroska, MPEG-TS): compare times instead.
             reached = float((last_pts - self._first_pts) * tb) + float(step * tb)
             if reached < self.info.duration - max(0.5, 0.05 * self.info.duration):
-                self.warnings.append(
+                self.incomplete = (
                     f"decoding stopped after {self.decoded} frames at {reached:.1f} s of "
                     f"{self.info.duration:.1f} s (truncated file?)"
                 )

@@ -117,6 +117,8 @@ class ConvertResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     audio: str | None = None  # "copied", "re-encoded" or None
+    #: Why the input could not be read to its end (its decodable frames were converted).
+    incomplete: str | None = None
 
     @property
     def fps(self) -> float:
@@ -375,6 +377,7 @@ def convert_video(
                 raise VidmatError(f"{src} has no video frames that can be decoded.")
         result.frames = job.written
         result.warnings = list(reader.warnings)
+        result.incomplete = reader.incomplete
     result.seconds = time.perf_counter() - t0
     if writer.padded:
         result.warnings.append(
@@ -512,6 +515,7 @@ def transcode(
                 raise
         result.frames = job.written
         result.warnings = list(reader.warnings)
+        result.incomplete = reader.incomplete
     result.seconds = time.perf_counter() - t0
     return result
 
