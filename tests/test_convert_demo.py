@@ -12,6 +12,7 @@ from convert_fixtures import frame_times, make_clip, stub_engine
 from vidmat.cli import main
 from vidmat.commands import demo
 from vidmat.core.engine import Engine
+from vidmat.errors import VidmatError
 from vidmat.io.video import probe
 
 
@@ -43,3 +44,27 @@ def test_demo_command(
     assert main(["demo", "--quiet", "--overwrite", "-o", "elsewhere", "--format", "webm"]) == 0
     assert (tmp_path / "elsewhere" / "demo_alpha.webm").is_file()
     assert clip.read_bytes() == before
+
+
+def test_demo_failure_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = make_clip(tmp_path / "demo.mp4", frames=3)
+    monkeypatch.setattr(demo, "DEMO_CLIP", clip)
+    monkeypatch.setattr(Engine, "from_config", classmethod(lambda cls, cfg: stub_engine()))
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--quiet", "-o", "out", "--bg", "no-such-background"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-background" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+    # A failure inside the conversion removes the folder this run made, and only that.
+    def fail(*args: object, **kwargs: object) -> None:
+        raise VidmatError("the encoder gave up.")
+
+    monkeypatch.setattr(demo, "convert_video", fail)
+    assert main(["demo", "--quiet", "-o", "out"]) == 2
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "kept").mkdir()
+    assert main(["demo", "--quiet", "-o", "kept"]) == 2
+    assert (tmp_path / "kept").is_dir()

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_folder, atomic_output, check_output_path
+from vidmat.io.files import (
+    atomic_folder,
+    atomic_output,
+    check_output_path,
+    require_file,
+    require_folder,
+)
 
 
 def test_atomic_output_renames_on_success_with_umask_mode(tmp_path: Path) -> None:
@@ -56,3 +62,43 @@ def test_check_output_path_refuses_what_would_fail(tmp_path: Path) -> None:
     check_output_path(existing, overwrite=True)
     with pytest.raises(VidmatError, match="does not exist"):
         check_output_path(tmp_path / "missing" / "x.mp4", overwrite=False)
+    # A folder where a file goes, a file where a folder goes, a file as the parent.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(VidmatError, match="is a folder; name a file"):
+        check_output_path(folder, overwrite=True)
+    check_output_path(folder, overwrite=True, folder=True)
+    with pytest.raises(VidmatError, match="is a file; this output is a folder"):
+        check_output_path(existing, overwrite=True, folder=True)
+    with pytest.raises(VidmatError, match=r"is a file, not a folder to write y\.mp4 into"):
+        check_output_path(existing / "y.mp4", overwrite=False)
+    # The probe leaves nothing behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "x.mp4"]
+
+
+def test_check_output_path_probes_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Permission bits do not stop root; a folder that refuses a file does."""
+    import tempfile
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(VidmatError, match=r"not writable \(Permission denied\)"):
+        check_output_path(tmp_path / "x.mp4", overwrite=False)
+
+
+def test_require_folder_and_file_name_the_problem(tmp_path: Path) -> None:
+    f = tmp_path / "f.png"
+    f.write_bytes(b"")
+    require_file(f, "image")
+    require_folder(tmp_path, "root")
+    with pytest.raises(VidmatError, match=r"root .* is a file, not a folder"):
+        require_folder(f, "root")
+    with pytest.raises(VidmatError, match=r"image .* is a folder, not a file"):
+        require_file(tmp_path, "image")
+    for check in (require_file, require_folder):
+        with pytest.raises(VidmatError, match="does not exist"):
+            check(tmp_path / "missing", "thing")

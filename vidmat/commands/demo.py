@@ -7,6 +7,7 @@ their own: it says where the result is and how long it took.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -64,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if folder.exists() and not folder.is_dir():
         raise VidmatError(f"{folder} exists and is not a folder; give -o a folder.")
     cfg = ConvertConfig(fmt=args.format, background=args.bg, post=PostprocessConfig()).validate()
+    if args.bg is not None:
+        from vidmat.io.images import load_background
+
+        load_background(args.bg)  # a bad --bg fails here, before any bar or folder
     dst = default_output(DEMO_CLIP, cfg, folder)
     if dst.exists() and not args.overwrite:
         raise VidmatError(f"{dst} already exists; pass --overwrite to make it again.")
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     # The engine first: a wrong --weights or --device must not leave an empty folder behind.
     engine = Engine.from_config(engine_config_for_files(engine_config_from_args(args)))
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -92,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 progress=bar.update if bar is not None else None,
             )
+    except BaseException:
+        # A bad --bg or Ctrl-C: leave no empty folder behind that this run made.
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         if bar is not None:
             bar.close()

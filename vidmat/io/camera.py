@@ -148,6 +148,8 @@ class VideoSource:
             looks_like_path = "://" not in src
             if looks_like_path and not Path(src).exists():
                 raise VidmatError(f"camera or video file {src} does not exist.")
+            if looks_like_path and Path(src).is_dir():
+                raise VidmatError(f"{src} is a folder; give a camera or a video file.")
         with _quiet_opencv():
             if self.is_file:
                 cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG)
@@ -308,7 +310,8 @@ class CaptureThread(threading.Thread):
                 self._run_camera()
         except BaseException as exc:  # reported, not raised: this is a daemon thread
             self.error = exc
-            log.exception("capture thread failed")
+            # The status line tells the user in one sentence; the traceback is debug detail.
+            log.debug("capture thread failed", exc_info=True)
             self._status("error", f"capture failed: {exc}")
         finally:
             self.video.close()

@@ -45,6 +45,24 @@ def check_output_path(path: Path, overwrite: bool, folder: bool = False) -> None
         os.unlink(probe)
 
 
+def require_folder(path: Path, what: str) -> None:
+    """One sentence for an input folder that is missing or is a file (``what`` names it)."""
+    if Path(path).is_dir():
+        return
+    if Path(path).exists():
+        raise VidmatError(f"{what} {path} is a file, not a folder.")
+    raise VidmatError(f"{what} {path} does not exist.")
+
+
+def require_file(path: Path, what: str) -> None:
+    """One sentence for an input file that is missing or is a folder (``what`` names it)."""
+    if Path(path).is_file():
+        return
+    if Path(path).is_dir():
+        raise VidmatError(f"{what} {path} is a folder, not a file.")
+    raise VidmatError(f"{what} {path} does not exist.")
+
+
 def _umask_mode(path: Path) -> None:
     """Temporary files are created private (0600); a finished output gets the usual mode."""
     umask = os.umask(0)

@@ -17,6 +17,7 @@ import numpy as np
 
 from vidmat.core.backgrounds import Background, parse_background
 from vidmat.errors import VidmatError
+from vidmat.io.files import require_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".mpg", ".mpeg"}
@@ -25,8 +26,7 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".mpg
 def read_image(path: str | Path) -> np.ndarray:
     """uint8 RGB (H, W, 3) from an image file (alpha dropped, grey expanded)."""
     p = Path(path)
-    if not p.is_file():
-        raise VidmatError(f"background image {p} does not exist.")
+    require_file(p, "background image")
     data = np.fromfile(str(p), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
@@ -43,8 +43,7 @@ class LoopingVideo:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise VidmatError(f"background video {self.path} does not exist.")
+        require_file(self.path, "background video")
         self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
             raise VidmatError(f"{self.path} is not a video OpenCV can read.")

@@ -207,7 +207,9 @@ class Recorder:
         except _NothingRecorded:
             self.info = RecordingInfo(None, 0, 0.0, self.queue.dropped, False, "no frames")
         except BaseException as exc:
-            log.exception("recording failed")
+            # stop() turns this into one sentence for the user; the traceback only goes to a
+            # debug log, where an application that configures logging can find it.
+            log.debug("recording failed", exc_info=True)
             self.error = exc
             self.info = RecordingInfo(None, self.frames, 0.0, self.queue.dropped, False, str(exc))
         else:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_output
+from vidmat.io.files import atomic_output, require_folder
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -67,10 +67,8 @@ def list_pairs(root: Path) -> list[tuple[Path, Path]]:
 
 def pair_folders(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     """Image/mask pairs matched by stem; an image without a mask is an error, not a skip."""
-    if not images_dir.is_dir():
-        raise VidmatError(f"image folder {images_dir} does not exist.")
-    if not masks_dir.is_dir():
-        raise VidmatError(f"mask folder {masks_dir} does not exist.")
+    require_folder(images_dir, "image folder")
+    require_folder(masks_dir, "mask folder")
     masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
     pairs = []
     for img in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):

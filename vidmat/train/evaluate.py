@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from vidmat.errors import VidmatError
+from vidmat.io.files import require_folder
 from vidmat.train import metrics
 from vidmat.train.data import IMAGE_EXTS, close_neck_gaps, pair_folders, read_mask, read_rgb
 
@@ -145,8 +146,7 @@ def gap_pixels(mask: np.ndarray) -> np.ndarray:
 
 def find_sequences(root: Path) -> list[Path]:
     """Sequence folders under ``root``: each holds images/ and masks/."""
-    if not root.is_dir():
-        raise VidmatError(f"sequence root {root} does not exist.")
+    require_folder(root, "sequence root")
     seqs = sorted(p for p in root.iterdir() if (p / "images").is_dir() and (p / "masks").is_dir())
     if not seqs:
         if (root / "images").is_dir() and (root / "masks").is_dir():
