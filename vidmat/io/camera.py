@@ -150,6 +150,12 @@ class VideoSource:
                 raise VidmatError(f"camera or video file {src} does not exist.")
             if looks_like_path and Path(src).is_dir():
                 raise VidmatError(f"{src} is a folder; give a camera or a video file.")
+        if self.is_file:
+            # PyAV first: it says what is wrong in one sentence, where OpenCV's FFmpeg
+            # prints its own log lines (e.g. "moov atom not found") before failing.
+            from vidmat.io.video import probe
+
+            probe(Path(str(src)))
         with _quiet_opencv():
             if self.is_file:
                 cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG)

@@ -44,6 +44,10 @@ class LoopingVideo:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         require_file(self.path, "background video")
+        # PyAV first, for one sentence instead of OpenCV's FFmpeg log lines on a bad file.
+        from vidmat.io.video import probe
+
+        probe(self.path)
         self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
             raise VidmatError(f"{self.path} is not a video OpenCV can read.")
