@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from vidmat.benchmarks import checks
 from vidmat.benchmarks.live import rss_mib
 from vidmat.benchmarks.report import report
 from vidmat.core.postprocess import PostprocessConfig
@@ -166,12 +167,32 @@ def _engine(args: argparse.Namespace):
     return Engine(build_model("u2netp"), spec, cfg), "random u2netp (speed only)"
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad options before anything is printed, loaded or encoded.
+
+    Why: the source is made and transcoded before the conversion is timed, so a bad
+    count, background or --keep used to fail after that work, or after a line that
+    announced it (``making a 720p source of -5 frames``).
+    """
+    from vidmat.io.images import load_background
+
+    if args.height < 16 or args.height > 4320:
+        raise VidmatError(f"--height must be between 16 and 4320, got {args.height}.")
+    checks.at_least("--frames", args.frames, 1)
+    checks.at_least("--batch", args.batch, 1)
+    checks.above_zero("--rss-every", args.rss_every)
+    checks.existing_file("--input", args.input)
+    if args.bg is not None:
+        load_background(args.bg)  # an unknown name or unreadable file: one sentence now
+    checks.json_path(args.json)
+
+
 def run(args: argparse.Namespace) -> int:
     from vidmat.commands.demo import DEMO_CLIP
     from vidmat.pipelines.convert import ConvertConfig, convert_video, transcode
 
+    check_args(args)
     src = Path(args.input).expanduser() if args.input else DEMO_CLIP
-    engine, weights_name = _engine(args)
     cfg = ConvertConfig(
         fmt=args.format,
         background=args.bg,
@@ -181,10 +202,11 @@ def run(args: argparse.Namespace) -> int:
         ),
         batch=args.batch,
     ).validate()
+    engine, weights_name = _engine(args)
     if args.keep:
-        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        checks.keep_folder("--keep", args.keep)
     holder = (
-        contextlib.nullcontext(args.keep)
+        contextlib.nullcontext(str(Path(args.keep).expanduser()))
         if args.keep
         else tempfile.TemporaryDirectory(prefix="vidmat-bench-")
     )

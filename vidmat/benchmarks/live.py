@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vidmat.argtypes import size_wxh
+from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
 from vidmat.errors import VidmatError
 
@@ -159,15 +160,37 @@ def _engine(args: argparse.Namespace) -> Any:
     return build_live_engine(cfg, build_model("u2netp"), spec)
 
 
+def check_args(args: argparse.Namespace) -> Any:
+    """Refuse bad options before the engine loads or the clip is made; return the background.
+
+    Why: --rss-every 0 (or NaN seconds) spun the sampling loop, a missing --camera or a bad
+    --bg failed only after the synthetic clip and the engine were ready, and --fps below 1
+    made a clip of zero frames a second.
+    """
+    from vidmat.io.images import load_background
+
+    checks.above_zero("--seconds", args.seconds)
+    checks.at_least("--warmup", args.warmup, 0)
+    checks.above_zero("--rss-every", args.rss_every)
+    checks.at_least("--infer-every", args.infer_every, 1)
+    checks.at_least("--threads", args.threads, 1)
+    if args.size is not None:
+        checks.model_sizes("--size", [args.size])
+    if args.camera:
+        checks.existing_file("--camera", args.camera)
+    elif not 1 <= args.fps <= 240:
+        raise VidmatError(f"--fps must be between 1 and 240, got {args.fps:g}.")
+    checks.json_path(args.json)
+    return load_background(args.bg)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from vidmat.io.camera import CameraConfig
-    from vidmat.io.images import load_background
     from vidmat.pipelines.live import LiveConfig, LivePipeline, LiveSettings, LiveStats
 
-    if args.seconds <= 0 or args.warmup < 0:
-        raise VidmatError("--seconds must be > 0 and --warmup >= 0.")
+    background = check_args(args)
     width, height = args.resolution
     engine = _engine(args)
     with tempfile.TemporaryDirectory(prefix="vidmat-bench-live-") as tmp:
@@ -195,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
                 keep_history=True,
                 model_nice=args.model_nice,
             ),
-            LiveSettings(background=load_background(args.bg)),
+            LiveSettings(background=background),
             on_frame=on_frame,
             on_error=errors.append,
         )

@@ -17,8 +17,15 @@ import numpy as np
 import torch
 
 from vidmat.argtypes import int_list, on_off_list, size_wxh
+from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
-from vidmat.core.engine import MAX_BATCH, Engine, EngineConfig, select_device
+from vidmat.core.engine import (
+    MAX_BATCH,
+    Engine,
+    EngineConfig,
+    select_device,
+    select_dtype,
+)
 from vidmat.errors import VidmatError
 from vidmat.model import build_model
 from vidmat.model.weights import WeightsSpec, load_weights
@@ -149,23 +156,45 @@ def _bare_model(engine: Engine, frames: np.ndarray, use_graph: bool) -> Callable
     return graph.replay
 
 
+def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
+    """Refuse bad options before weights load or timing starts; return the precisions.
+
+    A zero batch divided the timings by zero after the run, and an unusable precision
+    (fp16 on a CPU) failed only when its rows came up, after the others were timed.
+    """
+    checks.model_sizes("--sizes", args.sizes)
+    checks.each_at_least("--batches", args.batches, 1)
+    if args.batches and max(args.batches) > MAX_BATCH:
+        raise VidmatError(
+            f"--batches {max(args.batches)} is above {MAX_BATCH}: the engine runs larger "
+            f"batches as chunks of {MAX_BATCH}, so time {MAX_BATCH} instead."
+        )
+    checks.at_least("--iters", args.iters, 1)
+    checks.at_least("--warmup", args.warmup, 0)
+    checks.at_least("--threads", args.threads, 1)
+    cuda = device.type == "cuda"
+    text = args.precisions if args.precisions is not None else ("fp16,fp32" if cuda else "fp32")
+    precisions = [p.strip() for p in text.split(",") if p.strip()]
+    if not precisions:
+        raise VidmatError("--precisions names no precision; use fp16, bf16 or fp32.")
+    for precision in precisions:
+        select_dtype(precision, device)  # unknown, or fp16 off CUDA: one sentence
+    checks.json_path(args.json)
+    return precisions
+
+
 def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     cuda = device.type == "cuda"
+    precisions = _check(args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = args.sizes or ([320] if cuda else [192, 256, 320])
     batches = args.batches or ([1, 8, MAX_BATCH] if cuda else [1])
-    if max(batches) > MAX_BATCH:
-        raise VidmatError(
-            f"--batches {max(batches)} is above {MAX_BATCH}: the engine runs larger batches "
-            f"as chunks of {MAX_BATCH}, so time {MAX_BATCH} instead."
-        )
-    precisions = (args.precisions or ("fp16,fp32" if cuda else "fp32")).split(",")
     graphs = (args.graph or [True, False]) if cuda else [False]
     layouts = args.channels_last or [True]
     ttas = args.tta or [False]
-    iters = args.iters or (50 if cuda else 5)
+    iters = args.iters if args.iters is not None else (50 if cuda else 5)
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
 
     if args.weights:

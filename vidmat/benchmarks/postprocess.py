@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from vidmat.argtypes import float_list, size_list
+from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
-from vidmat.core.backgrounds import Background, parse_background
+from vidmat.core.backgrounds import Background
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.errors import VidmatError
 from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
 
 KINDS = ("green", "image", "video", "blur", "transparent", "mask")
@@ -85,19 +87,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _devices(text: str) -> list[torch.device]:
-    if text == "auto":
-        names = (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
-    else:
-        names = [t.strip() for t in text.split(",") if t.strip()]
-    out = []
-    for n in names:
-        d = torch.device(n)
-        if d.type == "cuda" and not torch.cuda.is_available():
-            print(f"skipping {n}: no CUDA device")
-            continue
-        out.append(d)
-    return out
+#: Kinds timed on random pictures made for the run rather than on a file or a named colour.
+SYNTHETIC = ("image", "video")
 
 
 def _background(kind: str, rng: np.random.Generator) -> Background:
@@ -106,7 +97,44 @@ def _background(kind: str, rng: np.random.Generator) -> Background:
     if kind == "video":
         frames = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(4)]
         return Background.from_video(frames=frames, fps=30.0)
-    return parse_background(kind)
+    raise ValueError(f"{kind!r} is not a synthetic background kind")
+
+
+def _load_backgrounds(text: str) -> dict[str, Background | None]:
+    """Each --backgrounds entry opened once, before timing; None for the synthetic kinds.
+
+    A name that is neither a known kind nor an existing file is refused in one sentence,
+    and an image or video file is opened the way convert and live open it, so a file
+    background is timed on its own pixels instead of failing in the compositor.
+    """
+    from vidmat.io.images import load_background
+
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    if not kinds:
+        raise VidmatError(
+            f"--backgrounds names no background; use kinds from {','.join(KINDS)} or files."
+        )
+    return {k: None if k in SYNTHETIC else load_background(k) for k in kinds}
+
+
+def check_args(args: argparse.Namespace) -> tuple[list[torch.device], dict[str, Background | None]]:
+    """Refuse bad options before any frame is timed; return the devices and backgrounds.
+
+    Why up front: the rows multiply (devices x sizes x backgrounds x strengths), so a bad
+    last entry used to fail after minutes of timing, and --frames 0 meant the default.
+    """
+    checks.at_least("--frames", args.frames, 1)
+    checks.at_least("--warmup", args.warmup, 0)
+    checks.at_least("--lowres", args.lowres, 1)
+    checks.at_least("--threads", args.threads, 1)
+    if args.smoothing is not None and not args.smoothing:
+        raise VidmatError("--smoothing names no strength; give at least one, e.g. 0,0.5.")
+    for s in args.smoothing:
+        PostprocessConfig(smoothing=s).validate()
+    devices = checks.devices(args.devices)
+    backgrounds = _load_backgrounds(args.backgrounds)
+    checks.json_path(args.json)
+    return devices, backgrounds
 
 
 def _clip(width: int, height: int, lowres: int, n: int, device: torch.device):
@@ -133,13 +161,17 @@ def _clip(width: int, height: int, lowres: int, n: int, device: torch.device):
     return frames, alphas
 
 
-def time_rows(args: argparse.Namespace) -> list[dict]:
+def time_rows(
+    args: argparse.Namespace,
+    devices: list[torch.device],
+    backgrounds: dict[str, Background | None],
+) -> list[dict]:
     rng = np.random.default_rng(0)
     sizes = args.sizes or [(640, 480), (1920, 1080)]
-    kinds = [k.strip() for k in args.backgrounds.split(",") if k.strip()]
+    kinds = list(backgrounds)
     rows = []
-    for device in _devices(args.devices):
-        n = args.frames or (200 if device.type == "cuda" else 40)
+    for device in devices:
+        n = args.frames if args.frames is not None else (200 if device.type == "cuda" else 40)
         for (w, h), kind, s in itertools.product(sizes, kinds, args.smoothing):
             frames, alphas = _clip(w, h, args.lowres, 10, device)
             cfg = PostprocessConfig(
@@ -148,7 +180,7 @@ def time_rows(args: argparse.Namespace) -> list[dict]:
                 despill=not args.no_despill,
                 guided_color=None if args.guide == "auto" else args.guide == "rgb",
             )
-            post = PostProcessor(cfg, _background(kind, rng))
+            post = PostProcessor(cfg, backgrounds[kind] or _background(kind, rng))
             times, cpu = [], []
             for i in range(args.warmup + n):
                 f, a = frames[i % 10], alphas[i % 10]
@@ -183,13 +215,14 @@ def time_rows(args: argparse.Namespace) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    devices, backgrounds = check_args(args)
     if args.threads:
         import cv2
 
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
     with torch.inference_mode():
-        rows = time_rows(args)
+        rows = time_rows(args, devices, backgrounds)
     report(
         "postprocess",
         rows,

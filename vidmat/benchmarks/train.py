@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from vidmat.argtypes import int_list, on_off_list
+from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
 from vidmat.core.engine import select_device
 from vidmat.errors import VidmatError
@@ -192,30 +193,43 @@ def _drain(it: Iterator, iters: int, warmup: int, each: Callable[[object], objec
     return _median_ms(times)
 
 
-def run(args: argparse.Namespace) -> int:
-    device = select_device(args.device)
-    cuda = device.type == "cuda"
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Refuse bad options before data loads or a step is timed; return the --amp modes.
+
+    Why: a size the U-Net cannot halve five times (33) trained on regardless, and
+    --iters 0 quietly meant the default.
+    """
     amps = [a.strip() for a in args.amp.split(",") if a.strip()]
+    if not amps:
+        raise VidmatError(f"--amp names no precision; choose from {', '.join(AMP_MODES)}.")
     for a in amps:
         if a not in AMP_MODES:
             raise VidmatError(f"unknown --amp {a!r}; choose from {', '.join(AMP_MODES)}.")
+    checks.model_sizes("--sizes", args.sizes)
+    checks.each_at_least("--batches", args.batches, 1)
+    checks.at_least("--workers", args.workers, 0)
+    checks.at_least("--iters", args.iters, 1)
+    checks.at_least("--warmup", args.warmup, 0)
+    checks.at_least("--threads", args.threads, 1)
+    checks.json_path(args.json)
+    return amps
+
+
+def run(args: argparse.Namespace) -> int:
+    device = select_device(args.device)
+    cuda = device.type == "cuda"
+    amps = check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     batches = args.batches or ([32, 64] if cuda else [8])
-    if min(batches) < 1 or min(args.sizes) < 32:
-        raise VidmatError("--batches must be 1 or more and --sizes 32 or more.")
     workers = (
         args.workers
         if args.workers is not None
         else (max(1, (os.cpu_count() or 2) - 2) if cuda else 0)
     )
-    if workers < 0:
-        raise VidmatError("--workers must be 0 or more.")
     cudnn_settings = (args.cudnn_benchmark or [False, True]) if cuda else [False]
-    iters = args.iters or (20 if cuda else 3)
+    iters = args.iters if args.iters is not None else (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-    if iters < 1 or warmup < 0:
-        raise VidmatError("--iters must be 1 or more and --warmup 0 or more.")
 
     with tempfile.TemporaryDirectory(prefix="vidmat-bench-train-") as tmp:
         cache = args.cache or Path(tmp) / "cache"

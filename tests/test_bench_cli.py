@@ -1,0 +1,210 @@
+"""Bad ``vidmat bench`` options end in one sentence and exit code 2, before any timing.
+
+Each case here once ended in a traceback at the end of a run (a JSON path in /proc, a
+zero batch), looped for minutes (``--frames 0``, ``--rss-every 0``) or was accepted and
+timed regardless (``--sizes 33``). All are refused before weights, clips or frames are made.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidmat.cli import main
+
+#: mkstemp in /proc fails even for root: the folder probe must catch it before timing.
+UNWRITABLE_JSON = "/proc/vidmat-bench.json"
+needs_proc = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+
+
+def _refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``vidmat ARGV``: exit code 2, ``message`` on one stderr line, no traceback."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert message in err, err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("vidmat: error: "), err
+    return captured.out
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from convert_fixtures import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("bench") / "good.mp4", frames=3, audio=None)
+
+
+MODEL = ["bench", "model", "--device", "cpu", "--frame", "40x30", "--warmup", "0"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sizes", "64", "--batches", "0", "--iters", "1"], "--batches must be 1 or more, got 0"),
+        (["--sizes", "32", "--iters", "0"], "--iters must be 1 or more, got 0"),
+        (["--sizes", "33", "--iters", "1"], "--sizes must be a multiple of 32, at least 32"),
+        (["--sizes", "32", "--iters", "1", "--threads", "0"], "--threads must be 1 or more"),
+        (["--sizes", "32", "--precisions", "fp32,fp16"], "fp16 needs a CUDA device"),
+        pytest.param(
+            ["--sizes", "32", "--iters", "1", "--json", UNWRITABLE_JSON],
+            "output folder /proc is not writable",
+            marks=needs_proc,
+        ),
+    ],
+)
+def test_bench_model_refuses_bad_options(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _refused([*MODEL, *extra], message, capsys)
+    assert "model" not in out  # no row was timed
+
+
+TRAIN = ["bench", "train", "--device", "cpu", "--batches", "2", "--warmup", "0"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sizes", "33", "--iters", "1"], "--sizes must be a multiple of 32, at least 32"),
+        (["--sizes", ","], "--sizes names no size"),
+        (["--sizes", "32", "--iters", "0"], "--iters must be 1 or more, got 0"),
+        (["--sizes", "32", "--warmup", "-1"], "--warmup must be 0 or more, got -1"),
+        pytest.param(
+            ["--sizes", "32", "--json", UNWRITABLE_JSON],
+            "output folder /proc is not writable",
+            marks=needs_proc,
+        ),
+    ],
+)
+def test_bench_train_refuses_bad_sizes_counts_and_json(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _refused([*TRAIN, *extra], message, capsys)
+
+
+POST = ["bench", "postprocess", "--sizes", "64x48", "--smoothing", "0", "--warmup", "0"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--devices", "tpu", "--frames", "1"], "--devices: unknown device 'tpu'"),
+        pytest.param(
+            ["--devices", "cuda", "--frames", "1"], "no CUDA GPU is usable here", marks=no_cuda
+        ),
+        (["--devices", "cpu", "--backgrounds", "nope", "--frames", "1"], "background 'nope'"),
+        (["--devices", "cpu", "--frames", "0"], "--frames must be 1 or more, got 0"),
+        (["--devices", "cpu", "--frames", "1", "--warmup", "-1"], "--warmup must be 0 or more"),
+        (["--devices", "cpu", "--frames", "1", "--lowres", "0"], "--lowres must be 1 or more"),
+        (["--devices", "cpu", "--frames", "1", "--smoothing", "2"], "smoothing must be between"),
+        pytest.param(
+            ["--devices", "cpu", "--frames", "1", "--json", UNWRITABLE_JSON],
+            "output folder /proc is not writable",
+            marks=needs_proc,
+        ),
+    ],
+)
+def test_bench_postprocess_refuses_bad_options(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _refused([*POST, *extra], message, capsys)
+    assert "ms" not in out  # refused before the first row
+
+
+def test_bench_postprocess_times_file_backgrounds_and_replaces_its_json(
+    tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An image or video file given as a background is opened as convert opens it and timed;
+    an earlier JSON is replaced, as before the up-front check of its folder."""
+    import cv2
+    import numpy as np
+
+    image = tmp_path / "bg.png"
+    cv2.imwrite(str(image), np.full((30, 40, 3), 90, np.uint8))
+    out = tmp_path / "post.json"
+    out.write_text("old")
+    argv = [*POST, "--devices", "cpu", "--frames", "1", "--json", str(out)]
+    assert main([*argv, "--backgrounds", f"{image},{clip},green"]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["background"] for r in rows] == [str(image), str(clip), "green"]
+    assert all(r["ms_median"] > 0 for r in rows)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def _convert(clip: Path, *extra: str) -> list[str]:
+    argv = ["bench", "convert", "--input", str(clip), "--height", "32", "--size", "32"]
+    return [*argv, "--device", "cpu", *extra]
+
+
+def test_bench_convert_refuses_a_file_as_keep_folder(
+    tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    argv = _convert(clip, "--frames", "5", "--keep", str(afile))
+    out = _refused(argv, f"--keep {afile} is a file; name a folder", capsys)
+    assert afile.read_text() == "mine" and "making" not in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--frames", "-5"], "--frames must be 1 or more, got -5"),
+        (["--frames", "5", "--batch", "0"], "--batch must be 1 or more, got 0"),
+        (["--frames", "5", "--rss-every", "0"], "--rss-every must be more than 0, got 0"),
+        (["--frames", "5", "--bg", "nope"], "background 'nope'"),
+        pytest.param(
+            ["--frames", "5", "--keep", "/proc/vidmat-keep"],
+            "cannot make the --keep folder /proc/vidmat-keep",
+            marks=needs_proc,
+        ),
+        pytest.param(
+            ["--frames", "5", "--json", UNWRITABLE_JSON],
+            "output folder /proc is not writable",
+            marks=needs_proc,
+        ),
+    ],
+)
+def test_bench_convert_refuses_before_printing_anything(
+    extra: list[str], message: str, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _refused(_convert(clip, *extra), message, capsys) == ""
+
+
+def test_bench_convert_refuses_a_missing_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.mp4"
+    assert _refused(_convert(missing), f"--input {missing} does not exist", capsys) == ""
+
+
+LIVE = ["bench", "live", "--device", "cpu", "--resolution", "96x64", "--size", "32"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seconds", "0"], "--seconds must be more than 0, got 0"),
+        (["--seconds", "nan"], "--seconds must be more than 0, got nan"),
+        (["--warmup", "inf"], "--warmup must be a finite number"),
+        (["--rss-every", "0"], "--rss-every must be more than 0, got 0"),
+        (["--fps", "0"], "--fps must be between 1 and 240, got 0"),
+        (["--size", "33"], "--size must be a multiple of 32, at least 32"),
+        (["--threads", "0"], "--threads must be 1 or more, got 0"),
+        (["--infer-every", "0"], "--infer-every must be 1 or more, got 0"),
+        (["--camera", "/nonexistent/cam.mp4"], "--camera /nonexistent/cam.mp4 does not exist"),
+        (["--bg", "nope"], "background 'nope'"),
+        pytest.param(
+            ["--json", UNWRITABLE_JSON], "output folder /proc is not writable", marks=needs_proc
+        ),
+    ],
+)
+def test_bench_live_refuses_bad_options(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _refused([*LIVE, *extra], message, capsys) == ""
