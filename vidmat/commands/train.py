@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidmat.errors import VidmatError
+from vidmat.io.files import require_folder
 
 if TYPE_CHECKING:
     from vidmat.train.augment import AugmentConfig
+    from vidmat.train.data import SourceSpec
     from vidmat.train.loop import TrainConfig
 
 EPILOG = """\
@@ -314,35 +320,109 @@ def augment_config(args: argparse.Namespace) -> AugmentConfig:
     )
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The run the command line describes, checked before any data is read."""
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _source(text: str) -> SourceSpec:
+    """One ``--data`` value, its folder checked; a mistyped WEIGHT or COMPOSITE is named.
+
+    ``SourceSpec.parse`` keeps a field that is not a number as part of the path (paths
+    may hold ':'), so ``ROOT:abc`` would otherwise be reported as a missing root.
+    """
     from vidmat.train.data import SourceSpec
+
+    try:
+        spec, err = SourceSpec.parse(text), None
+    except VidmatError as exc:
+        spec, err = None, exc
+    if spec is not None and spec.path.is_dir():
+        if not math.isfinite(spec.weight):
+            raise VidmatError(f"sampling weight of {spec.path} must be a finite number.")
+        return spec
+    head, _, rest = text.partition(":")
+    if rest and not Path(text).exists() and Path(head).is_dir():
+        fields = rest.split(":")
+        bad = next((f for f in fields if not _is_number(f)), None)
+        if bad is not None:
+            raise VidmatError(
+                f"--data {text}: {bad!r} is not a number; after the root come "
+                f"WEIGHT[:COMPOSITE], e.g. {head}:1.0:0.5."
+            )
+        if len(fields) > 2:
+            raise VidmatError(
+                f"--data {text} has {len(fields)} fields after the root; "
+                "write ROOT[:WEIGHT[:COMPOSITE]]."
+            )
+    if err is not None:
+        raise err
+    assert spec is not None
+    if spec.path.exists():
+        raise VidmatError(
+            f"training root {spec.path} is a file, not a folder with images/ and masks/."
+        )
+    raise VidmatError(f"training root {spec.path} does not exist.")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run the command line describes, checked before any data is read.
+
+    Only plain values and the existence of the input folders are checked here; the
+    output folders are probed last, in :func:`run`, so nothing is written for a
+    command line that is refused for another reason.
+    """
+    from vidmat.core.engine import select_device
     from vidmat.train.loop import TrainConfig
 
-    sources = [SourceSpec.parse(d) for d in args.data]
-    for s in sources:
-        if not s.path.is_dir():
-            raise VidmatError(f"training root {s.path} does not exist.")
+    sources = [_source(d) for d in args.data]
     for v in args.val:
-        if not v.is_dir():
-            raise VidmatError(f"validation root {v} does not exist.")
-    if args.backgrounds is not None and not args.backgrounds.is_dir():
-        raise VidmatError(f"background folder {args.backgrounds} does not exist.")
+        require_folder(v, "validation root")
+    if args.backgrounds is not None:
+        require_folder(args.backgrounds, "background folder")
     for size in (args.size, *args.mix_size):
         if size < 32 or size % 32:
             raise VidmatError("--size and --mix-size must be multiples of 32, at least 32.")
+    if args.val_size is not None and (args.val_size < 32 or args.val_size % 32):
+        raise VidmatError("--val-size must be a multiple of 32, at least 32.")
     if args.batch < 1 or args.steps < 1:
         raise VidmatError("--batch and --steps must be positive.")
     if args.micro_batch is not None and not (
         1 <= args.micro_batch <= args.batch and args.batch % args.micro_batch == 0
     ):
         raise VidmatError("--micro-batch must be a positive divisor of --batch.")
+    if not (math.isfinite(args.lr) and args.lr > 0):  # NaN and inf too
+        raise VidmatError("--lr must be a positive number.")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise VidmatError("--weight-decay must be 0 or more.")
+    if not (math.isfinite(args.iou_weight) and args.iou_weight >= 0):
+        raise VidmatError("--iou-weight must be 0 or more.")
+    if args.warmup < 0:
+        raise VidmatError("--warmup must be 0 or more steps.")
+    if not 0.0 <= args.ema < 1.0:
+        raise VidmatError("--ema must be at least 0 and below 1.")
+    if args.seed < 0:
+        raise VidmatError("--seed must be 0 or more.")
+    if args.val_every < 1:
+        raise VidmatError("--val-every must be at least 1 step.")
+    if args.val_n < 1:
+        raise VidmatError("--val-n must be at least 1 image.")
+    if not args.ckpt_minutes > 0:  # inf: only at validations and the end; NaN refused
+        raise VidmatError("--ckpt-minutes must be positive.")
+    if args.threads < 1:
+        raise VidmatError("--threads must be at least 1.")
     if args.minutes is not None and args.minutes <= 0:
         raise VidmatError("--minutes must be positive.")
     if args.workers < 0:
         raise VidmatError("--workers must be 0 or more.")
     if args.freeze_bn and args.init is None:
         raise VidmatError("--freeze-bn keeps the statistics of --init weights; give --init.")
+    # torch.device("cuda") on a CPU-only build fails deep in the first .to() with an
+    # AssertionError; select_device says so in one sentence (and resolves "auto").
+    device = select_device(args.device)
     return TrainConfig(
         sources=sources,
         run_dir=args.run,
@@ -366,7 +446,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         val_n=args.val_n,
         val_size=args.val_size,
         ckpt_minutes=args.ckpt_minutes,
-        device=args.device,
+        device=str(device),
         threads=args.threads,
         workers=args.workers,
         minutes=args.minutes,
@@ -382,7 +462,74 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def _check_init_arch(init: str, arch: str) -> None:
+    """Refuse --init weights of the other architecture before any data is read.
+
+    Trainer would load them only after caching the data, and then fail with dozens of
+    size-mismatch lines from load_state_dict. Loading them once more here costs a
+    second or two (u2net: 176 MB) against minutes of data caching.
+    """
+    from vidmat.model.weights import load_weights
+
+    _, spec = load_weights(init)
+    if spec.arch != arch:
+        raise VidmatError(
+            f"--init {init} holds {spec.arch} weights, not {arch}; pass --arch {spec.arch}."
+        )
+
+
+def _check_resume_arch(path: Path, arch: str) -> None:
+    """Refuse a checkpoint of the other architecture (or an unreadable one) up front.
+
+    The checkpoint is memory-mapped, so only its small config is actually read here.
+    """
+    import torch
+
+    ck = None
+    for mmap in (True, False):  # mmap needs torch's zip format; older files load whole
+        with contextlib.suppress(Exception):
+            ck = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+            break
+    if not isinstance(ck, dict):
+        raise VidmatError(f"cannot read checkpoint {path}; it is not a vidmat training checkpoint.")
+    config = ck.get("config")
+    saved = config.get("arch") if isinstance(config, dict) else None
+    if saved is not None and saved != arch:
+        raise VidmatError(
+            f"checkpoint {path} is of a {saved} run, not {arch}; pass --arch {saved} "
+            "to resume it, or name another --run folder."
+        )
+
+
+def _check_writable_folder(path: Path, label: str) -> None:
+    """Refuse an output folder that cannot be made or written, creating nothing.
+
+    Training writes its first file after the data is cached (minutes); a folder that is
+    a file, lies under a file or sits on /proc or a read-only mount should fail at once.
+    The nearest existing folder is probed with a real temporary file, since permission
+    bits do not tell (root ignores them), and nothing is left behind, so a command
+    refused here or later leaves no empty folders.
+    """
+    try:
+        if path.exists() and not path.is_dir():
+            raise VidmatError(f"{label} is a file, not a folder.")
+        anchor = path
+        while not anchor.exists() and anchor.parent != anchor:
+            anchor = anchor.parent
+        if anchor.exists() and not anchor.is_dir():
+            raise VidmatError(f"{label} cannot be created: {anchor} is a file.")
+        fd, probe = tempfile.mkstemp(prefix=".vidmat-train.", suffix=".probe", dir=anchor)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise VidmatError(f"{label} cannot be created or written ({reason}).") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
 def run(args: argparse.Namespace) -> int:
+    """Train, after every check that can fail has passed: caching the data takes minutes,
+    and a refused command line leaves nothing behind in the run folder."""
     from vidmat.train.loop import Trainer
 
     cfg = train_config(args)
@@ -394,6 +541,17 @@ def run(args: argparse.Namespace) -> int:
         resume = last
     if resume is not None and not resume.is_file():
         raise VidmatError(f"checkpoint {resume} does not exist.")
+    if cfg.init is not None:
+        _check_init_arch(cfg.init, cfg.arch)
+    if resume is not None:
+        _check_resume_arch(resume, cfg.arch)
+    # Last, as they touch the disk: the folders Trainer writes to.
+    _check_writable_folder(args.run, f"--run {args.run}")
+    if args.cache is not None:
+        _check_writable_folder(args.cache, f"--cache {args.cache}")
+    else:
+        cache = args.run.parent / "cache"
+        _check_writable_folder(cache, f"the data cache {cache} (default beside --run; see --cache)")
     trainer = Trainer(cfg)
     if resume is not None:
         trainer.load(resume)

@@ -1,0 +1,260 @@
+"""`vidmat train` refuses bad command lines in one sentence, before reading data or writing.
+
+Every case here used to end in a traceback (or a run that failed much later, or
+silently trained on nonsense); each must now exit 2 with the sentence on stderr and
+leave no run folder, cache or file behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidmat.cli import main
+
+
+def _refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, message: str
+) -> None:
+    """Run ``vidmat train argv``: exit 2, ``message`` alone on stderr, tmp_path unchanged."""
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip() == f"vidmat: error: {message}"
+    assert sorted(tmp_path.rglob("*")) == before  # no run folder, cache or probe left
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """An empty training root: every refusal here comes before its images are read."""
+    root = tmp_path / "d"
+    root.mkdir()
+    return root
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lr", "-1", "--lr must be a positive number."),
+        ("--lr", "0", "--lr must be a positive number."),
+        ("--lr", "nan", "--lr must be a positive number."),
+        ("--weight-decay", "-1", "--weight-decay must be 0 or more."),
+        ("--iou-weight", "-0.5", "--iou-weight must be 0 or more."),
+        ("--val-every", "0", "--val-every must be at least 1 step."),
+        ("--val-n", "0", "--val-n must be at least 1 image."),
+        ("--ema", "2", "--ema must be at least 0 and below 1."),
+        ("--ema", "1", "--ema must be at least 0 and below 1."),
+        ("--ema", "-0.1", "--ema must be at least 0 and below 1."),
+        ("--warmup", "-1", "--warmup must be 0 or more steps."),
+        ("--ckpt-minutes", "-1", "--ckpt-minutes must be positive."),
+        ("--ckpt-minutes", "0", "--ckpt-minutes must be positive."),
+        ("--val-size", "33", "--val-size must be a multiple of 32, at least 32."),
+        ("--val-size", "0", "--val-size must be a multiple of 32, at least 32."),
+        ("--threads", "0", "--threads must be at least 1."),
+        ("--threads", "-1", "--threads must be at least 1."),
+        ("--seed", "-1", "--seed must be 0 or more."),
+        ("--device", "tpu", "unknown device 'tpu'; use auto, cpu, cuda or cuda:N."),
+    ],
+)
+def test_out_of_range_values_are_refused(
+    tmp_path: Path,
+    data: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+    message: str,
+) -> None:
+    argv = ["--data", str(data), "--run", str(tmp_path / "runs" / "r"), flag, value]
+    _refused(argv, capsys, tmp_path, message)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_one_sentence(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--data", str(data), "--run", str(tmp_path / "r"), "--device", "cuda"]
+    _refused(
+        argv,
+        capsys,
+        tmp_path,
+        "--device cuda was asked for but no CUDA GPU is usable here (torch reports none); "
+        "use --device cpu.",
+    )
+
+
+def test_run_folder_that_is_a_file(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    argv = ["--data", str(data), "--run", str(afile)]
+    _refused(argv, capsys, tmp_path, f"--run {afile} is a file, not a folder.")
+    assert afile.read_text() == "keep me"
+
+
+def test_run_folder_under_a_file(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    argv = ["--data", str(data), "--run", str(afile / "r")]
+    _refused(argv, capsys, tmp_path, f"--run {afile / 'r'} cannot be created: {afile} is a file.")
+
+
+def test_cache_folder_under_a_file(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    run = tmp_path / "runs" / "r"
+    argv = ["--data", str(data), "--run", str(run), "--cache", str(afile / "x")]
+    _refused(argv, capsys, tmp_path, f"--cache {afile / 'x'} cannot be created: {afile} is a file.")
+
+
+def test_default_cache_that_is_a_file(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "runs").mkdir()
+    cache = tmp_path / "runs" / "cache"
+    cache.write_text("")
+    argv = ["--data", str(data), "--run", str(tmp_path / "runs" / "r")]
+    _refused(
+        argv,
+        capsys,
+        tmp_path,
+        f"the data cache {cache} (default beside --run; see --cache) is a file, not a folder.",
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_run_folder_where_nothing_can_be_written(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", str(data), "--run", "/proc/vidmat-run"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("vidmat: error: --run /proc/vidmat-run cannot be created or written (")
+    assert not Path("/proc/vidmat-run").exists()
+
+
+def test_init_of_the_other_arch_names_the_right_one(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, save_weights
+
+    init = tmp_path / "small.safetensors"
+    spec = WeightsSpec(name="small", arch="u2netp", input_size=32, scale="255")
+    save_weights(build_model("u2netp"), spec, init, half=True)
+    argv = [
+        "--data",
+        str(data),
+        "--run",
+        str(tmp_path / "r"),
+        "--arch",
+        "u2net",
+        "--init",
+        str(init),
+    ]
+    _refused(
+        argv,
+        capsys,
+        tmp_path,
+        f"--init {init} holds u2netp weights, not u2net; pass --arch u2netp.",
+    )
+
+
+def test_resume_of_the_other_arch_names_the_right_one(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    last = run / "last.pt"
+    torch.save({"step": 1, "config": {"arch": "u2netp"}}, last)
+    argv = ["--data", str(data), "--run", str(run), "--arch", "u2net"]
+    _refused(
+        argv,
+        capsys,
+        tmp_path,
+        f"checkpoint {last} is of a u2netp run, not u2net; pass --arch u2netp to resume it, "
+        "or name another --run folder.",
+    )
+
+
+def test_resume_from_a_file_that_is_no_checkpoint(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_text("not a checkpoint")
+    argv = ["--data", str(data), "--run", str(tmp_path / "r"), "--resume", str(bogus)]
+    _refused(
+        argv,
+        capsys,
+        tmp_path,
+        f"cannot read checkpoint {bogus}; it is not a vidmat training checkpoint.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "message"),
+    [
+        (
+            ":abc",
+            "{t}: 'abc' is not a number; after the root come WEIGHT[:COMPOSITE], e.g. {d}:1.0:0.5.",
+        ),
+        (
+            ":1:abc",
+            "{t}: 'abc' is not a number; after the root come WEIGHT[:COMPOSITE], e.g. {d}:1.0:0.5.",
+        ),
+        (":1:0.5:3", "{t} has 3 fields after the root; write ROOT[:WEIGHT[:COMPOSITE]]."),
+    ],
+)
+def test_data_with_a_bad_weight_names_the_weight(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], suffix: str, message: str
+) -> None:
+    """SourceSpec keeps a non-number field as part of the path; the root still exists."""
+    text = f"{data}{suffix}"
+    argv = ["--data", text, "--run", str(tmp_path / "r")]
+    _refused(argv, capsys, tmp_path, "--data " + message.format(t=text, d=data))
+
+
+def test_data_with_an_infinite_weight(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--data", f"{data}:inf", "--run", str(tmp_path / "r")]
+    _refused(argv, capsys, tmp_path, f"sampling weight of {data} must be a finite number.")
+
+
+def test_data_root_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    argv = ["--data", str(afile), "--run", str(tmp_path / "r")]
+    _refused(
+        argv,
+        capsys,
+        tmp_path,
+        f"training root {afile} is a file, not a folder with images/ and masks/.",
+    )
+
+
+def test_val_and_background_folders_that_are_files(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    base = ["--data", str(data), "--run", str(tmp_path / "r")]
+    _refused(
+        [*base, "--val", str(afile)],
+        capsys,
+        tmp_path,
+        f"validation root {afile} is a file, not a folder.",
+    )
+    _refused(
+        [*base, "--backgrounds", str(afile)],
+        capsys,
+        tmp_path,
+        f"background folder {afile} is a file, not a folder.",
+    )
