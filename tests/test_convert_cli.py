@@ -319,3 +319,21 @@ def test_progress_is_one_bar_for_one_file_and_adds_a_file_bar_for_several(
     assert main(["convert", str(src), "-o", f"{tmp_path / 'out'}/"]) == 0
     err = capsys.readouterr().err
     assert "all 2 files" in err and "a.mp4:" in err and "b.mp4:" in err
+
+
+def test_unwritable_outputs_are_refused_before_the_model_loads(
+    good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def no_engine(cls: type, cfg: object) -> Engine:
+        raise AssertionError("the model was loaded for outputs that cannot be written")
+
+    monkeypatch.setattr(Engine, "from_config", classmethod(no_engine))
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")
+    code, _, err = run_cli([good, "-o", afile / "x.mp4"], capsys)
+    assert code == 2 and f"{afile} is a file, not a folder to write x.mp4 into" in err
+    taken = tmp_path / "good_green.mp4"
+    taken.mkdir()
+    code, _, err = run_cli([good, "-o", tmp_path, "--overwrite"], capsys)
+    assert code == 2 and "is a folder; name a file to write instead" in err
+    assert taken.is_dir() and afile.read_bytes() == b"x"

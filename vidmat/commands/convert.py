@@ -26,6 +26,7 @@ from vidmat.io.video import EncodeConfig, VideoInfo, probe
 from vidmat.pipelines.convert import (
     ConvertConfig,
     ConvertResult,
+    check_paths,
     convert_image,
     convert_video,
     default_output,
@@ -246,6 +247,13 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
     dsts = [j.dst for j in live]
     if len(set(dsts)) != len(dsts):
         raise VidmatError("two inputs would write the same output; give them different names.")
+    # Outputs that cannot be written are known now, before a bar starts or a model loads.
+    for j in live:
+        assert j.dst is not None
+        try:
+            check_paths(j.src, j.dst, args.overwrite, folder=cfg.fmt == "png" and not j.is_image)
+        except VidmatError as exc:
+            j.error = str(exc)
     return created
 
 
@@ -427,7 +435,7 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
                 if r.incomplete:
                     damaged += 1
                     bars.write(
-                        f"vidmat: error: {r.input} is truncated or damaged ({r.incomplete}); "
+                        f"vidmat: error: {r.input} is truncated or damaged: {r.incomplete}; "
                         f"the {r.frames} frame{'s' if r.frames != 1 else ''} before that were "
                         f"converted to {r.output}."
                     )

@@ -296,19 +296,18 @@ class VideoReader:
         if self.corrupt_packets:
             self.warnings.append(f"{self.corrupt_packets} corrupt packet(s) skipped")
         expected = self.info.frames
-        if expected and self.decoded < expected and (self.warnings or self.corrupt_packets):
+        # Headers can over-count by a frame or two; a shortfall counts once decoding failed
+        # somewhere or it is more than that.
+        damaged = bool(self.warnings or self.corrupt_packets)
+        if expected and self.decoded < (expected if damaged else expected * 0.98 - 1):
             self.incomplete = f"only {self.decoded} of {expected} frames could be decoded"
-        elif expected and self.decoded < expected * 0.98 - 1:
-            self.incomplete = (
-                f"only {self.decoded} of {expected} frames could be decoded (truncated file?)"
-            )
         elif not expected and self.info.duration and last_pts is not None:
             # No frame count in the header (Matroska, MPEG-TS): compare times instead.
             reached = float((last_pts - self._first_pts) * tb) + float(step * tb)
             if reached < self.info.duration - max(0.5, 0.05 * self.info.duration):
                 self.incomplete = (
                     f"decoding stopped after {self.decoded} frames at {reached:.1f} s of "
-                    f"{self.info.duration:.1f} s (truncated file?)"
+                    f"{self.info.duration:.1f} s"
                 )
 
 
