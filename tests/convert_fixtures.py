@@ -43,10 +43,12 @@ def make_clip(
     rotation: int = 0,
     codec: str = "libx264",
     faststart: bool = False,
+    audio_seconds: float | None = None,
 ) -> Path:
     """Write a test clip. ``pts`` (in ``time_base``) gives variable frame rate.
 
     Odd sizes are stored with yuv444p (libx264 refuses odd sizes in yuv420p).
+    ``audio_seconds``: the audio's length (default: the video's).
     """
     tb = time_base or (Fraction(1, 1) / rate / 1000 if rate.denominator == 1 else 1 / rate / 1001)
     if time_base is None:
@@ -79,7 +81,7 @@ def make_clip(
     for pk in s.encode():
         c.mux(pk)
     if a is not None:
-        n = int(duration * sample_rate)
+        n = int((audio_seconds or duration) * sample_rate)
         t = np.arange(n) / sample_rate
         tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
         fmt = a.codec_context.codec.audio_formats[0].name

@@ -337,3 +337,34 @@ def test_unwritable_outputs_are_refused_before_the_model_loads(
     code, _, err = run_cli([good, "-o", tmp_path, "--overwrite"], capsys)
     assert code == 2 and "is a folder; name a file to write instead" in err
     assert taken.is_dir() and afile.read_bytes() == b"x"
+
+
+def _audio_seconds(path: Path) -> float:
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        samples = sum(f.samples for p in c.demux(a) for f in p.decode())
+        return samples / a.codec_context.sample_rate
+
+
+def test_mp3_in_avi_is_copied_or_reencoded_whole(tmp_path: Path, capsys) -> None:
+    """An old DivX-style AVI: MPEG-4 video, MP3 audio whose decoder numbers its frames
+    (time base 1152/44100) and calls itself mp3float."""
+    src = make_clip(
+        tmp_path / "old.avi", codec="mpeg4", audio="libmp3lame", sample_rate=44100, frames=25
+    )
+    code, _, _ = run_cli([src, "-o", tmp_path / "o.mp4"], capsys)
+    assert code == 0
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert c.streams.audio[0].codec_context.name.startswith("mp3")  # copied, not AAC
+    code, _, _ = run_cli([src, "-o", tmp_path / "o.webm"], capsys)  # re-encoded to Opus
+    assert code == 0
+    assert abs(_audio_seconds(tmp_path / "o.webm") - _audio_seconds(src)) < 0.05
+
+
+def test_audio_that_outlasts_the_picture_is_no_truncation(tmp_path: Path, capsys) -> None:
+    """Matroska gives no frame count, and its duration is the longest stream's."""
+    src = make_clip(tmp_path / "talk.mkv", frames=12, audio="libopus", audio_seconds=2.0)
+    code, _, err = run_cli([src, "-o", tmp_path / "o.mp4"], capsys)
+    assert code == 0 and "truncated" not in err
+    assert len(frame_times(tmp_path / "o.mp4")) == 12
+    assert _audio_seconds(tmp_path / "o.mp4") > 1.9

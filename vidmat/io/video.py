@@ -56,6 +56,9 @@ AUDIO_COPY: dict[str, frozenset[str]] = {
     ),
     "webm": frozenset({"opus", "vorbis"}),
 }
+#: FFmpeg's decoder names for codecs that have several decoders, as the codec's own name
+#: (PyAV reports the decoder: an MP3 stream reads "mp3float").
+_CODEC_NAMES = {"mp3float": "mp3", "mp2float": "mp2", "ac3_fixed": "ac3", "aac_fixed": "aac"}
 #: Re-encode target when the copy is not possible (WebM cannot hold AAC).
 AUDIO_FALLBACK: dict[str, str] = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
 
@@ -97,6 +100,10 @@ class VideoInfo:
     start_time: float  # seconds; the container's first timestamp
     codec: str
     audio: AudioInfo | None = None
+    #: Where the video stream itself ends, in seconds from zero, when the file says so
+    #: (its own duration, or Matroska's per-track DURATION tag); None when only the
+    #: container's duration is known, which runs to the end of the longest stream.
+    video_end: float | None = None
 
     def describe(self) -> str:
         rate = f"{float(self.rate):.3f} fps" if self.rate else "? fps"
@@ -118,6 +125,18 @@ class Frame:
     @property
     def time(self) -> float:
         return float(self.pts * self.time_base)
+
+
+def _tag_seconds(metadata: dict[str, str]) -> float | None:
+    """Matroska's per-track ``DURATION`` tag ("00:00:02.000000000") in seconds, if any."""
+    for key, value in metadata.items():
+        if key.upper().startswith("DURATION"):
+            try:
+                h, m, sec = value.strip().split(":")
+                return int(h) * 3600 + int(m) * 60 + float(sec)
+            except ValueError:
+                return None
+    return None
 
 
 def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -186,7 +205,7 @@ class VideoReader:
             ctx = a.codec_context
             audio = AudioInfo(
                 index=a.index,
-                codec=ctx.name if ctx else "unknown",
+                codec=_CODEC_NAMES.get(ctx.name, ctx.name) if ctx else "unknown",
                 sample_rate=int(ctx.sample_rate or 0) if ctx else 0,
                 channels=int(ctx.channels or 0) if ctx else 0,
                 time_base=a.time_base or Fraction(1, 1000),
@@ -202,8 +221,10 @@ class VideoReader:
             raise VidmatError(f"{self.path} has a video stream with no picture size (corrupt?).")
         tb = v.time_base or Fraction(1, 90000)
         duration = None
+        video_end = _tag_seconds(v.metadata)
         if v.duration:
             duration = float(v.duration * tb)
+            video_end = float(((v.start_time or 0) + v.duration) * tb)
         elif c.duration:
             duration = c.duration / av.time_base
         rate = v.average_rate or v.guessed_rate or None
@@ -219,6 +240,7 @@ class VideoReader:
             start_time=(c.start_time / av.time_base) if c.start_time is not None else 0.0,
             codec=ctx.name,
             audio=audio,
+            video_end=video_end,
         )
 
     def _peek(self) -> None:
@@ -273,11 +295,11 @@ class VideoReader:
         """Decoded frames in presentation order, upright RGB, with their pts."""
         tb = self.info.time_base
         last_pts: int | None = None
+        last_len = 0
         step = max(1, round(1 / (self.info.rate * tb))) if self.info.rate else 1
         first, self._first = self._first, None
         if first is None:
             return
-        self._first_pts = int(first.pts or 0)
         for frame in itertools.chain([first], self._raw):
             pts = frame.pts
             if pts is None or (last_pts is not None and pts <= last_pts):
@@ -291,24 +313,47 @@ class VideoReader:
                 # A mid-stream size change: keep the output size, scale this frame to it.
                 image = cv2.resize(image, (self.info.width, self.info.height))
             yield Frame(image, int(pts), tb, self.decoded, int(frame.duration or 0) or step)
+            # The last frame's length, for where the picture ends: the gap before it, else
+            # its own (an AVI with drop frames has an average rate and frame durations of
+            # one tick, both misleading, and pads its frame count with the empty chunks).
+            last_len = (
+                (pts - last_pts) if last_pts is not None else int(frame.duration or 0) or step
+            )
             last_pts = int(pts)
             self.decoded += 1
         if self.corrupt_packets:
             self.warnings.append(f"{self.corrupt_packets} corrupt packet(s) skipped")
         expected = self.info.frames
-        # Headers can over-count by a frame or two; a shortfall counts once decoding failed
-        # somewhere or it is more than that.
-        damaged = bool(self.warnings or self.corrupt_packets)
-        if expected and self.decoded < (expected if damaged else expected * 0.98 - 1):
+        end = float((last_pts + last_len) * tb) if last_pts is not None else 0.0
+        known = self.info.video_end
+        # Where the file gives the video's own end, reaching it means nothing is missing at
+        # the end, whatever the frame count says (an AVI counts its empty drop-frame chunks).
+        # Two frames' (or 2 %) slack: the last frame's length is a guess on variable rates.
+        slack = max(2 * float(max(step, last_len) * tb), 0.02 * (known or 0.0))
+        short = known is not None and end < known - slack
+        if expected and self.decoded < expected and (self.warnings or self.corrupt_packets):
+            # Decoding failed somewhere: frames are lost, wherever they were.
             self.incomplete = f"only {self.decoded} of {expected} frames could be decoded"
-        elif not expected and self.info.duration and last_pts is not None:
-            # No frame count in the header (Matroska, MPEG-TS): compare times instead.
-            reached = float((last_pts - self._first_pts) * tb) + float(step * tb)
-            if reached < self.info.duration - max(0.5, 0.05 * self.info.duration):
+        elif expected and self.decoded < expected * 0.98 - 1 and (known is None or short):
+            # Headers can over-count by a frame or two; more than that is a cut-off file.
+            self.incomplete = f"only {self.decoded} of {expected} frames could be decoded"
+        elif not expected and last_pts is not None:
+            # No frame count in the header (Matroska, MPEG-TS): compare times instead, with
+            # the video's own end where the file gives it. The container's duration runs to
+            # the end of the longest stream (audio that outlasts the picture), so a
+            # shortfall against it alone is only worth a warning.
+            if short:
+                assert known is not None
                 self.incomplete = (
-                    f"decoding stopped after {self.decoded} frames at {reached:.1f} s of "
-                    f"{self.info.duration:.1f} s"
+                    f"decoding stopped after {self.decoded} frames at {end:.1f} s of {known:.1f} s"
                 )
+            elif known is None and self.info.duration:
+                whole = self.info.start_time + self.info.duration
+                if end < whole - max(0.5, 0.05 * self.info.duration):
+                    self.warnings.append(
+                        f"the picture stops at {end:.1f} s of the file's {whole:.1f} s "
+                        "(truncated file, or audio that runs on?)"
+                    )
 
 
 def _short(exc: BaseException) -> str:
@@ -361,6 +406,7 @@ class _AudioPass:
             self._decoder = self._src_stream.codec_context
         self.done = False
         self.packets = 0
+        self.skipped = 0  # damaged packets left out
 
     def _next(self) -> Any:
         if self._pending is not None:
@@ -406,7 +452,13 @@ class _AudioPass:
         if self.copy:
             self._shift(packet)
             packet.stream = self.stream
-            out.mux(packet)
+            try:
+                out.mux(packet)
+            except _av_errors():
+                # A damaged packet the muxer's bitstream filter cannot parse (ADTS in a
+                # damaged MPEG-TS): lose that packet's few milliseconds, not the output.
+                self.skipped += 1
+                return
             self.packets += 1
             return
         try:
@@ -414,8 +466,13 @@ class _AudioPass:
         except _av_errors():
             return
         for f in frames:
-            if self._offset and f.pts is not None and f.time_base:
-                f.pts -= round(self._offset / f.time_base)
+            if f.pts is not None and f.time_base and f.sample_rate:
+                # Decoders hand out pts in the stream's time base (in an AVI, one MP3 frame
+                # of 1152 samples); the resampler and encoder count samples, and fed frame
+                # numbers they emit repeated timestamps the muxer refuses. Count samples.
+                seconds = float(f.pts * f.time_base) - self._offset
+                f.pts = round(seconds * f.sample_rate)
+                f.time_base = Fraction(1, f.sample_rate)
             self._encode(out, f)
 
     def _encode(self, out: Any, frame: Any) -> None:
@@ -509,6 +566,7 @@ class VideoWriter:
         self.rate = Fraction(rate) if rate else None
         self.frames = 0
         self.audio_packets = 0
+        self.audio_skipped = 0  # damaged audio packets left out of the output
         self.offset_ticks = round(time_offset / self.time_base) if time_offset else 0
         self._time_offset = time_offset
         self._closed = False
@@ -667,6 +725,7 @@ class VideoWriter:
             if self._audio is not None:
                 self._audio.write_until(self._container, None)
                 self.audio_packets = self._audio.packets
+                self.audio_skipped = self._audio.skipped
                 self.audio_copied = self._audio.copy
         finally:
             if self._audio is not None:

@@ -385,6 +385,8 @@ def convert_video(
             "(H.264 yuv420p needs even sides)"
         )
     result.audio = _audio_note(writer, info)
+    if writer.audio_skipped:
+        result.warnings.append(f"{writer.audio_skipped} damaged audio packet(s) left out")
     return result
 
 
