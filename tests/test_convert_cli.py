@@ -368,3 +368,14 @@ def test_audio_that_outlasts_the_picture_is_no_truncation(tmp_path: Path, capsys
     assert code == 0 and "truncated" not in err
     assert len(frame_times(tmp_path / "o.mp4")) == 12
     assert _audio_seconds(tmp_path / "o.mp4") > 1.9
+
+
+def test_folder_scan_takes_every_known_video_and_image_suffix(tmp_path: Path) -> None:
+    from vidmat.commands.convert import expand_inputs
+
+    names = ["a.gif", "b.ts", "c.webm", "d.JPG", "notes.txt"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    jobs = expand_inputs([str(tmp_path)])
+    assert sorted(j.src.name for j in jobs) == ["a.gif", "b.ts", "c.webm", "d.JPG"]
+    assert [j.is_image for j in sorted(jobs, key=lambda j: j.src.name)] == [False] * 3 + [True]

@@ -20,7 +20,7 @@ from vidmat.argtypes import positive_int
 from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
-from vidmat.io.formats import FORMAT_HELP, FORMATS
+from vidmat.io.formats import FORMAT_HELP, FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from vidmat.io.images import load_background
 from vidmat.io.video import EncodeConfig, VideoInfo, probe
 from vidmat.pipelines.convert import (
@@ -37,10 +37,6 @@ from vidmat.pipelines.convert import (
 from vidmat.progress import progress_bar
 
 #: Suffixes picked up when a folder is given as input.
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
-)
-STILL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -139,7 +135,7 @@ class Job:
 
     @property
     def is_image(self) -> bool:
-        return self.src.suffix.lower() in STILL_SUFFIXES
+        return self.src.suffix.lower() in IMAGE_SUFFIXES
 
 
 def expand_inputs(items: list[str]) -> list[Job]:
@@ -183,7 +179,7 @@ def _folder(folder: Path) -> list[Job]:
         for p in folder.iterdir()
         if p.is_file()
         and not p.name.startswith(".")
-        and p.suffix.lower() in (VIDEO_SUFFIXES | STILL_SUFFIXES)
+        and p.suffix.lower() in (VIDEO_SUFFIXES | IMAGE_SUFFIXES)
     )
     if not files:
         return [Job(folder, error=f"{folder} contains no videos or images to convert.")]
@@ -212,7 +208,7 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
         out is not None
         and len(jobs) > 1
         and not out.is_dir()
-        and out.suffix.lower() in VIDEO_SUFFIXES | STILL_SUFFIXES
+        and out.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
     ):
         raise VidmatError(
             f"{len(jobs)} inputs cannot all be written to the one file {out}; "
@@ -261,7 +257,7 @@ def _check_suffix(out: Path, fmt: str) -> None:
     """A file named .mp4 must not hold WebM, nor a PNG sequence be named like a video."""
     suffix = out.suffix.lower()
     want = FORMATS[fmt][0]
-    if fmt == "png" and suffix in VIDEO_SUFFIXES | STILL_SUFFIXES:
+    if fmt == "png" and suffix in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
         raise VidmatError(
             f"--format png writes a folder of frames; give -o a folder name, not {out.name}."
         )

@@ -6,6 +6,26 @@ that only trains or benchmarks the model may have no PyAV at all.
 
 from __future__ import annotations
 
+#: Input files by suffix, the one list for convert's folder scan, its image/video split
+#: and background files: still images, and videos (an animated GIF plays as a video).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+VIDEO_SUFFIXES = frozenset(
+    {
+        ".mp4",
+        ".mov",
+        ".mkv",
+        ".avi",
+        ".webm",
+        ".m4v",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".wmv",
+        ".flv",
+        ".gif",
+    }
+)
+
 #: Output formats: name -> (file suffix, has alpha).
 FORMATS: dict[str, tuple[str, bool]] = {
     "mp4": (".mp4", False),

@@ -18,9 +18,7 @@ import numpy as np
 from vidmat.core.backgrounds import Background, parse_background
 from vidmat.errors import VidmatError
 from vidmat.io.files import require_file
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".mpg", ".mpeg"}
+from vidmat.io.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -62,7 +62,6 @@ _CODEC_NAMES = {"mp3float": "mp3", "mp2float": "mp2", "ac3_fixed": "ac3", "aac_f
 #: Re-encode target when the copy is not possible (WebM cannot hold AAC).
 AUDIO_FALLBACK: dict[str, str] = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 
 #: Give up on a file after this many undecodable packets in a row.
 _MAX_CONSECUTIVE_ERRORS = 50

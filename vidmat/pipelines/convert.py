@@ -42,10 +42,9 @@ from vidmat.core.engine import Engine, EngineConfig, select_device
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, atomic_output, check_output_path
-from vidmat.io.formats import FORMATS
+from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES
 from vidmat.io.images import load_background
 from vidmat.io.video import (
-    IMAGE_SUFFIXES,
     EncodeConfig,
     Frame,
     VideoInfo,
