@@ -379,3 +379,33 @@ def test_folder_scan_takes_every_known_video_and_image_suffix(tmp_path: Path) ->
     jobs = expand_inputs([str(tmp_path)])
     assert sorted(j.src.name for j in jobs) == ["a.gif", "b.ts", "c.webm", "d.JPG"]
     assert [j.is_image for j in sorted(jobs, key=lambda j: j.src.name)] == [False] * 3 + [True]
+
+
+def test_dropped_tracks_and_downmix_are_said(tmp_path: Path, capsys) -> None:
+    """Two audio tracks keep the first; 5.1 re-encoded for MP4 becomes stereo; both said."""
+    src = tmp_path / "film.mkv"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        tracks = [c.add_stream("libopus", rate=48000, layout=lay) for lay in ("5.1", "stereo")]
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            c.mux(v.encode(frame))
+        c.mux(v.encode())
+        for a in tracks:
+            layout = a.codec_context.layout.name
+            fmt = a.codec_context.codec.audio_formats[0].name
+            for k in range(20):
+                n = a.codec_context.layout.nb_channels
+                af = av.AudioFrame.from_ndarray(
+                    np.zeros((n, 960), np.int16), format="s16p", layout=layout
+                )
+                af.sample_rate, af.pts = 48000, k * 960
+                af = av.AudioResampler(format=fmt, layout=layout, rate=48000).resample(af)[0]
+                c.mux(a.encode(af))
+            c.mux(a.encode())
+    code, _, err = run_cli([src, "-o", tmp_path / "o.mp4"], capsys)
+    assert code == 0
+    assert "only the first of 2 audio tracks was kept" in err
+    assert "6-channel audio was mixed down to stereo" in err

@@ -103,6 +103,7 @@ class VideoInfo:
     #: (its own duration, or Matroska's per-track DURATION tag); None when only the
     #: container's duration is known, which runs to the end of the longest stream.
     video_end: float | None = None
+    audio_tracks: int = 0  # audio streams in the file; the first is the one carried over
 
     def describe(self) -> str:
         rate = f"{float(self.rate):.3f} fps" if self.rate else "? fps"
@@ -240,6 +241,7 @@ class VideoReader:
             codec=ctx.name,
             audio=audio,
             video_end=video_end,
+            audio_tracks=len(c.streams.audio),
         )
 
     def _peek(self) -> None:

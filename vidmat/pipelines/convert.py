@@ -386,6 +386,10 @@ def convert_video(
     result.audio = _audio_note(writer, info)
     if writer.audio_skipped:
         result.warnings.append(f"{writer.audio_skipped} damaged audio packet(s) left out")
+    if info.audio_tracks > 1 and result.audio:
+        result.warnings.append(f"only the first of {info.audio_tracks} audio tracks was kept")
+    if (result.audio or "").startswith("re-encoded") and info.audio and info.audio.channels > 2:
+        result.warnings.append(f"{info.audio.channels}-channel audio was mixed down to stereo")
     return result
 
 
