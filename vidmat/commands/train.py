@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import signal
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import require_folder
+from vidmat.io.files import check_output_folder, require_folder
 
 if TYPE_CHECKING:
     from vidmat.train.augment import AugmentConfig
@@ -501,32 +499,6 @@ def _check_resume_arch(path: Path, arch: str) -> None:
         )
 
 
-def _check_writable_folder(path: Path, label: str) -> None:
-    """Refuse an output folder that cannot be made or written, creating nothing.
-
-    Training writes its first file after the data is cached (minutes); a folder that is
-    a file, lies under a file or sits on /proc or a read-only mount should fail at once.
-    The nearest existing folder is probed with a real temporary file, since permission
-    bits do not tell (root ignores them), and nothing is left behind, so a command
-    refused here or later leaves no empty folders.
-    """
-    try:
-        if path.exists() and not path.is_dir():
-            raise VidmatError(f"{label} is a file, not a folder.")
-        anchor = path
-        while not anchor.exists() and anchor.parent != anchor:
-            anchor = anchor.parent
-        if anchor.exists() and not anchor.is_dir():
-            raise VidmatError(f"{label} cannot be created: {anchor} is a file.")
-        fd, probe = tempfile.mkstemp(prefix=".vidmat-train.", suffix=".probe", dir=anchor)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise VidmatError(f"{label} cannot be created or written ({reason}).") from None
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
-
-
 def run(args: argparse.Namespace) -> int:
     """Train, after every check that can fail has passed: caching the data takes minutes,
     and a refused command line leaves nothing behind in the run folder."""
@@ -546,12 +518,12 @@ def run(args: argparse.Namespace) -> int:
     if resume is not None:
         _check_resume_arch(resume, cfg.arch)
     # Last, as they touch the disk: the folders Trainer writes to.
-    _check_writable_folder(args.run, f"--run {args.run}")
+    check_output_folder(args.run, f"--run {args.run}")
     if args.cache is not None:
-        _check_writable_folder(args.cache, f"--cache {args.cache}")
+        check_output_folder(args.cache, f"--cache {args.cache}")
     else:
         cache = args.run.parent / "cache"
-        _check_writable_folder(cache, f"the data cache {cache} (default beside --run; see --cache)")
+        check_output_folder(cache, f"the data cache {cache} (default beside --run; see --cache)")
     trainer = Trainer(cfg)
     if resume is not None:
         trainer.load(resume)

@@ -35,11 +35,42 @@ def check_output_path(path: Path, overwrite: bool, folder: bool = False) -> None
     if not parent.is_dir():
         raise VidmatError(f"output folder {parent} does not exist.")
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        _write_probe(parent)
     except OSError as exc:
         raise VidmatError(
             f"output folder {parent} is not writable ({exc.strerror or type(exc).__name__})."
         ) from None
+
+
+def check_output_folder(path: Path, label: str) -> None:
+    """Refuse an output folder that cannot be made or written, creating nothing.
+
+    For outputs that are folders a command makes and fills later (a training run's
+    folder and cache): one that is a file, lies under a file or sits on /proc or a
+    read-only mount fails at once. The nearest existing folder is probed, and nothing
+    is left behind, so a command refused here or later leaves no empty folders.
+    """
+    try:
+        if path.exists() and not path.is_dir():
+            raise VidmatError(f"{label} is a file, not a folder.")
+        anchor = path
+        while not anchor.exists() and anchor.parent != anchor:
+            anchor = anchor.parent
+        if anchor.exists() and not anchor.is_dir():
+            raise VidmatError(f"{label} cannot be created: {anchor} is a file.")
+        _write_probe(anchor)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise VidmatError(f"{label} cannot be created or written ({reason}).") from None
+
+
+def _write_probe(folder: Path) -> None:
+    """Create and delete a temporary file in ``folder``; OSError when the folder refuses.
+
+    Permission bits do not tell (root ignores them; /proc, read-only mounts and full
+    disks refuse anyway), so a real file is the only sure test.
+    """
+    fd, probe = tempfile.mkstemp(prefix=".vidmat.", suffix=".probe", dir=folder)
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(probe)
