@@ -99,6 +99,8 @@ def devices(text: str, option: str = "--devices") -> list[torch.device]:
     """
     import torch
 
+    from vidmat.core.engine import select_device
+
     text = text.strip()
     if text == "auto":
         return ([torch.device("cuda")] if torch.cuda.is_available() else []) + [torch.device("cpu")]
@@ -116,16 +118,7 @@ def devices(text: str, option: str = "--devices") -> list[torch.device]:
                 f"{option}: unknown device {name!r}; use auto, or cpu, cuda, cuda:N or a list "
                 "of them such as cpu,cuda."
             )
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise VidmatError(
-                    f"{option} {name}: no CUDA GPU is usable here (torch reports none); "
-                    f"use {option} cpu."
-                )
-            if device.index is not None and device.index >= torch.cuda.device_count():
-                raise VidmatError(
-                    f"{option} {name}: only {torch.cuda.device_count()} CUDA device(s) present."
-                )
+        device = select_device(name, option)  # a CUDA device this machine lacks
         if device not in out:
             out.append(device)
     return out

@@ -70,8 +70,11 @@ class EngineConfig:
     zoom: bool = False
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' takes the first CUDA device when there is one, else the CPU."""
+def select_device(name: str = "auto", option: str = "--device") -> torch.device:
+    """'auto' takes the first CUDA device when there is one, else the CPU.
+
+    ``option`` is the command-line option the name came from, for the messages.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -81,12 +84,12 @@ def select_device(name: str = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise VidmatError(
-                "--device cuda was asked for but no CUDA GPU is usable here "
-                "(torch reports none); use --device cpu."
+                f"{option} {name} was asked for but no CUDA GPU is usable here "
+                f"(torch reports none); use {option} cpu."
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise VidmatError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present."
+                f"{option} {name}: only {torch.cuda.device_count()} CUDA device(s) present."
             )
     elif device.type != "cpu":
         raise VidmatError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N.")
