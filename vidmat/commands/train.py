@@ -374,6 +374,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     command line that is refused for another reason.
     """
     from vidmat.core.engine import select_device
+    from vidmat.train.data import gap_root_names
     from vidmat.train.loop import TrainConfig
 
     sources = [_source(d) for d in args.data]
@@ -453,9 +454,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         cudnn_benchmark=args.cudnn_benchmark,
         freeze_bn=args.freeze_bn,
         init=args.init,
-        close_gaps=tuple(
-            n for n in map(str.strip, args.close_gaps.split(",")) if n not in ("", "none")
-        ),
+        close_gaps=gap_root_names(args.close_gaps),
         progress=args.progress,
     )
 

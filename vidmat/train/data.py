@@ -114,6 +114,11 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def gap_root_names(text: str) -> tuple[str, ...]:
+    """``--close-gaps`` as folder names: 'viton,other' -> ('viton', 'other'); 'none' -> ()."""
+    return tuple(n for n in map(str.strip, text.split(",")) if n not in ("", "none"))
+
+
 #: Part of the cache key of roots whose gaps are closed: bump it when close_neck_gaps
 #: changes, so a cache built with the old labels is not reused.
 GAP_CLOSING_VERSION = 2
