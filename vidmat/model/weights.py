@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="ab1ae794ff4cf234afd2f7f81cbbb64a1658c8c23679c451995d73c9b11ed7e1",
+        sha256="368896fe082ec16c8d4a726b820c7a6a031317695bca215bd196e0f4d129dfe0",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
