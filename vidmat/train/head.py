@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidmat.argtypes import positive_int
+from vidmat.argtypes import model_size, positive_int
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_output, check_output_path
 from vidmat.train.data import (
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--size",
-        type=positive_int,
+        type=model_size,
         default=None,
         help="input side to fit at (default: the file's own, which it keeps)",
     )
