@@ -8,16 +8,16 @@ U2-Net's matte is ``sigmoid(w . sides + b)``: a 1x1 convolution (``outconv``, si
 weights and a bias) over the six side outputs. vidmat's shipped files are means of
 several fine-tunes (``vidmat.train.publish``), and the mean of heads that each learnt
 to trust the sides differently is not the head that best fits the mean's sides (in
-the session-40 file side 3 carried 0.48 of the weight; refitted it carries 0.05 and
+the session-40 file side 3 carried 0.48 of the weight; refitted it carries 0.07 and
 side 1, the finest, 0.58). These seven numbers are refitted here with everything
 else fixed: the model runs once over a spread of each source's images, exactly as the
 engine runs it (whole image squashed to the input size), its side logits are kept,
 and L-BFGS minimises deep supervision's BCE plus a soft-IoU term (BCE alone pulls
 toward calibrated probabilities, the IoU term toward the 0.5 threshold the masks are
-cut at) against the masks reduced to the same grid. Seven parameters fitted to
-hundreds of thousands of pixels per image cannot learn the images by heart, so the
-training images serve as well as held-out ones would. Batch-norm statistics and every
-other tensor are copied unchanged.
+cut at) against the masks reduced to the same grid. Seven parameters fitted to 65,536
+pixels in each of a thousand images cannot learn the images by heart, so the training
+images can be used (for the session-40 file every validation set, none of which took part,
+gained). Batch-norm statistics and every other tensor are copied unchanged.
 
 Memory: the six side logits and the target are held for every image, 7 x size^2 floats
 (1.8 MB at 256), so ``--per-source 500`` over three sources holds up to 2.7 GB.
