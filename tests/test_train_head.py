@@ -138,3 +138,12 @@ def test_cli_refuses_bad_input_in_one_sentence(tmp_path: Path, tiny_weights: Pat
         assert "\n" not in message
     assert out.read_bytes() == b"older"
     assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+
+
+def test_a_mask_of_another_size_is_named(tmp_path: Path, tiny_weights: Path) -> None:
+    data = _dataset(tmp_path / "people", n=2)
+    cv2.imwrite(str(data / "masks" / "1.png"), np.zeros((20, 24), np.uint8))
+    with pytest.raises(SystemExit) as exc:
+        main([str(tiny_weights), "--data", str(data), "--out", str(tmp_path / "o.safetensors")])
+    assert str(exc.value.code) == "head: error: mask 1.png is (24, 20), image is (48, 40)."
+    assert not (tmp_path / "o.safetensors").exists()

@@ -80,6 +80,20 @@ def pair_folders(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def spread(count: int, n: int) -> np.ndarray:
+    """Indices of ``min(n, count)`` items spread evenly over ``count``, first and last included:
+    a subset that samples the whole of a sorted folder (its sources, poses, lighting)."""
+    return np.linspace(0, count - 1, min(n, count)).round().astype(int)
+
+
+def read_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An image (RGB) and its mask (0/255), refused when their sizes differ."""
+    img, m = read_rgb(image), read_mask(mask)
+    if m.shape != img.shape[:2]:
+        raise VidmatError(f"mask {mask.name} is {m.shape[::-1]}, image is {img.shape[1::-1]}.")
+    return img, m
+
+
 def read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:

@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from vidmat.errors import VidmatError
 from vidmat.io.files import require_folder
 from vidmat.train import metrics
-from vidmat.train.data import IMAGE_EXTS, close_neck_gaps, pair_folders, read_mask, read_rgb
+from vidmat.train.data import (
+    IMAGE_EXTS,
+    close_neck_gaps,
+    pair_folders,
+    read_mask,
+    read_pair,
+    read_rgb,
+    spread,
+)
 
 if TYPE_CHECKING:
     from vidmat.core.postprocess import PostProcessor
@@ -109,18 +117,12 @@ def evaluate_images(
     post = _postprocessor() if refine else None
     pairs = pair_folders(images_dir, masks_dir)
     if limit:
-        idx = np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).round().astype(int)
-        pairs = [pairs[i] for i in idx]
+        pairs = [pairs[i] for i in spread(len(pairs), limit)]
     scores = Scores()
     with _progress(len(pairs), images_dir.parent.name or "images", progress) as bar:
         for ip, mp in pairs:
-            img = read_rgb(ip)
-            mask = read_mask(mp)
+            img, mask = read_pair(ip, mp)
             gt = mask > 127
-            if gt.shape != img.shape[:2]:
-                raise VidmatError(
-                    f"mask {mp.name} is {gt.shape[::-1]}, image is {img.shape[1::-1]}."
-                )
             low = lowres(img[None])
             pred = (
                 _upsample(low, *gt.shape)[0] if post is None else _alpha_np(post.refine(img, low))

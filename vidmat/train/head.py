@@ -43,8 +43,8 @@ from vidmat.train.data import (
     close_neck_gaps,
     gap_root_names,
     list_pairs,
-    read_mask,
-    read_rgb,
+    read_pair,
+    spread,
 )
 
 Tensor = torch.Tensor
@@ -75,12 +75,17 @@ class SourceSides:
     targets: Tensor
 
 
+def fused_logits(w: Tensor, b: Tensor, sides: Tensor) -> Tensor:
+    """What ``outconv`` computes: (N, 6, s, s) side logits -> (N, 1, s, s) matte logits."""
+    return (sides * w.view(1, 6, 1, 1)).sum(1, keepdim=True) + b
+
+
 def head_loss(w: Tensor, b: Tensor, sources: Sequence[SourceSides], iou_weight: float) -> Tensor:
     """Mean over sources (by their weight) of each image's BCE + iou_weight * soft IoU loss."""
     total = w.new_zeros(())
     norm = sum(s.weight for s in sources)
     for s in sources:
-        z = (s.sides * w.view(1, 6, 1, 1)).sum(1, keepdim=True) + b
+        z = fused_logits(w, b, s.sides)
         per = F.binary_cross_entropy_with_logits(z, s.targets, reduction="none").mean((1, 2, 3))
         if iou_weight:
             p = torch.sigmoid(z)
@@ -119,7 +124,7 @@ def fit_head(
 def mean_iou(w: Tensor, b: Tensor, source: SourceSides) -> float:
     """Mean IoU@0.5 on the model grid: a quick before/after check, not the eval score."""
     with torch.no_grad():
-        z = (source.sides * w.view(1, 6, 1, 1)).sum(1, keepdim=True) + b
+        z = fused_logits(w, b, source.sides)
         p, t = z >= 0, source.targets >= 0.5
         inter = (p & t).sum((1, 2, 3)).float()
         union = (p | t).sum((1, 2, 3)).float()
@@ -133,8 +138,7 @@ def collect_sides(engine, cfg: HeadFitConfig, progress: bool = True) -> list[Sou
     chosen = []
     for spec in cfg.sources:
         pairs = list_pairs(spec.path)
-        idx = np.linspace(0, len(pairs) - 1, min(cfg.per_source, len(pairs))).round().astype(int)
-        chosen.append((spec, [pairs[i] for i in idx]))
+        chosen.append((spec, [pairs[i] for i in spread(len(pairs), cfg.per_source)]))
     out = []
     size = engine.size
     with progress_bar(
@@ -144,11 +148,7 @@ def collect_sides(engine, cfg: HeadFitConfig, progress: bool = True) -> list[Sou
             sides = torch.empty(len(pairs), 6, size, size)
             targets = torch.empty(len(pairs), 1, size, size)
             for i, (ip, mp) in enumerate(pairs):
-                img, mask = read_rgb(ip), read_mask(mp)
-                if mask.shape != img.shape[:2]:
-                    raise VidmatError(
-                        f"mask {mp.name} is {mask.shape[::-1]}, image is {img.shape[1::-1]}."
-                    )
+                img, mask = read_pair(ip, mp)
                 if spec.path.name in cfg.close_gaps:
                     mask = close_neck_gaps(mask)
                 with torch.inference_mode():

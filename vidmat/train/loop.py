@@ -39,7 +39,13 @@ from torch import nn
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_output
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
-from vidmat.train.data import CachedSource, SourceSpec, load_backgrounds, load_source
+from vidmat.train.data import (
+    CachedSource,
+    SourceSpec,
+    load_backgrounds,
+    load_source,
+    spread,
+)
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -260,7 +266,7 @@ def load_valsets(roots: Sequence[Path], n: int, cache_dir: Path, progress: bool)
     out = []
     for root in roots:
         src = load_source(SourceSpec(root), cache_dir, 320, False, progress)
-        idx = np.linspace(0, len(src) - 1, min(n, len(src))).round().astype(int)
+        idx = spread(len(src), n)
         out.append(ValSet(root.name, np.asarray(src.images[idx]), np.asarray(src.masks[idx])))
     return out
 
