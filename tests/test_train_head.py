@@ -9,7 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from vidmat.train.head import SourceSides, fit_head, head_loss, main, mean_iou
+from vidmat.train.head import (
+    SourceFeatures,
+    SourceSides,
+    fit_head,
+    fit_sides,
+    head_loss,
+    image_losses,
+    main,
+    mean_iou,
+    sampled_side_inputs,
+    side_logits_at_samples,
+    side_refit_loss,
+)
 
 
 def _sides(n: int, w: torch.Tensor, b: float, seed: int, size: int = 12) -> SourceSides:
@@ -49,6 +61,82 @@ def test_sources_count_by_weight_not_by_size() -> None:
     b.weight = 10.0
     w, _ = fit_head([a, b], torch.zeros(6), torch.zeros(1), iou_weight=0.0)
     assert float(w[1]) > float(w[0]) + 0.3
+
+
+def test_sampled_side_inputs_reproduce_every_side_logit() -> None:
+    """Side j's logit at a pixel is its [weight, bias] times the sampled patch, for the
+    full-size side and for the five upsampled ones, edges and corners included."""
+    from vidmat.model.u2net import build_model
+
+    torch.manual_seed(0)
+    model = build_model("u2netp").eval()
+    x = torch.randn(1, 3, 64, 64)
+    py = torch.tensor([0, 0, 63, 63, 17, 40, 5, 31])
+    px = torch.tensor([0, 63, 0, 63, 22, 9, 50, 32])
+    with torch.no_grad():
+        logits = model.forward_all(x)
+        feats = sampled_side_inputs(model.side_inputs(x), py, px)
+    for j, f in enumerate(feats, start=1):
+        conv = getattr(model, f"side{j}")
+        v = torch.cat([conv.weight.reshape(-1), conv.bias]).detach()
+        assert f.shape == (8, conv.in_channels * 9 + 1)
+        assert torch.allclose(f @ v, logits[j][0, 0, py, px], atol=1e-4), j
+
+
+def _features(n: int, p: int, dims: list[int], v: list[torch.Tensor], w: torch.Tensor, seed: int):
+    """Random side inputs whose hard targets are those of side weights ``v``."""
+    g = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(n, p, d, generator=g).half() for d in dims]
+    for f in feats:
+        f[..., -1] = 1
+    src = SourceFeatures(f"f{seed}", 1.0, feats, torch.zeros(n, p))
+    z = side_logits_at_samples([w[j] * v[j] for j in range(6)], torch.zeros(1), src)
+    src.targets = (z >= 0).float()
+    return src
+
+
+def test_side_refit_gradient_is_the_loss_gradient() -> None:
+    """The hand-summed, chunked gradient equals autograd's on the same loss."""
+    dims = [4, 4, 3, 3, 2, 2]
+    w = torch.tensor([0.5, 0.2, 0.1, -0.3, 0.1, 0.05])
+    g = torch.Generator().manual_seed(5)
+    v0 = [torch.randn(d, generator=g) for d in dims]
+    srcs = [_features(70, 30, dims, v0, w, seed=6), _features(3, 30, dims, v0, w, seed=7)]
+    srcs[1].weight = 2.0
+    theta = torch.cat([*(v + 0.3 * torch.randn(len(v), generator=g) for v in v0), torch.ones(1)])
+    loss, grad = side_refit_loss(theta, w, v0, srcs, iou_weight=1.0, ridge=0.1)
+
+    t = theta.clone().requires_grad_(True)
+    vs = torch.split(t[:-1], dims)
+    ref = t.new_zeros(())
+    for s in srcs:
+        z = sum(s.feats[j].float() @ (w[j] * vs[j]) for j in range(6)) + t[-1]
+        ref = ref + s.weight / 3.0 * image_losses(z, s.targets, 1.0).mean()
+    ref = ref + 0.1 * sum((vs[j] - v0[j]).square().sum() / v0[j].square().sum() for j in range(6))
+    ref.backward()
+    assert torch.allclose(loss, ref.detach(), rtol=1e-5)
+    assert torch.allclose(grad, t.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_side_fit_learns_the_sides_and_the_ridge_holds_them() -> None:
+    dims = [6, 6, 5, 5, 4, 4]
+    w = torch.tensor([0.6, 0.2, 0.1, 0.1, 0.1, 0.1])
+    g = torch.Generator().manual_seed(8)
+    true_v = [torch.randn(d, generator=g) for d in dims]
+    src = _features(20, 64, dims, true_v, w, seed=9)
+    start = [-v for v in true_v]  # sides that invert the matte
+
+    def iou(vs, b):
+        z = side_logits_at_samples([w[j] * vs[j] for j in range(6)], b, src)
+        p, t = z >= 0, src.targets >= 0.5
+        return float((p & t).sum() / (p | t).sum())
+
+    vs, b = fit_sides([src], w, start, torch.zeros(1), ridge=0.0)
+    assert iou(start, torch.zeros(1)) < 0.2 and iou(vs, b) > 0.9
+    held, _ = fit_sides([src], w, start, torch.zeros(1), ridge=100.0)
+    moved = sum(float((h - s).norm() / s.norm()) for h, s in zip(held, start, strict=True))
+    free = sum(float((v - s).norm() / s.norm()) for v, s in zip(vs, start, strict=True))
+    assert moved < 0.1 * free
 
 
 def _dataset(root: Path, n: int = 3) -> Path:
@@ -103,6 +191,30 @@ def test_cli_writes_the_source_with_only_its_head_changed(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_cli_sides_changes_only_the_sides_and_the_head_bias(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vidmat.model.weights import load_weights, sha256_file
+
+    data = _dataset(tmp_path / "people")
+    out = tmp_path / "sides.safetensors"
+    src_sha = sha256_file(tiny_weights)
+    argv = [str(tiny_weights), "--data", str(data), "--out", str(out), "--fp32", "--sides"]
+    assert main([*argv, "--pixels", "300", "--ridge", "0.01"]) == 0
+    assert sha256_file(tiny_weights) == src_sha
+    printed = capsys.readouterr().out
+    assert "people: 3 images, IoU on the sampled pixels" in printed
+    assert "sides moved (change / size):" in printed and "head (6 weights" not in printed
+    loss0, loss1 = (float(v) for v in printed.split("\n")[0].split()[1::2])
+    assert loss1 < loss0
+    before, _ = load_weights(str(tiny_weights))
+    after, _ = load_weights(str(out))
+    a, b = before.state_dict(), after.state_dict()
+    changed = sorted(k for k in a if not torch.equal(a[k], b[k]))
+    sides = sorted(f"side{j}.{p}" for j in range(1, 7) for p in ("weight", "bias"))
+    assert changed == sorted(["outconv.bias", *sides])
+
+
 def test_cli_refuses_bad_input_in_one_sentence(tmp_path: Path, tiny_weights: Path) -> None:
     data = _dataset(tmp_path / "people")
     out = tmp_path / "refit.safetensors"
@@ -128,6 +240,10 @@ def test_cli_refuses_bad_input_in_one_sentence(tmp_path: Path, tiny_weights: Pat
                 "-1",
             ],
             "--iou-weight",
+        ),
+        (
+            [str(tiny_weights), "--data", str(data), "--out", str(tmp_path / "r"), "--ridge", "-1"],
+            "--ridge",
         ),
     ]
     for argv, word in cases:

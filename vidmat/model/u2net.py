@@ -163,8 +163,13 @@ class U2Net(nn.Module):
         self.outconv = nn.Conv2d(6 * out_ch, out_ch, 1)
         self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
 
-    def forward_all(self, x: Tensor) -> list[Tensor]:
-        """Fused logits followed by the six side-output logits, all at input size."""
+    def side_inputs(self, x: Tensor) -> list[Tensor]:
+        """The six decoder features the side convolutions read, side 1's (full size) first.
+
+        Exposed because everything after them is linear (3x3 side convs, bilinear
+        upsampling, the 1x1 fusion): ``vidmat.train.head`` refits those layers on
+        these features with the rest of the model frozen.
+        """
         enc_feats: list[Tensor] = []
         h = x
         for i, name in enumerate(self._enc_names):
@@ -182,8 +187,12 @@ class U2Net(nn.Module):
             d = getattr(self, name)(torch.cat((_upsample_like(d, skip), skip), 1))
             dec_feats.append(d)
         # dec_feats: [hx6, hx5d, hx4d, hx3d, hx2d, hx1d] -> side6 .. side1
-        side_inputs = dec_feats[::-1]
-        sides = [getattr(self, f"side{i}")(f) for i, f in enumerate(side_inputs, start=1)]
+        return dec_feats[::-1]
+
+    def forward_all(self, x: Tensor) -> list[Tensor]:
+        """Fused logits followed by the six side-output logits, all at input size."""
+        feats = self.side_inputs(x)
+        sides = [getattr(self, f"side{i}")(f) for i, f in enumerate(feats, start=1)]
         sides = [sides[0]] + [_upsample_like(s, sides[0]) for s in sides[1:]]
         fused = self.outconv(torch.cat(sides, 1))
         return [fused, *sides]

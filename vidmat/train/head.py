@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,6 +63,12 @@ class HeadFitConfig:
     close_gaps: tuple[str, ...] = ("viton",)
     #: L-BFGS rounds of up to 100 iterations each.
     rounds: int = 3
+    #: Refit the six side convolutions and the head's bias instead of the head's weights.
+    sides: bool = False
+    #: Pixels sampled per image for the side refit (uniformly, the same ones every call).
+    pixels: int = 512
+    #: Ridge weight on each side's change relative to its own size (side refit only).
+    ridge: float = 1e-3
 
 
 @dataclass
@@ -80,18 +86,24 @@ def fused_logits(w: Tensor, b: Tensor, sides: Tensor) -> Tensor:
     return (sides * w.view(1, 6, 1, 1)).sum(1, keepdim=True) + b
 
 
+def image_losses(z: Tensor, targets: Tensor, iou_weight: float) -> Tensor:
+    """Each image's BCE + iou_weight * soft-IoU loss over its pixels: (N, ...) -> (N,)."""
+    z, targets = z.flatten(1), targets.flatten(1)
+    per = F.binary_cross_entropy_with_logits(z, targets, reduction="none").mean(1)
+    if iou_weight:
+        p = torch.sigmoid(z)
+        inter = (p * targets).sum(1)
+        union = (p + targets - p * targets).sum(1).clamp_min(1e-6)
+        per = per + iou_weight * (1 - inter / union)
+    return per
+
+
 def head_loss(w: Tensor, b: Tensor, sources: Sequence[SourceSides], iou_weight: float) -> Tensor:
     """Mean over sources (by their weight) of each image's BCE + iou_weight * soft IoU loss."""
     total = w.new_zeros(())
     norm = sum(s.weight for s in sources)
     for s in sources:
-        z = fused_logits(w, b, s.sides)
-        per = F.binary_cross_entropy_with_logits(z, s.targets, reduction="none").mean((1, 2, 3))
-        if iou_weight:
-            p = torch.sigmoid(z)
-            inter = (p * s.targets).sum((1, 2, 3))
-            union = (p + s.targets - p * s.targets).sum((1, 2, 3)).clamp_min(1e-6)
-            per = per + iou_weight * (1 - inter / union)
+        per = image_losses(fused_logits(w, b, s.sides), s.targets, iou_weight)
         total = total + s.weight / norm * per.mean()
     return total
 
@@ -121,45 +133,217 @@ def fit_head(
     return w.detach(), b.detach()
 
 
+def logit_iou(z: Tensor, targets: Tensor) -> float:
+    """Mean over images of IoU@0.5 between logits and soft targets, (N, ...) each."""
+    p, t = z.flatten(1) >= 0, targets.flatten(1) >= 0.5
+    inter = (p & t).sum(1).float()
+    union = (p | t).sum(1).float()
+    return float(torch.where(union > 0, inter / union.clamp_min(1), 1.0).mean())
+
+
 def mean_iou(w: Tensor, b: Tensor, source: SourceSides) -> float:
     """Mean IoU@0.5 on the model grid: a quick before/after check, not the eval score."""
     with torch.no_grad():
-        z = fused_logits(w, b, source.sides)
-        p, t = z >= 0, source.targets >= 0.5
-        inter = (p & t).sum((1, 2, 3)).float()
-        union = (p | t).sum((1, 2, 3)).float()
-        return float(torch.where(union > 0, inter / union.clamp_min(1), 1.0).mean())
+        return logit_iou(fused_logits(w, b, source.sides), source.targets)
 
 
-def collect_sides(engine, cfg: HeadFitConfig, progress: bool = True) -> list[SourceSides]:
-    """Run the frozen model once over each source's chosen images and keep the side logits."""
+def _inputs_and_targets(
+    engine, cfg: HeadFitConfig, desc: str, progress: bool
+) -> Iterator[tuple[int, SourceSpec, int, int, Tensor, Tensor]]:
+    """For each chosen image of each source: (source index, spec, image count, image index,
+    the model input exactly as the engine makes it, the mask reduced to the model grid)."""
     from vidmat.progress import progress_bar
 
     chosen = []
     for spec in cfg.sources:
         pairs = list_pairs(spec.path)
         chosen.append((spec, [pairs[i] for i in spread(len(pairs), cfg.per_source)]))
-    out = []
     size = engine.size
     with progress_bar(
-        total=sum(len(p) for _, p in chosen), desc="side outputs", unit="img", disable=not progress
+        total=sum(len(p) for _, p in chosen), desc=desc, unit="img", disable=not progress
     ) as bar:
-        for spec, pairs in chosen:
-            sides = torch.empty(len(pairs), 6, size, size)
-            targets = torch.empty(len(pairs), 1, size, size)
+        for k, (spec, pairs) in enumerate(chosen):
             for i, (ip, mp) in enumerate(pairs):
                 img, mask = read_pair(ip, mp)
                 if spec.path.name in cfg.close_gaps:
                     mask = close_neck_gaps(mask)
                 with torch.inference_mode():
                     x = engine.preprocess(engine.to_device(img[None]))
-                    logits = engine.model.forward_all(x)
-                sides[i] = torch.cat(logits[1:], 1)[0].float().cpu()
                 t = torch.from_numpy((mask > 127).astype(np.float32))[None, None]
-                targets[i] = F.interpolate(t, size=(size, size), mode="area")[0]
+                yield k, spec, len(pairs), i, x, F.interpolate(t, size=(size, size), mode="area")
                 bar.update(1)
-            out.append(SourceSides(spec.path.name, spec.weight, sides, targets))
+
+
+def collect_sides(engine, cfg: HeadFitConfig, progress: bool = True) -> list[SourceSides]:
+    """Run the frozen model once over each source's chosen images and keep the side logits."""
+    out: list[SourceSides] = []
+    size = engine.size
+    for k, spec, n, i, x, target in _inputs_and_targets(engine, cfg, "side outputs", progress):
+        if len(out) == k:
+            out.append(
+                SourceSides(
+                    spec.path.name,
+                    spec.weight,
+                    torch.empty(n, 6, size, size),
+                    torch.empty(n, 1, size, size),
+                )
+            )
+        with torch.inference_mode():
+            logits = engine.model.forward_all(x)
+        out[k].sides[i] = torch.cat(logits[1:], 1)[0].float().cpu()
+        out[k].targets[i] = target[0]
     return out
+
+
+@dataclass
+class SourceFeatures:
+    """One source's side-convolution inputs at sampled pixels, and the targets there.
+
+    ``feats[j]`` is (N, P, C_j * 9 + 1) float16: for each sampled pixel, the 3x3 patch of
+    side j+1's input under it (bilinearly upsampled for sides 2-6, exactly as their
+    outputs are, both being linear) followed by a 1, so that side j+1's logit there is
+    ``feats[j][n, p] . [its weight, its bias]``. float16 halves the memory (6 GB for
+    1,700 images at 512 pixels); the products are taken in float32.
+    """
+
+    name: str
+    weight: float
+    feats: list[Tensor]
+    targets: Tensor  # (N, P)
+
+
+def sampled_side_inputs(feats: Sequence[Tensor], py: Tensor, px: Tensor) -> list[Tensor]:
+    """Side inputs (1, C_j, h_j, w_j) of one image -> (P, C_j * 9 + 1) at pixels (py, px)
+    of side 1's grid; see :class:`SourceFeatures`."""
+    h, w = feats[0].shape[2:]
+    # pixel centres in grid_sample's [-1, 1] (align_corners=False): the source positions
+    # F.interpolate(bilinear, align_corners=False) reads, clamped at the border as it does
+    gx = (2 * px.float() + 1) / w - 1
+    gy = (2 * py.float() + 1) / h - 1
+    grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2).to(feats[0].device)
+    out = []
+    for f in feats:
+        f = f.float()
+        patches = F.unfold(f, 3, padding=1).view(1, -1, *f.shape[2:])
+        if f.shape[2:] == (h, w):
+            v = patches[0][:, py, px]
+        else:
+            v = F.grid_sample(
+                patches, grid, mode="bilinear", padding_mode="border", align_corners=False
+            )[0, :, 0]
+        out.append(torch.cat([v.T, v.new_ones(v.shape[1], 1)], 1).cpu())
+    return out
+
+
+def collect_features(engine, cfg: HeadFitConfig, progress: bool = True) -> list[SourceFeatures]:
+    """Run the frozen model once over each source's chosen images and keep, at
+    ``cfg.pixels`` uniformly drawn pixels of each (seeded: the same every call), what the
+    side convolutions read there."""
+    out: list[SourceFeatures] = []
+    size = engine.size
+    pixels = min(cfg.pixels, size * size)
+    rng = np.random.default_rng(0)
+    dims = [m.in_channels * 9 + 1 for m in _side_convs(engine.model)]
+    for k, spec, n, i, x, target in _inputs_and_targets(engine, cfg, "side inputs", progress):
+        if len(out) == k:
+            feats = [torch.empty(n, pixels, d, dtype=torch.float16) for d in dims]
+            out.append(SourceFeatures(spec.path.name, spec.weight, feats, torch.empty(n, pixels)))
+        idx = torch.from_numpy(np.sort(rng.choice(size * size, pixels, replace=False)))
+        py, px = idx // size, idx % size
+        with torch.inference_mode():
+            values = sampled_side_inputs(engine.model.side_inputs(x), py, px)
+        for f, v in zip(out[k].feats, values, strict=True):
+            f[i] = v
+        out[k].targets[i] = target[0, 0, py, px]
+    return out
+
+
+def _side_convs(model) -> list[torch.nn.Conv2d]:
+    return [getattr(model, f"side{j}") for j in range(1, 7)]
+
+
+def side_logits_at_samples(u: Sequence[Tensor], b: Tensor, src: SourceFeatures) -> Tensor:
+    """(N, P) fused logits for effective side weights ``u[j]`` (= head weight j x side j's
+    [weight, bias]) and head bias ``b``; in chunks, so float32 copies stay small."""
+    z = src.targets.new_zeros(src.targets.shape) + b
+    for lo in range(0, len(z), _CHUNK):
+        for f, uj in zip(src.feats, u, strict=True):
+            z[lo : lo + _CHUNK] += f[lo : lo + _CHUNK].float() @ uj
+    return z
+
+
+_CHUNK = 64
+
+
+def side_refit_loss(
+    theta: Tensor,
+    w: Tensor,
+    v0: Sequence[Tensor],
+    sources: Sequence[SourceFeatures],
+    iou_weight: float,
+    ridge: float,
+) -> tuple[Tensor, Tensor]:
+    """Loss and its gradient for ``theta`` = the six sides' [weight, bias] flattened, then the
+    head bias; the head weights ``w`` fixed. The data term is :func:`head_loss`'s on the
+    sampled pixels; ``ridge`` x each side's squared change relative to its size keeps the
+    3,462 numbers near the file's own (unpenalised they learn the training pixels: the
+    validation IoU fell while the training IoU rose). Gradients are summed by hand, chunk
+    by chunk, so no float32 copy of the features is ever held whole."""
+    theta = theta.detach()
+    dims = [len(v) for v in v0]
+    vs = list(torch.split(theta[:-1], dims))
+    b = theta[-1:]
+    u = [w[j] * vs[j] for j in range(6)]
+    norm = sum(s.weight for s in sources)
+    loss = theta.new_zeros(())
+    grads = [torch.zeros_like(v) for v in vs]
+    gb = theta.new_zeros(1)
+    for s in sources:
+        z = side_logits_at_samples(u, b, s).requires_grad_(True)
+        with torch.enable_grad():
+            part = s.weight / norm * image_losses(z, s.targets, iou_weight).mean()
+            (gz,) = torch.autograd.grad(part, z)
+        loss = loss + part.detach()
+        gb += gz.sum()
+        for lo in range(0, len(z), _CHUNK):
+            g = gz[lo : lo + _CHUNK].reshape(-1)
+            for j, f in enumerate(s.feats):
+                grads[j] += w[j] * (f[lo : lo + _CHUNK].float().reshape(len(g), -1).T @ g)
+    for j in range(6):
+        scale = float(v0[j].square().sum().clamp_min(1e-12))
+        d = vs[j] - v0[j]
+        loss = loss + ridge * d.square().sum() / scale
+        grads[j] += 2 * ridge * d / scale
+    return loss, torch.cat([*grads, gb])
+
+
+def fit_sides(
+    sources: Sequence[SourceFeatures],
+    w: Tensor,
+    v0: Sequence[Tensor],
+    b0: Tensor,
+    iou_weight: float = 1.0,
+    ridge: float = 1e-3,
+    rounds: int = 3,
+) -> tuple[list[Tensor], Tensor]:
+    """The sides' [weight, bias] vectors and the head bias minimising :func:`side_refit_loss`."""
+    theta = torch.cat([*[v.float() for v in v0], b0.float()]).requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [theta], lr=1, max_iter=50, history_size=20, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        with torch.no_grad():
+            loss, grad = side_refit_loss(theta, w, v0, sources, iou_weight, ridge)
+        theta.grad = grad
+        return loss
+
+    for _ in range(rounds):
+        opt.step(closure)
+    if not torch.isfinite(theta).all():
+        raise VidmatError("the side refit diverged (non-finite weights); nothing was written.")
+    theta = theta.detach()
+    return list(torch.split(theta[:-1], [len(v) for v in v0])), theta[-1:]
 
 
 def refit(
@@ -174,7 +358,8 @@ def refit(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Write ``src`` with its head refitted to ``out``; return the fit's figures and sha256."""
+    """Write ``src`` with its head (or, with ``cfg.sides``, its side convolutions and head
+    bias) refitted to ``out``; return the fit's figures and sha256."""
     from vidmat.core.engine import Engine, EngineConfig
     from vidmat.model.weights import load_weights, save_weights, sha256_file
 
@@ -185,10 +370,22 @@ def refit(
         spec,
         EngineConfig(device=device, precision="fp32", size=size, threads=threads),
     )
+    model.requires_grad_(False)
+    res = (_refit_sides if cfg.sides else _refit_head)(model, engine, cfg, progress)
+    desc = spec.description + (f"; {note}" if note else "")
+    with atomic_output(out) as tmp:
+        save_weights(
+            model, replace(spec, name=out.stem, file=out.name, description=desc), tmp, half
+        )
+    return {**res, "sha256": sha256_file(out)}
+
+
+def _refit_head(model, engine, cfg: HeadFitConfig, progress: bool) -> dict:
+    """Fit ``outconv`` on the engine's side logits and write it into ``model``."""
     sources = collect_sides(engine, cfg, progress)
     # clones: the model's own tensors are overwritten with the fit below
-    w0 = model.outconv.weight.detach().float().view(6).clone()
-    b0 = model.outconv.bias.detach().float().view(1).clone()
+    w0 = model.outconv.weight.float().view(6).clone()
+    b0 = model.outconv.bias.float().view(1).clone()
     before = {s.name: mean_iou(w0, b0, s) for s in sources}
     with torch.no_grad():
         loss0 = float(head_loss(w0, b0, sources, cfg.iou_weight))
@@ -197,17 +394,44 @@ def refit(
         loss1 = float(head_loss(w, b, sources, cfg.iou_weight))
         model.outconv.weight.copy_(w.view_as(model.outconv.weight))
         model.outconv.bias.copy_(b.view_as(model.outconv.bias))
-    desc = spec.description + (f"; {note}" if note else "")
-    with atomic_output(out) as tmp:
-        save_weights(
-            model, replace(spec, name=out.stem, file=out.name, description=desc), tmp, half
-        )
     return {
         "loss": (loss0, loss1),
         "iou": {s.name: (before[s.name], mean_iou(w, b, s)) for s in sources},
         "n": {s.name: len(s.sides) for s in sources},
         "head": (w0.tolist() + b0.tolist(), w.tolist() + b.tolist()),
-        "sha256": sha256_file(out),
+    }
+
+
+def _refit_sides(model, engine, cfg: HeadFitConfig, progress: bool) -> dict:
+    """Fit the side convolutions and the head bias on sampled pixels; write them into ``model``."""
+    sources = collect_features(engine, cfg, progress)
+    convs = _side_convs(model)
+    w = model.outconv.weight.float().view(6).clone()
+    b0 = model.outconv.bias.float().view(1).clone()
+    v0 = [torch.cat([c.weight.reshape(-1), c.bias]).float().clone() for c in convs]
+
+    def figures(vs: Sequence[Tensor], b: Tensor) -> tuple[float, dict[str, float]]:
+        theta = torch.cat([*vs, b])
+        loss, _ = side_refit_loss(theta, w, v0, sources, cfg.iou_weight, 0.0)
+        u = [w[j] * vs[j] for j in range(6)]
+        return float(loss), {
+            s.name: logit_iou(side_logits_at_samples(u, b, s), s.targets) for s in sources
+        }
+
+    loss0, iou0 = figures(v0, b0)
+    vs, b = fit_sides(sources, w, v0, b0, cfg.iou_weight, cfg.ridge, cfg.rounds)
+    loss1, iou1 = figures(vs, b)
+    with torch.no_grad():
+        for c, v in zip(convs, vs, strict=True):
+            c.weight.copy_(v[:-1].view_as(c.weight))
+            c.bias.copy_(v[-1:])
+        model.outconv.bias.copy_(b.view_as(model.outconv.bias))
+    return {
+        "loss": (loss0, loss1),
+        "iou": {name: (iou0[name], iou1[name]) for name in iou0},
+        "n": {s.name: len(s.targets) for s in sources},
+        "moved": [float((v - v_0).norm() / v_0.norm()) for v, v_0 in zip(vs, v0, strict=True)],
+        "head_bias": (float(b0), float(b)),
     }
 
 
@@ -253,6 +477,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="input side to fit at (default: the file's own, which it keeps)",
     )
+    p.add_argument(
+        "--sides",
+        action="store_true",
+        help="refit the six side convolutions (3,462 numbers for u2netp) and the head's bias "
+        "instead of the head's seven numbers, the head's weights kept; on --pixels sampled "
+        "pixels of each image, with a --ridge penalty toward the file's own values",
+    )
+    p.add_argument(
+        "--pixels",
+        type=positive_int,
+        default=512,
+        metavar="P",
+        help="pixels per image the side refit samples (default 512; memory: images x P x "
+        "7 KB, 6 GB for 1,700 images at 512)",
+    )
+    p.add_argument(
+        "--ridge",
+        type=float,
+        default=1e-3,
+        help="side refit: weight of each side's squared change relative to its size "
+        "(default 0.001; 0 lets the sides learn the training pixels)",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--note", default="", help="appended to the spec's description")
@@ -263,11 +509,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.iou_weight < 0:
             raise VidmatError(f"--iou-weight must be >= 0, got {a.iou_weight}.")
+        if a.ridge < 0:
+            raise VidmatError(f"--ridge must be >= 0, got {a.ridge}.")
         cfg = HeadFitConfig(
             sources=tuple(SourceSpec.parse(d) for d in a.data),
             per_source=a.per_source,
             iou_weight=a.iou_weight,
             close_gaps=gap_root_names(a.close_gaps),
+            sides=a.sides,
+            pixels=a.pixels,
+            ridge=a.ridge,
         )
         res = refit(
             a.src,
@@ -283,12 +534,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except VidmatError as exc:
         raise SystemExit(f"head: error: {exc}") from None
-    before, after = res["head"]
     print(f"loss {res['loss'][0]:.5f} -> {res['loss'][1]:.5f}")
+    where = "the sampled pixels" if a.sides else "the model grid"
     for name, (i0, i1) in res["iou"].items():
-        print(f"  {name}: {res['n'][name]} images, IoU on the model grid {i0:.4f} -> {i1:.4f}")
-    print("head (6 weights, bias):", " ".join(f"{v:.4f}" for v in before))
-    print("                  now:", " ".join(f"{v:.4f}" for v in after))
+        print(f"  {name}: {res['n'][name]} images, IoU on {where} {i0:.4f} -> {i1:.4f}")
+    if a.sides:
+        print("sides moved (change / size):", " ".join(f"{v:.3f}" for v in res["moved"]))
+        print("head bias: {:.4f} -> {:.4f}".format(*res["head_bias"]))
+    else:
+        before, after = res["head"]
+        print("head (6 weights, bias):", " ".join(f"{v:.4f}" for v in before))
+        print("                  now:", " ".join(f"{v:.4f}" for v in after))
     print(f"{a.out} sha256 {res['sha256']} ({a.out.stat().st_size} bytes)")
     return 0
 
