@@ -258,3 +258,62 @@ def test_val_and_background_folders_that_are_files(
         tmp_path,
         f"background folder {afile} is a file, not a folder.",
     )
+
+
+def _people(root: Path, n: int = 4) -> Path:
+    """A small training root: a bright block (the person) on dark noise."""
+    import cv2
+    import numpy as np
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        img = rng.integers(0, 60, (48, 40, 3), dtype=np.uint8)
+        mask = np.zeros((48, 40), np.uint8)
+        mask[10 + i : 44, 8:30] = 255
+        img[mask > 0] = (210, 170, 130)
+        cv2.imwrite(str(root / "images" / f"{i}.png"), img)
+        cv2.imwrite(str(root / "masks" / f"{i}.png"), mask)
+    return root
+
+
+def test_write_samples_writes_what_training_draws(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--write-samples: --steps x --batch PNG pairs, pixel for pixel the batches a run of
+    the same command line trains on, and no run folder."""
+    import cv2
+    import numpy as np
+
+    from vidmat.train.augment import AugmentConfig
+    from vidmat.train.data import SourceSpec, load_source
+    from vidmat.train.loop import batch_samples
+
+    root = _people(tmp_path / "people")
+    out = tmp_path / "look" / "samples"
+    argv = ["--data", f"{root}:1:0.5", "--run", str(tmp_path / "run"), "--size", "32"]
+    argv += ["--batch", "3", "--steps", "2", "--seed", "7", "--no-progress"]
+    argv += ["--shadow", "0.5", "--second-person", "0.5"]
+    assert main(["train", *argv, "--write-samples", str(out)]) == 0
+    assert "wrote 6 samples" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()
+    names = sorted(p.name for p in (out / "images").iterdir())
+    assert names == sorted(p.name for p in (out / "masks").iterdir())
+    assert names == [f"{s:06d}_{k:03d}.png" for s in range(2) for k in range(3)]
+
+    src = load_source(SourceSpec.parse(f"{root}:1:0.5"), tmp_path / "cache", progress=False)
+    aug = AugmentConfig(shadow=0.5, second_person=0.5)
+    for step in range(2):
+        imgs, masks = batch_samples(7, step, 3, 32, [src], None, aug)
+        for k in range(3):
+            name = f"{step:06d}_{k:03d}.png"
+            assert np.array_equal(cv2.imread(str(out / "images" / name))[:, :, ::-1], imgs[k])
+            mask = cv2.imread(str(out / "masks" / name), cv2.IMREAD_GRAYSCALE)
+            assert set(np.unique(mask)) <= {0, 255}
+            assert np.array_equal(mask, (masks[k, 0] * 255).astype(np.uint8))
+
+    # an existing folder is refused, unchanged
+    assert main(["train", *argv, "--write-samples", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert len(list((out / "images").iterdir())) == 6

@@ -287,6 +287,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "their holes: the space between an arm and the torso is background",
     )
     p.add_argument(
+        "--write-samples",
+        type=Path,
+        metavar="DIR",
+        help="do not train: write the samples of steps 0 .. --steps - 1 (--steps x --batch "
+        "images, exactly as this command line would draw them) to DIR/images and DIR/masks, "
+        "to look at the augmentation or to hand to python -m vidmat.train.head --data",
+    )
+    p.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
@@ -498,12 +506,37 @@ def _check_resume_arch(path: Path, arch: str) -> None:
         )
 
 
+def _check_cache_folder(args: argparse.Namespace) -> None:
+    if args.cache is not None:
+        check_output_folder(args.cache, f"--cache {args.cache}")
+    else:
+        cache = args.run.parent / "cache"
+        check_output_folder(cache, f"the data cache {cache} (default beside --run; see --cache)")
+
+
+def _write_samples(cfg: TrainConfig, args: argparse.Namespace) -> int:
+    """``--write-samples DIR``: the run's first samples as PNG folders; no run folder."""
+    from vidmat.train.loop import write_samples
+
+    out = args.write_samples
+    if out.exists():
+        raise VidmatError(f"{out} already exists; --write-samples writes a new folder.")
+    check_output_folder(out, f"--write-samples {out}")
+    _check_cache_folder(args)
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    n = write_samples(cfg, out)
+    print(f"wrote {n} samples to {out}/images and {out}/masks", flush=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Train, after every check that can fail has passed: caching the data takes minutes,
     and a refused command line leaves nothing behind in the run folder."""
     from vidmat.train.loop import Trainer
 
     cfg = train_config(args)
+    if args.write_samples is not None:
+        return _write_samples(cfg, args)
     last = args.run / "last.pt"
     resume = args.resume
     if resume is None and last.exists():
@@ -518,11 +551,7 @@ def run(args: argparse.Namespace) -> int:
         _check_resume_arch(resume, cfg.arch)
     # Last, as they touch the disk: the folders Trainer writes to.
     check_output_folder(args.run, f"--run {args.run}")
-    if args.cache is not None:
-        check_output_folder(args.cache, f"--cache {args.cache}")
-    else:
-        cache = args.run.parent / "cache"
-        check_output_folder(cache, f"the data cache {cache} (default beside --run; see --cache)")
+    _check_cache_folder(args)
     trainer = Trainer(cfg)
     if resume is not None:
         trainer.load(resume)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_output
+from vidmat.io.files import atomic_folder, atomic_output
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import (
     CachedSource,
@@ -170,6 +170,28 @@ def deep_supervision_loss(
     return loss
 
 
+def batch_samples(
+    seed: int,
+    step: int,
+    batch: int,
+    size: int,
+    sources: Sequence[CachedSource],
+    bank: np.ndarray | None,
+    aug: AugmentConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of one step: RGB uint8 (batch, size, size, 3), masks float32
+    (batch, 1, size, size) in {0, 1}."""
+    weights = np.array([s.spec.weight for s in sources], np.float64)
+    weights /= weights.sum()
+    imgs = np.zeros((batch, size, size, 3), np.uint8)
+    masks = np.zeros((batch, 1, size, size), np.float32)
+    for k in range(batch):
+        imgs[k], masks[k, 0] = synthesize(
+            sample_rng(seed, step, k), sources, weights, size, bank, aug
+        )
+    return imgs, masks
+
+
 def make_batch(
     seed: int,
     step: int,
@@ -179,14 +201,8 @@ def make_batch(
     bank: np.ndarray | None,
     aug: AugmentConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    weights = np.array([s.spec.weight for s in sources], np.float64)
-    weights /= weights.sum()
-    imgs = np.zeros((batch, size, size, 3), np.uint8)
-    masks = np.zeros((batch, 1, size, size), np.float32)
-    for k in range(batch):
-        imgs[k], masks[k, 0] = synthesize(
-            sample_rng(seed, step, k), sources, weights, size, bank, aug
-        )
+    """One step's batch as the model takes it: normalised inputs and masks."""
+    imgs, masks = batch_samples(seed, step, batch, size, sources, bank, aug)
     return to_input(imgs), torch.from_numpy(masks)
 
 
@@ -320,6 +336,52 @@ def export_weights(model: nn.Module, cfg: TrainConfig, path: Path, description: 
     return sha256_file(path)
 
 
+def cache_folder(cfg: TrainConfig) -> Path:
+    """Where the decoded, resized data is cached: --cache, else beside the run folder."""
+    return cfg.cache_dir or cfg.run_dir.parent / "cache"
+
+
+def load_training_sources(cfg: TrainConfig) -> list[CachedSource]:
+    """The --data roots, decoded and cached once (memory-mapped afterwards)."""
+    return [
+        load_source(
+            s, cache_folder(cfg), cfg.cache_long_side, s.path.name in cfg.close_gaps, cfg.progress
+        )
+        for s in cfg.sources
+    ]
+
+
+def write_samples(cfg: TrainConfig, folder: Path) -> int:
+    """Write the samples of steps 0 .. ``cfg.steps`` - 1, exactly as this run would draw
+    them, to ``folder``/images and ``folder``/masks (PNG; masks 0 / 255) and return how
+    many: to look at what a command line trains on, or to hand those very samples to
+    ``python -m vidmat.train.head --data``. The folder appears only when complete."""
+    from vidmat.progress import progress_bar
+
+    sources = load_training_sources(cfg)
+    bank = None
+    if cfg.backgrounds is not None:
+        bank = load_backgrounds(cfg.backgrounds, cache_folder(cfg))
+    with (
+        atomic_folder(folder) as tmp,
+        progress_bar(
+            total=cfg.steps * cfg.batch, desc="samples", unit="img", disable=not cfg.progress
+        ) as bar,
+    ):
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        for step in range(cfg.steps):
+            imgs, masks = batch_samples(
+                cfg.seed, step, cfg.batch, size_at(step, cfg), sources, bank, cfg.aug
+            )
+            for k in range(cfg.batch):
+                name = f"{step:06d}_{k:03d}.png"
+                cv2.imwrite(str(tmp / "images" / name), imgs[k][:, :, ::-1])
+                cv2.imwrite(str(tmp / "masks" / name), (masks[k, 0] * 255).astype(np.uint8))
+                bar.update(1)
+    return cfg.steps * cfg.batch
+
+
 class Trainer:
     """Holds the state of one run; :meth:`run` trains until ``cfg.steps`` or ``stop()``."""
 
@@ -337,14 +399,9 @@ class Trainer:
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
-        cache = cfg.cache_dir or cfg.run_dir.parent / "cache"
+        cache = cache_folder(cfg)
         if sources is None:
-            sources = [
-                load_source(
-                    s, cache, cfg.cache_long_side, s.path.name in cfg.close_gaps, cfg.progress
-                )
-                for s in cfg.sources
-            ]
+            sources = load_training_sources(cfg)
         if bank is None and cfg.backgrounds is not None:
             bank = load_backgrounds(cfg.backgrounds, cache)
         if valsets is None:
