@@ -19,8 +19,19 @@ pixels in each of a thousand images cannot learn the images by heart, so the tra
 images can be used (for the session-40 file every validation set, none of which took part,
 gained). Batch-norm statistics and every other tensor are copied unchanged.
 
+With ``--sides`` the six side convolutions (3x3, 64 -> 1 in u2netp: 3,462 numbers) and
+the head's bias are refitted instead, the head's weights kept. Everything after the
+decoder is linear (side convolutions, bilinear upsampling, the fusion), so a side's logit
+at a pixel is its weights times the 3x3 patch of its input there (upsampled like its
+output); those patches are kept at ``--pixels`` uniformly drawn pixels of each image and
+the same loss is minimised over them. Unlike the head, these numbers can learn the
+training pixels: unpenalised, the training IoU rose and the validation IoU fell, so a
+ridge term (``--ridge``, each side's squared change relative to its size) holds them
+near the file's own.
+
 Memory: the six side logits and the target are held for every image, 7 x size^2 floats
-(1.8 MB at 256), so ``--per-source 500`` over three sources holds up to 2.7 GB.
+(1.8 MB at 256), so ``--per-source 500`` over three sources holds up to 2.7 GB; with
+``--sides``, 7 KB per sampled pixel (float16), 3.5 MB per image at 512 pixels.
 """
 
 from __future__ import annotations
@@ -223,7 +234,7 @@ def sampled_side_inputs(feats: Sequence[Tensor], py: Tensor, px: Tensor) -> list
     grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2).to(feats[0].device)
     out = []
     for f in feats:
-        f = f.float()
+        f = f.float().contiguous()  # unfold of a channels-last map is several times slower
         patches = F.unfold(f, 3, padding=1).view(1, -1, *f.shape[2:])
         if f.shape[2:] == (h, w):
             v = patches[0][:, py, px]
