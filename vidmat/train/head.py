@@ -298,8 +298,9 @@ def side_refit_loss(
     head bias; the head weights ``w`` fixed. The data term is :func:`head_loss`'s on the
     sampled pixels; ``ridge`` x each side's squared change relative to its size keeps the
     3,462 numbers near the file's own (unpenalised they learn the training pixels: the
-    validation IoU fell while the training IoU rose). Gradients are summed by hand, chunk
-    by chunk, so no float32 copy of the features is ever held whole."""
+    validation IoU fell while the training IoU rose). Each image's loss depends on its own
+    pixels only, so one pass over chunks of images gives loss and gradient (summed by hand),
+    each chunk's features converted to float32 once and never the whole set at a time."""
     theta = theta.detach()
     dims = [len(v) for v in v0]
     vs = list(torch.split(theta[:-1], dims))
@@ -309,21 +310,33 @@ def side_refit_loss(
     loss = theta.new_zeros(())
     grads = [torch.zeros_like(v) for v in vs]
     gb = theta.new_zeros(1)
+    # float32 buffers reused chunk after chunk: a fresh allocation per chunk made each call
+    # three times slower (page faults), more than the products themselves
+    bufs: list[Tensor | None] = [None] * 6
     for s in sources:
-        z = side_logits_at_samples(u, b, s).requires_grad_(True)
-        with torch.enable_grad():
-            part = s.weight / norm * image_losses(z, s.targets, iou_weight).mean()
-            (gz,) = torch.autograd.grad(part, z)
-        loss = loss + part.detach()
-        gb += gz.sum()
-        for lo in range(0, len(z), _CHUNK):
-            g = gz[lo : lo + _CHUNK].reshape(-1)
+        share = s.weight / norm / len(s.targets)  # the source's weight, spread over its images
+        for lo in range(0, len(s.targets), _CHUNK):
+            feats = []
             for j, f in enumerate(s.feats):
-                grads[j] += w[j] * (f[lo : lo + _CHUNK].float().reshape(len(g), -1).T @ g)
+                chunk = f[lo : lo + _CHUNK]
+                buf = bufs[j]
+                if buf is None or buf.shape[1:] != chunk.shape[1:]:
+                    buf = bufs[j] = torch.empty(_CHUNK, *chunk.shape[1:])
+                feats.append(buf[: len(chunk)].copy_(chunk))
+            z = sum(f @ uj for f, uj in zip(feats, u, strict=True)) + b
+            z.requires_grad_(True)
+            with torch.enable_grad():
+                part = share * image_losses(z, s.targets[lo : lo + _CHUNK], iou_weight).sum()
+                (gz,) = torch.autograd.grad(part, z)
+            loss += part.detach()
+            gb += gz.sum()
+            g = gz.reshape(-1)
+            for j, f in enumerate(feats):
+                grads[j] += w[j] * (f.reshape(len(g), -1).T @ g)
     for j in range(6):
         scale = float(v0[j].square().sum().clamp_min(1e-12))
         d = vs[j] - v0[j]
-        loss = loss + ridge * d.square().sum() / scale
+        loss += ridge * d.square().sum() / scale
         grads[j] += 2 * ridge * d / scale
     return loss, torch.cat([*grads, gb])
 
