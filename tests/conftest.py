@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,27 @@ def _few_threads() -> None:
 @pytest.fixture
 def shared_data() -> Path:
     return SHARED_DATA
+
+
+@pytest.fixture
+def make_people() -> Callable[..., Path]:
+    """A maker of small training roots: ``make_people(root, n=3)`` writes ``n`` 48x40
+    images of a bright block (the person) on dark noise to root/images, masks to
+    root/masks (0 / 255), and returns root."""
+    import cv2
+    import numpy as np
+
+    def make(root: Path, n: int = 3) -> Path:
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
+            mask = np.zeros((40, 48), np.uint8)
+            mask[8 + i : 32, 12:36] = 255
+            img[mask > 0] = (200, 160, 120)
+            cv2.imwrite(str(root / "images" / f"{i}.png"), img)
+            cv2.imwrite(str(root / "masks" / f"{i}.png"), mask)
+        return root
+
+    return make

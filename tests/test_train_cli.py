@@ -7,6 +7,7 @@ leave no run folder, cache or file behind.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -260,26 +261,8 @@ def test_val_and_background_folders_that_are_files(
     )
 
 
-def _people(root: Path, n: int = 4) -> Path:
-    """A small training root: a bright block (the person) on dark noise."""
-    import cv2
-    import numpy as np
-
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(n):
-        img = rng.integers(0, 60, (48, 40, 3), dtype=np.uint8)
-        mask = np.zeros((48, 40), np.uint8)
-        mask[10 + i : 44, 8:30] = 255
-        img[mask > 0] = (210, 170, 130)
-        cv2.imwrite(str(root / "images" / f"{i}.png"), img)
-        cv2.imwrite(str(root / "masks" / f"{i}.png"), mask)
-    return root
-
-
 def test_write_samples_writes_what_training_draws(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
 ) -> None:
     """--write-samples: --steps x --batch PNG pairs, pixel for pixel the batches a run of
     the same command line trains on, and no run folder."""
@@ -290,7 +273,7 @@ def test_write_samples_writes_what_training_draws(
     from vidmat.train.data import SourceSpec, load_source
     from vidmat.train.loop import batch_samples
 
-    root = _people(tmp_path / "people")
+    root = make_people(tmp_path / "people", n=4)
     out = tmp_path / "look" / "samples"
     argv = ["--data", f"{root}:1:0.5", "--run", str(tmp_path / "run"), "--size", "32"]
     argv += ["--batch", "3", "--steps", "2", "--seed", "7", "--no-progress"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -139,20 +140,6 @@ def test_side_fit_learns_the_sides_and_the_ridge_holds_them() -> None:
     assert moved < 0.1 * free
 
 
-def _dataset(root: Path, n: int = 3) -> Path:
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
-        mask = np.zeros((40, 48), np.uint8)
-        mask[8 + i : 32, 12:36] = 255
-        img[mask > 0] = (200, 160, 120)
-        cv2.imwrite(str(root / "images" / f"{i}.png"), img)
-        cv2.imwrite(str(root / "masks" / f"{i}.png"), mask)
-    return root
-
-
 @pytest.fixture
 def tiny_weights(tmp_path: Path) -> Path:
     from vidmat.model.u2net import build_model
@@ -166,11 +153,14 @@ def tiny_weights(tmp_path: Path) -> Path:
 
 
 def test_cli_writes_the_source_with_only_its_head_changed(
-    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from vidmat.model.weights import load_weights, sha256_file
 
-    data = _dataset(tmp_path / "people")
+    data = make_people(tmp_path / "people")
     out = tmp_path / "refit.safetensors"
     src_sha = sha256_file(tiny_weights)
     assert main([str(tiny_weights), "--data", str(data), "--out", str(out), "--fp32"]) == 0
@@ -192,11 +182,14 @@ def test_cli_writes_the_source_with_only_its_head_changed(
 
 
 def test_cli_sides_changes_only_the_sides_and_the_head_bias(
-    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from vidmat.model.weights import load_weights, sha256_file
 
-    data = _dataset(tmp_path / "people")
+    data = make_people(tmp_path / "people")
     out = tmp_path / "sides.safetensors"
     src_sha = sha256_file(tiny_weights)
     argv = [str(tiny_weights), "--data", str(data), "--out", str(out), "--fp32", "--sides"]
@@ -215,8 +208,10 @@ def test_cli_sides_changes_only_the_sides_and_the_head_bias(
     assert changed == sorted(["outconv.bias", *sides])
 
 
-def test_cli_refuses_bad_input_in_one_sentence(tmp_path: Path, tiny_weights: Path) -> None:
-    data = _dataset(tmp_path / "people")
+def test_cli_refuses_bad_input_in_one_sentence(
+    tmp_path: Path, make_people: Callable[..., Path], tiny_weights: Path
+) -> None:
+    data = make_people(tmp_path / "people")
     out = tmp_path / "refit.safetensors"
     out.write_bytes(b"older")
     cases = [
@@ -256,8 +251,10 @@ def test_cli_refuses_bad_input_in_one_sentence(tmp_path: Path, tiny_weights: Pat
     assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
 
 
-def test_a_mask_of_another_size_is_named(tmp_path: Path, tiny_weights: Path) -> None:
-    data = _dataset(tmp_path / "people", n=2)
+def test_a_mask_of_another_size_is_named(
+    tmp_path: Path, make_people: Callable[..., Path], tiny_weights: Path
+) -> None:
+    data = make_people(tmp_path / "people", n=2)
     cv2.imwrite(str(data / "masks" / "1.png"), np.zeros((20, 24), np.uint8))
     with pytest.raises(SystemExit) as exc:
         main([str(tiny_weights), "--data", str(data), "--out", str(tmp_path / "o.safetensors")])
