@@ -300,3 +300,26 @@ def test_write_samples_writes_what_training_draws(
     assert main(["train", *argv, "--write-samples", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert len(list((out / "images").iterdir())) == 6
+
+
+def test_write_samples_that_cannot_be_written_leave_no_folder(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_people: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cv2.imwrite returns False on a full disk: one sentence, exit 2, no half folder."""
+    import cv2
+
+    root = make_people(tmp_path / "people")
+    out = tmp_path / "samples"
+    argv = ["--data", str(root), "--run", str(tmp_path / "run"), "--size", "32", "--batch", "2"]
+    monkeypatch.setattr(cv2, "imwrite", lambda *a, **k: False)
+    assert main(["train", *argv, "--steps", "1", "--no-progress", "--write-samples", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.strip()
+        == f"vidmat: error: could not write sample 000000_000.png to {out} (disk full?)."
+    )
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".samples")] == []

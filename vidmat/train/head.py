@@ -72,7 +72,7 @@ class HeadFitConfig:
     iou_weight: float = 1.0
     #: --data folder names whose masks have VITON's neck gaps, closed as training closes them.
     close_gaps: tuple[str, ...] = ("viton",)
-    #: L-BFGS rounds of up to 100 iterations each.
+    #: L-BFGS rounds of up to 100 iterations each (50 for the side refit).
     rounds: int = 3
     #: Refit the six side convolutions and the head's bias instead of the head's weights.
     sides: bool = False

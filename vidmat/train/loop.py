@@ -376,8 +376,13 @@ def write_samples(cfg: TrainConfig, folder: Path) -> int:
             )
             for k in range(cfg.batch):
                 name = f"{step:06d}_{k:03d}.png"
-                cv2.imwrite(str(tmp / "images" / name), imgs[k][:, :, ::-1])
-                cv2.imwrite(str(tmp / "masks" / name), (masks[k, 0] * 255).astype(np.uint8))
+                mask = (masks[k, 0] * 255).astype(np.uint8)
+                # imwrite reports a full disk by returning False, not by raising
+                if not (
+                    cv2.imwrite(str(tmp / "images" / name), imgs[k][:, :, ::-1])
+                    and cv2.imwrite(str(tmp / "masks" / name), mask)
+                ):
+                    raise VidmatError(f"could not write sample {name} to {folder} (disk full?).")
                 bar.update(1)
     return cfg.steps * cfg.batch
 
