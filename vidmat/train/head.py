@@ -435,12 +435,15 @@ def _refit_sides(model, engine, cfg: HeadFitConfig, progress: bool) -> dict:
     v0 = [torch.cat([c.weight.reshape(-1), c.bias]).float().clone() for c in convs]
 
     def figures(vs: Sequence[Tensor], b: Tensor) -> tuple[float, dict[str, float]]:
-        theta = torch.cat([*vs, b])
-        loss, _ = side_refit_loss(theta, w, v0, sources, cfg.iou_weight, 0.0)
+        """The data loss (no ridge) and each source's IoU, from one pass over the features."""
         u = [w[j] * vs[j] for j in range(6)]
-        return float(loss), {
-            s.name: logit_iou(side_logits_at_samples(u, b, s), s.targets) for s in sources
-        }
+        norm = sum(s.weight for s in sources)
+        loss, iou = 0.0, {}
+        for s in sources:
+            z = side_logits_at_samples(u, b, s)
+            loss += s.weight / norm * float(image_losses(z, s.targets, cfg.iou_weight).mean())
+            iou[s.name] = logit_iou(z, s.targets)
+        return loss, iou
 
     loss0, iou0 = figures(v0, b0)
     vs, b = fit_sides(sources, w, v0, b0, cfg.iou_weight, cfg.ridge, cfg.rounds)
