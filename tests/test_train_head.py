@@ -152,23 +152,33 @@ def tiny_weights(tmp_path: Path) -> Path:
     return src
 
 
+def _refit(
+    capsys: pytest.CaptureFixture[str], src: Path, data: Path, out: Path, *extra: str
+) -> tuple[str, torch.nn.Module, tuple]:
+    """Run the CLI on ``src`` (fp32 out): what it printed, the source model, and the
+    written (model, spec); the source file is checked untouched."""
+    from vidmat.model.weights import load_weights, sha256_file
+
+    src_sha = sha256_file(src)
+    assert main([str(src), "--data", str(data), "--out", str(out), "--fp32", *extra]) == 0
+    assert sha256_file(src) == src_sha  # the input is never touched
+    before, _ = load_weights(str(src))
+    return capsys.readouterr().out, before, load_weights(str(out))
+
+
 def test_cli_writes_the_source_with_only_its_head_changed(
     tmp_path: Path,
     make_people: Callable[..., Path],
     tiny_weights: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from vidmat.model.weights import load_weights, sha256_file
+    from vidmat.model.weights import sha256_file
 
-    data = make_people(tmp_path / "people")
     out = tmp_path / "refit.safetensors"
-    src_sha = sha256_file(tiny_weights)
-    assert main([str(tiny_weights), "--data", str(data), "--out", str(out), "--fp32"]) == 0
-    assert sha256_file(tiny_weights) == src_sha  # the input is never touched
-    printed = capsys.readouterr().out
+    printed, before, (after, spec) = _refit(
+        capsys, tiny_weights, make_people(tmp_path / "people"), out
+    )
     assert "people: 3 images" in printed and "sha256 " + sha256_file(out) in printed
-    before, _ = load_weights(str(tiny_weights))
-    after, spec = load_weights(str(out))
     old_head = " ".join(f"{v:.4f}" for v in before.outconv.weight.view(6).tolist())
     new_head = " ".join(f"{v:.4f}" for v in after.outconv.weight.view(6).tolist())
     assert (
@@ -187,21 +197,14 @@ def test_cli_sides_changes_only_the_sides_and_the_head_bias(
     tiny_weights: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from vidmat.model.weights import load_weights, sha256_file
-
     data = make_people(tmp_path / "people")
     out = tmp_path / "sides.safetensors"
-    src_sha = sha256_file(tiny_weights)
-    argv = [str(tiny_weights), "--data", str(data), "--out", str(out), "--fp32", "--sides"]
-    assert main([*argv, "--pixels", "300", "--ridge", "0.01"]) == 0
-    assert sha256_file(tiny_weights) == src_sha
-    printed = capsys.readouterr().out
+    extra = ["--sides", "--pixels", "300", "--ridge", "0.01"]
+    printed, before, (after, _) = _refit(capsys, tiny_weights, data, out, *extra)
     assert "people: 3 images, IoU on the sampled pixels" in printed
     assert "sides moved (change / size):" in printed and "head (6 weights" not in printed
     loss0, loss1 = (float(v) for v in printed.split("\n")[0].split()[1::2])
     assert loss1 < loss0
-    before, _ = load_weights(str(tiny_weights))
-    after, _ = load_weights(str(out))
     a, b = before.state_dict(), after.state_dict()
     changed = sorted(k for k in a if not torch.equal(a[k], b[k]))
     sides = sorted(f"side{j}.{p}" for j in range(1, 7) for p in ("weight", "bias"))
