@@ -158,6 +158,37 @@ def test_reader_corrupt_middle_converts_what_decodes(tmp_path: Path) -> None:
     assert any("corrupt packet" in w for w in r.warnings)
 
 
+def _mpeg_ts(path: Path, frames: int) -> bytes:
+    """An MPEG-TS clip with no frame count or end time in it, each picture many TS packets
+    long (noise does not compress), so a cut between packets lands inside a picture."""
+    rng = np.random.default_rng(0)
+    c = av.open(str(path), "w", format="mpegts")
+    s = c.add_stream("mpeg2video", rate=25)
+    s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+    for _ in range(frames):
+        image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+        for pk in s.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            c.mux(pk)
+    for pk in s.encode():
+        c.mux(pk)
+    c.close()
+    return path.read_bytes()
+
+
+def test_reader_mpeg_ts_cut_inside_a_picture_is_incomplete(tmp_path: Path) -> None:
+    data = _mpeg_ts(tmp_path / "whole.ts", frames=20)
+    with VideoReader(tmp_path / "whole.ts") as r:
+        assert len(list(r.frames())) == 20
+    assert r.incomplete is None and r.warnings == []
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[: len(data) // 2 // 188 * 188])  # whole TS packets, half a stream
+    with VideoReader(cut) as r:
+        n = len(list(r.frames()))
+    assert 0 < n < 20
+    assert r.incomplete == f"the file ends part way through frame {n}"
+    assert r.warnings == []  # the cut picture is the incomplete one, not a damaged one
+
+
 # --------------------------------------------------------------------------- writing
 @pytest.mark.parametrize("fmt", ["mp4", "mov", "webm", "mask"])
 @pytest.mark.parametrize("kind", ["cfr", "ntsc", "vfr"])

@@ -301,7 +301,12 @@ class VideoReader:
         first, self._first = self._first, None
         if first is None:
             return
+        corrupt_frames = 0
+        last_corrupt = False
         for frame in itertools.chain([first], self._raw):
+            # The decoder flags a picture it had to patch up (data missing or damaged).
+            last_corrupt = bool(frame.is_corrupt)
+            corrupt_frames += last_corrupt
             pts = frame.pts
             if pts is None or (last_pts is not None and pts <= last_pts):
                 # Missing or repeated timestamps (some AVI/raw streams): continue the clock.
@@ -355,6 +360,16 @@ class VideoReader:
                         f"the picture stops at {end:.1f} s of the file's {whole:.1f} s "
                         "(truncated file, or audio that runs on?)"
                     )
+        if last_corrupt and self.incomplete is None:
+            # A stream with no frame count or end time (MPEG-TS) cut off part way through a
+            # picture: the only sign is the decoder's flag on the last frame. One cut cleanly
+            # between pictures cannot be told from a shorter file.
+            self.incomplete = f"the file ends part way through frame {self.decoded}"
+            corrupt_frames -= 1
+        if corrupt_frames:
+            self.warnings.append(
+                f"{corrupt_frames} damaged frame(s) decoded with the missing parts filled in"
+            )
 
 
 def _short(exc: BaseException) -> str:
