@@ -265,7 +265,7 @@ def test_write_samples_writes_what_training_draws(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
 ) -> None:
     """--write-samples: --steps x --batch PNG pairs, pixel for pixel the batches a run of
-    the same command line trains on, and no run folder."""
+    the same command line trains on; no --run needed, the cache beside DIR by default."""
     import cv2
     import numpy as np
 
@@ -275,12 +275,15 @@ def test_write_samples_writes_what_training_draws(
 
     root = make_people(tmp_path / "people", n=4)
     out = tmp_path / "look" / "samples"
-    argv = ["--data", f"{root}:1:0.5", "--run", str(tmp_path / "run"), "--size", "32"]
+    argv = ["--data", f"{root}:1:0.5", "--size", "32"]
     argv += ["--batch", "3", "--steps", "2", "--seed", "7", "--no-progress"]
     argv += ["--shadow", "0.5", "--second-person", "0.5"]
     assert main(["train", *argv, "--write-samples", str(out)]) == 0
     assert "wrote 6 samples" in capsys.readouterr().out
-    assert not (tmp_path / "run").exists()
+    assert sorted(p.name for p in (tmp_path / "look").iterdir()) == ["cache", "samples"]
+    # training itself still needs its run folder
+    assert main(["train", *argv]) == 2
+    assert "--run DIR is required" in capsys.readouterr().err
     names = sorted(p.name for p in (out / "images").iterdir())
     assert names == sorted(p.name for p in (out / "masks").iterdir())
     assert names == [f"{s:06d}_{k:03d}.png" for s in range(2) for k in range(3)]

@@ -68,9 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--run",
         type=Path,
-        required=True,
         metavar="DIR",
-        help="run folder for checkpoints, log and best weights (keep it outside the repo)",
+        help="run folder for checkpoints, log and best weights (keep it outside the repo); "
+        "required except with --write-samples",
     )
     p.add_argument(
         "--cache",
@@ -385,6 +385,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     from vidmat.train.data import gap_root_names
     from vidmat.train.loop import TrainConfig
 
+    if args.run is None and args.write_samples is None:
+        raise VidmatError("--run DIR is required: the run folder for checkpoints, log and weights.")
     sources = [_source(d) for d in args.data]
     for v in args.val:
         require_folder(v, "validation root")
@@ -432,7 +434,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     device = select_device(args.device)
     return TrainConfig(
         sources=sources,
-        run_dir=args.run,
+        # --write-samples needs no run folder; the default cache goes beside DIR then.
+        run_dir=args.run if args.run is not None else args.write_samples,
         backgrounds=args.backgrounds,
         val=list(args.val),
         cache_dir=args.cache,
@@ -506,12 +509,15 @@ def _check_resume_arch(path: Path, arch: str) -> None:
         )
 
 
-def _check_cache_folder(args: argparse.Namespace) -> None:
+def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
+    from vidmat.train.loop import cache_folder
+
     if args.cache is not None:
         check_output_folder(args.cache, f"--cache {args.cache}")
     else:
-        cache = args.run.parent / "cache"
-        check_output_folder(cache, f"the data cache {cache} (default beside --run; see --cache)")
+        cache = cache_folder(cfg)
+        beside = "--run" if args.run is not None else "--write-samples"
+        check_output_folder(cache, f"the data cache {cache} (default beside {beside}; see --cache)")
 
 
 def _write_samples(cfg: TrainConfig, args: argparse.Namespace) -> int:
@@ -522,7 +528,7 @@ def _write_samples(cfg: TrainConfig, args: argparse.Namespace) -> int:
     if out.exists():
         raise VidmatError(f"{out} already exists; --write-samples writes a new folder.")
     check_output_folder(out, f"--write-samples {out}")
-    _check_cache_folder(args)
+    _check_cache_folder(cfg, args)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     n = write_samples(cfg, out)
     print(f"wrote {n} samples to {out}/images and {out}/masks", flush=True)
@@ -551,7 +557,7 @@ def run(args: argparse.Namespace) -> int:
         _check_resume_arch(resume, cfg.arch)
     # Last, as they touch the disk: the folders Trainer writes to.
     check_output_folder(args.run, f"--run {args.run}")
-    _check_cache_folder(args)
+    _check_cache_folder(cfg, args)
     trainer = Trainer(cfg)
     if resume is not None:
         trainer.load(resume)
