@@ -48,3 +48,41 @@ def test_cli_refuses_bad_sampling_in_one_sentence(
         assert exc.value.code == 2
         assert "error:" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_pairs_appear_only_when_all_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cv2.imwrite returns False on a full disk: one sentence and no folder, where the
+    pairs written before were left looking like a complete set."""
+    from vidmat.errors import VidmatError
+
+    clip = make_clip(tmp_path / "c.mp4", frames=6, audio=None)
+    out = tmp_path / "p"
+    real = cv2.imwrite
+    calls = iter(range(100))
+    monkeypatch.setattr(cv2, "imwrite", lambda *a: next(calls) < 3 and real(*a))
+    with pytest.raises(VidmatError, match=r"could not write c_00002 to .*p \(disk full\?\)"):
+        label_clips([clip], out, red_teacher, every=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4"]
+    monkeypatch.setattr(cv2, "imwrite", real)
+    assert label_clips([clip], out, red_teacher, every=2) == 3
+    with pytest.raises(VidmatError, match="already exists"):
+        label_clips([clip], out, red_teacher, every=3)
+    assert label_clips([clip], out, red_teacher, every=3, overwrite=True) == 2
+    assert len(list((out / "masks").iterdir())) == 2
+
+
+def test_cli_refuses_an_existing_or_unwritable_out_in_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = make_clip(tmp_path / "c.mp4", frames=4, audio=None)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for out, said in (("old", "already exists"), ("afile/p", "cannot be created")):
+        with pytest.raises(SystemExit) as exc:
+            main([str(clip), "--out", str(tmp_path / out)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == []

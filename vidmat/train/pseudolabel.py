@@ -10,7 +10,8 @@ clips; its thresholded masks become one more ``--data`` root for ``vidmat train`
 
 writes ``DIR/images/<clip>_<frame>.jpg`` and ``DIR/masks/<clip>_<frame>.png``
 (0 / 255). ``--until`` / ``--from`` keep a part of each clip out for a held-out
-check of agreement with the teacher. The output is derived from the clips: keep
+check of agreement with the teacher. The folder appears only when every pair is
+written (an existing one needs ``--overwrite``). The output is derived from the clips: keep
 it outside the repository, like the data it came from.
 """
 
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
+from vidmat.io.files import atomic_folder, check_output_folder
 
 #: A teacher maps an RGB uint8 (H,W,3) frame to a float person probability (H,W).
 Teacher = Callable[[np.ndarray], np.ndarray]
@@ -71,29 +73,34 @@ def label_clips(
     stop: float = 1.0,
     long_side: int = 640,
     min_person: float = 0.01,
+    overwrite: bool = False,
 ) -> int:
     """Write image/mask pairs for sampled frames; frames with (almost) no person are skipped
     when ``min_person`` > 0, so a clip of hands or an empty room does not flood the set."""
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
     n = 0
-    for clip in clips:
-        for i, rgb in sample_frames(clip, every, start, stop):
-            h, w = rgb.shape[:2]
-            scale = min(1.0, long_side / max(h, w))
-            if scale < 1.0:
-                rgb = cv2.resize(
-                    rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-                )
-            mask = (teacher(rgb) >= 0.5).astype(np.uint8) * 255
-            if mask.mean() < 255 * min_person:
-                continue
-            stem = f"{clip.stem}_{i:05d}"
-            cv2.imwrite(
-                str(out / "images" / f"{stem}.jpg"), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92]
-            )
-            cv2.imwrite(str(out / "masks" / f"{stem}.png"), mask)
-            n += 1
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        for clip in clips:
+            for i, rgb in sample_frames(clip, every, start, stop):
+                h, w = rgb.shape[:2]
+                scale = min(1.0, long_side / max(h, w))
+                if scale < 1.0:
+                    rgb = cv2.resize(
+                        rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+                    )
+                mask = (teacher(rgb) >= 0.5).astype(np.uint8) * 255
+                if mask.mean() < 255 * min_person:
+                    continue
+                stem = f"{clip.stem}_{i:05d}"
+                jpeg = [cv2.IMWRITE_JPEG_QUALITY, 92]
+                # imwrite reports a full disk by returning False, not by raising
+                if not (
+                    cv2.imwrite(str(tmp / "images" / f"{stem}.jpg"), rgb[:, :, ::-1], jpeg)
+                    and cv2.imwrite(str(tmp / "masks" / f"{stem}.png"), mask)
+                ):
+                    raise VidmatError(f"could not write {stem} to {out} (disk full?).")
+                n += 1
     return n
 
 
@@ -107,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=5, help="keep every N-th frame (default 5)")
     p.add_argument("--from", dest="start", type=float, default=0.0, help="start fraction")
     p.add_argument("--until", dest="stop", type=float, default=1.0, help="stop fraction")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     args = p.parse_args(argv)
     if args.every < 1:
         p.error("--every must be 1 or more.")
@@ -116,8 +124,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not c.is_file():
             p.exit(2, f"error: {c} does not exist.\n")
     try:
+        if args.out.exists() and not args.overwrite:
+            raise VidmatError(f"{args.out} already exists; pass --overwrite to replace it.")
+        check_output_folder(args.out, f"--out {args.out}")
+        teacher = mediapipe_teacher()
+        args.out.absolute().parent.mkdir(parents=True, exist_ok=True)
         n = label_clips(
-            args.clips, args.out, mediapipe_teacher(), args.every, args.start, args.stop
+            args.clips,
+            args.out,
+            teacher,
+            args.every,
+            args.start,
+            args.stop,
+            overwrite=args.overwrite,
         )
     except VidmatError as exc:
         p.exit(2, f"error: {exc}\n")
