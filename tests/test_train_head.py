@@ -211,6 +211,31 @@ def test_cli_sides_changes_only_the_sides_and_the_head_bias(
     assert changed == sorted(["outconv.bias", *sides])
 
 
+def test_cli_fits_one_set_of_sides_at_several_sizes(
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--size 32 --size 64: each source is read at both sizes and counts at both, so the
+    fit differs from the one at 32 alone; the file keeps its own input size."""
+    data = make_people(tmp_path / "people")
+    extra = ["--sides", "--pixels", "300"]
+    one = tmp_path / "one.safetensors"
+    both = tmp_path / "both.safetensors"
+    printed, _, (alone, _) = _refit(capsys, tiny_weights, data, one, *extra, "--size", "32")
+    assert "people: 3 images" in printed and "@" not in printed
+    printed, _, (mixed, spec) = _refit(
+        capsys, tiny_weights, data, both, *extra, "--size", "32", "--size", "64"
+    )
+    assert "people@32: 3 images" in printed and "people@64: 3 images" in printed
+    assert spec.input_size == 32
+    assert not torch.equal(alone.side1.weight, mixed.side1.weight)
+    assert torch.equal(
+        alone.stage1.rebnconvin.conv_s1.weight, mixed.stage1.rebnconvin.conv_s1.weight
+    )
+
+
 def test_cli_refuses_bad_input_in_one_sentence(
     tmp_path: Path, make_people: Callable[..., Path], tiny_weights: Path
 ) -> None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -171,7 +171,10 @@ def _inputs_and_targets(
         chosen.append((spec, [pairs[i] for i in spread(len(pairs), cfg.per_source)]))
     size = engine.size
     with progress_bar(
-        total=sum(len(p) for _, p in chosen), desc=desc, unit="img", disable=not progress
+        total=sum(len(p) for _, p in chosen),
+        desc=f"{desc} at {size}",
+        unit="img",
+        disable=not progress,
     ) as bar:
         for k, (spec, pairs) in enumerate(chosen):
             for i, (ip, mp) in enumerate(pairs):
@@ -374,7 +377,7 @@ def refit(
     src: Path,
     out: Path,
     cfg: HeadFitConfig,
-    size: int | None = None,
+    sizes: Sequence[int | None] = (None,),
     device: str = "cpu",
     threads: int | None = None,
     note: str = "",
@@ -383,19 +386,26 @@ def refit(
     progress: bool = True,
 ) -> dict:
     """Write ``src`` with its head (or, with ``cfg.sides``, its side convolutions and head
-    bias) refitted to ``out``; return the fit's figures and sha256."""
+    bias) refitted to ``out``; return the fit's figures and sha256.
+
+    Several ``sizes`` (None: the file's own) fit one set of numbers to the images run at
+    each, every source counting once per size: for a file run at 256 by convert and at
+    192 by live on a CPU."""
     from vidmat.core.engine import Engine, EngineConfig
     from vidmat.model.weights import load_weights, save_weights, sha256_file
 
     check_output_path(out, overwrite)
     model, spec = load_weights(str(src))
-    engine = Engine(
-        copy.deepcopy(model),
-        spec,
-        EngineConfig(device=device, precision="fp32", size=size, threads=threads),
-    )
+    engines = [
+        Engine(
+            copy.deepcopy(model),
+            spec,
+            EngineConfig(device=device, precision="fp32", size=size, threads=threads),
+        )
+        for size in dict.fromkeys(sizes)
+    ]
     model.requires_grad_(False)
-    res = (_refit_sides if cfg.sides else _refit_head)(model, engine, cfg, progress)
+    res = (_refit_sides if cfg.sides else _refit_head)(model, engines, cfg, progress)
     desc = spec.description + (f"; {note}" if note else "")
     with atomic_output(out) as tmp:
         save_weights(
@@ -404,9 +414,19 @@ def refit(
     return {**res, "sha256": sha256_file(out)}
 
 
-def _refit_head(model, engine, cfg: HeadFitConfig, progress: bool) -> dict:
-    """Fit ``outconv`` on the engine's side logits and write it into ``model``."""
-    sources = collect_sides(engine, cfg, progress)
+def _per_size(engines: Sequence, collect: Callable, cfg: HeadFitConfig, progress: bool) -> list:
+    """``collect(engine, cfg, progress)`` for each engine, the sources named ``name@size``
+    when there are several sizes."""
+    out = []
+    for engine in engines:
+        for s in collect(engine, cfg, progress):
+            out.append(replace(s, name=f"{s.name}@{engine.size}") if len(engines) > 1 else s)
+    return out
+
+
+def _refit_head(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) -> dict:
+    """Fit ``outconv`` on the engines' side logits and write it into ``model``."""
+    sources = _per_size(engines, collect_sides, cfg, progress)
     # clones: the model's own tensors are overwritten with the fit below
     w0 = model.outconv.weight.float().view(6).clone()
     b0 = model.outconv.bias.float().view(1).clone()
@@ -426,9 +446,9 @@ def _refit_head(model, engine, cfg: HeadFitConfig, progress: bool) -> dict:
     }
 
 
-def _refit_sides(model, engine, cfg: HeadFitConfig, progress: bool) -> dict:
+def _refit_sides(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) -> dict:
     """Fit the side convolutions and the head bias on sampled pixels; write them into ``model``."""
-    sources = collect_features(engine, cfg, progress)
+    sources = _per_size(engines, collect_features, cfg, progress)
     convs = _side_convs(model)
     w = model.outconv.weight.float().view(6).clone()
     b0 = model.outconv.bias.float().view(1).clone()
@@ -501,8 +521,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--size",
         type=model_size,
-        default=None,
-        help="input side to fit at (default: the file's own, which it keeps)",
+        action="append",
+        metavar="PX",
+        help="input side to fit at (default: the file's own, which it keeps); repeat to fit "
+        "one set of numbers at several sizes, each source counting once per size (e.g. "
+        "--size 256 --size 192: convert's size and CPU live's); the time and memory add up",
     )
     p.add_argument(
         "--sides",
@@ -551,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.src,
             a.out,
             cfg,
-            size=a.size,
+            sizes=a.size or (None,),
             device=a.device,
             threads=a.threads,
             note=a.note,
