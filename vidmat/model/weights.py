@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="368896fe082ec16c8d4a726b820c7a6a031317695bca215bd196e0f4d129dfe0",
+        sha256="046ce722ff39fa44ff46dd1d59de5a132daf90987790cb4519ffcae0fcf5bb0c",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
