@@ -94,6 +94,19 @@ def read_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
     return img, m
 
 
+def write_pair(
+    root: Path, stem: str, rgb: np.ndarray, mask: np.ndarray, image_ext: str = ".png", *params: int
+) -> bool:
+    """Write ``root/images/<stem><image_ext>`` (RGB; ``params`` as cv2.imwrite takes them)
+    and ``root/masks/<stem>.png`` (uint8 0/255), the layout :func:`list_pairs` reads.
+    False when either cannot be written: cv2.imwrite reports a full disk that way, not
+    by raising, so the caller says so."""
+    return bool(
+        cv2.imwrite(str(root / "images" / f"{stem}{image_ext}"), rgb[:, :, ::-1], list(params))
+        and cv2.imwrite(str(root / "masks" / f"{stem}.png"), mask)
+    )
+
+
 def read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:

@@ -45,6 +45,7 @@ from vidmat.train.data import (
     load_backgrounds,
     load_source,
     spread,
+    write_pair,
 )
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -375,14 +376,12 @@ def write_samples(cfg: TrainConfig, folder: Path) -> int:
                 cfg.seed, step, cfg.batch, size_at(step, cfg), sources, bank, cfg.aug
             )
             for k in range(cfg.batch):
-                name = f"{step:06d}_{k:03d}.png"
+                stem = f"{step:06d}_{k:03d}"
                 mask = (masks[k, 0] * 255).astype(np.uint8)
-                # imwrite reports a full disk by returning False, not by raising
-                if not (
-                    cv2.imwrite(str(tmp / "images" / name), imgs[k][:, :, ::-1])
-                    and cv2.imwrite(str(tmp / "masks" / name), mask)
-                ):
-                    raise VidmatError(f"could not write sample {name} to {folder} (disk full?).")
+                if not write_pair(tmp, stem, imgs[k], mask):
+                    raise VidmatError(
+                        f"could not write sample {stem}.png to {folder} (disk full?)."
+                    )
                 bar.update(1)
     return cfg.steps * cfg.batch
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, check_output_folder
+from vidmat.train.data import write_pair
 
 #: A teacher maps an RGB uint8 (H,W,3) frame to a float person probability (H,W).
 Teacher = Callable[[np.ndarray], np.ndarray]
@@ -93,12 +94,7 @@ def label_clips(
                 if mask.mean() < 255 * min_person:
                     continue
                 stem = f"{clip.stem}_{i:05d}"
-                jpeg = [cv2.IMWRITE_JPEG_QUALITY, 92]
-                # imwrite reports a full disk by returning False, not by raising
-                if not (
-                    cv2.imwrite(str(tmp / "images" / f"{stem}.jpg"), rgb[:, :, ::-1], jpeg)
-                    and cv2.imwrite(str(tmp / "masks" / f"{stem}.png"), mask)
-                ):
+                if not write_pair(tmp, stem, rgb, mask, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 92):
                     raise VidmatError(f"could not write {stem} to {out} (disk full?).")
                 n += 1
     return n
