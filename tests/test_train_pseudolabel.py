@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from convert_fixtures import make_clip
 
+from vidmat.train import pseudolabel
 from vidmat.train.data import SourceSpec, list_pairs
 from vidmat.train.pseudolabel import label_clips, main
 
@@ -86,3 +87,23 @@ def test_cli_refuses_an_existing_or_unwritable_out_in_one_sentence(
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == []
+
+
+def test_a_truncated_clip_is_labelled_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clip cut short was labelled as far as it decoded without a word, so a damaged
+    download could become training data unnoticed."""
+    full = make_clip(tmp_path / "full.mp4", frames=30, faststart=True, audio=None)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    monkeypatch.setattr(pseudolabel, "mediapipe_teacher", lambda: red_teacher)
+    assert main([str(full), "--out", str(tmp_path / "a")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([str(cut), "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    n = len(list_pairs(SourceSpec(tmp_path / "b").path))
+    assert 0 < n < 6
+    assert f"warning: {cut} is truncated or damaged" in err
+    assert "frames could be decoded" in err and "labelled what decodes" in err

@@ -18,6 +18,7 @@ it outside the repository, like the data it came from.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -49,9 +50,18 @@ def mediapipe_teacher(model_selection: int = 0) -> Teacher:
 
 
 def sample_frames(
-    path: Path, every: int, start: float = 0.0, stop: float = 1.0
+    path: Path,
+    every: int,
+    start: float = 0.0,
+    stop: float = 1.0,
+    warn: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, RGB frame) for every ``every``-th frame in the [start, stop) fraction of a clip."""
+    """(index, RGB frame) for every ``every``-th frame in the [start, stop) fraction of a clip.
+
+    What the reader found wrong (a file cut short, damaged frames) goes to ``warn`` once the
+    clip is read: the labels are still made from what decodes, but a clip that stops early
+    or fills in broken pictures is worth knowing about before it becomes training data.
+    """
     from vidmat.io.video import VideoReader
 
     with VideoReader(path) as reader:
@@ -63,6 +73,9 @@ def sample_frames(
                 break
             if i >= lo and (i - lo) % every == 0:
                 yield i, frame.image
+        problems = [*reader.warnings, *([reader.incomplete] if reader.incomplete else [])]
+        if warn is not None and problems:
+            warn(f"{path} is truncated or damaged ({'; '.join(problems)}): labelled what decodes.")
 
 
 def label_clips(
@@ -75,6 +88,7 @@ def label_clips(
     long_side: int = 640,
     min_person: float = 0.01,
     overwrite: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> int:
     """Write image/mask pairs for sampled frames; frames with (almost) no person are skipped
     when ``min_person`` > 0, so a clip of hands or an empty room does not flood the set."""
@@ -83,7 +97,7 @@ def label_clips(
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for clip in clips:
-            for i, rgb in sample_frames(clip, every, start, stop):
+            for i, rgb in sample_frames(clip, every, start, stop, warn):
                 h, w = rgb.shape[:2]
                 scale = min(1.0, long_side / max(h, w))
                 if scale < 1.0:
@@ -133,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.start,
             args.stop,
             overwrite=args.overwrite,
+            warn=lambda message: print(f"warning: {message}", file=sys.stderr),
         )
     except VidmatError as exc:
         p.exit(2, f"error: {exc}\n")
