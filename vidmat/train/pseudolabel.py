@@ -75,7 +75,7 @@ def sample_frames(
                 yield i, frame.image
         problems = [*reader.warnings, *([reader.incomplete] if reader.incomplete else [])]
         if warn is not None and problems:
-            warn(f"{path} is truncated or damaged ({'; '.join(problems)}): labelled what decodes.")
+            warn(f"{path}: {'; '.join(problems)}; labelled the frames that decode.")
 
 
 def label_clips(
