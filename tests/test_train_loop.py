@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidmat.cli import main
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
@@ -17,6 +19,7 @@ from vidmat.train.data import CachedSource, SourceSpec, fill_holes, load_source
 from vidmat.train.loop import (
     TrainConfig,
     Trainer,
+    anchor_loss,
     autocast,
     deep_supervision_loss,
     make_batch,
@@ -217,6 +220,101 @@ def test_soft_iou_loss_matches_hand_computed_value() -> None:
     bce_only = deep_supervision_loss(logits, y)
     both = deep_supervision_loss(logits, y, iou_weight=0.5)
     assert abs(float(both - bce_only) - 0.5 * 7 * expected) < 1e-5
+
+
+def test_anchor_loss_is_bce_against_the_anchors_resized_probabilities() -> None:
+    anchor = torch.tensor([[-2.0, 2.0], [0.0, 4.0]]).reshape(1, 1, 2, 2)
+    fused = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    # Bilinear 2x2 -> 4x4 (align_corners off): the corner pixels keep their source value.
+    loss = anchor_loss(fused, anchor)
+    # Every fused logit is 0 (p = 0.5), so each pixel's BCE is log 2 whatever its target.
+    assert abs(float(loss.detach()) - float(np.log(2))) < 1e-6
+    loss.backward()
+    grad = fused.grad.reshape(4, 4) * 16  # d(mean BCE)/dz = (p - target) / n
+    corners = torch.tensor([grad[0, 0], grad[0, 3], grad[3, 0], grad[3, 3]])
+    expected = 0.5 - torch.sigmoid(torch.tensor([-2.0, 2.0, 0.0, 4.0]))
+    assert torch.allclose(corners, expected, atol=1e-6)
+    # At the anchor's own output the pull is zero.
+    same = anchor.clone().requires_grad_(True)
+    anchor_loss(same, anchor).backward()
+    assert float(same.grad.abs().max()) < 1e-7
+
+
+def _anchor_file(tmp_path: Path, bias: float) -> Path:
+    """A tiny-model weights file whose fused output is pushed to ``bias`` everywhere."""
+    from vidmat.model.u2net import build_model
+    from vidmat.train.loop import export_weights
+
+    torch.manual_seed(5)
+    model = build_model("u2netp")
+    with torch.no_grad():
+        model.outconv.weight.zero_()
+        model.outconv.bias.fill_(bias)
+    path = tmp_path / "anchor.safetensors"
+    export_weights(model, replace(_cfg(tmp_path, 1), size=64), path, "test anchor")
+    return path
+
+
+def test_anchor_pulls_the_fused_output_toward_it(tmp_path: Path) -> None:
+    anchor = _anchor_file(tmp_path, bias=-6.0)  # "background everywhere"
+    x, _ = make_batch(123, 0, 8, 32, [_squares()], None, AugmentConfig())
+
+    def foreground(anchored: bool) -> float:
+        cfg = _cfg(tmp_path / str(anchored), steps=10)
+        if anchored:
+            cfg = replace(cfg, anchor=str(anchor), anchor_weight=5.0)
+        torch.manual_seed(0)
+        tr = Trainer(cfg, sources=[_squares()], bank=None, valsets=[])
+        tr.run()
+        tr.model.train()
+        with torch.no_grad():
+            return float(torch.sigmoid(tr.model.forward_all(x)[0]).mean())
+
+    plain, anchored = foreground(False), foreground(True)
+    assert anchored < 0.7 * plain, (plain, anchored)
+
+
+def test_anchor_runs_at_its_own_size_in_eval_mode(tmp_path: Path) -> None:
+    anchor = _anchor_file(tmp_path, bias=-1.0)
+    cfg = replace(_cfg(tmp_path, steps=2), mix_sizes=(64,), anchor=str(anchor), anchor_weight=0.5)
+    tr = Trainer(cfg, sources=[_squares()], bank=None, valsets=[])
+    assert tr.anchor_size == 64  # the spec's size, not the training size
+    seen: list[tuple[int, bool]] = []
+    forward_all = tr.anchor.forward_all
+
+    def spy(x: torch.Tensor) -> list[torch.Tensor]:
+        seen.append((x.shape[-1], tr.anchor.training))
+        return forward_all(x)
+
+    tr.anchor.forward_all = spy
+    batch = make_batch(7, 0, 4, 32, tr.sources, None, tr.cfg.aug)
+    before = copy.deepcopy(tr.model)
+    got = tr.train_step(batch)
+    assert seen == [(64, False)]
+    # The step's loss is the labels' loss plus the weighted anchor term, on the
+    # step's own forward pass (BatchNorm in training mode, as the step ran it).
+    before.train()
+    with torch.no_grad():
+        logits = before.forward_all(batch[0])
+        a = forward_all(F.interpolate(batch[0], size=(64, 64), mode="bilinear", antialias=True))
+        want = deep_supervision_loss(logits, batch[1]) + 0.5 * anchor_loss(logits[0], a[0])
+    assert got == pytest.approx(float(want), rel=1e-5)
+    # A second model that never trains: the anchor's weights stay as loaded.
+    assert all(not p.requires_grad for p in tr.anchor.parameters())
+
+
+def test_cli_refuses_an_anchor_that_is_not_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "masks").mkdir()
+    bad = tmp_path / "anchor.safetensors"
+    bad.write_text("not weights")
+    argv = ["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r")]
+    assert main([*argv, "--anchor", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_resume_continues_identically(tmp_path: Path) -> None:
@@ -687,6 +785,8 @@ def test_cli_refuses_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[
         ("--wide-shot", "0.3", "--wide-shot must be above 0.45 and at most 10."),
         ("--workers", "-1", "--workers must be 0 or more."),
         ("--minutes", "0", "--minutes must be positive."),
+        ("--anchor-weight", "-1", "--anchor-weight must be 0 or more."),
+        ("--anchor-size", "100", "--anchor-size must be a multiple of 32, at least 32."),
     ],
 )
 def test_cli_refuses_out_of_range_switches(

@@ -267,6 +267,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", metavar="WEIGHTS", help="start from these weights instead of random")
     p.add_argument(
+        "--anchor",
+        metavar="WEIGHTS",
+        help="also train the fused output toward these weights' output on the same batch "
+        "(BCE against their probabilities): holds a fine-tune to a shipped file where the "
+        "labels leave it free, and with --mix-size teaches the other sizes what the file "
+        "gives at its own. The anchor runs on every pass, about a third more time a step",
+    )
+    p.add_argument(
+        "--anchor-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="weight of the --anchor term beside the seven outputs' BCE (default 1)",
+    )
+    p.add_argument(
+        "--anchor-size",
+        type=int,
+        metavar="PX",
+        help="input side the --anchor runs at, each batch squashed to it (default: the "
+        "size in the anchor's spec, 256 for the shipped file)",
+    )
+    p.add_argument(
         "--resume",
         type=Path,
         metavar="CKPT",
@@ -429,6 +451,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise VidmatError("--workers must be 0 or more.")
     if args.freeze_bn and args.init is None:
         raise VidmatError("--freeze-bn keeps the statistics of --init weights; give --init.")
+    if not (math.isfinite(args.anchor_weight) and args.anchor_weight >= 0):
+        raise VidmatError("--anchor-weight must be 0 or more.")
+    if args.anchor_size is not None and (args.anchor_size < 32 or args.anchor_size % 32):
+        raise VidmatError("--anchor-size must be a multiple of 32, at least 32.")
     # torch.device("cuda") on a CPU-only build fails deep in the first .to() with an
     # AssertionError; select_device says so in one sentence (and resolves "auto").
     device = select_device(args.device)
@@ -465,6 +491,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         cudnn_benchmark=args.cudnn_benchmark,
         freeze_bn=args.freeze_bn,
         init=args.init,
+        anchor=args.anchor,
+        anchor_weight=args.anchor_weight,
+        anchor_size=args.anchor_size,
         close_gaps=gap_root_names(args.close_gaps),
         progress=args.progress,
     )
@@ -484,6 +513,15 @@ def _check_init_arch(init: str, arch: str) -> None:
         raise VidmatError(
             f"--init {init} holds {spec.arch} weights, not {arch}; pass --arch {spec.arch}."
         )
+
+
+def _check_anchor(anchor: str) -> None:
+    """Load the --anchor once before any data is read, so that a missing or wrong file
+    is one sentence now rather than after minutes of caching. Any architecture will do:
+    the full u2net can teach u2netp."""
+    from vidmat.model.weights import load_weights
+
+    load_weights(anchor)
 
 
 def _check_resume_arch(path: Path, arch: str) -> None:
@@ -555,6 +593,8 @@ def run(args: argparse.Namespace) -> int:
         _check_init_arch(cfg.init, cfg.arch)
     if resume is not None:
         _check_resume_arch(resume, cfg.arch)
+    if cfg.anchor is not None:
+        _check_anchor(cfg.anchor)
     # Last, as they touch the disk: the folders Trainer writes to.
     check_output_folder(args.run, f"--run {args.run}")
     _check_cache_folder(cfg, args)

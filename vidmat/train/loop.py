@@ -117,6 +117,15 @@ class TrainConfig:
     #: them kept still lost rollerblade, but gained val/ccp and the webcam hold-out.
     freeze_bn: bool = False
     init: str | None = None
+    #: Weights the fused output is also trained toward (BCE against their probabilities
+    #: on the same batch, weighted by ``anchor_weight``), run at ``anchor_size`` (None:
+    #: their spec's size) and brought to the training size. Every CPU fine-tune of the
+    #: shipped file lost val/ccp and the webcam hold-out while gaining what it aimed at;
+    #: the anchor holds it to the file where the labels leave it free, and at the
+    #: ``mix_sizes`` it teaches what the file gives at its own size.
+    anchor: str | None = None
+    anchor_weight: float = 1.0
+    anchor_size: int | None = None
     #: Names of source folders whose masks get their neck gaps closed and holes filled
     #: (VITON); filling CCP's holes would label the space inside a bent arm as person.
     close_gaps: tuple[str, ...] = ("viton",)
@@ -169,6 +178,16 @@ def deep_supervision_loss(
     if iou_weight > 0:
         loss = loss + iou_weight * sum(soft_iou_loss(o, target) for o in logits)
     return loss
+
+
+def anchor_loss(fused: torch.Tensor, anchor_logit: torch.Tensor) -> torch.Tensor:
+    """BCE of the fused logits against the anchor's probabilities, the anchor's map
+    resized to the fused one's size first (it may have run at another size)."""
+    if anchor_logit.shape[-2:] != fused.shape[-2:]:
+        anchor_logit = F.interpolate(
+            anchor_logit.float(), size=fused.shape[-2:], mode="bilinear", align_corners=False
+        )
+    return F.binary_cross_entropy_with_logits(fused.float(), torch.sigmoid(anchor_logit.float()))
 
 
 def batch_samples(
@@ -423,6 +442,15 @@ class Trainer:
                 model.load_state_dict(init_model.state_dict())
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.fmt)
+        self.anchor: nn.Module | None = None
+        self.anchor_size = cfg.anchor_size
+        if cfg.anchor:
+            from vidmat.model.weights import load_weights
+
+            anchor, spec = load_weights(cfg.anchor)
+            self.anchor = anchor.to(self.device, memory_format=self.fmt).eval()
+            self.anchor.requires_grad_(False)
+            self.anchor_size = cfg.anchor_size or spec.input_size
         self.frozen_bn = (
             [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
             if cfg.freeze_bn
@@ -498,6 +526,16 @@ class Trainer:
         )
         yield from loader
 
+    def anchor_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The anchor's fused logits for a batch, squashed to its size as the engine
+        squashes a frame (bilinear with antialiasing, like an area reduction)."""
+        assert self.anchor is not None and self.anchor_size is not None
+        size = (self.anchor_size, self.anchor_size)
+        if x.shape[-2:] != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        with torch.no_grad(), autocast(self.device, self.cfg.amp):
+            return self.anchor.forward_all(x.contiguous(memory_format=self.fmt))[0]
+
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
         cfg = self.cfg
         self.model.train()
@@ -518,7 +556,10 @@ class Trainer:
                 logits = self.model.forward_all(xi)
             # Each pass's loss is a mean over its samples; weighting it by its share of
             # the batch makes the summed gradients those of the whole batch's mean.
-            part = deep_supervision_loss(logits, yi, cfg.iou_weight) * (len(xi) / n)
+            part = deep_supervision_loss(logits, yi, cfg.iou_weight)
+            if self.anchor is not None and cfg.anchor_weight > 0:
+                part = part + cfg.anchor_weight * anchor_loss(logits[0], self.anchor_logits(xi))
+            part = part * (len(xi) / n)
             part.backward()
             loss += part.detach()
         self.opt.step()
