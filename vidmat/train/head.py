@@ -57,6 +57,7 @@ from vidmat.train.data import (
     read_pair,
     spread,
 )
+from vidmat.train.loop import soft_iou
 
 Tensor = torch.Tensor
 
@@ -102,10 +103,7 @@ def image_losses(z: Tensor, targets: Tensor, iou_weight: float) -> Tensor:
     z, targets = z.flatten(1), targets.flatten(1)
     per = F.binary_cross_entropy_with_logits(z, targets, reduction="none").mean(1)
     if iou_weight:
-        p = torch.sigmoid(z)
-        inter = (p * targets).sum(1)
-        union = (p + targets - p * targets).sum(1).clamp_min(1e-6)
-        per = per + iou_weight * (1 - inter / union)
+        per = per + iou_weight * (1 - soft_iou(z, targets, smooth=0.0))
     return per
 
 

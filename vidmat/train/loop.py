@@ -160,13 +160,23 @@ def to_input(batch_rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
+def soft_iou(logit: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Each image's soft IoU of sigmoid(logit) with the target: (N, ...) -> (N,).
+
+    ``smooth`` is added to both sums: 1 in training, so that an empty crop with an
+    empty prediction scores 1 rather than 0/0; 0 in the head refit
+    (:mod:`vidmat.train.head`), whose command must keep reproducing the shipped file."""
+    p = torch.sigmoid(logit.float()).flatten(1)
+    t = target.flatten(1)
+    inter = (p * t).sum(1)
+    union = (p + t - p * t).sum(1)
+    return (inter + smooth) / (union + smooth).clamp_min(1e-6)
+
+
 def soft_iou_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - soft IoU per image, averaged: rewards overlap directly and confident edges,
     where BCE alone settles for grey, blurry borders around a thin person."""
-    p = torch.sigmoid(logit.float())
-    inter = (p * target).sum(dim=(1, 2, 3))
-    union = (p + target - p * target).sum(dim=(1, 2, 3))
-    return (1.0 - (inter + 1.0) / (union + 1.0)).mean()
+    return (1.0 - soft_iou(logit, target)).mean()
 
 
 def deep_supervision_loss(
