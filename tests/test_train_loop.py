@@ -22,6 +22,7 @@ from vidmat.train.loop import (
     anchor_loss,
     autocast,
     deep_supervision_loss,
+    layer_group,
     make_batch,
     size_at,
     soft_iou_loss,
@@ -124,6 +125,42 @@ def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(tmp_path: Pa
         assert all(bn.training != freeze for bn in bns)
     assert runs[True] == (True, True, True)
     assert runs[False] == (False, False, True)
+
+
+def test_freeze_keeps_the_named_layer_groups_and_trains_the_others(tmp_path: Path) -> None:
+    cfg = replace(_cfg(tmp_path, steps=3), freeze=("encoder", "sides"))
+    tr = Trainer(cfg, sources=[_squares()], bank=None, valsets=[])
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.run()
+    after = tr.model.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    # Weights and BatchNorm statistics alike: only the decoder's stages moved.
+    assert changed == {f"stage{i}d" for i in range(1, 6)}
+    ema = tr.ema.model.state_dict()
+    assert all(torch.equal(before[k], ema[k]) for k in before if layer_group(k) != "decoder")
+    assert layer_group("stage1.rebnconvin.conv_s1.weight") == "encoder"
+    assert layer_group("stage1d.rebnconv1.bn_s1.running_mean") == "decoder"
+    assert layer_group("outconv.bias") == "sides" and layer_group("side6.weight") == "sides"
+
+
+@pytest.mark.parametrize(
+    ("freeze", "message"),
+    [
+        ("encoder,trunk", "--freeze knows encoder, decoder, sides, not trunk."),
+        ("encoder, decoder,sides", "--freeze leaves nothing to train; name at most two groups."),
+    ],
+)
+def test_cli_refuses_a_freeze_it_cannot_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], freeze: str, message: str
+) -> None:
+    (tmp_path / "d").mkdir()
+    init = _anchor_file(tmp_path, bias=0.0)
+    argv = ["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r")]
+    assert main([*argv, "--init", str(init), "--freeze", freeze]) == 2
+    assert capsys.readouterr().err.strip() == f"vidmat: error: {message}"
+    assert main([*argv, "--freeze", "encoder"]) == 2
+    assert "--freeze keeps layers as --init gave them" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_micro_batches_with_frozen_bn_make_the_whole_batchs_step(tmp_path: Path) -> None:

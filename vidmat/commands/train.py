@@ -252,6 +252,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "e.g. 8 on a CPU after 32 on a GPU)",
     )
     p.add_argument(
+        "--freeze",
+        default="",
+        metavar="GROUPS",
+        help="comma-separated layer groups whose weights (and BatchNorm statistics) keep "
+        "their --init values: encoder (stages 1-6), decoder (stages 5d-1d), sides (the side "
+        "convolutions and the fusing head); e.g. --freeze encoder fine-tunes the decoder "
+        "and sides only",
+    )
+    p.add_argument(
         "--amp",
         choices=AMP_MODES,
         default="auto",
@@ -406,7 +415,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """
     from vidmat.core.engine import select_device
     from vidmat.train.data import gap_root_names
-    from vidmat.train.loop import TrainConfig
+    from vidmat.train.loop import LAYER_GROUPS, TrainConfig
 
     if args.run is None and args.write_samples is None:
         raise VidmatError("--run DIR is required: the run folder for checkpoints, log and weights.")
@@ -452,6 +461,14 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise VidmatError("--workers must be 0 or more.")
     if args.freeze_bn and args.init is None:
         raise VidmatError("--freeze-bn keeps the statistics of --init weights; give --init.")
+    freeze = tuple(g.strip() for g in args.freeze.split(",") if g.strip())
+    unknown = [g for g in freeze if g not in LAYER_GROUPS]
+    if unknown:
+        raise VidmatError(f"--freeze knows {', '.join(LAYER_GROUPS)}, not {', '.join(unknown)}.")
+    if freeze and args.init is None:
+        raise VidmatError("--freeze keeps layers as --init gave them; give --init.")
+    if set(freeze) == set(LAYER_GROUPS):
+        raise VidmatError("--freeze leaves nothing to train; name at most two groups.")
     if not (math.isfinite(args.anchor_weight) and args.anchor_weight >= 0):
         raise VidmatError("--anchor-weight must be 0 or more.")
     if args.anchor_size is not None and (args.anchor_size < 32 or args.anchor_size % 32):
@@ -491,6 +508,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         amp=args.amp,
         cudnn_benchmark=args.cudnn_benchmark,
         freeze_bn=args.freeze_bn,
+        freeze=freeze,
         init=args.init,
         anchor=args.anchor,
         anchor_weight=args.anchor_weight,

@@ -52,6 +52,22 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
+#: The parts of U-2-Net a fine-tune can keep fixed, by the first word of their names
+#: (the same in u2netp and u2net): the six encoder stages, the five decoder stages, and
+#: the side convolutions with the fusing head.
+LAYER_GROUPS = {
+    "encoder": tuple(f"stage{i}" for i in range(1, 7)),
+    "decoder": tuple(f"stage{i}d" for i in range(1, 6)),
+    "sides": (*(f"side{i}" for i in range(1, 7)), "outconv"),
+}
+
+
+def layer_group(name: str) -> str | None:
+    """The :data:`LAYER_GROUPS` key of a parameter or module name, e.g. stage3.rebnconv1.bn_s1."""
+    first = name.split(".", 1)[0]
+    return next((g for g, firsts in LAYER_GROUPS.items() if first in firsts), None)
+
+
 @dataclass
 class TrainConfig:
     sources: list[SourceSpec]
@@ -126,6 +142,10 @@ class TrainConfig:
     anchor: str | None = None
     anchor_weight: float = 1.0
     anchor_size: int | None = None
+    #: Layer groups (:data:`LAYER_GROUPS`) whose weights and BatchNorm statistics stay as
+    #: ``init`` gave them. Session 47 found a CPU fine-tune's loss on photographs spread
+    #: over the trunk, most in the encoder's middle stages.
+    freeze: tuple[str, ...] = ()
     #: Names of source folders whose masks get their neck gaps closed and holes filled
     #: (VITON); filling CCP's holes would label the space inside a bent arm as person.
     close_gaps: tuple[str, ...] = ("viton",)
@@ -461,13 +481,19 @@ class Trainer:
             self.anchor = anchor.to(self.device, memory_format=self.fmt).eval()
             self.anchor.requires_grad_(False)
             self.anchor_size = cfg.anchor_size or spec.input_size
-        self.frozen_bn = (
-            [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            if cfg.freeze_bn
-            else []
-        )
+        self.frozen_bn = [
+            m
+            for name, m in self.model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and (cfg.freeze_bn or layer_group(name) in cfg.freeze)
+        ]
+        for name, prm in self.model.named_parameters():
+            if layer_group(name) in cfg.freeze:
+                prm.requires_grad_(False)
         self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            [prm for prm in self.model.parameters() if prm.requires_grad],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, self.cfg))
         self.ema = EMA(self.model, cfg.ema)
