@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from vidmat.cli import main
+from vidmat.errors import VidmatError
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import CachedSource, SourceSpec, fill_holes, load_source
 from vidmat.train.loop import (
@@ -141,6 +142,27 @@ def test_freeze_keeps_the_named_layer_groups_and_trains_the_others(tmp_path: Pat
     assert layer_group("stage1.rebnconvin.conv_s1.weight") == "encoder"
     assert layer_group("stage1d.rebnconv1.bn_s1.running_mean") == "decoder"
     assert layer_group("outconv.bias") == "sides" and layer_group("side6.weight") == "sides"
+
+
+def test_resume_refuses_a_checkpoint_of_other_freeze_groups(tmp_path: Path) -> None:
+    first = Trainer(
+        replace(_cfg(tmp_path / "a", steps=1), freeze=("encoder",)),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    first.run()
+    other = _trainer(tmp_path / "b", steps=2)
+    with pytest.raises(VidmatError, match="was trained with --freeze encoder; resume it"):
+        other.load(first.cfg.run_dir / "last.pt")
+    same = Trainer(
+        replace(_cfg(tmp_path / "c", steps=2), freeze=("encoder",)),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    same.load(first.cfg.run_dir / "last.pt")
+    assert same.step == 1
 
 
 @pytest.mark.parametrize(

@@ -279,7 +279,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--anchor",
         metavar="WEIGHTS",
         help="also train the fused output toward these weights' output on the same batch "
-        "(BCE against their probabilities): holds a fine-tune to a shipped file where the "
+        "(BCE against their probabilities): pulls a fine-tune toward a shipped file where the "
         "labels leave it free, and with --mix-size teaches the other sizes what the file "
         "gives at its own. The anchor runs on every pass: a quarter more time a step on 2 CPU "
         "cores (256, 320 and 192 px in turn)",
@@ -543,8 +543,9 @@ def _check_anchor(anchor: str) -> None:
     load_weights(anchor)
 
 
-def _check_resume_arch(path: Path, arch: str) -> None:
-    """Refuse a checkpoint of the other architecture (or an unreadable one) up front.
+def _check_resume(path: Path, cfg: TrainConfig) -> None:
+    """Refuse a checkpoint of the other architecture or other --freeze groups (or an
+    unreadable one) up front.
 
     The checkpoint is memory-mapped, so only its small config is actually read here.
     """
@@ -557,13 +558,17 @@ def _check_resume_arch(path: Path, arch: str) -> None:
             break
     if not isinstance(ck, dict):
         raise VidmatError(f"cannot read checkpoint {path}; it is not a vidmat training checkpoint.")
+    from vidmat.train.loop import check_same_freeze
+
     config = ck.get("config")
-    saved = config.get("arch") if isinstance(config, dict) else None
-    if saved is not None and saved != arch:
+    config = config if isinstance(config, dict) else {}
+    saved = config.get("arch")
+    if saved is not None and saved != cfg.arch:
         raise VidmatError(
-            f"checkpoint {path} is of a {saved} run, not {arch}; pass --arch {saved} "
+            f"checkpoint {path} is of a {saved} run, not {cfg.arch}; pass --arch {saved} "
             "to resume it, or name another --run folder."
         )
+    check_same_freeze(config, cfg.freeze, path)
 
 
 def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
@@ -611,7 +616,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.init is not None:
         _check_init_arch(cfg.init, cfg.arch)
     if resume is not None:
-        _check_resume_arch(resume, cfg.arch)
+        _check_resume(resume, cfg)
     if cfg.anchor is not None:
         _check_anchor(cfg.anchor)
     # Last, as they touch the disk: the folders Trainer writes to.

@@ -137,8 +137,9 @@ class TrainConfig:
     #: on the same batch, weighted by ``anchor_weight``), run at ``anchor_size`` (None:
     #: their spec's size) and brought to the training size. Every CPU fine-tune of the
     #: shipped file lost val/ccp and the webcam hold-out while gaining what it aimed at;
-    #: the anchor holds it to the file where the labels leave it free, and at the
-    #: ``mix_sizes`` it teaches what the file gives at its own size.
+    #: the anchor pulls it toward the file where the labels leave it free, and at the
+    #: ``mix_sizes`` teaches what the file gives at its own size. Session 47: it lifted
+    #: DAVIS's skater at 320 but did not keep val/ccp (that loss is in the trunk).
     anchor: str | None = None
     anchor_weight: float = 1.0
     anchor_size: int | None = None
@@ -435,6 +436,15 @@ def write_samples(cfg: TrainConfig, folder: Path) -> int:
     return cfg.steps * cfg.batch
 
 
+def check_same_freeze(config: dict, freeze: Sequence[str], path: Path) -> None:
+    """Refuse to resume a checkpoint with other ``--freeze`` groups: its optimiser holds
+    the trainable parameters only, so another set would not load into it."""
+    saved = tuple(config.get("freeze", ()))
+    if saved != tuple(freeze):
+        was = f"--freeze {','.join(saved)}" if saved else "no --freeze"
+        raise VidmatError(f"checkpoint {path} was trained with {was}; resume it with the same.")
+
+
 class Trainer:
     """Holds the state of one run; :meth:`run` trains until ``cfg.steps`` or ``stop()``."""
 
@@ -528,6 +538,7 @@ class Trainer:
             ck = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as exc:
             raise VidmatError(f"cannot read checkpoint {path} ({type(exc).__name__}).") from None
+        check_same_freeze(ck.get("config", {}), self.cfg.freeze, path)
         self.model.load_state_dict(ck["model"])
         self.ema.model.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
