@@ -230,7 +230,6 @@ def test_cli_refuses_freeze_bn_without_init(
 
 
 def test_amp_sets_the_forward_precision_only() -> None:
-    from vidmat.errors import VidmatError
     from vidmat.model.u2net import build_model
 
     model, cpu = build_model("u2netp").eval(), torch.device("cpu")
@@ -879,7 +878,6 @@ def test_publish_sets_input_size_and_loads(tmp_path: Path) -> None:
 
 
 def test_publish_refuses_to_replace_or_to_write_nowhere(tmp_path: Path) -> None:
-    from vidmat.errors import VidmatError
     from vidmat.model.u2net import build_model
     from vidmat.model.weights import WeightsSpec, save_weights, sha256_file
     from vidmat.train.publish import publish
@@ -898,7 +896,6 @@ def test_publish_refuses_to_replace_or_to_write_nowhere(tmp_path: Path) -> None:
 
 
 def test_publish_several_files_writes_their_mean(tmp_path: Path) -> None:
-    from vidmat.errors import VidmatError
     from vidmat.model.u2net import build_model
     from vidmat.model.weights import WeightsSpec, load_weights, save_weights
     from vidmat.train.publish import publish
