@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from vidmat.cli import main
+from vidmat.core.engine import to_input_size
 from vidmat.errors import VidmatError
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import CachedSource, SourceSpec, fill_holes, load_source
@@ -354,7 +354,7 @@ def test_anchor_runs_at_its_own_size_in_eval_mode(tmp_path: Path) -> None:
     before.train()
     with torch.no_grad():
         logits = before.forward_all(batch[0])
-        a = forward_all(F.interpolate(batch[0], size=(64, 64), mode="bilinear", antialias=True))
+        a = forward_all(to_input_size(batch[0], 64))
         want = deep_supervision_loss(logits, batch[1]) + 0.5 * anchor_loss(logits[0], a[0])
     assert got == pytest.approx(float(want), rel=1e-5)
     # A second model that never trains: the anchor's weights stay as loaded.

@@ -575,11 +575,11 @@ class Trainer:
 
     def anchor_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The anchor's fused logits for a batch, squashed to its size as the engine
-        squashes a frame (bilinear with antialiasing, like an area reduction)."""
+        squashes a frame."""
+        from vidmat.core.engine import to_input_size
+
         assert self.anchor is not None and self.anchor_size is not None
-        size = (self.anchor_size, self.anchor_size)
-        if x.shape[-2:] != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = to_input_size(x, self.anchor_size)
         with torch.no_grad(), autocast(self.device, self.cfg.amp):
             return self.anchor.forward_all(x.contiguous(memory_format=self.fmt))[0]
 
