@@ -18,7 +18,6 @@ from vidmat.errors import VidmatError
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import CachedSource, SourceSpec, fill_holes, load_source
 from vidmat.train.loop import (
-    EMA,
     TrainConfig,
     Trainer,
     anchor_loss,
@@ -228,33 +227,6 @@ def test_cli_refuses_freeze_bn_without_init(
     assert code == 2
     assert "--freeze-bn keeps the statistics of --init weights" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-
-
-def test_cli_refuses_no_ema_warmup_without_init(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "d").mkdir()
-    argv = ["train", "--data", str(tmp_path / "d"), "--run", str(tmp_path / "r")]
-    assert main([*argv, "--no-ema-warmup"]) == 2
-    assert "--no-ema-warmup keeps --init's weights in the average" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
-
-
-@pytest.mark.parametrize("warmup", [True, False])
-def test_ema_decay_ramps_up_only_with_warmup(warmup: bool) -> None:
-    """Without the ramp the first update keeps 0.9 of the starting weights, not 2/11."""
-    start = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
-    ema = EMA(start, 0.9, warmup=warmup)
-    moved = copy.deepcopy(start)
-    with torch.no_grad():
-        for p in moved.parameters():
-            p.add_(1.0)
-        moved[1].running_mean.fill_(5.0)
-    ema.update(moved, 1)
-    assert torch.equal(ema.model[1].running_mean, moved[1].running_mean)  # buffers copied
-    kept = 0.9 if not warmup else 2 / 11
-    for e, s, m in zip(ema.model.parameters(), start.parameters(), moved.parameters(), strict=True):
-        torch.testing.assert_close(e, kept * s + (1 - kept) * m)
 
 
 def test_amp_sets_the_forward_precision_only() -> None:

@@ -203,13 +203,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--ema", type=float, default=0.995, help="EMA decay of the weights (default 0.995)"
     )
     p.add_argument(
-        "--no-ema-warmup",
-        action="store_true",
-        help="use the full --ema decay from the first step instead of ramping it up, so "
-        "a fine-tune's average starts at --init's weights and keeps them in (the ramp is "
-        "for random weights; it leaves a window of ~30 steps at step 300)",
-    )
-    p.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -468,8 +461,6 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise VidmatError("--workers must be 0 or more.")
     if args.freeze_bn and args.init is None:
         raise VidmatError("--freeze-bn keeps the statistics of --init weights; give --init.")
-    if args.no_ema_warmup and args.init is None:
-        raise VidmatError("--no-ema-warmup keeps --init's weights in the average; give --init.")
     freeze = tuple(g.strip() for g in args.freeze.split(",") if g.strip())
     unknown = [g for g in freeze if g not in LAYER_GROUPS]
     if unknown:
@@ -504,7 +495,6 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         aug=augment_config(args),
         warmup=args.warmup,
         ema=args.ema,
-        ema_warmup=not args.no_ema_warmup,
         seed=args.seed,
         val_every=args.val_every,
         val_n=args.val_n,

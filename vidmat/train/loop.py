@@ -100,11 +100,6 @@ class TrainConfig:
     warmup: int = 100
     min_lr_ratio: float = 0.02
     ema: float = 0.995
-    #: Ramp the EMA's decay up over the first steps, (1 + s) / (10 + s), so a run from
-    #: random weights does not average them in. A fine-tune from ``init`` starts from
-    #: good weights: without the ramp its average keeps them and moves off them at the
-    #: full decay (at step 300 the ramp's decay is still 0.971, a window of ~30 steps).
-    ema_warmup: bool = True
     seed: int = 0
     val_every: int = 100
     val_n: int = 50
@@ -305,8 +300,8 @@ class StepBatches(torch.utils.data.Dataset):
 class EMA:
     """Exponential moving average of parameters; buffers (BN statistics) are copied."""
 
-    def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
-        self.decay, self.warmup = decay, warmup
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -314,7 +309,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         # Short warm-up of the decay so early averages are not dominated by random init.
-        d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+        d = min(self.decay, (1 + step) / (10 + step))
         # One fused call each instead of ~800 small ones (462 parameters, 336 buffers in
         # u2netp): on a GPU every one of those was a kernel launch of its own.
         torch._foreach_lerp_(
@@ -511,7 +506,7 @@ class Trainer:
             weight_decay=cfg.weight_decay,
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, self.cfg))
-        self.ema = EMA(self.model, cfg.ema, cfg.ema_warmup)
+        self.ema = EMA(self.model, cfg.ema)
         self.step = 0
         self.best = -1.0
         self.history: list[dict] = []
