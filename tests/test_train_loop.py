@@ -163,6 +163,22 @@ def test_resume_refuses_a_checkpoint_of_other_freeze_groups(tmp_path: Path) -> N
     )
     same.load(first.cfg.run_dir / "last.pt")
     assert same.step == 1
+    # Two groups named in the other order freeze the same parameters: it resumes.
+    two = Trainer(
+        replace(_cfg(tmp_path / "d", steps=1), freeze=("decoder", "sides")),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    two.run()
+    swapped = Trainer(
+        replace(_cfg(tmp_path / "e", steps=2), freeze=("sides", "decoder")),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    swapped.load(two.cfg.run_dir / "last.pt")
+    assert swapped.step == 1
 
 
 @pytest.mark.parametrize(

@@ -438,9 +438,10 @@ def write_samples(cfg: TrainConfig, folder: Path) -> int:
 
 def check_same_freeze(config: dict, freeze: Sequence[str], path: Path) -> None:
     """Refuse to resume a checkpoint with other ``--freeze`` groups: its optimiser holds
-    the trainable parameters only, so another set would not load into it."""
+    the trainable parameters only, so another set would not load into it. The same
+    groups named in another order are the same set of parameters."""
     saved = tuple(config.get("freeze", ()))
-    if saved != tuple(freeze):
+    if set(saved) != set(freeze):
         was = f"--freeze {','.join(saved)}" if saved else "no --freeze"
         raise VidmatError(f"checkpoint {path} was trained with {was}; resume it with the same.")
 
