@@ -318,3 +318,42 @@ def test_refine_on_sequences_scores_every_frame_through_the_lookahead(tmp_path: 
     assert refined["n"] == plain["n"] == 6
     assert refined["iou"] > plain["iou"] and refined["mae"] < plain["mae"]
     assert refined["flicker"] < plain["flicker"]
+
+
+def test_eval_against_an_earlier_result(tmp_path: Path, tiny_weights: Path, capsys) -> None:
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        mask = np.zeros((24, 40), np.uint8)
+        mask[4:20, 10:25] = 255
+        _write_pair(tmp_path / "d", f"{i}", rng.integers(0, 255, (24, 40, 3), np.uint8), mask)
+    data = ["--images", str(tmp_path / "d/images"), "--masks", str(tmp_path / "d/masks")]
+    common = ["--device", "cpu", "--no-progress"]
+    old = tmp_path / "old.json"
+    assert main(["eval", *data, "--weights", str(tiny_weights), "--json", str(old), *common]) == 0
+    # other weights on the same images: the paired difference is the difference of the means
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, save_weights
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    spec = WeightsSpec(name="other", arch="u2netp", input_size=32, scale="255", file=other.name)
+    save_weights(build_model("u2netp"), spec, other)
+    new = tmp_path / "new.json"
+    capsys.readouterr()
+    code = main([
+        "eval", *data, "--weights", str(other), "--json", str(new), "--against", str(old), *common,
+    ])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    a, b = json.loads(old.read_text()), json.loads(new.read_text())
+    got = b["against"]["iou"]
+    assert got["n"] == 3 and got["diff"] == pytest.approx(b["iou"] - a["iou"])
+    assert got["ci95"][0] <= got["diff"] <= got["ci95"][1]
+    assert b["against"]["mae"]["diff"] == pytest.approx(b["mae"] - a["mae"])
+    assert f"against {old} (tiny):" in printed and "3 paired" in printed
+    # a baseline that is not an eval result stops before the model runs, in one sentence
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"iou": 0.5}')
+    code = main(["eval", *data, "--weights", str(other), "--against", str(bad), *common])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be compared" in err and "Traceback" not in err

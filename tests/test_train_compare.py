@@ -1,0 +1,120 @@
+"""Paired comparison of two `vidmat eval --json` results: differences, intervals, pairing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidmat.errors import VidmatError
+from vidmat.train.compare import Item, compare_items, compare_results, items_of, load_result, main
+
+
+def _images(values: dict[str, float], metric: str = "iou") -> list[Item]:
+    return [Item(k, "", {metric: v}) for k, v in values.items()]
+
+
+def test_a_constant_gain_is_exact_and_counted() -> None:
+    old = _images({"a": 0.5, "b": 0.6, "c": 0.7, "d": 0.8})
+    new = _images({"a": 0.6, "b": 0.7, "c": 0.8, "d": 0.8005})
+    c = compare_items(old, new)
+    assert c.n == 4 and c.old == pytest.approx(0.65) and c.new == pytest.approx(0.725125)
+    assert c.diff == pytest.approx((0.1 * 3 + 0.0005) / 4)
+    # every resample mean lies between the smallest and largest difference
+    assert 0.0005 - 1e-12 <= c.ci[0] <= c.diff <= c.ci[1] <= 0.1 + 1e-12
+    assert (c.better, c.worse) == (3, 0)  # d moved by less than the tie margin
+    assert "better" in c.describe() and "no clear" not in c.describe()
+    assert sorted(k for k, _ in c.moved) == ["a", "b", "c"]  # the three that moved most
+
+
+def test_mae_going_up_is_worse() -> None:
+    old = _images({"a": 0.02, "b": 0.03, "c": 0.04}, "mae")
+    new = _images({"a": 0.03, "b": 0.04, "c": 0.05}, "mae")
+    c = compare_items(old, new, "mae")
+    assert c.diff == pytest.approx(0.01) and (c.better, c.worse) == (0, 3)
+    assert "worse)" in c.describe()
+
+
+def test_interval_of_independent_images_matches_the_standard_error() -> None:
+    rng = np.random.default_rng(1)
+    d = rng.normal(0.003, 0.02, 400)
+    old = _images({f"{i}": 0.8 for i in range(400)})
+    new = _images({f"{i}": 0.8 + x for i, x in enumerate(d)})
+    c = compare_items(old, new, rounds=4000)
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    assert c.diff == pytest.approx(d.mean())
+    assert (c.ci[1] - c.ci[0]) == pytest.approx(2 * 1.96 * se, rel=0.12)
+    spread = compare_items(old, _images({f"{i}": 0.8 + 0.1 * (i % 2) - 0.05 for i in range(400)}))
+    assert "no clear difference" in spread.describe()
+
+
+def test_frames_are_resampled_in_blocks_so_runs_of_alike_frames_widen_the_interval() -> None:
+    # a video whose difference holds for 10 frames at a time (neighbouring frames are alike)
+    rng = np.random.default_rng(2)
+    runs = np.repeat(rng.choice([-0.05, 0.06], 12), 10)
+    frames = [Item(f"s/{i:05d}", "s", {"iou": 0.7 + x}) for i, x in enumerate(runs)]
+    base = [Item(f"s/{i:05d}", "s", {"iou": 0.7}) for i in range(len(runs))]
+    as_images = [Item(i.name, "", i.scores) for i in frames]
+    blocked = compare_items(base, frames, block=10)
+    single = compare_items([Item(i.name, "", i.scores) for i in base], as_images)
+    assert blocked.diff == pytest.approx(single.diff)
+    width = blocked.ci[1] - blocked.ci[0]
+    assert width > 2.5 * (single.ci[1] - single.ci[0])
+    assert blocked.unit == "blocks of 10 frames" and single.unit == "images resampled"
+    # each sequence keeps its own frame count in every resample: two sequences of
+    # constant (different) differences give a zero-width interval at their weighted mean
+    two = [Item(f"a/{i}", "a", {"iou": 0.1}) for i in range(30)]
+    two += [Item(f"b/{i}", "b", {"iou": 0.4}) for i in range(10)]
+    zero = [Item(i.name, i.group, {"iou": 0.0}) for i in two]
+    c = compare_items(zero, two)
+    assert c.ci[0] == pytest.approx(c.ci[1]) == pytest.approx((30 * 0.1 + 10 * 0.4) / 40)
+
+
+def test_items_are_paired_by_name_and_a_partial_overlap_is_said() -> None:
+    old = _images({"a": 0.5, "b": 0.6, "c": 0.7})
+    new = _images({"c": 0.9, "a": 0.5, "z": 0.1})
+    c = compare_items(old, new)
+    assert c.n == 2 and c.diff == pytest.approx(0.1)
+    assert "2 paired (of 3 old, 3 new)" in c.describe()
+    with pytest.raises(VidmatError, match="share no scored images"):
+        compare_items(old, _images({"x": 0.1}))
+
+
+def test_eval_json_shapes_for_images_and_sequences() -> None:
+    images = {"iou": 0.5, "images": [{"image": "1.jpg", "iou": 0.5, "mae": 0.1}]}
+    seqs = {
+        "iou": 0.5,
+        "sequences": [
+            {"sequence": "hike", "frames": [{"image": "00000.jpg", "iou": 0.4, "mae": 0.2}]}
+        ],
+    }
+    assert items_of(images) == [Item("1.jpg", "", {"iou": 0.5, "mae": 0.1})]
+    assert items_of(seqs) == [Item("hike/00000.jpg", "hike", {"iou": 0.4, "mae": 0.2})]
+    (iou, mae) = compare_results(images, {**images, "images": [{"image": "1.jpg", "iou": 0.7,
+                                                                 "mae": 0.1}]})  # fmt: skip
+    assert iou.diff == pytest.approx(0.2) and mae.diff == 0.0
+    with pytest.raises(VidmatError, match="no per-image scores"):
+        items_of({"iou": 0.5})
+    with pytest.raises(VidmatError, match="malformed"):
+        items_of({"images": [{"iou": 0.5}]})
+
+
+def test_load_result_and_main_fail_with_one_sentence(tmp_path: Path, capsys) -> None:
+    good = tmp_path / "old.json"
+    good.write_text(json.dumps({"images": [{"image": "1.jpg", "iou": 0.5, "mae": 0.1}]}))
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({"images": [{"image": "1.jpg", "iou": 0.6, "mae": 0.1}]}))
+    assert main([str(good), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "iou 0.5000 -> 0.6000: +0.1000" in out and "1.jpg +0.100" in out
+    with pytest.raises(VidmatError, match="does not exist"):
+        load_result(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(VidmatError, match="not a readable JSON file"):
+        load_result(bad)
+    assert main([str(good), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("compare: error:") and "Traceback" not in err
