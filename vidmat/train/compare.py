@@ -17,6 +17,9 @@ picture), so for sequences the bootstrap resamples blocks of consecutive frames
 within each sequence instead of single frames. On DAVIS (sessions 48-49's files
 against the shipped one) the interval widened from single frames to blocks of 10 by
 1.2-1.8 times and no further at 20; longer blocks leave too few per sequence.
+Each sequence keeps its share in every resample, so the interval says whether two
+files differ on these sequences beyond their frames' noise, not how they would
+differ on other videos (DAVIS here is four).
 """
 
 from __future__ import annotations
