@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from vidmat.errors import VidmatError
-from vidmat.train.compare import Item, compare_items, compare_results, items_of, load_result, main
+from vidmat.train.compare import (
+    Item,
+    compare_items,
+    compare_results,
+    items_of,
+    load_result,
+    main,
+    setting_changes,
+)
 
 
 def _images(values: dict[str, float], metric: str = "iou") -> list[Item]:
@@ -118,3 +126,14 @@ def test_load_result_and_main_fail_with_one_sentence(tmp_path: Path, capsys) -> 
     assert main([str(good), str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("compare: error:") and "Traceback" not in err
+
+
+def test_a_comparison_across_scoring_settings_is_named(tmp_path: Path, capsys) -> None:
+    old = {"size": 320, "refine": False, "images": [{"image": "1.jpg", "iou": 0.5, "mae": 0.1}]}
+    new = {"size": 256, "refine": False, "tta": True, "images": old["images"]}
+    assert setting_changes(old, new) == ["size 320 -> 256"]  # tta unknown in old: not claimed
+    assert setting_changes(old, old) == []
+    (tmp_path / "a.json").write_text(json.dumps(old))
+    (tmp_path / "b.json").write_text(json.dumps(new))
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert "(scored with size 320 -> 256):" in capsys.readouterr().out

@@ -135,7 +135,7 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
     assert [r["image"] for r in res["images"]] == ["000.png", "001.png"]
     assert res["iou"] == pytest.approx(np.mean([r["iou"] for r in res["images"]]))
     assert "lowest IoU: 00" in capsys.readouterr().out
-    assert res["ignore_mask_gaps"] is False
+    assert res["ignore_mask_gaps"] is False and res["tta"] is False and res["zoom"] is False
     code = main([
         "eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
         "--ignore-mask-gaps", "--no-progress",
@@ -351,6 +351,13 @@ def test_eval_against_an_earlier_result(tmp_path: Path, tiny_weights: Path, caps
     assert got["ci95"][0] <= got["diff"] <= got["ci95"][1]
     assert b["against"]["mae"]["diff"] == pytest.approx(b["mae"] - a["mae"])
     assert f"against {old} (tiny):" in printed and "3 paired" in printed
+    # scored at another size than the baseline: said, since it reads as the weights' doing
+    code = main(["eval", *data, "--weights", str(tiny_weights), "--size", "64",
+                 "--against", str(old), *common])  # fmt: skip
+    assert (
+        code == 0
+        and f"against {old} (tiny) (scored with size 32 -> 64):" in capsys.readouterr().out
+    )
     # a baseline that is not an eval result stops before the model runs, in one sentence
     bad = tmp_path / "bad.json"
     bad.write_text('{"iou": 0.5}')

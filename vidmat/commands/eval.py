@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from vidmat.commands._options import engine_config_from_args
     from vidmat.core.engine import Engine
     from vidmat.io.files import atomic_write_text, check_output_path
-    from vidmat.train.compare import compare_results, load_result, report
+    from vidmat.train.compare import compare_results, load_result, report, setting_changes
     from vidmat.train.evaluate import (
         engine_lowres,
         evaluate_images,
@@ -155,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         "smoothing": args.smoothing,
         "lookahead": args.lookahead,
         "refine": args.refine,
+        "tta": args.tta,
+        "zoom": args.zoom,
     }
     if args.sequences is not None:
         overall, rows = evaluate_sequences(
@@ -188,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights {engine.spec.name} at {engine.size}x{engine.size} on {engine.device}")
     if baseline is not None:
         comparisons = compare_results(baseline, result)
-        print(report(comparisons, f"{args.against} ({baseline.get('weights_name', '?')})"))
+        name = f"{args.against} ({baseline.get('weights_name', '?')})"
+        print(report(comparisons, name, setting_changes(baseline, result)))
         result["against"] = {
             "file": str(args.against),
             "weights": baseline.get("weights"),

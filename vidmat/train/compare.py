@@ -220,9 +220,26 @@ def compare_results(
     return [compare_items(a, b, m) for m in metrics]
 
 
-def report(comparisons: Sequence[Comparison], against: str) -> str:
+#: Settings of a result that change its scores; a comparison across them is said.
+SETTINGS = ("size", "smoothing", "lookahead", "refine", "ignore_mask_gaps", "tta", "zoom")
+
+
+def setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``"size 320 -> 256"`` for each scoring setting the two results differ in.
+
+    Comparing across sizes is a fair question (what 320 costs against 256), but one
+    made by mistake reads as a difference between weights, so it is named.
+    """
+    return [
+        f"{k} {old[k]} -> {new[k]}" for k in SETTINGS if k in old and k in new and old[k] != new[k]
+    ]
+
+
+def report(comparisons: Sequence[Comparison], against: str, changes: Sequence[str] = ()) -> str:
     """The lines `vidmat eval --against` prints."""
-    lines = [f"against {against}:"]
+    lines = [
+        f"against {against}" + (f" (scored with {', '.join(changes)})" if changes else "") + ":"
+    ]
     for c in comparisons:
         lines.append("  " + c.describe())
     moved = comparisons[0].moved if comparisons else []
@@ -245,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         old, new = load_result(a.old), load_result(a.new)
-        print(report(compare_results(old, new), str(a.old)))
+        print(report(compare_results(old, new), str(a.old), setting_changes(old, new)))
     except VidmatError as exc:
         print(f"compare: error: {exc}", file=sys.stderr)
         return 2
