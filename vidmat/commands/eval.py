@@ -188,15 +188,22 @@ def run(args: argparse.Namespace) -> int:
         if low:
             print("lowest IoU: " + ", ".join(low))
     print(f"weights {engine.spec.name} at {engine.size}x{engine.size} on {engine.device}")
+    unpaired: VidmatError | None = None
     if baseline is not None:
-        comparisons = compare_results(baseline, result)
-        name = f"{args.against} ({baseline.get('weights_name', '?')})"
-        print(report(comparisons, name, setting_changes(baseline, result)))
-        result["against"] = {
-            "file": str(args.against),
-            "weights": baseline.get("weights"),
-            **{c.metric: c.as_dict() for c in comparisons},
-        }
+        try:
+            comparisons = compare_results(baseline, result)
+        except VidmatError as exc:  # the scores just made are still written below
+            unpaired = VidmatError(f"cannot compare with {args.against}: {exc}")
+        else:
+            name = f"{args.against} ({baseline.get('weights_name', '?')})"
+            print(report(comparisons, name, setting_changes(baseline, result)))
+            result["against"] = {
+                "file": str(args.against),
+                "weights": baseline.get("weights"),
+                **{c.metric: c.as_dict() for c in comparisons},
+            }
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    if unpaired is not None:
+        raise unpaired
     return 0
