@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from vidmat.errors import VidmatError
+from vidmat.io.files import require_file
 
 #: Items whose score moved by less than this count as unchanged in better/worse.
 TIE = 0.002
@@ -128,10 +129,9 @@ def items_of(result: dict[str, Any]) -> list[Item]:
 
 def load_result(path: Path) -> dict[str, Any]:
     """A ``vidmat eval --json`` file, with one clear sentence when it is not one."""
+    require_file(path, "eval result")
     try:
         data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise VidmatError(f"{path} does not exist.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VidmatError(f"{path} is not a readable JSON file ({exc}).") from None
     try:
