@@ -144,23 +144,21 @@ def load_result(path: Path) -> dict[str, Any]:
 def _resample_means(
     diffs: np.ndarray, groups: Sequence[str], block: int, rounds: int, seed: int
 ) -> np.ndarray:
-    """Bootstrap means of ``diffs``: items resampled singly, or (in groups) by blocks.
+    """Bootstrap means of ``diffs``, resampled by blocks of consecutive items per group.
 
     Each group keeps its own number of blocks, so a resample has the set's make-up
-    (a long sequence is not replaced by copies of a short one).
+    (a long sequence is not replaced by copies of a short one). Photographs are one
+    group ("") in blocks of 1: each image resampled singly.
     """
     rng = np.random.default_rng(seed)
-    if not any(groups):
-        idx = rng.integers(0, len(diffs), size=(rounds, len(diffs)))
-        return diffs[idx].mean(axis=1)
     total = np.zeros(rounds)
     count = np.zeros(rounds)
     order = np.asarray(groups)
     for g in dict.fromkeys(groups):
         d = diffs[order == g]
-        starts = range(0, len(d), block)
-        sums = np.array([d[s : s + block].sum() for s in starts])
-        sizes = np.array([len(d[s : s + block]) for s in starts], float)
+        starts = np.arange(0, len(d), block)
+        sums = np.add.reduceat(d, starts)
+        sizes = np.diff(np.append(starts, len(d)))
         pick = rng.integers(0, len(sums), size=(rounds, len(sums)))
         total += sums[pick].sum(axis=1)
         count += sizes[pick].sum(axis=1)
@@ -181,8 +179,11 @@ def compare_items(
     if block < 1:
         raise VidmatError("the frame block must be at least 1.")
     before = {i.name: i for i in old}
-    common = [i for i in new if i.name in before and metric in i.scores]
-    common = [i for i in common if metric in before[i.name].scores]
+    common = [
+        i
+        for i in new
+        if i.name in before and metric in i.scores and metric in before[i.name].scores
+    ]
     if not common:
         raise VidmatError(
             f"the two results share no scored images (no {metric} under the same names): "
@@ -192,7 +193,8 @@ def compare_items(
     b = np.array([i.scores[metric] for i in common])
     d = b - a
     groups = [i.group for i in common]
-    means = _resample_means(d, groups, block, rounds, seed)
+    frames = any(groups)
+    means = _resample_means(d, groups, block if frames else 1, rounds, seed)
     lo, hi = np.percentile(means, [2.5, 97.5])
     sign = -1.0 if metric == "mae" else 1.0
     order = np.argsort(np.abs(d))[::-1][:top]
@@ -207,7 +209,7 @@ def compare_items(
         ci=(float(lo), float(hi)),
         better=int((sign * d > TIE).sum()),
         worse=int((sign * d < -TIE).sum()),
-        unit=f"blocks of {block} frames" if any(groups) else "images resampled",
+        unit=f"blocks of {block} frames" if frames else "images resampled",
         moved=[(common[k].name, float(d[k])) for k in order if d[k] != 0],
     )
 
