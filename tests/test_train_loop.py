@@ -933,3 +933,51 @@ def test_publish_several_files_writes_their_mean(tmp_path: Path) -> None:
     with pytest.raises(VidmatError, match="one architecture"):
         publish([srcs[0], srcs[2]], tmp_path / "bad.safetensors", size=192)
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_publish_onto_takes_only_the_named_layers_from_the_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, load_weights, save_weights
+    from vidmat.train.publish import main, publish
+
+    paths, states = [], []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        m = build_model("u2netp")
+        paths.append(tmp_path / f"m{seed}.safetensors")
+        save_weights(m, WeightsSpec(name="run", arch="u2netp", input_size=160), paths[-1])
+        states.append(m.state_dict())
+    base, donors = paths[0], paths[1:]
+    out = tmp_path / "graft.safetensors"
+    publish(donors, out, size=256, half=False, onto=base, layers=["stage5", "sides"])
+    got = load_weights(str(out))[0].state_dict()
+    for k, v in got.items():
+        first = k.split(".", 1)[0]
+        if first in ("stage5", "outconv") or first.startswith("side"):
+            want = (
+                (states[1][k].float() + states[2][k].float()) / 2
+                if v.is_floating_point()
+                else states[1][k]
+            )
+        else:
+            want = states[0][k]
+        assert torch.allclose(v, want.to(v.dtype), atol=1e-6), k
+    assert not torch.allclose(
+        got["stage5.rebnconvin.conv_s1.weight"], states[0]["stage5.rebnconvin.conv_s1.weight"]
+    )
+    assert not torch.allclose(
+        got["stage5d.rebnconvin.conv_s1.weight"], states[1]["stage5d.rebnconvin.conv_s1.weight"]
+    )
+    with pytest.raises(VidmatError, match="stage9"):
+        publish(donors, tmp_path / "bad.safetensors", size=256, onto=base, layers=["stage9"])
+    with pytest.raises(VidmatError, match="go together"):
+        publish(donors, tmp_path / "bad.safetensors", size=256, layers=["stage5"])
+    assert not (tmp_path / "bad.safetensors").exists()
+    cli_out = tmp_path / "cli.safetensors"
+    argv = [*map(str, donors), "--onto", str(base), "--layers", "stage5,sides", "--size", "256"]
+    monkeypatch.setattr("sys.argv", ["publish", *argv, "--fp32", "--out", str(cli_out)])
+    main()
+    cli = load_weights(str(cli_out))[0].state_dict()
+    assert all(torch.equal(cli[k], got[k]) for k in got)

@@ -10,6 +10,12 @@ the size the file's spec names. Prints the sha256 to put in the registry.
 Several sources publish their mean, tensor by tensor (batch-norm statistics too):
 a fine-tune stays close enough to its starting weights that the two average into
 a working model, and the mean can keep the gains of all (the files of sessions 12 and 13).
+
+With ``--onto BASE --layers NAMES`` only the named layers come from the sources (their
+mean) and every other tensor from BASE: a fine-tune's gain and its cost can sit in
+different layers (session 51: the gain at 320 px in encoder stages 5-6, the webcam
+hold-out's loss in the shallower stages and the decoder), and the shipped file of
+session 51 is the session-45 file with a mean's stages 5 and 6, its sides then refitted.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_output, check_output_path
 from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256_file
+from vidmat.train.loop import LAYER_GROUPS
 
 
 def mean_state(models: Sequence[torch.nn.Module]) -> dict[str, torch.Tensor]:
@@ -37,6 +44,27 @@ def mean_state(models: Sequence[torch.nn.Module]) -> dict[str, torch.Tensor]:
     }
 
 
+def graft_state(
+    base: dict[str, torch.Tensor], donor: dict[str, torch.Tensor], layers: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """``base`` with the tensors of ``layers`` taken from ``donor``.
+
+    A layer is the first word of a tensor's name (``stage5``, ``side1``, ``outconv``) or
+    a group of them as ``--freeze`` names them (``encoder``, ``decoder``, ``sides``).
+    """
+    firsts = {f for name in layers for f in LAYER_GROUPS.get(name, (name,))}
+    present = {k.split(".", 1)[0] for k in base}
+    unknown = sorted(firsts - present)
+    if unknown:
+        raise VidmatError(
+            f"--layers names {', '.join(unknown)}, which the model does not have; its layers "
+            f"are {', '.join(sorted(present))} (or the groups {', '.join(LAYER_GROUPS)})."
+        )
+    if {k: v.shape for k, v in base.items()} != {k: v.shape for k, v in donor.items()}:
+        raise VidmatError("the --onto weights and the sources are not of one architecture.")
+    return {k: donor[k] if k.split(".", 1)[0] in firsts else v for k, v in base.items()}
+
+
 def publish(
     src: Path | Sequence[Path],
     out: Path,
@@ -44,13 +72,24 @@ def publish(
     note: str = "",
     half: bool = True,
     overwrite: bool = False,
+    onto: Path | None = None,
+    layers: Sequence[str] = (),
 ) -> str:
+    if bool(onto) != bool(layers):
+        raise VidmatError(
+            "--onto and --layers go together: the layers to take, and the file to put them in."
+        )
     check_output_path(out, overwrite)
     srcs = [src] if isinstance(src, Path) else list(src)
     loaded = [load_weights(str(p)) for p in srcs]
     model, spec = loaded[0]
     if len(loaded) > 1:
         model.load_state_dict(mean_state([m for m, _ in loaded]))
+    if onto is not None:
+        base, spec = load_weights(str(onto))
+        state = graft_state(base.state_dict(), model.state_dict(), layers)
+        model = base
+        model.load_state_dict(state)
     new = WeightsSpec(
         name=out.stem,
         arch=spec.arch,
@@ -84,12 +123,37 @@ def main() -> None:
         help="input side the engine will run the file at (its spec's input_size); the "
         "shipped file uses 256",
     )
+    p.add_argument(
+        "--onto",
+        type=Path,
+        metavar="BASE",
+        help="take only --layers from the sources (their mean) and every other tensor from "
+        "this weights file",
+    )
+    p.add_argument(
+        "--layers",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=[],
+        metavar="NAMES",
+        help="comma-separated layers for --onto: first words of tensor names (stage1-stage6, "
+        "stage5d-stage1d, side1-side6, outconv) or the groups encoder, decoder, sides; "
+        "e.g. --layers stage5,stage6",
+    )
     p.add_argument("--note", default="", help="appended to the spec's description")
     p.add_argument("--fp32", action="store_true", help="store fp32 instead of fp16")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a = p.parse_args()
     try:
-        sha = publish(a.src, a.out, a.size, a.note, half=not a.fp32, overwrite=a.overwrite)
+        sha = publish(
+            a.src,
+            a.out,
+            a.size,
+            a.note,
+            half=not a.fp32,
+            overwrite=a.overwrite,
+            onto=a.onto,
+            layers=a.layers,
+        )
     except VidmatError as exc:
         raise SystemExit(f"publish: error: {exc}") from None
     print(f"{a.out} sha256 {sha} ({a.out.stat().st_size} bytes)")
