@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="046ce722ff39fa44ff46dd1d59de5a132daf90987790cb4519ffcae0fcf5bb0c",
+        sha256="5afedfe1cacef33d716cc7b36ed2b9e5f33351bc2487331e04c5779e1e52da70",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
