@@ -974,6 +974,10 @@ def test_publish_onto_takes_only_the_named_layers_from_the_sources(
         publish(donors, tmp_path / "bad.safetensors", size=256, onto=base, layers=["stage9"])
     with pytest.raises(VidmatError, match="go together"):
         publish(donors, tmp_path / "bad.safetensors", size=256, layers=["stage5"])
+    big = tmp_path / "big.safetensors"
+    save_weights(build_model("u2net"), WeightsSpec(name="run", arch="u2net"), big)
+    with pytest.raises(VidmatError, match="--onto weights and the sources are not all of one"):
+        publish(donors, tmp_path / "bad.safetensors", size=256, onto=big, layers=["stage5"])
     assert not (tmp_path / "bad.safetensors").exists()
     cli_out = tmp_path / "cli.safetensors"
     argv = [*map(str, donors), "--onto", str(base), "--layers", "stage5,sides", "--size", "256"]

@@ -32,12 +32,17 @@ from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256
 from vidmat.train.loop import LAYER_GROUPS
 
 
+def _require_one_architecture(states: Sequence[dict[str, torch.Tensor]], what: str) -> None:
+    """One sentence unless every state has the same tensor names and shapes."""
+    shapes = [{k: v.shape for k, v in s.items()} for s in states]
+    if any(sh != shapes[0] for sh in shapes):
+        raise VidmatError(f"{what} not all of one architecture.")
+
+
 def mean_state(models: Sequence[torch.nn.Module]) -> dict[str, torch.Tensor]:
     """The element-wise mean of several models' floating tensors (integer buffers: the first's)."""
     states = [m.state_dict() for m in models]
-    shapes = [{k: v.shape for k, v in s.items()} for s in states]
-    if any(sh != shapes[0] for sh in shapes):
-        raise VidmatError("the weights to average are not all of one architecture.")
+    _require_one_architecture(states, "the weights to average are")
     return {
         k: torch.stack([s[k].float() for s in states]).mean(0) if v.is_floating_point() else v
         for k, v in states[0].items()
@@ -60,8 +65,7 @@ def graft_state(
             f"--layers names {', '.join(unknown)}, which the model does not have; its layers "
             f"are {', '.join(sorted(present))} (or the groups {', '.join(LAYER_GROUPS)})."
         )
-    if {k: v.shape for k, v in base.items()} != {k: v.shape for k, v in donor.items()}:
-        raise VidmatError("the --onto weights and the sources are not of one architecture.")
+    _require_one_architecture([base, donor], "the --onto weights and the sources are")
     return {k: donor[k] if k.split(".", 1)[0] in firsts else v for k, v in base.items()}
 
 
