@@ -60,3 +60,21 @@ def make_people() -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path) -> Path:
+    """A vidmat weights file of a random-weight u2netp (seed 0) that runs at 32 px:
+    fast enough for tests that drive the engine or the training tools end to end."""
+    import torch
+
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    spec = WeightsSpec(
+        name="tiny", arch="u2netp", input_size=32, scale="255", description="d", file=path.name
+    )
+    save_weights(build_model("u2netp"), spec, path)
+    return path

@@ -140,18 +140,6 @@ def test_side_fit_learns_the_sides_and_the_ridge_holds_them() -> None:
     assert moved < 0.1 * free
 
 
-@pytest.fixture
-def tiny_weights(tmp_path: Path) -> Path:
-    from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, save_weights
-
-    torch.manual_seed(0)
-    src = tmp_path / "src.safetensors"
-    spec = WeightsSpec(name="src", arch="u2netp", input_size=32, scale="255", description="d")
-    save_weights(build_model("u2netp"), spec, src)
-    return src
-
-
 def _refit(
     capsys: pytest.CaptureFixture[str], src: Path, data: Path, out: Path, *extra: str
 ) -> tuple[str, torch.nn.Module, tuple]:

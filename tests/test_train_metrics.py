@@ -96,18 +96,6 @@ def _write_pair(folder: Path, name: str, img: np.ndarray, mask: np.ndarray) -> N
     cv2.imwrite(str(folder / "masks" / f"{name}.png"), mask)
 
 
-@pytest.fixture
-def tiny_weights(tmp_path: Path) -> Path:
-    from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, save_weights
-
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.safetensors"
-    spec = WeightsSpec(name="tiny", arch="u2netp", input_size=32, scale="255", file=path.name)
-    save_weights(build_model("u2netp"), spec, path)
-    return path
-
-
 def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsys) -> None:
     rng = np.random.default_rng(0)
     for i in range(2):
