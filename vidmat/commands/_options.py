@@ -60,14 +60,14 @@ def add_engine_options(
         action="store_true",
         help="also run the model on the mirrored frame and average the two mattes, for twice "
         "the model's work: with the shipped weights about level on still photos (val/ccp IoU "
-        "0.9339 -> 0.9336), worse on smoothed video (DAVIS through convert's path 0.769 -> 0.741)",
+        "0.9342 -> 0.9340), worse on smoothed video (DAVIS through convert's path 0.770 -> 0.743)",
     )
     g.add_argument(
         "--zoom",
         action="store_true",
         help="look again at a window around the person the first pass found and average "
         "the two looks, for up to twice the model's work: people small in the frame are seen "
-        "larger (DAVIS IoU 0.751 -> 0.786 at 256 px); frames the person already fills are "
+        "larger (DAVIS IoU 0.751 -> 0.788 at 256 px); frames the person already fills are "
         "left to the first pass",
     )
     g.add_argument(

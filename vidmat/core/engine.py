@@ -59,14 +59,14 @@ class EngineConfig:
     #: Test-time augmentation: run the model on the frame and on its mirror image in one
     #: batch and average the two mattes. The model is not exactly symmetric, and where it is
     #: unsure the two guesses disagree, so the mean can be right more often on photos (val/ccp
-    #: IoU 0.9308 -> 0.9311 at 256 px with the session-43 weights; 0.9339 -> 0.9336 with the
-    #: session-51 ones) for twice the model's work. Off by default: live wants the frame rate,
+    #: IoU 0.9308 -> 0.9311 at 256 px with the session-43 weights; 0.9342 -> 0.9340 with the
+    #: session-52 ones) for twice the model's work. Off by default: live wants the frame rate,
     #: and on video the temporal smoothing already averages such noise away (DAVIS through
-    #: convert's path 0.769 -> 0.741).
+    #: convert's path 0.770 -> 0.743).
     tta: bool = False
     #: A second pass on a window around the person the first pass found
     #: (:mod:`vidmat.core.zoom`): people small in the frame are seen two to four times
-    #: larger (DAVIS IoU 0.751 -> 0.786 at 256 px) for up to twice the model's work.
+    #: larger (DAVIS IoU 0.751 -> 0.788 at 256 px) for up to twice the model's work.
     #: Skipped on frames where the person already fills most of the picture.
     zoom: bool = False
 

@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="5afedfe1cacef33d716cc7b36ed2b9e5f33351bc2487331e04c5779e1e52da70",
+        sha256="9ef028ca87dac8b7d9a9b6719a52d1578df1cad2fe795c8184b625b7143612bf",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
