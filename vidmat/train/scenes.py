@@ -174,12 +174,18 @@ def run(args: argparse.Namespace) -> list[SceneScores]:
     engine = Engine.from_config(
         EngineConfig(weights=args.weights, device=args.device, size=args.size, threads=args.threads)
     )
-    results = [
-        score_scenes(
-            engine.predict_lowres, build_scenes(pairs, backgrounds, k, cfg), k, cfg.miss_below
+    from vidmat.progress import progress_bar
+
+    results = []
+    for k in (2, 1):
+        scenes = progress_bar(
+            build_scenes(pairs, backgrounds, k, cfg),
+            total=cfg.scenes,
+            desc=f"{k} per scene",
+            unit="scene",
+            disable=not args.progress,
         )
-        for k in (2, 1)
-    ]
+        results.append(score_scenes(engine.predict_lowres, scenes, k, cfg.miss_below))
     print(f"weights {engine.spec.name} at {engine.size}x{engine.size}, seed {cfg.seed}")
     print("people per scene | scenes | people missed | scene IoU")
     for r in results:
@@ -210,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--json", type=Path, help="also write the counts as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     a = p.parse_args(argv)
     try:
         run(a)
