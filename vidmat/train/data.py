@@ -248,13 +248,29 @@ def cover_size(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[int, int]
     return max(h, round(shape[0] * s)), max(w, round(shape[1] * s))
 
 
+def background_files(folder: Path) -> list[Path]:
+    """The image files of a background folder, sorted; none is an error."""
+    require_folder(folder, "background folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise VidmatError(f"no background images found in {folder}.")
+    return files
+
+
+def cover_crop(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` scaled to just cover ``size`` (H, W), then its centre cut to exactly that."""
+    h, w = size
+    ch, cw = cover_size(img.shape, size)
+    r = cv2.resize(img, (cw, ch), interpolation=cv2.INTER_AREA)
+    y0, x0 = (ch - h) // 2, (cw - w) // 2
+    return r[y0 : y0 + h, x0 : x0 + w]
+
+
 def load_backgrounds(
     folder: Path, cache_dir: Path, size: tuple[int, int] = BACKGROUND_SIZE
 ) -> np.ndarray:
     """Person-free background images, cover-fitted to ``size`` (H, W), as (N,H,W,3) uint8."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise VidmatError(f"no background images found in {folder}.")
+    files = background_files(folder)
     key = _cache_key(folder, len(files), size, False)
     cache_dir.mkdir(parents=True, exist_ok=True)
     f = cache_dir / f"backgrounds-{key}.npy"
@@ -262,11 +278,6 @@ def load_backgrounds(
         h, w = size
         out = np.zeros((len(files), h, w, 3), np.uint8)
         for i, p in enumerate(files):
-            img = read_rgb(p)
-            ch, cw = cover_size(img.shape, size)
-            r = cv2.resize(img, (cw, ch), interpolation=cv2.INTER_AREA)
-            y0 = (r.shape[0] - h) // 2
-            x0 = (r.shape[1] - w) // 2
-            out[i] = r[y0 : y0 + h, x0 : x0 + w]
+            out[i] = cover_crop(read_rgb(p), size)
         _atomic_save(f, out)
     return np.load(f, mmap_mode="r")

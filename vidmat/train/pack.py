@@ -32,7 +32,7 @@ import numpy as np
 from vidmat.errors import VidmatError
 from vidmat.train.data import (
     BACKGROUND_SIZE,
-    IMAGE_EXTS,
+    background_files,
     cache_size,
     cover_size,
     list_pairs,
@@ -86,9 +86,7 @@ def pack_root(root: Path, out: Path, long_side: int, fmt: str, quality: int) -> 
 
 def pack_backgrounds(folder: Path, out: Path, fmt: str, quality: int) -> int:
     """Scenes shrunk to just cover :data:`BACKGROUND_SIZE`, as load_backgrounds fits them."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise VidmatError(f"no background images found in {folder}.")
+    files = background_files(folder)
     out.mkdir(parents=True)
 
     def one(path: Path) -> None:

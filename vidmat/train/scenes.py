@@ -34,8 +34,8 @@ import torch
 
 from vidmat.argtypes import model_size, positive_int
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_write_text, check_output_path, require_folder
-from vidmat.train.data import IMAGE_EXTS, cover_size, pair_folders, read_pair, read_rgb
+from vidmat.io.files import atomic_write_text, check_output_path
+from vidmat.train.data import background_files, cover_crop, pair_folders, read_pair, read_rgb
 
 #: (frames uint8 (N,H,W,3)) -> low-res alpha (N,1,s,s) in [0,1], as vidmat.train.evaluate's.
 LowresFn = Callable[[np.ndarray], torch.Tensor]
@@ -72,13 +72,6 @@ class SceneScores:
     scene_iou: float
 
 
-def _cover(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    ch, cw = cover_size(img.shape, (h, w))
-    r = cv2.resize(img, (cw, ch), interpolation=cv2.INTER_AREA)
-    y0, x0 = (ch - h) // 2, (cw - w) // 2
-    return r[y0 : y0 + h, x0 : x0 + w]
-
-
 def _cut_out(img: np.ndarray, mask: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
     """The person's bounding box scaled to ``height`` px: RGB float and alpha in [0, 1]."""
     ys, xs = np.nonzero(mask)
@@ -109,7 +102,7 @@ def build_scenes(
     slots = [(0.05, 0.33), (0.67, 0.95)] if people_per_scene == 2 else [(0.2, 0.8)]
     h, w = cfg.height, cfg.width
     for _ in range(cfg.scenes):
-        scene = _cover(read_rgb(backgrounds[rng.integers(len(backgrounds))]), h, w)
+        scene = cover_crop(read_rgb(backgrounds[rng.integers(len(backgrounds))]), (h, w))
         scene = scene.astype(np.float32)
         people: list[np.ndarray] = []
         for lo, hi in slots:
@@ -155,19 +148,11 @@ def score_scenes(
     return SceneScores(people_per_scene, n, people, missed, float(np.mean(ious)) if ious else 0.0)
 
 
-def _background_files(folder: Path) -> list[Path]:
-    require_folder(folder, "background folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise VidmatError(f"no background images found in {folder}.")
-    return files
-
-
 def run(args: argparse.Namespace) -> list[SceneScores]:
     from vidmat.core.engine import Engine, EngineConfig
 
     pairs = pair_folders(args.images, args.masks)
-    backgrounds = _background_files(args.backgrounds)
+    backgrounds = background_files(args.backgrounds)
     if args.json is not None:
         check_output_path(args.json, args.overwrite)
     cfg = SceneConfig(scenes=args.scenes, seed=args.seed)
