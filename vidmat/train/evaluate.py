@@ -73,7 +73,8 @@ class Scores:
         }
 
 
-def _upsample(low: torch.Tensor, h: int, w: int) -> np.ndarray:
+def upsample_lowres(low: torch.Tensor, h: int, w: int) -> np.ndarray:
+    """A LowresFn's alpha at (h, w) as float numpy (N,h,w): the model's own matte, unrefined."""
     from vidmat.core.engine import upsample_alpha
 
     return upsample_alpha(low.float(), h, w)[:, 0].cpu().numpy()
@@ -125,7 +126,9 @@ def evaluate_images(
             gt = mask > 127
             low = lowres(img[None])
             pred = (
-                _upsample(low, *gt.shape)[0] if post is None else _alpha_np(post.refine(img, low))
+                upsample_lowres(low, *gt.shape)[0]
+                if post is None
+                else _alpha_np(post.refine(img, low))
             )
             scores.add(pred, gt, ip.name, valid=~gap_pixels(mask) if ignore_gaps else None)
             bar.update(1)
@@ -190,7 +193,7 @@ def evaluate_sequence(
             from vidmat.core.smoothing import smooth_sequence
 
             low = smooth_sequence(low, torch.from_numpy(np.stack(frames)), smoothing, lookahead)
-        preds = [_upsample(low[i : i + 1], h, w)[0] for i in range(len(frames))]
+        preds = [upsample_lowres(low[i : i + 1], h, w)[0] for i in range(len(frames))]
     scores = Scores()
     for (ip, _), p, g in zip(pairs, preds, gts, strict=True):
         scores.add(p, g, ip.name)
@@ -213,7 +216,7 @@ def _through_size(gts: Sequence[np.ndarray], size: tuple[int, int]) -> list[np.n
     for g in gts:
         small = torch.from_numpy(g.astype(np.float32))[None, None]
         small = F.interpolate(small, size=size, mode="area")
-        out.append(_upsample(small, h, w)[0])
+        out.append(upsample_lowres(small, h, w)[0])
     return out
 
 

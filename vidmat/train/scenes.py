@@ -24,21 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from vidmat.argtypes import model_size, positive_int
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_write_text, check_output_path
 from vidmat.train.data import background_files, cover_crop, pair_folders, read_pair, read_rgb
-
-#: (frames uint8 (N,H,W,3)) -> low-res alpha (N,1,s,s) in [0,1], as vidmat.train.evaluate's.
-LowresFn = Callable[[np.ndarray], torch.Tensor]
+from vidmat.train.evaluate import LowresFn, upsample_lowres
+from vidmat.train.metrics import iou
 
 
 @dataclass(frozen=True)
@@ -126,24 +124,21 @@ def build_scenes(
 def score_scenes(
     lowres: LowresFn, scenes: Iterator[Scene], people_per_scene: int, miss_below: float = 0.1
 ) -> SceneScores:
-    """Missed people and mean scene IoU (alpha > 0.5 against the union of the people)."""
-    from vidmat.core.engine import upsample_alpha
-
+    """Missed people and mean scene IoU (alpha >= 0.5, as ``vidmat eval`` scores, against
+    the union of the people)."""
     n = people = missed = 0
     ious: list[float] = []
     for s in scenes:
         h, w = s.image.shape[:2]
         low = lowres(s.image[None])
-        pred = upsample_alpha(low.float(), h, w)[0, 0].cpu().numpy() > 0.5
+        pred = upsample_lowres(low, h, w)[0] >= 0.5
         for person in s.people:
             size = int(person.sum())
             if size == 0:  # wholly hidden behind the other
                 continue
             people += 1
             missed += int((pred & person).sum() < miss_below * size)
-        truth = np.logical_or.reduce(s.people)
-        union = int((pred | truth).sum())
-        ious.append((pred & truth).sum() / union if union else 1.0)
+        ious.append(iou(pred, np.logical_or.reduce(s.people)))
         n += 1
     return SceneScores(people_per_scene, n, people, missed, float(np.mean(ious)) if ious else 0.0)
 
