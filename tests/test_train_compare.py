@@ -11,12 +11,14 @@ import pytest
 from vidmat.errors import VidmatError
 from vidmat.train.compare import (
     Item,
+    compare_folders,
     compare_items,
     compare_results,
     items_of,
     load_result,
     main,
     setting_changes,
+    ship_rule,
 )
 
 
@@ -137,3 +139,55 @@ def test_a_comparison_across_scoring_settings_is_named(tmp_path: Path, capsys) -
     (tmp_path / "b.json").write_text(json.dumps(new))
     assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     assert "(scored with size 320 -> 256):" in capsys.readouterr().out
+
+
+def _result(path: Path, ious: list[float], size: int = 256) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [{"image": f"{k}.jpg", "iou": v, "mae": 1 - v} for k, v in enumerate(ious)]
+    path.write_text(json.dumps({"size": size, "images": images}))
+
+
+def test_folders_are_paired_by_name_and_read_by_the_ship_rule(tmp_path: Path, capsys) -> None:
+    base = [0.5, 0.6, 0.7, 0.8, 0.9]
+    old, new = tmp_path / "old", tmp_path / "new"
+    for size in ("256", "192"):
+        _result(old / size / "ccp.json", base)
+        _result(old / size / "viton.json", base)
+    _result(new / "256" / "ccp.json", [v + 0.05 for v in base])  # better beyond any interval
+    _result(new / "256" / "viton.json", base)  # the same: no clear difference
+    _result(new / "320" / "ccp.json", base)  # no counterpart in old: said, not scored
+    rows, unpaired = compare_folders(old, new)
+    assert [r.name for r in rows] == ["256/ccp", "256/viton"] and unpaired == ["320/ccp"]
+    assert [r.iou.verdict for r in rows] == ["better", "no clear difference"]
+    assert rows[0].mae.verdict == "better"  # MAE fell
+    assert ship_rule(rows) == (True, "passes: IoU worse on none, better on 1 of 2 (256/ccp)")
+    assert main([str(old), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "not compared (no result of that name" in out and "320/ccp" in out
+
+    _result(new / "192" / "viton.json", [v - 0.05 for v in base], size=320)
+    rows, _ = compare_folders(old, new)
+    ok, why = ship_rule(rows)
+    assert not ok and why == "fails: IoU worse beyond the interval on 192/viton"
+    assert main([str(old), str(new)]) == 1
+    out = capsys.readouterr().out
+    assert "192/viton [size 256 -> 320]" in out and "ship rule: fails" in out
+
+    same = tmp_path / "same"
+    _result(same / "256" / "ccp.json", base)
+    assert ship_rule(compare_folders(old, same)[0])[0] is False  # better on none
+
+
+def test_folder_errors_are_one_sentence(tmp_path: Path, capsys) -> None:
+    old, empty, other = tmp_path / "old", tmp_path / "empty", tmp_path / "other"
+    _result(old / "ccp.json", [0.5, 0.6])
+    empty.mkdir()
+    _result(other / "viton.json", [0.5, 0.6])
+    with pytest.raises(VidmatError, match=r"holds no \.json results"):
+        compare_folders(old, empty)
+    with pytest.raises(VidmatError, match=r"no result in .* has a counterpart"):
+        compare_folders(old, other)
+    assert main([str(old), str(other)]) == 2
+    assert main([str(old), str(old / "ccp.json")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "Traceback" not in err

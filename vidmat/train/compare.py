@@ -3,11 +3,19 @@
     vidmat eval --images ../shared/data/val/ccp/images --masks ../shared/data/val/ccp/masks \\
         --weights NEW.safetensors --against old_ccp.json
     python -m vidmat.train.compare old_ccp.json new_ccp.json
+    python -m vidmat.train.compare old_results/ new_results/
 
 Both read the per-image scores that ``vidmat eval --json`` writes, pair them by
 image (or ``sequence/frame``) name and report the mean paired difference with a
 95 % bootstrap interval, how many items got better or worse, and the items that
-moved most. The sets here are small (val/ccp is 100 photographs): one image gaining
+moved most. Given two folders, every result in the new one (``320/ccp.json``, ...)
+is paired with the old one's of the same relative name, one line each, and the
+ship rule the weights log declared in session 50 is read off them: a candidate
+may replace the shipped file when its IoU is worse beyond the interval on none of
+the sets and better beyond it on at least one (exit status 0 when it passes, 1
+when it does not), so the verdict is not left to a hand-kept script.
+
+The sets here are small (val/ccp is 100 photographs): one image gaining
 0.04 moves the mean by 0.0004, and two fine-tunes a seed apart differ by more than
 the gaps the ship rule was deciding on, so a difference whose interval spans zero
 is not evidence either way.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,14 +92,19 @@ class Comparison:
             "moved": [{"image": k, "diff": v} for k, v in self.moved],
         }
 
-    def describe(self) -> str:
-        """One line; MAE's "better" is lower."""
+    @property
+    def verdict(self) -> str:
+        """ "better", "worse" (beyond the interval; MAE's better is lower) or "no clear
+        difference"."""
         lo, hi = self.ci
         if lo > 0 or hi < 0:
-            up = (lo > 0) == (self.metric != "mae")
-            verdict = "better" if up else "worse"
-        else:
-            verdict = "no clear difference"
+            return "better" if (lo > 0) == (self.metric != "mae") else "worse"
+        return "no clear difference"
+
+    def describe(self) -> str:
+        """One line."""
+        lo, hi = self.ci
+        verdict = self.verdict
         whole = self.n == self.n_old == self.n_new
         partial = "" if whole else f" (of {self.n_old} old, {self.n_new} new)"
         return (
@@ -253,16 +267,118 @@ def report(comparisons: Sequence[Comparison], against: str, changes: Sequence[st
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class SetComparison:
+    """One result of a folder against the old folder's result of the same name."""
+
+    name: str
+    iou: Comparison
+    mae: Comparison
+    changes: list[str]
+
+
+def result_files(folder: Path) -> dict[str, Path]:
+    """The ``*.json`` files under ``folder`` by relative name (``320/ccp``)."""
+    if not Path(folder).is_dir():
+        raise VidmatError(f"{folder} is not a folder of `vidmat eval --json` results.")
+    found = [
+        Path(root, f)
+        for root, _, files in os.walk(folder, followlinks=True)  # rglob skips linked folders
+        for f in files
+        if f.endswith(".json")
+    ]
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(found)}
+
+
+def compare_folders(old: Path, new: Path) -> tuple[list[SetComparison], list[str]]:
+    """Each result in ``new`` against ``old``'s of the same name, and the names of
+    ``new``'s results that ``old`` has no counterpart for (not compared)."""
+    before, after = result_files(old), result_files(new)
+    if not after:
+        raise VidmatError(f"{new} holds no .json results.")
+    rows: list[SetComparison] = []
+    unpaired: list[str] = []
+    for name, path in after.items():
+        if name not in before:
+            unpaired.append(name)
+            continue
+        a, b = load_result(before[name]), load_result(path)
+        iou, mae = compare_results(a, b)
+        rows.append(SetComparison(name, iou, mae, setting_changes(a, b)))
+    if not rows:
+        raise VidmatError(
+            f"no result in {new} has a counterpart of the same name in {old} "
+            f"(they hold {', '.join(after)} and {', '.join(before) or 'nothing'})."
+        )
+    return rows, unpaired
+
+
+def ship_rule(rows: Sequence[SetComparison]) -> tuple[bool, str]:
+    """The rule of session 50 on IoU: worse beyond the interval on no set, better
+    beyond it on at least one. Differences inside the intervals decide nothing."""
+    worse = [r.name for r in rows if r.iou.verdict == "worse"]
+    better = [r.name for r in rows if r.iou.verdict == "better"]
+    if worse:
+        return False, f"fails: IoU worse beyond the interval on {', '.join(worse)}"
+    if not better:
+        return False, "fails: IoU better beyond the interval on no set"
+    return (
+        True,
+        f"passes: IoU worse on none, better on {len(better)} of {len(rows)} ({', '.join(better)})",
+    )
+
+
+def folder_report(rows: Sequence[SetComparison], unpaired: Sequence[str], against: str) -> str:
+    """The table and verdict that ``compare OLD_DIR NEW_DIR`` prints."""
+    from vidmat.benchmarks.report import format_table
+
+    def cell(c: Comparison) -> str:
+        lo, hi = c.ci
+        return f"{c.new:.4f} {c.diff:+.4f} ({lo:+.4f} .. {hi:+.4f})"
+
+    table = format_table(
+        [
+            {
+                "result": r.name + (f" [{', '.join(r.changes)}]" if r.changes else ""),
+                "n": r.iou.n,
+                "IoU, diff (95% interval)": cell(r.iou),
+                "IoU": r.iou.verdict,
+                "MAE, diff (95% interval)": cell(r.mae),
+                "MAE": r.mae.verdict,
+            }
+            for r in rows
+        ]
+    )
+    lines = [f"against {against}:", table]
+    if unpaired:
+        lines.append(f"not compared (no result of that name in {against}): {', '.join(unpaired)}")
+    lines.append("ship rule: " + ship_rule(rows)[1])
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m vidmat.train.compare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("old", type=Path, help="`vidmat eval --json` result of the baseline")
-    p.add_argument("new", type=Path, help="`vidmat eval --json` result of the candidate")
+    p.add_argument(
+        "old",
+        type=Path,
+        help="`vidmat eval --json` result of the baseline, or a folder of them",
+    )
+    p.add_argument(
+        "new",
+        type=Path,
+        help="the candidate's result, or a folder of results named as the baseline's "
+        "(exit status 0 when the candidate passes the ship rule, 1 when not)",
+    )
     a = p.parse_args(argv)
     try:
+        if a.old.is_dir() or a.new.is_dir():
+            rows, unpaired = compare_folders(a.old, a.new)
+            print(folder_report(rows, unpaired, str(a.old)))
+            return 0 if ship_rule(rows)[0] else 1
         old, new = load_result(a.old), load_result(a.new)
         print(report(compare_results(old, new), str(a.old), setting_changes(old, new)))
     except VidmatError as exc:
