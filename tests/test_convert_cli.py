@@ -11,16 +11,18 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from convert_fixtures import (
     audio_only_file,
     frame_times,
     make_clip,
+    read_alphas,
     stub_engine,
     zero_frame_file,
 )
 
 from vidmat.cli import main
-from vidmat.core.engine import Engine
+from vidmat.core.engine import Engine, EngineConfig
 
 
 @pytest.fixture(autouse=True)
@@ -409,3 +411,59 @@ def test_dropped_tracks_and_downmix_are_said(tmp_path: Path, capsys) -> None:
     assert code == 0
     assert "only the first of 2 audio tracks was kept" in err
     assert "6-channel audio was mixed down to stereo" in err
+
+
+class _GhostRed(torch.nn.Module):
+    """The red square certain (1.0), everything else a faint ghost (0.3)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x[:, :1] > 0.0, 1.0, 0.3)
+
+
+def test_matte_options_shape_the_written_alpha(
+    good: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--threshold/--contrast drop the ghost, --grow widens the person, --feather softens."""
+    from vidmat.model.weights import WeightsSpec
+
+    spec = WeightsSpec(name="ghost", arch="u2netp", input_size=32, scale="255")
+    engine = Engine(_GhostRed(), spec, EngineConfig(device="cpu", size=32))
+    monkeypatch.setattr(Engine, "from_config", classmethod(lambda cls, cfg: engine))
+
+    def alphas(name: str, *opts: str) -> np.ndarray:
+        out = tmp_path / name
+        code, _, err = run_cli(
+            [good, "--format", "png", "--smoothing", "0", "-o", out, *opts], capsys
+        )
+        assert code == 0, err
+        return np.stack(read_alphas(out)).astype(np.float32) / 255
+
+    plain = alphas("plain")
+    ghost = (plain > 0.2) & (plain < 0.4)
+    assert ghost.mean() > 0.5  # most of the frame is the 0.3 ghost as the model gave it
+    hard = alphas("hard", "--threshold", "0.6", "--contrast", "2")
+    assert hard[ghost].max() == 0.0  # (0.3 - 0.6) * 2 + 0.5 < 0: gone
+    solid = plain > 0.99
+    assert solid.any() and hard[solid].min() == 1.0  # the person stays whole
+    grown = alphas("grown", "--threshold", "0.6", "--contrast", "inf", "--grow", "3")
+    cut = alphas("cut", "--threshold", "0.6", "--contrast", "inf")
+    assert set(np.unique(cut)) <= {0.0, 1.0} and grown.sum() > cut.sum()
+    assert (grown >= cut).all()
+    soft = alphas("soft", "--threshold", "0.6", "--contrast", "inf", "--feather", "3")
+    assert ((soft > 0) & (soft < 1)).sum() > ((cut > 0) & (cut < 1)).sum()
+
+
+@pytest.mark.parametrize(
+    ("opts", "words"),
+    [
+        (["--threshold", "1.5"], "threshold must be between 0 and 1"),
+        (["--contrast", "nan"], "contrast must be > 0"),
+        (["--feather", "-1"], "feather must be >= 0"),
+        (["--grow", "500"], "grow or shrink by at most 100 pixels"),
+    ],
+)
+def test_matte_options_out_of_range_are_one_sentence(
+    good: Path, tmp_path: Path, capsys, opts: list[str], words: str
+) -> None:
+    code, _, err = run_cli([good, "-o", tmp_path / "x.mp4", *opts], capsys)
+    assert code == 2 and words in err and listing(tmp_path) == set()

@@ -108,6 +108,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="smooth each frame with the K frames before and after it: no lag, less flicker "
         f"than live can have; 0 = the causal filter live uses (default {PostprocessConfig().lookahead})",
     )
+    matte = p.add_argument_group(
+        "matte",
+        "shape the matte after smoothing and edge refinement, as live's sliders do: "
+        "e.g. --threshold 0.6 --contrast 2 drops faint ghosts of objects the model was "
+        "unsure of (alpha around 0.3) and hardens soft edges",
+    )
+    d = PostprocessConfig()
+    matte.add_argument(
+        "--threshold",
+        type=float,
+        default=d.threshold,
+        metavar="T",
+        help="centre of the matte's contrast curve 0..1: higher keeps less "
+        f"(default {d.threshold:g})",
+    )
+    matte.add_argument(
+        "--contrast",
+        type=float,
+        default=d.contrast,
+        metavar="C",
+        help=f"steepness of that curve: 1 = the model's own soft edges (default {d.contrast:g}), "
+        "2 twice as hard, inf a hard cut-out",
+    )
+    matte.add_argument(
+        "--grow",
+        type=int,
+        default=d.erode_dilate_px,
+        metavar="PX",
+        help="grow the matte by PX frame pixels, or shrink it with a negative PX to take "
+        f"a halo of the old background off the edge (default {d.erode_dilate_px})",
+    )
+    matte.add_argument(
+        "--feather",
+        type=float,
+        default=d.feather_px,
+        metavar="PX",
+        help=f"soften the edge over PX frame pixels (default {d.feather_px:g})",
+    )
     p.add_argument(
         "--crf",
         type=int,
@@ -273,6 +311,10 @@ def _config(args: argparse.Namespace) -> ConvertConfig:
     post = PostprocessConfig(
         smoothing=args.smoothing,
         lookahead=args.lookahead,
+        threshold=args.threshold,
+        contrast=args.contrast,
+        erode_dilate_px=args.grow,
+        feather_px=args.feather,
     )
     # Open a background file once, before any input: a bad one is one error, not one per file.
     background = load_background(args.bg) if args.bg is not None else None

@@ -106,16 +106,18 @@ class PostprocessConfig:
             raise VidmatError(f"smoothing must be between 0 and 1, got {self.smoothing}.")
         if self.lookahead < 0 or self.lookahead > 30:
             raise VidmatError(f"lookahead must be between 0 and 30 frames, got {self.lookahead}.")
-        if self.contrast <= 0:
+        if not self.contrast > 0:  # also refuses NaN; inf is a hard cut-out
             raise VidmatError(f"contrast must be > 0, got {self.contrast}.")
         if not 0.0 <= self.threshold <= 1.0:
             raise VidmatError(f"threshold must be between 0 and 1, got {self.threshold}.")
         if not 0.0 <= self.snap < 0.5:
             raise VidmatError(f"snap must be in 0..0.5, got {self.snap}.")
-        if self.feather_px < 0:
+        if not 0 <= self.feather_px < float("inf"):
             raise VidmatError(f"feather must be >= 0 pixels, got {self.feather_px}.")
         if abs(self.erode_dilate_px) > 100:
-            raise VidmatError("erode/dilate is limited to 100 pixels.")
+            raise VidmatError(
+                f"the matte can grow or shrink by at most 100 pixels, got {self.erode_dilate_px}."
+            )
         if self.precision not in ("auto", "fp16", "fp32"):
             raise VidmatError(f"precision must be auto, fp16 or fp32, got {self.precision!r}.")
         if self.work_side is not None and not 16 <= self.work_side <= 4096:
