@@ -57,6 +57,8 @@ def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys
         (["--camera", "/nonexistent/cam.mp4"], "does not exist"),
         (["--duration", "-1"], "--duration"),
         (["--record", "EXISTING"], "already exists"),
+        (["--contrast", "nan"], "contrast must be > 0"),
+        (["--feather", "nan"], "feather must be >= 0"),
     ],
 )
 def test_bad_input_is_one_sentence(tmp_path, clip, weights, capsys, extra, message):
@@ -101,3 +103,15 @@ def test_bench_live_writes_json(tmp_path, capsys):
     stages = {r["stage"].split(" ")[0] for r in data["results"]}
     assert {"model", "refine", "end-to-end"} <= stages
     assert len(data["rss_mib"]) >= 2
+
+
+def test_look_options_reach_the_live_settings():
+    from vidmat.cli import build_parser
+    from vidmat.commands.live import LiveRequest
+
+    args = build_parser().parse_args(
+        ["live", "--threshold", "0.6", "--contrast", "inf", "--feather", "2", "--smoothing", "0"]
+    )
+    s = LiveRequest(args).settings()
+    assert (s.threshold, s.contrast, s.feather, s.smoothing) == (0.6, float("inf"), 2.0, 0.0)
+    assert LiveRequest(build_parser().parse_args(["live"])).settings().contrast == 1.0

@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     loop.add_argument("--no-loop", dest="loop", action="store_false", help="stop at its end")
 
-    look = p.add_argument_group("look (all can be changed in the window)")
+    look = p.add_argument_group("look (all but --contrast can be changed in the window)")
     look.add_argument(
         "--bg",
         default=None,
@@ -94,6 +94,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help=f"centre of the matte's contrast curve 0..1 (default {d.threshold:g})",
+    )
+    look.add_argument(
+        "--contrast",
+        type=float,
+        default=None,
+        metavar="C",
+        help=f"steepness of that curve: 1 = the model's own soft edges (default {d.contrast:g}), "
+        "2 twice as hard, inf a hard cut-out",
     )
     look.add_argument(
         "--feather",
@@ -169,7 +177,7 @@ class LiveRequest:
         changes = {}
         if a.bg is not None:
             changes["background"] = load_background(a.bg)
-        for name in ("smoothing", "threshold", "feather", "mirror"):
+        for name in ("smoothing", "threshold", "contrast", "feather", "mirror"):
             if getattr(a, name) is not None:
                 changes[name] = getattr(a, name)
         from dataclasses import replace

@@ -70,9 +70,9 @@ class LiveSettings:
             raise VidmatError(f"smoothing must be between 0 and 1, got {self.smoothing}.")
         if not 0.0 <= self.threshold <= 1.0:
             raise VidmatError(f"threshold must be between 0 and 1, got {self.threshold}.")
-        if self.feather < 0:
+        if not 0 <= self.feather < float("inf"):  # also refuses NaN
             raise VidmatError(f"feather must be >= 0 pixels, got {self.feather}.")
-        if self.contrast <= 0:
+        if not self.contrast > 0:  # also refuses NaN; inf is a hard cut-out
             raise VidmatError(f"contrast must be > 0, got {self.contrast}.")
         if self.background.kind == "file":
             raise VidmatError("a background file must be opened before it reaches the pipeline.")
