@@ -66,14 +66,13 @@ class LiveSettings:
     mirror: bool = False  # flip left-right, as a selfie preview
 
     def validated(self) -> LiveSettings:
-        if not 0.0 <= self.smoothing <= 1.0:
-            raise VidmatError(f"smoothing must be between 0 and 1, got {self.smoothing}.")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise VidmatError(f"threshold must be between 0 and 1, got {self.threshold}.")
-        if not 0 <= self.feather < float("inf"):  # also refuses NaN
-            raise VidmatError(f"feather must be >= 0 pixels, got {self.feather}.")
-        if not self.contrast > 0:  # also refuses NaN; inf is a hard cut-out
-            raise VidmatError(f"contrast must be > 0, got {self.contrast}.")
+        # The post-processor's own checks, so live and convert refuse the same values alike.
+        PostprocessConfig(
+            smoothing=self.smoothing,
+            threshold=self.threshold,
+            contrast=self.contrast,
+            feather_px=self.feather,
+        ).validate()
         if self.background.kind == "file":
             raise VidmatError("a background file must be opened before it reaches the pipeline.")
         return self
