@@ -192,10 +192,12 @@ def test_settings_are_remembered_and_cli_overrides_win(qtbot, clip, qsettings):
     w.feather_slider.setValue(7)
     w.mirror_box.setChecked(True)
     w.set_color((1, 2, 3))
+    assert w.current_settings().contrast == 1.0
     w.close()
-    w2 = LiveWindow(factory(clip), qsettings=qsettings, overrides={"feather": 2.0})
+    w2 = LiveWindow(factory(clip), qsettings=qsettings, overrides={"feather": 2.0, "contrast": 2.5})
     qtbot.addWidget(w2)
     s = w2.current_settings()
     assert s.smoothing == 0.3 and s.mirror is True and s.feather == 2.0
+    assert s.contrast == 2.5  # --contrast has no slider: the window must carry it along
     assert s.background.kind == "color" and s.background.rgb == (1, 2, 3)
     w2.close()

@@ -58,7 +58,9 @@ def run_window(req: LiveRequest) -> int:
     camera = req.camera_config(loop_default=True)
     settings = req.settings()
     explicit = {
-        k for k in ("smoothing", "threshold", "feather", "mirror") if getattr(args, k) is not None
+        k
+        for k in ("smoothing", "threshold", "contrast", "feather", "mirror")
+        if getattr(args, k) is not None
     }
     if args.bg is not None:
         explicit.add("background")

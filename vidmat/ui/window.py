@@ -255,6 +255,8 @@ class LiveWindow(QMainWindow):
         smoothing = float(overrides.get("smoothing", qs.value("smoothing", 0.5)))
         threshold = float(overrides.get("threshold", qs.value("threshold", 0.5)))
         feather = float(overrides.get("feather", qs.value("feather", 0.0)))
+        # No slider: the command line's --contrast holds for this run, and is not remembered.
+        self._contrast = float(overrides.get("contrast", LiveSettings().contrast))
         mirror = overrides.get("mirror", qs.value("mirror", False))
         mirror = mirror if isinstance(mirror, bool) else str(mirror).lower() == "true"
         bg = overrides.get("background")
@@ -340,6 +342,7 @@ class LiveWindow(QMainWindow):
             background=self.background(),
             smoothing=self.smoothing_slider.value() / 100.0,
             threshold=self.threshold_slider.value() / 100.0,
+            contrast=self._contrast,
             feather=float(self.feather_slider.value()),
             mirror=self.mirror_box.isChecked(),
         )
