@@ -115,3 +115,8 @@ def test_look_options_reach_the_live_settings():
     s = LiveRequest(args).settings()
     assert (s.threshold, s.contrast, s.feather, s.smoothing) == (0.6, float("inf"), 2.0, 0.0)
     assert LiveRequest(build_parser().parse_args(["live"])).settings().contrast == 1.0
+    # What the window lets beat its remembered settings: exactly what was given.
+    assert LiveRequest(args).explicit() == {"threshold", "contrast", "feather", "smoothing"}
+    given = build_parser().parse_args(["live", "--bg", "green", "--mirror"])
+    assert LiveRequest(given).explicit() == {"background", "mirror"}
+    assert LiveRequest(build_parser().parse_args(["live"])).explicit() == set()

@@ -152,6 +152,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: The look options that map one to one onto LiveSettings fields of the same name.
+_LOOK_OPTIONS = ("smoothing", "threshold", "contrast", "feather", "mirror")
+
+
 @dataclass
 class LiveRequest:
     """Everything the command line asked for, resolved once for window and headless alike."""
@@ -168,18 +172,22 @@ class LiveRequest:
         loop = a.loop if a.loop is not None else loop_default
         return CameraConfig(source=parse_source(a.camera), width=w, height=h, fps=a.fps, loop=loop)
 
+    def explicit(self) -> set[str]:
+        """The LiveSettings fields given on the command line: they beat what the window
+        remembers, the rest take its remembered values."""
+        a = self.args
+        given = {k for k in _LOOK_OPTIONS if getattr(a, k) is not None}
+        return given | ({"background"} if a.bg is not None else set())
+
     def settings(self):
         from vidmat.io.images import load_background
         from vidmat.pipelines.live import LiveSettings
 
         a = self.args
         s = LiveSettings()
-        changes = {}
+        changes = {k: getattr(a, k) for k in self.explicit() - {"background"}}
         if a.bg is not None:
             changes["background"] = load_background(a.bg)
-        for name in ("smoothing", "threshold", "contrast", "feather", "mirror"):
-            if getattr(a, name) is not None:
-                changes[name] = getattr(a, name)
         from dataclasses import replace
 
         return replace(s, **changes).validated()

@@ -57,13 +57,7 @@ def run_window(req: LiveRequest) -> int:
     args = req.args
     camera = req.camera_config(loop_default=True)
     settings = req.settings()
-    explicit = {
-        k
-        for k in ("smoothing", "threshold", "contrast", "feather", "mirror")
-        if getattr(args, k) is not None
-    }
-    if args.bg is not None:
-        explicit.add("background")
+    explicit = req.explicit()
     engine = req.engine()
     config = LiveConfig(
         camera=camera, mode=args.mode, infer_every=args.infer_every, display_reports=True
