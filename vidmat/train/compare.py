@@ -328,8 +328,10 @@ def ship_rule(rows: Sequence[SetComparison]) -> tuple[bool, str]:
     )
 
 
-def folder_report(rows: Sequence[SetComparison], unpaired: Sequence[str], against: str) -> str:
-    """The table and verdict that ``compare OLD_DIR NEW_DIR`` prints."""
+def folder_report(
+    rows: Sequence[SetComparison], unpaired: Sequence[str], against: str, verdict: str
+) -> str:
+    """The table and the rule's ``verdict`` that ``compare OLD_DIR NEW_DIR`` prints."""
     from vidmat.benchmarks.report import format_table
 
     def cell(c: Comparison) -> str:
@@ -352,7 +354,7 @@ def folder_report(rows: Sequence[SetComparison], unpaired: Sequence[str], agains
     lines = [f"against {against}:", table]
     if unpaired:
         lines.append(f"not compared (no result of that name in {against}): {', '.join(unpaired)}")
-    lines.append("ship rule: " + ship_rule(rows)[1])
+    lines.append("ship rule: " + verdict)
     return "\n".join(lines)
 
 
@@ -377,8 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.old.is_dir() or a.new.is_dir():
             rows, unpaired = compare_folders(a.old, a.new)
-            print(folder_report(rows, unpaired, str(a.old)))
-            return 0 if ship_rule(rows)[0] else 1
+            passes, verdict = ship_rule(rows)
+            print(folder_report(rows, unpaired, str(a.old), verdict))
+            return 0 if passes else 1
         old, new = load_result(a.old), load_result(a.new)
         print(report(compare_results(old, new), str(a.old), setting_changes(old, new)))
     except VidmatError as exc:
