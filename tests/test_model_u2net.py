@@ -73,3 +73,35 @@ def test_rsu_dilated_keeps_resolution_and_pooled_recovers_it() -> None:
 def test_unknown_architecture_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("u3net")
+
+
+def test_a_sized_head_serves_the_inputs_nearest_its_size_and_no_others() -> None:
+    torch.manual_seed(0)
+    model = build_model("u2netp").eval()
+    model.head_size = 256
+    inputs = {s: torch.randn(1, 3, s, s) for s in (192, 256, 288, 320, 384)}
+    with torch.inference_mode():
+        before = {s: model(x) for s, x in inputs.items()}
+    head = model.add_sized_head(320)
+    assert set(model.state_dict()) - set(build_model("u2netp").state_dict()) == {
+        f"sized_heads.320.{k}" for k in head.state_dict()
+    }
+    with torch.inference_mode():
+        # a new head starts as a copy of the model's own: nothing changes yet
+        assert all(torch.equal(model(x), before[s]) for s, x in inputs.items())
+        head.outconv.bias.add_(3.0)
+        after = {s: model(x) for s, x in inputs.items()}
+    assert [model.head_for(s) is head for s in (192, 256, 287, 288, 320, 2048)] == [
+        False,
+        False,
+        False,
+        True,  # a tie goes to the sized head
+        True,
+        True,
+    ]
+    for s in (192, 256):
+        assert torch.equal(after[s], before[s])
+    for s in (288, 320, 384):
+        assert (after[s] > before[s]).all()
+    non_square = torch.randn(1, 3, 320, 192)  # the longer side decides
+    assert model.head_for(max(non_square.shape[-2:])) is head

@@ -159,3 +159,24 @@ def test_registered_weights_checksum_is_verified(tmp_path: Path, monkeypatch, u2
     )
     with pytest.raises(WeightsError, match="are missing"):
         W.load_weights("gone")
+
+
+def test_a_file_keeps_its_sized_heads_and_its_own_size(tmp_path: Path, u2netp_state) -> None:
+    model = build_model("u2netp")
+    model.load_state_dict(u2netp_state)
+    torch.nn.init.normal_(model.add_sized_head(320).side1.weight)
+    path = tmp_path / "heads.safetensors"
+    W.save_weights(model, W.WeightsSpec(name="h", arch="u2netp", input_size=256), path)
+    loaded, spec = W.load_weights(path)
+    assert spec.input_size == 256 and loaded.head_size == 256
+    assert list(loaded.sized_heads) == ["320"]
+    assert _same(loaded, model.state_dict())
+    x = torch.randn(1, 3, 320, 320)
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+    state = dict(model.state_dict())
+    state["sized_heads.big.side1.weight"] = state.pop("sized_heads.320.side1.weight")
+    odd = tmp_path / "odd.pth"
+    torch.save(state, odd)
+    _expect(odd, "sized head whose name is not an input size")

@@ -224,6 +224,46 @@ def test_cli_fits_one_set_of_sides_at_several_sizes(
     )
 
 
+def test_cli_refits_the_head_the_file_uses_at_the_size_and_no_other(
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A file with a head kept for 64 px: a refit at 64 moves that head alone, and sizes
+    served by different heads are refused, as no one set of numbers can be written to both."""
+    from vidmat.model.weights import load_weights, save_weights
+
+    model, spec = load_weights(str(tiny_weights))
+    model.add_sized_head(64)
+    src = tmp_path / "heads.safetensors"
+    save_weights(model, spec, src)
+    data = make_people(tmp_path / "people")
+    out = tmp_path / "refit.safetensors"
+    _, before, (after, _) = _refit(
+        capsys, src, data, out, "--sides", "--pixels", "300", "--size", "64"
+    )
+    a, b = before.state_dict(), after.state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and all(k.startswith("sized_heads.64.") for k in changed)
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                str(src),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "x"),
+                "--size",
+                "32",
+                "--size",
+                "64",
+            ]
+        )
+    assert "different heads at the sizes 32, 64" in str(exc.value.code)
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_refuses_bad_input_in_one_sentence(
     tmp_path: Path, make_people: Callable[..., Path], tiny_weights: Path
 ) -> None:

@@ -985,3 +985,51 @@ def test_publish_onto_takes_only_the_named_layers_from_the_sources(
     main()
     cli = load_weights(str(cli_out))[0].state_dict()
     assert all(torch.equal(cli[k], got[k]) for k in got)
+
+
+def test_publish_as_head_keeps_the_sources_head_for_one_size_beside_the_base_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A side refit at 320 grafted --as-head 320: the file answers as the refit at 320 and
+    as the base at 192 and 256."""
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import WeightsSpec, load_weights, save_weights
+    from vidmat.train.publish import main, publish
+
+    torch.manual_seed(0)
+    base_model = build_model("u2netp")
+    refit_model = build_model("u2netp")
+    refit_model.load_state_dict(base_model.state_dict())
+    with torch.no_grad():
+        refit_model.side1.weight.mul_(1.5)
+        refit_model.outconv.bias.add_(0.5)
+    base, refit = tmp_path / "base.safetensors", tmp_path / "refit.safetensors"
+    spec = WeightsSpec(name="run", arch="u2netp", input_size=256)
+    save_weights(base_model, spec, base)
+    save_weights(refit_model, spec, refit)
+    out = tmp_path / "heads.safetensors"
+    publish(refit, out, size=256, half=False, onto=base, as_head=320)
+    got, got_spec = load_weights(str(out))
+    assert got_spec.input_size == 256 and list(got.sized_heads) == ["320"]
+    with torch.inference_mode():
+        for s, want in ((192, base_model), (256, base_model), (320, refit_model)):
+            x = torch.randn(1, 3, s, s)
+            assert torch.allclose(got(x), want.eval()(x), atol=1e-6), s
+    with pytest.raises(VidmatError, match="--as-head goes with --onto"):
+        publish(refit, tmp_path / "bad.safetensors", size=256, as_head=320)
+    with pytest.raises(VidmatError, match="without --layers"):
+        publish(
+            refit, tmp_path / "bad.safetensors", size=256, onto=base, as_head=320, layers=["sides"]
+        )
+    big = tmp_path / "big.safetensors"
+    save_weights(build_model("u2net"), WeightsSpec(name="run", arch="u2net"), big)
+    with pytest.raises(VidmatError, match="not all of one architecture"):
+        publish(big, tmp_path / "bad.safetensors", size=256, onto=base, as_head=320)
+    assert not (tmp_path / "bad.safetensors").exists()
+    cli_out = tmp_path / "cli.safetensors"
+    argv = [str(refit), "--onto", str(base), "--as-head", "320", "--size", "256", "--fp32"]
+    monkeypatch.setattr("sys.argv", ["publish", *argv, "--out", str(cli_out)])
+    main()
+    cli = load_weights(str(cli_out))[0].state_dict()
+    assert cli.keys() == got.state_dict().keys()
+    assert all(torch.equal(cli[k], v) for k, v in got.state_dict().items())

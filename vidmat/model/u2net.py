@@ -140,6 +140,31 @@ def _stage_table(arch: str) -> tuple[list[StageSpec], list[StageSpec], list[int]
     return enc, dec, sides
 
 
+#: First words of the tensor names of an output head: the side convolutions and the fusion.
+HEAD_LAYERS = (*(f"side{i}" for i in range(1, 7)), "outconv")
+
+
+def _add_output_layers(owner: nn.Module, side_channels: list[int], out_ch: int) -> None:
+    for i, ch in enumerate(side_channels, start=1):
+        owner.add_module(f"side{i}", nn.Conv2d(ch, out_ch, 3, padding=1))
+    owner.add_module("outconv", nn.Conv2d(6 * out_ch, out_ch, 1))
+
+
+class OutputHead(nn.Module):
+    """Side convolutions and fusion fitted for one input size, kept beside the model's own.
+
+    Everything after the decoder is linear, and the side convolutions that best read the
+    decoder at 320 px are not the ones that do at 192: one set fitted to serve both gave
+    up a little at 192 every time (TRAINING_HISTORY, sessions 46 and 53). A file can carry
+    a head per size; ``U2Net.forward`` picks by the input's side, so every caller (engine,
+    evaluation, benchmarks) gets the one fitted nearest its size.
+    """
+
+    def __init__(self, side_channels: list[int], out_ch: int = 1) -> None:
+        super().__init__()
+        _add_output_layers(self, side_channels, out_ch)
+
+
 class U2Net(nn.Module):
     """Two-level nested U-structure for salient object / person segmentation.
 
@@ -158,10 +183,37 @@ class U2Net(nn.Module):
         self._dec_names = [s.name for s in dec]
         for s in (*enc, *dec):
             self.add_module(s.name, RSU(s.height, s.in_ch, s.mid_ch, s.out_ch, s.dilated))
-        for i, ch in enumerate(sides, start=1):
-            self.add_module(f"side{i}", nn.Conv2d(ch, out_ch, 3, padding=1))
-        self.outconv = nn.Conv2d(6 * out_ch, out_ch, 1)
+        _add_output_layers(self, sides, out_ch)
+        self._side_channels, self._out_ch = list(sides), out_ch
         self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        #: Input side the model's own side convolutions and fusion serve (the file's spec
+        #: ``input_size``; the loader sets it). Heads in ``sized_heads`` serve the sides
+        #: nearer their own size; see :meth:`head_for`.
+        self.head_size = 320
+        self.sized_heads = nn.ModuleDict()
+
+    def add_sized_head(self, size: int) -> OutputHead:
+        """A head for inputs of side ``size``, starting as a copy of the model's own."""
+        head = OutputHead(self._side_channels, self._out_ch)
+        head.load_state_dict(
+            {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in HEAD_LAYERS}
+        )
+        head.to(self.outconv.weight.device, self.outconv.weight.dtype)
+        self.sized_heads[str(int(size))] = head
+        return head
+
+    def head_for(self, side: int) -> nn.Module:
+        """The module whose ``side1..side6`` and ``outconv`` serve inputs of this side.
+
+        The nearest of the model's own size (``head_size``) and the sized heads' wins; a
+        sized head wins a tie, so a head fitted at exactly the file's own size is used there.
+        """
+        best: nn.Module = self
+        gap = abs(side - self.head_size)
+        for key, head in self.sized_heads.items():
+            if abs(side - int(key)) <= gap:
+                best, gap = head, abs(side - int(key))
+        return best
 
     def side_inputs(self, x: Tensor) -> list[Tensor]:
         """The six decoder features the side convolutions read, side 1's (full size) first.
@@ -192,9 +244,10 @@ class U2Net(nn.Module):
     def forward_all(self, x: Tensor) -> list[Tensor]:
         """Fused logits followed by the six side-output logits, all at input size."""
         feats = self.side_inputs(x)
-        sides = [getattr(self, f"side{i}")(f) for i, f in enumerate(feats, start=1)]
+        head = self.head_for(max(x.shape[-2:]))
+        sides = [getattr(head, f"side{i}")(f) for i, f in enumerate(feats, start=1)]
         sides = [sides[0]] + [_upsample_like(s, sides[0]) for s in sides[1:]]
-        fused = self.outconv(torch.cat(sides, 1))
+        fused = head.outconv(torch.cat(sides, 1))
         return [fused, *sides]
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:

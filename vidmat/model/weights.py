@@ -168,8 +168,19 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None
     return state, spec
 
 
-def _build_and_load(state: dict[str, Tensor], arch: str, path: Path) -> U2Net:
+def _sized_head_sizes(state: Mapping[str, Tensor], path: Path) -> list[int]:
+    """The input sizes of the heads a file carries besides the model's own (``sized_heads.S.*``)."""
+    keys = {k.split(".")[1] for k in state if k.startswith("sized_heads.") and k.count(".") >= 2}
+    if not all(k.isdigit() and 32 <= int(k) <= 2048 for k in keys):
+        raise WeightsError(f"{path} has a sized head whose name is not an input size in 32..2048.")
+    return sorted(int(k) for k in keys)
+
+
+def _build_and_load(state: dict[str, Tensor], arch: str, path: Path, head_size: int = 320) -> U2Net:
     model = build_model(arch)
+    model.head_size = head_size
+    for size in _sized_head_sizes(state, path):
+        model.add_sized_head(size)
     expected = model.state_dict()
     # num_batches_tracked only matters for momentum=None BatchNorm; older checkpoints lack it.
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
@@ -255,7 +266,7 @@ def load_weights(name_or_path: str | Path = "default", device: str | torch.devic
         raise WeightsError(f"{path} says it holds {spec.arch} but its tensors are {arch}.")
     if registered is not None:
         spec = replace(spec, sha256=registered.sha256, name=registered.name)
-    model = _build_and_load(state, arch, path)
+    model = _build_and_load(state, arch, path, spec.input_size)
     return model.to(device), spec
 
 

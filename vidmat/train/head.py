@@ -270,8 +270,20 @@ def collect_features(engine, cfg: HeadFitConfig, progress: bool = True) -> list[
     return out
 
 
-def _side_convs(model) -> list[torch.nn.Conv2d]:
-    return [getattr(model, f"side{j}") for j in range(1, 7)]
+def _side_convs(head) -> list[torch.nn.Conv2d]:
+    return [getattr(head, f"side{j}") for j in range(1, 7)]
+
+
+def _fitted_head(model, engines: Sequence) -> torch.nn.Module:
+    """The head (the model's own or a sized one) the engines' sizes all run through."""
+    heads = {id(model.head_for(e.size)): model.head_for(e.size) for e in engines}
+    if len(heads) > 1:
+        sizes = ", ".join(str(e.size) for e in engines)
+        raise VidmatError(
+            f"the file uses different heads at the sizes {sizes}; refit each head at its own "
+            "sizes in separate runs."
+        )
+    return next(iter(heads.values()))
 
 
 def side_logits_at_samples(u: Sequence[Tensor], b: Tensor, src: SourceFeatures) -> Tensor:
@@ -424,18 +436,19 @@ def _per_size(engines: Sequence, collect: Callable, cfg: HeadFitConfig, progress
 
 def _refit_head(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) -> dict:
     """Fit ``outconv`` on the engines' side logits and write it into ``model``."""
+    head = _fitted_head(model, engines)
     sources = _per_size(engines, collect_sides, cfg, progress)
     # clones: the model's own tensors are overwritten with the fit below
-    w0 = model.outconv.weight.float().view(6).clone()
-    b0 = model.outconv.bias.float().view(1).clone()
+    w0 = head.outconv.weight.float().view(6).clone()
+    b0 = head.outconv.bias.float().view(1).clone()
     before = {s.name: mean_iou(w0, b0, s) for s in sources}
     with torch.no_grad():
         loss0 = float(head_loss(w0, b0, sources, cfg.iou_weight))
     w, b = fit_head(sources, w0, b0, cfg.iou_weight, cfg.rounds)
     with torch.no_grad():
         loss1 = float(head_loss(w, b, sources, cfg.iou_weight))
-        model.outconv.weight.copy_(w.view_as(model.outconv.weight))
-        model.outconv.bias.copy_(b.view_as(model.outconv.bias))
+        head.outconv.weight.copy_(w.view_as(head.outconv.weight))
+        head.outconv.bias.copy_(b.view_as(head.outconv.bias))
     return {
         "loss": (loss0, loss1),
         "iou": {s.name: (before[s.name], mean_iou(w, b, s)) for s in sources},
@@ -446,10 +459,11 @@ def _refit_head(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) ->
 
 def _refit_sides(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) -> dict:
     """Fit the side convolutions and the head bias on sampled pixels; write them into ``model``."""
+    head = _fitted_head(model, engines)
     sources = _per_size(engines, collect_features, cfg, progress)
-    convs = _side_convs(model)
-    w = model.outconv.weight.float().view(6).clone()
-    b0 = model.outconv.bias.float().view(1).clone()
+    convs = _side_convs(head)
+    w = head.outconv.weight.float().view(6).clone()
+    b0 = head.outconv.bias.float().view(1).clone()
     v0 = [torch.cat([c.weight.reshape(-1), c.bias]).float().clone() for c in convs]
 
     def figures(vs: Sequence[Tensor], b: Tensor) -> tuple[float, dict[str, float]]:
@@ -470,7 +484,7 @@ def _refit_sides(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) -
         for c, v in zip(convs, vs, strict=True):
             c.weight.copy_(v[:-1].view_as(c.weight))
             c.bias.copy_(v[-1:])
-        model.outconv.bias.copy_(b.view_as(model.outconv.bias))
+        head.outconv.bias.copy_(b.view_as(head.outconv.bias))
     return {
         "loss": (loss0, loss1),
         "iou": {name: (iou0[name], iou1[name]) for name in iou0},

@@ -38,6 +38,7 @@ from torch import nn
 
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, atomic_output
+from vidmat.model.u2net import HEAD_LAYERS
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import (
     CachedSource,
@@ -54,11 +55,11 @@ STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 #: The parts of U-2-Net a fine-tune can keep fixed, by the first word of their names
 #: (the same in u2netp and u2net): the six encoder stages, the five decoder stages, and
-#: the side convolutions with the fusing head.
+#: the side convolutions with the fusing head (the model's own and any sized heads).
 LAYER_GROUPS = {
     "encoder": tuple(f"stage{i}" for i in range(1, 7)),
     "decoder": tuple(f"stage{i}d" for i in range(1, 6)),
-    "sides": (*(f"side{i}" for i in range(1, 7)), "outconv"),
+    "sides": (*HEAD_LAYERS, "sized_heads"),
 }
 
 
@@ -472,15 +473,16 @@ class Trainer:
             valsets = load_valsets(cfg.val, cfg.val_n, cache, cfg.progress) if cfg.val else []
         self.sources, self.bank, self.valsets = list(sources), bank, list(valsets)
         torch.manual_seed(cfg.seed)
+        if model is None and cfg.init:
+            from vidmat.model.weights import load_weights
+
+            # the loaded model itself, so the heads a file keeps per input size come along
+            # (vidmat train has checked that its architecture is cfg.arch)
+            model, _ = load_weights(cfg.init)
         if model is None:
             from vidmat.model.u2net import build_model
 
             model = build_model(cfg.arch)
-            if cfg.init:
-                from vidmat.model.weights import load_weights
-
-                init_model, _ = load_weights(cfg.init)
-                model.load_state_dict(init_model.state_dict())
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.fmt)
         self.anchor: nn.Module | None = None

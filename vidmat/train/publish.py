@@ -16,6 +16,11 @@ mean) and every other tensor from BASE: a fine-tune's gain and its cost can sit 
 different layers (session 51: the gain at 320 px in encoder stages 5-6, the webcam
 hold-out's loss in the shallower stages and the decoder), and the shipped file of
 session 51 is the session-45 file with a mean's stages 5 and 6, its sides then refitted.
+
+With ``--onto BASE --as-head PX`` the sources' own side convolutions and fusion go into
+BASE as a second head, the one the model uses for inputs nearer PX than BASE's own size
+(``U2Net.head_for``): sides refitted at 320 alone (``vidmat.train.head --sides --size
+320``) lift 320 without moving 192 and 256, where BASE's own head still serves.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from pathlib import Path
 
 import torch
 
+from vidmat.argtypes import model_size
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_output, check_output_path
+from vidmat.model.u2net import HEAD_LAYERS, U2Net
 from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256_file
 from vidmat.train.loop import LAYER_GROUPS
 
@@ -59,7 +66,7 @@ def graft_state(
     """
     firsts = {f for name in layers for f in LAYER_GROUPS.get(name, (name,))}
     present = {k.split(".", 1)[0] for k in base}
-    unknown = sorted(firsts - present)
+    unknown = sorted(n for n in layers if n not in LAYER_GROUPS and n not in present)
     if unknown:
         raise VidmatError(
             f"--layers names {', '.join(unknown)}, which the model does not have; its layers "
@@ -67,6 +74,18 @@ def graft_state(
         )
     _require_one_architecture([base, donor], "the --onto weights and the sources are")
     return {k: donor[k] if k.split(".", 1)[0] in firsts else v for k, v in base.items()}
+
+
+def graft_head(base: U2Net, donor: dict[str, torch.Tensor], size: int) -> None:
+    """Put ``donor``'s own side convolutions and fusion into ``base`` as the head it uses
+    for inputs nearest ``size`` (replacing one it had for that size); the rest of ``base``,
+    its own head included, is unchanged."""
+    own = {k: v for k, v in donor.items() if k.split(".", 1)[0] in HEAD_LAYERS}
+    _require_one_architecture(
+        [own, {k: v for k, v in base.state_dict().items() if k in own}],
+        "the --onto weights and the sources are",
+    )
+    base.add_sized_head(size).load_state_dict(own)
 
 
 def publish(
@@ -78,8 +97,14 @@ def publish(
     overwrite: bool = False,
     onto: Path | None = None,
     layers: Sequence[str] = (),
+    as_head: int | None = None,
 ) -> str:
-    if bool(onto) != bool(layers):
+    if as_head is not None and (onto is None or layers):
+        raise VidmatError(
+            "--as-head goes with --onto and without --layers: the sources' own head becomes "
+            "the --onto file's head for that input size."
+        )
+    if as_head is None and bool(onto) != bool(layers):
         raise VidmatError(
             "--onto and --layers go together: the layers to take, and the file to put them in."
         )
@@ -91,9 +116,11 @@ def publish(
         model.load_state_dict(mean_state([m for m, _ in loaded]))
     if onto is not None:
         base, spec = load_weights(str(onto))
-        state = graft_state(base.state_dict(), model.state_dict(), layers)
+        if as_head is not None:
+            graft_head(base, model.state_dict(), as_head)
+        else:
+            base.load_state_dict(graft_state(base.state_dict(), model.state_dict(), layers))
         model = base
-        model.load_state_dict(state)
     new = WeightsSpec(
         name=out.stem,
         arch=spec.arch,
@@ -143,6 +170,14 @@ def main() -> None:
         "stage5d-stage1d, side1-side6, outconv) or the groups encoder, decoder, sides; "
         "e.g. --layers stage5,stage6",
     )
+    p.add_argument(
+        "--as-head",
+        type=model_size,
+        metavar="PX",
+        help="with --onto: keep the sources' own side convolutions and fusion in BASE as the "
+        "head it uses for inputs nearer PX than its own size (its own head unchanged); e.g. "
+        "a side refit at --size 320 alone, grafted with --as-head 320",
+    )
     p.add_argument("--note", default="", help="appended to the spec's description")
     p.add_argument("--fp32", action="store_true", help="store fp32 instead of fp16")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -157,6 +192,7 @@ def main() -> None:
             overwrite=a.overwrite,
             onto=a.onto,
             layers=a.layers,
+            as_head=a.as_head,
         )
     except VidmatError as exc:
         raise SystemExit(f"publish: error: {exc}") from None
