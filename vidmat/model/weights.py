@@ -91,7 +91,7 @@ REGISTRY: dict[str, WeightsSpec] = {
         input_size=256,
         scale="255",
         file="u2netp_person.safetensors",
-        sha256="9ef028ca87dac8b7d9a9b6719a52d1578df1cad2fe795c8184b625b7143612bf",
+        sha256="d6194e896f2e821bc00a5673ff926011320fdee381f1f55ac5f5fcc9e5e97f2c",
         description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
     ),
 }
