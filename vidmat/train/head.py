@@ -29,6 +29,11 @@ training pixels: unpenalised, the training IoU rose and the validation IoU fell,
 ridge term (``--ridge``, each side's squared change relative to its size) holds them
 near the file's own.
 
+A file that keeps a head per input size (``publish --as-head``) has the head it uses at
+``--size`` refitted, the others untouched; sizes served by different heads are refused.
+One set of sides fitted at 320 and 192 together gave up 192 (sessions 46, 53); refitted at
+320 alone and kept as the 320 head (session 54), it gains 320 and leaves 192 as it was.
+
 Memory: the six side logits and the target are held for every image, 7 x size^2 floats
 (1.8 MB at 256), so ``--per-source 500`` over three sources holds up to 2.7 GB; with
 ``--sides``, 7 KB per sampled pixel (float16), 3.5 MB per image at 512 pixels.
