@@ -6,7 +6,14 @@ import argparse
 
 from vidmat.argtypes import model_size, positive_int
 from vidmat.core.engine import PRECISIONS, EngineConfig
+from vidmat.core.postprocess import PostprocessConfig
 from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
+
+#: --contrast in convert and live: the same curve, the same words.
+CONTRAST_HELP = (
+    "steepness of that curve: 1 = the model's own soft edges "
+    f"(default {PostprocessConfig().contrast:g}), 2 twice as hard, inf a hard cut-out"
+)
 
 
 def add_engine_options(

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidmat.argtypes import positive_int
-from vidmat.commands._options import add_engine_options, engine_config_from_args
+from vidmat.commands._options import (
+    CONTRAST_HELP,
+    add_engine_options,
+    engine_config_from_args,
+)
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
 from vidmat.io.formats import FORMAT_HELP, FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -128,8 +132,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=d.contrast,
         metavar="C",
-        help=f"steepness of that curve: 1 = the model's own soft edges (default {d.contrast:g}), "
-        "2 twice as hard, inf a hard cut-out",
+        help=CONTRAST_HELP,
     )
     matte.add_argument(
         "--grow",

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidmat.argtypes import size_wxh
-from vidmat.commands._options import add_engine_options, engine_config_from_args
+from vidmat.commands._options import (
+    CONTRAST_HELP,
+    add_engine_options,
+    engine_config_from_args,
+)
 from vidmat.errors import VidmatError
 
 EPILOG = """\
@@ -100,8 +104,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="C",
-        help=f"steepness of that curve: 1 = the model's own soft edges (default {d.contrast:g}), "
-        "2 twice as hard, inf a hard cut-out",
+        help=CONTRAST_HELP,
     )
     look.add_argument(
         "--feather",

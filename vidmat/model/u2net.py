@@ -10,6 +10,7 @@ and shapes match the official checkpoints exactly (``tests/data/*.tsv``): a user
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -144,12 +145,6 @@ def _stage_table(arch: str) -> tuple[list[StageSpec], list[StageSpec], list[int]
 HEAD_LAYERS = (*(f"side{i}" for i in range(1, 7)), "outconv")
 
 
-def _add_output_layers(owner: nn.Module, side_channels: list[int], out_ch: int) -> None:
-    for i, ch in enumerate(side_channels, start=1):
-        owner.add_module(f"side{i}", nn.Conv2d(ch, out_ch, 3, padding=1))
-    owner.add_module("outconv", nn.Conv2d(6 * out_ch, out_ch, 1))
-
-
 class OutputHead(nn.Module):
     """Side convolutions and fusion fitted for one input size, kept beside the model's own.
 
@@ -160,9 +155,11 @@ class OutputHead(nn.Module):
     evaluation, benchmarks) gets the one fitted nearest its size.
     """
 
-    def __init__(self, side_channels: list[int], out_ch: int = 1) -> None:
+    def __init__(self, source: nn.Module) -> None:
+        """A copy of ``source``'s head layers (a U2Net's own or another OutputHead)."""
         super().__init__()
-        _add_output_layers(self, side_channels, out_ch)
+        for name in HEAD_LAYERS:
+            self.add_module(name, copy.deepcopy(getattr(source, name)))
 
 
 class U2Net(nn.Module):
@@ -183,8 +180,9 @@ class U2Net(nn.Module):
         self._dec_names = [s.name for s in dec]
         for s in (*enc, *dec):
             self.add_module(s.name, RSU(s.height, s.in_ch, s.mid_ch, s.out_ch, s.dilated))
-        _add_output_layers(self, sides, out_ch)
-        self._side_channels, self._out_ch = list(sides), out_ch
+        for i, ch in enumerate(sides, start=1):
+            self.add_module(f"side{i}", nn.Conv2d(ch, out_ch, 3, padding=1))
+        self.outconv = nn.Conv2d(6 * out_ch, out_ch, 1)
         self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True)
         #: Input side the model's own side convolutions and fusion serve (the file's spec
         #: ``input_size``; the loader sets it). Heads in ``sized_heads`` serve the sides
@@ -194,11 +192,7 @@ class U2Net(nn.Module):
 
     def add_sized_head(self, size: int) -> OutputHead:
         """A head for inputs of side ``size``, starting as a copy of the model's own."""
-        head = OutputHead(self._side_channels, self._out_ch)
-        head.load_state_dict(
-            {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in HEAD_LAYERS}
-        )
-        head.to(self.outconv.weight.device, self.outconv.weight.dtype)
+        head = OutputHead(self)
         self.sized_heads[str(int(size))] = head
         return head
 

@@ -281,14 +281,14 @@ def _side_convs(head) -> list[torch.nn.Conv2d]:
 
 def _fitted_head(model, engines: Sequence) -> torch.nn.Module:
     """The head (the model's own or a sized one) the engines' sizes all run through."""
-    heads = {id(model.head_for(e.size)): model.head_for(e.size) for e in engines}
-    if len(heads) > 1:
+    first, *rest = (model.head_for(e.size) for e in engines)
+    if any(h is not first for h in rest):
         sizes = ", ".join(str(e.size) for e in engines)
         raise VidmatError(
             f"the file uses different heads at the sizes {sizes}; refit each head at its own "
             "sizes in separate runs."
         )
-    return next(iter(heads.values()))
+    return first
 
 
 def side_logits_at_samples(u: Sequence[Tensor], b: Tensor, src: SourceFeatures) -> Tensor:
