@@ -10,7 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from vidmat.core import engine as engine_module
-from vidmat.core.engine import Engine, EngineConfig, select_device, select_dtype
+from vidmat.core.engine import (
+    Engine,
+    EngineConfig,
+    select_device,
+    select_dtype,
+    upsample_alpha,
+)
 from vidmat.errors import VidmatError
 from vidmat.model import build_model
 from vidmat.model.weights import IMAGENET_MEAN, IMAGENET_STD, WeightsSpec
@@ -34,8 +40,12 @@ def _reference(model: torch.nn.Module, frame: np.ndarray, size: int, scale: str)
     )
     with torch.inference_mode():
         p = model(x)
-    p = F.interpolate(p, size=frame.shape[:2], mode="bilinear", align_corners=False)
-    return p[0, 0].clamp(0, 1).numpy()
+    # the engine interpolates the logit (clipped to |logit(1e-6)|), not alpha
+    eps = 1e-6
+    p = p.clamp(eps, 1 - eps)
+    z = F.interpolate(torch.log(p / (1 - p)), size=frame.shape[:2], mode="bilinear")
+    a = torch.sigmoid(z)[0, 0]
+    return torch.where(a <= 2 * eps, 0.0, torch.where(a >= 1 - 2 * eps, 1.0, a)).numpy()
 
 
 @pytest.mark.parametrize("scale", ["255", "max"])
@@ -178,3 +188,21 @@ def test_cuda_graph_fp16_matches_cpu_fp32(tiny, tta: bool) -> None:
         EngineConfig(device="cuda", precision="fp16", cuda_graph=False, tta=tta),
     )
     np.testing.assert_allclose(eager.predict(frame), first, atol=1e-3)
+
+
+def test_upsampling_interpolates_the_logit_keeping_edges_hard_and_solids_exact() -> None:
+    """A 4x upscale of a soft step: the same 0.5 crossing as bilinear alpha, fewer pixels
+    in the soft band between, exact 0 and 1 where the model said so, and symmetric."""
+    low = torch.tensor([0.0, 0.0, 0.02, 0.98, 1.0, 1.0]).view(1, 1, 1, 6).expand(1, 1, 6, 6)
+    up = upsample_alpha(low.contiguous(), 24, 24)
+    lin = F.interpolate(low, size=(24, 24), mode="bilinear", align_corners=False)
+    assert up.shape == (1, 1, 24, 24) and float(up.min()) == 0.0 and float(up.max()) == 1.0
+    assert torch.equal(up >= 0.5, lin >= 0.5)
+
+    def band(a: torch.Tensor) -> float:
+        return float(((a > 0.1) & (a < 0.9)).float().mean())
+
+    assert band(up) < 0.8 * band(lin)
+    torch.testing.assert_close(upsample_alpha(1 - low, 24, 24), 1 - up, atol=2e-5, rtol=0)
+    same = torch.rand(1, 1, 5, 7)
+    assert upsample_alpha(same, 5, 7) is same

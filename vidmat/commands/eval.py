@@ -74,7 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="score the matte as `vidmat convert` writes it (its smoothing on its working "
         "grid, guided-filter edge refinement, tone snap) instead of the model's alpha "
-        "upsampled bilinearly (the default, comparable with other models' scores)",
+        "upsampled to the image (its logit interpolated bilinearly; the default, comparable "
+        "with other models' scores)",
     )
     p.add_argument(
         "--ignore-mask-gaps",

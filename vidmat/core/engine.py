@@ -326,10 +326,27 @@ def to_input_size(x: Tensor, size: int) -> Tensor:
     )
 
 
+#: Alpha is clipped to [eps, 1 - eps] before its logit is taken: an fp16 model's alpha
+#: reaches exactly 0 and 1, whose logits are infinite (|logit| <= 13.8 here).
+LOGIT_EPS = 1e-6
+
+
 def upsample_alpha(alpha: Tensor, height: int, width: int) -> Tensor:
-    """Bilinear resize of (N, 1, h, w) alpha to the frame size, kept in [0, 1]."""
+    """Resize (N, 1, h, w) alpha to the frame size by interpolating its logit bilinearly.
+
+    Why the logit and not alpha: bilinear alpha spreads every edge over a whole grid cell of
+    the model, a ramp as wide as the upscale factor (5 pixels from 256 px to 1280), so the
+    matte is softer than the model made it; the logit of a sigmoid output behaves like a
+    signed distance to the edge and interpolates linearly, so the edge keeps the model's
+    own steepness and a position between grid points. Measured on the shipped weights
+    (session 55, eleven validation sets at 192, 256 and 320 px): IoU better beyond the 95 %
+    interval on nine, worse on none (+0.0000 to +0.0003); MAE lower on all eleven (val/ccp
+    at 320 0.0208 -> 0.0202, val/viton 0.0322 -> 0.0319).
+    """
     if alpha.shape[-2:] == (height, width):
         return alpha
-    return F.interpolate(alpha, size=(height, width), mode="bilinear", align_corners=False).clamp_(
-        0.0, 1.0
-    )
+    z = torch.logit(alpha.float(), eps=LOGIT_EPS)
+    z = F.interpolate(z, size=(height, width), mode="bilinear", align_corners=False)
+    a = torch.sigmoid_(z)
+    # the clip undone: solid person and solid background stay exactly 1 and 0
+    return a.masked_fill_(a <= 2 * LOGIT_EPS, 0.0).masked_fill_(a >= 1 - 2 * LOGIT_EPS, 1.0)

@@ -2,11 +2,12 @@
 
 The engine is the same object the applications use, so the model is run exactly
 as users run it (preprocessing, input size). By default its low-resolution alpha,
-optionally smoothed over time (vidmat.core.smoothing), is upsampled bilinearly:
-the model's own quality, comparable with other models' published scores. With
-``refine=True`` the alpha goes through the same PostProcessor as ``vidmat
-convert`` (temporal smoothing on its working grid, guided-filter upsampling,
-tone snap), so the scores are those of the matte convert writes.
+optionally smoothed over time (vidmat.core.smoothing), is upsampled as
+:func:`vidmat.core.engine.upsample_alpha` does (its logit, bilinearly): the model's
+own quality, comparable with other models' published scores. With ``refine=True``
+the alpha goes through the same PostProcessor as ``vidmat convert`` (temporal
+smoothing on its working grid, guided-filter upsampling, tone snap), so the scores
+are those of the matte convert writes.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def evaluate_images(
     The per-image rows are what a mean hides: a handful of failures (a missed limb, a
     background object taken for the person) can cost more than every edge together.
     ``refine``: score the alpha after convert's guided-filter refinement instead of
-    the bilinearly upsampled model output. ``ignore_gaps``: leave out the pixels that
+    the upsampled model output. ``ignore_gaps``: leave out the pixels that
     :func:`gap_pixels` finds, where an automatic parser's mask is unreliable.
     """
     post = _postprocessor() if refine else None
