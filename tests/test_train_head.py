@@ -9,12 +9,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidmat.train.head import (
     SourceFeatures,
     SourceSides,
     fit_head,
     fit_sides,
+    full_res_side_inputs,
     head_loss,
     image_losses,
     main,
@@ -82,6 +84,29 @@ def test_sampled_side_inputs_reproduce_every_side_logit() -> None:
         v = torch.cat([conv.weight.reshape(-1), conv.bias]).detach()
         assert f.shape == (8, conv.in_channels * 9 + 1)
         assert torch.allclose(f @ v, logits[j][0, 0, py, px], atol=1e-4), j
+
+
+def test_full_res_side_inputs_reproduce_the_upsampled_fused_logit() -> None:
+    """At pixels of an image of another size (taller and narrower than the grid), the
+    features times the sides' and head's numbers are the fused logit as the engine upsamples
+    it, edges and corners included."""
+    from vidmat.model.u2net import build_model
+
+    torch.manual_seed(1)
+    model = build_model("u2netp").eval()
+    x = torch.randn(1, 3, 64, 64)
+    fy = torch.tensor([0, 149, 0, 149, 75, 33, 120, 1])
+    fx = torch.tensor([0, 0, 39, 39, 20, 7, 31, 38])
+    with torch.no_grad():
+        fused = model.forward_all(x)[0]
+        up = F.interpolate(fused, size=(150, 40), mode="bilinear", align_corners=False)
+        feats = full_res_side_inputs(model.side_inputs(x), fy, fx, 150, 40)
+    w = model.outconv.weight.view(6).detach()
+    z = model.outconv.bias.detach().clone()
+    for j, f in enumerate(feats, start=1):
+        conv = getattr(model, f"side{j}")
+        z = z + w[j - 1] * (f @ torch.cat([conv.weight.reshape(-1), conv.bias]).detach())
+    assert torch.allclose(z, up[0, 0, fy, fx], atol=1e-4)
 
 
 def _features(n: int, p: int, dims: list[int], v: list[torch.Tensor], w: torch.Tensor, seed: int):
@@ -199,6 +224,26 @@ def test_cli_sides_changes_only_the_sides_and_the_head_bias(
     assert changed == sorted(["outconv.bias", *sides])
 
 
+def test_cli_sides_at_full_resolution_fit_other_numbers_to_the_same_layers(
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = make_people(tmp_path / "people")
+    extra = ["--sides", "--pixels", "300"]
+    _, before, (grid, _) = _refit(capsys, tiny_weights, data, tmp_path / "g.safetensors", *extra)
+    printed, _, (full, _) = _refit(
+        capsys, tiny_weights, data, tmp_path / "f.safetensors", *extra, "--full-res"
+    )
+    assert "people: 3 images, IoU on the sampled pixels" in printed
+    a, b = before.state_dict(), full.state_dict()
+    changed = sorted(k for k in a if not torch.equal(a[k], b[k]))
+    sides = sorted(f"side{j}.{p}" for j in range(1, 7) for p in ("weight", "bias"))
+    assert changed == sorted(["outconv.bias", *sides])
+    assert not torch.equal(grid.side1.weight, full.side1.weight)
+
+
 def test_cli_fits_one_set_of_sides_at_several_sizes(
     tmp_path: Path,
     make_people: Callable[..., Path],
@@ -295,6 +340,10 @@ def test_cli_refuses_bad_input_in_one_sentence(
         (
             [str(tiny_weights), "--data", str(data), "--out", str(tmp_path / "r"), "--ridge", "-1"],
             "--ridge",
+        ),
+        (
+            [str(tiny_weights), "--data", str(data), "--out", str(tmp_path / "f"), "--full-res"],
+            "--sides",
         ),
     ]
     for argv, word in cases:

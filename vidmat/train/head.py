@@ -86,6 +86,9 @@ class HeadFitConfig:
     pixels: int = 512
     #: Ridge weight on each side's change relative to its own size (side refit only).
     ridge: float = 1e-3
+    #: Side refit: sample pixels of the image (the logit upsampled as the engine does)
+    #: against the mask's own pixels, instead of the model grid against the reduced mask.
+    full_res: bool = False
 
 
 @dataclass
@@ -163,9 +166,10 @@ def mean_iou(w: Tensor, b: Tensor, source: SourceSides) -> float:
 
 def _inputs_and_targets(
     engine, cfg: HeadFitConfig, desc: str, progress: bool
-) -> Iterator[tuple[int, SourceSpec, int, int, Tensor, Tensor]]:
+) -> Iterator[tuple[int, SourceSpec, int, int, Tensor, Tensor, Tensor]]:
     """For each chosen image of each source: (source index, spec, image count, image index,
-    the model input exactly as the engine makes it, the mask reduced to the model grid)."""
+    the model input exactly as the engine makes it, the mask reduced to the model grid, the
+    mask at the image's resolution; masks as float 0/1 (1, 1, h, w))."""
     from vidmat.progress import progress_bar
 
     chosen = []
@@ -187,7 +191,8 @@ def _inputs_and_targets(
                 with torch.inference_mode():
                     x = engine.preprocess(engine.to_device(img[None]))
                 t = torch.from_numpy((mask > 127).astype(np.float32))[None, None]
-                yield k, spec, len(pairs), i, x, F.interpolate(t, size=(size, size), mode="area")
+                grid = F.interpolate(t, size=(size, size), mode="area")
+                yield k, spec, len(pairs), i, x, grid, t
                 bar.update(1)
 
 
@@ -195,7 +200,7 @@ def collect_sides(engine, cfg: HeadFitConfig, progress: bool = True) -> list[Sou
     """Run the frozen model once over each source's chosen images and keep the side logits."""
     out: list[SourceSides] = []
     size = engine.size
-    for k, spec, n, i, x, target in _inputs_and_targets(engine, cfg, "side outputs", progress):
+    for k, spec, n, i, x, target, _ in _inputs_and_targets(engine, cfg, "side outputs", progress):
         if len(out) == k:
             out.append(
                 SourceSides(
@@ -252,26 +257,61 @@ def sampled_side_inputs(feats: Sequence[Tensor], py: Tensor, px: Tensor) -> list
     return out
 
 
+def _bilinear_taps(pos: Tensor, full: int, grid: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Where F.interpolate(bilinear, align_corners=False) reads output pixel ``pos`` of
+    ``full`` from a line of ``grid``: the two source pixels and the second one's weight."""
+    src = ((pos.double() + 0.5) * (grid / full) - 0.5).clamp_min(0.0)
+    lo = src.floor().long().clamp_max(grid - 1)
+    return lo, (lo + 1).clamp_max(grid - 1), (src - lo).float()
+
+
+def full_res_side_inputs(
+    feats: Sequence[Tensor], fy: Tensor, fx: Tensor, height: int, width: int
+) -> list[Tensor]:
+    """:func:`sampled_side_inputs` at pixels (fy, fx) of the (height, width) image the
+    engine upsamples the matte to: the model grid's four neighbours of each pixel, weighted
+    as the bilinear upsampling of the logit weighs them, so that features x [weight, bias]
+    is the upsampled logit there (upsampling being linear too)."""
+    grid_h, grid_w = feats[0].shape[2:]
+    y0, y1, ly = _bilinear_taps(fy, height, grid_h)
+    x0, x1, lx = _bilinear_taps(fx, width, grid_w)
+    taps = sampled_side_inputs(feats, torch.cat([y0, y0, y1, y1]), torch.cat([x0, x1, x0, x1]))
+    weights = torch.stack([(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx])
+    return [(t.view(4, len(fy), -1) * weights[..., None]).sum(0) for t in taps]
+
+
 def collect_features(engine, cfg: HeadFitConfig, progress: bool = True) -> list[SourceFeatures]:
     """Run the frozen model once over each source's chosen images and keep, at
     ``cfg.pixels`` uniformly drawn pixels of each (seeded: the same every call), what the
-    side convolutions read there."""
+    side convolutions read there: pixels of the model's grid against the mask reduced to
+    it, or with ``cfg.full_res`` pixels of the image against its mask's own hard pixels."""
     out: list[SourceFeatures] = []
     size = engine.size
     pixels = min(cfg.pixels, size * size)
     rng = np.random.default_rng(0)
     dims = [m.in_channels * 9 + 1 for m in _side_convs(engine.model)]
-    for k, spec, n, i, x, target in _inputs_and_targets(engine, cfg, "side inputs", progress):
+    for k, spec, n, i, x, target, full in _inputs_and_targets(engine, cfg, "side inputs", progress):
         if len(out) == k:
             feats = [torch.empty(n, pixels, d, dtype=torch.float16) for d in dims]
             out.append(SourceFeatures(spec.path.name, spec.weight, feats, torch.empty(n, pixels)))
-        idx = torch.from_numpy(np.sort(rng.choice(size * size, pixels, replace=False)))
-        py, px = idx // size, idx % size
-        with torch.inference_mode():
-            values = sampled_side_inputs(engine.model.side_inputs(x), py, px)
+        height, width = full.shape[2:]
+        if cfg.full_res:
+            if height * width < pixels:
+                raise VidmatError(f"an image in {spec.path} has fewer than {pixels} pixels.")
+            idx = torch.from_numpy(np.sort(rng.choice(height * width, pixels, replace=False)))
+            with torch.inference_mode():
+                values = full_res_side_inputs(
+                    engine.model.side_inputs(x), idx // width, idx % width, height, width
+                )
+            out[k].targets[i] = full.reshape(-1)[idx]
+        else:
+            idx = torch.from_numpy(np.sort(rng.choice(size * size, pixels, replace=False)))
+            py, px = idx // size, idx % size
+            with torch.inference_mode():
+                values = sampled_side_inputs(engine.model.side_inputs(x), py, px)
+            out[k].targets[i] = target[0, 0, py, px]
         for f, v in zip(out[k].feats, values, strict=True):
             f[i] = v
-        out[k].targets[i] = target[0, 0, py, px]
     return out
 
 
@@ -566,6 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="side refit: weight of each side's squared change relative to its size "
         "(default 0.001; 0 lets the sides learn the training pixels)",
     )
+    p.add_argument(
+        "--full-res",
+        action="store_true",
+        help="with --sides: sample the pixels at each image's own resolution and fit the "
+        "matte as the engine upsamples it (the logit interpolated from the model's grid) to "
+        "the mask's hard pixels there, instead of the grid against the mask reduced to it",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--note", default="", help="appended to the spec's description")
@@ -578,6 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise VidmatError(f"--iou-weight must be >= 0, got {a.iou_weight}.")
         if a.ridge < 0:
             raise VidmatError(f"--ridge must be >= 0, got {a.ridge}.")
+        if a.full_res and not a.sides:
+            raise VidmatError("--full-res fits the side refit's pixels; give it with --sides.")
         cfg = HeadFitConfig(
             sources=tuple(SourceSpec.parse(d) for d in a.data),
             per_source=a.per_source,
@@ -586,6 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sides=a.sides,
             pixels=a.pixels,
             ridge=a.ridge,
+            full_res=a.full_res,
         )
         res = refit(
             a.src,
