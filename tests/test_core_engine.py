@@ -43,7 +43,9 @@ def _reference(model: torch.nn.Module, frame: np.ndarray, size: int, scale: str)
     # the engine interpolates the logit (clipped to |logit(1e-6)|), not alpha
     eps = 1e-6
     p = p.clamp(eps, 1 - eps)
-    z = F.interpolate(torch.log(p / (1 - p)), size=frame.shape[:2], mode="bilinear")
+    z = F.interpolate(
+        torch.log(p / (1 - p)), size=frame.shape[:2], mode="bilinear", align_corners=False
+    )
     a = torch.sigmoid(z)[0, 0]
     return torch.where(a <= 2 * eps, 0.0, torch.where(a >= 1 - 2 * eps, 1.0, a)).numpy()
 

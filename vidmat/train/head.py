@@ -27,7 +27,10 @@ output); those patches are kept at ``--pixels`` uniformly drawn pixels of each i
 the same loss is minimised over them. Unlike the head, these numbers can learn the
 training pixels: unpenalised, the training IoU rose and the validation IoU fell, so a
 ridge term (``--ridge``, each side's squared change relative to its size) holds them
-near the file's own.
+near the file's own. ``--full-res`` draws those pixels from the image at its own
+resolution instead and fits the logit as the engine upsamples it (still linear in the
+sides: four grid neighbours, bilinearly weighted) to the mask's hard pixels there; on the
+192 head (session 55) it gained val/ccp and lost DAVIS's small people, so it was not shipped.
 
 A file that keeps a head per input size (``publish --as-head``) has the head it uses at
 ``--size`` refitted, the others untouched; sizes served by different heads are refused.
