@@ -345,6 +345,22 @@ def test_cli_refuses_bad_input_in_one_sentence(
             [str(tiny_weights), "--data", str(data), "--out", str(tmp_path / "f"), "--full-res"],
             "--sides",
         ),
+        (  # a 48x40 image has 1,920 pixels; the 64 px grid would allow 2,000
+            [
+                str(tiny_weights),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "g"),
+                "--sides",
+                "--full-res",
+                "--size",
+                "64",
+                "--pixels",
+                "2000",
+            ],
+            "fewer than 2000 pixels",
+        ),
     ]
     for argv, word in cases:
         with pytest.raises(SystemExit) as exc:
@@ -353,7 +369,7 @@ def test_cli_refuses_bad_input_in_one_sentence(
         assert message.startswith("head: error: ") and word in message
         assert "\n" not in message
     assert out.read_bytes() == b"older"
-    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+    assert not any((tmp_path / name).exists() for name in ("y", "z", "f", "g"))
 
 
 def test_a_mask_of_another_size_is_named(
