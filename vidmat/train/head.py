@@ -297,22 +297,20 @@ def collect_features(engine, cfg: HeadFitConfig, progress: bool = True) -> list[
         if len(out) == k:
             feats = [torch.empty(n, pixels, d, dtype=torch.float16) for d in dims]
             out.append(SourceFeatures(spec.path.name, spec.weight, feats, torch.empty(n, pixels)))
-        height, width = full.shape[2:]
-        if cfg.full_res:
-            if height * width < pixels:
-                raise VidmatError(f"an image in {spec.path} has fewer than {pixels} pixels.")
-            idx = torch.from_numpy(np.sort(rng.choice(height * width, pixels, replace=False)))
-            with torch.inference_mode():
-                values = full_res_side_inputs(
-                    engine.model.side_inputs(x), idx // width, idx % width, height, width
-                )
-            out[k].targets[i] = full.reshape(-1)[idx]
-        else:
-            idx = torch.from_numpy(np.sort(rng.choice(size * size, pixels, replace=False)))
-            py, px = idx // size, idx % size
-            with torch.inference_mode():
-                values = sampled_side_inputs(engine.model.side_inputs(x), py, px)
-            out[k].targets[i] = target[0, 0, py, px]
+        # the pixels are drawn from the mask the fit scores against: the grid's or the image's
+        mask = full if cfg.full_res else target
+        height, width = mask.shape[2:]
+        if height * width < pixels:  # only an image smaller than the grid, with --full-res
+            raise VidmatError(f"an image in {spec.path} has fewer than {pixels} pixels.")
+        idx = torch.from_numpy(np.sort(rng.choice(height * width, pixels, replace=False)))
+        fy, fx = idx // width, idx % width
+        with torch.inference_mode():
+            side_in = engine.model.side_inputs(x)
+            if cfg.full_res:
+                values = full_res_side_inputs(side_in, fy, fx, height, width)
+            else:
+                values = sampled_side_inputs(side_in, fy, fx)
+        out[k].targets[i] = mask.reshape(-1)[idx]
         for f, v in zip(out[k].feats, values, strict=True):
             f[i] = v
     return out
