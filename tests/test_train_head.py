@@ -165,6 +165,16 @@ def test_side_fit_learns_the_sides_and_the_ridge_holds_them() -> None:
     assert moved < 0.1 * free
 
 
+def _changed(before: torch.nn.Module, after: torch.nn.Module) -> list[str]:
+    """The names of the tensors that differ between two models, sorted."""
+    a, b = before.state_dict(), after.state_dict()
+    return sorted(k for k in a if not torch.equal(a[k], b[k]))
+
+
+#: The six side convolutions' tensor names.
+_SIDES = [f"side{j}.{p}" for j in range(1, 7) for p in ("weight", "bias")]
+
+
 def _refit(
     capsys: pytest.CaptureFixture[str], src: Path, data: Path, out: Path, *extra: str
 ) -> tuple[str, torch.nn.Module, tuple]:
@@ -198,9 +208,7 @@ def test_cli_writes_the_source_with_only_its_head_changed(
         old_head != new_head and f"bias): {old_head}" in printed and f"now: {new_head}" in printed
     )
     assert spec.input_size == 32 and spec.name == "refit" and spec.description == "d"
-    a, b = before.state_dict(), after.state_dict()
-    changed = [k for k in a if not torch.equal(a[k], b[k])]
-    assert sorted(changed) == ["outconv.bias", "outconv.weight"]
+    assert _changed(before, after) == ["outconv.bias", "outconv.weight"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -218,10 +226,7 @@ def test_cli_sides_changes_only_the_sides_and_the_head_bias(
     assert "sides moved (change / size):" in printed and "head (6 weights" not in printed
     loss0, loss1 = (float(v) for v in printed.split("\n")[0].split()[1::2])
     assert loss1 < loss0
-    a, b = before.state_dict(), after.state_dict()
-    changed = sorted(k for k in a if not torch.equal(a[k], b[k]))
-    sides = sorted(f"side{j}.{p}" for j in range(1, 7) for p in ("weight", "bias"))
-    assert changed == sorted(["outconv.bias", *sides])
+    assert _changed(before, after) == sorted(["outconv.bias", *_SIDES])
 
 
 def test_cli_sides_at_full_resolution_fit_other_numbers_to_the_same_layers(
@@ -237,10 +242,7 @@ def test_cli_sides_at_full_resolution_fit_other_numbers_to_the_same_layers(
         capsys, tiny_weights, data, tmp_path / "f.safetensors", *extra, "--full-res"
     )
     assert "people: 3 images, IoU on the sampled pixels" in printed
-    a, b = before.state_dict(), full.state_dict()
-    changed = sorted(k for k in a if not torch.equal(a[k], b[k]))
-    sides = sorted(f"side{j}.{p}" for j in range(1, 7) for p in ("weight", "bias"))
-    assert changed == sorted(["outconv.bias", *sides])
+    assert _changed(before, full) == sorted(["outconv.bias", *_SIDES])
     assert not torch.equal(grid.side1.weight, full.side1.weight)
 
 
@@ -288,8 +290,7 @@ def test_cli_refits_the_head_the_file_uses_at_the_size_and_no_other(
     _, before, (after, _) = _refit(
         capsys, src, data, out, "--sides", "--pixels", "300", "--size", "64"
     )
-    a, b = before.state_dict(), after.state_dict()
-    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    changed = _changed(before, after)
     assert changed and all(k.startswith("sized_heads.64.") for k in changed)
     with pytest.raises(SystemExit) as exc:
         main(
