@@ -129,6 +129,11 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
         "--ignore-mask-gaps", "--no-progress",
     ])  # fmt: skip
     assert code == 2 and "only applies to --images" in capsys.readouterr().err
+    code = main([
+        "eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
+        "--limit", "3", "--no-progress",
+    ])  # fmt: skip
+    assert code == 2 and "--limit only applies to --images" in capsys.readouterr().err
 
     code = main([
         "eval", "--images", str(tmp_path / "imgs/images"), "--masks", str(tmp_path / "imgs/masks"),

@@ -88,7 +88,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--limit",
         type=int,
         metavar="N",
-        help="score only N images spread evenly over the folder (quick checks)",
+        help="with --images: score only N images spread evenly over the folder (quick checks)",
     )
     p.add_argument(
         "--worst",
@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--smoothing only applies to --sequences.")
     if args.ignore_mask_gaps and args.sequences is not None:
         raise VidmatError("--ignore-mask-gaps only applies to --images.")
+    if args.limit is not None and args.sequences is not None:
+        raise VidmatError("--limit only applies to --images (a sequence is scored whole).")
     if args.worst < 0:
         raise VidmatError("--worst must be 0 or more.")
     if args.limit is not None and args.limit < 1:
