@@ -174,7 +174,19 @@ def test_parse_colour_values():
     assert parse_color("white") == (255, 255, 255)
 
 
-@pytest.mark.parametrize("spec", ["blur:abc", "blur:-3", "", "color:notacolour", "rgb(300,0,0)"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "blur:abc",
+        "blur:-3",
+        "blur:inf",
+        "blur:nan",
+        "blur:",
+        "",
+        "color:notacolour",
+        "rgb(300,0,0)",
+    ],
+)
 def test_bad_specs_are_user_errors(spec):
     with pytest.raises(VidmatError):
         parse_background(spec)

@@ -24,6 +24,7 @@ anything that is not a colour/blur/transparent/mask keyword becomes ``file``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -113,8 +114,8 @@ class Background:
 
     @classmethod
     def blurred(cls, strength: float = DEFAULT_BLUR) -> Background:
-        if not strength >= 0:
-            raise VidmatError(f"blur strength must be >= 0, got {strength}.")
+        if not 0 <= strength < math.inf:
+            raise VidmatError(f"blur strength must be a finite number >= 0, got {strength}.")
         return cls(kind="blur", blur=float(strength))
 
     @classmethod
@@ -201,9 +202,11 @@ def parse_background(spec: str | Background | None) -> Background:
     if key in ("mask", "matte"):
         return Background.mask()
     if key == "blur" or key.startswith("blur:") or key.startswith("blur="):
+        if key == "blur":
+            return Background.blurred()
         arg = key[5:]
         if not arg:
-            return Background.blurred()
+            raise VidmatError(f"give a blur strength after {key!r}, as in blur:25, or plain blur.")
         try:
             strength = float(arg)
         except ValueError:
