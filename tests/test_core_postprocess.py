@@ -38,6 +38,20 @@ def test_process_shapes(bg):
         assert out.image.shape == (48, 64, 4 if bg == "transparent" else 3)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (10, 4000), (3000, 10), (1, 7), (5, 3)])
+@pytest.mark.parametrize("bg", ["green", "blur:10", "transparent", "mask"])
+def test_process_frames_a_pixel_or_a_few_thick(shape, bg):
+    """A frame 1 px high or wide has a working grid that cannot be halved (it crashed)."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    low = rng.random((1, 1, 8, 8), dtype=np.float32)
+    post = PostProcessor(PostprocessConfig(), bg)
+    out = post.process(frame, low, t=0.0)
+    assert out.alpha.shape == (1, 1, *shape)
+    assert out.image.shape == (*shape, 4 if bg == "transparent" else 3)
+    assert 0.0 <= float(out.alpha.min()) <= float(out.alpha.max()) <= 1.0
+
+
 def test_process_accepts_numpy_and_batched_engine_layout():
     frames, lows = clip(1)
     post = PostProcessor()

@@ -234,8 +234,10 @@ class PostProcessor:
         alpha, alpha_small = self._alpha(frame, small, p, frame_f)
         fg = None
         if self.config.despill and self.background.kind != "mask":
-            # The colour estimate is smooth by construction: half the working grid is plenty.
-            fg_small = foreground_small(F.avg_pool2d(small, 2), F.avg_pool2d(alpha_small, 2), 2)
+            # The colour estimate is smooth by construction: half the working grid is plenty
+            # (the whole grid where it is a single pixel high or wide, which cannot be halved).
+            k = 2 if min(small.shape[-2:]) >= 2 else 1
+            fg_small = foreground_small(F.avg_pool2d(small, k), F.avg_pool2d(alpha_small, k), 2)
             fg = decontaminate(frame, alpha, fg_small, frame_f)
         image = self.compositor(frame, alpha, t=t, fg=fg)
         return Output(alpha, image, frame, t)
