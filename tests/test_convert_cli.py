@@ -293,6 +293,25 @@ def test_background_image_and_bad_background(good: Path, tmp_path: Path, capsys)
     assert code == 2 and err.count("vidmat: error:") == 1 and "nope.jpg" in err
 
 
+def test_output_over_the_background_file_is_refused_even_with_overwrite(
+    good: Path, tmp_path: Path, capsys
+) -> None:
+    import cv2
+
+    bg_video = tmp_path / "bgv.mp4"
+    bg_video.write_bytes(good.read_bytes())
+    bg_image = tmp_path / "bgi.png"
+    cv2.imwrite(str(bg_image), np.full((10, 10, 3), 200, np.uint8))
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((12, 16, 3), 90, np.uint8))
+    before = {p: p.read_bytes() for p in (bg_video, bg_image, photo)}
+    for src, bg in ((good, bg_video), (photo, bg_image)):
+        code, _, err = run_cli([src, "--bg", bg, "-o", bg, "--overwrite"], capsys)
+        assert code == 2 and f"the output {bg} is the --bg file itself" in err
+    assert {p: p.read_bytes() for p in before} == before
+    assert listing(tmp_path) == {"bgv.mp4", "bgi.png", "photo.png"}
+
+
 def test_failed_run_removes_the_folder_it_made(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
@@ -304,8 +323,33 @@ def test_output_suffix_must_match_format(good: Path, tmp_path: Path, capsys) -> 
     code, _, err = run_cli([good, "-o", tmp_path / "o.mp4", "--format", "webm"], capsys)
     assert code == 2 and "name the output o.webm" in err
     code, _, err = run_cli([good, "-o", tmp_path / "o.mov", "--format", "png"], capsys)
-    assert code == 2 and "folder of frames" in err
+    assert code == 2 and "into a folder" in err
+    # An image or unknown name for a video was written as H.264 under that name.
+    code, _, err = run_cli([good, "-o", tmp_path / "o.png"], capsys)
+    assert code == 2 and "into a folder" in err and "o.mp4" in err
+    code, _, err = run_cli([good, "-o", tmp_path / "o.final"], capsys)
+    assert code == 2 and "name the output o.mp4" in err
     assert listing(tmp_path) == set()
+
+
+def test_still_image_output_is_named_as_an_image(tmp_path: Path, capsys) -> None:
+    import cv2
+    from convert_fixtures import square_frame
+
+    src = tmp_path / "in" / "photo.jpg"
+    src.parent.mkdir()
+    cv2.imwrite(str(src), square_frame(0, 64, 48)[:, :, ::-1])
+    out = tmp_path / "out"
+    out.mkdir()
+    # A .webp name asks for no video format, so --bg transparent is no mp4 refusal.
+    code, _, err = run_cli([src, "-o", out / "cut.webp", "--bg", "transparent"], capsys)
+    assert code == 0, err
+    rgba = cv2.imread(str(out / "cut.webp"), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (48, 64, 4) and rgba[..., 3].min() == 0
+    for name in ("cut.mov", "cut.mp4"):
+        code, _, err = run_cli([src, "-o", out / name], capsys)
+        assert code == 2 and "a still image is written as an image" in err
+    assert listing(out) == {"cut.webp"}
 
 
 def test_progress_is_one_bar_for_one_file_and_adds_a_file_bar_for_several(
@@ -378,9 +422,39 @@ def test_folder_scan_takes_every_known_video_and_image_suffix(tmp_path: Path) ->
     names = ["a.gif", "b.ts", "c.webm", "d.JPG", "notes.txt"]
     for n in names:
         (tmp_path / n).write_bytes(b"x")
-    jobs = expand_inputs([str(tmp_path)])
+    jobs, skipped = expand_inputs([str(tmp_path)])
+    assert skipped == []
     assert sorted(j.src.name for j in jobs) == ["a.gif", "b.ts", "c.webm", "d.JPG"]
     assert [j.is_image for j in sorted(jobs, key=lambda j: j.src.name)] == [False] * 3 + [True]
+
+
+def test_a_folder_converted_again_leaves_out_its_own_outputs(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "clips"
+    src.mkdir()
+    for name in ("a.mp4", "keep_green.mp4"):  # no "keep" clip: this one is a source
+        (src / name).write_bytes(good.read_bytes())
+    code, _, err = run_cli([src], capsys)
+    assert code == 0 and listing(src) == {
+        "a.mp4", "keep_green.mp4", "a_green.mp4", "keep_green_green.mp4",
+    }  # fmt: skip
+    assert main(["convert", str(src), "--format", "png"]) == 0
+    err = capsys.readouterr().err
+    assert "left out 2 earlier output(s)" in err and "a_green.mp4" in err
+    made = {"a_alpha", "keep_green_alpha"}
+    assert listing(src) == {"a.mp4", "keep_green.mp4", "a_green.mp4", "keep_green_green.mp4"} | made
+    # Again as a pattern, which also matches the PNG folders, with --overwrite: only the
+    # sources are converted, none of their results.
+    before = {p: p.stat().st_mtime_ns for p in src.iterdir()}
+    code, _, _ = run_cli([f"{src}/*", "--overwrite"], capsys)
+    assert code == 0 and set(before) == set(src.iterdir())
+    assert {p.name for p, t in before.items() if p.stat().st_mtime_ns != t} == {
+        "a_green.mp4", "keep_green_green.mp4",
+    }  # fmt: skip
+    # A file the user names is converted whatever its name.
+    code, _, _ = run_cli([src / "a_green.mp4", "-o", tmp_path / "named.mp4"], capsys)
+    assert code == 0 and (tmp_path / "named.mp4").is_file()
 
 
 def test_dropped_tracks_and_downmix_are_said(tmp_path: Path, capsys) -> None:
@@ -460,6 +534,7 @@ def test_matte_options_shape_the_written_alpha(
         (["--contrast", "nan"], "contrast must be > 0"),
         (["--feather", "-1"], "feather must be >= 0"),
         (["--grow", "500"], "grow or shrink by at most 100 pixels"),
+        (["--crf", "60"], "--crf must be between 0 and 51 for mp4"),
     ],
 )
 def test_matte_options_out_of_range_are_one_sentence(

@@ -14,6 +14,10 @@ CONTRAST_HELP = (
     "steepness of that curve: 1 = the model's own soft edges "
     f"(default {PostprocessConfig().contrast:g}), 2 twice as hard, inf a hard cut-out"
 )
+GROW_HELP = (
+    "grow the matte by PX frame pixels, or shrink it with a negative PX to take a halo of "
+    f"the old background off the edge (default {PostprocessConfig().erode_dilate_px})"
+)
 
 
 def add_engine_options(
@@ -67,7 +71,7 @@ def add_engine_options(
         action="store_true",
         help="also run the model on the mirrored frame and average the two mattes, for twice "
         "the model's work: with the shipped weights about level on still photos (val/ccp IoU "
-        "0.9342 -> 0.9340), worse on smoothed video (DAVIS through convert's path 0.770 -> 0.743)",
+        "0.9343 -> 0.9341), worse on smoothed video (DAVIS through convert's path 0.770 -> 0.743)",
     )
     g.add_argument(
         "--zoom",

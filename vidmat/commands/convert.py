@@ -19,15 +19,19 @@ from pathlib import Path
 from vidmat.argtypes import positive_int
 from vidmat.commands._options import (
     CONTRAST_HELP,
+    GROW_HELP,
     add_engine_options,
     engine_config_from_args,
 )
+from vidmat.core.backgrounds import parse_background
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
+from vidmat.io.files import check_not_input
 from vidmat.io.formats import FORMAT_HELP, FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from vidmat.io.images import load_background
 from vidmat.io.video import EncodeConfig, VideoInfo, probe
 from vidmat.pipelines.convert import (
+    OUTPUT_TAGS,
     ConvertConfig,
     ConvertResult,
     check_paths,
@@ -39,8 +43,6 @@ from vidmat.pipelines.convert import (
     sigterm_as_interrupt,
 )
 from vidmat.progress import progress_bar
-
-#: Suffixes picked up when a folder is given as input.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -139,8 +141,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=d.erode_dilate_px,
         metavar="PX",
-        help="grow the matte by PX frame pixels, or shrink it with a negative PX to take "
-        f"a halo of the old background off the edge (default {d.erode_dilate_px})",
+        help=GROW_HELP,
     )
     matte.add_argument(
         "--feather",
@@ -179,52 +180,71 @@ class Job:
         return self.src.suffix.lower() in IMAGE_SUFFIXES
 
 
-def expand_inputs(items: list[str]) -> list[Job]:
-    """Files, folders (their videos and images, sorted) and globs; bad items become errors."""
-    jobs: list[Job] = []
+def expand_inputs(items: list[str]) -> tuple[list[Job], list[Path]]:
+    """Files, folders (their videos and images, sorted) and globs; bad items become errors.
+
+    Returns the jobs, in the order given, and what a folder or pattern found that is this
+    tool's own earlier output of another input found with it (``clip_green.mp4`` beside
+    ``clip.mp4``, a ``clip_alpha/`` PNG folder): converting a folder twice must not convert
+    its own results. A file the user names is always converted.
+    """
+    # Each entry: an error Job, or a path with whether the user named it (not a match).
+    entries: list[Job | tuple[Path, bool]] = []
     for item in items:
         path = Path(item).expanduser()
         if any(ch in item for ch in "*?[") and not path.exists():
             matches = sorted(glob.glob(str(path)))
             if not matches:
-                jobs.append(Job(path, error=f"{item}: no file matches this pattern."))
-                continue
-            for m in matches:
-                mp = Path(m)
-                if mp.is_dir():
-                    jobs += _folder(mp)
-                else:
-                    jobs.append(Job(mp))
-            continue
-        if path.is_dir():
-            jobs += _folder(path)
+                entries.append(Job(path, error=f"{item}: no file matches this pattern."))
+            entries += [(Path(m), False) for m in matches]
         elif not path.exists():
-            jobs.append(Job(path, error=f"{path} does not exist."))
+            entries.append(Job(path, error=f"{path} does not exist."))
         else:
-            jobs.append(Job(path))
-    # The same file named twice converts once.
+            entries.append((path, True))
+    paths = [e for e in entries if not isinstance(e, Job)]
+    stems = {f.stem for p, _ in paths for f in (_folder(p) if p.is_dir() else [p])}
+    skipped: list[Path] = []
+    jobs: list[Job] = []
     seen: set[Path] = set()
-    unique = []
-    for j in jobs:
-        key = j.src.resolve()
-        if j.error is None and key in seen:
+    for entry in entries:
+        if isinstance(entry, Job):
+            jobs.append(entry)
             continue
-        seen.add(key)
-        unique.append(j)
-    return unique
+        path, named = entry
+        if not path.is_dir():
+            files = [path]
+        elif not named and _own_output(path.name, stems):
+            skipped.append(path)
+            continue
+        else:
+            files = _folder(path)
+            if not files:
+                jobs.append(Job(path, error=f"{path} contains no videos or images to convert."))
+        named_file = named and not path.is_dir()
+        for f in files:
+            if not named_file and _own_output(f.stem, stems):
+                skipped.append(f)
+            elif f.resolve() not in seen:  # the same file named twice converts once
+                seen.add(f.resolve())
+                jobs.append(Job(f))
+    return jobs, skipped
 
 
-def _folder(folder: Path) -> list[Job]:
-    files = sorted(
+def _own_output(name: str, stems: set[str]) -> bool:
+    """``clip_green`` when ``clip`` is among the inputs: an earlier result, not a source."""
+    base, _, tag = name.rpartition("_")
+    return tag in OUTPUT_TAGS and base in stems
+
+
+def _folder(folder: Path) -> list[Path]:
+    """A folder's videos and images, sorted (not its sub-folders: PNG outputs live there)."""
+    return sorted(
         p
         for p in folder.iterdir()
         if p.is_file()
         and not p.name.startswith(".")
         and p.suffix.lower() in (VIDEO_SUFFIXES | IMAGE_SUFFIXES)
     )
-    if not files:
-        return [Job(folder, error=f"{folder} contains no videos or images to convert.")]
-    return [Job(p) for p in files]
 
 
 def _format_from(args: argparse.Namespace) -> str:
@@ -235,6 +255,10 @@ def _format_from(args: argparse.Namespace) -> str:
         for name in ("mov", "webm", "mp4"):
             if suffix == FORMATS[name][0]:
                 return name
+        if suffix in IMAGE_SUFFIXES:
+            # An image name: a still is written as that image (RGBA where it can be), and a
+            # video is refused by plan_outputs rather than written as H.264 under it.
+            return "png"
     return "mp4"
 
 
@@ -278,16 +302,21 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
         elif as_folder:
             j.dst = default_output(j.src, jcfg, out)
         else:
-            if not j.is_image:
+            if j.is_image:
+                _check_image_suffix(out)
+            else:
                 _check_suffix(out, cfg.fmt)
             j.dst = out
     dsts = [j.dst for j in live]
     if len(set(dsts)) != len(dsts):
         raise VidmatError("two inputs would write the same output; give them different names.")
     # Outputs that cannot be written are known now, before a bar starts or a model loads.
+    bg = parse_background(args.bg) if args.bg is not None else None
     for j in live:
         assert j.dst is not None
         try:
+            if bg is not None and bg.kind == "file" and bg.path is not None:
+                check_not_input(j.dst, Path(bg.path).expanduser(), source_name="--bg file")
             check_paths(j.src, j.dst, args.overwrite, folder=cfg.fmt == "png" and not j.is_image)
         except VidmatError as exc:
             j.error = str(exc)
@@ -300,17 +329,28 @@ def _check_suffix(out: Path, fmt: str) -> None:
     want = FORMATS[fmt][0]
     if fmt == "png" and suffix in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
         raise VidmatError(
-            f"--format png writes a folder of frames; give -o a folder name, not {out.name}."
+            f"a video is written as PNG frames into a folder (--format png); give -o a folder "
+            f"name, not {out.name}, or name the output {out.stem}.mp4 for a video."
         )
-    if fmt != "png" and suffix and suffix != want and suffix in VIDEO_SUFFIXES:
+    if fmt != "png" and suffix and suffix != want:
         raise VidmatError(f"--format {fmt} writes {want} files; name the output {out.stem}{want}.")
+
+
+def _check_image_suffix(out: Path) -> None:
+    """A still image is written as an image; a video container name would only mislead."""
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise VidmatError(
+            f"a still image is written as an image; name the output {out.stem}.png "
+            "(or .webp, .tif; .jpg carries no transparency)."
+        )
 
 
 # --------------------------------------------------------------------------- running
 def _config(args: argparse.Namespace) -> ConvertConfig:
     fmt = _format_from(args)
-    if args.crf is not None and not 0 <= args.crf <= 63:
-        raise VidmatError(f"--crf must be between 0 and 63, got {args.crf}.")
+    top = 63 if fmt == "webm" else 51  # VP9's scale against x264's
+    if args.crf is not None and not 0 <= args.crf <= top:
+        raise VidmatError(f"--crf must be between 0 and {top} for {fmt}, got {args.crf}.")
     post = PostprocessConfig(
         smoothing=args.smoothing,
         lookahead=args.lookahead,
@@ -403,7 +443,14 @@ def _probe_all(jobs: list[Job]) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    jobs = expand_inputs(args.inputs)
+    jobs, skipped = expand_inputs(args.inputs)
+    if skipped and not args.quiet:
+        names = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        print(
+            f"vidmat: note: left out {len(skipped)} earlier output(s) of these inputs ({names}); "
+            "name a file to convert it anyway.",
+            file=sys.stderr,
+        )
     created = plan_outputs(jobs, args, cfg)
     try:
         return _convert_all(args, cfg, jobs)

@@ -59,7 +59,7 @@ class EngineConfig:
     #: Test-time augmentation: run the model on the frame and on its mirror image in one
     #: batch and average the two mattes. The model is not exactly symmetric, and where it is
     #: unsure the two guesses disagree, so the mean can be right more often on photos (val/ccp
-    #: IoU 0.9308 -> 0.9311 at 256 px with the session-43 weights; 0.9342 -> 0.9340 with the
+    #: IoU 0.9308 -> 0.9311 at 256 px with the session-43 weights; 0.9343 -> 0.9341 with the
     #: session-52 ones) for twice the model's work. Off by default: live wants the frame rate,
     #: and on video the temporal smoothing already averages such noise away (DAVIS through
     #: convert's path 0.770 -> 0.743).

@@ -13,6 +13,35 @@ from pathlib import Path
 from vidmat.errors import VidmatError
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file.
+
+    By device and inode when both exist, so a symlink, a hard link or ``./x`` against
+    ``x`` is caught; by resolved path when one does not exist yet.
+    """
+    a, b = Path(a), Path(b)
+    with contextlib.suppress(OSError):
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
+def check_not_input(
+    output: Path, source: Path, output_name: str = "output", source_name: str = "input"
+) -> None:
+    """Refuse an output that is a file the command reads, --overwrite or not.
+
+    Writing it would destroy the input while it is still being read: the user loses
+    the very file they meant to process. The names say which option is which, e.g.
+    "the recording x.mp4 is the camera file itself".
+    """
+    if same_file(source, output):
+        raise VidmatError(
+            f"the {output_name} {output} is the {source_name} itself; "
+            f"choose another {output_name} name."
+        )
+
+
 def check_output_path(path: Path, overwrite: bool, folder: bool = False) -> None:
     """Refuse early, with one sentence, what would fail or destroy data later.
 

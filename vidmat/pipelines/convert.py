@@ -41,7 +41,7 @@ from vidmat.core.backgrounds import GREENSCREEN, Background, parse_background
 from vidmat.core.engine import Engine, EngineConfig, select_device
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_folder, atomic_output, check_output_path
+from vidmat.io.files import atomic_folder, atomic_output, check_not_input, check_output_path
 from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES
 from vidmat.io.images import load_background
 from vidmat.io.video import (
@@ -291,6 +291,11 @@ class _Job:
 
 
 # --------------------------------------------------------------------------- outputs
+#: The tags :func:`default_output` puts after an input's name; a folder scan knows its own
+#: earlier outputs by them.
+OUTPUT_TAGS = ("green", "alpha", "composite", "mask", "blur")
+
+
 def default_output(src: Path, cfg: ConvertConfig, folder: Path | None = None) -> Path:
     """``clip.mp4`` -> ``clip_green.mp4`` / ``clip_alpha.mov`` / ``clip_alpha/`` / ``clip_mask.mp4``."""
     folder = folder if folder is not None else src.parent
@@ -303,22 +308,15 @@ def default_output(src: Path, cfg: ConvertConfig, folder: Path | None = None) ->
         tag = "green"
     else:
         tag = "composite"
+    assert tag in OUTPUT_TAGS
     if src.suffix.lower() in IMAGE_SUFFIXES:
         return folder / f"{src.stem}_{tag}.png"
     return folder / f"{src.stem}_{tag}{FORMATS[cfg.fmt][0]}"
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    with contextlib.suppress(OSError):
-        if a.exists() and b.exists():
-            return a.samefile(b)
-    return a.resolve() == b.resolve()
-
-
 def check_paths(src: Path, dst: Path, overwrite: bool, folder: bool = False) -> None:
     """Refuse early what would destroy the input or an existing output."""
-    if _same_file(src, dst):
-        raise VidmatError(f"the output {dst} is the input itself; choose another output name.")
+    check_not_input(dst, src)
     check_output_path(dst, overwrite, folder)
 
 
