@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import pytest
@@ -59,6 +61,15 @@ def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys
         (["--record", "EXISTING"], "already exists"),
         (["--contrast", "nan"], "contrast must be > 0"),
         (["--feather", "nan"], "feather must be >= 0"),
+        # NaN and inf never reach "elapsed >= duration": they ran forever. --no-loop makes
+        # a regression end at the clip's end (and fail here) instead of hanging the suite.
+        (["--duration", "nan", "--no-loop"], "--duration must be > 0 seconds, got nan"),
+        (["--duration", "inf", "--no-loop"], "leave --duration out to run until stopped"),
+        (["--duration", "0"], "--duration must be > 0 seconds"),
+        (["--fps", "nan"], "--fps must be a finite number > 0, got nan"),
+        (["--fps", "inf"], "--fps must be a finite number > 0, got inf"),
+        (["--bg", "blur:inf"], "blur"),
+        (["--grow", "101"], "at most 100 pixels"),
     ],
 )
 def test_bad_input_is_one_sentence(tmp_path, clip, weights, capsys, extra, message):
@@ -70,7 +81,73 @@ def test_bad_input_is_one_sentence(tmp_path, clip, weights, capsys, extra, messa
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("vidmat: error: ")  # one sentence
+    assert "Error:" not in err  # no exception's name (OverflowError: ...) in place of one
     assert existing.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize(
+    ("record", "extra", "named"),
+    [
+        ("cam.mp4", [], "--camera file"),
+        ("./cam.mp4", [], "--camera file"),
+        ("link.mp4", [], "--camera file"),  # a symlink to the clip being read
+        ("hard.mp4", [], "--camera file"),  # a hard link: another name, the same inode
+        ("bg.mp4", ["--bg", "bg.mp4"], "--bg file"),
+    ],
+)
+def test_recording_over_an_input_is_refused_even_with_overwrite(
+    tmp_path, clip, weights, capsys, monkeypatch, record, extra, named
+):
+    monkeypatch.chdir(tmp_path)
+    data = clip.read_bytes()
+    for name in ("cam.mp4", "bg.mp4"):
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "link.mp4").symlink_to("cam.mp4")
+    os.link(tmp_path / "cam.mp4", tmp_path / "hard.mp4")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    argv = ["live", "--no-window", "--camera", "cam.mp4", "--record", record, "--overwrite"]
+    argv += ["--duration", "1", "--weights", str(weights), "--size", "64", "--quiet", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"vidmat: error: the recording {Path(record)} is the {named} itself; "
+        "choose another recording name.\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary files left
+    assert all((tmp_path / n).read_bytes() == data for n in ("cam.mp4", "bg.mp4", "hard.mp4"))
+    assert (tmp_path / "link.mp4").is_symlink()
+
+
+def test_recording_beside_the_inputs_is_still_allowed(tmp_path, clip, weights, capsys):
+    # The check compares files, not names: another file in the same folder records.
+    cam = tmp_path / "cam.mp4"
+    cam.write_bytes(clip.read_bytes())
+    out = tmp_path / "cam_live.mp4"
+    argv = ["live", "--no-window", "--camera", str(cam), "--record", str(out), "--bg", "green"]
+    argv += ["--duration", "0.5", "--weights", str(weights), "--size", "64", "--quiet"]
+    assert main(argv) == 0
+    assert out.stat().st_size > 0 and cam.read_bytes() == clip.read_bytes()
+
+
+def test_a_background_parse_failure_is_one_sentence(clip, weights, capsys, monkeypatch):
+    # Whatever the spec parser raises (OverflowError came through as its name before
+    # the core refused blur:inf itself), live says one sentence naming --bg.
+    def explode(spec):
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr("vidmat.core.backgrounds.parse_background", explode)
+    monkeypatch.setattr("vidmat.io.images.parse_background", explode)
+    for record in ([], ["--record", str(clip.with_name("never.mp4"))]):
+        argv = ["live", "--no-window", "--camera", str(clip), "--bg", "blur:1e999"]
+        argv += ["--weights", str(weights), "--size", "64", "--quiet", *record]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            "vidmat: error: --bg 'blur:1e999' is not a background vidmat can use "
+            "(cannot convert float infinity to integer).\n"
+        )
+    assert not clip.with_name("never.mp4").exists()
 
 
 @pytest.mark.skipif(
@@ -109,14 +186,15 @@ def test_look_options_reach_the_live_settings():
     from vidmat.cli import build_parser
     from vidmat.commands.live import LiveRequest
 
-    args = build_parser().parse_args(
-        ["live", "--threshold", "0.6", "--contrast", "inf", "--feather", "2", "--smoothing", "0"]
-    )
+    argv = ["live", "--threshold", "0.6", "--contrast", "inf", "--feather", "2"]
+    args = build_parser().parse_args([*argv, "--smoothing", "0", "--grow", "-2"])
     s = LiveRequest(args).settings()
     assert (s.threshold, s.contrast, s.feather, s.smoothing) == (0.6, float("inf"), 2.0, 0.0)
-    assert LiveRequest(build_parser().parse_args(["live"])).settings().contrast == 1.0
+    assert s.grow == -2
+    plain = LiveRequest(build_parser().parse_args(["live"])).settings()
+    assert plain.contrast == 1.0 and plain.grow == 0
     # What the window lets beat its remembered settings: exactly what was given.
-    assert LiveRequest(args).explicit() == {"threshold", "contrast", "feather", "smoothing"}
+    assert LiveRequest(args).explicit() == {"threshold", "contrast", "feather", "smoothing", "grow"}
     given = build_parser().parse_args(["live", "--bg", "green", "--mirror"])
     assert LiveRequest(given).explicit() == {"background", "mirror"}
     assert LiveRequest(build_parser().parse_args(["live"])).explicit() == set()

@@ -112,13 +112,14 @@ def test_settings_change_while_running(clip):
         deadline = time.time() + 3
         while len(frames) < 3 and time.time() < deadline:
             time.sleep(0.01)
-        p.update(background="mask", mirror=True, feather=2.0, threshold=0.4)
+        p.update(background="mask", mirror=True, feather=2.0, threshold=0.4, grow=1)
         n = len(frames)
         while len(frames) < n + 5 and time.time() < deadline:
             time.sleep(0.01)
     finally:
         p.stop()
     assert p.post.config.feather_px == 2.0 and p.post.config.threshold == 0.4
+    assert p.post.config.erode_dilate_px == 1
     early = frames[0].image
     assert early[40, 5, 1] < 10  # black background where the frame is red
     late = frames[-1]
@@ -154,3 +155,23 @@ def test_duration_stops_a_looping_source(clip):
     assert 0.4 < time.perf_counter() - t0 < 2.0
     assert 8 <= len(frames) <= 17  # 15 at 30 fps; late file frames are skipped under load
     assert frames[-1].pts - frames[0].pts < 0.5
+
+
+@pytest.mark.parametrize("grow", [4, -4])
+def test_grow_reaches_the_matte(clip, grow):
+    """--grow shapes live's matte through the same post-processor step as convert's."""
+
+    def widths(g: int) -> list[int]:
+        settings = LiveSettings(background=Background.mask(), smoothing=0.0, grow=g)
+        p, frames, events = run_pipeline(clip, settings=settings, mode="sync")
+        assert events["error"] == [] and p.post.config.erode_dilate_px == g
+        return [len(square_columns(f.image)) for f in frames[3:8]]
+
+    plain, shaped = widths(0), widths(grow)
+    # The 16 px square gains (or loses) about ``grow`` pixels on each side.
+    assert all(abs(s - (p + 2 * grow)) <= 2 for p, s in zip(plain, shaped, strict=True))
+
+
+def test_grow_beyond_the_limit_is_refused():
+    with pytest.raises(VidmatError, match="at most 100 pixels"):
+        LiveSettings(grow=101).validated()

@@ -192,12 +192,14 @@ def test_settings_are_remembered_and_cli_overrides_win(qtbot, clip, qsettings):
     w.feather_slider.setValue(7)
     w.mirror_box.setChecked(True)
     w.set_color((1, 2, 3))
-    assert w.current_settings().contrast == 1.0
+    assert w.current_settings().contrast == 1.0 and w.current_settings().grow == 0
     w.close()
-    w2 = LiveWindow(factory(clip), qsettings=qsettings, overrides={"feather": 2.0, "contrast": 2.5})
+    overrides = {"feather": 2.0, "contrast": 2.5, "grow": -2}
+    w2 = LiveWindow(factory(clip), qsettings=qsettings, overrides=overrides)
     qtbot.addWidget(w2)
     s = w2.current_settings()
     assert s.smoothing == 0.3 and s.mirror is True and s.feather == 2.0
-    assert s.contrast == 2.5  # --contrast has no slider: the window must carry it along
+    # --contrast and --grow have no slider: the window must carry them along.
+    assert s.contrast == 2.5 and s.grow == -2
     assert s.background.kind == "color" and s.background.rgb == (1, 2, 3)
     w2.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -15,14 +16,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidmat.argtypes import size_wxh
 from vidmat.commands._options import (
     CONTRAST_HELP,
+    GROW_HELP,
     add_engine_options,
     engine_config_from_args,
 )
 from vidmat.errors import VidmatError
+
+if TYPE_CHECKING:
+    from vidmat.core.backgrounds import Background
 
 EPILOG = """\
 examples:
@@ -78,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     loop.add_argument("--no-loop", dest="loop", action="store_false", help="stop at its end")
 
-    look = p.add_argument_group("look (all but --contrast can be changed in the window)")
+    look = p.add_argument_group("look (all but --contrast and --grow can be changed in the window)")
     look.add_argument(
         "--bg",
         default=None,
@@ -112,6 +118,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="PX",
         help=f"soften the edge over PX frame pixels (default {d.feather:g})",
+    )
+    look.add_argument(
+        "--grow",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=GROW_HELP,
     )
     look.add_argument("--mirror", action="store_true", default=None, help="selfie view")
 
@@ -156,7 +169,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 #: The look options that map one to one onto LiveSettings fields of the same name.
-_LOOK_OPTIONS = ("smoothing", "threshold", "contrast", "feather", "mirror")
+_LOOK_OPTIONS = ("smoothing", "threshold", "contrast", "feather", "grow", "mirror")
+
+
+def _background(spec: str, open_file: bool = True) -> Background:
+    """--bg as a :class:`Background`, a file opened unless ``open_file`` is false.
+
+    The core answers a bad spec with a sentence; anything else a malformed number in
+    it raises (ValueError, OverflowError) must still reach the user as one sentence,
+    not as an exception's name.
+    """
+    from vidmat.core.backgrounds import parse_background
+    from vidmat.io.images import load_background
+
+    try:
+        return load_background(spec) if open_file else parse_background(spec)
+    except (ValueError, ArithmeticError) as exc:
+        raise VidmatError(f"--bg {spec!r} is not a background vidmat can use ({exc}).") from None
 
 
 @dataclass
@@ -170,8 +199,8 @@ class LiveRequest:
 
         a = self.args
         w, h = a.resolution or (None, None)
-        if a.fps is not None and a.fps <= 0:
-            raise VidmatError(f"--fps must be > 0, got {a.fps}.")
+        if a.fps is not None and not 0 < a.fps < math.inf:  # NaN too
+            raise VidmatError(f"--fps must be a finite number > 0, got {a.fps}.")
         loop = a.loop if a.loop is not None else loop_default
         return CameraConfig(source=parse_source(a.camera), width=w, height=h, fps=a.fps, loop=loop)
 
@@ -183,14 +212,13 @@ class LiveRequest:
         return given | ({"background"} if a.bg is not None else set())
 
     def settings(self):
-        from vidmat.io.images import load_background
         from vidmat.pipelines.live import LiveSettings
 
         a = self.args
         s = LiveSettings()
         changes = {k: getattr(a, k) for k in self.explicit() - {"background"}}
         if a.bg is not None:
-            changes["background"] = load_background(a.bg)
+            changes["background"] = _background(a.bg)
         from dataclasses import replace
 
         return replace(s, **changes).validated()
@@ -199,6 +227,37 @@ class LiveRequest:
         from vidmat.pipelines.live import build_live_engine
 
         return build_live_engine(engine_config_from_args(self.args))
+
+    def input_files(self) -> list[tuple[Path, str]]:
+        """The files this run reads, each with the words that name it to the user: a
+        video file played as the camera and a --bg image or video. A recording must
+        never replace one of them."""
+        from vidmat.io.camera import parse_source
+
+        a = self.args
+        files: list[tuple[Path, str]] = []
+        source = parse_source(a.camera)
+        if isinstance(source, str):  # a file, a device path or a URL: only a file matches
+            files.append((Path(source), "--camera file"))
+        if a.bg is not None:
+            bg = _background(a.bg, open_file=False)
+            if bg.kind == "file" and bg.path is not None:
+                files.append((Path(bg.path).expanduser(), "--bg file"))
+        return files
+
+    def check_record_path(self) -> None:
+        """Refuse a --record path that would destroy an input or an existing file.
+
+        Checked before the model loads or the camera opens, so nothing is touched; a
+        recording over an input is refused even with --overwrite, as convert refuses
+        an output that is its input.
+        """
+        from vidmat.io.files import check_not_input, check_output_path
+
+        record = Path(self.args.record)
+        for path, name in self.input_files():
+            check_not_input(record, path, output_name="recording", source_name=name)
+        check_output_path(record, self.args.overwrite)
 
     def recorder_config(self, path: Path | None = None):
         from vidmat.io.recorder import RecorderConfig
@@ -211,15 +270,14 @@ class LiveRequest:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.duration is not None and args.duration <= 0:
-        raise VidmatError(f"--duration must be > 0 seconds, got {args.duration}.")
+    from vidmat.pipelines.live import check_duration
+
+    check_duration(args.duration)
     if args.infer_every < 1:
         raise VidmatError(f"--infer-every must be >= 1, got {args.infer_every}.")
     req = LiveRequest(args)
     if args.record is not None:
-        from vidmat.io.files import check_output_path
-
-        check_output_path(Path(args.record), args.overwrite)
+        req.check_record_path()
     if args.no_window:
         return run_headless(req)
     from vidmat.ui.app import run_window  # Qt only from here on

@@ -21,13 +21,14 @@ The core knows nothing of Qt: callbacks are plain callables called from the
 worker thread (``on_started(info)``, ``on_frame(LiveFrame)``, ``on_error(message)``,
 ``on_finished()``, ``on_status(event, message)``); the Qt bridge in
 :mod:`vidmat.ui.bridge` turns them into signals. ``stop()`` sets the abort flag
-and joins every thread; settings (background, smoothing, threshold, feather,
+and joins every thread; settings (background, smoothing, threshold, feather, grow,
 mirror) change while running through :meth:`LivePipeline.update`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -64,6 +65,7 @@ class LiveSettings:
     contrast: float = 1.0  # 1 = soft model edges; >1 harder
     feather: float = 0.0  # soften the edge over this many frame pixels
     mirror: bool = False  # flip left-right, as a selfie preview
+    grow: int = 0  # grow (>0) or shrink (<0) the matte by this many frame pixels
 
     def validated(self) -> LiveSettings:
         # The post-processor's own checks, so live and convert refuse the same values alike.
@@ -71,11 +73,30 @@ class LiveSettings:
             smoothing=self.smoothing,
             threshold=self.threshold,
             contrast=self.contrast,
+            erode_dilate_px=self.grow,
             feather_px=self.feather,
         ).validate()
         if self.background.kind == "file":
             raise VidmatError("a background file must be opened before it reaches the pipeline.")
         return self
+
+
+def check_duration(duration: float | None) -> None:
+    """Refuse a --duration the worker could never reach.
+
+    The worker stops once ``elapsed >= duration``: NaN compares false forever and inf
+    is never reached, so both would run on silently (a file source loops when a
+    duration is given). Running until stopped is what leaving --duration out means.
+    """
+    if duration is None:
+        return
+    if duration == math.inf:
+        raise VidmatError(
+            "--duration inf would never stop; leave --duration out to run until stopped "
+            "(with --loop for a file played as a camera)."
+        )
+    if not duration > 0:  # NaN too
+        raise VidmatError(f"--duration must be > 0 seconds, got {duration}.")
 
 
 @dataclass(frozen=True)
@@ -106,8 +127,7 @@ class LiveConfig:
             raise VidmatError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
         if self.infer_every < 1:
             raise VidmatError(f"--infer-every must be >= 1, got {self.infer_every}.")
-        if self.duration is not None and self.duration <= 0:
-            raise VidmatError(f"--duration must be > 0 seconds, got {self.duration}.")
+        check_duration(self.duration)
         return self
 
 
@@ -231,6 +251,7 @@ class LivePipeline:
                 guided_color=cuda if self.config.guided_color is None else self.config.guided_color,
                 threshold=s.threshold,
                 contrast=s.contrast,
+                erode_dilate_px=s.grow,
                 feather_px=s.feather,
                 despill=cuda if self.config.despill is None else self.config.despill,
             ),
@@ -287,6 +308,7 @@ class LivePipeline:
                 smoothing=s.smoothing,
                 threshold=s.threshold,
                 contrast=s.contrast,
+                erode_dilate_px=s.grow,
                 feather_px=s.feather,
             )
             if s.smoothing != self._smoother.strength:

@@ -255,8 +255,10 @@ class LiveWindow(QMainWindow):
         smoothing = float(overrides.get("smoothing", qs.value("smoothing", 0.5)))
         threshold = float(overrides.get("threshold", qs.value("threshold", 0.5)))
         feather = float(overrides.get("feather", qs.value("feather", 0.0)))
-        # No slider: the command line's --contrast holds for this run, and is not remembered.
+        # No slider: the command line's --contrast and --grow hold for this run, and are
+        # not remembered.
         self._contrast = float(overrides.get("contrast", LiveSettings().contrast))
+        self._grow = int(overrides.get("grow", LiveSettings().grow))
         mirror = overrides.get("mirror", qs.value("mirror", False))
         mirror = mirror if isinstance(mirror, bool) else str(mirror).lower() == "true"
         bg = overrides.get("background")
@@ -345,6 +347,7 @@ class LiveWindow(QMainWindow):
             contrast=self._contrast,
             feather=float(self.feather_slider.value()),
             mirror=self.mirror_box.isChecked(),
+            grow=self._grow,
         )
 
     # ========================================================== controls
