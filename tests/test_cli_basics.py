@@ -27,6 +27,38 @@ def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) ->
     assert "usage: vidmat" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["live", "--nope"],
+        ["convert", "clip.mp4", "--nope"],
+        ["eval", "--nope"],
+        ["info", "--nope"],
+        ["bench", "live", "--nope"],
+    ],
+)
+def test_unknown_option_shows_the_commands_own_usage(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    command = " ".join(a for a in argv if not a.startswith("-") and "." not in a)
+    assert err.startswith(f"usage: vidmat {command} ")
+    assert err.rstrip().endswith(f"vidmat {command}: error: unrecognized arguments: --nope")
+
+
+def test_unknown_option_before_any_command_shows_the_top_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--nope"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: vidmat [-h]") and "unrecognized arguments: --nope" in err
+
+
 def test_python_dash_m_works() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "vidmat", "--version"], capture_output=True, text=True, check=False

@@ -65,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         # imports torch & co.: Ctrl-C can land here too
         parser = build_parser(argv[0] if argv else None)
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            _innermost_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
         if not getattr(args, "func", None):
             parser.print_help()
             return 1
@@ -81,6 +83,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         # other command-line tools do, instead of a traceback about the pipe.
         _discard_stdout()
         return 128 + getattr(signal, "SIGPIPE", 13)
+
+
+def _innermost_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the (sub)command the command line chose, e.g. ``vidmat bench live``'s.
+
+    argparse leaves options a subcommand does not know to the top-level parser, whose
+    error then shows ``vidmat``'s usage; the chosen command's usage says what it takes.
+    """
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if chosen is None or chosen not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[chosen]
 
 
 def _discard_stdout() -> None:
