@@ -120,7 +120,7 @@ def test_bench_postprocess_times_file_backgrounds_and_replaces_its_json(
     tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An image or video file given as a background is opened as convert opens it and timed;
-    an earlier JSON is replaced, as before the up-front check of its folder."""
+    an earlier JSON is replaced with --overwrite."""
     import cv2
     import numpy as np
 
@@ -129,7 +129,7 @@ def test_bench_postprocess_times_file_backgrounds_and_replaces_its_json(
     out = tmp_path / "post.json"
     out.write_text("old")
     argv = [*POST, "--devices", "cpu", "--frames", "1", "--json", str(out)]
-    assert main([*argv, "--backgrounds", f"{image},{clip},green"]) == 0
+    assert main([*argv, "--backgrounds", f"{image},{clip},green", "--overwrite"]) == 0
     rows = json.loads(out.read_text())["results"]
     assert [r["background"] for r in rows] == [str(image), str(clip), "green"]
     assert all(r["ms_median"] > 0 for r in rows)
@@ -208,3 +208,36 @@ def test_bench_live_refuses_bad_options(
     extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _refused([*LIVE, *extra], message, capsys) == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([*MODEL, "--sizes", "32", "--iters", "1"], id="model"),
+        pytest.param([*TRAIN, "--sizes", "32", "--iters", "1"], id="train"),
+        pytest.param([*POST, "--devices", "cpu", "--frames", "1"], id="postprocess"),
+        pytest.param(["bench", "convert", "--height", "32", "--frames", "2"], id="convert"),
+        pytest.param([*LIVE, "--seconds", "0.1"], id="live"),
+    ],
+)
+def test_every_bench_refuses_an_existing_json_without_overwrite(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An earlier result (often the baseline of a comparison) is kept, as `vidmat eval --json`
+    keeps it: refused in one sentence before anything is made or timed."""
+    out = tmp_path / "old.json"
+    out.write_text("old")
+    message = f"{out} already exists; pass --overwrite to replace it."
+    assert _refused([*argv, "--json", str(out)], message, capsys) == ""
+    assert out.read_text() == "old"
+
+
+def test_every_bench_target_offers_overwrite(capsys: pytest.CaptureFixture[str]) -> None:
+    """The flag is added to each target in one place, so a new target gets it too."""
+    from vidmat.commands.bench import TARGETS
+
+    for target in TARGETS:
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", target, "--help"])
+        assert exc.value.code == 0
+        assert "--overwrite" in capsys.readouterr().out, target

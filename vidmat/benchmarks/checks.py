@@ -80,14 +80,15 @@ def model_sizes(option: str, values: Sequence[int] | None) -> None:
             raise VidmatError(f"{option} {exc}.") from None
 
 
-def json_path(path: str | Path | None) -> None:
+def json_path(path: str | Path | None, overwrite: bool) -> None:
     """Probe where ``--json`` will be written before any timing, not at the end of the run.
 
-    The JSON of an earlier run is replaced, as it always has been (benchmarks have no
-    --overwrite), so only the folder, and a folder standing where the file goes, are checked.
+    An existing file is refused without ``--overwrite`` (every target has it, from
+    vidmat/commands/bench.py), as ``vidmat eval --json`` refuses one: the JSON of an
+    earlier run is often the baseline a new one is compared with.
     """
     if path:
-        check_output_path(Path(path), overwrite=True)
+        check_output_path(Path(path), overwrite=overwrite)
 
 
 def devices(text: str, option: str = "--devices") -> list[torch.device]:

@@ -184,7 +184,7 @@ def check_args(args: argparse.Namespace) -> None:
     checks.existing_file("--input", args.input)
     if args.bg is not None:
         load_background(args.bg)  # an unknown name or unreadable file: one sentence now
-    checks.json_path(args.json)
+    checks.json_path(args.json, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

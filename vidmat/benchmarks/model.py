@@ -179,7 +179,7 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
         raise VidmatError("--precisions names no precision; use fp16, bf16 or fp32.")
     for precision in precisions:
         select_dtype(precision, device)  # unknown, or fp16 off CUDA: one sentence
-    checks.json_path(args.json)
+    checks.json_path(args.json, args.overwrite)
     return precisions
 
 

@@ -133,7 +133,7 @@ def check_args(args: argparse.Namespace) -> tuple[list[torch.device], dict[str, 
         PostprocessConfig(smoothing=s).validate()
     devices = checks.devices(args.devices)
     backgrounds = _load_backgrounds(args.backgrounds)
-    checks.json_path(args.json)
+    checks.json_path(args.json, args.overwrite)
     return devices, backgrounds
 
 

@@ -211,7 +211,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
     checks.at_least("--iters", args.iters, 1)
     checks.at_least("--warmup", args.warmup, 0)
     checks.at_least("--threads", args.threads, 1)
-    checks.json_path(args.json)
+    checks.json_path(args.json, args.overwrite)
     return amps
 
 
