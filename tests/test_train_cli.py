@@ -326,3 +326,125 @@ def test_write_samples_that_cannot_be_written_leave_no_folder(
     )
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".samples")] == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "--data '' names no training root; write ROOT[:WEIGHT[:COMPOSITE]], e.g. {e}."),
+        (":1", "--data ':1' names no training root; write ROOT[:WEIGHT[:COMPOSITE]], e.g. {e}."),
+        ("{d}:", "--data '{d}:': the WEIGHT after ':' is empty; give a number, e.g. {d}:1.0{o}"),
+        ("{d}::0.5", "--data '{d}::0.5': the WEIGHT after ':' is empty; give a number, e.g. {x}."),
+        ("{d}:1:", "--data '{d}:1:': the COMPOSITE after ':' is empty; give a number, e.g. {x}{o}"),
+    ],
+)
+def test_data_with_an_empty_root_or_field_names_it(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    """'' was read as the current folder, 'd:' as a missing folder named 'd:'."""
+    text = value.format(d=data)
+    e, o, x = "data/ccp:1.0:0.5", ", or leave out the last ':'.", f"{data}:1.0:0.5"
+    expected = message.format(d=data, e=e, o=o, x=x)
+    _refused(["--data", text, "--run", str(tmp_path / "r")], capsys, tmp_path, expected)
+
+
+def test_training_refuses_a_mask_of_another_size_as_eval_does(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+) -> None:
+    """Training resized such a mask silently; eval refused it. Both now say the same, before
+    anything is cached or written, for a training root and for a validation root."""
+    import cv2
+    import numpy as np
+
+    bad = make_people(tmp_path / "bad")
+    cv2.imwrite(str(bad / "masks" / "1.png"), np.zeros((10, 20), np.uint8))
+    message = "mask 1.png is (20, 10), image is (48, 40)."
+    base = ["--run", str(tmp_path / "run"), "--size", "32", "--batch", "2", "--steps", "1"]
+    base += ["--no-progress", "--cache", str(tmp_path / "cache")]
+    _refused(["--data", str(bad), *base], capsys, tmp_path, message)
+
+    good = make_people(tmp_path / "good")
+    assert main(["train", "--data", str(good), "--val", str(bad), *base]) == 2
+    assert capsys.readouterr().err.strip() == f"vidmat: error: {message}"
+    assert not (tmp_path / "run").exists()
+
+    argv = ["eval", "--images", str(bad / "images"), "--masks", str(bad / "masks")]
+    assert main([*argv, "--weights", str(tiny_weights), "--device", "cpu", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == f"vidmat: error: {message}"
+
+
+def test_training_reads_0_1_label_masks_as_0_255_ones(
+    tmp_path: Path, make_people: Callable[..., Path]
+) -> None:
+    """The training cache of a root with 0/1 masks is that of its 0/255 version, not empty."""
+    import cv2
+    import numpy as np
+
+    from vidmat.train.data import SourceSpec, load_source
+
+    full = make_people(tmp_path / "full")
+    labels = make_people(tmp_path / "labels")
+    for mask in (labels / "masks").iterdir():
+        cv2.imwrite(str(mask), cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) // 255)
+    a = load_source(SourceSpec(full), tmp_path / "cache", 48, progress=False)
+    b = load_source(SourceSpec(labels), tmp_path / "cache", 48, progress=False)
+    assert np.asarray(a.masks).max() == 255
+    assert np.array_equal(np.asarray(a.masks), np.asarray(b.masks))
+
+
+def test_the_closing_line_shows_no_placeholder_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """Trainer keeps -1 as the best score until a validation has run; that is no score."""
+    root = make_people(tmp_path / "people")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(root), "--size", "32", "--batch", "2", "--steps", "1"]
+    argv += ["--no-progress"]
+    assert main([*argv, "--run", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"stopped at step 1; no validation (no --val); checkpoint {run / 'last.pt'}" in out
+    assert "-1.0000" not in out
+
+    validated = ["--run", str(tmp_path / "run2"), "--val", str(root), "--val-every", "1"]
+    assert main([*argv, *validated]) == 0
+    out = capsys.readouterr().out
+    assert "stopped at step 1; best val mean IoU 0." in out and "-1.0000" not in out
+
+
+def test_ctrl_c_checkpoints_and_exits_130_as_the_other_commands_do(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_people: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real SIGINT in the middle of a run: the step ends, last.pt and that step's EMA are
+    written, and the command exits 130 with "interrupted" (it exited 0, as if complete)."""
+    import os
+    import signal
+
+    from vidmat.train.loop import Trainer
+
+    step = Trainer.train_step
+
+    def interrupted_after_two(self: Trainer, batch: object = None) -> float:
+        loss = step(self, batch)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in a terminal sends
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_after_two)
+    root = make_people(tmp_path / "people")
+    run = tmp_path / "run"
+    handler = signal.getsignal(signal.SIGINT)
+    argv = ["train", "--data", str(root), "--val", str(root), "--run", str(run)]
+    argv += ["--size", "32", "--batch", "2", "--steps", "50", "--no-progress"]
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "vidmat: interrupted"
+    assert f"stopped at step 2; no validation yet; checkpoint {run / 'last.pt'}" in captured.out
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 2
+    assert (run / "ema_step2.safetensors").is_file()
+    assert signal.getsignal(signal.SIGINT) is handler  # the command's handler is gone again

@@ -366,3 +366,45 @@ def test_eval_against_an_earlier_result(tmp_path: Path, tiny_weights: Path, caps
     code = main(["eval", *data, "--weights", str(other), "--against", str(bad), *common])
     err = capsys.readouterr().err
     assert code == 2 and "cannot be compared" in err and "Traceback" not in err
+
+
+def test_eval_reads_0_1_label_masks_as_0_255_ones(tmp_path: Path) -> None:
+    """0/1 label masks (1 = person) score as their 0/255 version, images and sequences
+    alike; cut at 127 they read as all background and scored IoU 0 without a word."""
+    from vidmat.train.data import read_mask
+    from vidmat.train.evaluate import evaluate_images, evaluate_sequence
+
+    for i in range(2):
+        img = np.zeros((40, 40, 3), np.uint8)
+        img[8 + i : 30, 6:24] = 255
+        _write_pair(tmp_path / "255", f"{i:05d}", img, img[..., 0])
+        _write_pair(tmp_path / "01", f"{i:05d}", img, img[..., 0] // 255)
+    assert cv2.imread(str(tmp_path / "01/masks/00000.png"), cv2.IMREAD_GRAYSCALE).max() == 1
+    assert np.array_equal(
+        read_mask(tmp_path / "01/masks/00000.png"), read_mask(tmp_path / "255/masks/00000.png")
+    )
+    as_255, rows_255 = evaluate_images(
+        _perfect_at_8, tmp_path / "255/images", tmp_path / "255/masks", progress=False
+    )
+    as_01, rows_01 = evaluate_images(
+        _perfect_at_8, tmp_path / "01/images", tmp_path / "01/masks", progress=False
+    )
+    assert as_255["iou"] > 0.5  # the 8x8 model blurs the edges; all background scores 0
+    assert as_01 == as_255 and rows_01 == rows_255
+    seq_255 = evaluate_sequence(_perfect_at_8, tmp_path / "255")
+    seq_01 = evaluate_sequence(_perfect_at_8, tmp_path / "01")
+    assert seq_255["iou"] > 0.5
+    assert seq_01 == seq_255
+
+
+def test_soft_masks_are_still_cut_at_the_middle(tmp_path: Path) -> None:
+    """Only a mask whose maximum is 1 is a label mask: 0..255 masks keep their cut at 127."""
+    from vidmat.train.data import read_mask
+
+    soft = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (4, 1))
+    cv2.imwrite(str(tmp_path / "soft.png"), soft)
+    assert np.array_equal(read_mask(tmp_path / "soft.png"), np.where(soft > 127, 255, 0))
+    faint = np.zeros((4, 4), np.uint8)
+    faint[1, 1] = 2  # not a label mask: still all background
+    cv2.imwrite(str(tmp_path / "faint.png"), faint)
+    assert read_mask(tmp_path / "faint.png").max() == 0

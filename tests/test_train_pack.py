@@ -102,3 +102,23 @@ def test_pack_cli_errors_in_one_sentence(
     assert exc.value.code == 1
     assert "cannot read image" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]  # no pack, no leftovers
+
+
+def test_pack_refuses_a_mask_of_another_size_as_training_does(tmp_path: Path) -> None:
+    """Such a pair used to be resized (a shrunk image) or packed as it was; training and
+    eval refuse it, so the pack does too, here rather than on the GPU machine."""
+    root = _root(tmp_path / "data" / "ccp", 2, (480, 320), 0)
+    cv2.imwrite(str(root / "masks" / "001.png"), np.zeros((48, 32), np.uint8))
+    with pytest.raises(VidmatError, match=r"^mask 001.png is \(32, 48\), image is \(320, 480\)"):
+        pack([root], tmp_path / "pack")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no pack, no leftovers
+
+
+def test_pack_writes_0_1_label_masks_as_0_255(tmp_path: Path) -> None:
+    root = _root(tmp_path / "data" / "ccp", 1, (64, 48), 0)
+    mask = root / "masks" / "000.png"
+    full = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(mask), full // 255)
+    pack([root], tmp_path / "pack")
+    packed = cv2.imread(str(tmp_path / "pack" / "data" / "ccp" / "masks" / "000.png"), 0)
+    assert np.array_equal(packed, full)

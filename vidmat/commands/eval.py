@@ -46,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--masks",
         type=Path,
         metavar="DIR",
-        help="folder of masks with the images' file stems (0 = background)",
+        help="folder of masks with the images' file stems, of the images' sizes (0 = "
+        "background; person 255, or 1 in 0/1 label masks)",
     )
     src.add_argument(
         "--sequences",

@@ -23,9 +23,10 @@ example (CPU, resumable; re-run the same command to continue from RUN/last.pt):
       --backgrounds ../shared/data/backgrounds --val ../shared/data/val/ccp \\
       --val ../shared/data/val/viton --run /work/vidmat-runs/cpu160 --size 160 --batch 8
 
-Each --data root holds images/ and masks/ (same file stems; masks 0 = background,
-255 = person). WEIGHT is the relative probability of drawing from that root,
-COMPOSITE the probability that its person is pasted onto another background.
+Each --data root holds images/ and masks/ (same file stems and sizes; masks
+0 = background, 255 = person, or 0/1 label masks). WEIGHT is the relative
+probability of drawing from that root, COMPOSITE the probability that its person
+is pasted onto another background.
 Each validation writes that step's EMA weights to RUN/ema_stepN.safetensors and
 the best so far (by mean val IoU) to RUN/best.safetensors; either can be shipped
 or averaged with python -m vidmat.train.publish.
@@ -358,21 +359,13 @@ def augment_config(args: argparse.Namespace) -> AugmentConfig:
     )
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _source(text: str) -> SourceSpec:
     """One ``--data`` value, its folder checked; a mistyped WEIGHT or COMPOSITE is named.
 
     ``SourceSpec.parse`` keeps a field that is not a number as part of the path (paths
     may hold ':'), so ``ROOT:abc`` would otherwise be reported as a missing root.
     """
-    from vidmat.train.data import SourceSpec
+    from vidmat.train.data import SourceSpec, is_number
 
     try:
         spec, err = SourceSpec.parse(text), None
@@ -383,9 +376,10 @@ def _source(text: str) -> SourceSpec:
             raise VidmatError(f"sampling weight of {spec.path} must be a finite number.")
         return spec
     head, _, rest = text.partition(":")
-    if rest and not Path(text).exists() and Path(head).is_dir():
+    if rest and head and not Path(text).exists() and Path(head).is_dir():
         fields = rest.split(":")
-        bad = next((f for f in fields if not _is_number(f)), None)
+        # an empty field is not a mistyped number: SourceSpec.parse names it
+        bad = next((f for f in fields if f.strip() and not is_number(f)), None)
         if bad is not None:
             raise VidmatError(
                 f"--data {text}: {bad!r} is not a number; after the root come "
@@ -627,15 +621,34 @@ def run(args: argparse.Namespace) -> int:
         trainer.load(resume)
         print(f"resumed from {resume} at step {trainer.step}", flush=True)
 
+    interrupted = False
+
     def _stop(signum, frame):  # finish the current step, checkpoint, exit
+        nonlocal interrupted
+        interrupted = interrupted or signum == signal.SIGINT
         trainer.stop()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    result = trainer.run(on_log=lambda s: print(s, flush=True))
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = trainer.run(on_log=lambda s: print(s, flush=True))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(
-        f"stopped at step {result['step']}; best val mean IoU {result['best']:.4f}; "
+        f"stopped at step {result['step']}; {_best_text(result['best'], bool(cfg.val))}; "
         f"checkpoint {args.run / 'last.pt'}",
         flush=True,
     )
+    if interrupted:
+        # Checkpointed above; the CLI turns this into "vidmat: interrupted" and exit code
+        # 130, as convert, eval and demo end on Ctrl-C, so a script can tell it apart.
+        raise KeyboardInterrupt
     return 0
+
+
+def _best_text(best: float, has_val: bool) -> str:
+    """The best validation score for the closing line. Trainer keeps -1 until a validation
+    has run (an IoU is never negative); that placeholder is no score to show."""
+    if best >= 0:
+        return f"best val mean IoU {best:.4f}"
+    return "no validation yet" if has_val else "no validation (no --val)"

@@ -38,15 +38,38 @@ class SourceSpec:
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
+        """``ROOT[:WEIGHT[:COMPOSITE]]`` as ``--data`` gives it.
+
+        An empty root or an empty field after a ':' is refused here by name: ``Path("")``
+        is the current folder, and an empty field would stay part of the path, so ``d:``
+        would otherwise train on ``.`` or be reported as a missing folder ``d:``.
+        """
         parts = text.split(":")
+        head = parts[0] or "ROOT"
         # Allow paths that contain ':' by peeling numeric suffixes only.
         nums: list[float] = []
         while len(parts) > 1 and len(nums) < 2:
+            if not parts[-1].strip():
+                # The last field is COMPOSITE when a WEIGHT stands before it, else WEIGHT.
+                composite = not nums and len(parts) > 2 and is_number(parts[-2])
+                field = "COMPOSITE" if composite else "WEIGHT"
+                example = f"{head}:1.0" if not (nums or composite) else f"{head}:1.0:0.5"
+                # a trailing ':' may simply go; an empty WEIGHT before a COMPOSITE may not
+                remedy = "" if nums else ", or leave out the last ':'"
+                raise VidmatError(
+                    f"--data {text!r}: the {field} after ':' is empty; give a number, "
+                    f"e.g. {example}{remedy}."
+                )
             try:
                 nums.insert(0, float(parts[-1]))
             except ValueError:
                 break
             parts.pop()
+        if not ":".join(parts).strip():
+            raise VidmatError(
+                f"--data {text!r} names no training root; write ROOT[:WEIGHT[:COMPOSITE]], "
+                "e.g. data/ccp:1.0:0.5."
+            )
         path = Path(":".join(parts))
         weight = nums[0] if nums else 1.0
         composite = nums[1] if len(nums) > 1 else 0.5
@@ -55,6 +78,15 @@ class SourceSpec:
         if not 0.0 <= composite <= 1.0:
             raise VidmatError(f"composite probability of {path} must be in [0, 1].")
         return cls(path, weight, composite)
+
+
+def is_number(text: str) -> bool:
+    """Whether ``float`` takes ``text``: a WEIGHT or COMPOSITE field, not part of a path."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def list_pairs(root: Path) -> list[tuple[Path, Path]]:
@@ -115,10 +147,18 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """Binary mask as uint8 0/255 (any non-zero pixel is person)."""
+    """Binary mask as uint8 0/255: person where the mask is above 127 (soft 0..255 masks
+    cut at the middle), or where it is 1 in a 0/1 label mask.
+
+    This is the one reader of masks (eval, training caches, head refit, pack), so 0/1
+    label masks, common in segmentation sets, work everywhere; cut at 127 they read as
+    all background and scored IoU 0 or trained on empty labels without a word.
+    """
     m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if m is None:
         raise VidmatError(f"cannot read mask {path}.")
+    if m.max() == 1:
+        return np.where(m > 0, 255, 0).astype(np.uint8)
     return np.where(m > 127, 255, 0).astype(np.uint8)
 
 
@@ -178,8 +218,17 @@ class CachedSource:
         return len(self.images)
 
 
-def _cache_key(root: Path, n: int, size: tuple[int, int], fix: bool) -> str:
+#: Part of the cache key of training roots: bump it when :func:`read_mask` changes what
+#: is cached. 2: 0/1 label masks are person where 1 (before, they were cached as all
+#: background, and such a cache must not be reused).
+MASK_READING_VERSION = 2
+
+
+def _cache_key(root: Path, n: int, size: tuple[int, int], fix: bool, masks: bool = True) -> str:
+    """The cache's name for a folder; ``masks``: a training root, not a background bank."""
     labels = f"gaps-v{GAP_CLOSING_VERSION}" if fix else "as-given"
+    if masks:
+        labels += f"|masks-v{MASK_READING_VERSION}"
     text = f"{root.resolve()}|{n}|{size}|{fix}|v1|{labels}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -203,7 +252,6 @@ def load_source(
     first = read_rgb(pairs[0][0])
     size = cache_size(first, long_side)
     key = _cache_key(spec.path, len(pairs), size, close_gaps)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     img_file = cache_dir / f"{spec.path.name}-{key}-images.npy"
     mask_file = cache_dir / f"{spec.path.name}-{key}-masks.npy"
     if not (img_file.exists() and mask_file.exists()):
@@ -216,15 +264,14 @@ def load_source(
 
             it = progress_bar(pairs, desc=f"cache {spec.path.name}", unit="img")
         for i, (ip, mp) in enumerate(it):
-            img = read_rgb(ip)
-            m = read_mask(mp)
-            if m.shape != img.shape[:2]:
-                m = cv2.resize(m, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
+            img, m = read_pair(ip, mp)  # a mask of another size is refused, as eval does
             if close_gaps:
                 m = close_neck_gaps(m)
             images[i] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
             mr = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
             masks[i] = np.where(mr > 127, 255, 0).astype(np.uint8)
+        # made only now: a root refused above (a mask of another size) leaves no folder
+        cache_dir.mkdir(parents=True, exist_ok=True)
         _atomic_save(img_file, images)
         _atomic_save(mask_file, masks)
     images = np.load(img_file, mmap_mode="r")
@@ -271,7 +318,7 @@ def load_backgrounds(
 ) -> np.ndarray:
     """Person-free background images, cover-fitted to ``size`` (H, W), as (N,H,W,3) uint8."""
     files = background_files(folder)
-    key = _cache_key(folder, len(files), size, False)
+    key = _cache_key(folder, len(files), size, False, masks=False)
     cache_dir.mkdir(parents=True, exist_ok=True)
     f = cache_dir / f"backgrounds-{key}.npy"
     if not f.exists():

@@ -36,7 +36,7 @@ from vidmat.train.data import (
     cache_size,
     cover_size,
     list_pairs,
-    read_mask,
+    read_pair,
     read_rgb,
 )
 
@@ -67,13 +67,10 @@ def pack_root(root: Path, out: Path, long_side: int, fmt: str, quality: int) -> 
 
     def one(pair: tuple[Path, Path]) -> None:
         img_path, mask_path = pair
-        img, mask = read_rgb(img_path), read_mask(mask_path)
+        # a mask of another size is refused here, as training refuses it, not on the GPU
+        img, mask = read_pair(img_path, mask_path)
         small = _shrink(img, hw)
         if small is not img:
-            if mask.shape != img.shape[:2]:
-                mask = cv2.resize(
-                    mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST
-                )
             mask = np.where(_shrink(mask, hw) > 127, 255, 0).astype(np.uint8)
         (out / "images" / f"{img_path.stem}.{fmt}").write_bytes(_encode(small, fmt, quality))
         _, png = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 9])
