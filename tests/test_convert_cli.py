@@ -312,6 +312,19 @@ def test_output_over_the_background_file_is_refused_even_with_overwrite(
     assert listing(tmp_path) == {"bgv.mp4", "bgi.png", "photo.png"}
 
 
+def test_two_inputs_for_one_output_are_named_and_nothing_is_made(
+    good: Path, tmp_path: Path, capsys
+) -> None:
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "clip.mp4").write_bytes(good.read_bytes())
+    out = tmp_path / "out"
+    code, _, err = run_cli([tmp_path / "a/clip.mp4", tmp_path / "b/clip.mp4", "-o", out], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{tmp_path / 'a/clip.mp4'} and {tmp_path / 'b/clip.mp4'}" in err
+    assert str(out / "clip_green.mp4") in err and not out.exists()
+
+
 def test_failed_run_removes_the_folder_it_made(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
@@ -535,6 +548,7 @@ def test_matte_options_shape_the_written_alpha(
         (["--feather", "-1"], "feather must be >= 0"),
         (["--grow", "500"], "grow or shrink by at most 100 pixels"),
         (["--crf", "60"], "--crf must be between 0 and 51 for mp4"),
+        (["--format", "mask", "--bg", "blue"], "--format mask writes the matte alone"),
     ],
 )
 def test_matte_options_out_of_range_are_one_sentence(

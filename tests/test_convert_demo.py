@@ -57,6 +57,12 @@ def test_demo_failure_leaves_no_folder(
     err = capsys.readouterr().err
     assert "no-such-background" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+    # A file name for -o, and a background for a matte, are refused before anything is made.
+    assert main(["demo", "--quiet", "-o", "out.mp4"]) == 2
+    assert "looks like a file name" in capsys.readouterr().err
+    assert main(["demo", "--quiet", "-o", "out", "--format", "mask", "--bg", "blue"]) == 2
+    assert "leave out --bg" in capsys.readouterr().err
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out").exists()
 
     # A failure inside the conversion removes the folder this run made, and only that.
     def fail(*args: object, **kwargs: object) -> None:

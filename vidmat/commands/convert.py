@@ -163,7 +163,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="frames per model call (default 8 on CUDA, 1 on CPU)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars, and no summary unless an input failed (then on stderr)",
+    )
     add_engine_options(p)
     p.set_defaults(func=run)
 
@@ -285,16 +290,6 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
         or len(jobs) > 1
         or (not out.suffix and cfg.fmt != "png")
     )
-    created = None
-    if as_folder and out is not None and not out.exists() and live:
-        top = out  # the highest folder this call creates
-        while not top.parent.exists():
-            top = top.parent
-        try:
-            out.mkdir(parents=True)
-        except OSError as exc:
-            raise VidmatError(f"cannot create the output folder {out} ({exc.strerror}).") from None
-        created = top
     for j in live:
         jcfg = image_config(cfg, args.bg is not None) if j.is_image else cfg
         if out is None:
@@ -307,9 +302,24 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
             else:
                 _check_suffix(out, cfg.fmt)
             j.dst = out
-    dsts = [j.dst for j in live]
-    if len(set(dsts)) != len(dsts):
-        raise VidmatError("two inputs would write the same output; give them different names.")
+    by_dst: dict[Path | None, Job] = {}
+    for j in live:
+        if j.dst in by_dst:
+            raise VidmatError(
+                f"{by_dst[j.dst].src} and {j.src} would both be written to {j.dst}; "
+                "convert them in separate runs or give them different names."
+            )
+        by_dst[j.dst] = j
+    created = None
+    if as_folder and out is not None and not out.exists() and live:
+        top = out  # the highest folder this call creates
+        while not top.parent.exists():
+            top = top.parent
+        try:
+            out.mkdir(parents=True)
+        except OSError as exc:
+            raise VidmatError(f"cannot create the output folder {out} ({exc.strerror}).") from None
+        created = top
     # Outputs that cannot be written are known now, before a bar starts or a model loads.
     bg = parse_background(args.bg) if args.bg is not None else None
     for j in live:

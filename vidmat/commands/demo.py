@@ -14,7 +14,7 @@ from pathlib import Path
 from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.errors import VidmatError
-from vidmat.io.formats import FORMATS
+from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from vidmat.io.video import probe
 from vidmat.pipelines.convert import (
     ConvertConfig,
@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.output).expanduser()
     if folder.exists() and not folder.is_dir():
         raise VidmatError(f"{folder} exists and is not a folder; give -o a folder.")
+    if not folder.exists() and folder.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+        raise VidmatError(
+            f"-o is the folder the demo writes into (it names the file itself); "
+            f"{folder.name} looks like a file name."
+        )
     cfg = ConvertConfig(fmt=args.format, background=args.bg, post=PostprocessConfig()).validate()
     if args.bg is not None:
         from vidmat.io.images import load_background

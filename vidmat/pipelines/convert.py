@@ -83,6 +83,11 @@ class ConvertConfig:
     def validate(self) -> ConvertConfig:
         if self.fmt not in FORMATS:
             raise VidmatError(f"unknown format {self.fmt!r}; use one of {', '.join(FORMATS)}.")
+        given = self.background is not None
+        if self.fmt == "mask" and given and parse_background(self.background).kind != "mask":
+            raise VidmatError(
+                "--format mask writes the matte alone, with no background; leave out --bg."
+            )
         bg = self.resolved_background_spec()
         if self.fmt in ("mp4",) and _is_transparent(bg):
             raise VidmatError(
