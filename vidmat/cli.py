@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from vidmat import __version__
 from vidmat.allocator import keep_freed_memory
 from vidmat.errors import VidmatError
+from vidmat.signals import Terminated
 
 #: Subcommand modules in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -75,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VidmatError as exc:
         print(f"vidmat: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("vidmat: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("vidmat: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT

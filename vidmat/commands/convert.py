@@ -40,9 +40,9 @@ from vidmat.pipelines.convert import (
     default_output,
     engine_config_for_files,
     image_config,
-    sigterm_as_interrupt,
 )
 from vidmat.progress import progress_bar
+from vidmat.signals import sigterm_as_interrupt
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

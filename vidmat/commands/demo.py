@@ -21,9 +21,9 @@ from vidmat.pipelines.convert import (
     convert_video,
     default_output,
     engine_config_for_files,
-    sigterm_as_interrupt,
 )
 from vidmat.resources import assets_dir
+from vidmat.signals import sigterm_as_interrupt
 
 #: The demo clip made by assets/make_demo.py (see assets/README.md).
 DEMO_CLIP = assets_dir() / "demo.mp4"

@@ -7,13 +7,9 @@ machine without a display and building ``vidmat --help`` stays light.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -285,19 +281,6 @@ def run(args: argparse.Namespace) -> int:
     return run_window(req)
 
 
-@contextlib.contextmanager
-def _no_interrupts() -> Iterator[None]:
-    """Ignore SIGINT while threads are joined and the recording is finalised (seconds)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _fmt(v: float | None, unit: str = "ms") -> str:
     return "-" if v is None else f"{v:.0f} {unit}"
 
@@ -305,6 +288,7 @@ def _fmt(v: float | None, unit: str = "ms") -> str:
 def run_headless(req: LiveRequest) -> int:
     from vidmat.io.recorder import Recorder
     from vidmat.pipelines.live import LiveConfig, LivePipeline
+    from vidmat.signals import no_interrupts, sigterm_as_interrupt
 
     args = req.args
     looping = args.duration is not None
@@ -330,47 +314,49 @@ def run_headless(req: LiveRequest) -> int:
     recorder = Recorder(req.recorder_config()) if args.record else None
     vcam = None
     pipe.start()
-    try:
-        cap = pipe.capture
-        assert cap is not None
-        print(
-            f"vidmat live: {cap.description} {cap.width}x{cap.height} @ {cap.nominal_fps:.1f} fps, "
-            f"model {engine.size}px on {engine.device} ({pipe.mode}), background "
-            f"{settings.background.describe()}",
-            file=sys.stderr,
-        )
-        if args.virtual_camera:
-            from vidmat.io.virtualcam import VirtualCamera
-
-            vcam = VirtualCamera(cap.width, cap.height, cap.nominal_fps, args.virtual_device)
-            pipe.add_sink(vcam)
-            print(f"vidmat live: virtual camera on {vcam.device}", file=sys.stderr)
-        if recorder is not None:
-            recorder.start()
-            pipe.add_sink(recorder)
+    # kill / a job manager stops a run as Ctrl-C does: the recording is finalised.
+    with sigterm_as_interrupt():
+        try:
+            cap = pipe.capture
+            assert cap is not None
             print(
-                f"vidmat live: recording to {args.record} ({recorder.audio_message})",
+                f"vidmat live: {cap.description} {cap.width}x{cap.height} @ {cap.nominal_fps:.1f} fps, "
+                f"model {engine.size}px on {engine.device} ({pipe.mode}), background "
+                f"{settings.background.describe()}",
                 file=sys.stderr,
             )
-        last = time.monotonic()
-        while not pipe.wait(0.25):
-            if not args.quiet and time.monotonic() - last >= 2.0:
-                last = time.monotonic()
-                st = pipe.status()
+            if args.virtual_camera:
+                from vidmat.io.virtualcam import VirtualCamera
+
+                vcam = VirtualCamera(cap.width, cap.height, cap.nominal_fps, args.virtual_device)
+                pipe.add_sink(vcam)
+                print(f"vidmat live: virtual camera on {vcam.device}", file=sys.stderr)
+            if recorder is not None:
+                recorder.start()
+                pipe.add_sink(recorder)
                 print(
-                    f"  {st['display_fps']:5.1f} fps  capture {st['capture_fps']:4.1f} fps  "
-                    f"model {_fmt(st['model_ms'])}  post {_fmt(st['post_ms'])}  "
-                    f"latency {_fmt(st['latency_ms'])}  dropped {st['dropped']}",
+                    f"vidmat live: recording to {args.record} ({recorder.audio_message})",
                     file=sys.stderr,
                 )
-    except KeyboardInterrupt:
-        print("vidmat live: stopping…", file=sys.stderr)
-    finally:
-        with _no_interrupts():  # a second Ctrl-C must not leave a half-written recording
-            pipe.stop()
-            if vcam is not None:
-                vcam.close()
-            info = recorder.stop() if recorder is not None else None
+            last = time.monotonic()
+            while not pipe.wait(0.25):
+                if not args.quiet and time.monotonic() - last >= 2.0:
+                    last = time.monotonic()
+                    st = pipe.status()
+                    print(
+                        f"  {st['display_fps']:5.1f} fps  capture {st['capture_fps']:4.1f} fps  "
+                        f"model {_fmt(st['model_ms'])}  post {_fmt(st['post_ms'])}  "
+                        f"latency {_fmt(st['latency_ms'])}  dropped {st['dropped']}",
+                        file=sys.stderr,
+                    )
+        except KeyboardInterrupt:
+            print("vidmat live: stopping…", file=sys.stderr)
+        finally:
+            with no_interrupts():  # a second signal must not leave a half-written recording
+                pipe.stop()
+                if vcam is not None:
+                    vcam.close()
+                info = recorder.stop() if recorder is not None else None
     st = pipe.status()
     summ = pipe.stats.summary()
     print(

@@ -23,7 +23,6 @@ import contextlib
 import errno
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -139,26 +138,6 @@ def engine_config_for_files(cfg: EngineConfig) -> EngineConfig:
     if cfg.threads or select_device(cfg.device).type != "cpu":
         return cfg
     return replace(cfg, threads=max(1, (os.cpu_count() or 2) - 1))
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (a job manager, ``kill``) like Ctrl-C: stop cleanly, keep no partial file.
-
-    Only the main thread may set signal handlers; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- threads

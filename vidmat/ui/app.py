@@ -82,11 +82,14 @@ def run_window(req: LiveRequest) -> int:
     window.start_pipeline()
     # Ctrl-C in the terminal closes the window properly (recording finalised). Qt's loop
     # runs Python at least every status-timer tick, so the handler is not delayed long.
-    previous = signal.signal(signal.SIGINT, lambda *_: window.close())
+    # kill (SIGTERM) likewise, so a recording is not left as a temporary file.
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda *_: window.close()) for s in stops}
     try:
         code = app.exec()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if window.last_error and window.pipeline is None and window.last_saved is None:
         print(f"vidmat live: last message: {window.last_error}", file=sys.stderr)
     return int(code)
