@@ -208,7 +208,14 @@ def test_every_command_module_has_help() -> None:
 def test_shared_argument_types_parse_and_refuse() -> None:
     import argparse
 
-    from vidmat.argtypes import float_list, int_list, on_off_list, size_list, size_wxh
+    from vidmat.argtypes import (
+        float_list,
+        int_list,
+        on_off_list,
+        size_list,
+        size_wxh,
+        weights_name,
+    )
 
     assert size_wxh("640x480") == (640, 480)
     assert size_list("640x480, 1920X1080") == [(640, 480), (1920, 1080)]
@@ -221,9 +228,36 @@ def test_shared_argument_types_parse_and_refuse() -> None:
         ("x", float_list),
         ("yes", on_off_list),
         ("", on_off_list),
+        ("", weights_name),
+        (" ", weights_name),
     ):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(bad)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--images", ".", "--masks", ".", "--weights", ""],
+        ["bench", "convert", "--weights", ""],
+        ["train", "--data", ".", "--run", "r", "--init", ""],
+        ["train", "--data", ".", "--run", "r", "--anchor", " "],
+    ],
+)
+def test_an_empty_weights_value_is_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch
+) -> None:
+    """``--weights ""`` (an unset shell variable) ran the default weights, or random ones
+    in the benchmarks; --init and --anchor "" started from the default file."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    flag = argv[-2]
+    assert f"error: argument {flag}: is empty; give a registered name, 'default' or a path" in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("flag", ["tta", "zoom"])

@@ -93,8 +93,52 @@ def test_crafted_pickle_is_refused_without_running_code(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pth"
     torch.save({"stage1.x": Evil()}, path)
-    _expect(path, "could run arbitrary code")
+    with pytest.raises(WeightsError) as info:
+        W.load_weights(path)
+    assert str(info.value) == (
+        f"{path} holds Python objects other than tensors, which vidmat does not load (it "
+        "could run code); export its state_dict with torch.save(model.state_dict(), path)."
+    )
     assert not marker.exists()
+
+
+def test_a_pickled_class_is_refused_in_one_plain_sentence(tmp_path: Path) -> None:
+    """A class torch does not block but does not allow either (QA: a whole pickled model)
+    made torch's message with terminal escapes and a cut-off sentence reach the user."""
+    import argparse
+
+    path = tmp_path / "objects.pth"
+    torch.save({"stage1.x": torch.zeros(1), "args": argparse.Namespace(lr=1.0)}, path)
+    with pytest.raises(WeightsError) as info:
+        W.load_weights(path)
+    text = str(info.value)
+    assert text.startswith(f"{path} holds Python objects other than tensors")
+    assert "\x1b" not in text and "\n" not in text and "weights_only" not in text
+
+
+def test_torch_text_reaches_the_user_without_escapes(tmp_path: Path, monkeypatch) -> None:
+    """A damaged pickle is not called unsafe, and torch's advice to load it with
+    weights_only=False, its escapes and its line breaks stay out of the sentence."""
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x80\x02garbage garbage")
+    with pytest.raises(WeightsError) as info:
+        W.load_weights(garbage)
+    assert (
+        str(info.value)
+        == f"{garbage} is not a readable PyTorch checkpoint (Unsupported operand 103)."
+    )
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("\x1b[1mPytorchStreamReader failed\x1b[0m  reading zip archive\nmore")
+
+    monkeypatch.setattr(torch, "load", fails)
+    odd = tmp_path / "odd.pth"
+    torch.save({}, odd)
+    with pytest.raises(WeightsError) as info:
+        W.load_weights(odd)
+    assert str(info.value) == (
+        f"{odd} is not a readable PyTorch checkpoint (PytorchStreamReader failed reading zip archive)."
+    )
 
 
 def test_bad_files_each_get_one_sentence(tmp_path: Path) -> None:
@@ -130,6 +174,53 @@ def test_bad_files_each_get_one_sentence(tmp_path: Path) -> None:
     bad_st = tmp_path / "bad.safetensors"
     bad_st.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
     _expect(bad_st, "not a readable safetensors")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("half", [False, True])
+def test_non_finite_weights_are_refused_naming_the_tensor(
+    tmp_path: Path, u2netp_state, bad: float, half: bool
+) -> None:
+    """They loaded silently and gave a garbage matte; fp16 files (as vidmat ships) too."""
+    model = build_model("u2netp")
+    model.load_state_dict(u2netp_state)
+    with torch.no_grad():
+        model.stage3.rebnconv2.conv_s1.weight[1, 2, 0, 1] = bad
+    st = tmp_path / "damaged.safetensors"
+    W.save_weights(model, W.WeightsSpec(name="d", arch="u2netp"), st, half=half)
+    with pytest.raises(WeightsError) as info:
+        W.load_weights(st)
+    assert str(info.value) == (
+        f"weights {st} hold non-finite values (NaN or inf) in stage3.rebnconv2.conv_s1.weight; "
+        "the file is damaged."
+    )
+
+    state = dict(u2netp_state)
+    state["outconv.bias"] = torch.tensor([bad])
+    pth = tmp_path / "u2netp.pth"
+    torch.save(state, pth)
+    with pytest.raises(WeightsError, match=r"non-finite values \(NaN or inf\) in outconv\.bias;"):
+        W.load_weights(pth)
+
+
+def test_finite_weights_whose_sum_overflows_still_load(tmp_path: Path, u2netp_state) -> None:
+    """The check sums each tensor first; a sum past float32's range alone is no NaN."""
+    state = dict(u2netp_state)
+    state["outconv.bias"] = torch.tensor([3e38])
+    state["side1.bias"] = torch.tensor([3e38])
+    state["stage1.rebnconvin.conv_s1.bias"] = torch.full_like(
+        state["stage1.rebnconvin.conv_s1.bias"], 3e38
+    )
+    path = tmp_path / "big.pth"
+    torch.save(state, path)
+    model, _ = W.load_weights(path)
+    assert float(model.state_dict()["outconv.bias"][0]) == pytest.approx(3e38)
+
+
+def test_an_empty_weights_name_is_refused_not_taken_for_the_default() -> None:
+    for empty in ("", "  "):
+        with pytest.raises(WeightsError, match=r"^the weights name is empty; give a registered"):
+            W.load_weights(empty)
 
 
 def test_missing_names_and_folders(tmp_path: Path) -> None:

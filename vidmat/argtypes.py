@@ -71,3 +71,16 @@ def model_size(text: str) -> int:
             f"must be a multiple of 32, at least 32 (e.g. 192, 256, 320), got {value}"
         )
     return value
+
+
+def weights_name(text: str) -> str:
+    """A --weights, --init or --anchor value: a registered name, 'default' or a path.
+
+    An empty value (an unset shell variable, ``--weights ""``) used to mean the default
+    weights, so a typo in a script silently ran other weights than it named.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty; give a registered name, 'default' or a path to a weights file"
+        )
+    return text

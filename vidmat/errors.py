@@ -7,6 +7,17 @@ prints that sentence and exits non-zero instead of showing a traceback.
 
 from __future__ import annotations
 
+import re
+
+#: Terminal escapes (bold, colour, cursor moves) that torch and tqdm write; in a log or a
+#: message box they show as garbage such as ``\x1b[1m``.
+TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain_text(text: str) -> str:
+    """Another library's message as one plain line: no terminal escapes, no line breaks."""
+    return " ".join(TERMINAL_CODES.sub("", text).split())
+
 
 class VidmatError(Exception):
     """An error caused by input or environment, with a message meant for the user."""

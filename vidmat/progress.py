@@ -10,6 +10,8 @@ import re
 import sys
 from typing import Any, TextIO
 
+from vidmat.errors import TERMINAL_CODES
+
 #: Seconds between redraws when stderr is not a terminal.
 LOG_INTERVAL = 10.0
 
@@ -28,14 +30,12 @@ class LogLines:
     codes left out, and a line equal to the one before (a bar redrawn as it was) only once.
     """
 
-    _CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.last = ""
 
     def write(self, text: str) -> int:
-        for piece in re.split(r"[\r\n]", self._CODES.sub("", text)):
+        for piece in re.split(r"[\r\n]", TERMINAL_CODES.sub("", text)):
             line = piece.rstrip()
             if line and line != self.last:
                 self.stream.write(line + "\n")

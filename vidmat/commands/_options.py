@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vidmat.argtypes import model_size, positive_int
+from vidmat.argtypes import model_size, positive_int, weights_name
 from vidmat.core.engine import PRECISIONS, EngineConfig
 from vidmat.core.postprocess import PostprocessConfig
 from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
@@ -30,6 +30,7 @@ def add_engine_options(
     g = parser.add_argument_group("model")
     g.add_argument(
         "--weights",
+        type=weights_name,
         default=None if random_weights else "default",
         metavar="NAME|PATH",
         help=f"registered weights ({', '.join(REGISTRY)}"
