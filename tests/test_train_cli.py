@@ -414,16 +414,25 @@ def test_the_closing_line_shows_no_placeholder_score(
     assert "stopped at step 1; best val mean IoU 0." in out and "-1.0000" not in out
 
 
-def test_ctrl_c_checkpoints_and_exits_130_as_the_other_commands_do(
+@pytest.mark.parametrize(
+    ("signame", "code", "word"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+)
+def test_a_signal_checkpoints_and_exits_as_the_other_commands_do(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     make_people: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
+    signame: str,
+    code: int,
+    word: str,
 ) -> None:
-    """A real SIGINT in the middle of a run: the step ends, last.pt and that step's EMA are
-    written, and the command exits 130 with "interrupted" (it exited 0, as if complete)."""
+    """A real Ctrl-C (SIGINT) or kill (SIGTERM) in the middle of a run: the step ends,
+    last.pt and that step's EMA are written, and the command exits 130 / 143 with one
+    line (it exited 0, as if complete)."""
     import os
     import signal
+
+    sig = getattr(signal, signame)
 
     from vidmat.train.loop import Trainer
 
@@ -432,19 +441,108 @@ def test_ctrl_c_checkpoints_and_exits_130_as_the_other_commands_do(
     def interrupted_after_two(self: Trainer, batch: object = None) -> float:
         loss = step(self, batch)
         if self.step == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in a terminal sends
+            os.kill(os.getpid(), sig)  # what Ctrl-C in a terminal, or kill, sends
         return loss
 
     monkeypatch.setattr(Trainer, "train_step", interrupted_after_two)
     root = make_people(tmp_path / "people")
     run = tmp_path / "run"
-    handler = signal.getsignal(signal.SIGINT)
+    handler = signal.getsignal(sig)
     argv = ["train", "--data", str(root), "--val", str(root), "--run", str(run)]
     argv += ["--size", "32", "--batch", "2", "--steps", "50", "--no-progress"]
-    assert main(argv) == 130
+    assert main(argv) == code
     captured = capsys.readouterr()
-    assert captured.err.strip() == "vidmat: interrupted"
+    assert captured.err.strip() == f"vidmat: {word}"
     assert f"stopped at step 2; no validation yet; checkpoint {run / 'last.pt'}" in captured.out
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 2
     assert (run / "ema_step2.safetensors").is_file()
-    assert signal.getsignal(signal.SIGINT) is handler  # the command's handler is gone again
+    assert signal.getsignal(sig) is handler  # the command's handler is gone again
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+def test_a_resume_that_has_nothing_to_train_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """It printed "stopped at step 5" for --steps 3 and rewrote the run's files. At
+    --steps the run is done (exit 0); below it the command line asks for another run."""
+    root = make_people(tmp_path / "people")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(root), "--size", "32", "--batch", "2", "--no-progress"]
+    argv += ["--run", str(run)]
+    assert main([*argv, "--steps", "2"]) == 0
+    capsys.readouterr()
+    before = _files(run)
+    last = run / "last.pt"
+
+    assert main([*argv, "--steps", "2"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"{last} is already at step 2 of --steps 2; nothing was trained (raise --steps to go on)."
+    )
+    _refused(
+        [*argv[1:], "--steps", "1"],
+        capsys,
+        tmp_path,
+        f"checkpoint {last} is already at step 2, past --steps 1, so nothing was trained; "
+        "pass --steps above 2 to go on, or name another --run folder for a new run.",
+    )
+    assert _files(run) == before
+
+
+def test_a_resume_under_other_settings_is_refused_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """Other batches under the run's name broke "exact resume" and rewrote config.json.
+    What only sets how long, how fast or where the run goes may change, and so may the
+    paths of the same folders (a run carried to a GPU machine, where they are .pack/...)."""
+    import json
+    import shutil
+
+    root = make_people(tmp_path / "people")
+    run = tmp_path / "run"
+    last = run / "last.pt"
+    base = ["--data", f"{root}:1:0.5", "--size", "32", "--batch", "2", "--no-progress"]
+    base += ["--run", str(run)]
+    full = [*base, "--val", str(root), "--backgrounds", str(root / "images")]
+    assert main(["train", *full, "--steps", "1"]) == 0
+    capsys.readouterr()
+    before = _files(run)
+
+    tail = (
+        "; resume it with its settings, name another --run folder for a new run, or add "
+        "--change-settings to go on with the new ones on purpose."
+    )
+    for argv, listed in [
+        ([*full, "--size", "64", "--batch", "4"], "--size 32 (now 64) and --batch 2 (now 4)"),
+        ([*base, "--backgrounds", str(root / "images")], "--val people (now none)"),
+        ([*base, "--val", str(root)], "--backgrounds images (now none)"),
+        (
+            [*full, "--seed", "3", "--shadow", "0.5", "--lr", "0.002"],
+            "--lr 0.001 (now 0.002), --shadow 0.0 (now 0.5) and --seed 0 (now 3)",
+        ),
+        (
+            [*full, "--data", f"{root}:2:0.5"],
+            "--data people:1.0:0.5 (now people:1.0:0.5,people:2.0:0.5)",
+        ),
+    ]:
+        message = f"checkpoint {last} was trained with {listed}{tail}"
+        _refused([*argv, "--steps", "2"], capsys, tmp_path, message)
+    assert _files(run) == before
+
+    moved = tmp_path / "elsewhere" / "people"
+    shutil.copytree(root, moved)
+    free = ["--data", f"{moved}:1:0.5", "--val", str(moved), "--backgrounds", str(moved / "images")]
+    free += ["--size", "32", "--batch", "2", "--no-progress", "--run", str(run), "--steps", "2"]
+    free += ["--threads", "1", "--workers", "0", "--minutes", "5", "--ckpt-minutes", "9"]
+    free += ["--val-every", "7", "--device", "cpu", "--amp", "off", "--no-channels-last"]
+    assert main(["train", *free]) == 0
+    out = capsys.readouterr().out
+    assert f"resumed from {last} at step 1" in out and "stopped at step 2" in out
+
+    assert main(["train", *full, "--steps", "3", "--size", "64", "--change-settings"]) == 0
+    out = capsys.readouterr().out
+    assert "changed on resume: --size 32 (now 64)\n" in out and "stopped at step 3" in out
+    assert json.loads((run / "config.json").read_text())["size"] == 64
+    assert torch.load(last, weights_only=False)["step"] == 3

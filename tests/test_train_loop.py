@@ -25,6 +25,7 @@ from vidmat.train.loop import (
     deep_supervision_loss,
     layer_group,
     make_batch,
+    resume_differences,
     size_at,
     soft_iou_loss,
 )
@@ -410,6 +411,42 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
         straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_load_refuses_other_settings_unless_told_to_change_them(tmp_path: Path) -> None:
+    first = _trainer(tmp_path / "a", steps=1)
+    first.run()
+    ckpt = first.cfg.run_dir / "last.pt"
+    other = Trainer(
+        replace(_cfg(tmp_path / "b", steps=2), size=64, iou_weight=1.0),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    with pytest.raises(
+        VidmatError,
+        match=r"was trained with --size 32 \(now 64\) and --iou-weight 0\.0 \(now 1\.0\);",
+    ):
+        other.load(ckpt)
+    assert other.step == 0
+    other.load(ckpt, change_settings=True)
+    assert other.step == 1
+
+
+def test_settings_a_checkpoint_predates_compare_as_their_defaults(tmp_path: Path) -> None:
+    """A run started before a switch existed ran without it: resuming it without the
+    switch is the same run, with it another one."""
+    cfg = _cfg(tmp_path, steps=4)
+    old = cfg.to_json()
+    del old["aug"]["sun_shadow"], old["mix_sizes"], old["micro_batch"]
+    assert resume_differences(old, replace(cfg, steps=9, threads=1, device="cpu")) == []
+    assert resume_differences(old, replace(cfg, micro_batch=cfg.batch)) == []
+    changed = replace(cfg, aug=replace(cfg.aug, sun_shadow=0.5), mix_sizes=(64,), micro_batch=2)
+    assert resume_differences(old, changed) == [
+        "--mix-size none (now 64)",
+        "--micro-batch none (now 2)",
+        "--sun-shadow 0.0 (now 0.5)",
+    ]
 
 
 @pytest.mark.cuda

@@ -9,8 +9,10 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vidmat.argtypes import weights_name
 from vidmat.errors import VidmatError
 from vidmat.io.files import check_output_folder, require_folder
+from vidmat.signals import Terminated
 
 if TYPE_CHECKING:
     from vidmat.train.augment import AugmentConfig
@@ -275,9 +277,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="keep NCHW activations (channels-last is ~20%% faster on CPU)",
     )
-    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights instead of random")
+    p.add_argument(
+        "--init",
+        type=weights_name,
+        metavar="WEIGHTS",
+        help="start from these weights instead of random",
+    )
     p.add_argument(
         "--anchor",
+        type=weights_name,
         metavar="WEIGHTS",
         help="also train the fused output toward these weights' output on the same batch "
         "(BCE against their probabilities): pulls a fine-tune toward a shipped file where the "
@@ -310,6 +318,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start from step 0, and stop with an error rather than overwrite an existing "
         "RUN/last.pt (without it, a run folder holding last.pt resumes from it)",
+    )
+    p.add_argument(
+        "--change-settings",
+        action="store_true",
+        help="resume even though settings that decide the run's numbers (--size, --batch, "
+        "--data, --lr, the augmentation, ...) differ from the checkpoint's, to change a "
+        "recipe mid-run on purpose; without it such a resume is refused, as the run would "
+        "no longer be the one it continues (--steps, --minutes, --device, --threads and "
+        "--workers may change either way)",
     )
     p.add_argument(
         "--close-gaps",
@@ -537,9 +554,13 @@ def _check_anchor(anchor: str) -> None:
     load_weights(anchor)
 
 
-def _check_resume(path: Path, cfg: TrainConfig) -> None:
-    """Refuse a checkpoint of the other architecture or other --freeze groups (or an
-    unreadable one) up front.
+def _check_resume(
+    path: Path, cfg: TrainConfig, change_settings: bool
+) -> tuple[int | None, list[str]]:
+    """Refuse a checkpoint of the other architecture, of other --freeze groups or of
+    other settings (see :func:`vidmat.train.loop.check_resumable`), or an unreadable one,
+    up front; return its step (None when it holds none) and the settings
+    ``change_settings`` let change.
 
     The checkpoint is memory-mapped, so only its small config is actually read here.
     """
@@ -552,7 +573,7 @@ def _check_resume(path: Path, cfg: TrainConfig) -> None:
             break
     if not isinstance(ck, dict):
         raise VidmatError(f"cannot read checkpoint {path}; it is not a vidmat training checkpoint.")
-    from vidmat.train.loop import check_same_freeze
+    from vidmat.train.loop import check_resumable
 
     config = ck.get("config")
     config = config if isinstance(config, dict) else {}
@@ -562,7 +583,34 @@ def _check_resume(path: Path, cfg: TrainConfig) -> None:
             f"checkpoint {path} is of a {saved} run, not {cfg.arch}; pass --arch {saved} "
             "to resume it, or name another --run folder."
         )
-    check_same_freeze(config, cfg.freeze, path)
+    changed = check_resumable(config, cfg, path, change_settings)
+    step = ck.get("step")
+    return (int(step) if isinstance(step, int) else None), changed
+
+
+def _check_steps_left(path: Path, step: int, steps: int) -> bool:
+    """Whether a run at ``step`` has steps left to train under ``--steps``.
+
+    At exactly --steps the run is finished: re-running its command (the documented way
+    to resume, which a script may repeat until the run is done) succeeds with nothing
+    to do, exit 0, and leaves the run's files as they are. Past --steps the command
+    line asks for a shorter run than the one that exists, a slip or a fresh run meant;
+    exit 0 would let a script take it for a trained --steps run, so it is refused.
+    """
+    if step > steps:
+        raise VidmatError(
+            f"checkpoint {path} is already at step {step}, past --steps {steps}, so nothing "
+            f"was trained; pass --steps above {step} to go on, or name another --run folder "
+            "for a new run."
+        )
+    if step == steps:
+        print(
+            f"{path} is already at step {step} of --steps {steps}; nothing was trained "
+            "(raise --steps to go on).",
+            flush=True,
+        )
+        return False
+    return True
 
 
 def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
@@ -609,8 +657,11 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError(f"checkpoint {resume} does not exist.")
     if cfg.init is not None:
         _check_init_arch(cfg.init, cfg.arch)
+    changed: list[str] = []
     if resume is not None:
-        _check_resume(resume, cfg)
+        step, changed = _check_resume(resume, cfg, args.change_settings)
+        if step is not None and not _check_steps_left(resume, step, cfg.steps):
+            return 0
     if cfg.anchor is not None:
         _check_anchor(cfg.anchor)
     # Last, as they touch the disk: the folders Trainer writes to.
@@ -618,14 +669,15 @@ def run(args: argparse.Namespace) -> int:
     _check_cache_folder(cfg, args)
     trainer = Trainer(cfg)
     if resume is not None:
-        trainer.load(resume)
+        trainer.load(resume, change_settings=args.change_settings)
         print(f"resumed from {resume} at step {trainer.step}", flush=True)
+        if changed:  # in the log of the run: from here on it is not the one it started as
+            print(f"changed on resume: {', '.join(changed)}", flush=True)
 
-    interrupted = False
+    stopped_by: list[int] = []  # the first signal that stopped the run
 
     def _stop(signum, frame):  # finish the current step, checkpoint, exit
-        nonlocal interrupted
-        interrupted = interrupted or signum == signal.SIGINT
+        stopped_by.append(signum)
         trainer.stop()
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -639,10 +691,11 @@ def run(args: argparse.Namespace) -> int:
         f"checkpoint {args.run / 'last.pt'}",
         flush=True,
     )
-    if interrupted:
+    if stopped_by:
         # Checkpointed above; the CLI turns this into "vidmat: interrupted" and exit code
-        # 130, as convert, eval and demo end on Ctrl-C, so a script can tell it apart.
-        raise KeyboardInterrupt
+        # 130 (Ctrl-C) or "vidmat: terminated" and 143 (kill), as convert and demo end,
+        # so a script can tell a stopped run from a finished one.
+        raise Terminated if stopped_by[0] == signal.SIGTERM else KeyboardInterrupt
     return 0
 
 

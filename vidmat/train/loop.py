@@ -26,7 +26,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -447,6 +447,144 @@ def check_same_freeze(config: dict, freeze: Sequence[str], path: Path) -> None:
         raise VidmatError(f"checkpoint {path} was trained with {was}; resume it with the same.")
 
 
+#: TrainConfig fields a resume may change. None of them changes which samples a step
+#: draws, its loss or the learning rate of the steps already taken: ``steps`` stretches
+#: the cosine ahead (README and model card: "Raise --steps to extend the cosine");
+#: the others set how long, how fast or where the run goes and what it prints. The
+#: device and ``amp`` change rounding only, and a run moved between a GPU and a CPU (the
+#: model card's GPU workflow) changes both. ``arch`` and ``freeze`` are checked on their
+#: own: with another value the checkpoint does not load at all.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "steps",
+        "minutes",
+        "ckpt_minutes",
+        "val_every",
+        "device",
+        "threads",
+        "workers",
+        "amp",
+        "channels_last",
+        "cudnn_benchmark",
+        "progress",
+        "run_dir",
+        "cache_dir",
+        "name",
+        "arch",
+        "freeze",
+    }
+)
+
+#: The flags of AugmentConfig fields that have one; the rest show as ``aug.FIELD``.
+_AUG_FLAGS = {
+    "rotate_deg": "--rotate",
+    "wide_shot": "--wide-shot",
+    "shadow": "--shadow",
+    "camouflage": "--camouflage",
+    "second_person": "--second-person",
+    "graphics": "--graphics",
+    "sun_shadow": "--sun-shadow",
+}
+#: TrainConfig fields that no flag sets (a code change may still move their defaults).
+_NO_FLAG = ("min_lr_ratio", "cache_long_side")
+
+
+def _path_name(value: object) -> object:
+    """A path setting by its last part: a run moved to another machine (the model card's
+    GPU workflow: ``.pack/train/ccp`` there, ``../shared/data/train/ccp`` here) or
+    started from another folder names the same data by another path."""
+    return Path(str(value)).name if value is not None else None
+
+
+def _resume_settings(config: Mapping[str, object]) -> dict[str, object]:
+    """The settings in a run's ``config`` (:meth:`TrainConfig.to_json`) that decide its
+    numbers, keyed by the flag that sets them and comparable across machines."""
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        if key in RESUME_MAY_CHANGE:
+            continue
+        if key == "aug" and isinstance(value, Mapping):
+            for sub, v in value.items():
+                out[_AUG_FLAGS.get(sub, f"aug.{sub}")] = v
+            continue
+        if key == "sources" and isinstance(value, list):
+            # "PATH:WEIGHT:COMPOSITE"; the order matters (a sample draws a root by index)
+            parts = [str(v).rsplit(":", 2) for v in value]
+            value = [":".join([Path(p[0]).name, *p[1:]]) for p in parts]
+        elif key == "val" and isinstance(value, list):
+            value = sorted(Path(str(v)).name for v in value)  # the mean IoU is of the set
+        elif key in ("backgrounds", "init", "anchor"):
+            value = _path_name(value)
+        elif key == "close_gaps" and isinstance(value, list):
+            value = sorted(value)
+        elif key == "val_size" and value == config.get("size"):
+            value = None  # None validates at --size: a new --size alone is one difference
+        elif key == "micro_batch" and value == config.get("batch"):
+            value = None  # None runs the whole batch at once, as --micro-batch BATCH does
+        flag = {"sources": "--data", "mix_sizes": "--mix-size"}.get(key)
+        out[flag or (key if key in _NO_FLAG else "--" + key.replace("_", "-"))] = value
+    return out
+
+
+def _setting_text(value: object) -> str:
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def resume_differences(config: Mapping[str, object], cfg: TrainConfig) -> list[str]:
+    """The settings of ``cfg`` that differ from those a checkpoint's ``config`` was
+    trained with, each as 'FLAG OLD (now NEW)', in TrainConfig's order.
+
+    A key the checkpoint lacks was added to TrainConfig after its run started; such
+    keys default to what runs did before them, so the default stands in for it.
+    ``sources`` has no default: a checkpoint without it has no --data to compare.
+    """
+    current = cfg.to_json()
+    defaults = TrainConfig(sources=[], run_dir=Path()).to_json()
+    del defaults["sources"]
+    saved = {**defaults, **config}
+    aug = config.get("aug")
+    saved["aug"] = {**defaults["aug"], **(aug if isinstance(aug, Mapping) else {})}
+    if "sources" not in config:
+        del current["sources"]
+    old, new = _resume_settings(saved), _resume_settings(current)
+    return [
+        f"{flag} {_setting_text(old.get(flag))} (now {_setting_text(value)})"
+        for flag, value in new.items()
+        if old.get(flag) != value
+    ]
+
+
+def check_resumable(
+    config: Mapping[str, object], cfg: TrainConfig, path: Path, change_settings: bool = False
+) -> list[str]:
+    """Refuse to resume a checkpoint under settings that change the run's numbers.
+
+    Batches are a function of (seed, step) and the settings, so a resume with another
+    --size, --batch, --data, augmentation or learning rate no longer continues the run
+    it names: it would be another run under the old run's name, its config.json
+    rewritten. Changing a recipe mid-run is still done on purpose (TRAINING_HISTORY:
+    "a change of flags mid-run was always SIGTERM ... and then a resume with the new
+    flags"), so ``change_settings`` (``--change-settings``) lets it through. Returns the
+    differences, for the caller to print when they were let through.
+    """
+    check_same_freeze(dict(config), cfg.freeze, path)
+    diffs = resume_differences(config, cfg) if config else []
+    if diffs and not change_settings:
+        listed = diffs[0] if len(diffs) == 1 else ", ".join(diffs[:-1]) + " and " + diffs[-1]
+        raise VidmatError(
+            f"checkpoint {path} was trained with {listed}; resume it with its settings, name "
+            "another --run folder for a new run, or add --change-settings to go on with the "
+            "new ones on purpose."
+        )
+    return diffs
+
+
 class Trainer:
     """Holds the state of one run; :meth:`run` trains until ``cfg.steps`` or ``stop()``."""
 
@@ -536,12 +674,15 @@ class Trainer:
         _atomic_torch_save(self.state(), path)
         return path
 
-    def load(self, path: Path) -> None:
+    def load(self, path: Path, change_settings: bool = False) -> None:
+        """Resume from checkpoint ``path``; see :func:`check_resumable` for
+        ``change_settings``."""
         try:
             ck = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as exc:
             raise VidmatError(f"cannot read checkpoint {path} ({type(exc).__name__}).") from None
-        check_same_freeze(ck.get("config", {}), self.cfg.freeze, path)
+        config = ck.get("config")
+        check_resumable(config if isinstance(config, dict) else {}, self.cfg, path, change_settings)
         self.model.load_state_dict(ck["model"])
         self.ema.model.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
