@@ -240,6 +240,8 @@ def test_shared_argument_types_parse_and_refuse() -> None:
     [
         ["eval", "--images", ".", "--masks", ".", "--weights", ""],
         ["bench", "convert", "--weights", ""],
+        ["bench", "model", "--weights", ""],
+        ["bench", "live", "--weights", " "],
         ["train", "--data", ".", "--run", "r", "--init", ""],
         ["train", "--data", ".", "--run", "r", "--anchor", " "],
     ],

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vidmat.argtypes import size_wxh
+from vidmat.argtypes import size_wxh, weights_name
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
 from vidmat.errors import VidmatError
@@ -75,7 +75,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rss-every", type=float, default=1.0, help="seconds between RSS samples (default 1)"
     )
-    p.add_argument("--weights", default=None, metavar="NAME|PATH", help="default: random u2netp")
+    p.add_argument(
+        "--weights",
+        type=weights_name,
+        default=None,
+        metavar="NAME|PATH",
+        help="default: random u2netp",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument(
         "--precision",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from vidmat.argtypes import int_list, on_off_list, size_wxh
+from vidmat.argtypes import int_list, on_off_list, size_wxh, weights_name
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
 from vidmat.core.engine import (
@@ -42,7 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--arch", default="u2netp", choices=("u2netp", "u2net"))
     p.add_argument(
-        "--weights", default=None, metavar="NAME|PATH", help="time these weights instead"
+        "--weights",
+        type=weights_name,
+        default=None,
+        metavar="NAME|PATH",
+        help="time these weights instead",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(

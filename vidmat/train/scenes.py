@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidmat.argtypes import model_size, positive_int
+from vidmat.argtypes import model_size, positive_int, weights_name
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_write_text, check_output_path
 from vidmat.train.data import background_files, cover_crop, pair_folders, read_pair, read_rgb
@@ -188,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--backgrounds", type=Path, required=True, help="folder of person-free background photos"
     )
-    p.add_argument("--weights", default="u2netp_person", help="registered name or a file")
+    p.add_argument(
+        "--weights", type=weights_name, default="u2netp_person", help="registered name or a file"
+    )
     p.add_argument("--size", type=model_size, default=None, help="model input side in px")
     p.add_argument("--scenes", type=positive_int, default=100, help="scenes of each kind (100)")
     p.add_argument("--seed", type=int, default=52, help="draws the scenes (default 52)")
