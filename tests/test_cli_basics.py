@@ -211,6 +211,7 @@ def test_shared_argument_types_parse_and_refuse() -> None:
     from vidmat.argtypes import (
         float_list,
         int_list,
+        model_size,
         on_off_list,
         size_list,
         size_wxh,
@@ -221,7 +222,11 @@ def test_shared_argument_types_parse_and_refuse() -> None:
     assert size_list("640x480, 1920X1080") == [(640, 480), (1920, 1080)]
     assert int_list("1,32") == [1, 32] and float_list("0,0.5") == [0.0, 0.5]
     assert on_off_list("off,on") == [False, True] and on_off_list("ON") == [True]
+    assert model_size("32") == 32 and model_size("2048") == 2048
     for bad, parse in (
+        ("255", model_size),
+        ("0", model_size),
+        ("2080", model_size),  # a multiple of 32 the engine refuses
         ("640", size_wxh),
         ("0x480", size_wxh),
         ("a,b", int_list),

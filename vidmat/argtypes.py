@@ -66,9 +66,15 @@ def model_size(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a whole number of pixels, got {text!r}"
         ) from None
+    from vidmat.model.u2net import MAX_INPUT_SIZE  # torch: only once a size is given
+
     if value < 32 or value % 32:
         raise argparse.ArgumentTypeError(
             f"must be a multiple of 32, at least 32 (e.g. 192, 256, 320), got {value}"
+        )
+    if value > MAX_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_INPUT_SIZE}, the largest input the model runs, got {value}"
         )
     return value
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidmat.errors import VidmatError
+from vidmat.model.u2net import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from vidmat.model.weights import WeightsSpec, load_weights
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,10 @@ class Engine:
         self.device = select_device(cfg.device)
         self.dtype = select_dtype(cfg.precision, self.device)
         self.size = int(cfg.size or spec.input_size)
-        if self.size < 32 or self.size > 2048:
+        if not MIN_INPUT_SIZE <= self.size <= MAX_INPUT_SIZE:
             raise VidmatError(
-                f"--size {self.size} is out of range; use 32..2048 (e.g. 192, 256, 320)."
+                f"--size {self.size} is out of range; use {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} "
+                "(e.g. 192, 256, 320)."
             )
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from vidmat.errors import TERMINAL_CODES, WeightsError, plain_text
-from vidmat.model.u2net import ARCHITECTURES, U2Net, build_model
+from vidmat.model.u2net import ARCHITECTURES, MAX_INPUT_SIZE, MIN_INPUT_SIZE, U2Net, build_model
 from vidmat.resources import weights_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -207,8 +207,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None
 def _sized_head_sizes(state: Mapping[str, Tensor], path: Path) -> list[int]:
     """The input sizes of the heads a file carries besides the model's own (``sized_heads.S.*``)."""
     keys = {k.split(".")[1] for k in state if k.startswith("sized_heads.") and k.count(".") >= 2}
-    if not all(k.isdigit() and 32 <= int(k) <= 2048 for k in keys):
-        raise WeightsError(f"{path} has a sized head whose name is not an input size in 32..2048.")
+    if not all(k.isdigit() and MIN_INPUT_SIZE <= int(k) <= MAX_INPUT_SIZE for k in keys):
+        raise WeightsError(
+            f"{path} has a sized head whose name is not an input size in "
+            f"{MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}."
+        )
     return sorted(int(k) for k in keys)
 
 
