@@ -292,38 +292,32 @@ def test_cli_refits_the_head_the_file_uses_at_the_size_and_no_other(
     )
     changed = _changed(before, after)
     assert changed and all(k.startswith("sized_heads.64.") for k in changed)
-    with pytest.raises(SystemExit) as exc:
-        main(
-            [
-                str(src),
-                "--data",
-                str(data),
-                "--out",
-                str(tmp_path / "x"),
-                "--size",
-                "32",
-                "--size",
-                "64",
-            ]
-        )
-    assert "different heads at the sizes 32, 64" in str(exc.value.code)
-    assert not (tmp_path / "x").exists()
+    x = tmp_path / "x.safetensors"
+    assert (
+        main([str(src), "--data", str(data), "--out", str(x), "--size", "32", "--size", "64"]) == 2
+    )
+    assert "different heads at the sizes 32, 64" in capsys.readouterr().err
+    assert not x.exists()
 
 
 def test_cli_refuses_bad_input_in_one_sentence(
-    tmp_path: Path, make_people: Callable[..., Path], tiny_weights: Path
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = make_people(tmp_path / "people")
     out = tmp_path / "refit.safetensors"
     out.write_bytes(b"older")
+    x, y, z, r, f, g = (tmp_path / f"{n}.safetensors" for n in "xyzrfg")
     cases = [
         ([str(tiny_weights), "--data", str(data), "--out", str(out)], "--overwrite"),
         (
-            [str(tiny_weights), "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")],
+            [str(tiny_weights), "--data", str(tmp_path / "nope"), "--out", str(x)],
             "nope",
         ),
         (
-            [str(tmp_path / "none.safetensors"), "--data", str(data), "--out", str(tmp_path / "y")],
+            [str(tmp_path / "none.safetensors"), "--data", str(data), "--out", str(y)],
             "none",
         ),
         (
@@ -332,18 +326,18 @@ def test_cli_refuses_bad_input_in_one_sentence(
                 "--data",
                 str(data),
                 "--out",
-                str(tmp_path / "z"),
+                str(z),
                 "--iou-weight",
                 "-1",
             ],
             "--iou-weight",
         ),
         (
-            [str(tiny_weights), "--data", str(data), "--out", str(tmp_path / "r"), "--ridge", "-1"],
+            [str(tiny_weights), "--data", str(data), "--out", str(r), "--ridge", "-1"],
             "--ridge",
         ),
         (
-            [str(tiny_weights), "--data", str(data), "--out", str(tmp_path / "f"), "--full-res"],
+            [str(tiny_weights), "--data", str(data), "--out", str(f), "--full-res"],
             "--sides",
         ),
         (  # a 48x40 image has 1,920 pixels; the 64 px grid would allow 2,000
@@ -352,7 +346,7 @@ def test_cli_refuses_bad_input_in_one_sentence(
                 "--data",
                 str(data),
                 "--out",
-                str(tmp_path / "g"),
+                str(g),
                 "--sides",
                 "--full-res",
                 "--size",
@@ -364,21 +358,105 @@ def test_cli_refuses_bad_input_in_one_sentence(
         ),
     ]
     for argv, word in cases:
-        with pytest.raises(SystemExit) as exc:
-            main(argv)
-        message = str(exc.value.code)
-        assert message.startswith("head: error: ") and word in message
-        assert "\n" not in message
+        assert main([*argv, "--no-progress"]) == 2  # as `vidmat` exits on a refused input
+        message = capsys.readouterr().err
+        assert message.startswith("head: error: ") and word in message, message
+        assert message.count("\n") == 1
     assert out.read_bytes() == b"older"
-    assert not any((tmp_path / name).exists() for name in ("y", "z", "f", "g"))
+    assert not any(p.exists() for p in (x, y, z, r, f, g))
 
 
 def test_a_mask_of_another_size_is_named(
-    tmp_path: Path, make_people: Callable[..., Path], tiny_weights: Path
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = make_people(tmp_path / "people", n=2)
     cv2.imwrite(str(data / "masks" / "1.png"), np.zeros((20, 24), np.uint8))
-    with pytest.raises(SystemExit) as exc:
-        main([str(tiny_weights), "--data", str(data), "--out", str(tmp_path / "o.safetensors")])
-    assert str(exc.value.code) == "head: error: mask 1.png is (24, 20), image is (48, 40)."
+    out = tmp_path / "o.safetensors"
+    assert main([str(tiny_weights), "--data", str(data), "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == "head: error: mask 1.png is (24, 20), image is (48, 40).\n"
     assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("weight", "extra", "said"),
+    [
+        ("", ["--iou-weight", "nan"], "--iou-weight must be a finite number, 0 or more, got nan."),
+        ("", ["--iou-weight", "inf"], "--iou-weight must be a finite number, 0 or more, got inf."),
+        ("", ["--sides", "--ridge", "nan"], "--ridge must be a finite number, 0 or more, got nan."),
+        ("", ["--sides", "--ridge", "inf"], "--ridge must be a finite number, 0 or more, got inf."),
+        (":nan", [], "sampling weight of {root} must be a finite number."),
+        (":inf", [], "sampling weight of {root} must be a finite number."),
+        (":1:nan", [], "composite probability of {root} must be in [0, 1]."),
+    ],
+)
+def test_cli_refuses_non_finite_numbers_in_one_sentence(
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+    weight: str,
+    extra: list[str],
+    said: str,
+) -> None:
+    """nan passes a `< 0` check and inf any; both reached L-BFGS, whose traceback was all
+    the user saw."""
+    root = make_people(tmp_path / "people")
+    out = tmp_path / "o.safetensors"
+    argv = [str(tiny_weights), "--data", f"{root}{weight}", "--out", str(out), *extra]
+    assert main([*argv, "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"head: error: {said.format(root=root)}\n"
+    assert not out.exists()
+
+
+def test_cli_names_a_weight_that_is_not_a_number_as_train_does(
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--data ROOT:abc` was reported as a root without images/ and masks/; head reads
+    --data with train's own parser, so both say the same."""
+    from vidmat.cli import main as vidmat_main
+
+    root = make_people(tmp_path / "people")
+    out = tmp_path / "o.safetensors"
+    assert main([str(tiny_weights), "--data", f"{root}:abc", "--out", str(out)]) == 2
+    head_err = capsys.readouterr().err
+    assert head_err == (
+        f"head: error: --data {root}:abc: 'abc' is not a number; after the root come "
+        f"WEIGHT[:COMPOSITE], e.g. {root}:1.0:0.5.\n"
+    )
+    assert vidmat_main(["train", "--data", f"{root}:abc", "--run", str(tmp_path / "run")]) == 2
+    train_err = capsys.readouterr().err
+    assert train_err.removeprefix("vidmat: ") == head_err.removeprefix("head: ")
+
+
+def test_cli_never_writes_over_its_source_nor_a_non_safetensors_name(
+    tmp_path: Path,
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`head W --out W --overwrite` replaced its own input (so the shipped weights were
+    once lost); an --out of another suffix was written as safetensors vidmat then refused."""
+    from vidmat.model.weights import sha256_file
+
+    data = str(make_people(tmp_path / "people"))
+    sha = sha256_file(tiny_weights)
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(tiny_weights)
+    monkeypatch.chdir(tmp_path)
+    for out in (str(tiny_weights), f"./{tiny_weights.name}", str(link)):
+        assert main([str(tiny_weights), "--data", data, "--out", out, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"head: error: the --out {Path(out)} is the source weights file itself; "
+            "choose another --out name.\n"
+        )
+    assert main([str(tiny_weights), "--data", data, "--out", "o.pth"]) == 2
+    assert ".safetensors" in capsys.readouterr().err and not Path("o.pth").exists()
+    assert sha256_file(tiny_weights) == sha and link.is_symlink()

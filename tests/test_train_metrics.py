@@ -408,3 +408,32 @@ def test_soft_masks_are_still_cut_at_the_middle(tmp_path: Path) -> None:
     faint[1, 1] = 2  # not a label mask: still all background
     cv2.imwrite(str(tmp_path / "faint.png"), faint)
     assert read_mask(tmp_path / "faint.png").max() == 0
+
+
+def test_eval_json_is_never_its_against_baseline(
+    tmp_path: Path, tiny_weights: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--json e1.json --against e1.json --overwrite` replaced the baseline it compared with."""
+    mask = np.zeros((24, 40), np.uint8)
+    mask[4:20, 10:25] = 255
+    _write_pair(tmp_path / "d", "0", np.full((24, 40, 3), 90, np.uint8), mask)
+    data = ["--images", str(tmp_path / "d/images"), "--masks", str(tmp_path / "d/masks")]
+    common = ["--weights", str(tiny_weights), "--device", "cpu", "--no-progress"]
+    base = tmp_path / "e1.json"
+    assert main(["eval", *data, *common, "--json", str(base)]) == 0
+    before = base.read_bytes()
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    for json_out in (str(base), "./e1.json"):
+        argv = ["eval", *data, *common, "--json", json_out, "--against", str(base)]
+        assert main([*argv, "--overwrite"]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == (
+            f"vidmat: error: the --json {Path(json_out)} is the --against result itself; "
+            "choose another --json name.\n"
+        )
+        assert captured.out == ""  # refused before the model runs
+    assert base.read_bytes() == before
+    other = tmp_path / "e2.json"
+    assert main(["eval", *data, *common, "--json", str(other), "--against", str(base)]) == 0
+    assert json.loads(other.read_text())["against"]["file"] == str(base)

@@ -87,9 +87,7 @@ def test_pack_refuses_clashes_and_replacing(tmp_path: Path) -> None:
 def test_pack_cli_errors_in_one_sentence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main([str(tmp_path / "missing"), "--out", str(tmp_path / "pack")])
-    assert exc.value.code == 1
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "pack")]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"pack: error: root {tmp_path / 'missing'} does not exist."
     broken = tmp_path / "broken"
@@ -97,9 +95,7 @@ def test_pack_cli_errors_in_one_sentence(
     (broken / "masks").mkdir()
     (broken / "images" / "a.jpg").write_bytes(b"not a jpeg")
     (broken / "masks" / "a.png").write_bytes(b"not a png")
-    with pytest.raises(SystemExit) as exc:
-        main([str(broken), "--out", str(tmp_path / "pack")])
-    assert exc.value.code == 1
+    assert main([str(broken), "--out", str(tmp_path / "pack")]) == 2  # as `vidmat` exits
     assert "cannot read image" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]  # no pack, no leftovers
 
@@ -122,3 +118,66 @@ def test_pack_writes_0_1_label_masks_as_0_255(tmp_path: Path) -> None:
     pack([root], tmp_path / "pack")
     packed = cv2.imread(str(tmp_path / "pack" / "data" / "ccp" / "masks" / "000.png"), 0)
     assert np.array_equal(packed, full)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_pack_refuses_an_out_that_is_holds_or_lies_in_an_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--out the root itself, or a folder above it, was replaced by the pack with
+    --overwrite (the data deleted); one inside a root or the backgrounds added to them."""
+    root = _root(tmp_path / "victim" / "root", 2, (64, 48), 0)
+    scenes = tmp_path / "bg"
+    scenes.mkdir()
+    cv2.imwrite(str(scenes / "0.png"), np.full((60, 90, 3), 40, np.uint8))
+    (tmp_path / "victim" / "notes.txt").write_text("keep")
+    before = _snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        (str(root), "is the root"),
+        ("victim/root/.", "is the root"),  # resolved: the same folder written another way
+        ("victim", "holds the root"),
+        (str(tmp_path), "holds the root"),
+        ("victim/root/images/pack", "lies inside the root"),
+        ("bg", "is the background folder"),
+        ("bg/pack", "lies inside the background folder"),
+    ]
+    for out, said in cases:
+        argv = ["victim/root", "--backgrounds", "bg", "--out", out, "--overwrite"]
+        assert main(argv) == 2, out
+        err = capsys.readouterr().err
+        assert err.startswith("pack: error: --out ") and said in err and err.count("\n") == 1
+    assert _snapshot(tmp_path) == before  # nothing written, nothing removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bg", "victim"]
+    # beside the inputs is fine
+    assert main(["victim/root", "--backgrounds", "bg", "--out", "pack"]) == 0
+    assert _snapshot(tmp_path / "victim") == {
+        k.removeprefix("victim/"): v for k, v in before.items() if k.startswith("victim/")
+    }
+
+
+def test_pack_refuses_a_long_side_below_the_smallest_model_input(tmp_path: Path) -> None:
+    root = _root(tmp_path / "data" / "ccp", 1, (64, 48), 0)
+    for bad in (0, -5, 31):
+        with pytest.raises(VidmatError, match=rf"--long-side must be at least 32.*got {bad}\."):
+            pack([root], tmp_path / "pack", long_side=bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    pack([root], tmp_path / "pack", long_side=32)
+    img = cv2.imread(str(tmp_path / "pack" / "data" / "ccp" / "images" / "000.jpg"))
+    assert img.shape[:2] == (32, 24)
+
+
+def test_a_root_named_without_its_parent_packs_inside_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pack ccp`` named the root ``/ccp`` (an empty parent name), and the pack was
+    written to the absolute /ccp, outside --out; it is named by its absolute path."""
+    _root(tmp_path / "data" / "ccp", 1, (64, 48), 0)
+    monkeypatch.chdir(tmp_path / "data")
+    manifest = pack([Path("ccp")], tmp_path / "pack")
+    assert list(manifest["roots"]) == ["data/ccp"]
+    assert (tmp_path / "pack" / "data" / "ccp" / "images" / "000.jpg").is_file()

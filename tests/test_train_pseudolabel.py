@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from convert_fixtures import make_clip
 
+from vidmat.errors import VidmatError
 from vidmat.train import pseudolabel
 from vidmat.train.data import SourceSpec, list_pairs
 from vidmat.train.pseudolabel import label_clips, main
@@ -56,8 +58,6 @@ def test_pairs_appear_only_when_all_are_written(
 ) -> None:
     """cv2.imwrite returns False on a full disk: one sentence and no folder, where the
     pairs written before were left looking like a complete set."""
-    from vidmat.errors import VidmatError
-
     clip = make_clip(tmp_path / "c.mp4", frames=6, audio=None)
     out = tmp_path / "p"
     real = cv2.imwrite
@@ -80,13 +80,17 @@ def test_cli_refuses_an_existing_or_unwritable_out_in_one_sentence(
     clip = make_clip(tmp_path / "c.mp4", frames=4, audio=None)
     (tmp_path / "old").mkdir()
     (tmp_path / "afile").write_text("x")
-    for out, said in (("old", "already exists"), ("afile/p", "cannot be created")):
-        with pytest.raises(SystemExit) as exc:
-            main([str(clip), "--out", str(tmp_path / out)])
-        assert exc.value.code == 2
+    for out, said in (
+        ("old", "already exists"),
+        ("afile/p", "is a file, not a folder"),
+        # a missing parent is refused as every other tool refuses it; it used to be made
+        ("no/such/p", f"output folder {tmp_path / 'no' / 'such'} does not exist."),
+    ):
+        assert main([str(clip), "--out", str(tmp_path / out)]) == 2
         err = capsys.readouterr().err
-        assert said in err and err.count("\n") == 1
+        assert err.startswith("pseudolabel: error: ") and said in err and err.count("\n") == 1
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "c.mp4", "old"]
 
 
 def test_a_truncated_clip_is_labelled_with_a_warning(
@@ -107,3 +111,46 @@ def test_a_truncated_clip_is_labelled_with_a_warning(
     assert 0 < n < 6
     assert f"warning: {cut}: only " in err and err.count("warning:") == 1
     assert "frames could be decoded; labelled the frames that decode." in err
+
+
+def test_clips_whose_pairs_would_share_names_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pairs are named <clip stem>_<frame>: sub1/c.mp4 and sub2/c.mp4 (or c.mp4 twice)
+    wrote over each other's pairs while the count added both ("4 pairs written", 2 there)."""
+    for sub in ("sub1", "sub2"):
+        (tmp_path / sub).mkdir()
+    one = make_clip(tmp_path / "sub1" / "c.mp4", frames=12, audio=None)
+    two = make_clip(tmp_path / "sub2" / "c.mp4", frames=12, audio=None)
+    monkeypatch.setattr(pseudolabel, "mediapipe_teacher", lambda: red_teacher)
+    out = tmp_path / "o"
+    for clips, said in (
+        ([one, two], f"clips {one} and {two} would both write pairs named c_<frame>"),
+        ([one, one], f"clip {one} is given twice"),
+    ):
+        assert main([*map(str, clips), "--out", str(out), "--every", "12"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pseudolabel: error: ") and said in err and err.count("\n") == 1
+        with pytest.raises(VidmatError, match=re.escape(said)):
+            label_clips(clips, out, red_teacher, every=12)
+    assert not out.exists()
+    # clips of other names: the count printed is the pairs on disk
+    other = tmp_path / "sub2" / "d.mp4"
+    two.rename(other)
+    assert main([str(one), str(other), "--out", str(out), "--every", "6"]) == 0
+    assert capsys.readouterr().out == f"4 pairs written to {out}\n"
+    assert len(list_pairs(out)) == 4
+
+
+def test_an_out_that_holds_the_clips_is_refused_even_with_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replacing --out when done would delete the clips it had just read."""
+    (tmp_path / "pl").mkdir()
+    clip = make_clip(tmp_path / "pl" / "c.mp4", frames=4, audio=None)
+    monkeypatch.setattr(pseudolabel, "mediapipe_teacher", lambda: red_teacher)
+    for out in (tmp_path / "pl", tmp_path):
+        assert main([str(clip), "--out", str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out} holds the clip {clip}" in err and err.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "pl").iterdir()) == ["c.mp4"]

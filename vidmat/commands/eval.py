@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from vidmat.benchmarks.report import format_table
     from vidmat.commands._options import engine_config_from_args
     from vidmat.core.engine import Engine
-    from vidmat.io.files import atomic_write_text, check_output_path
+    from vidmat.io.files import atomic_write_text, check_not_input, check_output_path
     from vidmat.train.compare import compare_results, load_result, report, setting_changes
     from vidmat.train.evaluate import (
         engine_lowres,
@@ -145,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise VidmatError("--limit must be at least 1.")
     if args.json is not None:
+        if args.against is not None:
+            # --overwrite replaces an earlier result, never the baseline this run is
+            # compared with: the comparison would be written over what it compared against
+            check_not_input(args.json, args.against, "--json", "--against result")
         check_output_path(args.json, args.overwrite)
     baseline = load_result(args.against) if args.against is not None else None
 

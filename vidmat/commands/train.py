@@ -16,7 +16,6 @@ from vidmat.signals import Terminated
 
 if TYPE_CHECKING:
     from vidmat.train.augment import AugmentConfig
-    from vidmat.train.data import SourceSpec
     from vidmat.train.loop import TrainConfig
 
 EPILOG = """\
@@ -376,47 +375,6 @@ def augment_config(args: argparse.Namespace) -> AugmentConfig:
     )
 
 
-def _source(text: str) -> SourceSpec:
-    """One ``--data`` value, its folder checked; a mistyped WEIGHT or COMPOSITE is named.
-
-    ``SourceSpec.parse`` keeps a field that is not a number as part of the path (paths
-    may hold ':'), so ``ROOT:abc`` would otherwise be reported as a missing root.
-    """
-    from vidmat.train.data import SourceSpec, is_number
-
-    try:
-        spec, err = SourceSpec.parse(text), None
-    except VidmatError as exc:
-        spec, err = None, exc
-    if spec is not None and spec.path.is_dir():
-        if not math.isfinite(spec.weight):
-            raise VidmatError(f"sampling weight of {spec.path} must be a finite number.")
-        return spec
-    head, _, rest = text.partition(":")
-    if rest and head and not Path(text).exists() and Path(head).is_dir():
-        fields = rest.split(":")
-        # an empty field is not a mistyped number: SourceSpec.parse names it
-        bad = next((f for f in fields if f.strip() and not is_number(f)), None)
-        if bad is not None:
-            raise VidmatError(
-                f"--data {text}: {bad!r} is not a number; after the root come "
-                f"WEIGHT[:COMPOSITE], e.g. {head}:1.0:0.5."
-            )
-        if len(fields) > 2:
-            raise VidmatError(
-                f"--data {text} has {len(fields)} fields after the root; "
-                "write ROOT[:WEIGHT[:COMPOSITE]]."
-            )
-    if err is not None:
-        raise err
-    assert spec is not None
-    if spec.path.exists():
-        raise VidmatError(
-            f"training root {spec.path} is a file, not a folder with images/ and masks/."
-        )
-    raise VidmatError(f"training root {spec.path} does not exist.")
-
-
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The run the command line describes, checked before any data is read.
 
@@ -425,12 +383,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     command line that is refused for another reason.
     """
     from vidmat.core.engine import select_device
-    from vidmat.train.data import gap_root_names
+    from vidmat.train.data import gap_root_names, parse_data_source
     from vidmat.train.loop import LAYER_GROUPS, TrainConfig
 
     if args.run is None and args.write_samples is None:
         raise VidmatError("--run DIR is required: the run folder for checkpoints, log and weights.")
-    sources = [_source(d) for d in args.data]
+    sources = [parse_data_source(d) for d in args.data]
     for v in args.val:
         require_folder(v, "validation root")
     if args.backgrounds is not None:

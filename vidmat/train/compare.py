@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 
 from vidmat.errors import VidmatError
 from vidmat.io.files import require_file
+from vidmat.train.tools import run_tool
 
 #: Items whose score moved by less than this count as unchanged in better/worse.
 TIE = 0.002
@@ -376,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(exit status 0 when the candidate passes the ship rule, 1 when not)",
     )
     a = p.parse_args(argv)
-    try:
+
+    def body() -> int:
         if a.old.is_dir() or a.new.is_dir():
             rows, unpaired = compare_folders(a.old, a.new)
             passes, verdict = ship_rule(rows)
@@ -384,10 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if passes else 1
         old, new = load_result(a.old), load_result(a.new)
         print(report(compare_results(old, new), str(a.old), setting_changes(old, new)))
-    except VidmatError as exc:
-        print(f"compare: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_tool("compare", body)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ file count and the size, so a changed folder or size builds a new cache.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,50 @@ class SourceSpec:
         if not 0.0 <= composite <= 1.0:
             raise VidmatError(f"composite probability of {path} must be in [0, 1].")
         return cls(path, weight, composite)
+
+
+def parse_data_source(text: str) -> SourceSpec:
+    """One ``--data ROOT[:WEIGHT[:COMPOSITE]]`` value, its folder checked; a mistyped
+    WEIGHT or COMPOSITE is named. Shared by ``vidmat train`` and ``vidmat.train.head``, so
+    a --data value means and is refused the same in both.
+
+    ``SourceSpec.parse`` keeps a field that is not a number as part of the path (paths
+    may hold ':'), so ``ROOT:abc`` would otherwise be reported as a missing root (or as a
+    root without images/ and masks/). A WEIGHT of inf or nan is refused here: it passes
+    ``weight > 0`` (nan compares false) and then turns every loss or sampling share into
+    nan.
+    """
+    try:
+        spec, err = SourceSpec.parse(text), None
+    except VidmatError as exc:
+        spec, err = None, exc
+    if spec is not None and spec.path.is_dir():
+        if not math.isfinite(spec.weight):
+            raise VidmatError(f"sampling weight of {spec.path} must be a finite number.")
+        return spec
+    head, _, rest = text.partition(":")
+    if rest and head and not Path(text).exists() and Path(head).is_dir():
+        fields = rest.split(":")
+        # an empty field is not a mistyped number: SourceSpec.parse names it
+        bad = next((f for f in fields if f.strip() and not is_number(f)), None)
+        if bad is not None:
+            raise VidmatError(
+                f"--data {text}: {bad!r} is not a number; after the root come "
+                f"WEIGHT[:COMPOSITE], e.g. {head}:1.0:0.5."
+            )
+        if len(fields) > 2:
+            raise VidmatError(
+                f"--data {text} has {len(fields)} fields after the root; "
+                "write ROOT[:WEIGHT[:COMPOSITE]]."
+            )
+    if err is not None:
+        raise err
+    assert spec is not None
+    if spec.path.exists():
+        raise VidmatError(
+            f"training root {spec.path} is a file, not a folder with images/ and masks/."
+        )
+    raise VidmatError(f"training root {spec.path} does not exist.")
 
 
 def is_number(text: str) -> bool:

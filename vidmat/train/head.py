@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,16 +57,18 @@ import torch.nn.functional as F
 
 from vidmat.argtypes import model_size, positive_int
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_output, check_output_path
+from vidmat.io.files import atomic_output, check_not_input, check_output_path
 from vidmat.train.data import (
     SourceSpec,
     close_neck_gaps,
     gap_root_names,
     list_pairs,
+    parse_data_source,
     read_pair,
     spread,
 )
 from vidmat.train.loop import soft_iou
+from vidmat.train.tools import require_safetensors_out, run_tool
 
 Tensor = torch.Tensor
 
@@ -450,6 +453,10 @@ def refit(
     from vidmat.core.engine import Engine, EngineConfig
     from vidmat.model.weights import load_weights, save_weights, sha256_file
 
+    require_safetensors_out(out)
+    # --overwrite replaces an output, never the file being refitted: writing the refit
+    # over its source is how the shipped weights were once lost
+    check_not_input(out, src, "--out", "source weights file")
     check_output_path(out, overwrite)
     model, spec = load_weights(str(src))
     engines = [
@@ -583,7 +590,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PX",
         help="input side to fit at (default: the file's own, which it keeps); repeat to fit "
         "one set of numbers at several sizes, each source counting once per size (e.g. "
-        "--size 256 --size 192: convert's size and CPU live's); the time and memory add up",
+        "--size 256 --size 192: convert's size and CPU live's); the time and memory add up. "
+        "The sizes must share one head: a file with a head per size (publish --as-head, as "
+        "the shipped one) is refitted one head a run, at that head's own size",
     )
     p.add_argument(
         "--sides",
@@ -621,37 +630,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
-    try:
-        if a.iou_weight < 0:
-            raise VidmatError(f"--iou-weight must be >= 0, got {a.iou_weight}.")
-        if a.ridge < 0:
-            raise VidmatError(f"--ridge must be >= 0, got {a.ridge}.")
-        if a.full_res and not a.sides:
-            raise VidmatError("--full-res fits the side refit's pixels; give it with --sides.")
-        cfg = HeadFitConfig(
-            sources=tuple(SourceSpec.parse(d) for d in a.data),
-            per_source=a.per_source,
-            iou_weight=a.iou_weight,
-            close_gaps=gap_root_names(a.close_gaps),
-            sides=a.sides,
-            pixels=a.pixels,
-            ridge=a.ridge,
-            full_res=a.full_res,
-        )
-        res = refit(
-            a.src,
-            a.out,
-            cfg,
-            sizes=a.size or (None,),
-            device=a.device,
-            threads=a.threads,
-            note=a.note,
-            half=not a.fp32,
-            overwrite=a.overwrite,
-            progress=not a.no_progress,
-        )
-    except VidmatError as exc:
-        raise SystemExit(f"head: error: {exc}") from None
+    return run_tool("head", lambda: _run(a))
+
+
+def _run(a: argparse.Namespace) -> int:
+    # nan passes a `< 0` test and inf passes any, and either reached L-BFGS, whose
+    # traceback was all the user saw: a weight must be a finite number
+    for flag, value in (("--iou-weight", a.iou_weight), ("--ridge", a.ridge)):
+        if not (math.isfinite(value) and value >= 0):
+            raise VidmatError(f"{flag} must be a finite number, 0 or more, got {value}.")
+    if a.full_res and not a.sides:
+        raise VidmatError("--full-res fits the side refit's pixels; give it with --sides.")
+    cfg = HeadFitConfig(
+        sources=tuple(parse_data_source(d) for d in a.data),
+        per_source=a.per_source,
+        iou_weight=a.iou_weight,
+        close_gaps=gap_root_names(a.close_gaps),
+        sides=a.sides,
+        pixels=a.pixels,
+        ridge=a.ridge,
+        full_res=a.full_res,
+    )
+    res = refit(
+        a.src,
+        a.out,
+        cfg,
+        sizes=a.size or (None,),
+        device=a.device,
+        threads=a.threads,
+        note=a.note,
+        half=not a.fp32,
+        overwrite=a.overwrite,
+        progress=not a.no_progress,
+    )
     print(f"loss {res['loss'][0]:.5f} -> {res['loss'][1]:.5f}")
     where = "the sampled pixels" if a.sides else "the model grid"
     for name, (i0, i1) in res["iou"].items():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
+from vidmat.io.files import check_output_path, require_folder
 from vidmat.train.data import (
     BACKGROUND_SIZE,
     background_files,
@@ -39,6 +41,13 @@ from vidmat.train.data import (
     read_pair,
     read_rgb,
 )
+from vidmat.train.tools import run_tool
+
+#: The smallest --long-side: the smallest model input side (``argtypes.model_size``). Below
+#: it every packed image holds fewer pixels than one model input, and the cache enlarges
+#: it again to train's long side (320), so such a pack only throws detail away (0 or a
+#: negative side used to pass and write 8x8 images).
+MIN_LONG_SIDE = 32
 
 
 def _encode(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
@@ -100,6 +109,45 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def packed_name(root: Path) -> str:
+    """``parent/name`` of ``root`` in the pack, from its absolute path (symlinks kept, so a
+    link named ``viton`` still packs as ``.../viton``, which ``--close-gaps`` goes by).
+
+    From the path as typed, ``pack ccp`` gave ``/ccp`` (an empty parent name), and
+    ``tmp / "/ccp"`` is the absolute ``/ccp``: the pack was written outside ``--out``.
+    """
+    full = Path(os.path.abspath(root))
+    name = "/".join(part for part in (full.parent.name, full.name) if part)
+    if not name:
+        raise VidmatError(f"root {root} is the filesystem's root; name the folder to pack.")
+    return name
+
+
+def check_out_apart(out: Path, inputs: Sequence[tuple[str, Path]]) -> None:
+    """Refuse an --out that is, holds or lies inside an input folder, --overwrite or not.
+
+    The pack replaces --out as a whole when it is complete: an --out that is a root, or
+    a folder above one, was deleted with the data it had just been read from; one inside
+    a root would add files to the input. Paths are compared resolved, so ``./d``, a
+    symlink or ``d/..`` name the same folder.
+    """
+    o = Path(out).resolve()
+    for what, folder in inputs:
+        f = Path(folder).resolve()
+        if o == f:
+            where = "is"
+        elif o in f.parents:
+            where = "holds"
+        elif f in o.parents:
+            where = "lies inside"
+        else:
+            continue
+        raise VidmatError(
+            f"--out {out} {where} the {what} {folder}, which the pack reads and must not "
+            "replace or change; choose an --out outside the inputs."
+        )
+
+
 def pack(
     roots: Sequence[Path],
     out: Path,
@@ -114,14 +162,20 @@ def pack(
     Everything is written into a temporary folder beside ``out`` and renamed at the
     end, so an interrupted pack leaves no half-filled folder that looks complete.
     """
-    names = [f"{r.parent.name}/{r.name}" for r in roots]
+    if long_side < MIN_LONG_SIDE:
+        raise VidmatError(
+            f"--long-side must be at least {MIN_LONG_SIDE} (the smallest model input), "
+            f"got {long_side}."
+        )
+    names = [packed_name(r) for r in roots]
     for name in names:
         if names.count(name) > 1:
             raise VidmatError(f"two roots would be packed as {name}; pack them separately.")
-    if out.exists() and not overwrite:
-        raise VidmatError(f"{out} exists; pass --overwrite to replace it.")
-    if not out.parent.is_dir():
-        raise VidmatError(f"output folder {out.parent} does not exist.")
+    inputs = [("root", r) for r in roots]
+    if backgrounds is not None:
+        inputs.append(("background folder", backgrounds))
+    check_out_apart(out, inputs)
+    check_output_path(out, overwrite, folder=True)
     tmp = out.with_name(f".{out.name}.part")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -152,30 +206,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("roots", type=Path, nargs="+", help="training or validation roots")
     p.add_argument("--backgrounds", type=Path, help="folder of person-free scenes")
     p.add_argument("--out", type=Path, required=True, help="pack folder (keep it ignored)")
-    p.add_argument("--long-side", type=int, default=320, help="as train's cache (default 320)")
+    p.add_argument(
+        "--long-side",
+        type=int,
+        default=320,
+        help=f"as train's cache (default 320; at least {MIN_LONG_SIDE})",
+    )
     p.add_argument("--format", choices=("jpg", "webp"), default="jpg")
     p.add_argument("--quality", type=int, default=90, help="JPEG / WebP quality (default 90)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = p.parse_args(argv)
-    try:
-        for r in args.roots:
-            if not r.is_dir():
-                raise VidmatError(f"root {r} does not exist.")
-        if args.backgrounds is not None and not args.backgrounds.is_dir():
-            raise VidmatError(f"background folder {args.backgrounds} does not exist.")
-        if not 1 <= args.quality <= 100:
-            raise VidmatError("--quality must be between 1 and 100.")
-        m = pack(
-            args.roots,
-            args.out,
-            args.backgrounds,
-            args.long_side,
-            args.format,
-            args.quality,
-            args.overwrite,
-        )
-    except VidmatError as exc:
-        p.exit(1, f"pack: error: {exc}\n")
+    return run_tool("pack", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    for r in args.roots:
+        require_folder(r, "root")
+    if args.backgrounds is not None:
+        require_folder(args.backgrounds, "background folder")
+    if not 1 <= args.quality <= 100:
+        raise VidmatError("--quality must be between 1 and 100.")
+    m = pack(
+        args.roots,
+        args.out,
+        args.backgrounds,
+        args.long_side,
+        args.format,
+        args.quality,
+        args.overwrite,
+    )
     for name, info in m["roots"].items():
         print(f"{name}: {info['pairs']} pairs")
     if "backgrounds" in m:

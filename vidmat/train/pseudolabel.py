@@ -26,8 +26,9 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_folder, check_output_folder
+from vidmat.io.files import atomic_folder, check_output_path, require_file, same_file
 from vidmat.train.data import write_pair
+from vidmat.train.tools import run_tool
 
 #: A teacher maps an RGB uint8 (H,W,3) frame to a float person probability (H,W).
 Teacher = Callable[[np.ndarray], np.ndarray]
@@ -78,6 +79,43 @@ def sample_frames(
             warn(f"{path}: {'; '.join(problems)}; labelled the frames that decode.")
 
 
+def check_clip_names(clips: Sequence[Path]) -> None:
+    """Refuse clips whose pairs would be written under the same names.
+
+    A pair is named ``<clip stem>_<frame>``, so two clips of one name in different folders
+    (or one clip given twice) wrote over each other's pairs while the count added both:
+    "4 pairs written" with 2 on disk, and half a clip's frames silently gone.
+    """
+    seen: dict[str, Path] = {}
+    for clip in clips:
+        earlier = seen.get(clip.stem)
+        if earlier is None:
+            seen[clip.stem] = clip
+            continue
+        if same_file(earlier, clip):
+            raise VidmatError(
+                f"clip {clip} is given twice ({earlier} and {clip}); name each clip once."
+            )
+        raise VidmatError(
+            f"clips {earlier} and {clip} would both write pairs named {clip.stem}_<frame>; "
+            "rename one, or label them in separate runs."
+        )
+
+
+def check_out_apart(out: Path, clips: Sequence[Path]) -> None:
+    """Refuse an --out that is a clip or a folder holding one, --overwrite or not: the
+    labels replace --out as a whole once written, which would delete the clips just read."""
+    o = Path(out).resolve()
+    for clip in clips:
+        c = Path(clip).resolve()
+        if o == c or o in c.parents:
+            where = "is" if o == c else "holds"
+            raise VidmatError(
+                f"--out {out} {where} the clip {clip}, which replacing it would delete; "
+                "choose an --out outside the clips' folders."
+            )
+
+
 def label_clips(
     clips: Sequence[Path],
     out: Path,
@@ -90,8 +128,11 @@ def label_clips(
     overwrite: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> int:
-    """Write image/mask pairs for sampled frames; frames with (almost) no person are skipped
-    when ``min_person`` > 0, so a clip of hands or an empty room does not flood the set."""
+    """Write image/mask pairs for sampled frames and return how many; frames with (almost)
+    no person are skipped when ``min_person`` > 0, so a clip of hands or an empty room does
+    not flood the set."""
+    check_clip_names(clips)
+    check_out_apart(out, clips)
     n = 0
     with atomic_folder(out, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
@@ -130,27 +171,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--every must be 1 or more.")
     if not 0.0 <= args.start < args.stop <= 1.0:
         p.error("--from and --until are fractions of each clip with 0 <= from < until <= 1.")
+    return run_tool("pseudolabel", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     for c in args.clips:
-        if not c.is_file():
-            p.exit(2, f"error: {c} does not exist.\n")
-    try:
-        if args.out.exists() and not args.overwrite:
-            raise VidmatError(f"{args.out} already exists; pass --overwrite to replace it.")
-        check_output_folder(args.out, f"--out {args.out}")
-        teacher = mediapipe_teacher()
-        args.out.absolute().parent.mkdir(parents=True, exist_ok=True)
-        n = label_clips(
-            args.clips,
-            args.out,
-            teacher,
-            args.every,
-            args.start,
-            args.stop,
-            overwrite=args.overwrite,
-            warn=lambda message: print(f"warning: {message}", file=sys.stderr),
-        )
-    except VidmatError as exc:
-        p.exit(2, f"error: {exc}\n")
+        require_file(c, "clip")
+    check_clip_names(args.clips)
+    check_out_apart(args.out, args.clips)
+    # as every other tool: a missing parent folder is refused, not made (a typo in the
+    # path made a tree of folders somewhere unexpected)
+    check_output_path(args.out, args.overwrite, folder=True)
+    teacher = mediapipe_teacher()
+    n = label_clips(
+        args.clips,
+        args.out,
+        teacher,
+        args.every,
+        args.start,
+        args.stop,
+        overwrite=args.overwrite,
+        warn=lambda message: print(f"warning: {message}", file=sys.stderr),
+    )
     print(f"{n} pairs written to {args.out}")
     return 0
 

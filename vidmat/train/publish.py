@@ -3,6 +3,8 @@
     python -m vidmat.train.publish RUN/best.safetensors --size 256 \\
         --out weights/u2netp_person.safetensors --overwrite --note "step 400, val IoU ..."
 
+(``--out`` is never one of the files read, --overwrite or not: publish into a new file.)
+
 The training run exports at its own validation size; the shipped file carries
 the input size chosen after evaluation (``--size``), since the engine runs at
 the size the file's spec names. Prints the sha256 to put in the registry.
@@ -16,6 +18,7 @@ mean) and every other tensor from BASE: a fine-tune's gain and its cost can sit 
 different layers (session 51: the gain at 320 px in encoder stages 5-6, the webcam
 hold-out's loss in the shallower stages and the decoder), and the shipped file of
 session 51 is the session-45 file with a mean's stages 5 and 6, its sides then refitted.
+With --onto, --size defaults to BASE's own input size.
 
 With ``--onto BASE --as-head PX`` the sources' own side convolutions and fusion go into
 BASE as a second head, the one the model uses for inputs nearer PX than BASE's own size
@@ -33,10 +36,11 @@ import torch
 
 from vidmat.argtypes import model_size
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_output, check_output_path
-from vidmat.model.u2net import HEAD_LAYERS, U2Net
+from vidmat.io.files import atomic_output, check_not_input, check_output_path
+from vidmat.model.u2net import HEAD_LAYERS, MAX_INPUT_SIZE, MIN_INPUT_SIZE, U2Net
 from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256_file
 from vidmat.train.loop import LAYER_GROUPS
+from vidmat.train.tools import require_safetensors_out, run_tool
 
 
 def _require_one_architecture(states: Sequence[dict[str, torch.Tensor]], what: str) -> None:
@@ -91,7 +95,7 @@ def graft_head(base: U2Net, donor: dict[str, torch.Tensor], size: int) -> None:
 def publish(
     src: Path | Sequence[Path],
     out: Path,
-    size: int,
+    size: int | None = None,
     note: str = "",
     half: bool = True,
     overwrite: bool = False,
@@ -99,6 +103,12 @@ def publish(
     layers: Sequence[str] = (),
     as_head: int | None = None,
 ) -> str:
+    """Write ``src`` (their mean; with ``onto`` grafted into it) to ``out`` for input
+    ``size``, and return the file's sha256. ``size`` None takes ``onto``'s own input size:
+    grafting layers or a head into the shipped file keeps the size it runs at, so the
+    README's ``--onto BASE --layers ...`` needs no --size; without ``onto`` there is no
+    file to take it from (a run's exports carry its validation size, not the one to ship).
+    """
     if as_head is not None and (onto is None or layers):
         raise VidmatError(
             "--as-head goes with --onto and without --layers: the sources' own head becomes "
@@ -108,8 +118,27 @@ def publish(
         raise VidmatError(
             "--onto and --layers go together: the layers to take, and the file to put them in."
         )
-    check_output_path(out, overwrite)
+    if size is None and onto is None:
+        raise VidmatError(
+            "--size is required without --onto: the input size the engine will run the "
+            "file at (the shipped file uses 256)."
+        )
+    if size is not None and not (
+        MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE and size % MIN_INPUT_SIZE == 0
+    ):
+        raise VidmatError(
+            f"--size must be a multiple of 32 from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}, "
+            f"got {size}."
+        )
+    require_safetensors_out(out)
     srcs = [src] if isinstance(src, Path) else list(src)
+    # --overwrite replaces an output, never an input: publishing a file onto itself is
+    # how the shipped weights were once lost
+    for p in srcs:
+        check_not_input(out, p, "--out", "source weights file")
+    if onto is not None:
+        check_not_input(out, onto, "--out", "--onto weights file")
+    check_output_path(out, overwrite)
     loaded = [load_weights(str(p)) for p in srcs]
     model, spec = loaded[0]
     if len(loaded) > 1:
@@ -124,7 +153,7 @@ def publish(
     new = WeightsSpec(
         name=out.stem,
         arch=spec.arch,
-        input_size=size,
+        input_size=spec.input_size if size is None else size,
         scale="255",
         mean=spec.mean,
         std=spec.std,
@@ -139,7 +168,7 @@ def publish(
     return sha256_file(out)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m vidmat.train.publish",
         description=__doc__,
@@ -149,10 +178,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
     p.add_argument(
         "--size",
-        type=int,
-        required=True,
-        help="input side the engine will run the file at (its spec's input_size); the "
-        "shipped file uses 256",
+        type=model_size,
+        help="input side the engine will run the file at (its spec's input_size; a "
+        f"multiple of 32 from 32 to {MAX_INPUT_SIZE}); the shipped file uses 256. Required "
+        "unless --onto is given, which it then defaults to BASE's",
     )
     p.add_argument(
         "--onto",
@@ -181,23 +210,25 @@ def main() -> None:
     p.add_argument("--note", default="", help="appended to the spec's description")
     p.add_argument("--fp32", action="store_true", help="store fp32 instead of fp16")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    a = p.parse_args()
-    try:
-        sha = publish(
-            a.src,
-            a.out,
-            a.size,
-            a.note,
-            half=not a.fp32,
-            overwrite=a.overwrite,
-            onto=a.onto,
-            layers=a.layers,
-            as_head=a.as_head,
-        )
-    except VidmatError as exc:
-        raise SystemExit(f"publish: error: {exc}") from None
+    a = p.parse_args(argv)
+    return run_tool("publish", lambda: _run(a))
+
+
+def _run(a: argparse.Namespace) -> int:
+    sha = publish(
+        a.src,
+        a.out,
+        a.size,
+        a.note,
+        half=not a.fp32,
+        overwrite=a.overwrite,
+        onto=a.onto,
+        layers=a.layers,
+        as_head=a.as_head,
+    )
     print(f"{a.out} sha256 {sha} ({a.out.stat().st_size} bytes)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

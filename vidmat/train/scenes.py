@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from vidmat.io.files import atomic_write_text, check_output_path
 from vidmat.train.data import background_files, cover_crop, pair_folders, read_pair, read_rgb
 from vidmat.train.evaluate import LowresFn, upsample_lowres
 from vidmat.train.metrics import iou
+from vidmat.train.tools import run_tool
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,8 @@ def score_scenes(
 def run(args: argparse.Namespace) -> list[SceneScores]:
     from vidmat.core.engine import Engine, EngineConfig
 
+    if args.seed < 0:  # as `vidmat train --seed`; numpy's generator refuses one with a traceback
+        raise VidmatError("--seed must be 0 or more.")
     pairs = pair_folders(args.images, args.masks)
     backgrounds = background_files(args.backgrounds)
     if args.json is not None:
@@ -193,19 +195,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--size", type=model_size, default=None, help="model input side in px")
     p.add_argument("--scenes", type=positive_int, default=100, help="scenes of each kind (100)")
-    p.add_argument("--seed", type=int, default=52, help="draws the scenes (default 52)")
+    p.add_argument("--seed", type=int, default=52, help="draws the scenes (default 52; 0 or more)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--json", type=Path, help="also write the counts as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     a = p.parse_args(argv)
-    try:
+
+    def body() -> int:
         run(a)
-    except VidmatError as exc:
-        print(f"scenes: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_tool("scenes", body)
 
 
 if __name__ == "__main__":
