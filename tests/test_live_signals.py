@@ -4,21 +4,13 @@ temporary file is left (SIGTERM's default action used to end the process on the 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import av
 import pytest
 from live_fixtures import make_clip
-
-
-def _child_signals() -> None:
-    # A shell starts background jobs with SIGINT ignored; a terminal user's process has it.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+from signal_fixtures import signal_once_writing
 
 
 @pytest.mark.slow
@@ -32,21 +24,11 @@ def test_signal_finalises_the_recording(tmp_path: Path, sig: signal.Signals) -> 
     clip = make_clip(tmp_path / "cam.mp4", frames=60)
     out = tmp_path / "out"
     out.mkdir()
-    cmd = [sys.executable, "-m", "vidmat", "live", "--no-window", "--camera", str(clip)]
-    cmd += ["--loop", "--record", str(out / "rec.mp4"), "--audio", "off", "--quiet"]
-    cmd += ["--weights", str(weights), "--size", "32", "--threads", "1"]
-    proc = subprocess.Popen(
-        cmd, stderr=subprocess.PIPE, text=True, preexec_fn=_child_signals, env=os.environ.copy()
-    )
-    deadline = time.monotonic() + 90
-    while not list(out.glob(".rec.*")) and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.1)
-    time.sleep(1.0)  # frames are being recorded into the temporary file now
-    assert proc.poll() is None, "live ended before it could be stopped"
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    args = ["live", "--no-window", "--camera", str(clip), "--loop"]
+    args += ["--record", str(out / "rec.mp4"), "--audio", "off", "--quiet"]
+    args += ["--weights", str(weights), "--size", "32", "--threads", "1"]
+    code, err = signal_once_writing(args, out, ".rec.*", sig, settle=1.0)
+    assert code == 0, err
     assert "Traceback" not in err and "stopping" in err
     assert [p.name for p in out.iterdir()] == ["rec.mp4"]
     with av.open(str(out / "rec.mp4")) as c:

@@ -126,20 +126,6 @@ def test_cli_scores_a_weights_file_and_writes_json(
     assert main([*argv, "--backgrounds", str(tmp_path / "nope")]) == 2  # the last one counts
     err = capsys.readouterr().err.strip()
     assert err.startswith("scenes: error:") and "nope" in err and "\n" not in err
-
-
-def test_cli_refuses_a_negative_seed_as_train_does(
-    tmp_path: Path, make_people: Callable[..., Path], tiny_weights: Path, capsys
-) -> None:
-    """numpy's generator refused it with a traceback; `vidmat train --seed` says why."""
-    people = make_people(tmp_path / "people")
-    bg = _backgrounds(tmp_path / "bg")
-    out = tmp_path / "s.json"
-    argv = ["--images", str(people / "images"), "--masks", str(people / "masks")]
-    argv += ["--backgrounds", str(bg), "--weights", str(tiny_weights), "--scenes", "1"]
-    argv += ["--no-progress", "--json", str(out)]
+    # numpy's generator refused a negative seed with a traceback; as `vidmat train --seed`
     assert main([*argv, "--seed", "-1"]) == 2
     assert capsys.readouterr().err == "scenes: error: --seed must be 0 or more.\n"
-    assert not out.exists()
-    assert main([*argv, "--seed", "0"]) == 0
-    assert json.loads(out.read_text())["seed"] == 0
