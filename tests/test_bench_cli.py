@@ -151,6 +151,30 @@ def test_bench_convert_refuses_a_file_as_keep_folder(
     assert afile.read_text() == "mine" and "making" not in out
 
 
+def test_bench_convert_keeps_earlier_clips_and_never_replaces_its_input(
+    tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--keep wrote over the clips of an earlier run, and over --input itself when it lay
+    there under a kept clip's name (its md5 changed, 60 frames became 8)."""
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    src = keep / "source_32p.mp4"
+    src.write_bytes(clip.read_bytes())
+    argv = ["bench", "convert", "--input", str(src), "--height", "32", "--size", "32"]
+    argv += ["--device", "cpu", "--frames", "3", "--keep", str(keep), "--overwrite"]
+    _refused(argv, f"the kept clip {src} is the --input itself", capsys)
+    assert src.read_bytes() == clip.read_bytes()
+    keep2 = tmp_path / "keep2"
+    argv = _convert(clip, "--frames", "3", "--keep", str(keep2))
+    assert main(argv) == 0
+    made = {p.name: p.stat().st_mtime_ns for p in keep2.iterdir()}
+    assert set(made) == {"source_32p.mp4", "transcode.mp4", "convert.mp4"}
+    capsys.readouterr()
+    _refused(argv, "already exists; pass --overwrite", capsys)
+    assert {p.name: p.stat().st_mtime_ns for p in keep2.iterdir()} == made
+    assert main([*argv, "--overwrite"]) == 0
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from vidmat.argtypes import model_size
 from vidmat.errors import VidmatError
-from vidmat.io.files import check_output_path, require_file
+from vidmat.io.files import check_not_input, check_output_path, require_file
 
 if TYPE_CHECKING:
     import torch
@@ -131,15 +131,30 @@ def existing_file(option: str, path: str | Path | None) -> None:
         require_file(Path(path).expanduser(), option)
 
 
-def keep_folder(option: str, path: str | Path) -> Path:
+def keep_folder(
+    option: str,
+    path: str | Path,
+    clips: Sequence[str] = (),
+    overwrite: bool = False,
+    source: Path | None = None,
+) -> Path:
     """Make (or reuse) the folder that keeps a benchmark's clips, and probe it.
 
     A regular file of that name, an unwritable parent (/proc) or an unwritable
-    folder is refused in one sentence before the clips are made.
+    folder is refused in one sentence before the clips are made. The ``clips`` it will
+    write there (a name ending in ``/`` is a folder) are checked as any output is: an
+    existing one is replaced only with ``--overwrite``, and never when it is the
+    benchmark's own ``source`` clip (``--input``), which is read to make them.
     """
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise VidmatError(f"{option} {path} is a file; name a folder to keep the clips in.")
+    for name in clips:
+        clip = folder / name.rstrip("/")
+        if source is not None:
+            check_not_input(clip, source, output_name="kept clip", source_name="--input")
+        if clip.exists():
+            check_output_path(clip, overwrite, folder=name.endswith("/"))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -74,7 +74,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rss-every", type=float, default=0.5, help="seconds between RSS samples (default 0.5)"
     )
-    p.add_argument("--keep", metavar="DIR", default=None, help="keep the clips made in DIR")
+    p.add_argument(
+        "--keep",
+        metavar="DIR",
+        default=None,
+        help="keep the clips made in DIR (clips there from an earlier run only with --overwrite)",
+    )
     p.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
     add_engine_options(p, random_weights=True)
     p.set_defaults(func=run)
@@ -203,8 +208,12 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
     ).validate()
     engine, weights_name = _engine(args)
+    source_name = f"source_{args.height}p.mp4"
+    out_name = "convert" + (".mp4" if args.format in ("mp4", "mask") else f".{args.format}")
+    out_name = "convert_png/" if args.format == "png" else out_name
     if args.keep:
-        checks.keep_folder("--keep", args.keep)
+        clips = (source_name, "transcode.mp4", out_name)
+        checks.keep_folder("--keep", args.keep, clips, args.overwrite, src)
     holder = (
         contextlib.nullcontext(str(Path(args.keep).expanduser()))
         if args.keep
@@ -212,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with holder as tmp:
         folder = Path(tmp)
-        source = folder / f"source_{args.height}p.mp4"
+        source = folder / source_name
         print(f"making a {args.height}p source of {args.frames} frames from {src} ...")
         clip = make_source(src, source, args.height, args.frames)
         # Warm-up outside the timing: first-call allocations, thread pools, CUDA graphs.
@@ -221,11 +230,7 @@ def run(args: argparse.Namespace) -> int:
             engine.predict_lowres(np.stack([warm] * cfg.batch_for(engine)))
 
         plain = transcode(source, folder / "transcode.mp4", fmt=args.format, overwrite=True)
-        out = folder / (
-            "convert" + (".mp4" if args.format in ("mp4", "mask") else f".{args.format}")
-        )
-        if args.format == "png":
-            out = folder / "convert_png"
+        out = folder / out_name.rstrip("/")
         with RssSampler(args.rss_every) as rss:
             conv = convert_video(engine, source, out, cfg, overwrite=True)
     ratio = conv.fps / plain.fps if plain.fps else 0.0
