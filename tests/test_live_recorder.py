@@ -83,8 +83,9 @@ def test_refuses_to_overwrite_and_leaves_nothing_when_empty(tmp_path):
     out.write_bytes(b"precious")
     with pytest.raises(VidmatError, match="already exists"):
         Recorder(RecorderConfig(out))
-    with pytest.raises(VidmatError, match=r"\.mp4"):
-        Recorder(RecorderConfig(tmp_path / "rec.gif"))
+    for name in ("rec.gif", "rec.mkv", "rec.mov"):  # an MP4 under another container's name
+        with pytest.raises(VidmatError, match=r"\.mp4"):
+            Recorder(RecorderConfig(tmp_path / name))
     other = tmp_path / "empty.mp4"
     info = Recorder(RecorderConfig(other, audio=None)).start().stop()
     assert info.path is None and info.frames == 0

@@ -127,7 +127,9 @@ class Recorder:
     def __init__(self, cfg: RecorderConfig) -> None:
         self.cfg = cfg
         path = Path(cfg.path)
-        if path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
+        # The recording is always an MP4 container (H.264 + AAC): a .mov or .mkv name
+        # would hold MP4 under another container's name.
+        if path.suffix.lower() not in (".mp4", ".m4v"):
             raise VidmatError(f"record to an .mp4 file, got {path.name}.")
         check_output_path(path, cfg.overwrite)
         self.path = path
