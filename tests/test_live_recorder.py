@@ -62,7 +62,9 @@ def test_odd_sizes_rgba_and_audio_from_a_source(tmp_path):
     out = tmp_path / "rec.mp4"
     tone = make_tone(tmp_path / "tone.wav")
     cfg = RecorderConfig(out, audio=str(tone), audio_format="wav")
-    r = Recorder(cfg).start()
+    r = Recorder(cfg)
+    assert r.audio_message == f"audio from {tone}"  # said before the device opens, not ""
+    r.start()
     for i in range(10):
         img = np.zeros((47, 65, 4), np.uint8)
         img[..., 0] = 255

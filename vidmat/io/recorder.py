@@ -154,6 +154,7 @@ class Recorder:
             self.audio_message = "audio off"
             return None
         if self.cfg.audio_format != "alsa":
+            self.audio_message = f"audio from {a}"  # until the device opens, or says why not
             return (a, self.cfg.audio_format)
         if "alsa" not in av.formats_available:
             self.audio_message = "this PyAV build has no ALSA input; recording without audio"
@@ -163,6 +164,7 @@ class Recorder:
                 self.audio_message = "no microphone found; recording without audio"
                 return None
             a = "default"
+        self.audio_message = f"audio from {a}"  # until the device opens, or says why not
         return (a, "alsa")
 
     def start(self) -> Recorder:
