@@ -203,3 +203,214 @@ def test_settings_are_remembered_and_cli_overrides_win(qtbot, clip, qsettings):
     assert s.contrast == 2.5 and s.grow == -2
     assert s.background.kind == "color" and s.background.rgb == (1, 2, 3)
     w2.close()
+
+
+def _settings_file(tmp_path: Path, text: str) -> QSettings:
+    """A settings file as a user (or a crash) may have left it: raw INI text."""
+    path = tmp_path / "edited.ini"
+    path.write_text(text)
+    return QSettings(str(path), QSettings.Format.IniFormat)
+
+
+@pytest.mark.parametrize(
+    "text, field, expected",
+    [
+        ("[General]\nsmoothing=abc\n", "smoothing", 0.5),
+        ("[General]\nsmoothing=nan\nfeather=nan\n", "feather", 0.0),
+        ("[General]\nsmoothing=nan\n", "smoothing", 0.5),
+        ("[General]\nsmoothing=7\n", "smoothing", 1.0),  # clamped to the slider
+        ("[General]\nthreshold=-1e999\n", "threshold", 0.5),
+        ("[General]\nfeather=1e400\n", "feather", 0.0),
+        ("[General]\nmirror=perhaps\n", "mirror", False),
+        ("[General]\ngeometry=junk\n", "smoothing", 0.5),
+        ("[General]\ngeometry=@ByteArray(junk)\n", "smoothing", 0.5),
+        ("[background]\nkind=blur\nblur=abc\n", "blur", 20.0),
+        ("[background]\nkind=blur\nblur=inf\n", "blur", 20.0),
+        ("[background]\nkind=blur\nblur=nan\n", "blur", 20.0),
+        ("[background]\nkind=blur\nblur=-5\n", "blur", 20.0),  # no strength: the default
+        ("[background]\nkind=blur\nblur=500\n", "blur", 60.0),  # clamped to the slider
+        ("[background]\nkind=sideways\ncolor=rgb(999,0,0)\n", "blur", 20.0),
+    ],
+)
+def test_a_damaged_settings_file_falls_back_to_defaults(
+    qtbot, clip, tmp_path, text, field, expected
+):
+    w = LiveWindow(factory(clip), qsettings=_settings_file(tmp_path, text))
+    qtbot.addWidget(w)
+    s = w.current_settings().validated()  # every value is one the pipeline takes
+    got = s.background.blur if field == "blur" else getattr(s, field)
+    assert got == pytest.approx(expected) if field != "mirror" else got is expected
+    assert s.background.kind == "blur" and w.bg_combo.currentData() == "blur"
+    assert w.blur_slider.value() == round(s.background.blur)
+    w.close()
+
+
+def test_a_negative_saved_blur_runs_with_the_default_and_saves_cleanly(
+    qtbot, clip, tmp_path, caplog
+):
+    qs = _settings_file(tmp_path, "[background]\nkind=blur\nblur=-5\n")
+    w = LiveWindow(factory(clip), qsettings=qs, retry_interval=0.2)
+    qtbot.addWidget(w)
+    w.show()
+    w.start_pipeline()
+    assert w.pipeline is not None and "Retrying" not in w.view.message
+    qtbot.waitUntil(lambda: w.pipeline.outputs > 2, timeout=5000)
+    assert w.pipeline.settings.background.describe() == "blur:20"
+    w.close()
+    assert "saving settings failed" not in caplog.text
+    assert float(qs.value("background/blur")) == 20.0
+
+
+def test_a_remembered_file_that_is_gone_falls_back_visibly_and_is_forgotten(
+    qtbot, clip, qsettings, tmp_path
+):
+    gone = str(tmp_path / "beach.jpg")
+    qsettings.setValue("background/kind", "image")
+    qsettings.setValue("background/image", gone)
+    w = LiveWindow(factory(clip), qsettings=qsettings)
+    qtbot.addWidget(w)
+    # The picker shows what is applied, and the status bar says why once.
+    assert w.bg_combo.currentData() == "blur" and w.current_settings().background.kind == "blur"
+    assert gone in w.statusBar().currentMessage()
+    assert "no longer exists" in w.statusBar().currentMessage()
+    assert w.file_button.text() == "Choose file…"
+    w.close()
+    assert qsettings.value("background/kind") == "blur"
+    assert qsettings.value("background/image") is None  # not saved again
+
+
+def test_a_dead_remembered_file_is_not_applied_by_the_picker_or_b(qtbot, window, tmp_path):
+    window.set_color((1, 2, 3))
+    window._bg_paths["video"] = str(tmp_path / "gone.mp4")  # remembered, since deleted
+    assert not window.set_background_kind("video")
+    assert window.bg_combo.currentData() == "color"
+    assert window.pipeline.settings.background.describe() == "color #010203"
+    window.qs.setValue("background/video", str(tmp_path / "gone.mp4"))
+    window._bg_paths["image"] = str(tmp_path / "gone.png")
+    window.set_background_kind("green")
+    qtbot.keyClick(window, Qt.Key.Key_B)  # green -> (dead image, skipped) -> transparent
+    assert window.bg_combo.currentData() == "transparent"
+    assert window.pipeline.settings.background.kind == "transparent"
+    assert "gone.png" in window.statusBar().currentMessage()  # why it was skipped
+    window.close()
+    assert window.qs.value("background/image") is None
+    assert window.qs.value("background/video") is None
+
+
+def test_a_file_background_from_the_command_line_is_remembered_with_its_path(
+    qtbot, clip, qsettings, tmp_path
+):
+    from PyQt6.QtGui import QColor, QImage
+
+    from vidmat.io.images import load_background
+
+    path = tmp_path / "beach.png"
+    im = QImage(32, 32, QImage.Format.Format_RGB888)
+    im.fill(QColor(0, 0, 255))
+    assert im.save(str(path))
+    overrides = {"background": load_background(str(path)), "background_path": str(path)}
+    w = LiveWindow(factory(clip), qsettings=qsettings, overrides=overrides)
+    qtbot.addWidget(w)
+    assert w.file_button.text() == "beach.png"
+    w.close()
+    w2 = LiveWindow(factory(clip), qsettings=qsettings)  # the next run, without --bg
+    qtbot.addWidget(w2)
+    assert w2.bg_combo.currentData() == "image" and w2.file_button.text() == "beach.png"
+    assert w2.current_settings().background.kind == "image"
+    w2.close()
+
+
+def test_a_background_error_clears_once_a_later_change_works(qtbot, window, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+    pipe = window.pipeline
+    assert not window.set_background_kind("image", str(bad))
+    assert "bad.png" in window.view.message and window.view.message_is_error
+    window.set_color((9, 9, 9))
+    assert window.view.message == "" and pipe.settings.background.rgb == (9, 9, 9)
+    # The blur slider and B are background changes too.
+    assert not window.set_background_kind("image", str(bad))
+    window.set_background_kind("blur")
+    assert window.view.message == ""
+    assert not window.set_background_kind("image", str(bad))
+    window.blur_slider.setValue(33)
+    assert window.view.message == "" and pipe.settings.background.describe() == "blur:33"
+    assert not window.set_background_kind("image", str(bad))
+    qtbot.keyClick(window, Qt.Key.Key_B)
+    assert window.view.message == ""
+    # What the overlay said before the error comes back, not a blank.
+    window.view.set_message("The video ended.")
+    assert not window.set_background_kind("image", str(bad))
+    assert not window.set_background_kind("video", str(bad))  # two errors in a row
+    window.set_background_kind("mask")
+    assert window.view.message == "The video ended." and not window.view.message_is_error
+    # Frames showing means the camera is not the failure; a bad file never is.
+    assert window.frames_shown > 0 and window.failure == ""
+
+
+def test_recordings_started_in_the_same_second_get_their_own_files(
+    qtbot, clip, qsettings, tmp_path, monkeypatch
+):
+    import threading
+
+    monkeypatch.setattr("vidmat.ui.window.time.strftime", lambda fmt: "vidmat-20250101-120000")
+    release = threading.Event()
+
+    class SlowToFinish(Recorder):
+        def stop(self, timeout: float = 30.0):
+            release.wait(10)  # the first is still being finalised when the second starts
+            return super().stop(timeout)
+
+    w = LiveWindow(
+        factory(clip),
+        make_recorder=lambda p: SlowToFinish(RecorderConfig(p, audio=None)),
+        qsettings=qsettings,
+    )
+    qtbot.addWidget(w)
+    saved: list = []
+    w.recordingSaved.connect(saved.append)
+    w.show()
+    w.start_pipeline()
+    qtbot.waitUntil(lambda: w.pipeline is not None and w.pipeline.outputs > 2, timeout=5000)
+
+    def record_a_little() -> None:
+        assert w.start_recording()
+        n = w.pipeline.outputs
+        qtbot.waitUntil(lambda: w.pipeline.outputs > n + 3, timeout=5000)
+        w.stop_recording()
+
+    record_a_little()
+    record_a_little()  # the first has not been renamed into place yet
+    release.set()
+    qtbot.waitUntil(lambda: len(saved) == 2, timeout=10000)
+    record_a_little()  # both are in place now
+    qtbot.waitUntil(lambda: len(saved) == 3, timeout=10000)
+    names = [info.path.name for info in saved]
+    assert sorted(names) == [
+        "vidmat-20250101-120000-1.mp4",
+        "vidmat-20250101-120000-2.mp4",
+        "vidmat-20250101-120000.mp4",
+    ]
+    for info in saved:
+        assert info.frames >= 3
+        with av.open(str(info.path)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == info.frames
+    w.close()
+
+
+def test_record_is_refused_once_a_file_camera_has_ended(qtbot, clip, qsettings):
+    def make(settings, callbacks):
+        camera = CameraConfig(source=str(clip), loop=False)
+        config = LiveConfig(camera=camera, mode="sync", display_reports=True)
+        return LivePipeline(stub_engine(), config, settings, **callbacks)
+
+    w = LiveWindow(make, qsettings=qsettings)
+    qtbot.addWidget(w)
+    w.show()
+    w.start_pipeline()
+    qtbot.waitUntil(lambda: w.pipeline.outputs > 0 and not w.pipeline.running, timeout=10000)
+    qtbot.keyClick(w, Qt.Key.Key_R)
+    assert w.recorder is None and not w.record_button.isChecked()
+    assert w.record_button.text() == "● Record (R)" and w.status_labels["rec"].text() == ""
+    assert "Nothing to record" in w.last_error
+    w.close()

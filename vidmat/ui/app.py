@@ -72,7 +72,7 @@ def run_window(req: LiveRequest) -> int:
     window = LiveWindow(
         make_pipeline,
         make_recorder=make_recorder,
-        overrides=settings_overrides(settings, explicit),
+        overrides=settings_overrides(settings, explicit, args.bg),
         record_path=args.record,
         duration=args.duration,
     )
@@ -90,8 +90,11 @@ def run_window(req: LiveRequest) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if window.last_error and window.pipeline is None and window.last_saved is None:
-        print(f"vidmat live: last message: {window.last_error}", file=sys.stderr)
+    # A window that never showed video (a camera that did not open) leaves the terminal
+    # user without an answer once closed: say why there. A run that showed video said
+    # everything in the window, and an error it has since got past is not the outcome.
+    if window.failure and window.frames_shown == 0:
+        print(f"vidmat live: no video: {window.failure}", file=sys.stderr)
     return int(code)
 
 

@@ -90,6 +90,11 @@ class VideoView(QWidget):
     def message(self) -> str:
         return self._message
 
+    @property
+    def message_is_error(self) -> bool:
+        """Whether the overlay is drawn as an error (red), so a caller can put it back as it was."""
+        return self._message_is_error
+
     def image_rect(self) -> QRect:
         if self._image is None:
             return QRect()

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PyQt6.QtCore import QSettings, QStandardPaths, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QColor, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QCheckBox,
@@ -57,10 +59,64 @@ BACKGROUNDS: tuple[tuple[str, str], ...] = (
     ("mask", "Mask view"),
 )
 BG_KEYS = tuple(k for k, _ in BACKGROUNDS)
+FILE_KINDS = ("image", "video")
+#: What the picker falls back to when a remembered file cannot be used: the default look.
+FALLBACK_KIND = "blur"
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02X}{:02X}{:02X}".format(*rgb)
+
+
+def _setting_float(
+    qs: QSettings,
+    key: str,
+    default: float,
+    lo: float,
+    hi: float,
+    *,
+    invalid_below: float | None = None,
+) -> float:
+    """A number from the settings file, clamped to its control's range ``lo..hi``.
+
+    The file is plain text that a user, another version or a crash may have left
+    anything in; one unusable value must cost that value (it becomes ``default``),
+    never the start of the program. Not a number, NaN and infinity are unusable, and
+    so is anything below ``invalid_below`` (a negative blur is no strength at all,
+    so it gets the default rather than the weakest blur).
+    """
+    try:
+        value = float(qs.value(key, default))
+    except (TypeError, ValueError, ArithmeticError):
+        return default
+    if not math.isfinite(value) or (invalid_below is not None and value < invalid_below):
+        return default
+    return min(max(value, lo), hi)
+
+
+def _setting_bool(qs: QSettings, key: str, default: bool) -> bool:
+    """A yes/no from the settings file: INI files hold text, and junk means ``default``."""
+    value = qs.value(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    return default
+
+
+def _unique_path(folder: Path, stem: str, suffix: str, taken: set[Path] | None = None) -> Path:
+    """``folder/stem+suffix``, or with -1, -2... appended until no file and nothing in
+    ``taken`` has the name: two saves in the same second must not share a timestamped name."""
+    taken = taken or set()
+    path = folder / f"{stem}{suffix}"
+    n = 1
+    while path.exists() or path in taken:
+        path = folder / f"{stem}-{n}{suffix}"
+        n += 1
+    return path
 
 
 def _default_dir(kind: QStandardPaths.StandardLocation) -> str:
@@ -100,6 +156,9 @@ class LiveWindow(QMainWindow):
         self.recorder: Any = None
         self._pending_record_path = record_path
         self.last_error = ""
+        #: Why no video is showing (the camera did not open, the pipeline failed); cleared
+        #: when frames come. What a terminal user is told if the window never showed video.
+        self.failure = ""
         self.last_saved: Any = None
         self.last_snapshot: Path | None = None
         self._closing = False
@@ -109,6 +168,13 @@ class LiveWindow(QMainWindow):
         self._bg_blur = DEFAULT_BLUR
         self._bg_paths: dict[str, str] = {}
         self._bg_cache: dict[str, Background] = {}
+        #: The background error on the overlay and the overlay it replaced (text, is error).
+        self._bg_error: tuple[str, str, bool] | None = None
+        #: Recordings not yet in place (recording or being finalised); a lock because
+        #: finalising ends on its own thread.
+        self._recording_targets: set[Path] = set()
+        self._targets_lock = threading.Lock()
+        self._recording_target: Path | None = None
         #: Extra sinks (virtual camera) attached to every pipeline this window starts.
         self.sinks: list[Callable[[LiveFrame], None]] = []
         #: Called with the pipeline's info dict when its first frame is out.
@@ -234,36 +300,55 @@ class LiveWindow(QMainWindow):
 
     # ========================================================== settings
     def _restore(self, overrides: dict[str, Any]) -> None:
+        """Remembered settings, then the command line's ``overrides`` over them.
+
+        Every remembered value that cannot be used falls back to its default (numbers
+        are also clamped to their control's range), so a damaged settings file can
+        never stop the window from opening, nor leave a value the pipeline refuses.
+        """
         qs = self.qs
         geo = qs.value("geometry")
-        if geo is not None:
-            self.restoreGeometry(geo)
-        self._bg_kind = str(qs.value("background/kind", "blur"))
-        if self._bg_kind not in BG_KEYS:
-            self._bg_kind = "blur"
+        if isinstance(geo, (QByteArray, bytes)) and not self.restoreGeometry(geo):
+            log.info("ignoring the remembered window geometry: it is not one Qt can restore")
+        kind = qs.value("background/kind", FALLBACK_KIND)
+        self._bg_kind = kind if isinstance(kind, str) and kind in BG_KEYS else FALLBACK_KIND
         try:
             from vidmat.core.backgrounds import parse_color
 
             self._bg_color = parse_color(str(qs.value("background/color", _hex(GREENSCREEN))))
         except VidmatError:
             self._bg_color = GREENSCREEN
-        self._bg_blur = float(qs.value("background/blur", DEFAULT_BLUR))
-        for k in ("image", "video"):
+        lo, hi = self.blur_slider.minimum(), self.blur_slider.maximum()
+        self._bg_blur = _setting_float(
+            qs, "background/blur", DEFAULT_BLUR, lo, hi, invalid_below=0.0
+        )
+        for k in FILE_KINDS:
             p = qs.value(f"background/{k}")
-            if p:
-                self._bg_paths[k] = str(p)
-        smoothing = float(overrides.get("smoothing", qs.value("smoothing", 0.5)))
-        threshold = float(overrides.get("threshold", qs.value("threshold", 0.5)))
-        feather = float(overrides.get("feather", qs.value("feather", 0.0)))
+            if isinstance(p, str) and p:
+                self._bg_paths[k] = p
+
+        def look(key: str, default: float, slider: QSlider, steps_per_unit: float) -> float:
+            """The command line's value, else the remembered one within the slider's range."""
+            if key in overrides:
+                return float(overrides[key])
+            lo, hi = slider.minimum() / steps_per_unit, slider.maximum() / steps_per_unit
+            return _setting_float(qs, key, default, lo, hi)
+
+        smoothing = look("smoothing", 0.5, self.smoothing_slider, 100)
+        threshold = look("threshold", 0.5, self.threshold_slider, 100)
+        feather = look("feather", 0.0, self.feather_slider, 1)
         # No slider: the command line's --contrast and --grow hold for this run, and are
         # not remembered.
         self._contrast = float(overrides.get("contrast", LiveSettings().contrast))
         self._grow = int(overrides.get("grow", LiveSettings().grow))
-        mirror = overrides.get("mirror", qs.value("mirror", False))
-        mirror = mirror if isinstance(mirror, bool) else str(mirror).lower() == "true"
+        mirror = bool(overrides.get("mirror", _setting_bool(qs, "mirror", False)))
         bg = overrides.get("background")
         if isinstance(bg, Background):
-            self._adopt_background(bg)
+            self._adopt_background(bg, overrides.get("background_path"))
+        if self._bg_kind in FILE_KINDS and self._bg_kind not in self._bg_cache:
+            # Open a remembered file now rather than when the camera starts, so that a
+            # file that is gone shows as the fallback in the picker from the start.
+            self._restore_file_background(self._bg_kind)
         for w in (self.smoothing_slider, self.threshold_slider, self.feather_slider):
             w.blockSignals(True)
         self.smoothing_slider.setValue(round(smoothing * 100))
@@ -275,40 +360,83 @@ class LiveWindow(QMainWindow):
         for w in (self.smoothing_slider, self.threshold_slider, self.feather_slider):
             w.blockSignals(False)
         self.mirror_box.blockSignals(True)
-        self.mirror_box.setChecked(bool(mirror))
+        self.mirror_box.setChecked(mirror)
         self.mirror_box.blockSignals(False)
         self._sync_bg_widgets()
 
-    def _adopt_background(self, bg: Background) -> None:
-        """A background given on the command line becomes the picker's selection."""
+    def _restore_file_background(self, kind: str) -> None:
+        """Open the remembered file of ``kind``; if it cannot be used, fall back visibly.
+
+        The picker then shows the fallback (never "Image…" over a blur), the status
+        bar says once why, and the dead path is forgotten so it is not saved again.
+        """
+        path = self._bg_paths.get(kind)
+        if path:
+            try:
+                self._load_file_background(kind, path)
+                return
+            except VidmatError as exc:
+                why = (  # os.path.exists: False, not ValueError, for a path with a NUL
+                    "no longer exists"
+                    if not os.path.exists(os.path.expanduser(path))
+                    else f"cannot be used ({str(exc).rstrip('.')})"
+                )
+                message = f"The remembered background {kind} {path} {why}; using {FALLBACK_KIND}."
+        else:
+            message = f"No background {kind} file is remembered; using {FALLBACK_KIND}."
+        self._bg_paths.pop(kind, None)
+        self._bg_cache.pop(kind, None)
+        self._bg_kind = FALLBACK_KIND
+        log.warning("live: %s", message)
+        self.statusBar().showMessage(message, 15000)
+
+    def _adopt_background(self, bg: Background, path: str | None = None) -> None:
+        """A background given on the command line becomes the picker's selection.
+
+        ``path`` is the file an image or video background was opened from: kept so
+        that it is remembered along with the kind, and the next run shows the same.
+        """
         if bg.kind == "color":
             self._bg_kind = "green" if bg.rgb == GREENSCREEN else "color"
             self._bg_color = bg.rgb
         elif bg.kind == "blur":
             self._bg_kind, self._bg_blur = "blur", bg.blur
-        elif bg.kind in ("image", "video"):
+        elif bg.kind in FILE_KINDS:
             self._bg_kind = bg.kind
             self._bg_cache[bg.kind] = bg
+            if path:
+                self._bg_paths[bg.kind] = str(path)
+            else:  # an older remembered file is not this one: never show or save it as such
+                self._bg_paths.pop(bg.kind, None)
         else:
             self._bg_kind = bg.kind
 
     def save_settings(self) -> None:
+        """Remember what is shown. Reads the controls, never :meth:`background`, so that
+        closing neither opens files nor fails on a background."""
         qs = self.qs
-        s = self.current_settings()
         qs.setValue("geometry", self.saveGeometry())
-        qs.setValue("smoothing", s.smoothing)
-        qs.setValue("threshold", s.threshold)
-        qs.setValue("feather", s.feather)
-        qs.setValue("mirror", s.mirror)
+        qs.setValue("smoothing", self.smoothing_slider.value() / 100.0)
+        qs.setValue("threshold", self.threshold_slider.value() / 100.0)
+        qs.setValue("feather", float(self.feather_slider.value()))
+        qs.setValue("mirror", self.mirror_box.isChecked())
         qs.setValue("background/kind", self._bg_kind)
         qs.setValue("background/color", _hex(self._bg_color))
         qs.setValue("background/blur", self._bg_blur)
-        for k, p in self._bg_paths.items():
-            qs.setValue(f"background/{k}", p)
+        for k in FILE_KINDS:
+            if self._bg_paths.get(k):
+                qs.setValue(f"background/{k}", self._bg_paths[k])
+            else:  # a path found dead this run is not remembered again
+                qs.remove(f"background/{k}")
         qs.sync()
 
     def background(self) -> Background:
+        """The background the picker shows, as the pipeline takes it."""
         k = self._bg_kind
+        if k in FILE_KINDS and k not in self._bg_cache:
+            self._restore_file_background(k)  # falls back to blur when it cannot
+            self._sync_bg_widgets()
+            k = self._bg_kind
         if k == "blur":
             return Background.blurred(self._bg_blur)
         if k == "green":
@@ -319,21 +447,16 @@ class LiveWindow(QMainWindow):
             return Background.transparent()
         if k == "mask":
             return Background.mask()
-        if k in self._bg_cache:
-            return self._bg_cache[k]
-        path = self._bg_paths.get(k)
-        if path:
-            try:
-                return self._load_file_background(k, path)
-            except VidmatError as exc:
-                self.show_error(str(exc))
-        return Background.blurred(self._bg_blur)
+        return self._bg_cache[k]
 
     def _load_file_background(self, kind: str, path: str) -> Background:
         from vidmat.io.images import load_background
 
-        bg = load_background(path)
-        if bg.kind not in ("image", "video"):
+        try:
+            bg = load_background(path)
+        except (ValueError, ArithmeticError, OSError) as exc:  # one sentence, not a traceback
+            raise VidmatError(f"{path} cannot be opened as a background ({exc}).") from None
+        if bg.kind not in FILE_KINDS:
             raise VidmatError(f"{path} is not an image or video file.")
         self._bg_cache[kind] = bg
         self._bg_paths[kind] = path
@@ -369,41 +492,62 @@ class LiveWindow(QMainWindow):
         self.file_button.setText(Path(path).name if path else "Choose file…")
 
     def set_background_kind(self, kind: str, path: str | None = None) -> bool:
-        """Switch the background; image/video ask for a file unless one is known or given."""
+        """Switch the background; image/video ask for a file unless one is known or given.
+
+        On failure the picker stays on what is applied and the reason is shown.
+        """
         if kind not in BG_KEYS:
             raise ValueError(f"unknown background kind {kind!r}")
-        if kind in ("image", "video"):
-            if path is not None:
-                try:
-                    self._load_file_background(kind, path)
-                except VidmatError as exc:
-                    self.show_error(str(exc))
-                    self._sync_bg_widgets()
-                    return False
-            elif (
-                kind not in self._bg_cache
-                and not self._bg_paths.get(kind)
-                and not self.choose_file(kind)
-            ):
-                self._sync_bg_widgets()
-                return False
+        if kind in FILE_KINDS and not self._ensure_file(kind, path):
+            self._sync_bg_widgets()
+            return False
         self._bg_kind = kind
         self._sync_bg_widgets()
-        self._push(background=self.background())
+        self._apply_background()
+        return True
+
+    def _ensure_file(self, kind: str, path: str | None) -> bool:
+        """Have ``kind``'s file open: ``path`` if given, else the one open or remembered,
+        else ask. A remembered file that fails to open is forgotten, so that B does not
+        keep offering it."""
+        if path is not None:
+            return self._try_load(kind, path)
+        if kind in self._bg_cache:
+            return True
+        known = self._bg_paths.get(kind)
+        if known:
+            if self._try_load(kind, known):
+                return True
+            self._bg_paths.pop(kind, None)
+            return False
+        return self.choose_file(kind)
+
+    def _try_load(self, kind: str, path: str) -> bool:
+        try:
+            self._load_file_background(kind, path)
+        except VidmatError as exc:
+            self._show_background_error(str(exc))
+            return False
         return True
 
     def _on_bg_combo(self, index: int) -> None:
         self.set_background_kind(str(self.bg_combo.itemData(index)))
 
     def cycle_background(self) -> None:
-        """B: step through the kinds that need no dialog (and files already chosen)."""
+        """B: step through the kinds that need no dialog (and files already chosen).
+
+        A remembered file that cannot be opened is skipped (with its reason shown), so
+        B always lands on a background that is applied.
+        """
         kinds = [
             k
             for k in BG_KEYS
-            if k not in ("image", "video") or k in self._bg_cache or self._bg_paths.get(k)
+            if k not in FILE_KINDS or k in self._bg_cache or self._bg_paths.get(k)
         ]
         i = kinds.index(self._bg_kind) if self._bg_kind in kinds else -1
-        self.set_background_kind(kinds[(i + 1) % len(kinds)])
+        for step in range(1, len(kinds) + 1):
+            if self.set_background_kind(kinds[(i + step) % len(kinds)]):
+                return
 
     def choose_file(self, kind: str) -> bool:
         pattern = (
@@ -417,17 +561,12 @@ class LiveWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, f"Background {kind}", start, pattern)
         if not path:
             return False
-        try:
-            self._load_file_background(kind, path)
-        except VidmatError as exc:
-            self.show_error(str(exc))
-            return False
-        return True
+        return self._try_load(kind, path)
 
     def _choose_file_clicked(self) -> None:
-        if self._bg_kind in ("image", "video") and self.choose_file(self._bg_kind):
+        if self._bg_kind in FILE_KINDS and self.choose_file(self._bg_kind):
             self._sync_bg_widgets()
-            self._push(background=self.background())
+            self._apply_background()
 
     def pick_color(self) -> None:
         c = QColorDialog.getColor(QColor(*self._bg_color), self, "Background colour")
@@ -438,12 +577,47 @@ class LiveWindow(QMainWindow):
         self._bg_color = rgb
         self._bg_kind = "color"
         self._sync_bg_widgets()
-        self._push(background=self.background())
+        self._apply_background()
 
     def _on_blur(self, value: int) -> None:
         self._bg_blur = float(value)
         if self._bg_kind == "blur":
-            self._push(background=self.background())
+            self._apply_background()
+
+    def _apply_background(self) -> None:
+        """Hand the picker's background to the pipeline.
+
+        A change that took also takes down an earlier background error: that error is
+        about a file the user has since moved on from, and would otherwise stay over
+        the video until a restart.
+        """
+        bg = self.background()
+        if self.pipeline is not None:
+            try:
+                self.pipeline.update(background=bg)
+            except VidmatError as exc:
+                self._show_background_error(str(exc))
+                return
+        self._clear_background_error()
+
+    def _show_background_error(self, message: str) -> None:
+        """Show a background error, remembering what the overlay said before it (the video
+        ended, the camera is retrying...) to put back once a background change works."""
+        before = (
+            self._bg_error[1:]
+            if self._bg_error is not None
+            else (self.view.message, self.view.message_is_error)
+        )
+        self.show_error(message)
+        self._bg_error = (message, *before)
+
+    def _clear_background_error(self) -> None:
+        if self._bg_error is None:
+            return
+        message, before, before_is_error = self._bg_error
+        self._bg_error = None
+        if self.view.message == message:  # nothing newer has replaced it meanwhile
+            self.view.set_message(before, error=before_is_error)
 
     def _on_sliders(self) -> None:
         self._push(
@@ -484,7 +658,7 @@ class LiveWindow(QMainWindow):
         bridge = LiveBridge(self)
         bridge.started.connect(self._on_started)
         bridge.frameReady.connect(self._on_frame_ready)
-        bridge.error.connect(self.show_error)
+        bridge.error.connect(self._on_pipeline_error)
         bridge.finished.connect(self._on_finished)
         bridge.status.connect(self._on_capture_status)
         self.bridge = bridge
@@ -493,13 +667,15 @@ class LiveWindow(QMainWindow):
             pipe.start()
         except VidmatError as exc:
             self.pipeline = None
+            self.failure = str(exc)
             self.show_error(f"{exc}\nRetrying in {self.retry_interval:g} s…")
             self._retry_timer.start(int(self.retry_interval * 1000))
             return
         except Exception as exc:  # never a dead window
             log.exception("could not start the live pipeline")
             self.pipeline = None
-            self.show_error(f"Could not start: {type(exc).__name__}: {exc}")
+            self.failure = f"Could not start: {type(exc).__name__}: {exc}"
+            self.show_error(self.failure)
             return
         self.pipeline = pipe
         for sink in self.sinks:
@@ -533,7 +709,12 @@ class LiveWindow(QMainWindow):
         if bridge is not None:
             bridge.deleteLater()
 
+    def _on_pipeline_error(self, message: str) -> None:
+        self.failure = message
+        self.show_error(message)
+
     def _on_started(self, info: dict) -> None:
+        self.failure = ""
         self.view.set_message("")
         self.setWindowTitle(
             f"vidmat live — {info.get('source', '')} {info.get('width')}x{info.get('height')} "
@@ -557,6 +738,11 @@ class LiveWindow(QMainWindow):
         self.view.repaint()
         self.pipeline.frame_displayed(frame)
         self._frame_count += 1
+
+    @property
+    def frames_shown(self) -> int:
+        """Frames painted in this window, over all pipelines: 0 means it never showed video."""
+        return self._frame_count
 
     def _on_capture_status(self, event: str, message: str) -> None:
         if event == "lost":
@@ -604,6 +790,13 @@ class LiveWindow(QMainWindow):
 
     # ========================================================== record / snapshot
     def _record_target(self) -> Path:
+        """--record's path once, then a fresh timestamped name in the record folder.
+
+        Auto names get -1, -2... as snapshots do: two recordings in one second must not
+        share a name, whether the first is in place (it would be refused, and a window
+        user cannot pass --overwrite) or still being finalised under a temporary name
+        (its rename would be replaced by the second's).
+        """
         if self._pending_record_path is not None:
             path, self._pending_record_path = self._pending_record_path, None
             return Path(path)
@@ -614,7 +807,9 @@ class LiveWindow(QMainWindow):
                 )
             )
         )
-        return folder / time.strftime("vidmat-%Y%m%d-%H%M%S.mp4")
+        with self._targets_lock:
+            taken = set(self._recording_targets)
+        return _unique_path(folder, time.strftime("vidmat-%Y%m%d-%H%M%S"), ".mp4", taken)
 
     def _on_record_toggled(self, on: bool) -> None:
         if on:
@@ -625,7 +820,9 @@ class LiveWindow(QMainWindow):
     def start_recording(self, path: Path | None = None) -> bool:
         if self.recorder is not None:
             return True
-        if self.pipeline is None:
+        if self.pipeline is None or not self.pipeline.running:
+            # A finished pipeline (a --no-loop file that ended, a failed model) delivers
+            # no frames: a recording would only end as "Nothing was recorded".
             self.show_error("Nothing to record: the camera is not running.")
             self._set_record_checked(False)
             return False
@@ -638,6 +835,9 @@ class LiveWindow(QMainWindow):
             self._set_record_checked(False)
             return False
         self.recorder = rec
+        self._recording_target = target
+        with self._targets_lock:
+            self._recording_targets.add(target)
         self.pipeline.add_sink(rec)
         self._set_record_checked(True)
         self.status_labels["rec"].setText("● REC")
@@ -652,12 +852,17 @@ class LiveWindow(QMainWindow):
             return
         if self.pipeline is not None:
             self.pipeline.remove_sink(rec)
+        target, self._recording_target = self._recording_target, None
 
         def finish() -> None:
             try:
                 result: Any = rec.stop()
             except Exception as exc:
                 result = str(exc)
+            finally:  # in place (or given up): from now on the file itself holds the name
+                if target is not None:
+                    with self._targets_lock:
+                        self._recording_targets.discard(target)
             self.recordingSaved.emit(result)
 
         if wait:
@@ -695,11 +900,7 @@ class LiveWindow(QMainWindow):
                 )
             )
         )
-        path = folder / time.strftime("vidmat-%Y%m%d-%H%M%S.png")
-        n = 1
-        while path.exists():
-            path = folder / time.strftime(f"vidmat-%Y%m%d-%H%M%S-{n}.png")
-            n += 1
+        path = _unique_path(folder, time.strftime("vidmat-%Y%m%d-%H%M%S"), ".png")
         if not to_qimage(frame.image).save(str(path)):
             self.show_error(f"Could not save the snapshot to {path}.")
             return None
@@ -728,11 +929,21 @@ def _default_recorder(path: Path) -> Any:
     return Recorder(RecorderConfig(path))
 
 
-def settings_overrides(settings: LiveSettings, explicit: set[str]) -> dict[str, Any]:
-    """The fields of ``settings`` the user set on the command line."""
-    return {k: getattr(settings, k) for k in explicit} | (
-        {"background": settings.background} if "background" in explicit else {}
-    )
+def settings_overrides(
+    settings: LiveSettings, explicit: set[str], bg_spec: str | None = None
+) -> dict[str, Any]:
+    """The fields of ``settings`` the user set on the command line.
+
+    ``bg_spec`` is --bg as typed: for an image or video background its absolute path
+    goes along as ``background_path``, so that the window remembers which file it was
+    (an opened background no longer knows) and the next run shows the same.
+    """
+    out = {k: getattr(settings, k) for k in explicit}
+    if "background" in explicit:
+        out["background"] = settings.background
+        if bg_spec and settings.background.kind in FILE_KINDS:
+            out["background_path"] = str(Path(bg_spec).expanduser().absolute())
+    return out
 
 
 __all__ = ["LiveWindow", "settings_overrides"]

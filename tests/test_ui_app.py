@@ -1,0 +1,86 @@
+"""`vidmat live` with its window, through ui.app.run_window: a stub engine, settings in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from live_fixtures import make_clip, stub_engine
+
+pytest.importorskip("pytestqt")
+from PyQt6.QtCore import QSettings
+
+import vidmat.ui.window as window_module
+from vidmat.cli import build_parser
+from vidmat.commands.live import LiveRequest
+from vidmat.ui.app import run_window
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("app") / "clip.mp4", frames=30, fps=30)
+
+
+@pytest.fixture
+def live(qapp, tmp_path, monkeypatch):
+    """``live(*argv, on_start=f)`` runs `vidmat live ARGV` in a window until --duration
+    closes it and returns that window; ``f(window)`` runs once its first frame is out.
+    The engine is a stub and the window remembers its settings in tmp_path, never in
+    the user's config folder."""
+    monkeypatch.setattr(LiveRequest, "engine", lambda self: stub_engine())
+    settings_file = str(tmp_path / "vidmat-live.ini")
+    windows: list[window_module.LiveWindow] = []
+    hooks: list = []
+
+    class IsolatedWindow(window_module.LiveWindow):
+        def __init__(self, *args, **kwargs) -> None:
+            qs = QSettings(settings_file, QSettings.Format.IniFormat)
+            super().__init__(*args, qsettings=qs, retry_interval=0.2, **kwargs)
+            windows.append(self)
+            for hook in hooks:
+                self.started_hooks.append(lambda info, hook=hook: hook(self))
+
+    monkeypatch.setattr(window_module, "LiveWindow", IsolatedWindow)
+
+    def run(*argv: str, on_start=None) -> window_module.LiveWindow:
+        hooks[:] = [on_start] if on_start is not None else []
+        args = build_parser().parse_args(["live", "--mode", "sync", *argv])
+        assert run_window(LiveRequest(args)) == 0
+        return windows[-1]
+
+    return run
+
+
+def test_a_bg_file_is_remembered_and_shown_next_run(live, clip, tmp_path, monkeypatch):
+    from PyQt6.QtGui import QColor, QImage
+
+    im = QImage(32, 32, QImage.Format.Format_RGB888)
+    im.fill(QColor(0, 0, 255))
+    assert im.save(str(tmp_path / "beach.png"))
+    monkeypatch.chdir(tmp_path)  # --bg relative to where the command runs
+    first = live("--camera", str(clip), "--bg", "beach.png", "--duration", "0.5")
+    assert first.frames_shown > 0
+    monkeypatch.chdir(Path(clip).parent)  # the next run starts elsewhere
+    w = live("--camera", str(clip), "--duration", "0.5")
+    assert w.bg_combo.currentData() == "image" and w.file_button.text() == "beach.png"
+    assert w.current_settings().background.kind == "image"
+    assert w.qs.value("background/image") == str(tmp_path / "beach.png")
+
+
+def test_the_terminal_hears_why_only_when_no_video_was_shown(live, clip, tmp_path, capsys):
+    w = live("--camera", str(tmp_path / "absent.mp4"), "--duration", "0.5")
+    assert w.frames_shown == 0
+    err = capsys.readouterr().err
+    assert "vidmat live: no video:" in err and "absent.mp4" in err
+    # A run that showed video said everything in its window: an error it got past (a bad
+    # background file, picked and replaced) is not printed as if it were the outcome.
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+
+    def pick_a_bad_file_then_a_colour(w: window_module.LiveWindow) -> None:
+        assert not w.set_background_kind("image", str(bad))
+        w.set_color((1, 2, 3))
+
+    w = live("--camera", str(clip), "--duration", "0.5", on_start=pick_a_bad_file_then_a_colour)
+    assert w.frames_shown > 0 and "bad.png" in w.last_error
+    assert "vidmat live:" not in capsys.readouterr().err
