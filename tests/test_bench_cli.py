@@ -50,6 +50,7 @@ MODEL = ["bench", "model", "--device", "cpu", "--frame", "40x30", "--warmup", "0
         (["--sizes", "33", "--iters", "1"], "--sizes must be a multiple of 32, at least 32"),
         (["--sizes", "32", "--iters", "1", "--threads", "0"], "--threads must be 1 or more"),
         (["--sizes", "32", "--precisions", "fp32,fp16"], "fp16 needs a CUDA device"),
+        (["--sizes", "32", "--graph", "on,off"], "--graph on needs CUDA"),
         pytest.param(
             ["--sizes", "32", "--iters", "1", "--json", UNWRITABLE_JSON],
             "output folder /proc is not writable",

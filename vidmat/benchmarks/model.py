@@ -183,6 +183,10 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
         raise VidmatError("--precisions names no precision; use fp16, bf16 or fp32.")
     for precision in precisions:
         select_dtype(precision, device)  # unknown, or fp16 off CUDA: one sentence
+    if args.graph and True in args.graph and device.type != "cuda":
+        raise VidmatError(
+            f"--graph on needs CUDA; {device} runs without graphs (give --graph off)."
+        )
     checks.json_path(args.json, args.overwrite)
     return precisions
 
