@@ -193,21 +193,26 @@ def expand_inputs(items: list[str]) -> tuple[list[Job], list[Path]]:
     ``clip.mp4``, a ``clip_alpha/`` PNG folder): converting a folder twice must not convert
     its own results. A file the user names is always converted.
     """
-    # Each entry: an error Job, or a path with whether the user named it (not a match).
-    entries: list[Job | tuple[Path, bool]] = []
+    # Each entry: an error Job, or a path, whether the user named it (not a match), and
+    # the files it stands for (a folder's listed once, here).
+    entries: list[Job | tuple[Path, bool, list[Path] | None]] = []
     for item in items:
         path = Path(item).expanduser()
         if any(ch in item for ch in "*?[") and not path.exists():
             matches = sorted(glob.glob(str(path)))
             if not matches:
                 entries.append(Job(path, error=f"{item}: no file matches this pattern."))
-            entries += [(Path(m), False) for m in matches]
+            entries += [_found(Path(m), named=False) for m in matches]
         elif not path.exists():
             entries.append(Job(path, error=f"{path} does not exist."))
         else:
-            entries.append((path, True))
-    paths = [e for e in entries if not isinstance(e, Job)]
-    stems = {f.stem for p, _ in paths for f in (_folder(p) if p.is_dir() else [p])}
+            entries.append(_found(path, named=True))
+    stems = {
+        f.stem
+        for e in entries
+        if not isinstance(e, Job)
+        for f in ([e[0]] if e[2] is None else e[2])
+    }
     skipped: list[Path] = []
     jobs: list[Job] = []
     seen: set[Path] = set()
@@ -215,17 +220,17 @@ def expand_inputs(items: list[str]) -> tuple[list[Job], list[Path]]:
         if isinstance(entry, Job):
             jobs.append(entry)
             continue
-        path, named = entry
-        if not path.is_dir():
+        path, named, listed = entry
+        if listed is None:
             files = [path]
         elif not named and _own_output(path.name, stems):
             skipped.append(path)
             continue
         else:
-            files = _folder(path)
+            files = listed
             if not files:
                 jobs.append(Job(path, error=f"{path} contains no videos or images to convert."))
-        named_file = named and not path.is_dir()
+        named_file = named and listed is None
         for f in files:
             if not named_file and _own_output(f.stem, stems):
                 skipped.append(f)
@@ -233,6 +238,11 @@ def expand_inputs(items: list[str]) -> tuple[list[Job], list[Path]]:
                 seen.add(f.resolve())
                 jobs.append(Job(f))
     return jobs, skipped
+
+
+def _found(path: Path, named: bool) -> tuple[Path, bool, list[Path] | None]:
+    """An input path, whether the user named it, and a folder's files (None for a file)."""
+    return path, named, (_folder(path) if path.is_dir() else None)
 
 
 def _own_output(name: str, stems: set[str]) -> bool:
