@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from vidmat.errors import VidmatError
@@ -40,6 +40,29 @@ def check_not_input(
             f"the {output_name} {output} is the {source_name} itself; "
             f"choose another {output_name} name."
         )
+
+
+def check_out_apart(out: Path, inputs: Sequence[tuple[str, Path]], why: str) -> None:
+    """Refuse an output folder that is, holds or lies inside an input, --overwrite or not.
+
+    A folder output replaces ``out`` as a whole once complete: an ``out`` that is an
+    input, or a folder above one, deleted what had just been read; one inside an input
+    folder adds files to it. Paths are compared resolved, so ``./d``, a symlink or
+    ``d/..`` name the same place. ``inputs`` are (what to call it, path); ``why`` ends
+    the sentence.
+    """
+    o = Path(out).resolve()
+    for what, source in inputs:
+        s = Path(source).resolve()
+        if o == s:
+            where = "is"
+        elif o in s.parents:
+            where = "holds"
+        elif s in o.parents:
+            where = "lies inside"
+        else:
+            continue
+        raise VidmatError(f"--out {out} {where} the {what} {source}, {why}")
 
 
 def check_output_path(path: Path, overwrite: bool, folder: bool = False) -> None:

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import check_output_path, require_folder
+from vidmat.io.files import check_out_apart, check_output_path, require_folder
 from vidmat.train.data import (
     BACKGROUND_SIZE,
     background_files,
@@ -123,31 +123,6 @@ def packed_name(root: Path) -> str:
     return name
 
 
-def check_out_apart(out: Path, inputs: Sequence[tuple[str, Path]]) -> None:
-    """Refuse an --out that is, holds or lies inside an input folder, --overwrite or not.
-
-    The pack replaces --out as a whole when it is complete: an --out that is a root, or
-    a folder above one, was deleted with the data it had just been read from; one inside
-    a root would add files to the input. Paths are compared resolved, so ``./d``, a
-    symlink or ``d/..`` name the same folder.
-    """
-    o = Path(out).resolve()
-    for what, folder in inputs:
-        f = Path(folder).resolve()
-        if o == f:
-            where = "is"
-        elif o in f.parents:
-            where = "holds"
-        elif f in o.parents:
-            where = "lies inside"
-        else:
-            continue
-        raise VidmatError(
-            f"--out {out} {where} the {what} {folder}, which the pack reads and must not "
-            "replace or change; choose an --out outside the inputs."
-        )
-
-
 def pack(
     roots: Sequence[Path],
     out: Path,
@@ -174,7 +149,11 @@ def pack(
     inputs = [("root", r) for r in roots]
     if backgrounds is not None:
         inputs.append(("background folder", backgrounds))
-    check_out_apart(out, inputs)
+    check_out_apart(
+        out,
+        inputs,
+        "which the pack reads and must not replace or change; choose an --out outside the inputs.",
+    )
     check_output_path(out, overwrite, folder=True)
     tmp = out.with_name(f".{out.name}.part")
     shutil.rmtree(tmp, ignore_errors=True)

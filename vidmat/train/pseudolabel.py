@@ -26,7 +26,13 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_folder, check_output_path, require_file, same_file
+from vidmat.io.files import (
+    atomic_folder,
+    check_out_apart,
+    check_output_path,
+    require_file,
+    same_file,
+)
 from vidmat.train.data import write_pair
 from vidmat.train.tools import run_tool
 
@@ -79,6 +85,16 @@ def sample_frames(
             warn(f"{path}: {'; '.join(problems)}; labelled the frames that decode.")
 
 
+def _check_out_apart(out: Path, clips: Sequence[Path]) -> None:
+    """The labels replace --out as a whole once written: an --out that is a clip or a
+    folder holding one would delete the clips just read."""
+    check_out_apart(
+        out,
+        [("clip", c) for c in clips],
+        "which replacing it would delete; choose an --out outside the clips' folders.",
+    )
+
+
 def check_clip_names(clips: Sequence[Path]) -> None:
     """Refuse clips whose pairs would be written under the same names.
 
@@ -102,20 +118,6 @@ def check_clip_names(clips: Sequence[Path]) -> None:
         )
 
 
-def check_out_apart(out: Path, clips: Sequence[Path]) -> None:
-    """Refuse an --out that is a clip or a folder holding one, --overwrite or not: the
-    labels replace --out as a whole once written, which would delete the clips just read."""
-    o = Path(out).resolve()
-    for clip in clips:
-        c = Path(clip).resolve()
-        if o == c or o in c.parents:
-            where = "is" if o == c else "holds"
-            raise VidmatError(
-                f"--out {out} {where} the clip {clip}, which replacing it would delete; "
-                "choose an --out outside the clips' folders."
-            )
-
-
 def label_clips(
     clips: Sequence[Path],
     out: Path,
@@ -132,7 +134,7 @@ def label_clips(
     no person are skipped when ``min_person`` > 0, so a clip of hands or an empty room does
     not flood the set."""
     check_clip_names(clips)
-    check_out_apart(out, clips)
+    _check_out_apart(out, clips)
     n = 0
     with atomic_folder(out, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
@@ -178,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
     for c in args.clips:
         require_file(c, "clip")
     check_clip_names(args.clips)
-    check_out_apart(args.out, args.clips)
+    _check_out_apart(args.out, args.clips)
     # as every other tool: a missing parent folder is refused, not made (a typo in the
     # path made a tree of folders somewhere unexpected)
     check_output_path(args.out, args.overwrite, folder=True)
