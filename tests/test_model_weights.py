@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,66 @@ def test_wrapped_state_dict_is_accepted(tmp_path: Path, u2netp_state) -> None:
     torch.save({"state_dict": u2netp_state, "epoch": 3}, path)
     model, _ = W.load_weights(path)
     assert _same(model, u2netp_state)
+
+
+def _optimizer_state() -> dict:
+    """What a training loop saves beside the weights: an AdamW state after one step."""
+    prm = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.AdamW([prm])
+    prm.sum().backward()
+    opt.step()
+    return opt.state_dict()
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda s: {"model": s},
+        lambda s: {"net": s, "epoch": 7},
+        lambda s: {"model_state_dict": s, "optimizer_state_dict": _optimizer_state(), "loss": 0.1},
+        lambda s: {"state_dict": {f"module.{k}": v for k, v in s.items()}, "epoch": 3},
+        lambda s: {
+            "model": {f"module.{k}": v for k, v in s.items()},
+            "optimizer": _optimizer_state(),
+        },
+        lambda s: {"epoch": 1, "checkpoint": {"state_dict": s}, "net": {"state_dict": s}},
+    ],
+    ids=["model", "net", "tutorial", "state_dict-module", "model-module", "nested"],
+)
+def test_training_wrappers_around_a_state_dict_load(tmp_path: Path, u2netp_state, wrap) -> None:
+    """Training loops save {'model': state_dict, 'optimizer': ..., 'epoch': ...}; such a
+    file was refused as 'not a U-2-Net checkpoint' unless the key was 'state_dict'."""
+    path = tmp_path / "checkpoint.pth"
+    torch.save(wrap(u2netp_state), path)
+    model, spec = W.load_weights(path)
+    assert spec.arch == "u2netp" and spec.scale == "max"
+    assert _same(model, u2netp_state)
+
+
+def test_wrappers_of_anything_else_are_still_refused(tmp_path: Path, u2netp_state) -> None:
+    """Unwrapping takes only a U-2-Net; other wrapped models, and wrappers carrying Python
+    objects, meet the same refusals as before (weights_only still reads the file)."""
+    other = {"conv1.weight": torch.zeros(8, 3, 3, 3)}
+    for i, obj in enumerate(
+        [{"model": other}, {"net": other, "epoch": 2}, {"state_dict": other}, {"model": 3}]
+    ):
+        path = tmp_path / f"other{i}.pth"
+        torch.save(obj, path)
+        _expect(path, "is not a U-2-Net checkpoint \\(it has no stage2.rebnconvin layer\\)")
+
+    import argparse
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for i, extra in enumerate([argparse.Namespace(lr=1.0), Evil()]):
+        path = tmp_path / f"objects{i}.pth"
+        torch.save({"model": u2netp_state, "args": extra}, path)
+        _expect(path, "holds Python objects other than tensors")
+    assert not marker.exists()
 
 
 def test_full_u2net_is_detected_from_shapes(tmp_path: Path) -> None:
@@ -250,6 +311,50 @@ def test_registered_weights_checksum_is_verified(tmp_path: Path, monkeypatch, u2
     )
     with pytest.raises(WeightsError, match="are missing"):
         W.load_weights("gone")
+
+
+def test_a_file_loaded_by_path_is_named_by_its_stem(tmp_path: Path) -> None:
+    """A spec keeps the name its file was written under (the shipped file says "H2"),
+    which eval and bench reported for a renamed file; the file's own stem is what a
+    user passed and sees."""
+    spec = W.WeightsSpec(name="H2", arch="u2netp", scale="255", file="H2.safetensors")
+    path = tmp_path / "person_v3.safetensors"
+    W.save_weights(build_model("u2netp"), spec, path)
+    _, got = W.load_weights(path)
+    assert (got.name, got.file, got.input_size, got.scale) == (
+        "person_v3",
+        str(path),
+        320,
+        "255",
+    )
+
+    official = tmp_path / "my_finetune.pth"
+    torch.save({"model": build_model("u2netp").state_dict()}, official)
+    _, got = W.load_weights(official)
+    assert (got.name, got.file, got.scale) == ("my_finetune", str(official), "max")
+
+
+def test_the_registered_file_by_path_is_the_registered_weights(tmp_path: Path, monkeypatch) -> None:
+    """``--weights weights/u2netp_person.safetensors`` reported "H2", the name inside the
+    file; by path it is now the registered entry, named and checksummed as by its name."""
+    inner = W.WeightsSpec(name="H2", arch="u2netp", scale="255", file="H2.safetensors")
+    shipped = tmp_path / "shipped.safetensors"
+    digest = W.save_weights(build_model("u2netp"), inner, shipped)
+    monkeypatch.setattr(W, "WEIGHTS_DIR", tmp_path)
+    registered = W.WeightsSpec(
+        name="person", arch="u2netp", scale="255", file=shipped.name, sha256=digest
+    )
+    monkeypatch.setitem(W.REGISTRY, "person", registered)
+    (tmp_path / "link.safetensors").symlink_to(shipped)
+    (tmp_path / "sub").mkdir()
+    roundabout = f"{tmp_path}/sub/../{shipped.name}"
+    for given in ("person", shipped, roundabout, tmp_path / "link.safetensors"):
+        _, got = W.load_weights(given)
+        assert (got.name, got.file, got.sha256) == ("person", shipped.name, digest), given
+
+    monkeypatch.setitem(W.REGISTRY, "person", replace(registered, sha256="0" * 64))
+    with pytest.raises(WeightsError, match="fails its checksum"):
+        W.load_weights(shipped)
 
 
 def test_a_file_keeps_its_sized_heads_and_its_own_size(tmp_path: Path, u2netp_state) -> None:

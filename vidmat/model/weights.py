@@ -116,22 +116,56 @@ def available_weights() -> list[tuple[WeightsSpec, Path, bool]]:
     return out
 
 
+#: A tensor both architectures have, whose shape tells them apart (stage2's input conv).
+_ARCH_PROBE = "stage2.rebnconvin.conv_s1.weight"
+
+
 def detect_arch(state: Mapping[str, Tensor]) -> str:
     """Tell u2netp from u2net by a tensor shape both have (stage2's input conv)."""
-    w = state.get("stage2.rebnconvin.conv_s1.weight")
+    w = state.get(_ARCH_PROBE)
     if w is None or w.dim() != 4:
-        raise KeyError("stage2.rebnconvin.conv_s1.weight")
+        raise KeyError(_ARCH_PROBE)
     return {64: "u2netp", 128: "u2net"}.get(int(w.shape[0]), "unknown")
 
 
-def _clean_state(state: Mapping[str, object]) -> dict[str, Tensor]:
-    """Strip DataParallel ``module.`` prefixes and keep tensors only."""
+def _clean_state(state: Mapping[object, object]) -> dict[str, Tensor]:
+    """Strip DataParallel ``module.`` prefixes and keep named tensors only (a training
+    checkpoint's epoch, loss or optimizer state sit beside them)."""
     out: dict[str, Tensor] = {}
     for k, v in state.items():
-        if not isinstance(v, Tensor):
+        if not isinstance(k, str) or not isinstance(v, Tensor):
             continue
         out[k.removeprefix("module.")] = v
     return out
+
+
+#: Keys under which training loops nest a model's state_dict beside their own bookkeeping
+#: (epoch, optimizer): Lightning's and mmcv's ``state_dict``, the PyTorch tutorial's
+#: ``model_state_dict``, DeepSpeed's ``module`` and the ``model`` / ``net`` of many
+#: repositories' own scripts. Tried in this order; the first holding a U-2-Net is taken.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
+
+
+def _find_state(obj: Mapping[object, object], depth: int = 2) -> dict[str, Tensor] | None:
+    """The U-2-Net tensors of a checkpoint: its own, or those of the first wrapper entry
+    (``_WRAPPER_KEYS``, up to ``depth`` levels down) that holds U-2-Net tensors; None when
+    nothing in it looks like a U-2-Net.
+
+    A wrapper is taken only when it holds the tensor :func:`detect_arch` reads, so a
+    checkpoint of another model wrapped the same way still meets the refusal that names
+    the missing layer rather than loading something else.
+    """
+    state = _clean_state(obj)
+    if _ARCH_PROBE in state:
+        return state
+    if depth > 0:
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                found = _find_state(inner, depth - 1)
+                if found is not None:
+                    return found
+    return None
 
 
 #: What torch's weights-only unpickler says when the pickle asks for a Python object it
@@ -177,11 +211,11 @@ def _read_pth(path: Path) -> dict[str, Tensor]:
         raise WeightsError(
             f"{path} is not a readable PyTorch checkpoint ({text or type(exc).__name__})."
         ) from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} is not a checkpoint of model weights (no state_dict found).")
-    return _clean_state(obj)
+    found = _find_state(obj)
+    # nothing U-2-Net-like: its own tensors, which load_weights refuses naming the missing layer
+    return found if found is not None else _clean_state(obj)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
@@ -294,7 +328,19 @@ def resolve(name_or_path: str | Path) -> tuple[Path, WeightsSpec | None]:
         raise WeightsError(f"weights {key!r} are neither a registered name ({names}) nor a file.")
     if path.is_dir():
         raise WeightsError(f"weights path {path} is a folder, not a weights file.")
-    return path, None
+    return path, _registered_at(path)
+
+
+def _registered_at(path: Path) -> WeightsSpec | None:
+    """The registry entry whose shipped file ``path`` is (by any spelling or link), if any.
+
+    The shipped file given by its path is the same weights as its registered name: it
+    reports that name and is checked against the published sha256 just the same.
+    """
+    for spec, shipped, present in available_weights():
+        if present and path.samefile(shipped):
+            return spec
+    return None
 
 
 def load_weights(name_or_path: str | Path = "default", device: str | torch.device = "cpu"):
@@ -332,11 +378,16 @@ def load_weights(name_or_path: str | Path = "default", device: str | torch.devic
         raise WeightsError(f"{path} is a checkpoint of an unknown U-2-Net variant.")
     if spec is None:
         spec = registered or OFFICIAL_SPECS.get(path.stem) or OFFICIAL_SPECS[arch]
-        spec = replace(spec, arch=arch, file=str(path))
+        spec = replace(spec, arch=arch)
     elif spec.arch != arch:
         raise WeightsError(f"{path} says it holds {spec.arch} but its tensors are {arch}.")
     if registered is not None:
-        spec = replace(spec, sha256=registered.sha256, name=registered.name)
+        spec = replace(spec, sha256=registered.sha256, name=registered.name, file=registered.file)
+    else:
+        # A spec's name is the one its file was written under, which renaming does not
+        # change (the shipped file's says "H2"); eval, bench model and scenes should name
+        # the file the user passed, so any file loaded by path is named by its stem.
+        spec = replace(spec, name=path.stem, file=str(path))
     model = _build_and_load(state, arch, path, spec.input_size)
     return model.to(device), spec
 
