@@ -266,3 +266,16 @@ def test_every_bench_target_offers_overwrite(capsys: pytest.CaptureFixture[str])
             main(["bench", target, "--help"])
         assert exc.value.code == 0
         assert "--overwrite" in capsys.readouterr().out, target
+
+
+def test_bench_model_names_weights_given_by_path_after_the_file(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The JSON named a path-loaded file by the name inside it (the shipped file's "H2")."""
+    renamed = tmp_path / "person_v3.safetensors"
+    renamed.write_bytes(tiny_weights.read_bytes())  # its spec still says "tiny"
+    out = tmp_path / "model.json"
+    argv = [*MODEL, "--weights", str(renamed), "--sizes", "32", "--iters", "1", "--json", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert json.loads(out.read_text())["weights"] == "person_v3"

@@ -176,6 +176,74 @@ def test_eval_images_and_sequences_cli(tmp_path: Path, tiny_weights: Path, capsy
     assert code == 2
 
 
+def _table(printed: str) -> list[dict[str, str]]:
+    """The rows of the table `vidmat eval` prints, cell by column name."""
+    lines = printed.splitlines()
+    start = next(i for i, line in enumerate(lines) if set(line.replace(" ", "")) == {"-"}) - 1
+    cols = lines[start].split()
+    rows = []
+    for line in lines[start + 2 :]:
+        cells = line.split()
+        if len(cells) != len(cols):
+            break
+        rows.append(dict(zip(cols, cells, strict=True)))
+    return rows
+
+
+def test_eval_sequences_table_prints_lag_alike_on_every_row(
+    tmp_path: Path, tiny_weights: Path, capsys
+) -> None:
+    """A sequence's lag (whole frames, an int) printed as ``0`` and the "all" row's (their
+    mean, a float) as ``0.000`` in one column; both now read in frames to one decimal."""
+    from vidmat.train.evaluate import summarize_rows
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((24, 40), np.uint8)
+    mask[4:20, 10:25] = 255
+    for seq in ("a", "b"):
+        for i in range(3):
+            img = rng.integers(0, 255, (24, 40, 3), np.uint8)
+            _write_pair(tmp_path / "seqs" / seq, f"{i:05d}", img, mask)
+    out = tmp_path / "s.json"
+    code = main([
+        "eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
+        "--device", "cpu", "--json", str(out), "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    rows = _table(capsys.readouterr().out)
+    assert [r["sequence"] for r in rows] == ["a", "b", "all"]
+    res = json.loads(out.read_text())
+    lags = [*(s["lag"] for s in res["sequences"]), res["lag"]]
+    assert [r["lag"] for r in rows] == [f"{v:.1f}" for v in lags]
+    # the JSON keeps the values themselves: whole frames per sequence, their mean overall
+    assert all(isinstance(s["lag"], int) for s in res["sequences"])
+    assert isinstance(res["lag"], float)
+    # a mean between whole frames shows its half frame; other floats keep 3 decimals
+    shown = summarize_rows([{"lag": 1, "iou": 0.91234}, {"lag": 0.5, "iou": 0.9}])
+    assert shown == [{"lag": "1.0", "iou": 0.9123}, {"lag": "0.5", "iou": 0.9}]
+
+
+def test_eval_names_weights_given_by_path_after_the_file(
+    tmp_path: Path, tiny_weights: Path, capsys
+) -> None:
+    """A file eval'd by path was reported under the name inside it (the shipped file's
+    "H2"); the printed line and the JSON now name the file the user passed."""
+    renamed = tmp_path / "person_v3.safetensors"
+    renamed.write_bytes(tiny_weights.read_bytes())  # its spec still says "tiny"
+    mask = np.zeros((24, 40), np.uint8)
+    mask[4:20, 10:25] = 255
+    _write_pair(tmp_path / "imgs", "000", np.full((24, 40, 3), 90, np.uint8), mask)
+    out = tmp_path / "r.json"
+    code = main([
+        "eval", "--images", str(tmp_path / "imgs/images"), "--masks", str(tmp_path / "imgs/masks"),
+        "--weights", str(renamed), "--device", "cpu", "--json", str(out), "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    assert "weights person_v3 at 32x32 on cpu" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["weights_name"] == "person_v3" and res["weights"] == str(renamed)
+
+
 def test_eval_images_names_each_image_and_the_worst(tmp_path: Path) -> None:
     from vidmat.train.evaluate import evaluate_images, worst
 

@@ -262,6 +262,18 @@ def worst(items: Sequence[dict], n: int = 5) -> list[dict]:
     return sorted(items, key=lambda r: r["iou"])[:n]
 
 
+#: Columns counted in frames. A sequence's lag is a whole frame shift (an int) and the
+#: "all" row's is the mean over sequences (a float), which the table printed as ``1`` above
+#: ``0.500``; one decimal on every row reads as frames and shows a mean's half frame.
+_FRAME_COLUMNS = ("lag",)
+
+
 def summarize_rows(rows: Sequence[dict]) -> list[dict]:
     """Rows for the printed table (numbers rounded for reading, JSON keeps full precision)."""
-    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+
+    def cell(key: str, v: Any) -> Any:
+        if key in _FRAME_COLUMNS and isinstance(v, int | float) and not isinstance(v, bool):
+            return f"{v:.1f}"
+        return round(v, 4) if isinstance(v, float) else v
+
+    return [{k: cell(k, v) for k, v in r.items()} for r in rows]
