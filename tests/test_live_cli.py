@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,7 @@ def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys
         (["--camera", "/nonexistent/cam.mp4"], "does not exist"),
         (["--duration", "-1"], "--duration"),
         (["--record", "EXISTING"], "already exists"),
+        (["--record", "out.mkv"], "record to an .mp4 file, got out.mkv"),
         (["--contrast", "nan"], "contrast must be > 0"),
         (["--feather", "nan"], "feather must be >= 0"),
         # NaN and inf never reach "elapsed >= duration": they ran forever. --no-loop makes
@@ -117,6 +119,36 @@ def test_recording_over_an_input_is_refused_even_with_overwrite(
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary files left
     assert all((tmp_path / n).read_bytes() == data for n in ("cam.mp4", "bg.mp4", "hard.mp4"))
     assert (tmp_path / "link.mp4").is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("clip_fps", "extra", "rate"),
+    [
+        (30, ["--fps", "60"], 30),  # a file never plays faster than its own rate
+        (30, ["--fps", "10"], 10),  # ...but slower, skipping frames
+        (25, [], 25),  # without --fps: the file's own rate, not a default 30
+    ],
+)
+def test_a_recording_runs_at_the_rate_the_file_plays_at(
+    tmp_path, weights, capsys, clip_fps, extra, rate
+):
+    clip = make_clip(tmp_path / "clip.mp4", frames=clip_fps, fps=clip_fps)  # one second
+    out = tmp_path / "out.mp4"
+    argv = ["live", "--no-window", "--camera", str(clip), "--record", str(out), "--no-loop"]
+    argv += ["--audio", "off", "--weights", str(weights), "--size", "64", "--quiet", *extra]
+    assert main(argv) == 0
+    wrote = re.search(r"wrote .* \((\d+) frames, ([\d.]+) s", capsys.readouterr().err)
+    assert wrote is not None
+    with av.open(str(out)) as c:
+        frames = list(c.decode(video=0))
+        average = float(c.streams.video[0].average_rate)
+        seconds = c.duration / 1e6
+    assert len(frames) == int(wrote.group(1)) <= rate + 1
+    # Every frame lasts until the next one's real time; the last one a frame at ``rate``.
+    assert float(frames[-1].duration * frames[-1].time_base) == pytest.approx(1 / rate, abs=0.002)
+    assert average == pytest.approx(rate, rel=0.1)
+    assert seconds == pytest.approx(1.0, abs=0.15)
+    assert float(wrote.group(2)) == pytest.approx(seconds, abs=0.05)
 
 
 def test_recording_beside_the_inputs_is_still_allowed(tmp_path, clip, weights, capsys):
@@ -197,4 +229,7 @@ def test_look_options_reach_the_live_settings():
     assert LiveRequest(args).explicit() == {"threshold", "contrast", "feather", "smoothing", "grow"}
     given = build_parser().parse_args(["live", "--bg", "green", "--mirror"])
     assert LiveRequest(given).explicit() == {"background", "mirror"}
+    # --no-mirror turns a mirror the window remembers off for this run.
+    unmirrored = LiveRequest(build_parser().parse_args(["live", "--no-mirror"]))
+    assert unmirrored.explicit() == {"mirror"} and unmirrored.settings().mirror is False
     assert LiveRequest(build_parser().parse_args(["live"])).explicit() == set()

@@ -98,6 +98,16 @@ def test_infer_every_nth_frame(clip):
     assert engine.model.calls == sum(f.inferred for f in frames)
 
 
+def test_infer_every_nth_frame_in_async_mode(clip):
+    # The model is fast enough for every frame here, so only --infer-every holds it back:
+    # it was ignored in async mode, the model running on all ~30 frames.
+    engine = stub_engine()
+    p, frames, events = run_pipeline(clip, engine=engine, mode="async", infer_every=5)
+    assert events["error"] == [] and len(frames) >= 15
+    assert 2 <= p.stats.inferences <= -(-len(frames) // 5)  # at most one in every 5 frames
+    assert engine.model.calls == p.stats.inferences
+
+
 def test_settings_change_while_running(clip):
     frames: list[LiveFrame] = []
     camera = CameraConfig(source=str(clip), loop=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import pytest
 from live_fixtures import make_clip, stub_engine
 
@@ -51,7 +52,9 @@ def live(qapp, tmp_path, monkeypatch):
     return run
 
 
-def test_a_bg_file_is_remembered_and_shown_next_run(live, clip, tmp_path, monkeypatch):
+def test_a_bg_file_chosen_again_in_the_window_is_remembered_next_run(
+    live, clip, tmp_path, monkeypatch
+):
     from PyQt6.QtGui import QColor, QImage
 
     im = QImage(32, 32, QImage.Format.Format_RGB888)
@@ -59,12 +62,54 @@ def test_a_bg_file_is_remembered_and_shown_next_run(live, clip, tmp_path, monkey
     assert im.save(str(tmp_path / "beach.png"))
     monkeypatch.chdir(tmp_path)  # --bg relative to where the command runs
     first = live("--camera", str(clip), "--bg", "beach.png", "--duration", "0.5")
-    assert first.frames_shown > 0
+    assert first.frames_shown > 0 and first.file_button.text() == "beach.png"
+    assert live("--camera", str(clip), "--duration", "0.5").bg_combo.currentData() == "blur"
+
+    def green_then_back_to_the_image(w: window_module.LiveWindow) -> None:
+        assert w.set_background_kind("green") and w.set_background_kind("image")
+
+    argv = ("--camera", str(clip), "--bg", "beach.png", "--duration", "0.5")
+    live(*argv, on_start=green_then_back_to_the_image)
     monkeypatch.chdir(Path(clip).parent)  # the next run starts elsewhere
     w = live("--camera", str(clip), "--duration", "0.5")
     assert w.bg_combo.currentData() == "image" and w.file_button.text() == "beach.png"
     assert w.current_settings().background.kind == "image"
     assert w.qs.value("background/image") == str(tmp_path / "beach.png")
+
+
+def test_mirror_on_the_command_line_holds_for_its_run_and_no_mirror_undoes_the_window(live, clip):
+    assert live("--camera", str(clip), "--mirror", "--duration", "0.3").mirror_box.isChecked()
+    assert not live("--camera", str(clip), "--duration", "0.3").mirror_box.isChecked()
+
+    def tick_mirror(w: window_module.LiveWindow) -> None:
+        w.mirror_box.click()
+
+    live("--camera", str(clip), "--duration", "0.3", on_start=tick_mirror)
+    seen: list[bool] = []
+    w = live(
+        "--camera",
+        str(clip),
+        "--no-mirror",
+        "--duration",
+        "0.3",
+        on_start=lambda w: seen.append(w.pipeline.settings.mirror),
+    )
+    assert seen == [False] and not w.mirror_box.isChecked()
+    # --no-mirror held for its run: the mirror the user ticked in the window is kept.
+    assert live("--camera", str(clip), "--duration", "0.3").mirror_box.isChecked()
+
+
+def test_a_window_recording_runs_at_the_rate_the_file_plays_at(live, clip, tmp_path):
+    out = tmp_path / "rec.mp4"
+    w = live("--camera", str(clip), "--fps", "60", "--record", str(out), "--duration", "0.7")
+    assert w.last_saved is not None and w.last_saved.path == out
+    with av.open(str(out)) as c:
+        frames = list(c.decode(video=0))
+        rate = c.streams.video[0].average_rate
+    assert len(frames) == w.last_saved.frames
+    # The clip plays at its own 30 fps whatever --fps 60 asked: so is it recorded.
+    assert float(frames[-1].duration * frames[-1].time_base) == pytest.approx(1 / 30, abs=0.002)
+    assert float(rate) == pytest.approx(30, rel=0.1)
 
 
 def test_the_terminal_hears_why_only_when_no_video_was_shown(live, clip, tmp_path, capsys):

@@ -297,27 +297,139 @@ def test_a_dead_remembered_file_is_not_applied_by_the_picker_or_b(qtbot, window,
     assert window.qs.value("background/video") is None
 
 
-def test_a_file_background_from_the_command_line_is_remembered_with_its_path(
-    qtbot, clip, qsettings, tmp_path
-):
+def blue_png(path: Path) -> Path:
+    """A 32x32 blue picture, for an image background."""
     from PyQt6.QtGui import QColor, QImage
 
-    from vidmat.io.images import load_background
-
-    path = tmp_path / "beach.png"
     im = QImage(32, 32, QImage.Format.Format_RGB888)
     im.fill(QColor(0, 0, 255))
     assert im.save(str(path))
+    return path
+
+
+def test_a_file_background_from_the_command_line_is_remembered_only_once_changed_here(
+    qtbot, clip, qsettings, tmp_path
+):
+    from vidmat.io.images import load_background
+
+    path = blue_png(tmp_path / "beach.png")
     overrides = {"background": load_background(str(path)), "background_path": str(path)}
     w = LiveWindow(factory(clip), qsettings=qsettings, overrides=overrides)
     qtbot.addWidget(w)
-    assert w.file_button.text() == "beach.png"
+    assert w.bg_combo.currentData() == "image" and w.file_button.text() == "beach.png"
     w.close()
     w2 = LiveWindow(factory(clip), qsettings=qsettings)  # the next run, without --bg
     qtbot.addWidget(w2)
-    assert w2.bg_combo.currentData() == "image" and w2.file_button.text() == "beach.png"
-    assert w2.current_settings().background.kind == "image"
+    assert w2.bg_combo.currentData() == "blur"  # --bg held for its own run only
     w2.close()
+    # Once the user changes the background in the window it is theirs: remembered, and
+    # the Image entry with the file --bg opened, so the next run shows that very file.
+    w3 = LiveWindow(factory(clip), qsettings=qsettings, overrides=overrides)
+    qtbot.addWidget(w3)
+    assert w3.set_background_kind("green") and w3.set_background_kind("image")
+    w3.close()
+    w4 = LiveWindow(factory(clip), qsettings=qsettings)
+    qtbot.addWidget(w4)
+    assert w4.bg_combo.currentData() == "image" and w4.file_button.text() == "beach.png"
+    assert w4.current_settings().background.kind == "image"
+    w4.close()
+
+
+def test_look_options_from_the_command_line_are_not_saved_unless_changed_here(
+    qtbot, clip, qsettings
+):
+    from vidmat.core.backgrounds import Background
+
+    w = LiveWindow(factory(clip), qsettings=qsettings)
+    qtbot.addWidget(w)
+    w.smoothing_slider.setValue(30)
+    w.set_color((1, 2, 3))
+    w.close()
+    given = {
+        "mirror": True,
+        "smoothing": 0.9,
+        "threshold": 0.7,
+        "feather": 3.0,
+        "background": Background.color((9, 9, 9)),
+    }
+    w2 = LiveWindow(factory(clip), qsettings=qsettings, overrides=given)
+    qtbot.addWidget(w2)
+    s = w2.current_settings()
+    assert (s.mirror, s.smoothing, s.threshold, s.feather) == (True, 0.9, 0.7, 3.0)
+    assert s.background.describe() == "color #090909"
+    w2.feather_slider.setValue(5)  # the only one the user changes in this run
+    w2.close()
+    w3 = LiveWindow(factory(clip), qsettings=qsettings)  # the next run, plain
+    qtbot.addWidget(w3)
+    s = w3.current_settings()
+    assert (s.mirror, s.smoothing, s.threshold, s.feather) == (False, 0.3, 0.5, 5.0)
+    assert s.background.describe() == "color #010203"
+    w3.close()
+    # Given on the command line and then changed in the window (M, the picker): saved.
+    w4 = LiveWindow(factory(clip), qsettings=qsettings, overrides=given)
+    qtbot.addWidget(w4)
+    w4.mirror_box.click()
+    w4.mirror_box.click()  # back to mirrored, by the user's hand
+    w4.set_background_kind("transparent")
+    w4.close()
+    w5 = LiveWindow(factory(clip), qsettings=qsettings)
+    qtbot.addWidget(w5)
+    s = w5.current_settings()
+    assert s.mirror is True and s.smoothing == 0.3 and s.background.kind == "transparent"
+    w5.close()
+
+
+@pytest.mark.parametrize(("blur", "low", "high"), [(100.0, 1, 100), (0.0, 0, 60), (25.0, 1, 60)])
+def test_the_blur_slider_shows_a_command_line_blur_beyond_its_range(
+    qtbot, clip, qsettings, blur, low, high
+):
+    from vidmat.core.backgrounds import Background
+
+    w = LiveWindow(
+        factory(clip), qsettings=qsettings, overrides={"background": Background.blurred(blur)}
+    )
+    qtbot.addWidget(w)
+    slider = w.blur_slider
+    assert (slider.minimum(), slider.maximum(), slider.value()) == (low, high, round(blur))
+    assert w.current_settings().background.describe() == f"blur:{blur:g}"
+    w.show()
+    w.start_pipeline()
+    qtbot.waitUntil(lambda: w.pipeline is not None and w.pipeline.outputs > 0, timeout=5000)
+    assert w.pipeline.settings.background.describe() == f"blur:{blur:g}"
+    slider.setValue(high)  # the far end of the slider is a strength the user can take
+    assert w.pipeline.settings.background.describe() == f"blur:{high}"
+    w.close()
+
+
+def test_a_file_picked_under_the_other_kind_shows_as_what_it_is(
+    qtbot, window, clip, tmp_path, monkeypatch
+):
+    from PyQt6.QtWidgets import QFileDialog
+
+    picked: list[str] = []
+    monkeypatch.setattr(
+        QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (picked[-1], ""))
+    )
+    pipe = window.pipeline
+    # "Image…" in the picker, then a video in the dialog: it plays, so the picker says Video.
+    picked.append(str(clip))
+    window.bg_combo.activated.emit(window.bg_combo.findData("image"))
+    assert pipe.settings.background.kind == "video"
+    assert window.bg_combo.currentData() == "video" and window.file_button.text() == clip.name
+    # The file button under Video, then a picture: it stands still, so the picker says Image.
+    picked.append(str(blue_png(tmp_path / "still.png")))
+    window.file_button.click()
+    assert pipe.settings.background.kind == "image"
+    assert window.bg_combo.currentData() == "image" and window.file_button.text() == "still.png"
+    # A path handed over directly (the same path the dialog takes) and B agree too.
+    assert window.set_background_kind("image", str(clip))
+    assert window.bg_combo.currentData() == "video" and pipe.settings.background.kind == "video"
+    assert window.set_background_kind("image")  # the picture chosen before, still open
+    assert window.bg_combo.currentData() == "image" and window.file_button.text() == "still.png"
+    window.close()
+    # Each kind remembers the file that is that kind, never the other's.
+    assert window.qs.value("background/video") == str(clip)
+    assert window.qs.value("background/image") == str(tmp_path / "still.png")
 
 
 def test_a_background_error_clears_once_a_later_change_works(qtbot, window, tmp_path):

@@ -36,7 +36,8 @@ examples:
   vidmat live --virtual-camera --bg blur       for Zoom/Meet/OBS (needs pyvirtualcam)
 
 window keys: B cycle background, M mirror, R record start/stop, S snapshot,
-F fullscreen, Up/Down smoothing, Q or Esc quit.
+F fullscreen, Up/Down smoothing, Q or Esc quit. The window remembers the settings
+changed in it; look options given here hold for this run and do not replace them.
 On a CPU the model runs in its own thread at a smaller input (--size defaults
 to 192, or the weights' own size if smaller, and --threads to 1 here), so the
 picture stays fluid while the mask updates a few times per second.
@@ -69,7 +70,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="WxH",
         help="ask the camera for this size (it may give another); a file is cropped and scaled",
     )
-    src.add_argument("--fps", type=float, default=None, help="ask the camera for this frame rate")
+    src.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="ask the camera for this frame rate (it may give another); a file plays at its "
+        "own rate, or at this lower one by skipping frames, never faster",
+    )
     loop = src.add_mutually_exclusive_group()
     loop.add_argument(
         "--loop",
@@ -80,7 +87,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     loop.add_argument("--no-loop", dest="loop", action="store_false", help="stop at its end")
 
-    look = p.add_argument_group("look (all but --contrast and --grow can be changed in the window)")
+    look = p.add_argument_group(
+        "look (for this run; all but --contrast and --grow can be changed in the window)"
+    )
     look.add_argument(
         "--bg",
         default=None,
@@ -122,7 +131,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PX",
         help=GROW_HELP,
     )
-    look.add_argument("--mirror", action="store_true", default=None, help="selfie view")
+    look.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="selfie view; --no-mirror for the camera's own view (default: as the window "
+        "left it, else not mirrored)",
+    )
 
     out = p.add_argument_group("output")
     out.add_argument("--no-window", action="store_true", help="run without a window (headless)")
@@ -158,7 +173,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="sync mode: run the model on every N-th frame; smoothing carries the mask between",
+        help="run the model on every N-th frame at most; smoothing carries the mask between "
+        "(async mode also skips the frames that come while the model is busy)",
     )
     add_engine_options(p)
     p.set_defaults(func=run)
@@ -249,20 +265,28 @@ class LiveRequest:
         an output that is its input.
         """
         from vidmat.io.files import check_not_input, check_output_path
+        from vidmat.io.recorder import check_recording_name
 
         record = Path(self.args.record)
+        check_recording_name(record)
         for path, name in self.input_files():
             check_not_input(record, path, output_name="recording", source_name=name)
         check_output_path(record, self.args.overwrite)
 
-    def recorder_config(self, path: Path | None = None):
+    def recorder_config(self, path: Path | None = None, fps: float | None = None):
+        """``fps``: the rate the opened source delivers frames at (its capture's
+        ``nominal_fps``), not --fps as typed: that is a request a camera may answer with
+        another rate, and a file never plays faster than its own (a 30 fps file with
+        --fps 60 was recorded as 60 fps). None: the recorder's default."""
+        from dataclasses import replace
+
         from vidmat.io.recorder import RecorderConfig
 
         a = self.args
         path = path or a.record
         audio = None if a.audio == "off" else a.audio
-        fps = a.fps or 30.0
-        return RecorderConfig(Path(path), overwrite=a.overwrite, audio=audio, fps=fps)
+        cfg = RecorderConfig(Path(path), overwrite=a.overwrite, audio=audio)
+        return replace(cfg, fps=fps) if fps else cfg
 
 
 def run(args: argparse.Namespace) -> int:
@@ -311,7 +335,7 @@ def run_headless(req: LiveRequest) -> int:
         on_error=errors.append,
         on_status=on_status,
     )
-    recorder = Recorder(req.recorder_config()) if args.record else None
+    recorder: Recorder | None = None
     vcam = None
     pipe.start()
     # kill / a job manager stops a run as Ctrl-C does: the recording is finalised.
@@ -331,7 +355,9 @@ def run_headless(req: LiveRequest) -> int:
                 vcam = VirtualCamera(cap.width, cap.height, cap.nominal_fps, args.virtual_device)
                 pipe.add_sink(vcam)
                 print(f"vidmat live: virtual camera on {vcam.device}", file=sys.stderr)
-            if recorder is not None:
+            if args.record:
+                # Made once the source is open: it records at the rate frames come at.
+                recorder = Recorder(req.recorder_config(fps=cap.nominal_fps))
                 recorder.start()
                 pipe.add_sink(recorder)
                 print(

@@ -58,7 +58,8 @@ class RecorderConfig:
     #: B-frames, so a VFR file's duration comes out exact (the muxer sums decode-order
     #: durations, which B-frame reordering skews by a frame).
     preset: str = "ultrafast"
-    #: Nominal rate written into the header for players; timestamps stay real.
+    #: The rate the source delivers frames at: the header's nominal rate and the last
+    #: frame's length (the others last until the next frame's real timestamp).
     fps: float = 30.0
     #: "auto" (microphone if one exists), None (no audio) or an ALSA device name.
     audio: str | None = "auto"
@@ -81,6 +82,14 @@ class RecordingInfo:
 def alsa_capture_devices() -> list[str]:
     """ALSA capture PCM nodes (``/dev/snd/pcmC0D0c``...): is there a microphone at all?"""
     return sorted(glob.glob("/dev/snd/pcmC*D*c"))
+
+
+def check_recording_name(path: Path) -> None:
+    """Refuse a name that is not .mp4/.m4v: the recording is always an MP4 container
+    (H.264 + AAC), and a .mov or .mkv name would hold MP4 under another container's name.
+    A function of its own so that a command can refuse it before it opens the camera."""
+    if path.suffix.lower() not in (".mp4", ".m4v"):
+        raise VidmatError(f"record to an .mp4 file, got {path.name}.")
 
 
 def _to_rgb(image: np.ndarray) -> np.ndarray:
@@ -127,10 +136,7 @@ class Recorder:
     def __init__(self, cfg: RecorderConfig) -> None:
         self.cfg = cfg
         path = Path(cfg.path)
-        # The recording is always an MP4 container (H.264 + AAC): a .mov or .mkv name
-        # would hold MP4 under another container's name.
-        if path.suffix.lower() not in (".mp4", ".m4v"):
-            raise VidmatError(f"record to an .mp4 file, got {path.name}.")
+        check_recording_name(path)
         check_output_path(path, cfg.overwrite)
         self.path = path
         self.queue: LatestQueue[tuple[np.ndarray, float]] = LatestQueue(cfg.max_queue)

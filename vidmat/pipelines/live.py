@@ -14,7 +14,9 @@ Threads and why:
   composites every frame with the latest smoothed mask. The picture stays
   fluid and fresh (latency = refine + composite), only the mask trails. On a
   GPU the model takes ~3 ms, so ``sync`` mode runs it in the worker on every
-  frame (or every n-th with ``infer_every``, the smoother carrying the mask).
+  frame. With ``infer_every`` n, either mode offers the model only every n-th
+  frame, the smoother carrying the mask between (async also skips frames
+  while the model is busy, so it may run less often still).
 * **recorder** (:class:`~vidmat.io.recorder.Recorder`) encodes off the worker.
 
 The core knows nothing of Qt: callbacks are plain callables called from the
@@ -106,7 +108,8 @@ class LiveConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     #: auto = async on the CPU (model in its own thread), sync on CUDA.
     mode: str = "auto"
-    #: sync mode: run the model on every n-th frame; the smoother carries the mask between.
+    #: Offer the model every n-th frame only (both modes); the smoother carries the mask
+    #: between. Async mode also skips the frames that arrive while the model is busy.
     infer_every: int = 1
     #: Stop after this many seconds of frames (None: until stop() or the source ends).
     duration: float | None = None
@@ -497,7 +500,9 @@ class LivePipeline:
                         model_ms = self._infer(x, frame.timestamp)
                         inferred = True
                 else:
-                    self.model_q.put((x, frame.timestamp))
+                    # Frame 0 always goes: start-up waits for the first mask below.
+                    if self.outputs % self.config.infer_every == 0:
+                        self.model_q.put((x, frame.timestamp))
                     if self._mask is None:
                         # Start-up: nothing to composite with until the first mask exists.
                         while not self._mask_ready.wait(0.1):

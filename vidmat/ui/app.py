@@ -67,7 +67,10 @@ def run_window(req: LiveRequest) -> int:
         return LivePipeline(engine, config, s, **callbacks)
 
     def make_recorder(path: Path) -> Recorder:
-        return Recorder(req.recorder_config(path))
+        # Recording starts only while a pipeline runs: its source's rate is known.
+        pipe = window.pipeline
+        cap = pipe.capture if pipe is not None else None
+        return Recorder(req.recorder_config(path, fps=cap.nominal_fps if cap else None))
 
     window = LiveWindow(
         make_pipeline,

@@ -64,6 +64,10 @@ FILE_KINDS = ("image", "video")
 FALLBACK_KIND = "blur"
 
 
+#: The largest value a QSlider holds (a C int); a blur beyond it pins the slider there.
+_SLIDER_LIMIT = 2**31 - 1
+
+
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02X}{:02X}{:02X}".format(*rgb)
 
@@ -131,6 +135,7 @@ class LiveWindow(QMainWindow):
     """Main window; see the module docstring. ``overrides`` beat remembered settings."""
 
     recordingSaved = pyqtSignal(object)  # RecordingInfo, or an error string
+    #: The remembered look settings besides the background (one control each).
     SETTINGS_KEYS = ("smoothing", "threshold", "feather", "mirror")
 
     def __init__(
@@ -170,6 +175,10 @@ class LiveWindow(QMainWindow):
         self._bg_cache: dict[str, Background] = {}
         #: The background error on the overlay and the overlay it replaced (text, is error).
         self._bg_error: tuple[str, str, bool] | None = None
+        #: Remembered settings (SETTINGS_KEYS, "background") this run took from the command
+        #: line: options typed for one run are not the user's new defaults, so they are not
+        #: saved unless the user changes them in the window (which removes them from here).
+        self._from_command_line: set[str] = set()
         #: Recordings not yet in place (recording or being finalised); a lock because
         #: finalising ends on its own thread.
         self._recording_targets: set[Path] = set()
@@ -222,9 +231,13 @@ class LiveWindow(QMainWindow):
         self.smoothing_slider = self._slider(0, 100, "Temporal smoothing (Up/Down)")
         self.threshold_slider = self._slider(5, 95, "Matte threshold")
         self.feather_slider = self._slider(0, 20, "Edge feather in pixels")
-        self.smoothing_slider.valueChanged.connect(self._on_sliders)
-        self.threshold_slider.valueChanged.connect(self._on_sliders)
-        self.feather_slider.valueChanged.connect(self._on_sliders)
+        for key, slider in (
+            ("smoothing", self.smoothing_slider),
+            ("threshold", self.threshold_slider),
+            ("feather", self.feather_slider),
+        ):
+            slider.valueChanged.connect(lambda _value, key=key: self._changed_here(key))
+            slider.valueChanged.connect(self._on_sliders)
         form.addRow("Smoothing", self.smoothing_slider)
         form.addRow("Threshold", self.threshold_slider)
         form.addRow("Feather", self.feather_slider)
@@ -307,6 +320,7 @@ class LiveWindow(QMainWindow):
         never stop the window from opening, nor leave a value the pipeline refuses.
         """
         qs = self.qs
+        self._from_command_line = {k for k in (*self.SETTINGS_KEYS, "background") if k in overrides}
         geo = qs.value("geometry")
         if isinstance(geo, (QByteArray, bytes)) and not self.restoreGeometry(geo):
             log.info("ignoring the remembered window geometry: it is not one Qt can restore")
@@ -354,15 +368,29 @@ class LiveWindow(QMainWindow):
         self.smoothing_slider.setValue(round(smoothing * 100))
         self.threshold_slider.setValue(round(threshold * 100))
         self.feather_slider.setValue(round(feather))
-        self.blur_slider.blockSignals(True)
-        self.blur_slider.setValue(round(self._bg_blur))
-        self.blur_slider.blockSignals(False)
+        self._show_blur(self._bg_blur)
         for w in (self.smoothing_slider, self.threshold_slider, self.feather_slider):
             w.blockSignals(False)
         self.mirror_box.blockSignals(True)
         self.mirror_box.setChecked(mirror)
         self.mirror_box.blockSignals(False)
         self._sync_bg_widgets()
+
+    def _show_blur(self, blur: float) -> None:
+        """Put ``blur`` on the blur slider, first widening its range to cover it.
+
+        The slider's 1..60 is a convenient span, not a limit of the blur: a --bg blur:100
+        on a slider pinned at 60 would misstate the strength in use, and the first touch
+        would silently drop it to 60. Signals are blocked: showing is not changing.
+        """
+        s = self.blur_slider
+        s.blockSignals(True)
+        s.setRange(
+            min(s.minimum(), max(0, math.floor(blur))),
+            max(s.maximum(), min(_SLIDER_LIMIT, math.ceil(blur))),
+        )
+        s.setValue(round(blur))
+        s.blockSignals(False)
 
     def _restore_file_background(self, kind: str) -> None:
         """Open the remembered file of ``kind``; if it cannot be used, fall back visibly.
@@ -373,7 +401,7 @@ class LiveWindow(QMainWindow):
         path = self._bg_paths.get(kind)
         if path:
             try:
-                self._load_file_background(kind, path)
+                self._bg_kind = self._load_file_background(kind, path).kind
                 return
             except VidmatError as exc:
                 why = (  # os.path.exists: False, not ValueError, for a path with a NUL
@@ -412,14 +440,27 @@ class LiveWindow(QMainWindow):
             self._bg_kind = bg.kind
 
     def save_settings(self) -> None:
-        """Remember what is shown. Reads the controls, never :meth:`background`, so that
+        """Remember what is shown, except what this run's command line set and the user
+        left alone (see ``_from_command_line``): ``vidmat live --mirror`` once must not
+        mirror every later run. Reads the controls, never :meth:`background`, so that
         closing neither opens files nor fails on a background."""
         qs = self.qs
         qs.setValue("geometry", self.saveGeometry())
-        qs.setValue("smoothing", self.smoothing_slider.value() / 100.0)
-        qs.setValue("threshold", self.threshold_slider.value() / 100.0)
-        qs.setValue("feather", float(self.feather_slider.value()))
-        qs.setValue("mirror", self.mirror_box.isChecked())
+        looks: dict[str, float | bool] = {
+            "smoothing": self.smoothing_slider.value() / 100.0,
+            "threshold": self.threshold_slider.value() / 100.0,
+            "feather": float(self.feather_slider.value()),
+            "mirror": self.mirror_box.isChecked(),
+        }
+        for key, value in looks.items():
+            if key not in self._from_command_line:
+                qs.setValue(key, value)
+        if "background" not in self._from_command_line:
+            self._save_background()
+        qs.sync()
+
+    def _save_background(self) -> None:
+        qs = self.qs
         qs.setValue("background/kind", self._bg_kind)
         qs.setValue("background/color", _hex(self._bg_color))
         qs.setValue("background/blur", self._bg_blur)
@@ -428,7 +469,6 @@ class LiveWindow(QMainWindow):
                 qs.setValue(f"background/{k}", self._bg_paths[k])
             else:  # a path found dead this run is not remembered again
                 qs.remove(f"background/{k}")
-        qs.sync()
 
     def background(self) -> Background:
         """The background the picker shows, as the pipeline takes it."""
@@ -450,6 +490,12 @@ class LiveWindow(QMainWindow):
         return self._bg_cache[k]
 
     def _load_file_background(self, kind: str, path: str) -> Background:
+        """Open ``path``, asked for as ``kind``, and keep it under the kind it really is.
+
+        A video chosen under Image plays as a video (and an image under Video stands
+        still): it is kept as that kind, so that the callers put the picker on what is
+        applied, as a --bg file on the command line is shown by what it is.
+        """
         from vidmat.io.images import load_background
 
         try:
@@ -458,8 +504,10 @@ class LiveWindow(QMainWindow):
             raise VidmatError(f"{path} cannot be opened as a background ({exc}).") from None
         if bg.kind not in FILE_KINDS:
             raise VidmatError(f"{path} is not an image or video file.")
-        self._bg_cache[kind] = bg
-        self._bg_paths[kind] = path
+        self._bg_cache[bg.kind] = bg
+        self._bg_paths[bg.kind] = path
+        if bg.kind != kind and self._bg_paths.get(kind) == path:
+            del self._bg_paths[kind]  # the other kind's entry must not go on naming this file
         return bg
 
     def current_settings(self) -> LiveSettings:
@@ -498,37 +546,40 @@ class LiveWindow(QMainWindow):
         """
         if kind not in BG_KEYS:
             raise ValueError(f"unknown background kind {kind!r}")
-        if kind in FILE_KINDS and not self._ensure_file(kind, path):
-            self._sync_bg_widgets()
-            return False
+        if kind in FILE_KINDS:
+            opened = self._ensure_file(kind, path)
+            if opened is None:
+                self._sync_bg_widgets()
+                return False
+            kind = opened  # a video picked under Image is shown as Video
         self._bg_kind = kind
         self._sync_bg_widgets()
         self._apply_background()
         return True
 
-    def _ensure_file(self, kind: str, path: str | None) -> bool:
+    def _ensure_file(self, kind: str, path: str | None) -> str | None:
         """Have ``kind``'s file open: ``path`` if given, else the one open or remembered,
-        else ask. A remembered file that fails to open is forgotten, so that B does not
-        keep offering it."""
+        else ask. Returns the kind the file opened as (None: none did). A remembered file
+        that fails to open is forgotten, so that B does not keep offering it."""
         if path is not None:
             return self._try_load(kind, path)
         if kind in self._bg_cache:
-            return True
+            return kind
         known = self._bg_paths.get(kind)
         if known:
-            if self._try_load(kind, known):
-                return True
-            self._bg_paths.pop(kind, None)
-            return False
+            opened = self._try_load(kind, known)
+            if opened is None:
+                self._bg_paths.pop(kind, None)
+            return opened
         return self.choose_file(kind)
 
-    def _try_load(self, kind: str, path: str) -> bool:
+    def _try_load(self, kind: str, path: str) -> str | None:
+        """Open ``path`` asked for as ``kind``: the kind it opened as, or None (shown why)."""
         try:
-            self._load_file_background(kind, path)
+            return self._load_file_background(kind, path).kind
         except VidmatError as exc:
             self._show_background_error(str(exc))
-            return False
-        return True
+            return None
 
     def _on_bg_combo(self, index: int) -> None:
         self.set_background_kind(str(self.bg_combo.itemData(index)))
@@ -549,7 +600,8 @@ class LiveWindow(QMainWindow):
             if self.set_background_kind(kinds[(i + step) % len(kinds)]):
                 return
 
-    def choose_file(self, kind: str) -> bool:
+    def choose_file(self, kind: str) -> str | None:
+        """Ask for a ``kind`` file: the kind it opened as, or None (cancelled or unusable)."""
         pattern = (
             "Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff)"
             if kind == "image"
@@ -560,11 +612,15 @@ class LiveWindow(QMainWindow):
         )
         path, _ = QFileDialog.getOpenFileName(self, f"Background {kind}", start, pattern)
         if not path:
-            return False
+            return None
         return self._try_load(kind, path)
 
     def _choose_file_clicked(self) -> None:
-        if self._bg_kind in FILE_KINDS and self.choose_file(self._bg_kind):
+        if self._bg_kind not in FILE_KINDS:
+            return
+        opened = self.choose_file(self._bg_kind)
+        if opened is not None:
+            self._bg_kind = opened  # a video picked under Image is shown as Video
             self._sync_bg_widgets()
             self._apply_background()
 
@@ -591,6 +647,7 @@ class LiveWindow(QMainWindow):
         about a file the user has since moved on from, and would otherwise stay over
         the video until a restart.
         """
+        self._changed_here("background")
         bg = self.background()
         if self.pipeline is not None:
             try:
@@ -627,7 +684,12 @@ class LiveWindow(QMainWindow):
         )
 
     def _on_mirror(self, on: bool) -> None:
+        self._changed_here("mirror")
         self._push(mirror=bool(on))
+
+    def _changed_here(self, key: str) -> None:
+        """The user changed ``key`` in the window: from now on it is theirs to remember."""
+        self._from_command_line.discard(key)
 
     def _push(self, **changes: Any) -> None:
         if self.pipeline is None:
@@ -935,8 +997,9 @@ def settings_overrides(
     """The fields of ``settings`` the user set on the command line.
 
     ``bg_spec`` is --bg as typed: for an image or video background its absolute path
-    goes along as ``background_path``, so that the window remembers which file it was
-    (an opened background no longer knows) and the next run shows the same.
+    goes along as ``background_path``, so that the picker names the file (an opened
+    background no longer knows) and, should the user change the background in the
+    window, remembers the file its Image or Video entry held.
     """
     out = {k: getattr(settings, k) for k in explicit}
     if "background" in explicit:
