@@ -44,11 +44,13 @@ def make_clip(
     codec: str = "libx264",
     faststart: bool = False,
     audio_seconds: float | None = None,
+    audio_layout: str = "mono",
 ) -> Path:
     """Write a test clip. ``pts`` (in ``time_base``) gives variable frame rate.
 
     Odd sizes are stored with yuv444p (libx264 refuses odd sizes in yuv420p).
-    ``audio_seconds``: the audio's length (default: the video's).
+    ``audio_seconds``: the audio's length (default: the video's). ``audio_layout``: the
+    same tone (peak 0.3) in every channel of it ("5.1", "quad" for downmix tests).
     """
     tb = time_base or (Fraction(1, 1) / rate / 1000 if rate.denominator == 1 else 1 / rate / 1001)
     if time_base is None:
@@ -71,7 +73,7 @@ def make_clip(
         s.set_display_rotation(rotation)
     a = None
     if audio:
-        a = c.add_stream(audio, rate=sample_rate, layout="mono")
+        a = c.add_stream(audio, rate=sample_rate, layout=audio_layout)
     duration = float((pts[-1] + round(1 / (rate * tb))) * tb)
     for i, p in enumerate(pts):
         f = av.VideoFrame.from_ndarray(square_frame(i, width, height), format="rgb24")
@@ -85,15 +87,16 @@ def make_clip(
         t = np.arange(n) / sample_rate
         tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
         fmt = a.codec_context.codec.audio_formats[0].name
+        channels = av.AudioLayout(audio_layout).nb_channels
         chunk = 1024
         for start in range(0, n, chunk):
-            block = tone[start : start + chunk][None]
-            af = av.AudioFrame.from_ndarray(block, format="flt", layout="mono")
+            block = np.repeat(tone[start : start + chunk][None], channels, 0)
+            af = av.AudioFrame.from_ndarray(block, format="fltp", layout=audio_layout)
             af.sample_rate = sample_rate
             af.pts = start
             af.time_base = Fraction(1, sample_rate)
-            if fmt != "flt":
-                rs = av.AudioResampler(format=fmt, layout="mono", rate=sample_rate)
+            if fmt != "fltp":
+                rs = av.AudioResampler(format=fmt, layout=audio_layout, rate=sample_rate)
                 frames_ = rs.resample(af)
             else:
                 frames_ = [af]

@@ -16,6 +16,8 @@ from typing import Any
 
 import av
 
+from vidmat.errors import plain_text
+
 
 def av_errors() -> tuple[type[BaseException], ...]:
     """What PyAV raises for a damaged or unusable file (caught where a file is read)."""
@@ -47,6 +49,95 @@ AUDIO_COPY: dict[str, frozenset[str]] = {
 CODEC_NAMES = {"mp3float": "mp3", "mp2float": "mp2", "ac3_fixed": "ac3", "aac_fixed": "aac"}
 #: Re-encode target when the copy is not possible (WebM cannot hold AAC).
 AUDIO_FALLBACK: dict[str, str] = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
+#: libswresample options for every re-encode. With float output (what AAC takes) FFmpeg's
+#: default 5.1/quad -> stereo matrix is not normalised: each side sums 1 + 0.71 + 0.71 of
+#: its channels and loud surround clips at +4 dBFS, while s16 output (what libopus gets)
+#: is normalised and 2.4x quieter. ``rematrix_maxval`` 1 normalises it for every format,
+#: so a downmix never clips and sounds the same in mp4 and webm; it only acts when the
+#: channel layout changes (stereo and mono pass as they are).
+RESAMPLE_OPTIONS: dict[str, str] = {"rematrix_maxval": "1.0"}
+#: A changed sample rate goes no higher than this: every player takes 48 kHz, not all 96.
+MAX_NEW_RATE = 48000
+
+
+class AudioUnusable(ValueError):
+    """Why the input's audio cannot go into an output (no decoder for its codec, an encoder
+    that will not open): the video is then written without it. A ValueError, so it is one
+    of :func:`av_errors` and callers that catch those leave the audio out, not the video."""
+
+
+def encoder_rate(codec: av.Codec, rate: int) -> int:
+    """A sample rate ``codec`` encodes, for input at ``rate``: ``rate`` itself when the
+    encoder takes it (or lists no rates), else the next higher rate it lists (nothing of
+    the input's bandwidth is lost: 37.8 kHz -> 44.1 kHz for AAC), up to :data:`MAX_NEW_RATE`
+    (192 kHz -> 48 kHz). AAC refuses rates outside its table when it opens, which used to
+    fail the whole output."""
+    rates = sorted(codec.audio_rates or ())
+    if not rates or rate in rates:
+        return rate
+    fits = [r for r in rates if r <= MAX_NEW_RATE] or rates
+    higher = [r for r in fits if r > rate]
+    return min(higher) if higher else max(fits)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How the input's audio is re-encoded: encoder, rate, channel layout, sample format."""
+
+    codec: str
+    rate: int
+    layout: str
+    sample_format: str
+
+
+def plan_encoding(stream: Any, info: AudioInfo, container: str) -> Encoding | None:
+    """None when ``container`` takes the audio as a stream copy; else the re-encode, checked.
+
+    Raises :class:`AudioUnusable` when FFmpeg has no decoder for the stream or the encoder
+    will not open with these settings. The encoder is opened here on a context of its own,
+    before any stream is added to the output: FFmpeg opens every stream's encoder when it
+    writes the file's header, so an audio encoder that fails then takes the video with it.
+    """
+    if info.codec in AUDIO_COPY.get(container, frozenset()):
+        return None
+    if stream.codec_context is None:
+        raise AudioUnusable("FFmpeg has no decoder for its codec")
+    codec = av.Codec(AUDIO_FALLBACK[container], "w")
+    rate = encoder_rate(codec, info.sample_rate or MAX_NEW_RATE)
+    layout = "stereo" if info.channels != 1 else "mono"
+    sample_format = codec.audio_formats[0].name
+    trial = av.CodecContext.create(codec, "w")
+    trial.sample_rate, trial.layout, trial.format = rate, layout, sample_format
+    trial.time_base = Fraction(1, rate)
+    try:
+        trial.open()
+    except av.error.FFmpegError as exc:
+        raise AudioUnusable(
+            f"the {codec.name} encoder would not open at {rate} Hz {layout} ({exc.strerror})"
+        ) from None
+    return Encoding(codec.name, rate, layout, sample_format)
+
+
+def container_for(fmt: str) -> str:
+    """The container a :class:`~vidmat.io.video.VideoWriter` format carries its audio in
+    (the mask is an mp4, a PNG sequence gets an audio.m4a)."""
+    return "mp4" if fmt in ("mask", "png") else fmt
+
+
+def audio_problem(src: Path, info: AudioInfo, fmt: str) -> str | None:
+    """Why the audio of ``src`` cannot go into a ``fmt`` output, or None when it can.
+
+    Asked before the writer opens, so a convert can leave the audio out with one warning
+    line instead of handing the writer audio it would drop with only a log message.
+    """
+    try:
+        with av.open(str(src), metadata_errors="ignore") as c:
+            plan_encoding(c.streams[info.index], info, container_for(fmt))
+    except AudioUnusable as exc:
+        return str(exc)
+    except av_errors() as exc:  # the input no longer opens: no audio from it either
+        return plain_text(str(exc))[:120] or type(exc).__name__
+    return None
 
 
 class AudioPass:
@@ -59,25 +150,27 @@ class AudioPass:
 
     def __init__(self, src: Path, info: AudioInfo, out: Any, fmt: str, offset: float) -> None:
         self._in = av.open(str(src), metadata_errors="ignore")
-        self._src_stream = self._in.streams[info.index]
+        try:
+            self._src_stream = self._in.streams[info.index]
+            encoding = plan_encoding(self._src_stream, info, fmt)
+        except BaseException:
+            self._in.close()
+            raise
         self._packets = self._in.demux(self._src_stream)
         self._pending: Any = None
         self._offset = offset
-        self.copy = info.codec in AUDIO_COPY.get(fmt, frozenset())
+        self.copy = encoding is None
         self._resampler = None
-        if self.copy:
+        if encoding is None:
             self.stream = out.add_stream_from_template(self._src_stream)
             self._decoder = None
         else:
-            codec = AUDIO_FALLBACK[fmt]
-            rate = info.sample_rate or 48000
-            if codec == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
-                rate = 48000
-            layout = "stereo" if info.channels != 1 else "mono"
-            self.stream = out.add_stream(codec, rate=rate, layout=layout)
+            rate, layout = encoding.rate, encoding.layout
+            self.stream = out.add_stream(encoding.codec, rate=rate, layout=layout)
             self.stream.time_base = Fraction(1, rate)
-            fmt_name = self.stream.codec_context.codec.audio_formats[0].name
-            self._resampler = av.AudioResampler(format=fmt_name, layout=layout, rate=rate)
+            self._resampler = av.AudioResampler(
+                format=encoding.sample_format, layout=layout, rate=rate, options=RESAMPLE_OPTIONS
+            )
             self._decoder = self._src_stream.codec_context
         self.done = False
         self.packets = 0
@@ -178,8 +271,10 @@ class AudioPass:
             self._in.close()
 
 
-def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0) -> bool:
-    """The audio of ``src`` as an .m4a beside a PNG sequence; True when stream-copied.
+def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0) -> bool | None:
+    """The audio of ``src`` as an .m4a beside a PNG sequence; True when stream-copied, None
+    (and no file) when it cannot be carried (:func:`audio_problem` says why), so the
+    frames already written are not lost to their audio.
 
     MP4 rather than Matroska: it keeps the AAC encoder delay (priming samples) in its
     edit list, so the audio stays in sync with frame 1 to the sample.
@@ -187,6 +282,11 @@ def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0)
     out = av.open(str(dst), "w", format="mp4")
     try:
         audio = AudioPass(src, info, out, "mp4", offset)
+    except AudioUnusable:
+        out.close()
+        dst.unlink(missing_ok=True)
+        return None
+    try:
         audio.write_until(out, None)
         return audio.copy
     finally:

@@ -1,0 +1,184 @@
+"""The audio path (vidmat.io.audio) never costs the video: audio FFmpeg cannot decode, or at
+a rate the encoder refuses, or an encoder that will not open, leaves the audio out (said in
+one warning) or is resampled; surround mixed down to stereo keeps its level in every format."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from convert_fixtures import audio_seconds, frame_times, make_clip, stub_engine
+
+from vidmat.cli import main
+from vidmat.core.engine import Engine
+from vidmat.io import audio as audio_mod
+from vidmat.io.audio import encoder_rate
+from vidmat.io.video import VideoWriter, probe
+from vidmat.pipelines.convert import ConvertConfig, convert_video
+
+TONE_PEAK = 0.3  # make_clip's tone, in every channel
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return stub_engine()
+
+
+def undecodable_clip(path: Path) -> Path:
+    """A Matroska clip whose audio codec ID is one FFmpeg does not know (as a file from a
+    newer or odd muxer): PyAV gives the stream no codec context at all. Same length as
+    ``A_PCM/INT/LIT``, so the EBML sizes stay right."""
+    good = make_clip(path.with_name("pcm_" + path.name), frames=8, audio="pcm_s16le")
+    data = good.read_bytes()
+    assert data.count(b"A_PCM/INT/LIT") == 1
+    path.write_bytes(data.replace(b"A_PCM/INT/LIT", b"A_QQQ/QQQ/QQQ"))
+    return path
+
+
+def audio_streams(path: Path) -> list[tuple[str, int, str]]:
+    """(codec, sample rate, layout) of each audio stream of a file."""
+    with av.open(str(path)) as c:
+        return [
+            (a.codec_context.name, a.codec_context.sample_rate, a.codec_context.layout.name)
+            for a in c.streams.audio
+        ]
+
+
+def audio_levels(path: Path) -> tuple[float, float]:
+    """Peak and RMS of a file's audio (first channel, full scale 1.0 whatever the sample
+    format); the RMS leaves out the first and last tenth, where encoders ramp in and out."""
+    with av.open(str(path)) as c:
+        parts = []
+        for f in c.decode(c.streams.audio[0]):
+            a = f.to_ndarray()
+            a = a[0] if not f.format.is_packed else a.reshape(-1)[:: f.layout.nb_channels]
+            if a.dtype.kind == "i":
+                a = a / float(np.iinfo(a.dtype).max + 1)
+            parts.append(a.astype(np.float64))
+    x = np.concatenate(parts)
+    middle = x[len(x) // 10 : -len(x) // 10]
+    return float(np.abs(x).max()), float(np.sqrt(np.mean(middle**2)))
+
+
+# --------------------------------------------------------------------------- 1: no decoder
+@pytest.mark.parametrize("fmt", ["mp4", "png"])
+def test_undecodable_audio_is_left_out_with_one_warning(
+    engine: Engine, tmp_path: Path, fmt: str
+) -> None:
+    """Used to end in AttributeError ('NoneType' has no 'decode') and no output."""
+    src = undecodable_clip(tmp_path / "odd.mkv")
+    info = probe(src)
+    assert info.audio is not None and info.audio.codec == "unknown"
+    dst = tmp_path / ("out.mp4" if fmt == "mp4" else "out")
+    result = convert_video(engine, src, dst, ConvertConfig(fmt=fmt))
+    assert result.frames == 8 and result.audio is None
+    assert result.warnings == ["the audio was left out: FFmpeg has no decoder for its codec"]
+    if fmt == "png":
+        assert len(list(dst.glob("*.png"))) == 8 and not (dst / "audio.m4a").exists()
+    else:
+        assert len(frame_times(dst)) == 8 and audio_streams(dst) == []
+
+
+def test_undecodable_audio_in_a_batch_does_not_stop_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = stub_engine()
+    monkeypatch.setattr(Engine, "from_config", classmethod(lambda cls, cfg: engine))
+    bad = undecodable_clip(tmp_path / "a_odd.mkv")
+    good = make_clip(tmp_path / "b_good.mp4", frames=8)
+    assert main(["convert", "--quiet", str(bad), str(good)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "vidmat: warning: a_odd.mkv: the audio was left out" in err
+    assert (tmp_path / "a_odd_green.mp4").is_file() and (tmp_path / "b_good_green.mp4").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "png"])
+def test_writer_given_undecodable_audio_writes_the_video(tmp_path: Path, fmt: str) -> None:
+    """The writer on its own (no convert pre-check): the audio pass refuses before it adds
+    a stream or file, and the frames are written without audio."""
+    src = undecodable_clip(tmp_path / "odd.mkv")
+    info = probe(src)
+    dst = tmp_path / ("out.mp4" if fmt == "mp4" else "out")
+    with VideoWriter(dst, fmt, 64, 48, info.time_base, info.rate, info) as w:
+        w.write(np.zeros((48, 64, 3), np.uint8), 0)
+    assert w.audio_copied is None
+    if fmt == "png":
+        assert sorted(p.name for p in dst.iterdir()) == ["frame_000001.png", "frames.csv"]
+    else:
+        assert audio_streams(dst) == [] and len(frame_times(dst)) == 1
+
+
+# --------------------------------------------------------------------------- 2: sample rates
+@pytest.mark.parametrize(
+    ("codec", "rate", "expected"),
+    [
+        ("aac", 48000, 48000),
+        ("aac", 96000, 96000),  # taken as it is
+        ("aac", 37800, 44100),  # the next rate up: nothing of the input lost
+        ("aac", 192000, 48000),  # not above 48 kHz when it must change
+        ("aac", 50000, 48000),
+        ("libopus", 44100, 48000),
+        ("libopus", 22050, 24000),
+    ],
+)
+def test_encoder_rate(codec: str, rate: int, expected: int) -> None:
+    assert encoder_rate(av.Codec(codec, "w"), rate) == expected
+
+
+@pytest.mark.parametrize(
+    ("rate", "fmt", "expected"),
+    [(192000, "mp4", 48000), (37800, "mask", 44100), (192000, "png", 48000)],
+)
+def test_sample_rate_aac_refuses_is_resampled(
+    engine: Engine, tmp_path: Path, rate: int, fmt: str, expected: int
+) -> None:
+    """PCM at 192 kHz or 37.8 kHz used to fail the whole mp4/mask/png output when AAC
+    refused to open ('avcodec_open2("aac") returned 22')."""
+    src = make_clip(tmp_path / "hi.mov", frames=8, audio="pcm_s24le", sample_rate=rate)
+    dst = tmp_path / ("out.mp4" if fmt != "png" else "out")
+    result = convert_video(engine, src, dst, ConvertConfig(fmt=fmt))
+    assert result.frames == 8 and result.warnings == []
+    audio_file = dst / "audio.m4a" if fmt == "png" else dst
+    assert audio_streams(audio_file) == [("aac", expected, "mono")]
+    assert abs(audio_seconds(audio_file) - audio_seconds(src)) < 0.03
+
+
+def test_encoder_that_will_not_open_leaves_the_audio_out(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever makes the audio encoder refuse to open (here a rate AAC has no table for),
+    the video is written without audio and the warning says why."""
+    monkeypatch.setattr(audio_mod, "encoder_rate", lambda codec, rate: 37800)
+    src = make_clip(tmp_path / "pcm.mov", frames=8, audio="pcm_s16le")
+    dst = tmp_path / "out.mp4"
+    result = convert_video(engine, src, dst, ConvertConfig(fmt="mp4"))
+    assert result.frames == 8 and result.audio is None
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith(
+        "the audio was left out: the aac encoder would not open at 37800 Hz mono"
+    )
+    assert len(frame_times(dst)) == 8 and audio_streams(dst) == []
+
+
+# --------------------------------------------------------------------------- 3: downmix
+@pytest.mark.parametrize("layout", ["stereo", "quad", "5.1"])
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+def test_downmix_keeps_the_level_and_never_clips(tmp_path: Path, layout: str, fmt: str) -> None:
+    """The same tone in every channel comes out of the stereo mix at the level it went
+    in, in mp4 (AAC, float samples) as in webm (Opus, s16). FFmpeg's matrix for float
+    output was not normalised: 5.1 came out 2.4x louder than each channel (+4 dBFS, clipped,
+    for channels at 0.7) and 2.4x louder than the same source in webm."""
+    src = make_clip(tmp_path / "surround.mov", frames=8, audio="pcm_s16le", audio_layout=layout)
+    info = probe(src)
+    dst = tmp_path / f"out.{fmt}"
+    with VideoWriter(dst, fmt, 64, 48, info.time_base, info.rate, info) as w:
+        for i in range(8):
+            w.write(np.zeros((48, 64, 3), np.uint8), i * round(Fraction(1, 25) / info.time_base))
+    assert audio_streams(dst)[0][2] == "stereo"
+    peak, rms = audio_levels(dst)
+    assert abs(rms - TONE_PEAK / np.sqrt(2)) < 0.05 * TONE_PEAK / np.sqrt(2)
+    assert peak < 1.2 * TONE_PEAK
