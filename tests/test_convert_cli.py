@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -266,6 +267,101 @@ def test_help_says_where_formats_play(capsys: pytest.CaptureFixture[str]) -> Non
         assert word in text
 
 
+def convert_help(capsys: pytest.CaptureFixture[str]) -> str:
+    """``vidmat convert --help`` with its line wrapping undone."""
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_states_the_limits_the_checks_use(good: Path, tmp_path: Path, capsys) -> None:
+    """--lookahead, --grow, --size and --crf had limits only an error message told."""
+    import argparse
+
+    from vidmat.argtypes import model_size
+
+    text = convert_help(capsys)
+    top = re.search(r"the causal filter live uses; 0\.\.(\d+) \(default", text)
+    grow = re.search(r"off the edge; -(\d+)\.\.(\d+) \(default", text)
+    size = re.search(r"a multiple of 32 from (\d+) to (\d+)", text)
+    h264 = re.search(
+        r"mp4 and mask \(H\.264: 0\.\.(\d+), default 18\) and webm \(VP9: 0\.\.(\d+)", text
+    )
+    assert top and grow and size and h264, text
+    out = tmp_path / "x.mp4"
+    cases = [
+        (["--lookahead", top[1]], 0),
+        (["--lookahead", str(int(top[1]) + 1)], 2),
+        (["--grow", f"-{grow[1]}"], 0),
+        (["--grow", str(int(grow[2]) + 1)], 2),
+        (["--crf", h264[1]], 0),
+        (["--crf", str(int(h264[1]) + 1)], 2),
+        (["--crf", h264[2], "--format", "webm"], 0),
+        (["--crf", str(int(h264[2]) + 1), "--format", "webm"], 2),
+    ]
+    for opts, want in cases:
+        dst = out.with_suffix(".webm") if "webm" in opts else out
+        code, _, err = run_cli([good, "-o", dst, "--overwrite", *opts], capsys)
+        assert code == want, (opts, err)
+    lo, hi = int(size[1]), int(size[2])
+    assert model_size(str(lo)) == lo and model_size(str(hi)) == hi
+    for bad in (lo - 32, lo + 16, hi + 32):
+        with pytest.raises(argparse.ArgumentTypeError):
+            model_size(str(bad))
+
+
+def test_crf_says_which_formats_it_sets_and_is_not_checked_where_ignored(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--crf was checked against 0..51 for mov and png, then silently ignored there."""
+    text = convert_help(capsys)
+    assert "mov (ProRes 4444, fixed quality) and png (lossless) ignore it" in text
+    for fmt, dst in (("mov", tmp_path / "x.mov"), ("png", tmp_path / "frames")):
+        code = main(["convert", str(good), "--format", fmt, "--crf", "99", "-o", str(dst)])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert f"note: --crf has no effect on --format {fmt}" in err
+    code = main(["convert", str(good), "--crf", "20", "-o", str(tmp_path / "x.mp4")])
+    assert code == 0 and "--crf" not in capsys.readouterr().err
+
+
+def test_output_name_without_a_suffix_is_what_help_says(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-o NAME without a suffix: a folder of default names, but for png the frame folder."""
+    text = convert_help(capsys)
+    assert "a name without a suffix (-o takes -> takes/clip_green.mp4)" in text
+    assert "-o NAME without a suffix is that frame folder itself (NAME/frame_000001.png)" in text
+    code, _, err = run_cli([good, "-o", tmp_path / "takes"], capsys)
+    assert code == 0 and listing(tmp_path / "takes") == {"good_green.mp4"}, err
+    code, _, err = run_cli([good, "-o", tmp_path / "NAME", "--format", "png"], capsys)
+    assert code == 0 and "frame_000001.png" in listing(tmp_path / "NAME"), err
+
+
+def test_help_says_what_is_not_carried_over_and_every_exit_status(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = convert_help(capsys)
+    assert "subtitle and data streams, chapters and metadata (title" in text
+    for status in ("0 every input converted", "2 an input failed", "1 an unexpected error"):
+        assert status in text
+    for code, name in ((130, "SIGINT"), (143, "SIGTERM"), (141, "SIGPIPE")):
+        assert re.search(rf"{code}:? [^;]*\({name}", text), code
+    # What the help says is dropped is dropped: the container's title.
+    titled = tmp_path / "titled.mkv"
+    with av.open(str(good)) as src, av.open(str(titled), "w") as dst:
+        dst.metadata["title"] = "Take one"
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    code, _, err = run_cli([titled], capsys)
+    assert code == 0, err
+    with av.open(str(tmp_path / "titled_green.mp4")) as c:
+        assert "title" not in c.metadata and len(c.streams) == 1
+
+
 def test_lookahead_out_of_range_is_one_sentence(good: Path, tmp_path: Path, capsys) -> None:
     code, _, err = run_cli([good, "-o", tmp_path / "x.mp4", "--lookahead", "99"], capsys)
     assert code != 0 and "lookahead must be between 0 and 30" in err
@@ -319,10 +415,72 @@ def test_two_inputs_for_one_output_are_named_and_nothing_is_made(
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "clip.mp4").write_bytes(good.read_bytes())
     out = tmp_path / "out"
-    code, _, err = run_cli([tmp_path / "a/clip.mp4", tmp_path / "b/clip.mp4", "-o", out], capsys)
-    assert code == 2 and err.count("\n") == 1
-    assert f"{tmp_path / 'a/clip.mp4'} and {tmp_path / 'b/clip.mp4'}" in err
-    assert str(out / "clip_green.mp4") in err and not out.exists()
+    a, b = tmp_path / "a/clip.mp4", tmp_path / "b/clip.mp4"
+    code, _, err = run_cli([a, b, "-o", out], capsys)
+    errors = [ln for ln in err.splitlines() if ln.startswith("vidmat: error:")]
+    assert code == 2 and len(errors) == 2 and "converted 0 of 2 inputs; 2 failed" in err
+    dst = out / "clip_green.mp4"
+    assert f"{a} and {b} would both be written to {dst}" in errors[0]
+    assert f"{b} and {a} would both be written to {dst}" in errors[1]
+    # The same suffix: the example name takes the folder that tells them apart.
+    assert f"-o {out / 'clip_a_green.mp4'}" in errors[0]
+    assert f"-o {out / 'clip_b_green.mp4'}" in errors[1]
+    assert not out.exists()
+
+
+def test_a_name_clash_fails_those_inputs_and_the_others_convert(
+    good: Path, tmp_path: Path, capsys
+) -> None:
+    """take1.mp4 and take1.mov in one folder both want take1_green.mp4. That used to stop the
+    whole batch, other.mp4 too, and advise separate runs, whose second one then failed
+    with "already exists"."""
+    from vidmat.commands.convert import expand_inputs
+
+    src = tmp_path / "takes"
+    src.mkdir()
+    for name in ("take1.mp4", "take1.mov", "other.mp4"):
+        (src / name).write_bytes(good.read_bytes())
+    code, _, err = run_cli([src], capsys)
+    assert code == 2 and "converted 1 of 3 inputs" in err and "2 failed" in err
+    assert listing(src) == {"take1.mp4", "take1.mov", "other.mp4", "other_green.mp4"}
+    errors = [ln for ln in err.splitlines() if ln.startswith("vidmat: error:")]
+    dst = src / "take1_green.mp4"
+    assert errors[0].startswith(f"vidmat: error: {src / 'take1.mov'} and {src / 'take1.mp4'}")
+    assert errors[1].startswith(f"vidmat: error: {src / 'take1.mp4'} and {src / 'take1.mov'}")
+    assert len(errors) == 2 and all(f"both be written to {dst}" in e for e in errors)
+    # The advice works as given, and converting the folder again leaves its results out.
+    for line in errors:
+        m = re.search(r"convert (\S+) in a run of its own, adding -o (\S+) to the same", line)
+        assert m is not None, line
+        code, _, err = run_cli([m[1], "-o", m[2]], capsys)
+        assert code == 0, err
+    assert {"take1_mov_green.mp4", "take1_mp4_green.mp4"} < listing(src)
+    assert len(frame_times(src / "take1_mov_green.mp4")) == 8
+    jobs, skipped = expand_inputs([str(src)])
+    assert [j.src.name for j in jobs] == ["other.mp4", "take1.mov", "take1.mp4"]
+    assert {p.name for p in skipped} == {
+        "other_green.mp4",
+        "take1_mov_green.mp4",
+        "take1_mp4_green.mp4",
+    }
+
+
+def test_an_output_that_is_another_input_is_refused_even_with_overwrite(
+    good: Path, tmp_path: Path, capsys
+) -> None:
+    """clip.mp4 and clip_green.mp4 named together: the first one's default output is the
+    second input, which --overwrite used to replace. Named inputs are converted, not
+    skipped as earlier outputs, so the second converts and the first is refused."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(good.read_bytes())
+    other = tmp_path / "clip_green.mp4"
+    other.write_bytes(good.read_bytes())
+    before = other.read_bytes()
+    code, _, err = run_cli([clip, other, "--overwrite"], capsys)
+    assert code == 2 and "converted 1 of 2 inputs" in err, err
+    assert f"its output {other} would replace {other}, another input of this run" in err
+    assert other.read_bytes() == before
+    assert (tmp_path / "clip_green_green.mp4").exists()
 
 
 def test_failed_run_removes_the_folder_it_made(tmp_path: Path, capsys) -> None:

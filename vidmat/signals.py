@@ -5,6 +5,9 @@ process on the spot: a conversion would leave its temporary file behind and a li
 recording would never be finalised. Inside :func:`sigterm_as_interrupt` SIGTERM raises
 :class:`Terminated` instead, a ``KeyboardInterrupt``, so every cleanup written for
 Ctrl-C runs for it too, and the CLI still exits with SIGTERM's conventional code.
+
+:func:`interrupt_once` goes one step further for a job with worker threads: the first
+signal stops it and later ones are ignored, so the stop cannot itself be cut short.
 """
 
 from __future__ import annotations
@@ -38,6 +41,45 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupt_once() -> Iterator[None]:
+    """The first SIGINT or SIGTERM stops the work, as in :func:`sigterm_as_interrupt`;
+    any later one, until the block is left, is ignored.
+
+    Two quick Ctrl-Cs are common. The second one used to land while the first one's cleanup
+    was joining the worker threads: its ``KeyboardInterrupt`` cut the join short, and the
+    interpreter exited with the encoder thread still inside OpenCV's PNG encoder. When that
+    thread then asked for the GIL back, Python ended it with ``pthread_exit``, whose forced
+    unwind through OpenCV's C++ frames aborted the whole process ("terminate called without
+    an active exception", SIGABRT instead of exit 130). The handler ignores both signals
+    from the moment it raises, so no second one can land between the raise and the cleanup
+    either. The cleanup is bounded (threads are joined with a timeout); SIGKILL still
+    ends a stuck process. A SIGINT that was ignored on entry (a shell's background job)
+    stays ignored. Only the main thread may set signal handlers; elsewhere this does
+    nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    previous = {
+        s: signal.signal(s, handler)
+        for s in signals
+        if not (s == signal.SIGINT and signal.getsignal(s) == signal.SIG_IGN)
+    }
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 @contextlib.contextmanager

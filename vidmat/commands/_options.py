@@ -6,7 +6,8 @@ import argparse
 
 from vidmat.argtypes import model_size, positive_int, weights_name
 from vidmat.core.engine import PRECISIONS, EngineConfig
-from vidmat.core.postprocess import PostprocessConfig
+from vidmat.core.postprocess import MAX_GROW_PX, PostprocessConfig
+from vidmat.model.u2net import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
 
 #: --contrast in convert and live: the same curve, the same words.
@@ -16,7 +17,8 @@ CONTRAST_HELP = (
 )
 GROW_HELP = (
     "grow the matte by PX frame pixels, or shrink it with a negative PX to take a halo of "
-    f"the old background off the edge (default {PostprocessConfig().erode_dilate_px})"
+    f"the old background off the edge; -{MAX_GROW_PX}..{MAX_GROW_PX} "
+    f"(default {PostprocessConfig().erode_dilate_px})"
 )
 
 
@@ -56,7 +58,8 @@ def add_engine_options(
         type=model_size,
         default=default_size,
         metavar="PX",
-        help=f"model input side in pixels (default: the weights' own: "
+        help=f"model input side in pixels, a multiple of 32 from {MIN_INPUT_SIZE} to "
+        f"{MAX_INPUT_SIZE} (default: the weights' own: "
         f"{REGISTRY[DEFAULT_WEIGHTS].input_size} for {DEFAULT_WEIGHTS}, 320 for official "
         "checkpoints); larger sees small, distant people better, smaller runs faster on a CPU "
         "(the cost grows with the square of the side)",

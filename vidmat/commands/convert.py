@@ -24,7 +24,7 @@ from vidmat.commands._options import (
     engine_config_from_args,
 )
 from vidmat.core.backgrounds import parse_background
-from vidmat.core.postprocess import PostprocessConfig
+from vidmat.core.postprocess import MAX_LOOKAHEAD, PostprocessConfig
 from vidmat.errors import VidmatError
 from vidmat.io.files import check_not_input
 from vidmat.io.formats import FORMAT_HELP, FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -42,7 +42,7 @@ from vidmat.pipelines.convert import (
     image_config,
 )
 from vidmat.progress import progress_bar
-from vidmat.signals import sigterm_as_interrupt
+from vidmat.signals import interrupt_once
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             textwrap.fill(
                 "Separate the person from the background in video files and write a "
                 "composite (greenscreen by default) or a video with alpha. Timestamps "
-                "(23.976, variable frame rate), frame count, rotation and audio are kept. "
+                "(23.976, variable frame rate), frame count, rotation and the first audio "
+                "track are kept; other audio tracks, subtitle and data streams, chapters and "
+                "metadata (title, creation time, language tags) are not. "
                 "Still images (jpg, png, webp) give an RGBA PNG, or a composite when --bg "
                 "is given. Each output appears only when complete.",
                 78,
@@ -72,8 +74,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  vidmat convert videos/ '*.mov' -o converted/ --format mov\n"
             "  vidmat convert portrait.jpg                  # -> portrait_alpha.png (RGBA)\n"
             "\n"
-            "exit status: 0 when every input converted; 2 when any failed or was truncated "
-            "(a truncated input's decodable frames are still converted); 130 on Ctrl-C"
+            "exit status:\n"
+            "  0    every input converted\n"
+            "  2    an input failed or was truncated (the others, and a truncated input's\n"
+            "       decodable frames, are still converted), or an option was refused before\n"
+            "       anything ran (a usage error, a --bg file that cannot be read, --crf out\n"
+            "       of range)\n"
+            "  1    an unexpected error, shown with a traceback (a bug: please report it)\n"
+            "  130  Ctrl-C (SIGINT; a second one while it stops is ignored)\n"
+            "  143  kill or timeout (SIGTERM)\n"
+            "  141  the reader of stdout went away (SIGPIPE)\n"
+            "No partial output is left behind in any case."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video/image files, folders or globs")
@@ -81,8 +92,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "-o",
         "--output",
         metavar="OUTPUT|DIR",
-        help="output file (one input only) or folder (created if missing; a trailing / or "
-        "several inputs mean a folder); default: beside each input, e.g. clip_green.mp4",
+        help="default: beside each input (clip.mp4 -> clip_green.mp4). A name with the "
+        "format's suffix (out.mp4, out.mov, out.webm; cut.png for a still) is that file, for "
+        "one input only. Otherwise it is a folder, created if missing, that gets each input's "
+        "default name: an existing folder, a name ending in /, any name when several inputs "
+        "are given (after folders and patterns are expanded), and a name without a suffix "
+        "(-o takes -> takes/clip_green.mp4). Exception: --format png writes a video as a "
+        "folder of frames, and one input's -o NAME without a suffix is that frame folder "
+        "itself (NAME/frame_000001.png)",
     )
     p.add_argument(
         "--bg",
@@ -112,7 +129,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=PostprocessConfig().lookahead,
         metavar="K",
         help="smooth each frame with the K frames before and after it: no lag, less flicker "
-        f"than live can have; 0 = the causal filter live uses (default {PostprocessConfig().lookahead})",
+        f"than live can have; 0 = the causal filter live uses; 0..{MAX_LOOKAHEAD} "
+        f"(default {PostprocessConfig().lookahead})",
     )
     matte = p.add_argument_group(
         "matte",
@@ -154,7 +172,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--crf",
         type=int,
         default=None,
-        help="quality: lower is better and larger (H.264 default 18, VP9 default 30)",
+        help="quality of mp4 and mask (H.264: 0..51, default 18) and webm (VP9: 0..63, default "
+        "30); lower is better and larger. mov (ProRes 4444, fixed quality) and png (lossless) "
+        "ignore it",
     )
     p.add_argument(
         "--batch",
@@ -246,9 +266,16 @@ def _found(path: Path, named: bool) -> tuple[Path, bool, list[Path] | None]:
 
 
 def _own_output(name: str, stems: set[str]) -> bool:
-    """``clip_green`` when ``clip`` is among the inputs: an earlier result, not a source."""
+    """``clip_green`` when ``clip`` is among the inputs: an earlier result, not a source.
+
+    Also ``clip_mov_green``: the name a clash of ``clip.mov`` with ``clip.mp4`` tells the
+    user to give (see :func:`_clash_error`).
+    """
     base, _, tag = name.rpartition("_")
-    return tag in OUTPUT_TAGS and base in stems
+    if tag not in OUTPUT_TAGS:
+        return False
+    stem, _, ext = base.rpartition("_")
+    return base in stems or (stem in stems and f".{ext}" in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
 
 
 def _folder(folder: Path) -> list[Path]:
@@ -312,14 +339,21 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
             else:
                 _check_suffix(out, cfg.fmt)
             j.dst = out
-    by_dst: dict[Path | None, Job] = {}
+    # Inputs whose outputs would land on one path fail, each with its sentence, in their
+    # place in the batch; the rest still convert (one clash must not stop a folder).
+    by_dst: dict[Path, list[Job]] = {}
     for j in live:
-        if j.dst in by_dst:
-            raise VidmatError(
-                f"{by_dst[j.dst].src} and {j.src} would both be written to {j.dst}; "
-                "convert them in separate runs or give them different names."
-            )
-        by_dst[j.dst] = j
+        assert j.dst is not None
+        by_dst.setdefault(j.dst.resolve(), []).append(j)
+    for group in by_dst.values():
+        if len(group) > 1:
+            for j in group:
+                j.error = _clash_error(j, group)
+    live = [j for j in live if j.error is None]
+    held = _held_by_inputs(jobs)
+    for j in live:
+        j.error = _onto_other_input(j, held)
+    live = [j for j in live if j.error is None]
     created = None
     if as_folder and out is not None and not out.exists() and live:
         top = out  # the highest folder this call creates
@@ -341,6 +375,60 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
         except VidmatError as exc:
             j.error = str(exc)
     return created
+
+
+def _held_by_inputs(jobs: list[Job]) -> dict[Path, Job]:
+    """Every input of the run and every folder above one (resolved), with the job it is or
+    holds: built once, so a folder of a thousand clips is not resolved a million times."""
+    held: dict[Path, Job] = {}
+    for j in jobs:
+        src = j.src.resolve()
+        for place in (src, *src.parents):
+            held.setdefault(place, j)
+    return held
+
+
+def _onto_other_input(job: Job, held: dict[Path, Job]) -> str | None:
+    """Why ``job``'s output would destroy another input of this run, or None.
+
+    ``vidmat convert clip.mp4 clip_green.mp4 --overwrite`` replaced the second input with
+    the first one's result (and a PNG frame folder would take an input inside it along);
+    inputs are never written, --overwrite or not. ``held`` is :func:`_held_by_inputs`.
+    """
+    assert job.dst is not None
+    other = held.get(job.dst.resolve())
+    if other is None or other is job:
+        return None
+    return (
+        f"its output {job.dst} would replace {other.src}, another input of this run; "
+        f"convert {job.src} with -o and another name."
+    )
+
+
+def _clash_error(job: Job, group: list[Job]) -> str:
+    """Why ``job`` was not converted, and a run that converts it: on its own, with ``-o``.
+
+    Separate runs alone do not help, since each would write the same default name (the
+    second then finds it already exists). The example name adds what tells the inputs apart
+    (``take1_mov_green.mp4``, ``clip_b_green.mp4``); :func:`_own_output` knows the first
+    form too, so converting the folder again does not take that output for a new input.
+    """
+    assert job.dst is not None
+    others = [str(o.src) for o in group if o is not job]
+    names = ", ".join([str(job.src), *others[:-1]]) + f" and {others[-1]}"
+    verb, none = ("both", "neither") if len(group) == 2 else ("all", "none")
+    text = f"{names} would {verb} be written to {job.dst}, so {none} was converted; "
+    suffix = job.src.suffix.lower()
+    parent = job.src.resolve().parent.name
+    if all(o.src.suffix.lower() != suffix for o in group if o is not job) and suffix:
+        mark = suffix[1:]
+    elif parent and all(o.src.resolve().parent.name != parent for o in group if o is not job):
+        mark = parent
+    else:
+        return text + f"convert {job.src} in a run of its own with -o and a name of its own."
+    rest = job.dst.name[len(job.src.stem) :]  # "_green.mp4", "_alpha" (a PNG folder)
+    example = job.dst.with_name(f"{job.src.stem}_{mark}{rest}")
+    return text + f"convert {job.src} in a run of its own, adding -o {example} to the same options."
 
 
 def _check_suffix(out: Path, fmt: str) -> None:
@@ -366,10 +454,15 @@ def _check_image_suffix(out: Path) -> None:
 
 
 # --------------------------------------------------------------------------- running
+#: The formats --crf sets, and the top of each one's scale (x264's, VP9's). ProRes 4444
+#: (mov) has a fixed quality and PNG is lossless: --crf does nothing there.
+CRF_TOP: dict[str, int] = {"mp4": 51, "mask": 51, "webm": 63}
+
+
 def _config(args: argparse.Namespace) -> ConvertConfig:
     fmt = _format_from(args)
-    top = 63 if fmt == "webm" else 51  # VP9's scale against x264's
-    if args.crf is not None and not 0 <= args.crf <= top:
+    top = CRF_TOP.get(fmt)
+    if args.crf is not None and top is not None and not 0 <= args.crf <= top:
         raise VidmatError(f"--crf must be between 0 and {top} for {fmt}, got {args.crf}.")
     post = PostprocessConfig(
         smoothing=args.smoothing,
@@ -463,6 +556,13 @@ def _probe_all(jobs: list[Job]) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    if args.crf is not None and cfg.fmt not in CRF_TOP and not args.quiet:
+        print(
+            f"vidmat: note: --crf has no effect on --format {cfg.fmt} "
+            f"({'ProRes 4444 has a fixed quality' if cfg.fmt == 'mov' else 'PNG is lossless'}); "
+            f"it sets the quality of {', '.join(CRF_TOP)} only.",
+            file=sys.stderr,
+        )
     jobs, skipped = expand_inputs(args.inputs)
     if skipped and not args.quiet:
         names = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
@@ -501,7 +601,9 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
     results: list[ConvertResult] = []
     failed = damaged = 0
     t0 = time.perf_counter()
-    with sigterm_as_interrupt():
+    # The first Ctrl-C or kill stops the run; a second one must not cut its cleanup short
+    # (worker threads outliving the interpreter abort the process).
+    with interrupt_once():
         try:
             for job in jobs:
                 if job.error is not None:

@@ -69,6 +69,12 @@ from vidmat.errors import VidmatError
 
 Tensor = torch.Tensor
 
+#: Limits :meth:`PostprocessConfig.validate` enforces, named once so that the commands'
+#: ``--help`` states the numbers the check uses: look-ahead frames each way, and how far
+#: the matte may grow or shrink, in frame pixels.
+MAX_LOOKAHEAD = 30
+MAX_GROW_PX = 100
+
 
 @dataclass(frozen=True)
 class PostprocessConfig:
@@ -104,8 +110,10 @@ class PostprocessConfig:
     def validate(self) -> PostprocessConfig:
         if not 0.0 <= self.smoothing <= 1.0:
             raise VidmatError(f"smoothing must be between 0 and 1, got {self.smoothing}.")
-        if self.lookahead < 0 or self.lookahead > 30:
-            raise VidmatError(f"lookahead must be between 0 and 30 frames, got {self.lookahead}.")
+        if self.lookahead < 0 or self.lookahead > MAX_LOOKAHEAD:
+            raise VidmatError(
+                f"lookahead must be between 0 and {MAX_LOOKAHEAD} frames, got {self.lookahead}."
+            )
         if not self.contrast > 0:  # also refuses NaN; inf is a hard cut-out
             raise VidmatError(f"contrast must be > 0, got {self.contrast}.")
         if not 0.0 <= self.threshold <= 1.0:
@@ -114,9 +122,10 @@ class PostprocessConfig:
             raise VidmatError(f"snap must be in 0..0.5, got {self.snap}.")
         if not 0 <= self.feather_px < float("inf"):
             raise VidmatError(f"feather must be >= 0 pixels, got {self.feather_px}.")
-        if abs(self.erode_dilate_px) > 100:
+        if abs(self.erode_dilate_px) > MAX_GROW_PX:
             raise VidmatError(
-                f"the matte can grow or shrink by at most 100 pixels, got {self.erode_dilate_px}."
+                f"the matte can grow or shrink by at most {MAX_GROW_PX} pixels, "
+                f"got {self.erode_dilate_px}."
             )
         if self.precision not in ("auto", "fp16", "fp32"):
             raise VidmatError(f"precision must be auto, fp16 or fp32, got {self.precision!r}.")

@@ -349,8 +349,8 @@ def convert_video(
             writer = _open_writer(tmp, cfg, info, offset, dst, audio_from)
             job = _Job(reader, writer, depth, dst)
             job.progress = progress
-            job.start()
             try:
+                job.start()  # inside: a Ctrl-C just after it must still stop both threads
                 _run_model(engine, post, job, batch)
                 job.finish()
             except BaseException:
@@ -517,8 +517,8 @@ def transcode(
             writer = _open_writer(tmp, cfg, info, offset, dst)
             job = _Job(reader, writer, depth, dst)
             job.progress = progress
-            job.start()
             try:
+                job.start()
                 for frame in job.frames():
                     job.emit(frame.image, frame.pts, frame.duration)
                 job.finish()
