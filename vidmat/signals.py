@@ -2,12 +2,11 @@
 
 A job manager, ``timeout`` or ``kill`` sends SIGTERM, whose default action ends the
 process on the spot: a conversion would leave its temporary file behind and a live
-recording would never be finalised. Inside :func:`sigterm_as_interrupt` SIGTERM raises
+recording would never be finalised. Inside :func:`interrupt_once` SIGTERM raises
 :class:`Terminated` instead, a ``KeyboardInterrupt``, so every cleanup written for
-Ctrl-C runs for it too, and the CLI still exits with SIGTERM's conventional code.
-
-:func:`interrupt_once` goes one step further for a job with worker threads: the first
-signal stops it and later ones are ignored, so the stop cannot itself be cut short.
+Ctrl-C runs for it too, and the CLI still exits with SIGTERM's conventional code; the
+first signal stops the job and later ones are ignored, so the stop of a job with worker
+threads cannot itself be cut short.
 """
 
 from __future__ import annotations
@@ -24,29 +23,9 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C: stop cleanly, keep no partial file.
-
-    Only the main thread may set signal handlers; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def interrupt_once() -> Iterator[None]:
-    """The first SIGINT or SIGTERM stops the work, as in :func:`sigterm_as_interrupt`;
-    any later one, until the block is left, is ignored.
+    """The first SIGINT or SIGTERM stops the work (SIGTERM as :class:`Terminated`, a
+    ``KeyboardInterrupt``); any later one, until the block is left, is ignored.
 
     Two quick Ctrl-Cs are common. The second one used to land while the first one's cleanup
     was joining the worker threads: its ``KeyboardInterrupt`` cut the join short, and the

@@ -23,7 +23,7 @@ from vidmat.pipelines.convert import (
     engine_config_for_files,
 )
 from vidmat.resources import assets_dir
-from vidmat.signals import sigterm_as_interrupt
+from vidmat.signals import interrupt_once
 
 #: The demo clip made by assets/make_demo.py (see assets/README.md).
 DEMO_CLIP = assets_dir() / "demo.mp4"
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         bar = progress_bar(total=probe(DEMO_CLIP).frames, unit="frame", desc="demo")
 
     try:
-        with sigterm_as_interrupt():
+        with interrupt_once():
             result = convert_video(
                 engine,
                 DEMO_CLIP,

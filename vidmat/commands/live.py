@@ -312,7 +312,7 @@ def _fmt(v: float | None, unit: str = "ms") -> str:
 def run_headless(req: LiveRequest) -> int:
     from vidmat.io.recorder import Recorder
     from vidmat.pipelines.live import LiveConfig, LivePipeline
-    from vidmat.signals import no_interrupts, sigterm_as_interrupt
+    from vidmat.signals import interrupt_once, no_interrupts
 
     args = req.args
     looping = args.duration is not None
@@ -339,7 +339,7 @@ def run_headless(req: LiveRequest) -> int:
     vcam = None
     pipe.start()
     # kill / a job manager stops a run as Ctrl-C does: the recording is finalised.
-    with sigterm_as_interrupt():
+    with interrupt_once():
         try:
             cap = pipe.capture
             assert cap is not None
