@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidmat.core.backgrounds import GREENSCREEN
+
 NTSC_FILM = Fraction(24000, 1001)
 
 
@@ -185,3 +187,92 @@ def audio_only_file(path: Path, fmt: str | None = None, video: bool = False) -> 
 
 def zero_frame_file(path: Path) -> Path:
     return audio_only_file(path, "matroska", video=True)
+
+
+def long_last_clip(
+    path: Path, last_ms: int = 3000, frames: int = 11, content: str = "moving"
+) -> Path:
+    """Matroska, one frame every 100 ms, the last shown for ``last_ms`` (a VFR screen
+    recording that holds its last picture): its DURATION tag is 1 s + ``last_ms``.
+    ``content``: "moving" (the square), "still" (x264 then ends on B-frames, so the
+    last packet written is not the last frame shown) or "noise" (big frames)."""
+    tb = Fraction(1, 1000)
+    rng = np.random.default_rng(0)
+    durations = {i * 100: (last_ms if i == frames - 1 else 100) for i in range(frames)}
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.time_base = s.codec_context.time_base = tb
+
+        def mux(packets: list[av.Packet]) -> None:
+            for pk in packets:
+                pk.duration = durations[pk.pts]
+                c.mux(pk)
+
+        for i in range(frames):
+            if content == "noise":
+                image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            else:
+                image = square_frame(i if content == "moving" else 0, 64, 48)
+            f = av.VideoFrame.from_ndarray(image, format="rgb24")
+            f.pts, f.time_base = i * 100, tb
+            mux(s.encode(f))
+        mux(s.encode())
+    return path
+
+
+def anamorphic_clip(path: Path, rotation: int = 0) -> Path:
+    """64x48 H.264 with 64:45 pixels (PAL widescreen's shape), tagged in the stream."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(64, 45)
+        if rotation:
+            s.set_display_rotation(rotation)
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(square_frame(i, 64, 48), format="rgb24")
+            f.pts = i
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    return path
+
+
+def player_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """RGB as a player shows a frame: by its matrix tag, else BT.709 for HD and BT.601
+    for SD, in exact arithmetic (swscale's fast YUV->RGB is off by up to 2 levels)."""
+    matrix = frame.colorspace
+    if matrix == 2:
+        matrix = 1 if frame.width >= 1280 or frame.height > 576 else 6
+    kr, kb = {1: (0.2126, 0.0722), 5: (0.299, 0.114), 6: (0.299, 0.114)}[matrix]
+    y, u, v = frame.reformat(format="yuv444p").to_ndarray().astype(float)  # no matrix used
+    y, u, v = (y - 16) / 219, (u - 128) / 224, (v - 128) / 224  # limited range
+    r = y + 2 * (1 - kr) * v
+    b = y + 2 * (1 - kb) * u
+    g = (y - kr * r - kb * b) / (1 - kr - kb)
+    return np.clip(np.rint(np.stack([r, g, b], -1) * 255), 0, 255).astype(np.uint8)
+
+
+def colour_clip(path: Path, width: int, height: int, matrix: str | None) -> np.ndarray:
+    """Greenscreen with a skin-toned block, encoded with ``matrix`` ("ITU709"/"ITU601")
+    and tagged with it, or BT.709-encoded and untagged (None). Returns the RGB image."""
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = GREENSCREEN
+    image[: height // 2, : width // 2] = (200, 150, 120)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10"})
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        if matrix is not None:
+            code = 1 if matrix == "ITU709" else 6
+            ctx = s.codec_context
+            ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = code, code, 1, 1
+        for i in range(2):
+            rgb = av.VideoFrame.from_ndarray(image, format="rgb24")
+            f = rgb.reformat(format="yuv420p", dst_colorspace=matrix or "ITU709")
+            f.pts = i
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    return image

@@ -13,13 +13,18 @@ import pytest
 import torch
 from convert_fixtures import (
     NTSC_FILM,
+    anamorphic_clip,
     audio_seconds,
+    colour_clip,
     frame_times,
+    long_last_clip,
     make_clip,
+    player_rgb,
     read_alphas,
     stub_engine,
 )
 
+from vidmat.core.backgrounds import GREENSCREEN
 from vidmat.core.engine import Engine
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
@@ -131,6 +136,60 @@ def test_odd_size_padded_with_warning(
         engine, clips["odd"], tmp_path / "o.mov", ConvertConfig(fmt="mov", post=EXACT)
     )
     assert result.warnings == [] and result.incomplete is None and result.frames == 5
+
+
+def test_odd_size_mask_keeps_the_clips_size(
+    engine: Engine, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """A 64x48 mask of a 63x47 clip no longer lined up with it as a track matte."""
+    src = clips["odd"]
+    result = convert_video(engine, src, tmp_path / "m.mp4", ConvertConfig(fmt="mask", post=EXACT))
+    assert [w for w in result.warnings if "padded" in w] == []
+    assert any("4:0:0" in w for w in result.warnings)
+    with av.open(str(tmp_path / "m.mp4")) as c:
+        v = c.streams.video[0]
+        assert (v.width, v.height) == (63, 47)
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+    expected = expected_alphas(engine, src, EXACT)
+    assert len(frames) == len(expected) == 5
+    for f, e in zip(frames, expected, strict=True):
+        assert np.abs(f[..., 1].astype(int) - e).mean() < 3
+
+
+def test_long_last_frame_is_whole_and_kept(engine: Engine, tmp_path: Path) -> None:
+    """A VFR Matroska whose last frame is held for 3 s was "truncated or damaged"."""
+    src = long_last_clip(tmp_path / "hold.mkv", content="still")
+    result = convert_video(engine, src, tmp_path / "o.mp4", ConvertConfig(fmt="mp4", post=EXACT))
+    assert result.incomplete is None and result.warnings == [] and result.frames == 11
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        v = c.streams.video[0]
+        assert abs(c.duration / 1e6 - 4.0) < 0.002
+        total = sum(p.duration for p in c.demux(v) if p.size)
+        assert abs(float(total * v.time_base) - 4.0) < 0.002
+
+
+def test_hd_greenscreen_is_tagged_and_shows_exact(engine: Engine, tmp_path: Path) -> None:
+    """HD BT.709 in, mp4 out: encoded BT.601 and untagged, players (BT.709 for untagged
+    HD) showed the greenscreen #00B140 as about #00983D."""
+    colour_clip(tmp_path / "hd.mp4", 1280, 720, "ITU709")
+    dst = tmp_path / "o.mp4"
+    convert_video(engine, tmp_path / "hd.mp4", dst, ConvertConfig(fmt="mp4", post=EXACT))
+    with av.open(str(dst)) as c:
+        frame = next(c.decode(c.streams.video[0]))
+    assert (frame.colorspace, frame.color_primaries, frame.color_trc) == (1, 1, 1)
+    shown = player_rgb(frame)
+    # No red there, so the stub model sees no person: greenscreen all over.
+    assert np.abs(shown[600, 1000].astype(int) - GREENSCREEN).max() <= 2
+
+
+def test_pixel_aspect_ratio_kept_and_png_warns(engine: Engine, tmp_path: Path) -> None:
+    src = anamorphic_clip(tmp_path / "a.mp4")
+    result = convert_video(engine, src, tmp_path / "o.mov", ConvertConfig(fmt="mov", post=EXACT))
+    assert result.warnings == []
+    with av.open(str(tmp_path / "o.mov")) as c:
+        assert c.streams.video[0].sample_aspect_ratio == Fraction(64, 45)
+    result = convert_video(engine, src, tmp_path / "seq", ConvertConfig(fmt="png", post=EXACT))
+    assert len(result.warnings) == 1 and "64:45" in result.warnings[0]
 
 
 def test_default_smoothing_and_batches_keep_every_frame_in_order(

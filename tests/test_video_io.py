@@ -12,15 +12,20 @@ import numpy as np
 import pytest
 from convert_fixtures import (
     NTSC_FILM,
+    anamorphic_clip,
     audio_only_file,
     audio_seconds,
+    colour_clip,
     frame_times,
+    long_last_clip,
     make_clip,
+    player_rgb,
     read_alphas,
     square_frame,
     zero_frame_file,
 )
 
+from vidmat.core.backgrounds import GREENSCREEN
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder
 from vidmat.io.formats import FORMATS
@@ -46,7 +51,17 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _transcode(src: Path, dst: Path, fmt: str) -> VideoWriter:
     with VideoReader(src) as r:
         info = r.info
-        w = VideoWriter(dst, fmt, info.width, info.height, info.time_base, info.rate, info)
+        w = VideoWriter(
+            dst,
+            fmt,
+            info.width,
+            info.height,
+            info.time_base,
+            info.rate,
+            info,
+            sample_aspect_ratio=info.sample_aspect_ratio,
+            colour=info.colour,
+        )
         with w:
             for f in r.frames():
                 w.write(f.image, f.pts, f.duration)
@@ -288,3 +303,222 @@ def test_audio_reencoded_when_container_cannot_copy(tmp_path: Path, fmt: str, co
     with av.open(str(dst)) as c:
         assert c.streams.audio[0].codec_context.name == codec
     assert abs(audio_seconds(dst) - audio_seconds(src)) < 0.03
+
+
+# --------------------------------------------------------------------------- last frame
+def test_reader_long_last_frame_is_not_truncation(tmp_path: Path) -> None:
+    """11 frames 100 ms apart and a last one of 3 s: the file is whole at 4.0 s. The end
+    was taken as the last pts plus the previous gap (1.1 s), so it was called truncated."""
+    src = long_last_clip(tmp_path / "hold.mkv")
+    with VideoReader(src) as r:
+        assert r.info.video_end == 4.0
+        frames = list(r.frames())
+    assert len(frames) == 11 and frames[-1].duration == 3000
+    assert r.incomplete is None and r.warnings == []
+
+
+def test_reader_long_last_frame_file_cut_short_is_still_incomplete(tmp_path: Path) -> None:
+    data = long_last_clip(tmp_path / "hold.mkv", frames=30, content="noise").read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    with VideoReader(cut) as r:
+        n = len(list(r.frames()))
+    assert 0 < n < 30
+    assert r.incomplete is not None
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "mov", "webm", "mask"])
+def test_writer_keeps_a_long_last_frame(tmp_path: Path, fmt: str) -> None:
+    """The output lasts 4.0 s in its header and in its frames' durations alike (an mp4
+    said 4.0 s in its edit list while its sample durations summed to 1.1 s)."""
+    src = long_last_clip(tmp_path / "hold.mkv", content="still")
+    dst = tmp_path / f"out{FORMATS[fmt][0]}"
+    _transcode(src, dst, fmt)
+    with av.open(str(dst)) as c:
+        v = c.streams.video[0]
+        packets = [p for p in c.demux(v) if p.size]
+        assert abs(c.duration / 1e6 - 4.0) < 0.002
+        assert abs(float(sum(p.duration for p in packets) * v.time_base) - 4.0) < 0.002
+    assert frame_times(dst) == frame_times(src)
+    # Read back, each frame lasts until the next and the last one 3 s (FFmpeg's frame
+    # durations follow decode order in an MP4 with B-frames: 3 s on the frame before).
+    with VideoReader(dst) as r:
+        lengths = [f.duration * f.time_base for f in r.frames()]
+    assert r.incomplete is None and r.warnings == []
+    assert lengths == [Fraction(1, 10)] * 10 + [Fraction(3)]
+
+
+# --------------------------------------------------------------------------- pixel shape
+def test_reader_pixel_aspect_ratio_turns_with_the_picture(tmp_path: Path) -> None:
+    assert probe(anamorphic_clip(tmp_path / "a.mp4")).sample_aspect_ratio == Fraction(64, 45)
+    turned = probe(anamorphic_clip(tmp_path / "r.mp4", rotation=90))
+    assert (turned.width, turned.height) == (48, 64)
+    assert turned.sample_aspect_ratio == Fraction(45, 64)
+    assert probe(make_clip(tmp_path / "sq.mp4", frames=2, audio=None)).sample_aspect_ratio is None
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "mov", "webm", "mask"])
+def test_writer_keeps_pixel_aspect_ratio(tmp_path: Path, fmt: str) -> None:
+    """Anamorphic input came out with square pixels: shown squeezed."""
+    dst = tmp_path / f"out{FORMATS[fmt][0]}"
+    w = _transcode(anamorphic_clip(tmp_path / "a.mp4"), dst, fmt)
+    assert w.warnings == []
+    with av.open(str(dst)) as c:
+        v = c.streams.video[0]
+        assert (v.width, v.height) == (64, 48)
+        if fmt == "webm":  # Matroska stores a display width in whole pixels: 91
+            assert v.sample_aspect_ratio == Fraction(91, 64)
+        else:
+            assert v.sample_aspect_ratio == Fraction(64, 45)
+    assert len(frame_times(dst)) == 3  # the WebM still plays after its header was patched
+
+
+def test_writer_png_says_it_drops_the_pixel_aspect_ratio(tmp_path: Path) -> None:
+    w = _transcode(anamorphic_clip(tmp_path / "a.mp4"), tmp_path / "seq", "png")
+    assert len(w.warnings) == 1 and "64:45" in w.warnings[0] and "91x48" in w.warnings[0]
+
+
+# --------------------------------------------------------------------------- colour
+@pytest.mark.parametrize("fmt", ["mp4", "mov", "webm"])
+def test_writer_encodes_with_the_inputs_matrix_and_tags_it(tmp_path: Path, fmt: str) -> None:
+    """A BT.709-tagged input came out encoded with BT.601 and untagged: players, which
+    read untagged HD as BT.709, showed the greenscreen #00B140 as about #00983D."""
+    image = colour_clip(tmp_path / "hd.mp4", 64, 48, "ITU709")
+    dst = tmp_path / f"out{FORMATS[fmt][0]}"
+    _transcode(tmp_path / "hd.mp4", dst, fmt)
+    with av.open(str(dst)) as c:
+        v = c.streams.video[0]
+        frame = next(c.decode(v))
+        assert (frame.colorspace, frame.color_primaries, frame.color_trc) == (1, 1, 1)
+        assert frame.color_range == 1  # limited ("TV") range, tagged
+        shown = player_rgb(frame)
+    # Within swscale's fast YUV->RGB error (2 levels) when the input was decoded.
+    assert np.abs(shown[40, 50].astype(int) - GREENSCREEN).max() <= 3
+    assert np.abs(shown[10, 10].astype(int) - image[10, 10]).max() <= 3  # the "person"
+    assert np.abs(shown.astype(int) - image).mean() < 3
+
+
+def test_writer_keeps_bt601_tags_and_untagged_input_gets_tags(tmp_path: Path) -> None:
+    colour_clip(tmp_path / "sd.mp4", 64, 48, "ITU601")
+    assert probe(tmp_path / "sd.mp4").colour.matrix == 6
+    _transcode(tmp_path / "sd.mp4", tmp_path / "o.mp4", "mp4")
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        frame = next(c.decode(c.streams.video[0]))
+    assert (frame.colorspace, frame.color_primaries) == (6, 6)
+    assert np.abs(player_rgb(frame)[40, 50].astype(int) - GREENSCREEN).max() <= 3
+    # No input colour (the live recorder): tagged all the same.
+    with VideoWriter(tmp_path / "r.mp4", "mp4", 64, 48, Fraction(1, 25)) as w:
+        w.write(np.full((48, 64, 3), GREENSCREEN, np.uint8), 0)
+    with av.open(str(tmp_path / "r.mp4")) as c:
+        frame = next(c.decode(c.streams.video[0]))
+    assert frame.colorspace == 6  # BT.601 for SD, as a player would assume
+    assert np.abs(player_rgb(frame)[40, 50].astype(int) - GREENSCREEN).max() <= 3
+
+
+def test_reader_decodes_untagged_hd_as_players_do(tmp_path: Path) -> None:
+    """Untagged HD is BT.709 to players; FFmpeg's own default is BT.601."""
+    image = colour_clip(tmp_path / "hd.mp4", 1280, 720, None)
+    with VideoReader(tmp_path / "hd.mp4") as r:
+        assert r.info.colour.matrix == 1
+        got = next(r.frames()).image
+    assert np.abs(got.astype(int) - image).mean() < 2
+    assert np.abs(got[600, 1000].astype(int) - GREENSCREEN).max() <= 3
+
+
+def test_reader_warns_once_about_hdr(tmp_path: Path) -> None:
+    path = tmp_path / "hlg.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        ctx = s.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc = 9, 9, 18  # BT.2020, HLG
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(square_frame(i, 64, 48), format="rgb24")
+            f.pts = i
+            for pk in s.encode(f.reformat(format="yuv420p", dst_colorspace="BT2020")):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    w = _transcode(path, tmp_path / "o.mp4", "mp4")
+    with VideoReader(path) as r:
+        assert len(list(r.frames())) == 3
+    assert r.warnings == [
+        "HDR (HLG) video is written as SDR without tone mapping: "
+        "bright parts clip and colours look flat"
+    ]
+    assert w.colour.trc == 1 and w.colour.matrix == 9  # SDR curve, the input's matrix
+
+
+# --------------------------------------------------------------------------- odd masks
+def test_writer_mask_keeps_odd_size(clips: dict[str, Path], tmp_path: Path) -> None:
+    """A padded 64x48 mask of a 63x47 clip no longer lined up as a track matte."""
+    rgb = np.zeros((47, 63, 3), np.uint8)
+    rgb[10:30, 5:40] = 255
+    rgb[30:, 40:] = 128
+    dst = tmp_path / "m.mp4"
+    with VideoWriter(dst, "mask", 63, 47, Fraction(1, 25), Fraction(25)) as w:
+        for i in range(3):
+            w.write(rgb, i)
+    assert w.padded is None and w.monochrome
+    assert len(w.warnings) == 1 and "4:0:0" in w.warnings[0]
+    with av.open(str(dst)) as c:
+        v = c.streams.video[0]
+        assert (v.width, v.height) == (63, 47)
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+    assert len(frames) == 3
+    assert np.abs(frames[1].astype(int) - rgb).mean() < 1.5
+    assert np.abs(frames[1].astype(int) - rgb).max() <= 40  # only at the edges
+    # Even sizes stay plain 4:2:0 (every player), odd composites stay padded.
+    assert _transcode(clips["cfr"], tmp_path / "e.mp4", "mask").monochrome is False
+    with av.open(str(tmp_path / "e.mp4")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    assert _transcode(clips["odd"], tmp_path / "o.mp4", "mp4").padded == (64, 48)
+
+
+# --------------------------------------------------------------------------- E
+@pytest.mark.parametrize(("hflip", "vflip"), [(True, False), (False, True), (True, True)])
+def test_reader_mirrored_display_matrix(tmp_path: Path, hflip: bool, vflip: bool) -> None:
+    """A left-right mirror reads as a 180 degree rotation to PyAV: it was turned upside down."""
+    path = tmp_path / "m.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.set_display_rotation(0, hflip=hflip, vflip=vflip)
+        stored = square_frame(0, 64, 48)
+        stored[:8, :8] = 255  # a white corner: the square alone is symmetric top-bottom
+        f = av.VideoFrame.from_ndarray(stored, format="rgb24")
+        for pk in [*s.encode(f), *s.encode()]:
+            c.mux(pk)
+    expected = stored
+    if hflip:
+        expected = expected[:, ::-1]
+    if vflip:
+        expected = expected[::-1]
+    with VideoReader(path) as r:
+        img = next(r.frames()).image
+    assert np.abs(img.astype(int) - expected).mean() < 6
+
+
+def test_reader_warns_once_about_a_size_change(tmp_path: Path) -> None:
+    parts = []
+    for k, (w, h) in enumerate([(64, 48), (96, 64)]):
+        part = tmp_path / f"p{k}.h264"
+        with av.open(str(part), "w", format="h264") as c:
+            s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            for i in range(4):
+                f = av.VideoFrame.from_ndarray(square_frame(i, w, h), format="rgb24")
+                for pk in s.encode(f):
+                    c.mux(pk)
+            for pk in s.encode():
+                c.mux(pk)
+        parts.append(part.read_bytes())
+    joined = tmp_path / "joined.h264"
+    joined.write_bytes(b"".join(parts))
+    with VideoReader(joined) as r:
+        images = [f.image for f in r.frames()]
+    assert len(images) == 8 and {im.shape for im in images} == {(48, 64, 3)}
+    assert r.warnings == [
+        "the picture size changes from 64x48 to 96x64 at frame 5; "
+        "the frames of other sizes were stretched to the first size"
+    ]

@@ -4,14 +4,31 @@ Why this module exists: peers round 23.976 fps to 24, drop the audio, call an mp
 "transparent" and decode on one thread. Here
 
 * :class:`VideoReader` decodes with ``thread_type="AUTO"`` and yields :class:`Frame`
-  objects that keep their ``pts`` and ``time_base``; frames are turned upright from the
-  display matrix (a phone's portrait clip is stored sideways), so the model sees people
-  standing up and every output format (PNG has no display matrix) shows them the same
-  way. A corrupt packet is skipped and counted instead of ending the job.
+  objects that keep their ``pts`` and ``time_base``; frames are turned upright (and
+  un-mirrored) from the display matrix (a phone's portrait clip is stored sideways), so
+  the model sees people standing up and every output format (PNG has no display matrix)
+  shows them the same way. A corrupt packet is skipped and counted instead of ending
+  the job.
 * :class:`VideoWriter` writes one of :data:`FORMATS` with the input's own time base and
-  the frames' own pts (so variable frame rate and 23.976 survive), copies the audio
-  packets when the container can hold the codec (else re-encodes: AAC, or Opus in
-  WebM which cannot hold AAC), pads odd sizes for yuv420p, and always flushes.
+  the frames' own pts (so variable frame rate and 23.976 survive, and a last frame held
+  for seconds keeps its length), copies the audio packets when the container can hold
+  the codec (else re-encodes: AAC, or Opus in WebM which cannot hold AAC), keeps the
+  input's pixel aspect ratio (anamorphic DV/DVD), and always flushes.
+
+Colour: pictures are stored as YUV with one of several matrices, and a player picks the
+matrix from the file's tags, or from the picture size when there are none (BT.709 for
+HD, BT.601 for SD). The reader decodes with the tagged matrix and range, and an untagged
+file the way players do; the writer encodes with the input's matrix (BT.709 when the
+input's cannot be written, or when there is no input) and tags it, primaries and
+transfer and limited range in the output, so a player shows the input's colours and the
+greenscreen's exact #00B140 (an untagged BT.601 output, as before, shifted it to about
+#00983D in players that read untagged HD as BT.709). HDR input (PQ/HLG) is written as
+SDR without tone mapping, with a warning.
+
+Odd sizes: yuv420p cannot store them, so the composite ``mp4`` is padded by one edge
+pixel (it must play everywhere); the ``mask`` keeps the exact size, so it lines up as a
+track matte, in H.264 4:0:0 (greyscale; allowed by the High profile), which FFmpeg-based
+players and tools decode but many hardware decoders, browsers and some editors do not.
 
 Formats and where they play:
 
@@ -42,16 +59,82 @@ from typing import Any
 import av
 import cv2
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
+from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, VideoReformatter
 
 from vidmat.errors import VidmatError
 from vidmat.io.audio import CODEC_NAMES, AudioInfo, AudioPass, av_errors, write_audio_file
 from vidmat.io.formats import FORMATS
+from vidmat.io.matroska import set_display_size
 
 log = logging.getLogger(__name__)
 
 
 #: Give up on a file after this many undecodable packets in a row.
 _MAX_CONSECUTIVE_ERRORS = 50
+
+#: "Unspecified" in FFmpeg's AVColorSpace, AVColorPrimaries and AVColorTransferCharacteristic.
+_UNSPECIFIED = 2
+
+
+class Matrix:
+    """FFmpeg's AVColorSpace numbers (the H.264/HEVC/VP9 matrix codes); PyAV names only
+    swscale's coefficient sets (:class:`Colorspace`), whose numbers differ."""
+
+    RGB = 0
+    BT709 = 1
+    BT470BG = 5  # BT.601 625 lines (PAL)
+    SMPTE170M = 6  # BT.601 525 lines (NTSC)
+    BT2020_NCL = 9
+
+
+#: Matrices the writer can encode with: swscale's coefficients and the default primaries
+#: to tag beside each when the input tags none.
+_ENCODABLE: dict[int, tuple[Colorspace, int]] = {
+    Matrix.BT709: (Colorspace.ITU709, ColorPrimaries.BT709),
+    Matrix.BT470BG: (Colorspace.ITU601, ColorPrimaries.BT470BG),
+    Matrix.SMPTE170M: (Colorspace.ITU601, ColorPrimaries.SMPTE170M),
+    Matrix.BT2020_NCL: (Colorspace.BT2020, ColorPrimaries.BT2020),
+}
+
+
+@dataclass(frozen=True)
+class Colour:
+    """How a file's RGB is stored as YUV: matrix, primaries and transfer (FFmpeg's numbers).
+
+    The matrix decides which YUV a colour becomes; a player that decodes with another
+    one shows other colours. Primaries and transfer are carried as tags only (nothing
+    here converts gamuts or curves).
+    """
+
+    matrix: int = Matrix.BT709
+    primaries: int = ColorPrimaries.BT709
+    trc: int = ColorTrc.BT709
+
+    @property
+    def hdr(self) -> bool:
+        """PQ (HDR10, Dolby Vision) or HLG: a curve SDR outputs cannot carry."""
+        return self.trc in (ColorTrc.SMPTE2084, ColorTrc.ARIB_STD_B67)
+
+    @staticmethod
+    def for_size(width: int, height: int) -> Colour:
+        """What players assume for an untagged picture of this size (mpv's and most
+        players' rule): BT.709 for HD, BT.601 for SD."""
+        if width >= 1280 or height > 576:
+            return Colour()
+        return Colour(Matrix.SMPTE170M, ColorPrimaries.SMPTE170M, ColorTrc.BT709)
+
+    def for_output(self) -> Colour:
+        """What an SDR output of pictures with these tags is encoded with and tagged as:
+        the same, with defaults for missing tags, BT.709 for a matrix the writer cannot
+        encode, and the SDR curve for HDR (written without tone mapping)."""
+        if self.matrix not in _ENCODABLE:
+            return Colour()
+        primaries = self.primaries
+        if primaries == _UNSPECIFIED:
+            primaries = _ENCODABLE[self.matrix][1]
+        trc = ColorTrc.BT709 if self.trc == _UNSPECIFIED or self.hdr else self.trc
+        return Colour(self.matrix, primaries, trc)
 
 
 # --------------------------------------------------------------------------- reading
@@ -63,6 +146,7 @@ class VideoInfo:
     width: int  # as displayed, i.e. after rotation
     height: int
     rotation: int  # degrees counter-clockwise the stored frames are turned for display
+    # (a left-right mirror reads as 180 here; the reader un-mirrors it, see _display_turn)
     time_base: Fraction
     rate: Fraction | None  # average frame rate (None when unknown)
     frames: int | None  # frame count from the header (None when unknown)
@@ -75,6 +159,11 @@ class VideoInfo:
     #: container's duration is known, which runs to the end of the longest stream.
     video_end: float | None = None
     audio_tracks: int = 0  # audio streams in the file; the first is the one carried over
+    #: Width:height of one pixel as displayed (after rotation); None for square pixels.
+    #: Anamorphic PAL DV is 720x576 at 64:45, shown 1024x576.
+    sample_aspect_ratio: Fraction | None = None
+    #: The pictures' colour tags, with the matrix the reader decoded an untagged file with.
+    colour: Colour = Colour()
 
     def describe(self) -> str:
         rate = f"{float(self.rate):.3f} fps" if self.rate else "? fps"
@@ -110,10 +199,45 @@ def _tag_seconds(metadata: dict[str, str]) -> float | None:
     return None
 
 
-def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
-    """Turn stored pixels the way the display matrix says (counter-clockwise degrees)."""
-    k = (round(rotation / 90.0)) % 4
-    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+#: How stored pixels are turned for display: (transpose, mirror left-right, mirror
+#: top-bottom), applied in that order.
+_Turn = tuple[bool, bool, bool]
+_UPRIGHT: _Turn = (False, False, False)
+
+
+def _display_turn(frame: Any) -> _Turn:
+    """The display matrix as axis swaps and mirrors (quarter turns and flips only).
+
+    The matrix maps a stored pixel (x, y) to (a*x + c*y, b*x + d*y) on screen. Reading
+    its four cells, not only the rotation angle PyAV derives from them, tells a
+    mirrored picture from a turned one: a left-right mirror reads as a 180 degree
+    rotation, which turned such clips upside down.
+    """
+    try:
+        data = bytes(frame.side_data[SideDataType.DISPLAYMATRIX])
+    except (KeyError, ValueError, TypeError):
+        return _UPRIGHT
+    if len(data) < 36:
+        return _UPRIGHT
+    m = np.frombuffer(data[:36], dtype=np.int32)
+    a, b, c, d = int(m[0]), int(m[1]), int(m[3]), int(m[4])
+    if abs(a) + abs(d) >= abs(b) + abs(c):
+        return (False, a < 0, d < 0)
+    return (True, c < 0, b < 0)
+
+
+def _apply_turn(image: np.ndarray, turn: _Turn) -> np.ndarray:
+    """Stored pixels as displayed (see :func:`_display_turn`)."""
+    if turn == _UPRIGHT:
+        return image
+    transpose, mirror_x, mirror_y = turn
+    if transpose:
+        image = image.transpose(1, 0, 2)
+    if mirror_x:
+        image = image[:, ::-1]
+    if mirror_y:
+        image = image[::-1]
+    return np.ascontiguousarray(image)
 
 
 def _open_input(path: Path) -> Any:
@@ -151,6 +275,8 @@ class VideoReader:
         #: (a truncated download, a damaged file): the frames before that were delivered.
         self.incomplete: str | None = None
         self._first: Any = None
+        #: swscale's matrix for untagged frames, where it differs from FFmpeg's BT.601.
+        self._guess: Colorspace | None = None
         try:
             self.info = self._probe()
             self._stream = self._container.streams.video[0]
@@ -199,6 +325,8 @@ class VideoReader:
         elif c.duration:
             duration = c.duration / av.time_base
         rate = v.average_rate or v.guessed_rate or None
+        # The container's pixel aspect ratio, else the codec's (FFmpeg's own choice).
+        sar = v.sample_aspect_ratio
         return VideoInfo(
             path=self.path,
             width=int(ctx.width),
@@ -213,11 +341,13 @@ class VideoReader:
             audio=audio,
             video_end=video_end,
             audio_tracks=len(c.streams.audio),
+            sample_aspect_ratio=Fraction(sar) if sar and sar > 0 and sar != 1 else None,
         )
 
     def _peek(self) -> None:
-        """Decode the first frame now: its display matrix gives the rotation and an input
-        with no decodable frame fails here, before any output file exists."""
+        """Decode the first frame now: its display matrix gives the rotation, its tags the
+        colours, and an input with no decodable frame fails here, before any output file
+        exists."""
         self._raw = self._decode_raw()
         first = next(self._raw, None)
         if first is None:
@@ -225,9 +355,29 @@ class VideoReader:
         self._first = first
         rotation = int(first.rotation or 0) % 360
         w, h = first.width, first.height
-        if rotation % 180:
+        sar = self.info.sample_aspect_ratio
+        if _display_turn(first)[0]:
             w, h = h, w
-        self.info = replace(self.info, rotation=rotation, width=w, height=h)
+            sar = 1 / sar if sar else None  # a pixel turned on its side
+        # Untagged pictures are decoded with the matrix players assume for their size
+        # (FFmpeg would take BT.601 for all), so the output looks as the input did there.
+        guess = Colour.for_size(first.width, first.height)
+        self._guess = Colorspace.ITU709 if guess.matrix == Matrix.BT709 else None
+        tagged = int(first.colorspace) != _UNSPECIFIED
+        colour = Colour(
+            int(first.colorspace) if tagged else guess.matrix,
+            int(first.color_primaries),
+            int(first.color_trc),
+        )
+        if colour.hdr:
+            curve = "PQ" if colour.trc == ColorTrc.SMPTE2084 else "HLG"
+            self.warnings.append(
+                f"HDR ({curve}) video is written as SDR without tone mapping: "
+                "bright parts clip and colours look flat"
+            )
+        self.info = replace(
+            self.info, rotation=rotation, width=w, height=h, sample_aspect_ratio=sar, colour=colour
+        )
 
     def __enter__(self) -> VideoReader:
         return self
@@ -264,7 +414,14 @@ class VideoReader:
             yield from decoded
 
     def frames(self) -> Iterator[Frame]:
-        """Decoded frames in presentation order, upright RGB, with their pts."""
+        """Decoded frames in presentation order, upright RGB, with their pts.
+
+        A frame's duration is how long it is shown: the time to the next frame, and for
+        the last one the time to where the file says the video ends (or its own). Each
+        frame is therefore delivered when the next one is decoded. FFmpeg's own frame
+        durations follow decode order in MP4 with B-frames, so a last frame held for
+        seconds came out on the frame before it (and the last frame lost its length).
+        """
         tb = self.info.time_base
         last_pts: int | None = None
         last_len = 0
@@ -274,6 +431,9 @@ class VideoReader:
             return
         corrupt_frames = 0
         last_corrupt = False
+        gap = 0
+        resized: str | None = None
+        held: Frame | None = None
         for frame in itertools.chain([first], self._raw):
             # The decoder flags a picture it had to patch up (data missing or damaged).
             last_corrupt = bool(frame.is_corrupt)
@@ -282,20 +442,32 @@ class VideoReader:
             if pts is None or (last_pts is not None and pts <= last_pts):
                 # Missing or repeated timestamps (some AVI/raw streams): continue the clock.
                 pts = (last_pts + step) if last_pts is not None else 0
-            image = frame.to_ndarray(format="rgb24")
-            rotation = int(frame.rotation or 0)
-            if rotation:
-                image = _rotate(image, rotation)
+            if self._guess is not None and frame.colorspace == _UNSPECIFIED:
+                image = frame.to_ndarray(format="rgb24", src_colorspace=self._guess)
+            else:
+                image = frame.to_ndarray(format="rgb24")  # PyAV reads the frame's tags
+            image = _apply_turn(image, _display_turn(frame))
             if image.shape[:2] != (self.info.height, self.info.width):
                 # A mid-stream size change: keep the output size, scale this frame to it.
+                if resized is None:
+                    resized = (
+                        f"the picture size changes from {self.info.width}x{self.info.height} "
+                        f"to {image.shape[1]}x{image.shape[0]} at frame {self.decoded + 1}; "
+                        "the frames of other sizes were stretched to the first size"
+                    )
+                    self.warnings.append(resized)
                 image = cv2.resize(image, (self.info.width, self.info.height))
-            yield Frame(image, int(pts), tb, self.decoded, int(frame.duration or 0) or step)
-            # The last frame's length, for where the picture ends: the gap before it, else
-            # its own (an AVI with drop frames has an average rate and frame durations of
-            # one tick, both misleading, and pads its frame count with the empty chunks).
-            last_len = (
-                (pts - last_pts) if last_pts is not None else int(frame.duration or 0) or step
-            )
+            if held is not None:
+                held.duration = int(pts) - held.pts
+                yield held
+            own = int(frame.duration or 0)
+            held = Frame(image, int(pts), tb, self.decoded, own or step)
+            # The last frame's length, for where the picture ends: its own, which a file
+            # may give as seconds (a VFR WebM holding its last picture); else the gap before
+            # it (an AVI with drop frames has an average rate and frame durations of one
+            # tick, both too short, and pads its frame count with the empty chunks).
+            gap = (pts - last_pts) if last_pts is not None else 0
+            last_len = max(gap, own) or step
             last_pts = int(pts)
             self.decoded += 1
         if self.corrupt_packets:
@@ -306,7 +478,7 @@ class VideoReader:
         # Where the file gives the video's own end, reaching it means nothing is missing at
         # the end, whatever the frame count says (an AVI counts its empty drop-frame chunks).
         # Two frames' (or 2 %) slack: the last frame's length is a guess on variable rates.
-        slack = max(2 * float(max(step, last_len) * tb), 0.02 * (known or 0.0))
+        slack = max(2 * float(max(step, gap) * tb), 0.02 * (known or 0.0))
         short = known is not None and end < known - slack
         if expected and self.decoded < expected and (self.warnings or self.corrupt_packets):
             # Decoding failed somewhere: frames are lost, wherever they were.
@@ -341,6 +513,13 @@ class VideoReader:
             self.warnings.append(
                 f"{corrupt_frames} damaged frame(s) decoded with the missing parts filled in"
             )
+        if held is not None:
+            if known is not None and self.incomplete is None:
+                # Shown until the video's own end, which is where an MP4 says how long its
+                # last frame lasts. Never shorter than its own length: an MP4 edit list
+                # ends on a whole millisecond, a few ticks before the last frame's end.
+                held.duration = max(held.duration, round(known / tb) - held.pts)
+            yield held
 
 
 def _short(exc: BaseException) -> str:
@@ -383,6 +562,10 @@ class VideoWriter:
     the writer creates it and never renames. ``write(image, pts)`` takes uint8 RGB
     (H, W, 3) or RGBA (H, W, 4); for alpha formats an RGB image gets opaque alpha, for
     opaque formats RGBA's alpha is dropped (compositing is the caller's job).
+
+    ``sample_aspect_ratio`` and ``colour`` are the input's (:class:`VideoInfo`): the
+    output is tagged with the same pixel shape and encoded with the same matrix. After
+    ``close()``, ``warnings`` says what the chosen format could not keep.
     """
 
     def __init__(
@@ -396,6 +579,8 @@ class VideoWriter:
         audio_from: VideoInfo | None = None,
         encode: EncodeConfig | None = None,
         time_offset: float = 0.0,
+        sample_aspect_ratio: Fraction | None = None,
+        colour: Colour | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise VidmatError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
@@ -416,7 +601,19 @@ class VideoWriter:
         self._container: Any = None
         self._stream: Any = None
         self.padded: tuple[int, int] | None = None
+        #: An odd-sized mask is stored as greyscale H.264 (4:0:0), which allows odd sides.
+        self.monochrome = False
+        self.warnings: list[str] = []
+        sar = Fraction(sample_aspect_ratio) if sample_aspect_ratio else None
+        self.sample_aspect_ratio = sar if sar and sar > 0 and sar != 1 else None
+        self.colour = (colour or Colour.for_size(self.width, self.height)).for_output()
         self._durations: dict[int, int] = {}
+        # Where the last shown frame ends (pts + its duration), when the caller said.
+        self._last_shown: tuple[int, int] | None = None
+        self._first_pts: int | None = None
+        self._first_dts: int | None = None
+        self._held: Any = None  # the newest video packet; see _queue_video
+        self._reformatter = VideoReformatter()
         self.audio_copied: bool | None = None
         if fmt == "png":
             self._open_png(audio_from)
@@ -425,6 +622,14 @@ class VideoWriter:
 
     # -- setup
     def _open_png(self, audio_from: VideoInfo | None) -> None:
+        if self.sample_aspect_ratio is not None:
+            sar = self.sample_aspect_ratio
+            shown = round(self.width * sar)
+            self.warnings.append(
+                f"PNG has square pixels: the input's {sar.numerator}:{sar.denominator} pixel "
+                f"aspect ratio is not kept; scale the frames to {shown}x{self.height} to show "
+                "them as the input was shown"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         self._csv_file = open(self.path / "frames.csv", "w", newline="")  # noqa: SIM115
         self._csv = csv.writer(self._csv_file)
@@ -434,9 +639,18 @@ class VideoWriter:
     def _open_video(self, audio_from: VideoInfo | None) -> None:
         fmt = self.fmt
         w, h = self.width, self.height
-        if fmt in ("mp4", "mask") and (w % 2 or h % 2):
+        odd = bool(w % 2 or h % 2)
+        if fmt == "mp4" and odd:
             self.padded = (w + w % 2, h + h % 2)
             w, h = self.padded
+        elif fmt == "mask" and odd:
+            # A padded matte would no longer line up with its clip as a track matte.
+            self.monochrome = True
+            self.warnings.append(
+                f"the {w}x{h} mask keeps its odd size as greyscale (4:0:0) H.264, which "
+                "FFmpeg-based players and tools read but many hardware decoders, browsers "
+                "and some editors do not"
+            )
         container_fmt = {"mp4": "mp4", "mask": "mp4", "mov": "mov", "webm": "webm"}[fmt]
         try:
             self._container = av.open(str(self.path), "w", format=container_fmt)
@@ -446,7 +660,7 @@ class VideoWriter:
         if fmt in ("mp4", "mask"):
             opts = {"crf": str(self.encode_cfg.h264_crf()), "preset": self.encode_cfg.preset}
             s = self._container.add_stream("libx264", rate=rate, options=opts)
-            s.pix_fmt = "yuv420p"
+            s.pix_fmt = "gray" if self.monochrome else "yuv420p"
             self._src_format = "rgb24"
         elif fmt == "mov":
             s = self._container.add_stream(
@@ -469,6 +683,16 @@ class VideoWriter:
         s.time_base = self.time_base
         s.codec_context.time_base = self.time_base
         s.thread_type = "AUTO"
+        ctx = s.codec_context
+        if self.sample_aspect_ratio is not None:
+            ctx.sample_aspect_ratio = self.sample_aspect_ratio  # H.264 VUI, mov/mp4 'pasp'
+        # Tags in the bitstream (H.264 VUI, VP9 header) and the container ('colr', Colour).
+        ctx.colorspace = self.colour.matrix
+        ctx.color_primaries = self.colour.primaries
+        ctx.color_trc = self.colour.trc
+        ctx.color_range = ColorRange.MPEG
+        self._matrix = _ENCODABLE[self.colour.matrix][0]
+        self._pix_fmt = str(s.pix_fmt)
         self._stream = s
         if audio_from is not None and audio_from.audio is not None:
             try:
@@ -509,27 +733,85 @@ class VideoWriter:
         if self.fmt == "png":
             self._write_png(image, pts)
             return
-        frame = av.VideoFrame.from_ndarray(image, format=self._src_format)
+        rgb = av.VideoFrame.from_ndarray(image, format=self._src_format)
+        # Converted here rather than by the encoder, which would use swscale's default
+        # BT.601 whatever the tags say; one reformatter for all frames, as the encoder's.
+        frame = self._reformatter.reformat(
+            rgb,
+            format=self._pix_fmt,
+            dst_colorspace=self._matrix,
+            dst_color_range=ColorRange.MPEG,
+        )
+        frame.colorspace = self.colour.matrix  # BT470BG and SMPTE170M share coefficients
+        frame.color_primaries = self.colour.primaries  # ProRes takes its tags from frames
+        frame.color_trc = self.colour.trc
         frame.pts = pts
         frame.time_base = self.time_base
+        if self._first_pts is None or pts < self._first_pts:
+            self._first_pts = pts
+        if self._last_shown is None or pts >= self._last_shown[0]:
+            self._last_shown = (pts, int(duration))
         if duration:
             frame.duration = int(duration)
             # Encoders do not all carry a frame's duration to its packet (ProRes, and
             # x264 reorders them); the muxer needs it for the last frame's length.
             self._durations[pts] = int(duration)
-        self._mux_video(self._stream.encode(frame))
+        self._queue_video(self._stream.encode(frame))
         self.frames += 1
         if self._audio is not None and self.frames % 8 == 0:
             self._audio.write_until(
                 self._container, float(pts * self.time_base) + self._time_offset + 1.0
             )
 
-    def _mux_video(self, packets: list[Any]) -> None:
+    def _queue_video(self, packets: list[Any]) -> None:
+        """Give packets their frames' durations and mux them, holding back the newest.
+
+        The last packet in decode order sets where an MP4's sample table ends, and with
+        x264's reordering it is not the last frame shown: :meth:`_finish_video` stretches
+        it so that the file ends where the last shown frame does.
+        """
+        ready = []
         for packet in packets:
             if packet.pts is not None:
                 d = self._durations.pop(packet.pts, 0)
                 if d:
                     packet.duration = d
+            if self._first_dts is None and packet.dts is not None:
+                self._first_dts = int(packet.dts)
+            if self._held is not None:
+                ready.append(self._held)
+            self._held = packet
+        if ready:
+            self._mux_video(ready)
+
+    def _finish_video(self) -> None:
+        """Mux the held last packet, lasting to the end of the last shown frame.
+
+        The packets' durations follow decode order (dts), so the last one must cover
+        the reorder delay's worth of presentation too: end - dts - (first pts - first
+        dts). For encoders that do not reorder (ProRes, VP9) that is its own duration.
+        Without it an MP4 whose last frame is held for seconds said so in its edit list
+        but its sample durations ended after the previous frame (players disagreed).
+        """
+        packet, self._held = self._held, None
+        if packet is None:
+            return
+        last = self._last_shown
+        if (
+            last is not None
+            and last[1] > 0
+            and packet.dts is not None
+            and self._first_dts is not None
+            and self._first_pts is not None
+        ):
+            delay = self._first_pts - self._first_dts
+            length = last[0] + last[1] - int(packet.dts) - delay
+            if length > 0:
+                packet.duration = length
+        self._mux_video([packet])
+
+    def _mux_video(self, packets: list[Any]) -> None:
+        for packet in packets:
             self._container.mux(packet)
 
     def _write_png(self, rgba: np.ndarray, pts: int) -> None:
@@ -563,7 +845,8 @@ class VideoWriter:
                 self.audio_packets = 1
             return
         try:
-            self._mux_video(self._stream.encode(None))
+            self._queue_video(self._stream.encode(None))
+            self._finish_video()
             if self._audio is not None:
                 self._audio.write_until(self._container, None)
                 self.audio_packets = self._audio.packets
@@ -573,6 +856,16 @@ class VideoWriter:
             if self._audio is not None:
                 self._audio.close()
             self._container.close()
+        if self.fmt == "webm" and self.sample_aspect_ratio is not None:
+            # FFmpeg's Matroska muxer takes the pixel shape from a stream field PyAV
+            # cannot set; the display size goes into the finished file instead.
+            shown = round(self.width * self.sample_aspect_ratio)
+            if not set_display_size(self.path, shown, self.height):
+                sar = self.sample_aspect_ratio
+                self.warnings.append(
+                    f"the input's {sar.numerator}:{sar.denominator} pixel aspect ratio "
+                    "could not be stored in the WebM; it shows with square pixels"
+                )
 
     def abort(self) -> None:
         """Stop without flushing (Ctrl-C, error); the caller removes the temporary output."""

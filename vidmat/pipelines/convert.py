@@ -367,6 +367,7 @@ def convert_video(
             f"odd size {info.width}x{info.height} padded to {writer.padded[0]}x{writer.padded[1]} "
             "(H.264 yuv420p needs even sides)"
         )
+    result.warnings.extend(writer.warnings)
     result.audio = _audio_note(writer, info)
     if audio_warning:
         result.warnings.append(audio_warning)
@@ -441,6 +442,8 @@ def _open_writer(
             audio_from=info if audio_from is None else audio_from,
             encode=cfg.encode,
             time_offset=offset,
+            sample_aspect_ratio=info.sample_aspect_ratio,
+            colour=info.colour,
         )
     except VidmatError:
         raise
@@ -526,7 +529,7 @@ def transcode(
                 job.cancel()
                 raise
         result.frames = job.written
-        result.warnings = list(reader.warnings)
+        result.warnings = list(reader.warnings) + writer.warnings
         result.incomplete = reader.incomplete
     result.seconds = time.perf_counter() - t0
     return result
