@@ -70,6 +70,14 @@ def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys
         (["--duration", "0"], "--duration must be > 0 seconds"),
         (["--fps", "nan"], "--fps must be a finite number > 0, got nan"),
         (["--fps", "inf"], "--fps must be a finite number > 0, got inf"),
+        # Below a frame a second a stop waited for the next frame: 1e-9 never stopped.
+        (["--fps", "0.1", "--duration", "2"], "--fps must be at least 1 for a live picture"),
+        (["--camera", ""], "--camera needs a camera index, a device path or a video file"),
+        (["--record", "OUT", "--audio", ""], "--audio needs auto, off or an ALSA device"),
+        (["--virtual-device", "/dev/video10"], "add --virtual-camera"),
+        # An explicitly named microphone that does not open is refused, not ignored.
+        (["--record", "OUT", "--audio", "hw:99"], "the microphone 'hw:99' cannot be opened"),
+        (["--record", "OUT", "--audio", "CLIP"], "cannot be opened"),
         (["--bg", "blur:inf"], "blur"),
         (["--grow", "101"], "at most 100 pixels"),
     ],
@@ -77,7 +85,8 @@ def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys
 def test_bad_input_is_one_sentence(tmp_path, clip, weights, capsys, extra, message):
     existing = tmp_path / "taken.mp4"
     existing.write_bytes(b"keep")
-    extra = [str(existing) if a == "EXISTING" else a for a in extra]
+    swap = {"EXISTING": str(existing), "OUT": str(tmp_path / "au.mp4"), "CLIP": str(clip)}
+    extra = [swap.get(a, a) for a in extra]
     argv = ["live", "--no-window", "--camera", str(clip), "--weights", str(weights)]
     argv += ["--size", "64", "--quiet", *extra]
     assert main(argv) == 2
@@ -85,7 +94,9 @@ def test_bad_input_is_one_sentence(tmp_path, clip, weights, capsys, extra, messa
     assert message in err and "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("vidmat: error: ")  # one sentence
     assert "Error:" not in err  # no exception's name (OverflowError: ...) in place of one
+    assert "ALSA lib" not in err  # libasound's own lines are not shown
     assert existing.read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.mp4"]  # nothing recorded
 
 
 @pytest.mark.parametrize(
@@ -233,3 +244,72 @@ def test_look_options_reach_the_live_settings():
     unmirrored = LiveRequest(build_parser().parse_args(["live", "--no-mirror"]))
     assert unmirrored.explicit() == {"mirror"} and unmirrored.settings().mirror is False
     assert LiveRequest(build_parser().parse_args(["live"])).explicit() == set()
+
+
+def test_a_capture_failure_mid_run_finalises_the_recording_and_exits_2(
+    tmp_path, clip, weights, capsys
+):
+    # The camera file deleted under a looping run: the capture fails when it reopens the
+    # file at its end. That was printed as a status line and the run exited 0, as if it
+    # had finished.
+    import threading
+
+    cam = tmp_path / "cam.mp4"
+    cam.write_bytes(clip.read_bytes())  # one second at 30 fps
+    out = tmp_path / "out.mp4"
+    threading.Timer(0.5, cam.unlink).start()
+    argv = ["live", "--no-window", "--camera", str(cam), "--loop", "--duration", "5"]
+    argv += ["--record", str(out), "--audio", "off", "--weights", str(weights)]
+    argv += ["--size", "64", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"vidmat: error: capture failed: {cam} does not exist.\n"), err
+    assert err.count("capture failed") == 1 and "wrote" in err
+    with av.open(str(out)) as c:  # finalised: a whole, playable file of the first pass
+        assert c.duration / 1e6 == pytest.approx(1.0, abs=0.25)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_duration_is_wall_time_even_when_frames_come_slowly(tmp_path, weights, capsys):
+    # At 1 fps the next frame comes a second after the first: the run waited for it (and
+    # --fps 0.1 --duration 2 ran and recorded 10 s). It stops at --duration on the clock,
+    # and the last frame lasts until then, not a whole second.
+    clip = make_clip(tmp_path / "clip.mp4", frames=30, fps=30)
+    out = tmp_path / "out.mp4"
+    argv = ["live", "--no-window", "--camera", str(clip), "--fps", "1", "--duration", "0.4"]
+    argv += ["--record", str(out), "--audio", "off", "--weights", str(weights)]
+    argv += ["--size", "64", "--quiet"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    wrote = re.search(r"wrote .* \((\d+) frames, ([\d.]+) s", err)
+    assert wrote is not None and wrote.group(1) == "1", err
+    with av.open(str(out)) as c:
+        seconds = c.duration / 1e6
+    assert seconds == pytest.approx(0.4, abs=0.05)
+    assert float(wrote.group(2)) == pytest.approx(seconds, abs=0.05)
+
+
+def test_sigterm_while_the_model_loads_is_said_and_exits_143(tmp_path, clip):
+    # The SIGTERM handler used to be installed only once the pipeline ran: a kill during
+    # the model load ended the process on the spot, rc -15 and no word.
+    import signal
+    import time
+
+    code = (
+        "import sys, time, vidmat.commands.live as L\n"
+        "from vidmat.cli import main\n"
+        "def slow_load(self):\n"
+        "    print('loading', file=sys.stderr, flush=True)\n"
+        "    time.sleep(60)\n"
+        "L.LiveRequest.engine = slow_load\n"
+        f"sys.exit(main(['live', '--no-window', '--camera', {str(clip)!r}, '--quiet']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    while proc.stderr.readline().strip() != "loading":
+        assert proc.poll() is None and time.monotonic() < deadline
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err == "vidmat: terminated\n"

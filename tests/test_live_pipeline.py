@@ -185,3 +185,45 @@ def test_grow_reaches_the_matte(clip, grow):
 def test_grow_beyond_the_limit_is_refused():
     with pytest.raises(VidmatError, match="at most 100 pixels"):
         LiveSettings(grow=101).validated()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_duration_is_wall_time_when_frames_come_slowly(clip, mode):
+    # One frame a second and a 0.3 s duration: the worker checked the duration only when
+    # a frame came, so the run lasted until the second frame (--fps 0.1 ran 10 s).
+    camera = CameraConfig(source=str(clip), fps=1.0, loop=True)
+    t0 = time.perf_counter()
+    p, frames, events = run_pipeline(clip, camera=camera, mode=mode, duration=0.3)
+    assert time.perf_counter() - t0 < 0.9
+    assert len(frames) == 1 and events["error"] == []
+    assert p.ended_at == pytest.approx(frames[0].source.timestamp + 0.3, abs=1e-6)
+
+
+def test_duration_stops_a_source_that_delivers_nothing(clip, monkeypatch):
+    # A camera that is lost before its first frame: the run still ends on time.
+    from vidmat.io.camera import CaptureThread
+
+    monkeypatch.setattr(CaptureThread, "run", lambda self: self._stop_event.wait())
+    t0 = time.perf_counter()
+    p, frames, events = run_pipeline(clip, mode="sync", duration=0.3)
+    assert 0.25 < time.perf_counter() - t0 < 0.9
+    assert frames == [] and events["finished"] == [True] and p.ended_at is not None
+
+
+def test_a_capture_failure_is_an_error_not_a_status(clip, monkeypatch):
+    # The capture thread reported a failure only as on_status("error", ...): a caller
+    # that stops on errors (headless live, exit 2) took it for a normal end.
+    from vidmat.io import camera
+
+    def fail(self):
+        try:
+            raise VidmatError("camera or video file gone.mp4 does not exist.")
+        except VidmatError as exc:
+            self._status("error", f"capture failed: {exc}")
+        finally:
+            self.out.close()
+
+    monkeypatch.setattr(camera.CaptureThread, "run", fail)
+    p, _frames, events = run_pipeline(clip, mode="sync")
+    assert events["error"] == ["capture failed: camera or video file gone.mp4 does not exist."]
+    assert p.error == events["error"][0] and events["finished"] == [True]

@@ -126,3 +126,68 @@ def test_live_pipeline_records_the_expected_duration(tmp_path):
     assert probed["duration"] == pytest.approx(1.0, abs=0.1)
     expect = [f.source.timestamp - frames[0].source.timestamp for f in frames]
     assert np.allclose(probed["times"], expect, atol=0.002)
+
+
+def test_the_last_frame_lasts_until_the_end_at_most(tmp_path):
+    # One frame from a source at 0.001 fps, stopped 2 s later: the last frame was given
+    # 1/fps (a 1000 s recording of a 2 s run). It lasts until the end, capped at 1/fps.
+    slow = tmp_path / "slow.mp4"
+    r = Recorder(RecorderConfig(slow, audio=None, fps=0.001)).start()
+    r.submit(np.full((48, 64, 3), 120, np.uint8), 100.0)
+    info = r.stop(end=102.0)
+    assert info.frames == 1 and info.duration == pytest.approx(2.0)
+    assert probe(slow)["duration"] == pytest.approx(2.0, abs=0.01)
+    # A fast source stopped long after its last frame: still one frame at its rate.
+    fast = tmp_path / "fast.mp4"
+    r = Recorder(RecorderConfig(fast, audio=None, fps=25)).start()
+    for t in (0.0, 0.04, 0.08):
+        r.submit(np.full((48, 64, 3), 120, np.uint8), 100.0 + t)
+    assert r.stop(end=105.0).duration == pytest.approx(0.12)
+    assert probe(fast)["duration"] == pytest.approx(0.12, abs=0.01)
+
+
+def test_a_named_audio_source_that_does_not_open_is_refused_on_start(tmp_path):
+    out = tmp_path / "rec.mp4"
+    missing = tmp_path / "nowhere.wav"
+    r = Recorder(RecorderConfig(out, audio=str(missing), audio_format="wav"))
+    with pytest.raises(VidmatError, match=r"^the microphone '.*nowhere\.wav' cannot be opened"):
+        r.start()
+    assert not r.running and list(tmp_path.iterdir()) == []
+
+
+def test_auto_audio_that_does_not_open_records_without_and_says_so(tmp_path, monkeypatch):
+    import vidmat.io.recorder as rec
+
+    def refuse(device, fmt="alsa"):
+        raise VidmatError("the microphone 'default' cannot be opened") from OSError("busy")
+
+    monkeypatch.setattr(rec, "alsa_capture_devices", lambda: ["/dev/snd/pcmC0D0c"])
+    monkeypatch.setattr(rec, "open_audio_device", refuse)
+    if "alsa" not in av.formats_available:
+        pytest.skip("this PyAV build has no ALSA input")
+    r = Recorder(RecorderConfig(tmp_path / "a.mp4")).start()
+    assert r.audio_message == "microphone 'default' unavailable (busy); no audio"
+    r.submit(np.zeros((48, 64, 3), np.uint8), 0.0)
+    info = r.stop()
+    assert info.frames == 1 and not info.audio and "no audio" in info.message
+
+
+@pytest.mark.skipif("alsa" not in av.formats_available, reason="no ALSA input in this PyAV")
+def test_alsa_finds_the_system_configuration_and_keeps_its_lines_quiet(monkeypatch, capfd):
+    # The PyAV wheel's libasound looks for alsa.conf under its build prefix: without
+    # ALSA_CONFIG_DIR it knows no PCM at all, not even 'null' ("Unknown PCM null").
+    import vidmat.io.recorder as rec
+
+    monkeypatch.delenv("ALSA_CONFIG_DIR", raising=False)
+    with pytest.raises(VidmatError, match="cannot be opened"):
+        rec.open_audio_device("hw:99")
+    assert "ALSA lib" not in capfd.readouterr().err  # libasound's own lines: debug log
+    if not (rec.SYSTEM_ALSA_CONFIG / "alsa.conf").is_file():
+        pytest.skip("no system ALSA configuration here")
+    import os
+
+    assert os.environ["ALSA_CONFIG_DIR"] == str(rec.SYSTEM_ALSA_CONFIG)
+    rec.open_audio_device("null").close()
+    monkeypatch.setenv("ALSA_CONFIG_DIR", "/elsewhere")  # a user's own choice is kept
+    rec._use_system_alsa_config()
+    assert os.environ["ALSA_CONFIG_DIR"] == "/elsewhere"

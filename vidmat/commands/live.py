@@ -74,8 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--fps",
         type=float,
         default=None,
-        help="ask the camera for this frame rate (it may give another); a file plays at its "
-        "own rate, or at this lower one by skipping frames, never faster",
+        help=f"ask the camera for this frame rate, at least {MIN_FPS:g} (it may give another); "
+        "a file plays at its own rate, or at this lower one by skipping frames, never faster",
     )
     loop = src.add_mutually_exclusive_group()
     loop.add_argument(
@@ -141,14 +141,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     out = p.add_argument_group("output")
     out.add_argument("--no-window", action="store_true", help="run without a window (headless)")
-    out.add_argument("--record", type=Path, default=None, metavar="OUT.mp4", help="record to H.264")
+    out.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="OUT.mp4",
+        help="record to H.264 (+ AAC from --audio); the sound of a video file played as the "
+        "camera is not recorded",
+    )
     out.add_argument("--overwrite", action="store_true", help="replace an existing recording")
     out.add_argument(
         "--audio",
         default="auto",
         metavar="auto|off|DEVICE",
-        help="microphone for the recording: auto (the default ALSA device when one exists), "
-        "off, or an ALSA device name such as hw:1",
+        help="microphone for the recording: auto (the default ALSA device when one exists, "
+        "else no audio), off, or an ALSA device name such as hw:1 (refused if it cannot be "
+        "opened); never the sound of a --camera file",
     )
     out.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S s")
     out.add_argument(
@@ -157,7 +165,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="send the result to a virtual camera (pip install pyvirtualcam; v4l2loopback on "
         "Linux, OBS Virtual Camera on Windows/macOS)",
     )
-    out.add_argument("--virtual-device", default=None, help="e.g. /dev/video10")
+    out.add_argument(
+        "--virtual-device", default=None, help="the --virtual-camera device, e.g. /dev/video10"
+    )
     out.add_argument("--quiet", action="store_true", help="no periodic status lines")
 
     perf = p.add_argument_group("performance")
@@ -179,6 +189,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_engine_options(p)
     p.set_defaults(func=run)
 
+
+#: The lowest --fps: a picture slower than a frame a second is no longer live (a stop
+#: waited up to 1/fps for the next frame, and --fps 1e-9 never stopped), and the
+#: recording's nominal rate is a whole number of frames a second (below 0.5 it was 0).
+MIN_FPS = 1.0
 
 #: The look options that map one to one onto LiveSettings fields of the same name.
 _LOOK_OPTIONS = ("smoothing", "threshold", "contrast", "feather", "grow", "mirror")
@@ -213,6 +228,10 @@ class LiveRequest:
         w, h = a.resolution or (None, None)
         if a.fps is not None and not 0 < a.fps < math.inf:  # NaN too
             raise VidmatError(f"--fps must be a finite number > 0, got {a.fps}.")
+        if a.fps is not None and a.fps < MIN_FPS:
+            raise VidmatError(
+                f"--fps must be at least {MIN_FPS:g} for a live picture, got {a.fps:g}."
+            )
         loop = a.loop if a.loop is not None else loop_default
         return CameraConfig(source=parse_source(a.camera), width=w, height=h, fps=a.fps, loop=loop)
 
@@ -272,6 +291,11 @@ class LiveRequest:
         for path, name in self.input_files():
             check_not_input(record, path, output_name="recording", source_name=name)
         check_output_path(record, self.args.overwrite)
+        audio = self.args.audio
+        if audio not in ("auto", "off"):  # a device named explicitly must open
+            from vidmat.io.recorder import open_audio_device
+
+            open_audio_device(audio).close()
 
     def recorder_config(self, path: Path | None = None, fps: float | None = None):
         """``fps``: the rate the opened source delivers frames at (its capture's
@@ -289,12 +313,31 @@ class LiveRequest:
         return replace(cfg, fps=fps) if fps else cfg
 
 
-def run(args: argparse.Namespace) -> int:
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse what can be told wrong from the command line alone, before the model loads
+    and the camera opens (seconds), each in one sentence."""
     from vidmat.pipelines.live import check_duration
 
     check_duration(args.duration)
     if args.infer_every < 1:
         raise VidmatError(f"--infer-every must be >= 1, got {args.infer_every}.")
+    if not args.camera.strip():  # else parse_source made '' the current folder
+        raise VidmatError("--camera needs a camera index, a device path or a video file, got ''.")
+    if not args.audio.strip():  # '' opened ALSA's unnamed device as "audio from "
+        raise VidmatError("--audio needs auto, off or an ALSA device name, got ''.")
+    if args.virtual_device is not None and not args.virtual_camera:
+        raise VidmatError(
+            "--virtual-device names the device for --virtual-camera; add --virtual-camera "
+            "or leave --virtual-device out."
+        )
+    if args.virtual_camera:
+        from vidmat.io.virtualcam import import_pyvirtualcam
+
+        import_pyvirtualcam()  # a missing package is said now, not after the model loads
+
+
+def run(args: argparse.Namespace) -> int:
+    check_options(args)
     req = LiveRequest(args)
     if args.record is not None:
         req.check_record_path()
@@ -310,9 +353,25 @@ def _fmt(v: float | None, unit: str = "ms") -> str:
 
 
 def run_headless(req: LiveRequest) -> int:
-    from vidmat.io.recorder import Recorder
+    """Run until --duration, the source's end, an error or a signal; 0 only for the first two.
+
+    ``kill`` or a job manager stops a run as Ctrl-C does, from the moment the command
+    starts (SIGTERM during the model load used to end the process with no word): the
+    recording is finalised and the summary printed, then the interrupt is raised again
+    so the CLI exits 130 (SIGINT) or 143 (SIGTERM), as convert does; a script must not
+    take a stopped run for a finished one. A capture failure mid-run (a file deleted
+    under it) ends as an error, exit 2, after the same finalisation.
+    """
+    from vidmat.signals import interrupt_once
+
+    with interrupt_once():
+        return _run_headless(req)
+
+
+def _run_headless(req: LiveRequest) -> int:
+    from vidmat.io.recorder import Recorder, RecordingInfo
     from vidmat.pipelines.live import LiveConfig, LivePipeline
-    from vidmat.signals import interrupt_once, no_interrupts
+    from vidmat.signals import no_interrupts
 
     args = req.args
     looping = args.duration is not None
@@ -320,10 +379,8 @@ def run_headless(req: LiveRequest) -> int:
     settings = req.settings()
     engine = req.engine()
     errors: list[str] = []
-    status_lines: list[str] = []
 
     def on_status(event: str, message: str) -> None:
-        status_lines.append(message)
         print(f"vidmat: {message}", file=sys.stderr)
 
     pipe = LivePipeline(
@@ -336,53 +393,56 @@ def run_headless(req: LiveRequest) -> int:
         on_status=on_status,
     )
     recorder: Recorder | None = None
+    info: RecordingInfo | None = None
+    interrupted: KeyboardInterrupt | None = None
     vcam = None
-    pipe.start()
-    # kill / a job manager stops a run as Ctrl-C does: the recording is finalised.
-    with interrupt_once():
-        try:
-            cap = pipe.capture
-            assert cap is not None
+    pipe.start()  # a source that does not open raises here, before anything needs stopping
+    try:
+        cap = pipe.capture
+        assert cap is not None
+        print(
+            f"vidmat live: {cap.description} {cap.width}x{cap.height} @ {cap.nominal_fps:.1f} fps, "
+            f"model {engine.size}px on {engine.device} ({pipe.mode}), background "
+            f"{settings.background.describe()}",
+            file=sys.stderr,
+        )
+        if args.virtual_camera:
+            from vidmat.io.virtualcam import VirtualCamera
+
+            vcam = VirtualCamera(cap.width, cap.height, cap.nominal_fps, args.virtual_device)
+            pipe.add_sink(vcam)
+            print(f"vidmat live: virtual camera on {vcam.device}", file=sys.stderr)
+        if args.record:
+            # Made once the source is open: it records at the rate frames come at. start()
+            # opens the microphone, so the message below says what is really recorded.
+            recorder = Recorder(req.recorder_config(fps=cap.nominal_fps))
+            recorder.start()
+            pipe.add_sink(recorder)
             print(
-                f"vidmat live: {cap.description} {cap.width}x{cap.height} @ {cap.nominal_fps:.1f} fps, "
-                f"model {engine.size}px on {engine.device} ({pipe.mode}), background "
-                f"{settings.background.describe()}",
+                f"vidmat live: recording to {args.record} ({recorder.audio_message})",
                 file=sys.stderr,
             )
-            if args.virtual_camera:
-                from vidmat.io.virtualcam import VirtualCamera
-
-                vcam = VirtualCamera(cap.width, cap.height, cap.nominal_fps, args.virtual_device)
-                pipe.add_sink(vcam)
-                print(f"vidmat live: virtual camera on {vcam.device}", file=sys.stderr)
-            if args.record:
-                # Made once the source is open: it records at the rate frames come at.
-                recorder = Recorder(req.recorder_config(fps=cap.nominal_fps))
-                recorder.start()
-                pipe.add_sink(recorder)
+        last = time.monotonic()
+        while not pipe.wait(0.25):
+            if not args.quiet and time.monotonic() - last >= 2.0:
+                last = time.monotonic()
+                st = pipe.status()
                 print(
-                    f"vidmat live: recording to {args.record} ({recorder.audio_message})",
+                    f"  {st['display_fps']:5.1f} fps  capture {st['capture_fps']:4.1f} fps  "
+                    f"model {_fmt(st['model_ms'])}  post {_fmt(st['post_ms'])}  "
+                    f"latency {_fmt(st['latency_ms'])}  dropped {st['dropped']}",
                     file=sys.stderr,
                 )
-            last = time.monotonic()
-            while not pipe.wait(0.25):
-                if not args.quiet and time.monotonic() - last >= 2.0:
-                    last = time.monotonic()
-                    st = pipe.status()
-                    print(
-                        f"  {st['display_fps']:5.1f} fps  capture {st['capture_fps']:4.1f} fps  "
-                        f"model {_fmt(st['model_ms'])}  post {_fmt(st['post_ms'])}  "
-                        f"latency {_fmt(st['latency_ms'])}  dropped {st['dropped']}",
-                        file=sys.stderr,
-                    )
-        except KeyboardInterrupt:
-            print("vidmat live: stopping…", file=sys.stderr)
-        finally:
-            with no_interrupts():  # a second signal must not leave a half-written recording
-                pipe.stop()
-                if vcam is not None:
-                    vcam.close()
-                info = recorder.stop() if recorder is not None else None
+    except KeyboardInterrupt as exc:  # Terminated (SIGTERM) too
+        interrupted = exc
+        print("vidmat live: stopping…", file=sys.stderr)
+    finally:
+        with no_interrupts():  # a second signal must not leave a half-written recording
+            pipe.stop()
+            if vcam is not None:
+                vcam.close()
+            # The last frame lasts until the run was cut short, not a whole slow frame.
+            info = recorder.stop(end=pipe.ended_at) if recorder is not None else None
     st = pipe.status()
     summ = pipe.stats.summary()
     print(
@@ -400,6 +460,8 @@ def run_headless(req: LiveRequest) -> int:
             )
         else:
             print("vidmat live: nothing was recorded (no frames).", file=sys.stderr)
+    if interrupted is not None:
+        raise interrupted  # after the summary: the CLI exits 130 / 143 for it
     if errors:
         raise VidmatError(errors[0])
     return 0

@@ -16,7 +16,9 @@ duration, without which the mp4 muxer would report a VFR file shorter than it is
 Audio: with ``audio="auto"`` the microphone is read through PyAV's ``alsa``
 input when an ALSA capture device exists (otherwise the recording is silent,
 and :attr:`Recorder.audio_message` says why), encoded to AAC and muxed beside
-the video, timed from the same clock.
+the video, timed from the same clock. A device named explicitly that cannot be
+opened is refused by ``start()`` instead: who named one wants that sound. The
+audio of a video file played as the camera is not recorded.
 
 The output appears at its path only once finalised (``stop()``/``close()``):
 until then it is written under a temporary name beside it.
@@ -27,6 +29,9 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
+import os
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -92,6 +97,74 @@ def check_recording_name(path: Path) -> None:
         raise VidmatError(f"record to an .mp4 file, got {path.name}.")
 
 
+#: Where a system's ALSA configuration lives. The pip PyAV wheels bundle a libasound
+#: built to look for it under its build prefix (/tmp/vendor/share/alsa), which no
+#: machine has: without ALSA_CONFIG_DIR it knows no PCM at all, not even ``default``
+#: or ``null`` ("Unknown PCM default"), so a microphone was never recorded.
+SYSTEM_ALSA_CONFIG = Path("/usr/share/alsa")
+
+
+def _use_system_alsa_config() -> None:
+    """Point a bundled libasound at the system's configuration, unless the user chose one."""
+    if "ALSA_CONFIG_DIR" not in os.environ and (SYSTEM_ALSA_CONFIG / "alsa.conf").is_file():
+        os.environ["ALSA_CONFIG_DIR"] = str(SYSTEM_ALSA_CONFIG)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Any:
+    """Send what C libraries write to file descriptor 2 to a debug log instead.
+
+    libasound prints its own "ALSA lib /project/build/...: Unknown PCM" lines straight
+    to stderr when a device does not open; vidmat says that in one sentence of its own.
+    Only around the open (milliseconds), as the descriptor is the whole process's.
+    """
+    fd = 2  # the C library's stderr, whatever Python's sys.stderr is (a test's capture)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(fd)
+    except (OSError, ValueError):
+        yield  # no descriptor 2 to redirect
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            said = sink.read().decode(errors="replace").strip()
+            if said:
+                log.debug("audio device said: %s", said)
+
+
+def open_audio_device(device: str, fmt: str = "alsa") -> Any:
+    """Open an audio input (an ALSA device name, or a file with another ``fmt``), or raise
+    :class:`VidmatError` in one sentence naming it; libasound's own lines go to a debug log.
+
+    A command checks an explicitly named microphone with it before it loads the model, so
+    a typo is refused at once and not found out after a silent recording.
+    """
+    if fmt == "alsa":
+        _use_system_alsa_config()
+    source = None
+    try:
+        with _quiet_stderr() if fmt == "alsa" else contextlib.nullcontext():
+            source = av.open(device, format=fmt)
+        if not source.streams.audio:
+            raise VidmatError(f"{device} has no audio stream")
+    except Exception as exc:
+        if source is not None:
+            with contextlib.suppress(Exception):
+                source.close()
+        reason = str(exc).rstrip(".")
+        raise VidmatError(
+            f"the microphone {device!r} cannot be opened ({reason}); name another ALSA "
+            "device (arecord -L lists them) or record with --audio off."
+        ) from exc
+    return source
+
+
 def _to_rgb(image: np.ndarray) -> np.ndarray:
     """RGBA (the transparent view) is recorded over black; RGB passes through."""
     if image.ndim == 3 and image.shape[2] == 4:
@@ -151,6 +224,8 @@ class Recorder:
         self.info: RecordingInfo | None = None
         self.audio_enabled = False
         self.audio_message = ""
+        self._end: float | None = None  # when the recording ends (see stop())
+        self._audio_input: Any = None  # the opened audio source, until the thread takes it
         self._audio_source: tuple[str, str] | None = self._pick_audio()
 
     # ------------------------------------------------------------ control
@@ -174,8 +249,32 @@ class Recorder:
         return (a, "alsa")
 
     def start(self) -> Recorder:
+        """Open the audio source, then start recording.
+
+        The microphone is opened here, in the caller's thread, so that a device named
+        explicitly that cannot be opened is refused (:class:`VidmatError`) before any
+        file is written; ``auto`` falls back to a silent recording and says so in
+        :attr:`audio_message`, which from here on tells what will really be recorded.
+        """
+        self._audio_input = self._open_audio_input()
         self._thread.start()
         return self
+
+    def _open_audio_input(self) -> Any:
+        if self._audio_source is None:
+            return None
+        device, fmt = self._audio_source
+        try:
+            return open_audio_device(device, fmt)
+        except VidmatError as exc:
+            if self.cfg.audio != "auto":
+                raise
+            reason = str(exc.__cause__ or exc).rstrip(".")
+            # auto: a busy or missing microphone must not stop the video
+            self.audio_message = f"microphone {device!r} unavailable ({reason}); no audio"
+            log.info(self.audio_message)
+            self._audio_source = None
+            return None
 
     @property
     def running(self) -> bool:
@@ -192,8 +291,16 @@ class Recorder:
         """Sink interface for :class:`vidmat.pipelines.live.LivePipeline`."""
         self.submit(frame.image, frame.source.timestamp)
 
-    def stop(self, timeout: float = 30.0) -> RecordingInfo:
-        """Finish: encode what is queued, flush, close and move the file into place."""
+    def stop(self, timeout: float = 30.0, end: float | None = None) -> RecordingInfo:
+        """Finish: encode what is queued, flush, close and move the file into place.
+
+        ``end``: when the run ended, on the frames' clock (a live pipeline's
+        ``ended_at``). The last frame lasts until then, at most one frame at the
+        configured rate: a source delivering one frame in a thousand seconds gave its
+        only frame a thousand seconds, a recording far longer than the run. None: one
+        frame at the rate (the source ended by itself, so its last frame is whole).
+        """
+        self._end = end
         self.queue.close()
         self._stop_audio.set()
         if self._thread.is_alive():
@@ -223,7 +330,7 @@ class Recorder:
             self.error = exc
             self.info = RecordingInfo(None, self.frames, 0.0, self.queue.dropped, False, str(exc))
         else:
-            duration = (self.last_pts + round(1000.0 / self.cfg.fps)) / 1000.0
+            duration = (self.last_pts + self._last_duration()) / 1000.0
             self.info = RecordingInfo(
                 self.path,
                 self.frames,
@@ -232,6 +339,11 @@ class Recorder:
                 self.audio_enabled,
                 self.audio_message,
             )
+        finally:
+            if self._audio_input is not None:  # opened, never used: no frame came
+                with contextlib.suppress(Exception):
+                    self._audio_input.close()
+                self._audio_input = None
 
     def _record(self, tmp: Path) -> int:
         first = self._next()
@@ -246,7 +358,7 @@ class Recorder:
             w,
             h,
             TIME_BASE,
-            rate=Fraction(round(self.cfg.fps)),
+            rate=Fraction(max(1, round(self.cfg.fps))),  # the header's rate; never 0
             encode=EncodeConfig(crf=self.cfg.crf, preset=self.cfg.preset),
         )
         audio = self._open_audio(writer)
@@ -264,7 +376,7 @@ class Recorder:
                     break
                 image, t = item
                 image = _to_rgb(image)
-            writer.write(held[0], held[1], round(1000.0 / self.cfg.fps))
+            writer.write(held[0], held[1], self._last_duration())
             self.frames += 1
             ok = True
         finally:
@@ -276,6 +388,14 @@ class Recorder:
             else:
                 writer.abort()
         return self.frames
+
+    def _last_duration(self) -> int:
+        """Milliseconds the last frame lasts: one frame at the rate, cut at ``end``."""
+        frame = max(1, round(1000.0 / self.cfg.fps))
+        if self._end is None or self._t0 is None:
+            return frame
+        until_end = round((self._end - self._t0) * 1000.0) - self.last_pts
+        return max(1, min(frame, until_end))
 
     def _pts(self, t: float) -> int:
         """Milliseconds since the first frame, strictly increasing whatever the clock did."""
@@ -303,19 +423,11 @@ class Recorder:
 
     # ------------------------------------------------------------- audio
     def _open_audio(self, writer: _LiveWriter) -> threading.Thread | None:
-        if self._audio_source is None:
+        """Start muxing the source ``start()`` opened, if any."""
+        source, self._audio_input = self._audio_input, None
+        if source is None or self._audio_source is None:
             return None
-        device, fmt = self._audio_source
-        try:
-            source = av.open(device, format=fmt)
-            if not source.streams.audio:
-                raise VidmatError(f"{device} has no audio stream")
-        except Exception as exc:  # a busy or missing microphone must not stop the video
-            self.audio_message = (
-                f"microphone {device!r} unavailable ({exc}); recording without audio"
-            )
-            log.warning(self.audio_message)
-            return None
+        device = self._audio_source[0]
         out = writer.container.add_stream("aac", rate=AUDIO_RATE)
         out.layout = "stereo"
         out.time_base = Fraction(1, AUDIO_RATE)

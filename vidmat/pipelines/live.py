@@ -111,7 +111,8 @@ class LiveConfig:
     #: Offer the model every n-th frame only (both modes); the smoother carries the mask
     #: between. Async mode also skips the frames that arrive while the model is busy.
     infer_every: int = 1
-    #: Stop after this many seconds of frames (None: until stop() or the source ends).
+    #: Stop this many seconds of wall time after the first frame, or after the start while
+    #: none came (None: until stop() or the source ends), whatever the frame rate.
     duration: float | None = None
     #: Guided refinement / despill settings; None picks what the device affords.
     refine: bool = True
@@ -281,6 +282,11 @@ class LivePipeline:
         self.error: str | None = None
         self.outputs = 0
         self._restore_threads = 0  # torch's thread count before start(), restored by stop()
+        #: perf_counter time the run was cut short at (duration reached or stop()); None while
+        #: running or when the source ended by itself. A recording's last frame lasts until
+        #: then at most, so a recording is never longer than the run.
+        self.ended_at: float | None = None
+        self._t_begin = 0.0  # perf_counter when the worker started (duration before a frame)
 
     # -------------------------------------------------------------- settings
     @property
@@ -363,6 +369,8 @@ class LivePipeline:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Abort and join every thread this pipeline started (idempotent)."""
+        if self.ended_at is None and not self._finished.is_set():
+            self.ended_at = time.perf_counter()
         self._abort.set()
         if self.capture is not None:
             self.capture.stop()
@@ -409,7 +417,13 @@ class LivePipeline:
 
     # -------------------------------------------------------------- internals
     def _capture_status(self, event: str, message: str) -> None:
-        if self.on_status is not None:
+        """Capture events go to ``on_status``, except a failure: that ends the run as any
+        other error does (``on_error``, :attr:`error`), so a caller that stops on errors and
+        exits non-zero (headless live) sees a lost source as one, not as a status line
+        after which the run ended as if it had finished."""
+        if event == "error":
+            self._fail(VidmatError(message))
+        elif self.on_status is not None:
             self.on_status(event, message)
 
     def _fail(self, exc: BaseException) -> None:
@@ -470,13 +484,36 @@ class LivePipeline:
             frame = replace(frame, image=image)
         return frame
 
+    def _deadline(self, t_first: float | None) -> float:
+        """When --duration ends the run: that long after the first frame, or after the
+        worker started while none came yet (inf without a duration).
+
+        Checked on the wall clock, not only when a frame arrives: a source delivering
+        one frame in ten seconds, or a camera that is lost, must still stop on time.
+        """
+        if self.config.duration is None:
+            return math.inf
+        return (self._t_begin if t_first is None else t_first) + self.config.duration
+
+    def _past(self, deadline: float) -> bool:
+        if time.perf_counter() < deadline:
+            return False
+        if self.ended_at is None:
+            self.ended_at = deadline
+        return True
+
     def _run_worker(self) -> None:
         started = False
         t_first: float | None = None
+        self._t_begin = time.perf_counter()
         try:
             while not self._abort.is_set():
+                deadline = self._deadline(t_first)
+                if self._past(deadline):
+                    break
+                wait = min(0.2, max(0.0, deadline - time.perf_counter()))
                 try:
-                    frame = self.frames_q.get(timeout=0.2)
+                    frame = self.frames_q.get(timeout=wait)
                 except QueueClosed:
                     break  # the source ended
                 if frame is None:
@@ -484,10 +521,8 @@ class LivePipeline:
                 t_deq = time.perf_counter()
                 if t_first is None:
                     t_first = frame.timestamp
-                elif (
-                    self.config.duration is not None
-                    and frame.timestamp - t_first >= self.config.duration
-                ):
+                elif frame.timestamp >= self._deadline(t_first):
+                    self.ended_at = self.ended_at or self._deadline(t_first)
                     break
                 s = self._apply_settings()
                 frame = self._prepare(frame, s)
@@ -506,9 +541,9 @@ class LivePipeline:
                     if self._mask is None:
                         # Start-up: nothing to composite with until the first mask exists.
                         while not self._mask_ready.wait(0.1):
-                            if self._abort.is_set():
+                            if self._abort.is_set() or self._past(self._deadline(t_first)):
                                 break
-                        if self._abort.is_set():
+                        if self._abort.is_set() or self._mask is None:
                             break
                 t_post = time.perf_counter()
                 with self._lock:
