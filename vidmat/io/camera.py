@@ -6,11 +6,20 @@ thread pushes every frame into a :class:`~vidmat.io.queues.LatestQueue`, which
 drops the oldest when the consumer falls behind, so latency cannot grow.
 
 Why a file can be a camera: there is no camera on CI machines or in a demo
-without hardware. A file is played at its own frame rate against the wall
+without hardware. A file is played by its own timestamps against the wall
 clock (frames the reader is too late for are skipped, as a real camera would
 lose them), so everything downstream sees what it would see from a webcam.
 
-Frames are converted BGR→RGB exactly once, here; everything downstream is RGB.
+Why files are decoded with PyAV (:class:`vidmat.io.video.VideoReader`) and cameras
+with OpenCV: ``cv2.VideoCapture`` knows one frame rate per file (a variable-rate
+clip played evenly spaced, a last frame held for seconds flashed by, a 1000 fps
+clip became 30 fps), ignores a mirrored display matrix, decodes HDR/BT.2020 with
+the wrong matrix and stalls for seconds on the first 10-bit HEVC frame. The
+reader is the one ``vidmat convert`` uses, so a file looks the same in both.
+Still images are read with :func:`vidmat.io.images.read_image`, which turns a
+photo upright by its EXIF orientation (FFmpeg does not).
+
+Frames reach the rest of the live path as RGB, converted exactly once, here.
 """
 
 from __future__ import annotations
@@ -18,19 +27,25 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
 from vidmat.io.queues import LatestQueue, QueueClosed
+
+if TYPE_CHECKING:
+    from vidmat.io.video import VideoInfo, VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +60,8 @@ class Frame:
     image: np.ndarray  # uint8 RGB (H, W, 3), C-contiguous
     index: int  # capture sequence number; gaps mean the source skipped frames
     timestamp: float  # time.perf_counter() when the frame was captured (latency origin)
-    pts: float  # seconds since capture started: media time for a recording
+    pts: float  # seconds since capture started: media time for a recording (a file's
+    # frames: when they were due, so a recording keeps the file's own spacing)
 
 
 @dataclass(frozen=True)
@@ -123,14 +139,82 @@ def crop_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interp)
 
 
+@dataclass(frozen=True)
+class FileFrame:
+    """A frame of a file source and where it sits on the file's own clock."""
+
+    image: np.ndarray  # uint8 RGB (H, W, 3), upright, at the source's delivered size
+    time: float  # seconds from the first frame of the file
+    duration: float  # seconds it is shown for (to the next frame; the last one its own)
+
+
+#: Seconds spent at most counting a file's packets to measure its average frame rate.
+_RATE_SCAN_SECONDS = 0.25
+
+
+def average_rate(path: Path, info: VideoInfo) -> float:
+    """Frames per second of a file over its whole length: frame count / video length.
+
+    Why not the header's rate: a variable-rate Matroska clip says 30 (FFmpeg's guess
+    from its first frames) while it averages 10, and the recorder and the virtual
+    camera are set up with this number. The packets are counted without decoding
+    (milliseconds for a clip); a file too long to count in a quarter of a second takes
+    its header's frame count over its duration, else its header's rate.
+    """
+    import av
+
+    from vidmat.io.audio import av_errors
+
+    header = float(info.rate) if info.rate else 0.0
+    if info.frames and info.video_end and info.video_end > 0:
+        header = info.frames / info.video_end
+    deadline = time.perf_counter() + _RATE_SCAN_SECONDS
+    try:
+        with av.open(str(path), metadata_errors="ignore") as c:
+            stream = c.streams.video[0]
+            count, first, end = 0, None, None
+            for packet in c.demux(stream):
+                if packet.pts is None:
+                    continue
+                count += 1
+                if count % 256 == 0 and time.perf_counter() > deadline:
+                    return header
+                first = packet.pts if first is None else min(first, packet.pts)
+                stop = packet.pts + (packet.duration or 0)
+                end = stop if end is None else max(end, stop)
+            tb = stream.time_base
+    except av_errors():
+        return header
+    if count < 2 or first is None or end is None or end <= first or not tb:
+        return header
+    return count / float((end - first) * tb)
+
+
+def _is_still(path: Path) -> bool:
+    """A photo rather than a clip: an image file name (animated GIFs play as clips)."""
+    from vidmat.io.formats import IMAGE_SUFFIXES
+
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
 class VideoSource:
-    """An opened capture device or file; reads RGB frames. Not thread-safe: one owner."""
+    """An opened capture device or file; reads RGB frames. Not thread-safe: one owner.
+
+    A camera is read with ``cv2.VideoCapture`` (``cap``); a file with PyAV's
+    :class:`~vidmat.io.video.VideoReader` (``reader``), whose frames keep their own
+    times (:meth:`next_frame`). ``native_fps`` of a file is its average rate over its
+    whole length, ``fps`` that capped by a requested ``--fps``.
+    """
 
     def __init__(self, cfg: CameraConfig) -> None:
         self.cfg = cfg
         self.source = parse_source(cfg.source)
         self.is_file = is_file_source(self.source)
         self.cap: cv2.VideoCapture | None = None
+        self.reader: VideoReader | None = None
+        self._frames: Iterator[FileFrame] | None = None
+        #: A still image's one picture (read once; every pass shows it again).
+        self._still: np.ndarray | None = None
         self.width = 0
         self.height = 0
         self.native_fps = 0.0
@@ -151,57 +235,153 @@ class VideoSource:
             if looks_like_path and Path(src).is_dir():
                 raise VidmatError(f"{src} is a folder; give a camera or a video file.")
         if self.is_file:
-            # PyAV first: it says what is wrong in one sentence, where OpenCV's FFmpeg
-            # prints its own log lines (e.g. "moov atom not found") before failing.
-            from vidmat.io.video import probe
+            self._open_file(Path(str(src)))
+        else:
+            self._open_camera(src)
 
-            probe(Path(str(src)))
+    def _open_camera(self, src: int | str) -> None:
         with _quiet_opencv():
-            if self.is_file:
-                cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG)
-            else:
-                cap = cv2.VideoCapture(src)
+            cap = cv2.VideoCapture(src)
         if not cap.isOpened():
             cap.release()
-            if self.is_file:
-                raise VidmatError(f"{src} is not a video file OpenCV can read.")
             raise VidmatError(
                 f"{_describe(src)} could not be opened (no such camera, or it is busy); "
                 "pass --camera INDEX, a device path such as /dev/video0, or a video file."
             )
         cfg = self.cfg
-        if not self.is_file:
-            # Ask; the camera answers with what it can do and we take that (the fallback).
-            if cfg.width and cfg.height:
-                cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
-                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
-            if cfg.fps:
-                cap.set(cv2.CAP_PROP_FPS, cfg.fps)
-            # One buffered frame at most: a driver queue is latency we cannot drop.
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        # Ask; the camera answers with what it can do and we take that (the fallback).
+        if cfg.width and cfg.height:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+        if cfg.fps:
+            cap.set(cv2.CAP_PROP_FPS, cfg.fps)
+        # One buffered frame at most: a driver queue is latency we cannot drop.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         native = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if not (0 < native < 1000):
             native = 30.0
-        self.native_fps = native
-        self.fps = min(cfg.fps, native) if (self.is_file and cfg.fps) else native
-        self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.native_fps = self.fps = native
+        self.frame_count = 0
         self.cap = cap
         w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if self.is_file and cfg.width and cfg.height:
-            w, h = cfg.width, cfg.height
-        elif cfg.width and cfg.height and (w, h) != (cfg.width, cfg.height):
+        if cfg.width and cfg.height and (w, h) != (cfg.width, cfg.height):
             log.info(
                 "%s gives %dx%d instead of %dx%d", self.description, w, h, cfg.width, cfg.height
             )
         self.width, self.height = w, h
 
+    def _open_file(self, path: Path) -> None:
+        """Open the file with PyAV (errors in one sentence) and measure its rate once."""
+        from vidmat.io.video import VideoReader
+
+        if self._still is not None:  # a photo: nothing to decode again
+            self._frames = self._still_frames()
+            return
+        try:
+            reader = VideoReader(path)  # decodes the first frame now: a bad file fails here
+        except VidmatError:
+            if not _is_still(path) or not self._open_still_with_opencv(path):
+                raise
+            return
+        info = reader.info
+        first_open = self.native_fps == 0.0
+        if first_open:
+            native = average_rate(path, info)
+            self.native_fps = native if native > 0 else 30.0
+            self.fps = min(self.cfg.fps, self.native_fps) if self.cfg.fps else self.native_fps
+            self.frame_count = int(info.frames or 0)
+            if _is_still(path):
+                self._still = self._read_still(path, reader)
+                if self._still is not None:
+                    reader.close()
+                    self._set_size(*self._still.shape[1::-1])
+                    self._frames = self._still_frames()
+                    return
+                reader = VideoReader(path)  # an animation: played as a clip
+        # Display size: upright, and anamorphic pixels widened to square ones, as a
+        # player shows them (the live path has no pixel-shape tag to carry).
+        sar = info.sample_aspect_ratio
+        self._set_size(max(1, round(info.width * sar)) if sar else info.width, info.height)
+        self.reader = reader
+        self._frames = self._reader_frames(reader, sar)
+
+    def _set_size(self, width: int, height: int) -> None:
+        """The delivered size: the file's own, or the requested one (crop and scale)."""
+        if self.cfg.width and self.cfg.height:
+            width, height = self.cfg.width, self.cfg.height
+        self.width, self.height = width, height
+
+    def _open_still_with_opencv(self, path: Path) -> bool:
+        """An image FFmpeg cannot read (an animated WebP): its first picture, if OpenCV
+        can read it. The first open only; False leaves PyAV's error to be raised."""
+        from vidmat.io.images import read_image
+
+        if self.native_fps:
+            return False
+        try:
+            self._still = read_image(path)
+        except VidmatError:
+            return False
+        self.native_fps = self.fps = min(self.cfg.fps or 30.0, 30.0)
+        self._set_size(*self._still.shape[1::-1])
+        self._frames = self._still_frames()
+        return True
+
+    def _read_still(self, path: Path, reader: VideoReader) -> np.ndarray | None:
+        """The picture of a one-frame image file, upright by EXIF; None for an animation."""
+        from vidmat.io.images import read_image
+
+        frames = reader.frames()
+        first = next(frames, None)
+        if first is None or next(frames, None) is not None:
+            reader.close()
+            return None  # an animated PNG/WebP: played as a clip
+        try:
+            return read_image(path)
+        except VidmatError:  # a format OpenCV lacks: FFmpeg's decode, without EXIF
+            return first.image
+
+    def _still_frames(self) -> Iterator[FileFrame]:
+        assert self._still is not None
+        yield FileFrame(self._fit(self._still), 0.0, 1.0 / self.fps)
+
+    def _reader_frames(self, reader: VideoReader, sar: Fraction | None) -> Iterator[FileFrame]:
+        start: float | None = None
+        for frame in reader.frames():
+            if start is None:
+                start = frame.time
+            image = frame.image
+            if sar:
+                image = cv2.resize(image, (round(image.shape[1] * sar), image.shape[0]))
+            yield FileFrame(
+                self._fit(image), frame.time - start, float(frame.duration * frame.time_base)
+            )
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        """A file's picture at the requested size (a camera mode change would give it)."""
+        cfg = self.cfg
+        if cfg.width and cfg.height:
+            image = crop_resize(image, cfg.width, cfg.height)
+        return np.ascontiguousarray(image)
+
+    def next_frame(self) -> FileFrame | None:
+        """A file's next frame with its own time, or None at its end (files only)."""
+        if self._frames is None:
+            return None
+        return next(self._frames, None)
+
     def grab(self) -> bool:
         """Advance one frame without converting it (for skipping)."""
+        if self._frames is not None:
+            return self.next_frame() is not None
         return bool(self.cap is not None and self.cap.grab())
 
     def read(self) -> np.ndarray | None:
         """The next frame as uint8 RGB, or None at the end of a file / on a failed read."""
+        if self._frames is not None:
+            frame = self.next_frame()
+            return None if frame is None else frame.image
         if self.cap is None:
             return None
         ok, bgr = self.cap.read()
@@ -209,16 +389,14 @@ class VideoSource:
             return None
         if bgr.ndim == 2:
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-        cfg = self.cfg
-        if self.is_file and cfg.width and cfg.height:
-            bgr = crop_resize(bgr, cfg.width, cfg.height)
-        # The one BGR→RGB conversion of the whole live path.
+        # The one BGR→RGB conversion of a camera's frames.
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         self.height, self.width = rgb.shape[:2]
         return rgb
 
     def rewind(self) -> None:
-        """Back to the first frame (reopen: seeking is unreliable across containers)."""
+        """Back to the first frame: a new reader (PyAV opens a file in milliseconds and
+        decodes from its start without a seek, which some containers get wrong)."""
         self.close()
         self.open()
 
@@ -226,6 +404,10 @@ class VideoSource:
         if self.cap is not None:
             self.cap.release()
             self.cap = None
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        self._frames = None
 
 
 class CaptureThread(threading.Thread):
@@ -299,10 +481,13 @@ class CaptureThread(threading.Thread):
             except Exception:  # a broken listener must not kill capture
                 log.exception("capture status callback failed")
 
-    def _emit(self, image: np.ndarray) -> None:
+    def _emit(self, image: np.ndarray, due: float | None = None) -> None:
+        """Deliver a frame; ``due`` is when a file frame was scheduled (its pts then
+        keeps the file's own spacing, not the few milliseconds of wake-up jitter)."""
         now = time.perf_counter()
         self._stamps.append(now)
-        frame = Frame(image=image, index=self.frames, timestamp=now, pts=now - self._t_start)
+        at = now if due is None else min(due, now)
+        frame = Frame(image=image, index=self.frames, timestamp=now, pts=at - self._t_start)
         self.frames += 1
         self.out.put(frame)
 
@@ -324,41 +509,74 @@ class CaptureThread(threading.Thread):
             self.out.close()
 
     def _run_file(self) -> None:
-        """Play at the wall clock; when late, skip to the frame that is due now."""
+        """Play a file by its own frame times against the wall clock.
+
+        A pass over the file is anchored when its first frame is in hand, so a slow
+        first decode (10-bit HEVC) delays the picture instead of skipping into the
+        clip; the next pass starts where the last frame ends (a last frame held for
+        seconds is held for seconds). A frame whose showing time has passed before it
+        is decoded is skipped, as a camera loses frames. ``--fps`` caps the rate: of
+        the frames that fall into one 1/fps slot of media time only the first is kept
+        (also where the file's average is below the cap: its bursts are not). A tenth
+        of a slot of slack keeps frames whose times are rounded to the millisecond
+        (33, 67, 100 ms under a 30 fps cap) in slots of their own.
+        """
         v, cfg = self.video, self.cfg
-        period = 1.0 / v.fps
-        ratio = v.native_fps / v.fps  # source frames per delivered frame
-        t0 = time.perf_counter()
-        k = -1  # index of the delivered frame within this pass over the file
-        src_pos = 0  # next source frame the decoder will return
+        cap_fps = cfg.fps or None
+        started = False  # the first frame is in hand (the clock is anchored)
+        anchor = 0.0  # wall time of this pass's media time 0
+        pass_start = 0.0  # media time (over all passes) this pass starts at
+        pass_end = 0.0  # where this pass's frames end, in its own media time
+        last_slot = -1
+        delivered = 0  # frames delivered in this pass
         while not self._stop_event.is_set():
-            if cfg.realtime:
-                now = time.perf_counter()
-                k = max(k + 1, int((now - t0) / period))
-                due = t0 + k * period
-                if due > now and self._stop_event.wait(due - now):
-                    break
-            else:
-                k += 1
-            target = round(k * ratio)
-            ok = True
-            while src_pos < target and ok:
-                ok = v.grab()
-                src_pos += 1
-                self.skipped += ok
-            image = v.read() if ok else None
-            src_pos += 1
-            if image is None:
-                if k == 0:
+            frame = v.next_frame()
+            if frame is None:
+                if delivered == 0 and pass_start == 0.0:
                     raise VidmatError(f"{v.description} has no readable frames.")
+                # At least a frame's time at the average rate: a one-frame file with a
+                # tick-long duration must not loop by reopening it thousands of times.
+                pass_end = max(pass_end, 1.0 / max(v.native_fps, 1.0))
+                if cfg.realtime:  # the last frame stays on screen for its duration
+                    wait = anchor + pass_end - time.perf_counter()
+                    if wait > 0 and self._stop_event.wait(wait):
+                        break
                 if not cfg.loop:
                     self._status("ended", f"{v.description} ended")
                     return
                 v.rewind()
-                t0 += k * period
-                k, src_pos = -1, 0
+                anchor += pass_end
+                pass_start += pass_end
+                pass_end, delivered = 0.0, 0
                 continue
-            self._emit(image)
+            pass_end = max(pass_end, frame.time + frame.duration)
+            if cap_fps is not None:
+                slot = math.floor((pass_start + frame.time) * cap_fps + 0.1)
+                if slot <= last_slot:
+                    self.skipped += 1
+                    continue
+                last_slot = slot
+            if not cfg.realtime:
+                delivered += 1
+                self._emit(frame.image)
+                continue
+            now = time.perf_counter()
+            if not started:
+                started, anchor = True, now - frame.time
+            due = anchor + frame.time
+            # On screen until the next frame, or under a cap until the next slot.
+            shown = max(frame.duration, 1.0 / cap_fps) if cap_fps else frame.duration
+            if delivered == 0 and now > due + shown:
+                # A pass that could not start on time (a slow reopen): start it now.
+                anchor = now - frame.time
+                due = now
+            elif now > due + shown:
+                self.skipped += 1  # its time on screen is over: dropped, as a camera would
+                continue
+            if due > now and self._stop_event.wait(due - now):
+                break
+            delivered += 1
+            self._emit(frame.image, due)
 
     def _run_camera(self) -> None:
         v, cfg = self.video, self.cfg
