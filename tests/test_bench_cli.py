@@ -279,3 +279,26 @@ def test_bench_model_names_weights_given_by_path_after_the_file(
     assert main(argv) == 0
     capsys.readouterr()
     assert json.loads(out.read_text())["weights"] == "person_v3"
+
+
+def _option_help(argv: list[str], option: str) -> str:
+    """The help text ``option`` has in the (sub)command ``argv``, as argparse holds it."""
+    import argparse
+
+    from vidmat.cli import build_parser
+
+    parser = build_parser()
+    for name in argv:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    action = next(a for a in parser._actions if option in a.option_strings)
+    assert action.help is not None
+    return action.help
+
+
+def test_bench_live_infer_every_says_what_live_says() -> None:
+    """bench live said "sync mode: ..." although the value applies in both modes, as
+    live's own help says: one help text serves both."""
+    live = _option_help(["live"], "--infer-every")
+    bench = _option_help(["bench", "live"], "--infer-every")
+    assert bench == live and "async mode" in live and not bench.startswith("sync mode")

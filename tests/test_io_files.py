@@ -65,11 +65,16 @@ def test_check_output_path_refuses_what_would_fail(tmp_path: Path) -> None:
     # A folder where a file goes, a file where a folder goes, a file as the parent.
     folder = tmp_path / "out"
     folder.mkdir()
-    with pytest.raises(VidmatError, match="is a folder; name a file"):
-        check_output_path(folder, overwrite=True)
+    # Refused as what it is with or without --overwrite: "already exists; pass
+    # --overwrite" came first, and with --overwrite the kind was refused anyway.
+    for overwrite in (False, True):
+        with pytest.raises(VidmatError, match="is a folder; name a file"):
+            check_output_path(folder, overwrite=overwrite)
+        with pytest.raises(VidmatError, match="is a file; this output is a folder"):
+            check_output_path(existing, overwrite=overwrite, folder=True)
     check_output_path(folder, overwrite=True, folder=True)
-    with pytest.raises(VidmatError, match="is a file; this output is a folder"):
-        check_output_path(existing, overwrite=True, folder=True)
+    with pytest.raises(VidmatError, match="already exists; pass --overwrite"):
+        check_output_path(folder, overwrite=False, folder=True)  # a PNG sequence's folder
     with pytest.raises(VidmatError, match=r"is a file, not a folder to write y\.mp4 into"):
         check_output_path(existing / "y.mp4", overwrite=False)
     # The probe leaves nothing behind.

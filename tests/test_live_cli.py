@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import pytest
+from convert_fixtures import audio_only_file, long_last_clip
 from live_fixtures import make_clip
 
 from vidmat.cli import main
@@ -54,12 +55,30 @@ def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
+def test_a_held_last_frame_is_recorded_as_long_as_it_was_shown(tmp_path, weights, capsys):
+    # 10 frames 100 ms apart, the last held 3 s, played once: the capture held it 3 s but
+    # the recording gave it 1/fps (a 1.1 s file), as the run's end was not known.
+    clip = long_last_clip(tmp_path / "held.mkv")
+    out = tmp_path / "out.mp4"
+    argv = ["live", "--no-window", "--camera", str(clip), "--no-loop", "--record", str(out)]
+    argv += ["--weights", str(weights), "--size", "64", "--quiet", "--audio", "off"]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().err
+    with av.open(str(out)) as c:
+        assert c.duration / 1e6 == pytest.approx(4.0, abs=0.15)
+        times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    assert times[-1] == pytest.approx(1.0, abs=0.1)  # the held frame starts at 1 s
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--camera", "/nonexistent/cam.mp4"], "does not exist"),
         (["--duration", "-1"], "--duration"),
         (["--record", "EXISTING"], "already exists"),
+        # A folder is refused as one at once, not "already exists; pass --overwrite" first.
+        (["--record", "FOLDER"], "FOLDER is a folder; name a file to write instead."),
+        (["--record", "FOLDER", "--overwrite"], "FOLDER is a folder; name a file"),
         (["--record", "out.mkv"], "record to an .mp4 file, got out.mkv"),
         (["--contrast", "nan"], "contrast must be > 0"),
         (["--feather", "nan"], "feather must be >= 0"),
@@ -85,8 +104,12 @@ def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys
 def test_bad_input_is_one_sentence(tmp_path, clip, weights, capsys, extra, message):
     existing = tmp_path / "taken.mp4"
     existing.write_bytes(b"keep")
+    folder = tmp_path / "dir.mp4"
+    folder.mkdir()
     swap = {"EXISTING": str(existing), "OUT": str(tmp_path / "au.mp4"), "CLIP": str(clip)}
+    swap["FOLDER"] = str(folder)
     extra = [swap.get(a, a) for a in extra]
+    message = message.replace("FOLDER", str(folder))
     argv = ["live", "--no-window", "--camera", str(clip), "--weights", str(weights)]
     argv += ["--size", "64", "--quiet", *extra]
     assert main(argv) == 2
@@ -96,7 +119,19 @@ def test_bad_input_is_one_sentence(tmp_path, clip, weights, capsys, extra, messa
     assert "Error:" not in err  # no exception's name (OverflowError: ...) in place of one
     assert "ALSA lib" not in err  # libasound's own lines are not shown
     assert existing.read_bytes() == b"keep"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.mp4"]  # nothing recorded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.mp4", "taken.mp4"]  # nothing new
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", ["--camera", "--bg"])
+def test_an_audio_only_file_is_refused_in_live_words(tmp_path, clip, weights, capsys, option):
+    # The probe's sentence was convert's: "... has audio only and no video to convert."
+    tone = audio_only_file(tmp_path / "tone.m4a")
+    argv = ["live", "--no-window", "--camera", str(clip), "--weights", str(weights)]
+    argv += ["--size", "64", "--quiet", option, str(tone)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"{tone} has audio only and no video.\n") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from convert_fixtures import long_last_clip
 from live_fixtures import make_clip, stub_engine
 
 from vidmat.core.backgrounds import Background
@@ -227,3 +228,19 @@ def test_a_capture_failure_is_an_error_not_a_status(clip, monkeypatch):
     p, _frames, events = run_pipeline(clip, mode="sync")
     assert events["error"] == ["capture failed: camera or video file gone.mp4 does not exist."]
     assert p.error == events["error"][0] and events["finished"] == [True]
+
+
+def test_a_source_that_ends_by_itself_ends_when_its_last_frame_stops_showing(tmp_path):
+    # A file's last frame held for 0.6 s: the run ends when that hold is over (ended_at
+    # stayed None, so a recording gave the frame 1/fps), and says the source ended it.
+    clip = long_last_clip(tmp_path / "long.mkv", last_ms=600, frames=4)  # ends at 0.9 s
+    p, frames, events = run_pipeline(clip, mode="sync")
+    assert events["error"] == [] and frames[-1].source.index == 3
+    assert p.source_ended and p.ended_at is not None
+    assert p.ended_at - frames[-1].source.timestamp == pytest.approx(0.6, abs=0.1)
+
+
+def test_a_run_cut_short_is_not_a_source_end(clip):
+    camera = CameraConfig(source=str(clip), loop=True)
+    p, _frames, _ = run_pipeline(clip, camera=camera, mode="sync", duration=0.3)
+    assert p.ended_at is not None and not p.source_ended

@@ -146,6 +146,18 @@ def test_the_last_frame_lasts_until_the_end_at_most(tmp_path):
     assert probe(fast)["duration"] == pytest.approx(0.12, abs=0.01)
 
 
+def test_the_last_frame_lasts_until_a_source_end_that_is_not_a_cut(tmp_path):
+    # A file's last picture held 3 s, and the source ended by itself when it stopped being
+    # shown: that end is not a cut, so the frame lasts the 3 s (it lasted 1/fps: 0.1 s).
+    out = tmp_path / "held.mp4"
+    r = Recorder(RecorderConfig(out, audio=None, fps=10)).start()
+    for t in (0.0, 0.1, 0.2):
+        r.submit(np.full((48, 64, 3), 120, np.uint8), 100.0 + t)
+    info = r.stop(end=103.2, cut=False)
+    assert info.frames == 3 and info.duration == pytest.approx(3.2)
+    assert probe(out)["duration"] == pytest.approx(3.2, abs=0.01)
+
+
 def test_a_named_audio_source_that_does_not_open_is_refused_on_start(tmp_path):
     out = tmp_path / "rec.mp4"
     missing = tmp_path / "nowhere.wav"

@@ -29,6 +29,7 @@ from vidmat.errors import VidmatError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from vidmat.commands._options import INFER_EVERY_HELP
     from vidmat.core.engine import PRECISIONS
 
     p = sub.add_parser(
@@ -67,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="sync mode: run the model on every N-th frame (default 1)",
+        help=INFER_EVERY_HELP,
     )
     p.add_argument(
         "--model-nice", type=int, default=2, help="niceness of the async model thread (default 2)"

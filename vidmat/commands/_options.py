@@ -15,6 +15,11 @@ CONTRAST_HELP = (
     "steepness of that curve: 1 = the model's own soft edges "
     f"(default {PostprocessConfig().contrast:g}), 2 twice as hard, inf a hard cut-out"
 )
+#: --infer-every in live and bench live: one value, applied in both modes, the same words.
+INFER_EVERY_HELP = (
+    "run the model on every N-th frame at most; smoothing carries the mask between "
+    "(async mode also skips the frames that come while the model is busy; default 1)"
+)
 GROW_HELP = (
     "grow the matte by PX frame pixels, or shrink it with a negative PX to take a halo of "
     f"the old background off the edge; -{MAX_GROW_PX}..{MAX_GROW_PX} "

@@ -18,6 +18,7 @@ from vidmat.argtypes import size_wxh
 from vidmat.commands._options import (
     CONTRAST_HELP,
     GROW_HELP,
+    INFER_EVERY_HELP,
     add_engine_options,
     engine_config_from_args,
 )
@@ -183,8 +184,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="run the model on every N-th frame at most; smoothing carries the mask between "
-        "(async mode also skips the frames that come while the model is busy)",
+        help=INFER_EVERY_HELP,
     )
     add_engine_options(p)
     p.set_defaults(func=run)
@@ -441,8 +441,13 @@ def _run_headless(req: LiveRequest) -> int:
             pipe.stop()
             if vcam is not None:
                 vcam.close()
-            # The last frame lasts until the run was cut short, not a whole slow frame.
-            info = recorder.stop(end=pipe.ended_at) if recorder is not None else None
+            # The last frame lasts until the run was cut short, not a whole slow frame, or
+            # as long as a file that ended by itself held it (seconds, for a held picture).
+            info = (
+                recorder.stop(end=pipe.ended_at, cut=not pipe.source_ended)
+                if recorder is not None
+                else None
+            )
     st = pipe.status()
     summ = pipe.stats.summary()
     print(

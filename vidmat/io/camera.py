@@ -439,6 +439,10 @@ class CaptureThread(threading.Thread):
         self.error: BaseException | None = None
         self._stamps: collections.deque[float] = collections.deque(maxlen=31)
         self._t_start = 0.0
+        #: perf_counter time a file that does not loop finished showing its last frame
+        #: (played in real time, not stopped): a recording's last frame lasts until then,
+        #: as long as it was on screen. None otherwise.
+        self.ended_at: float | None = None
 
     # ------------------------------------------------------------ properties
     @property
@@ -542,6 +546,8 @@ class CaptureThread(threading.Thread):
                     if wait > 0 and self._stop_event.wait(wait):
                         break
                 if not cfg.loop:
+                    if cfg.realtime:
+                        self.ended_at = anchor + pass_end
                     self._status("ended", f"{v.description} ended")
                     return
                 v.rewind()

@@ -72,15 +72,19 @@ def check_output_path(path: Path, overwrite: bool, folder: bool = False) -> None
     parent is probed with a real temporary file, because permission bits do not tell
     (root ignores them; /proc, read-only mounts and full disks refuse anyway), and a
     long conversion should not run only to fail at its end.
+
+    A folder where a file goes (or a file where a folder goes) is refused as that
+    before ``overwrite`` is looked at: --overwrite never replaces one kind with the
+    other, so advising it only led to a second refusal.
     """
     path = Path(path)
     if path.exists():
-        if not overwrite:
-            raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
         if path.is_dir() and not folder:
             raise VidmatError(f"{path} is a folder; name a file to write instead.")
         if folder and not path.is_dir():
             raise VidmatError(f"{path} is a file; this output is a folder, name another.")
+        if not overwrite:
+            raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
     parent = path.parent if str(path.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise VidmatError(f"{parent} is a file, not a folder to write {path.name} into.")

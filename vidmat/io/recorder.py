@@ -225,6 +225,7 @@ class Recorder:
         self.audio_enabled = False
         self.audio_message = ""
         self._end: float | None = None  # when the recording ends (see stop())
+        self._cut = True  # whether _end cut the run short (see stop())
         self._audio_input: Any = None  # the opened audio source, until the thread takes it
         self._audio_source: tuple[str, str] | None = self._pick_audio()
 
@@ -291,16 +292,24 @@ class Recorder:
         """Sink interface for :class:`vidmat.pipelines.live.LivePipeline`."""
         self.submit(frame.image, frame.source.timestamp)
 
-    def stop(self, timeout: float = 30.0, end: float | None = None) -> RecordingInfo:
+    def stop(
+        self, timeout: float = 30.0, end: float | None = None, cut: bool = True
+    ) -> RecordingInfo:
         """Finish: encode what is queued, flush, close and move the file into place.
 
         ``end``: when the run ended, on the frames' clock (a live pipeline's
-        ``ended_at``). The last frame lasts until then, at most one frame at the
-        configured rate: a source delivering one frame in a thousand seconds gave its
-        only frame a thousand seconds, a recording far longer than the run. None: one
-        frame at the rate (the source ended by itself, so its last frame is whole).
+        ``ended_at``). ``cut`` (the run was cut short: a duration, a stop): the last frame
+        lasts until then, at most one frame at the configured rate: a source delivering
+        one frame in a thousand seconds gave its only frame a thousand seconds, a recording
+        far longer than the run, and a camera stopped seconds after its last frame (a
+        stall, a slow shutdown) did not mean that picture to last. Not ``cut`` (the source
+        ended by itself and ``end`` is when its last frame stopped being shown, a live
+        pipeline's ``source_ended``): the last frame lasts until then, however long, as a
+        file's last picture held for seconds was shown for seconds. None: one frame at the
+        rate (nothing says how long the last frame was shown).
         """
         self._end = end
+        self._cut = cut
         self.queue.close()
         self._stop_audio.set()
         if self._thread.is_alive():
@@ -390,12 +399,13 @@ class Recorder:
         return self.frames
 
     def _last_duration(self) -> int:
-        """Milliseconds the last frame lasts: one frame at the rate, cut at ``end``."""
+        """Milliseconds the last frame lasts: until ``end`` (at most one frame at the rate
+        when the run was cut short), else one frame at the rate."""
         frame = max(1, round(1000.0 / self.cfg.fps))
         if self._end is None or self._t0 is None:
             return frame
         until_end = round((self._end - self._t0) * 1000.0) - self.last_pts
-        return max(1, min(frame, until_end))
+        return max(1, min(frame, until_end) if self._cut else until_end)
 
     def _pts(self, t: float) -> int:
         """Milliseconds since the first frame, strictly increasing whatever the clock did."""

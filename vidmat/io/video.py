@@ -310,7 +310,7 @@ class VideoReader:
             )
         if not c.streams.video:
             if audio is not None:
-                raise VidmatError(f"{self.path} has audio only and no video to convert.")
+                raise VidmatError(f"{self.path} has audio only and no video.")
             raise VidmatError(f"{self.path} has no video stream.")
         v = c.streams.video[0]
         ctx = v.codec_context

@@ -282,10 +282,15 @@ class LivePipeline:
         self.error: str | None = None
         self.outputs = 0
         self._restore_threads = 0  # torch's thread count before start(), restored by stop()
-        #: perf_counter time the run was cut short at (duration reached or stop()); None while
-        #: running or when the source ended by itself. A recording's last frame lasts until
-        #: then at most, so a recording is never longer than the run.
+        #: perf_counter time the run ended at: cut short (duration reached or stop()), or,
+        #: with :attr:`source_ended`, when a file that does not loop finished showing its
+        #: last frame. None while running, or when a source ended at no known time (a
+        #: failure, a file read faster than real time). A recording's last frame lasts until
+        #: then (at most a frame when cut short), so a recording is never longer than the run.
         self.ended_at: float | None = None
+        #: The source ended by itself and :attr:`ended_at` is when its last frame stopped
+        #: being shown: a file's last picture held for seconds is recorded for seconds.
+        self.source_ended = False
         self._t_begin = 0.0  # perf_counter when the worker started (duration before a frame)
 
     # -------------------------------------------------------------- settings
@@ -502,6 +507,15 @@ class LivePipeline:
             self.ended_at = deadline
         return True
 
+    def _source_end(self) -> None:
+        """The source ended (the capture closed the queue): the run ends when the capture
+        says its last frame stopped being shown, if it knows (a file held in real time),
+        and not when the worker noticed: the end a recording's last frame lasts until."""
+        cap = self.capture
+        if self.ended_at is None and cap is not None and cap.ended_at is not None:
+            self.ended_at = cap.ended_at
+            self.source_ended = True
+
     def _run_worker(self) -> None:
         started = False
         t_first: float | None = None
@@ -515,7 +529,8 @@ class LivePipeline:
                 try:
                     frame = self.frames_q.get(timeout=wait)
                 except QueueClosed:
-                    break  # the source ended
+                    self._source_end()
+                    break
                 if frame is None:
                     continue
                 t_deq = time.perf_counter()
