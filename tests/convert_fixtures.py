@@ -254,22 +254,33 @@ def player_rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.clip(np.rint(np.stack([r, g, b], -1) * 255), 0, 255).astype(np.uint8)
 
 
-def colour_clip(path: Path, width: int, height: int, matrix: str | None) -> np.ndarray:
-    """Greenscreen with a skin-toned block, encoded with ``matrix`` ("ITU709"/"ITU601")
-    and tagged with it, or BT.709-encoded and untagged (None). Returns the RGB image."""
+#: Tags written for each ``colour_clip`` matrix: (matrix, primaries) in FFmpeg's numbers.
+_COLOUR_TAGS = {"ITU709": (1, 1), "ITU601": (6, 6), "BT2020": (9, 9)}
+
+
+def colour_clip(
+    path: Path, width: int, height: int, matrix: str | None, hlg: bool = False
+) -> np.ndarray:
+    """Greenscreen with a skin-toned block, encoded with ``matrix`` ("ITU709", "ITU601",
+    "BT2020") and tagged with it, or BT.709-encoded and untagged (None); ``hlg``: 10-bit
+    with the HLG curve tagged, as an iPhone's HDR clip. Returns the RGB image."""
     image = np.empty((height, width, 3), np.uint8)
     image[:] = GREENSCREEN
     image[: height // 2, : width // 2] = (200, 150, 120)
+    pix_fmt = "yuv420p10le" if hlg else "yuv420p"
     with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10"})
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        # H.264 (High 10 for HLG) rather than HEVC: the colour path is the same, and
+        # libx265 is not in every FFmpeg build.
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "8"})
+        s.width, s.height, s.pix_fmt = width, height, pix_fmt
         if matrix is not None:
-            code = 1 if matrix == "ITU709" else 6
+            code, primaries = _COLOUR_TAGS[matrix]
             ctx = s.codec_context
-            ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = code, code, 1, 1
+            ctx.colorspace, ctx.color_primaries = code, primaries
+            ctx.color_trc, ctx.color_range = (18 if hlg else 1), 1
         for i in range(2):
             rgb = av.VideoFrame.from_ndarray(image, format="rgb24")
-            f = rgb.reformat(format="yuv420p", dst_colorspace=matrix or "ITU709")
+            f = rgb.reformat(format=pix_fmt, dst_colorspace=matrix or "ITU709")
             f.pts = i
             for pk in s.encode(f):
                 c.mux(pk)

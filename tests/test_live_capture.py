@@ -13,7 +13,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from convert_fixtures import long_last_clip, square_frame
+from convert_fixtures import colour_clip, long_last_clip, square_frame
 from convert_fixtures import make_clip as make_timed_clip
 from live_fixtures import make_clip
 
@@ -294,33 +294,10 @@ def test_slow_first_frame_delays_instead_of_skipping(clip, monkeypatch) -> None:
     assert len(frames) == 15 and cap.skipped == 0
 
 
-def _hlg_clip(path: Path) -> np.ndarray:
-    """An iPhone-style clip: 10-bit, BT.2020 matrix and primaries, HLG curve."""
-    image = np.empty((64, 64, 3), np.uint8)
-    image[:] = (0, 177, 64)
-    image[:32, :32] = (200, 150, 120)
-    with av.open(str(path), "w") as c:
-        # H.264 High 10 rather than HEVC: the colour path is the same, and libx265 is
-        # not in every FFmpeg build (nor reliable next to torch in one process).
-        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "8"})
-        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p10le"
-        ctx = s.codec_context
-        ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 9, 9, 18, 1
-        for i in range(2):
-            rgb = av.VideoFrame.from_ndarray(image, format="rgb24")
-            f = rgb.reformat(format="yuv420p10le", dst_colorspace="BT2020")
-            f.pts = i
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
-    return image
-
-
 def test_file_colours_match_convert(tmp_path: Path) -> None:
     """QA: OpenCV decoded HDR iPhone clips (BT.2020 matrix) 28 levels off; the live path
     decodes files with their own matrix, as convert does."""
-    image = _hlg_clip(tmp_path / "hlg.mov")
+    image = colour_clip(tmp_path / "hlg.mov", 64, 64, "BT2020", hlg=True)
     got = read_all(CameraConfig(source=str(tmp_path / "hlg.mov"), loop=False))[0].image
     assert np.array_equal(got, next(read_frames(tmp_path / "hlg.mov")).image)
     assert np.abs(got[48, 48].astype(int) - image[48, 48]).max() <= 3  # the greenscreen

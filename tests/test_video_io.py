@@ -427,21 +427,10 @@ def test_reader_decodes_untagged_hd_as_players_do(tmp_path: Path) -> None:
 
 def test_reader_warns_once_about_hdr(tmp_path: Path) -> None:
     path = tmp_path / "hlg.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        ctx = s.codec_context
-        ctx.colorspace, ctx.color_primaries, ctx.color_trc = 9, 9, 18  # BT.2020, HLG
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(square_frame(i, 64, 48), format="rgb24")
-            f.pts = i
-            for pk in s.encode(f.reformat(format="yuv420p", dst_colorspace="BT2020")):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+    colour_clip(path, 64, 48, "BT2020", hlg=True)
     w = _transcode(path, tmp_path / "o.mp4", "mp4")
     with VideoReader(path) as r:
-        assert len(list(r.frames())) == 3
+        assert len(list(r.frames())) == 2
     assert r.warnings == [
         "HDR (HLG) video is written as SDR without tone mapping: "
         "bright parts clip and colours look flat"
