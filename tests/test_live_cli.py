@@ -348,3 +348,62 @@ def test_sigterm_while_the_model_loads_is_said_and_exits_143(tmp_path, clip):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM
     assert err == "vidmat: terminated\n"
+
+
+def test_a_recording_that_fails_mid_run_stops_the_run_and_exits_2(
+    tmp_path, clip, weights, capsys, monkeypatch
+):
+    # The writer raising (a full disk) was found out only at --duration's end (never with
+    # --loop alone), and its error replaced the summary lines.
+    import errno
+    import time
+
+    from vidmat.io.recorder import _LiveWriter
+
+    real_write = _LiveWriter.write
+    written = [0]
+
+    def write(self, *args, **kwargs):
+        if written[0] >= 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written[0] += 1
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(_LiveWriter, "write", write)
+    out = tmp_path / "out.mp4"
+    argv = ["live", "--no-window", "--camera", str(clip), "--loop", "--duration", "30"]
+    argv += ["--record", str(out), "--audio", "off", "--weights", str(weights)]
+    argv += ["--size", "64", "--quiet"]
+    start = time.monotonic()
+    assert main(argv) == 2
+    assert time.monotonic() - start < 15  # stopped at the failure, not after 30 s
+    err = capsys.readouterr().err
+    said = f"vidmat: error: recording to {out} failed: No space left on device.\n"
+    assert err.endswith(said), err
+    assert re.search(r"vidmat live: \d+ frames, .* fps, latency", err)  # the summary
+    assert "wrote" not in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no .part file, no half recording
+
+
+@pytest.mark.parametrize(
+    ("resolution", "noted"),
+    [
+        ("128x48", True),  # wider than the 64x48 file: scaled up
+        ("64x96", True),  # taller
+        ("32x24", False),  # smaller: scaled down, nothing to say
+        (None, False),
+    ],
+)
+def test_a_resolution_larger_than_the_file_is_noted(clip, weights, capsys, resolution, noted):
+    # 8000x8000 on a 240x320 file scaled every frame up, 13 s and 2.4 GB for 1 s, unsaid.
+    argv = ["live", "--no-window", "--camera", str(clip), "--no-loop", "--weights"]
+    argv += [str(weights), "--size", "64", "--quiet"]
+    argv += ["--resolution", resolution] if resolution else []
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    note = (
+        f"vidmat live: note: --resolution {resolution} is larger than the file's own 64x48; "
+        "every frame is scaled up, which adds no detail but costs time and memory.\n"
+    )
+    assert (note in err) is noted, err
+    assert err.count("note:") == int(noted)

@@ -526,3 +526,38 @@ def test_record_is_refused_once_a_file_camera_has_ended(qtbot, clip, qsettings):
     assert w.record_button.text() == "● Record (R)" and w.status_labels["rec"].text() == ""
     assert "Nothing to record" in w.last_error
     w.close()
+
+
+def test_a_held_last_frame_is_recorded_as_long_as_it_was_shown(qtbot, qsettings, tmp_path):
+    # A --no-loop file whose last picture is held 3 s: the window stopped the recording
+    # with rec.stop() when the pipeline finished, so that picture got 1/fps, where
+    # headless live recorded it for the 3 s it was shown.
+    from convert_fixtures import long_last_clip
+
+    held = long_last_clip(tmp_path / "held.mkv")
+
+    def make(settings, callbacks):
+        camera = CameraConfig(source=str(held), loop=False)
+        config = LiveConfig(camera=camera, mode="sync", display_reports=True)
+        return LivePipeline(stub_engine(), config, settings, **callbacks)
+
+    w = LiveWindow(
+        make,
+        make_recorder=lambda p: Recorder(RecorderConfig(p, audio=None)),
+        qsettings=qsettings,
+    )
+    qtbot.addWidget(w)
+    saved: list = []
+    w.recordingSaved.connect(saved.append)
+    w.show()
+    w.start_pipeline()
+    qtbot.waitUntil(lambda: w.pipeline is not None and w.pipeline.running, timeout=5000)
+    assert w.start_recording(tmp_path / "out.mp4")
+    qtbot.waitUntil(lambda: len(saved) == 1, timeout=15000)  # stopped when the file ended
+    assert w.pipeline is not None and w.pipeline.source_ended
+    with av.open(str(saved[0].path)) as c:
+        seconds = c.duration / 1e6
+        times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    assert seconds - times[-1] == pytest.approx(3.0, abs=0.15)  # shown 3 s, not 1/fps
+    assert saved[0].duration == pytest.approx(seconds, abs=0.05)
+    w.close()

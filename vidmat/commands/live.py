@@ -360,7 +360,10 @@ def run_headless(req: LiveRequest) -> int:
     recording is finalised and the summary printed, then the interrupt is raised again
     so the CLI exits 130 (SIGINT) or 143 (SIGTERM), as convert does; a script must not
     take a stopped run for a finished one. A capture failure mid-run (a file deleted
-    under it) ends as an error, exit 2, after the same finalisation.
+    under it) ends as an error, exit 2, after the same finalisation. So does a recording
+    that fails (a full disk): the status loop sees it within a quarter second and stops
+    the run, which would otherwise play on unrecorded until --duration, or for ever with
+    --loop, and then lose the summary to the recorder's error.
     """
     from vidmat.signals import interrupt_once
 
@@ -395,6 +398,7 @@ def _run_headless(req: LiveRequest) -> int:
     recorder: Recorder | None = None
     info: RecordingInfo | None = None
     interrupted: KeyboardInterrupt | None = None
+    record_error: str | None = None
     vcam = None
     pipe.start()  # a source that does not open raises here, before anything needs stopping
     try:
@@ -406,6 +410,9 @@ def _run_headless(req: LiveRequest) -> int:
             f"{settings.background.describe()}",
             file=sys.stderr,
         )
+        note = cap.video.upscale_note
+        if note is not None:
+            print(f"vidmat live: note: {note}", file=sys.stderr)
         if args.virtual_camera:
             from vidmat.io.virtualcam import VirtualCamera
 
@@ -424,6 +431,8 @@ def _run_headless(req: LiveRequest) -> int:
             )
         last = time.monotonic()
         while not pipe.wait(0.25):
+            if recorder is not None and recorder.failed:
+                break  # a full disk: stop now, not after --duration (or never with --loop)
             if not args.quiet and time.monotonic() - last >= 2.0:
                 last = time.monotonic()
                 st = pipe.status()
@@ -443,11 +452,11 @@ def _run_headless(req: LiveRequest) -> int:
                 vcam.close()
             # The last frame lasts until the run was cut short, not a whole slow frame, or
             # as long as a file that ended by itself held it (seconds, for a held picture).
-            info = (
-                recorder.stop(end=pipe.ended_at, cut=not pipe.source_ended)
-                if recorder is not None
-                else None
-            )
+            if recorder is not None:
+                try:
+                    info = recorder.stop(end=pipe.ended_at, cut=not pipe.source_ended)
+                except VidmatError as exc:  # said after the summary, which still prints
+                    record_error = str(exc)
     st = pipe.status()
     summ = pipe.stats.summary()
     print(
@@ -466,7 +475,11 @@ def _run_headless(req: LiveRequest) -> int:
         else:
             print("vidmat live: nothing was recorded (no frames).", file=sys.stderr)
     if interrupted is not None:
+        if record_error is not None:
+            print(f"vidmat: {record_error}", file=sys.stderr)
         raise interrupted  # after the summary: the CLI exits 130 / 143 for it
+    if record_error is not None:
+        raise VidmatError(record_error)
     if errors:
         raise VidmatError(errors[0])
     return 0

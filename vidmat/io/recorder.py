@@ -317,9 +317,26 @@ class Recorder:
         elif not self._thread.ident:
             self.info = RecordingInfo(None, 0, 0.0, 0, False, "recorder never started")
         if self.error is not None:
-            raise VidmatError(f"recording to {self.path} failed: {self.error}") from self.error
+            raise VidmatError(self.failure()) from self.error
         assert self.info is not None
         return self.info
+
+    @property
+    def failed(self) -> bool:
+        """Whether the recording has failed for good (the writer raised: a full disk).
+
+        Set by the recorder thread only after its temporary file is removed, so a caller
+        polling it (headless live's status loop) can stop the run at once instead of
+        playing on for nothing until --duration, or forever with --loop.
+        """
+        return self.error is not None
+
+    def failure(self) -> str:
+        """The failure as one sentence naming the recording: an OS error by its words
+        ("No space left on device"), not Python's "[Errno 28] ..." form."""
+        exc = self.error
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"recording to {self.path} failed: {reason.rstrip('.')}."
 
     close = stop
 

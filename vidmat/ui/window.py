@@ -915,10 +915,17 @@ class LiveWindow(QMainWindow):
         if self.pipeline is not None:
             self.pipeline.remove_sink(rec)
         target, self._recording_target = self._recording_target, None
+        # As headless live stops it: a pipeline that has ended (a --no-loop file whose
+        # last picture was held, a duration) knows when, and the last frame lasts until
+        # then; _on_finished stops the recording this way. A pipeline still running has
+        # no end yet: the last frame gets one frame's time, as it always did.
+        pipe = self.pipeline
+        end = pipe.ended_at if pipe is not None else None
+        cut = pipe is None or not pipe.source_ended
 
         def finish() -> None:
             try:
-                result: Any = rec.stop()
+                result: Any = rec.stop() if end is None else rec.stop(end=end, cut=cut)
             except Exception as exc:
                 result = str(exc)
             finally:  # in place (or given up): from now on the file itself holds the name
