@@ -16,8 +16,6 @@ from typing import Any
 
 import av
 
-from vidmat.errors import plain_text
-
 
 def av_errors() -> tuple[type[BaseException], ...]:
     """What PyAV raises for a damaged or unusable file (caught where a file is read)."""
@@ -116,28 +114,6 @@ def plan_encoding(stream: Any, info: AudioInfo, container: str) -> Encoding | No
             f"the {codec.name} encoder would not open at {rate} Hz {layout} ({exc.strerror})"
         ) from None
     return Encoding(codec.name, rate, layout, sample_format)
-
-
-def container_for(fmt: str) -> str:
-    """The container a :class:`~vidmat.io.video.VideoWriter` format carries its audio in
-    (the mask is an mp4, a PNG sequence gets an audio.m4a)."""
-    return "mp4" if fmt in ("mask", "png") else fmt
-
-
-def audio_problem(src: Path, info: AudioInfo, fmt: str) -> str | None:
-    """Why the audio of ``src`` cannot go into a ``fmt`` output, or None when it can.
-
-    Asked before the writer opens, so a convert can leave the audio out with one warning
-    line instead of handing the writer audio it would drop with only a log message.
-    """
-    try:
-        with av.open(str(src), metadata_errors="ignore") as c:
-            plan_encoding(c.streams[info.index], info, container_for(fmt))
-    except AudioUnusable as exc:
-        return str(exc)
-    except av_errors() as exc:  # the input no longer opens: no audio from it either
-        return plain_text(str(exc))[:120] or type(exc).__name__
-    return None
 
 
 class AudioPass:
@@ -271,9 +247,9 @@ class AudioPass:
             self._in.close()
 
 
-def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0) -> bool | None:
-    """The audio of ``src`` as an .m4a beside a PNG sequence; True when stream-copied, None
-    (and no file) when it cannot be carried (:func:`audio_problem` says why), so the
+def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0) -> bool:
+    """The audio of ``src`` as an .m4a beside a PNG sequence; True when stream-copied.
+    Audio that cannot be carried raises :class:`AudioUnusable` and leaves no file, so the
     frames already written are not lost to their audio.
 
     MP4 rather than Matroska: it keeps the AAC encoder delay (priming samples) in its
@@ -285,7 +261,7 @@ def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0)
     except AudioUnusable:
         out.close()
         dst.unlink(missing_ok=True)
-        return None
+        raise
     try:
         audio.write_until(out, None)
         return audio.copy

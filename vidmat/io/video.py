@@ -63,7 +63,14 @@ from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, VideoReformatter
 
 from vidmat.errors import VidmatError
-from vidmat.io.audio import CODEC_NAMES, AudioInfo, AudioPass, av_errors, write_audio_file
+from vidmat.io.audio import (
+    CODEC_NAMES,
+    AudioInfo,
+    AudioPass,
+    AudioUnusable,
+    av_errors,
+    write_audio_file,
+)
 from vidmat.io.formats import FORMATS
 from vidmat.io.matroska import set_display_size
 
@@ -704,8 +711,14 @@ class VideoWriter:
                     self._time_offset,
                 )
             except av_errors() as exc:
-                log.warning("audio not written: %s", _short(exc))
+                self._audio_left_out(exc)
                 self._audio = None
+
+    def _audio_left_out(self, exc: BaseException) -> None:
+        """Audio that cannot go into the output (no decoder for its codec, an encoder that
+        will not open) is left out and the video written all the same; ``warnings`` says
+        why, in the one line a user reads for the other audio problems."""
+        self.warnings.append(f"the audio was left out: {_short(exc)}")
 
     # -- frames
     def _prepare(self, image: np.ndarray) -> np.ndarray:
@@ -836,13 +849,16 @@ class VideoWriter:
         if self.fmt == "png":
             self._csv_file.close()
             if self._audio_src is not None and self._audio_src.audio is not None:
-                self.audio_copied = write_audio_file(
-                    self._audio_src.path,
-                    self._audio_src.audio,
-                    self.path / "audio.m4a",
-                    self._time_offset,
-                )
-                self.audio_packets = 1
+                try:
+                    self.audio_copied = write_audio_file(
+                        self._audio_src.path,
+                        self._audio_src.audio,
+                        self.path / "audio.m4a",
+                        self._time_offset,
+                    )
+                    self.audio_packets = 1
+                except AudioUnusable as exc:
+                    self._audio_left_out(exc)
             return
         try:
             self._queue_video(self._stream.encode(None))

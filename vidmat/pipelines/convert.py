@@ -40,7 +40,6 @@ from vidmat.core.backgrounds import GREENSCREEN, Background, parse_background
 from vidmat.core.engine import Engine, EngineConfig, select_device
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
-from vidmat.io.audio import audio_problem
 from vidmat.io.files import atomic_folder, atomic_output, check_not_input, check_output_path
 from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES
 from vidmat.io.images import load_background
@@ -344,9 +343,8 @@ def convert_video(
         if on_start is not None:
             on_start(info)
         offset = info.start_time if info.start_time > 0 else 0.0
-        audio_from, audio_warning = _audio_source(info, cfg.fmt)
         with _output(dst, cfg.fmt, overwrite) as tmp:
-            writer = _open_writer(tmp, cfg, info, offset, dst, audio_from)
+            writer = _open_writer(tmp, cfg, info, offset, dst)
             job = _Job(reader, writer, depth, dst)
             job.progress = progress
             try:
@@ -369,8 +367,6 @@ def convert_video(
         )
     result.warnings.extend(writer.warnings)
     result.audio = _audio_note(writer, info)
-    if audio_warning:
-        result.warnings.append(audio_warning)
     if writer.audio_skipped:
         result.warnings.append(f"{writer.audio_skipped} damaged audio packet(s) left out")
     if info.audio_tracks > 1 and result.audio:
@@ -378,21 +374,6 @@ def convert_video(
     if (result.audio or "").startswith("re-encoded") and info.audio and info.audio.channels > 2:
         result.warnings.append(f"{info.audio.channels}-channel audio was mixed down to stereo")
     return result
-
-
-def _audio_source(info: VideoInfo, fmt: str) -> tuple[VideoInfo, str | None]:
-    """What the writer takes its audio from, and a warning when that is nothing.
-
-    Audio that cannot go into the output (a codec FFmpeg cannot decode, an encoder that
-    will not open) is left out before the writer opens: the video is written all the
-    same, and the user reads why in one warning line, as for the other audio problems.
-    """
-    if info.audio is None:
-        return info, None
-    problem = audio_problem(info.path, info.audio, fmt)
-    if problem is None:
-        return info, None
-    return replace(info, audio=None), f"the audio was left out: {problem}"
 
 
 def _audio_note(writer: VideoWriter, info: VideoInfo) -> str | None:
@@ -423,14 +404,8 @@ def _output(dst: Path, fmt: str, overwrite: bool) -> Iterator[Path]:
 
 
 def _open_writer(
-    tmp: Path,
-    cfg: ConvertConfig,
-    info: VideoInfo,
-    offset: float,
-    dst: Path,
-    audio_from: VideoInfo | None = None,
+    tmp: Path, cfg: ConvertConfig, info: VideoInfo, offset: float, dst: Path
 ) -> VideoWriter:
-    """The writer for ``info``'s frames, with the audio of ``audio_from`` (default ``info``)."""
     try:
         return VideoWriter(
             tmp,
@@ -439,7 +414,7 @@ def _open_writer(
             info.height,
             info.time_base,
             info.rate,
-            audio_from=info if audio_from is None else audio_from,
+            audio_from=info,
             encode=cfg.encode,
             time_offset=offset,
             sample_aspect_ratio=info.sample_aspect_ratio,
