@@ -510,13 +510,19 @@ def test_recordings_started_in_the_same_second_get_their_own_files(
     w.close()
 
 
-def test_record_is_refused_once_a_file_camera_has_ended(qtbot, clip, qsettings):
+def _played_once(path):
+    """A pipeline factory for ``path`` played once (--no-loop), model stubbed."""
+
     def make(settings, callbacks):
-        camera = CameraConfig(source=str(clip), loop=False)
+        camera = CameraConfig(source=str(path), loop=False)
         config = LiveConfig(camera=camera, mode="sync", display_reports=True)
         return LivePipeline(stub_engine(), config, settings, **callbacks)
 
-    w = LiveWindow(make, qsettings=qsettings)
+    return make
+
+
+def test_record_is_refused_once_a_file_camera_has_ended(qtbot, clip, qsettings):
+    w = LiveWindow(_played_once(clip), qsettings=qsettings)
     qtbot.addWidget(w)
     w.show()
     w.start_pipeline()
@@ -535,14 +541,8 @@ def test_a_held_last_frame_is_recorded_as_long_as_it_was_shown(qtbot, qsettings,
     from convert_fixtures import long_last_clip
 
     held = long_last_clip(tmp_path / "held.mkv")
-
-    def make(settings, callbacks):
-        camera = CameraConfig(source=str(held), loop=False)
-        config = LiveConfig(camera=camera, mode="sync", display_reports=True)
-        return LivePipeline(stub_engine(), config, settings, **callbacks)
-
     w = LiveWindow(
-        make,
+        _played_once(held),
         make_recorder=lambda p: Recorder(RecorderConfig(p, audio=None)),
         qsettings=qsettings,
     )
