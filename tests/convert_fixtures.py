@@ -138,12 +138,12 @@ class RedMask(nn.Module):
         return (x[:, :1] > 0.0).float()
 
 
-def stub_engine(size: int = 32):
+def stub_engine(size: int = 32, workers: int | None = None):
     from vidmat.core.engine import Engine, EngineConfig
     from vidmat.model.weights import WeightsSpec
 
     spec = WeightsSpec(name="stub", arch="u2netp", input_size=size, scale="255")
-    return Engine(RedMask(), spec, EngineConfig(device="cpu", size=size))
+    return Engine(RedMask(), spec, EngineConfig(device="cpu", size=size, workers=workers))
 
 
 def read_alphas(path: Path) -> list[np.ndarray]:

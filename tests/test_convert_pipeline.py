@@ -3,7 +3,9 @@ timestamps, audio, and the alpha it writes is the mask the model produced, frame
 
 from __future__ import annotations
 
+import os
 import threading
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from convert_fixtures import (
 )
 
 from vidmat.core.backgrounds import GREENSCREEN
-from vidmat.core.engine import Engine
+from vidmat.core.engine import Engine, EngineConfig
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
 from vidmat.io.formats import FORMATS
@@ -35,6 +37,7 @@ from vidmat.pipelines.convert import (
     convert_image,
     convert_video,
     default_output,
+    engine_config_for_files,
     transcode,
 )
 
@@ -201,6 +204,43 @@ def test_default_smoothing_and_batches_keep_every_frame_in_order(
     result = convert_video(engine, src, tmp_path / "s.mov", cfg)
     assert result.frames == 8
     assert frame_times(tmp_path / "s.mov") == frame_times(src)
+
+
+@pytest.mark.parametrize("batch", [None, 3])
+def test_model_calls_side_by_side_keep_the_mask_and_the_order(
+    engine: Engine, clips: dict[str, Path], tmp_path: Path, batch: int | None
+) -> None:
+    """Two workers: a batch (by default one frame each) is split and put back in order."""
+    side_by_side = stub_engine(workers=2)
+    cfg = ConvertConfig(fmt="png", post=EXACT, batch=batch)
+    assert cfg.batch_for(side_by_side) == (batch or 2) and ConvertConfig().batch_for(engine) == 1
+    src = clips["ntsc"]
+    try:
+        result = convert_video(side_by_side, src, tmp_path / "frames", cfg)
+    finally:
+        side_by_side.close()
+    got = read_alphas(tmp_path / "frames")
+    expected = expected_alphas(engine, src, EXACT)
+    assert result.frames == len(got) == len(expected) == 10
+    for a, e in zip(got, expected, strict=True):
+        assert np.abs(a.astype(int) - e.astype(int)).max() <= 1
+
+
+def test_files_get_two_model_calls_on_a_cpu_unless_told(monkeypatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    cpu = EngineConfig(device="cpu")
+    assert (engine_config_for_files(cpu).workers, engine_config_for_files(cpu).threads) == (2, 1)
+    told = engine_config_for_files(replace(cpu, threads=2))
+    assert (told.workers, told.threads) == (1, 2)
+    one = engine_config_for_files(replace(cpu, workers=1))
+    assert (one.workers, one.threads) == (1, 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    big = engine_config_for_files(cpu)
+    assert (big.workers, big.threads) == (2, 7)
+    assert engine_config_for_files(replace(cpu, workers=4)).threads == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    single = engine_config_for_files(cpu)
+    assert (single.workers, single.threads) == (1, 1)
 
 
 def test_mp4_refuses_transparency(engine: Engine, clips: dict[str, Path], tmp_path: Path) -> None:

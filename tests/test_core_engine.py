@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -109,6 +110,45 @@ def test_a_batch_above_max_batch_runs_in_chunks(tiny, monkeypatch) -> None:
     assert batch.shape == (5, 21, 30) and low.shape == (5, 1, 48, 48)
     for i in range(5):
         np.testing.assert_allclose(batch[i], engine.predict(frames[i]), atol=1e-5)
+
+
+def test_workers_split_a_batch_into_calls_that_run_at_the_same_time(tiny) -> None:
+    model, spec = tiny
+    # Both pieces must be inside the model together to pass the barrier: run one after the
+    # other, the first waits alone and the barrier breaks.
+    barrier = threading.Barrier(2, timeout=10)
+    calls: list[tuple[str, int, bool]] = []
+
+    def meet(_m: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        calls.append(
+            (threading.current_thread().name, args[0].shape[0], torch.is_inference_mode_enabled())
+        )
+        barrier.wait()
+
+    serial = Engine(model, spec, EngineConfig(device="cpu", size=48))
+    frames = np.random.default_rng(5).integers(0, 255, size=(5, 21, 30, 3), dtype=np.uint8)
+    expected, expected_low = serial.predict(frames), serial.predict_lowres(frames)
+    engine = Engine(model, spec, EngineConfig(device="cpu", size=48, workers=2))
+    handle = model.register_forward_pre_hook(meet)
+    try:
+        batch = engine.predict(frames)
+        low = engine.predict_lowres(frames)
+    finally:
+        handle.remove()
+        engine.close()
+    assert sorted(n for _, n, _ in calls) == [2, 2, 3, 3]
+    assert len({name for name, _, _ in calls}) == 2
+    assert all(name.startswith("vidmat-model") and inference for name, _, inference in calls)
+    np.testing.assert_allclose(batch, expected, atol=1e-5)
+    torch.testing.assert_close(low, expected_low, atol=1e-5, rtol=0)
+    # one frame is not split, and needs no pool
+    assert engine.predict(frames[0]).shape == (21, 30) and engine._pool is None
+
+
+def test_workers_below_one_are_refused(tiny) -> None:
+    model, spec = tiny
+    with pytest.raises(VidmatError, match="--workers must be at least 1"):
+        Engine(model, spec, EngineConfig(device="cpu", workers=0))
 
 
 def test_size_comes_from_spec_unless_overridden(tiny) -> None:

@@ -81,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="keep the clips made in DIR (clips there from an earlier run only with --overwrite)",
     )
     p.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
-    add_engine_options(p, random_weights=True)
+    add_engine_options(p, random_weights=True, files=True)
     p.set_defaults(func=run)
 
 
@@ -247,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         "model_size": engine.size,
         "batch": cfg.batch_for(engine),
         "torch_threads": torch.get_num_threads(),
+        "model_workers": engine.workers,
         "weights": weights_name,
         "ratio_convert_over_transcode": round(ratio, 4),
         **mem,
@@ -255,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{clip['width']}x{clip['height']} {args.format}, {engine.device} "
         f"{extra['precision']}, model input {engine.size}, batch {extra['batch']}, "
-        f"{extra['torch_threads']} torch thread(s)"
+        f"{engine.workers} model call(s) side by side, {extra['torch_threads']} torch "
+        "thread(s) each"
     )
     report("convert", rows, args.json, extra=extra)
     print(f"ratio convert/transcode: {ratio:.3f}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,8 +51,18 @@ class EngineConfig:
     #: Model input side in pixels; None = the weights' native size (320 for U-2-Net).
     size: int | None = None
     cuda_graph: bool = True
-    #: CPU threads for torch; None keeps torch's default (one per physical core).
+    #: CPU threads for torch; None keeps torch's default (one per physical core). With
+    #: ``workers`` above 1 this is each model call's share, not the total.
     threads: int | None = None
+    #: CPU only: model calls run side by side on this many threads, a batch split between
+    #: them. Why not one call on every core: u2netp's layers are too small to keep several
+    #: OpenMP threads busy, and those threads wait for each other at every layer, spinning,
+    #: so when anything else wants a core (the decoder, the encoder, another program) the
+    #: whole call stalls. Two calls with one thread each share nothing. On a 2-core CPU at
+    #: 256 px: 293 ms a frame with one thread, 174 with two threads on one call, 133 with two
+    #: calls of one thread; with another busy process on the machine 300, 866 and 214.
+    #: None = 1 (the file jobs choose their own, see ``engine_config_for_files``).
+    workers: int | None = None
     #: channels_last (NHWC) memory format. On by default: the frames arrive NHWC, cuDNN's
     #: fp16 convolutions want it, and on a 2-core CPU it ran u2netp 20-27 % faster than
     #: NCHW (`vidmat bench model --threads 1 --channels-last on,off`: 216 vs 260 ms at
@@ -139,6 +150,11 @@ class Engine:
             )
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if cfg.workers is not None and cfg.workers < 1:
+            raise VidmatError(f"--workers must be at least 1, not {cfg.workers}.")
+        #: model calls side by side (CPU only: a GPU runs one call at a time anyway)
+        self.workers = (cfg.workers or 1) if self.device.type == "cpu" else 1
+        self._pool: ThreadPoolExecutor | None = None
         self.channels_last = cfg.channels_last
         self._format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.eval().to(self.device, self.dtype, memory_format=self._format)
@@ -255,14 +271,35 @@ class Engine:
     @torch.inference_mode()
     def _run(self, frames: np.ndarray | Tensor, need_full: bool) -> tuple[Tensor, Tensor | None]:
         x = self.to_device(frames)
-        if x.shape[0] <= MAX_BATCH:
+        if self.workers > 1 and x.shape[0] > 1:
+            parts = self._side_by_side(x, need_full)
+        elif x.shape[0] <= MAX_BATCH:
             return self._run_on_device(x, need_full)
-        parts = [
-            self._run_on_device(x[i : i + MAX_BATCH], need_full)
-            for i in range(0, x.shape[0], MAX_BATCH)
-        ]
+        else:
+            parts = [
+                self._run_on_device(x[i : i + MAX_BATCH], need_full)
+                for i in range(0, x.shape[0], MAX_BATCH)
+            ]
         low = torch.cat([lo for lo, _ in parts])
         return low, (torch.cat([fu for _, fu in parts if fu is not None]) if need_full else None)
+
+    def _side_by_side(self, x: Tensor, need_full: bool) -> list[tuple[Tensor, Tensor | None]]:
+        """Split the batch between the workers and run the pieces at the same time."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vidmat-model")
+
+        @torch.inference_mode()  # thread-local: the pool's threads need their own
+        def piece(part: Tensor) -> tuple[Tensor, Tensor | None]:
+            return self._run_on_device(part, need_full)
+
+        pieces = torch.tensor_split(x, min(self.workers, x.shape[0]))
+        return list(self._pool.map(piece, pieces))
+
+    def close(self) -> None:
+        """Stop the worker threads (idempotent); a later batch starts them again."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _run_on_device(self, x: Tensor, need_full: bool) -> tuple[Tensor, Tensor | None]:
         if self.use_cuda_graph:

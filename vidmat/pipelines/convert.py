@@ -68,8 +68,8 @@ class ConvertConfig:
     background: str | Background | None = None
     post: PostprocessConfig = field(default_factory=PostprocessConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
-    #: Frames per model call; None = 8 on CUDA (throughput), 1 on the CPU (where batching
-    #: gains nothing and only adds latency and memory).
+    #: Frames per model call; None = 8 on CUDA (throughput), on the CPU one for each of the
+    #: engine's workers (a larger batch gains nothing there and only adds memory).
     batch: int | None = None
     #: Decoded frames allowed to wait for the model, and finished ones for the encoder.
     queue_frames: int | None = None
@@ -77,7 +77,7 @@ class ConvertConfig:
     def batch_for(self, engine: Engine) -> int:
         if self.batch:
             return max(1, int(self.batch))
-        return 8 if engine.device.type == "cuda" else 1
+        return 8 if engine.device.type == "cuda" else engine.workers
 
     def validate(self) -> ConvertConfig:
         if self.fmt not in FORMATS:
@@ -129,15 +129,21 @@ class ConvertResult:
 
 
 def engine_config_for_files(cfg: EngineConfig) -> EngineConfig:
-    """On the CPU, leave one core to decoding, post-processing and encoding.
+    """On the CPU, two model calls side by side, on the cores decoding and encoding leave.
 
-    Those run beside the model in their own threads; with torch on every core too, its
-    OpenMP threads spin against them (on a 2-core machine one torch thread converted
-    2.6x faster than two, measured with `vidmat bench convert --threads 1|2`).
+    Decoding, post-processing and encoding run beside the model in their own threads. One
+    call with torch on every core stalls whenever they (or any other program) take a core,
+    because its OpenMP threads wait for each other at every layer; two calls of one thread
+    each do not (:attr:`EngineConfig.workers`). `vidmat bench convert --frames 64` of the
+    720p demo clip at 256 px on a 2-core CPU: 3.3 fps with one thread (the default before),
+    5.1 with one call of two threads, 5.4 with two calls of one; with another busy process
+    on the machine 3.2, 0.57 and 3.4. ``--threads`` alone: one call with that many.
     """
-    if cfg.threads or select_device(cfg.device).type != "cpu":
+    if select_device(cfg.device).type != "cpu":
         return cfg
-    return replace(cfg, threads=max(1, (os.cpu_count() or 2) - 1))
+    cores = os.cpu_count() or 2
+    workers = cfg.workers or (1 if cfg.threads else min(2, cores))
+    return replace(cfg, workers=workers, threads=cfg.threads or max(1, (cores - 1) // workers))
 
 
 # --------------------------------------------------------------------------- threads
