@@ -27,7 +27,7 @@ from convert_fixtures import (
 )
 
 from vidmat.core.backgrounds import GREENSCREEN
-from vidmat.core.engine import Engine, EngineConfig
+from vidmat.core.engine import Engine, EngineConfig, side_by_side
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
 from vidmat.io.formats import FORMATS
@@ -238,6 +238,7 @@ def test_files_get_two_model_calls_on_a_cpu_unless_told(monkeypatch) -> None:
     big = engine_config_for_files(cpu)
     assert (big.workers, big.threads) == (2, 7)
     assert engine_config_for_files(replace(cpu, workers=4)).threads == 3
+    assert side_by_side(cpu).threads == 8  # eval: nothing else to leave a core to
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     single = engine_config_for_files(cpu)
     assert (single.workers, single.threads) == (1, 1)

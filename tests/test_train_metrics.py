@@ -270,6 +270,62 @@ def test_eval_images_names_each_image_and_the_worst(tmp_path: Path) -> None:
     assert worst(items, 0) == []
 
 
+def test_eval_images_side_by_side_keeps_order_and_scores(tmp_path: Path) -> None:
+    """Two workers: the images meet inside the model (a barrier both must pass), and the
+    rows come back in file order with the scores one worker gives."""
+    import threading
+
+    from vidmat.train.evaluate import evaluate_images
+
+    barrier = threading.Barrier(2, timeout=10)
+    threads: set[str] = set()
+
+    def answer(frames: np.ndarray) -> torch.Tensor:
+        threads.add(threading.current_thread().name)
+        low = _perfect_at_8(frames)
+        low[..., : 2 * (int(frames[0, 0, 0, 1]) % 4)] = 0.0  # a different miss per image
+        return low
+
+    def meeting(frames: np.ndarray) -> torch.Tensor:
+        if frames[0, 0, 0, 1] < 2:  # the first two images arrive together
+            barrier.wait()
+        return answer(frames)
+
+    for i in range(7):
+        img = np.zeros((40, 40, 3), np.uint8)
+        img[8:32, 8:32] = 255
+        img[0, 0, 1] = i
+        _write_pair(tmp_path, f"{i:03d}", img, img[..., 0])
+    folders = (tmp_path / "images", tmp_path / "masks")
+    overall, items = evaluate_images(meeting, *folders, progress=False, workers=2)
+    assert len(threads) == 2 and all(t.startswith("vidmat-eval") for t in threads)
+    threads.clear()
+    assert evaluate_images(answer, *folders, progress=False) == (overall, items)
+    assert threads == {threading.current_thread().name}
+    assert [r["image"] for r in items] == [f"{i:03d}.png" for i in range(7)]
+    assert len({r["iou"] for r in items}) == 4
+
+
+def test_in_order_hands_back_results_in_order_and_raises_the_first_error() -> None:
+    import time
+
+    from vidmat.train.evaluate import in_order
+
+    def slow_first(i: int) -> int:
+        time.sleep(0.05 if i == 0 else 0.0)
+        if i == 5:
+            raise ValueError("five")
+        return i * i
+
+    assert list(in_order(slow_first, range(5), workers=3)) == [0, 1, 4, 9, 16]
+    assert list(in_order(slow_first, range(5))) == [0, 1, 4, 9, 16]
+    got = []
+    with pytest.raises(ValueError, match="five"):
+        for r in in_order(slow_first, range(9), workers=2):
+            got.append(r)
+    assert got == [0, 1, 4, 9, 16]
+
+
 def _person_with_neck_gap() -> np.ndarray:
     """A head over a torso, joined only by thin straps: the neck between them unlabelled."""
     m = np.zeros((60, 40), np.uint8)

@@ -81,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="keep the clips made in DIR (clips there from an earlier run only with --overwrite)",
     )
     p.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
-    add_engine_options(p, random_weights=True, files=True)
+    add_engine_options(p, random_weights=True, workers=True)
     p.set_defaults(func=run)
 
 

@@ -31,11 +31,12 @@ def add_engine_options(
     parser: argparse.ArgumentParser,
     default_size: int | None = None,
     random_weights: bool = False,
-    files: bool = False,
+    workers: bool = False,
 ) -> None:
     """``random_weights``: without --weights the command times random u2netp weights
-    (the benchmarks: speed does not depend on the values). ``files``: the command converts
-    video files in batches, so a batch can be split between model calls (--workers)."""
+    (the benchmarks: speed does not depend on the values). ``workers``: the command has
+    several frames or images at hand at once, so model calls can run side by side
+    (--workers)."""
     g = parser.add_argument_group("model")
     g.add_argument(
         "--weights",
@@ -96,19 +97,24 @@ def add_engine_options(
         "--threads",
         type=positive_int,
         default=None,
-        help="CPU threads for torch (default on a CPU: one a core for eval, 1 for live; "
-        "convert and demo: see --workers)"
-        + ("; with --workers, each call's threads" if files else ""),
+        help=(
+            "CPU threads for each model call (default: see --workers; given alone, one "
+            "call with that many)"
+            if workers
+            else "CPU threads for torch (default on a CPU: 1 for live, one a core otherwise)"
+        ),
     )
-    if files:
+    if workers:
         g.add_argument(
             "--workers",
             type=positive_int,
             default=None,
-            help="CPU: model calls run side by side, each on its own frames (default 2, "
-            "with (cores - 1) // 2 threads each, at least 1; --threads alone: one call). On a "
-            "2-core CPU two calls of one thread converted 1.6x faster than one call of one, "
-            "and 6x faster than one call of two while another program was busy",
+            help="CPU: model calls run side by side, each on its own frames or images "
+            "(default 2, with the cores split between them: (cores - 1) // 2 threads each in "
+            "convert and demo, which decode and encode beside the model, cores // 2 in eval; "
+            "at least 1). On a 2-core CPU two calls of one thread converted 1.6x faster "
+            "than one call of one, and 6x faster than one call of two while another program "
+            "was busy",
         )
 
 

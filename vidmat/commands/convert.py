@@ -189,7 +189,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no progress bars, and no summary unless an input failed (then on stderr)",
     )
-    add_engine_options(p, files=True)
+    add_engine_options(p, workers=True)
     p.set_defaults(func=run)
 
 

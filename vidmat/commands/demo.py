@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo result")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_engine_options(p, files=True)
+    add_engine_options(p, workers=True)
     p.set_defaults(func=run)
 
 

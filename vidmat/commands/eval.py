@@ -110,14 +110,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    add_engine_options(p)
+    add_engine_options(p, workers=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from vidmat.benchmarks.report import format_table
     from vidmat.commands._options import engine_config_from_args
-    from vidmat.core.engine import Engine
+    from vidmat.core.engine import Engine, side_by_side
     from vidmat.io.files import atomic_write_text, check_not_input, check_output_path
     from vidmat.train.compare import compare_results, load_result, report, setting_changes
     from vidmat.train.evaluate import (
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.json, args.overwrite)
     baseline = load_result(args.against) if args.against is not None else None
 
-    engine = Engine.from_config(engine_config_from_args(args))
+    engine = Engine.from_config(side_by_side(engine_config_from_args(args)))
     lowres = engine_lowres(engine)
     t0 = time.perf_counter()
     info = {
@@ -160,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         "weights_name": engine.spec.name,
         "size": engine.size,
         "device": str(engine.device),
+        "workers": engine.workers,
+        "threads": torch.get_num_threads() if engine.device.type == "cpu" else None,
         "smoothing": args.smoothing,
         "lookahead": args.lookahead,
         "refine": args.refine,
@@ -185,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             args.progress,
             args.refine,
             ignore_gaps=args.ignore_mask_gaps,
+            workers=engine.workers,
         )
         table = [{"data": args.images.parent.name or str(args.images), **overall}]
         info["ignore_mask_gaps"] = args.ignore_mask_gaps

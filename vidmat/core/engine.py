@@ -15,9 +15,10 @@ captured once into a CUDA graph that runs upload → resize → normalise → mo
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -81,6 +82,22 @@ class EngineConfig:
     #: larger (DAVIS IoU 0.751 -> 0.788 at 256 px) for up to twice the model's work.
     #: Skipped on frames where the person already fills most of the picture.
     zoom: bool = False
+
+
+def side_by_side(cfg: EngineConfig, spare_cores: int = 0) -> EngineConfig:
+    """On the CPU, split the cores between two model calls (:attr:`EngineConfig.workers`).
+
+    ``spare_cores``: cores left to work that runs beside the model (decoding and encoding
+    in convert). What the user set is kept: ``threads`` alone means one call with that
+    many, ``workers`` alone gets the threads that share leaves each. Off the CPU the
+    settings pass unchanged (the engine runs one call at a time on a GPU).
+    """
+    if select_device(cfg.device).type != "cpu":
+        return cfg
+    cores = os.cpu_count() or 2
+    workers = cfg.workers or (1 if cfg.threads else min(2, cores))
+    threads = cfg.threads or max(1, (cores - spare_cores) // workers)
+    return replace(cfg, workers=workers, threads=threads)
 
 
 def select_device(name: str = "auto", option: str = "--device") -> torch.device:

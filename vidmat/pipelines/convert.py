@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import queue
 import sys
 import threading
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from vidmat.core.backgrounds import GREENSCREEN, Background, parse_background
-from vidmat.core.engine import Engine, EngineConfig, select_device
+from vidmat.core.engine import Engine, EngineConfig, side_by_side
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, atomic_output, check_not_input, check_output_path
@@ -139,11 +138,7 @@ def engine_config_for_files(cfg: EngineConfig) -> EngineConfig:
     5.1 with one call of two threads, 5.4 with two calls of one; with another busy process
     on the machine 3.2, 0.57 and 3.4. ``--threads`` alone: one call with that many.
     """
-    if select_device(cfg.device).type != "cpu":
-        return cfg
-    cores = os.cpu_count() or 2
-    workers = cfg.workers or (1 if cfg.threads else min(2, cores))
-    return replace(cfg, workers=workers, threads=cfg.threads or max(1, (cores - 1) // workers))
+    return side_by_side(cfg, spare_cores=1)
 
 
 # --------------------------------------------------------------------------- threads
