@@ -140,6 +140,34 @@ def test_record_toggles_and_writes_a_valid_file(qtbot, window, tmp_path):
         assert sum(1 for _ in c.decode(video=0)) == info.frames
 
 
+def test_a_recording_that_fails_stops_and_says_so_at_once(qtbot, window, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from vidmat.io.recorder import _LiveWriter
+
+    real_write = _LiveWriter.write
+    written = [0]
+
+    def write(self, *args, **kwargs):
+        if written[0] >= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written[0] += 1
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(_LiveWriter, "write", write)
+    window.record_button.click()
+    target = window.recorder.path
+    # nobody presses stop: the window notices within its status refresh
+    qtbot.waitUntil(lambda: window.recorder is None, timeout=5000)
+    assert not window.record_button.isChecked() and window.status_labels["rec"].text() == ""
+    qtbot.waitUntil(lambda: window.last_saved is not None, timeout=5000)
+    said = f"recording to {target} failed: No space left on device."
+    assert window.last_saved == said and said in window.view.message
+    assert window.pipeline.running  # the picture goes on
+    assert list(tmp_path.glob("*.mp4*")) == []
+
+
 def test_snapshot_and_resize(qtbot, window, tmp_path):
     path = window.snapshot()
     assert path is not None and path.exists() and path.suffix == ".png"

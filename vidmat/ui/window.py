@@ -833,6 +833,11 @@ class LiveWindow(QMainWindow):
         self.statusBar().showMessage(message.splitlines()[0], 10000)
 
     def _refresh_status(self) -> None:
+        rec = self.recorder
+        if rec is not None and getattr(rec, "failed", False):
+            # A full disk mid-recording: say so now, not when the user presses stop after
+            # recording nothing for an hour (stopping it raises the failure, shown).
+            self.stop_recording()
         pipe = self.pipeline
         lab = self.status_labels
         if pipe is None:
