@@ -511,3 +511,30 @@ def test_reader_warns_once_about_a_size_change(tmp_path: Path) -> None:
         "the picture size changes from 64x48 to 96x64 at frame 5; "
         "the frames of other sizes were stretched to the first size"
     ]
+
+
+def test_a_tag_that_is_not_utf8_does_not_stop_the_file(tmp_path: Path) -> None:
+    """A Latin-1 title (an old camera's): PyAV 18 raised on opening unless told to ignore
+    it, PyAV 19 dropped that option; either way the file opens and every frame is read."""
+    from vidmat.io.pyav import open_input
+
+    good = tmp_path / "title.mp4"
+    with av.open(str(good), "w") as c:
+        c.metadata["title"] = "cafXQQ-marker"
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    data = good.read_bytes()
+    at = data.index(b"cafXQQ-marker") + 3
+    bad = tmp_path / "latin1.mp4"
+    bad.write_bytes(data[:at] + b"\xe9" + data[at + 1 :])  # "café" in Latin-1
+    with open_input(bad) as c:
+        assert c.metadata["title"].startswith("caf")
+    with VideoReader(bad) as r:
+        assert sum(1 for _ in r.frames()) == 5
+    assert probe(bad).frames == 5

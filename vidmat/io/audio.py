@@ -16,10 +16,7 @@ from typing import Any
 
 import av
 
-
-def av_errors() -> tuple[type[BaseException], ...]:
-    """What PyAV raises for a damaged or unusable file (caught where a file is read)."""
-    return (av.error.FFmpegError, OSError, ValueError)
+from vidmat.io.pyav import av_errors, open_input
 
 
 @dataclass(frozen=True)
@@ -125,7 +122,7 @@ class AudioPass:
     """
 
     def __init__(self, src: Path, info: AudioInfo, out: Any, fmt: str, offset: float) -> None:
-        self._in = av.open(str(src), metadata_errors="ignore")
+        self._in = open_input(src)
         try:
             self._src_stream = self._in.streams[info.index]
             encoding = plan_encoding(self._src_stream, info, fmt)

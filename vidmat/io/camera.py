@@ -161,16 +161,14 @@ def average_rate(path: Path, info: VideoInfo) -> float:
     (milliseconds for a clip); a file too long to count in a quarter of a second takes
     its header's frame count over its duration, else its header's rate.
     """
-    import av
-
-    from vidmat.io.audio import av_errors
+    from vidmat.io.pyav import av_errors, open_input
 
     header = float(info.rate) if info.rate else 0.0
     if info.frames and info.video_end and info.video_end > 0:
         header = info.frames / info.video_end
     deadline = time.perf_counter() + _RATE_SCAN_SECONDS
     try:
-        with av.open(str(path), metadata_errors="ignore") as c:
+        with open_input(path) as c:
             stream = c.streams.video[0]
             count, first, end = 0, None, None
             for packet in c.demux(stream):

@@ -68,11 +68,11 @@ from vidmat.io.audio import (
     AudioInfo,
     AudioPass,
     AudioUnusable,
-    av_errors,
     write_audio_file,
 )
 from vidmat.io.formats import FORMATS
 from vidmat.io.matroska import set_display_size
+from vidmat.io.pyav import av_errors, open_input
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def _open_input(path: Path) -> Any:
     if path.stat().st_size == 0:
         raise VidmatError(f"{path} is empty (0 bytes).")
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return open_input(path)
     except PermissionError:
         raise VidmatError(f"{path} cannot be read (permission denied).") from None
     except av_errors():
