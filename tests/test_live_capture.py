@@ -390,14 +390,18 @@ def test_image_ffmpeg_cannot_read_plays_as_a_still(tmp_path: Path) -> None:
                 c.mux(pk)
         for pk in s.encode():
             c.mux(pk)
-    frames = read_all(CameraConfig(source=str(path), realtime=False, loop=True), limit=3)
-    assert len(frames) == 3 and frames[0].image.shape == (48, 64, 3)
     # FFmpeg 8 (in PyAV 19) decodes animated WebP: then it plays as the video it is
     try:
         with av.open(str(path)) as c:
             decoded = sum(1 for _ in c.decode(video=0))
     except av.error.FFmpegError:
         decoded = 0
+    if decoded != 3 and cv2.imread(str(path)) is None:  # OpenCV 4.8 cannot either
+        with pytest.raises(VidmatError):
+            read_all(CameraConfig(source=str(path), loop=False))
+        return
+    frames = read_all(CameraConfig(source=str(path), realtime=False, loop=True), limit=3)
+    assert len(frames) == 3 and frames[0].image.shape == (48, 64, 3)
     played = read_all(CameraConfig(source=str(path), loop=False))
     assert len(played) == (3 if decoded == 3 else 1)
     if decoded == 3:

@@ -184,10 +184,12 @@ def test_torch_text_reaches_the_user_without_escapes(tmp_path: Path, monkeypatch
     garbage.write_bytes(b"\x80\x02garbage garbage")
     with pytest.raises(WeightsError) as info:
         W.load_weights(garbage)
-    assert (
-        str(info.value)
-        == f"{garbage} is not a readable PyTorch checkpoint (Unsupported operand 103)."
+    # torch's own words name the fault ("Unsupported operand 103"; older torch has none)
+    said = str(info.value)
+    assert said.startswith(f"{garbage} is not a readable PyTorch checkpoint (") and said.endswith(
+        ")."
     )
+    assert "\n" not in said and "weights_only" not in said and len(said) < len(str(garbage)) + 80
 
     def fails(*args: object, **kwargs: object) -> None:
         raise RuntimeError("\x1b[1mPytorchStreamReader failed\x1b[0m  reading zip archive\nmore")

@@ -24,3 +24,18 @@ def test_resources_point_at_the_checkout_folders() -> None:
 
     assert weights_dir() == ROOT / "weights"
     assert assets_dir() == ROOT / "assets"
+
+
+def test_compat_script_pins_each_dependency_at_its_floor() -> None:
+    """`.ci/compat lowest` tests what pyproject promises: the floors, not newer releases."""
+    import re
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", d).groups() for d in deps)
+    script = (ROOT / ".ci" / "compat").read_text()
+    lowest = re.search(r'^LOWEST="([^"]+)"', script, re.M).group(1).split()
+    pins = dict(p.split("==") for p in lowest)
+    assert {n.lower() for n in pins} == {n.lower() for n in floors}
+    for name, floor in floors.items():
+        pin = next(v for n, v in pins.items() if n.lower() == name.lower())
+        assert pin == floor or pin.startswith(floor + "."), (name, floor, pin)
