@@ -15,6 +15,8 @@ import torch
 
 from vidmat.cli import main
 
+_THREADS = torch.get_num_threads()
+
 #: mkstemp in /proc fails even for root: the folder probe must catch it before timing.
 UNWRITABLE_JSON = "/proc/vidmat-bench.json"
 needs_proc = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
@@ -49,6 +51,7 @@ MODEL = ["bench", "model", "--device", "cpu", "--frame", "40x30", "--warmup", "0
         (["--sizes", "32", "--iters", "0"], "--iters must be 1 or more, got 0"),
         (["--sizes", "33", "--iters", "1"], "--sizes must be a multiple of 32, at least 32"),
         (["--sizes", "32", "--iters", "1", "--threads", "0"], "--threads must be 1 or more"),
+        (["--sizes", "32", "--iters", "1", "--workers", "1,0"], "--workers must be 1 or more"),
         (["--sizes", "32", "--precisions", "fp32,fp16"], "fp16 needs a CUDA device"),
         (["--sizes", "32", "--graph", "on,off"], "--graph on needs CUDA"),
         pytest.param(
@@ -279,6 +282,22 @@ def test_bench_model_names_weights_given_by_path_after_the_file(
     assert main(argv) == 0
     capsys.readouterr()
     assert json.loads(out.read_text())["weights"] == "person_v3"
+
+
+def test_bench_model_compares_threads_and_workers_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model.json"
+    argv = [*MODEL, "--sizes", "32", "--batches", "2", "--iters", "1"]
+    argv += ["--threads", "1,2", "--workers", "1,2", "--json", str(out)]
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(_THREADS)  # the bench sets torch's process-wide count
+    capsys.readouterr()
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["threads"], r["workers"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r["batch"] == 2 and r["engine_ms"] > 0 for r in rows)
 
 
 def _option_help(argv: list[str], option: str) -> str:

@@ -102,7 +102,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="untimed iterations first (default: 10 CUDA, 1 CPU)",
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument(
+        "--threads",
+        type=int_list,
+        default=None,
+        help="CPU threads of each model call, as a list to compare (default: torch's)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int_list,
+        default=None,
+        help="CPU: model calls side by side, each on its share of the batch, as a list to "
+        "compare (e.g. --batches 2 --threads 1,2 --workers 1,2; default 1; 'model' stays "
+        "one call on the whole batch)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.set_defaults(func=run)
 
@@ -175,8 +188,11 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
         )
     checks.at_least("--iters", args.iters, 1)
     checks.at_least("--warmup", args.warmup, 0)
-    checks.at_least("--threads", args.threads, 1)
+    checks.each_at_least("--threads", args.threads, 1)
+    checks.each_at_least("--workers", args.workers, 1)
     cuda = device.type == "cuda"
+    if args.workers and max(args.workers) > 1 and cuda:
+        raise VidmatError("--workers above 1 is for the CPU; a GPU runs one call at a time.")
     text = args.precisions if args.precisions is not None else ("fp16,fp32" if cuda else "fp32")
     precisions = [p.strip() for p in text.split(",") if p.strip()]
     if not precisions:
@@ -195,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     cuda = device.type == "cuda"
     precisions = _check(args, device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    thread_counts: list[int | None] = list(args.threads) if args.threads else [None]
+    worker_counts = args.workers or [1]
     sizes = args.sizes or ([320] if cuda else [192, 256, 320])
     batches = args.batches or ([1, 8, MAX_BATCH] if cuda else [1])
     graphs = (args.graph or [True, False]) if cuda else [False]
@@ -216,7 +232,9 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for precision in precisions:
         for size in sizes:
-            for use_graph, layout, tta in itertools.product(graphs, layouts, ttas):
+            for use_graph, layout, tta, threads, workers in itertools.product(
+                graphs, layouts, ttas, thread_counts, worker_counts
+            ):
                 cfg = EngineConfig(
                     device=str(device),
                     precision=precision,
@@ -224,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
                     cuda_graph=use_graph,
                     channels_last=layout,
                     tta=tta,
+                    threads=threads,
+                    workers=workers,
                 )
                 engine = Engine(model, spec, cfg)
                 for batch in batches:
@@ -244,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
                             "graph": "on" if use_graph else "off",
                             "nhwc": "on" if engine.channels_last else "off",
                             "tta": "on" if tta else "off",
+                            "threads": torch.get_num_threads() if not cuda else None,
+                            "workers": engine.workers,
                             "model_ms": bare_ms,
                             "engine_ms": engine_ms,
                             "engine_ms_per_img": engine_ms / batch,
@@ -254,10 +276,12 @@ def run(args: argparse.Namespace) -> int:
                     )
                     print(
                         f"  {precision} {size}px batch {batch} graph {'on' if use_graph else 'off'}"
-                        f"{' tta' if tta else ''}: "
-                        f"model {bare_ms:.2f} ms, engine {engine_ms:.2f} ms",
+                        f"{' tta' if tta else ''}"
+                        + ("" if cuda else f" {engine.workers}x{torch.get_num_threads()} threads")
+                        + f": model {bare_ms:.2f} ms, engine {engine_ms:.2f} ms",
                         flush=True,
                     )
+                engine.close()
                 del engine
                 if cuda:
                     torch.cuda.empty_cache()
