@@ -301,3 +301,33 @@ def test_still_image_rgba_and_composite(engine: Engine, tmp_path: Path) -> None:
     bgr = cv2.imread(str(comp))
     assert bgr.shape == (48, 64, 3)
     assert bgr[2, 2, 0] > 150  # the blue background where there was no person
+
+
+def test_an_animated_image_says_only_its_first_picture_was_converted(
+    engine: Engine, tmp_path: Path
+) -> None:
+    import cv2
+    from convert_fixtures import square_frame
+
+    if "libwebp_anim" not in av.codecs_available:
+        pytest.skip("no animated WebP encoder in this PyAV")
+    src = tmp_path / "anim.webp"
+    with av.open(str(src), "w", format="webp") as c:
+        s = c.add_stream("libwebp_anim", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(square_frame(i * 8, 64, 48), format="rgb24")
+            f = f.reformat(format="yuv420p")
+            f.pts = i
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    if cv2.imcount(str(src)) != 3:
+        pytest.skip("this OpenCV does not count an animation's pictures")
+    cfg = ConvertConfig(fmt="png", background="transparent", post=EXACT)
+    result = convert_image(engine, src, tmp_path / "a.png", cfg)
+    assert result.warnings == ["an animation of 3 pictures; only the first was converted."]
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), square_frame(0, 64, 48))
+    assert convert_image(engine, still, tmp_path / "s.png", cfg).warnings == []

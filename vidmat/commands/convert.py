@@ -59,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                 "track are kept; other audio tracks, subtitle and data streams, chapters and "
                 "metadata (title, creation time, language tags) are not. "
                 "Still images (jpg, png, webp) give an RGBA PNG, or a composite when --bg "
-                "is given. Each output appears only when complete.",
+                "is given (an animated WebP or PNG: its first picture, with a warning). "
+                "Each output appears only when complete.",
                 78,
             )
             + "\n\n"

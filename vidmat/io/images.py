@@ -97,6 +97,15 @@ class LoopingVideo:
         self._cap.release()
 
 
+def picture_count(path: str | Path) -> int:
+    """How many pictures an image file holds: above 1 for an animated WebP or PNG (OpenCV 5
+    counts those; older OpenCV, or a path it cannot open, answers 1)."""
+    try:
+        return max(1, int(cv2.imcount(str(path))))
+    except (cv2.error, AttributeError, OverflowError, SystemError, ValueError):
+        return 1
+
+
 def load_background(spec: str | Background | None) -> Background:
     """Resolve a CLI background spec; files become image or looping-video backgrounds."""
     bg = parse_background(spec)

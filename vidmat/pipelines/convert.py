@@ -41,7 +41,7 @@ from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, atomic_output, check_not_input, check_output_path
 from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES
-from vidmat.io.images import load_background
+from vidmat.io.images import load_background, picture_count
 from vidmat.io.video import (
     EncodeConfig,
     Frame,
@@ -561,7 +561,13 @@ def convert_image(
             tmp.write_bytes(data.tobytes())
         except OSError as exc:
             raise _io_error(exc, dst) from None
-    return ConvertResult(src, dst, frames=1, seconds=time.perf_counter() - t0)
+    result = ConvertResult(src, dst, frames=1, seconds=time.perf_counter() - t0)
+    pictures = picture_count(src)
+    if pictures > 1:
+        result.warnings.append(
+            f"an animation of {pictures} pictures; only the first was converted."
+        )
+    return result
 
 
 __all__ = [
