@@ -127,7 +127,7 @@ def test_closed_output_pipe_ends_quietly() -> None:
 def test_native_bf16_is_read_from_torchs_cpu_probes(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from vidmat.commands.info import cpu_has_native_bf16
+    from vidmat.core.engine import cpu_has_native_bf16
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)

@@ -248,3 +248,21 @@ def test_upsampling_interpolates_the_logit_keeping_edges_hard_and_solids_exact()
     torch.testing.assert_close(upsample_alpha(1 - low, 24, 24), 1 - up, atol=2e-5, rtol=0)
     same = torch.rand(1, 1, 5, 7)
     assert upsample_alpha(same, 5, 7) is same
+
+
+def test_apps_take_bf16_where_the_cpu_has_it_and_eval_keeps_fp32(monkeypatch) -> None:
+    from vidmat.pipelines.convert import engine_config_for_files
+    from vidmat.pipelines.live import live_engine_config
+
+    cpu = EngineConfig(device="cpu")
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    assert engine_config_for_files(cpu).precision == "bf16"
+    assert live_engine_config(cpu).precision == "bf16"
+    assert engine_module.side_by_side(cpu).precision == "auto"  # eval: fp32 below
+    assert select_dtype("auto", torch.device("cpu")) == torch.float32
+    chosen = EngineConfig(device="cpu", precision="fp32")
+    assert engine_config_for_files(chosen).precision == "fp32"
+    assert live_engine_config(chosen).precision == "fp32"
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)
+    assert engine_config_for_files(cpu).precision == "auto"
+    assert live_engine_config(cpu).precision == "auto"

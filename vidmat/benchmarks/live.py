@@ -88,7 +88,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="auto (default): fp16 on CUDA, fp32 on a CPU",
+        help="auto (default): fp16 on CUDA; on a CPU bf16 where it has it in hardware, else fp32",
     )
     p.add_argument("--size", type=int, default=None, help="model input (CPU default 192)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU default 1)")

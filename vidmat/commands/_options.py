@@ -57,9 +57,10 @@ def add_engine_options(
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="fp16 is the default on CUDA, fp32 on the CPU; bf16 runs the model 1.5-2x "
-        "faster than fp32 on a CPU with AVX512-BF16 or AMX (recent Xeon, EPYC Zen 4) and "
-        "slower on one without (see 'vidmat bench model --precisions fp32,bf16')",
+        help="auto: fp16 on CUDA; on a CPU with AVX512-BF16 or AMX (recent Xeon, EPYC Zen 4; "
+        "'vidmat info' says) bf16 for convert, demo and live, where it runs the model about "
+        "twice as fast as fp32 for a matte a fraction of a level apart, and fp32 for eval; "
+        "fp32 on other CPUs, where bf16 is emulated and slower",
     )
     g.add_argument(
         "--size",

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     audio = f", audio {result.audio}" if result.audio else ""
     print(
         f"demo: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} fps) on "
-        f"{engine.device.type}{audio}"
+        f"{engine.device.type} in {str(engine.dtype).replace('torch.', '')}{audio}"
     )
     print(f"result: {dst.resolve()}")
     return 0

@@ -22,22 +22,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), where
-    ``--precision bf16`` runs the model faster than fp32; elsewhere it is emulated, slower.
-    torch's probes are private, so an older or newer torch without them reads as no."""
-    import torch
-
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
-
-
 def collect() -> dict[str, Any]:
     import av
     import cv2
     import numpy as np
     import torch
 
+    from vidmat.core.engine import cpu_has_native_bf16
     from vidmat.model.weights import DEFAULT_WEIGHTS, available_weights
     from vidmat.ui import qt_version
 
@@ -113,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
             f", {d['memory_gib']} GiB, sm {d['capability']}"
             if "memory_gib" in d
             else f", {d['threads']} threads"
-            + (", bf16 in hardware (try --precision bf16)" if d["bf16_native"] else "")
+            + (
+                ", bf16 in hardware (convert, demo and live use it; eval with --precision bf16)"
+                if d["bf16_native"]
+                else ""
+            )
         )
         print(f"  {d['name']}: {d['description']}{extra}")
     print("weights:")

@@ -406,7 +406,8 @@ def _run_headless(req: LiveRequest) -> int:
         assert cap is not None
         print(
             f"vidmat live: {cap.description} {cap.width}x{cap.height} @ {cap.nominal_fps:.1f} fps, "
-            f"model {engine.size}px on {engine.device} ({pipe.mode}), background "
+            f"model {engine.size}px on {engine.device} in {str(engine.dtype).replace('torch.', '')} "
+            f"({pipe.mode}), background "
             f"{settings.background.describe()}",
             file=sys.stderr,
         )

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from vidmat.core.backgrounds import GREENSCREEN, Background, parse_background
-from vidmat.core.engine import Engine, EngineConfig, side_by_side
+from vidmat.core.engine import Engine, EngineConfig, app_precision, side_by_side
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, atomic_output, check_not_input, check_output_path
@@ -137,8 +137,9 @@ def engine_config_for_files(cfg: EngineConfig) -> EngineConfig:
     720p demo clip at 256 px on a 2-core CPU: 3.3 fps with one thread (the default before),
     5.1 with one call of two threads, 5.4 with two calls of one; with another busy process
     on the machine 3.2, 0.57 and 3.4. ``--threads`` alone: one call with that many.
+    ``--precision auto``: bf16 on a CPU that has it in hardware (:func:`app_precision`).
     """
-    return side_by_side(cfg, spare_cores=1)
+    return app_precision(side_by_side(cfg, spare_cores=1))
 
 
 # --------------------------------------------------------------------------- threads

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from vidmat.core.backgrounds import Background, parse_background
-from vidmat.core.engine import Engine, EngineConfig, select_device
+from vidmat.core.engine import Engine, EngineConfig, app_precision, select_device
 from vidmat.core.postprocess import PostprocessConfig, PostProcessor
 from vidmat.core.smoothing import SmoothingState, TemporalSmoother
 from vidmat.errors import VidmatError
@@ -646,11 +646,12 @@ def live_engine_config(cfg: EngineConfig, native_size: int = 320) -> EngineConfi
     and the mask is refined at full resolution anyway. One thread: the worker
     needs the other core for refine + composite, and OpenMP spinning across two
     busy cores costs more than it gives (measured 10x slower element-wise ops).
+    ``--precision auto``: bf16 where the CPU has it in hardware (:func:`app_precision`).
     """
     if select_device(cfg.device).type == "cuda":
         return cfg
     size = cfg.size or min(native_size, CPU_LIVE_SIZE)
-    return replace(cfg, size=size, threads=cfg.threads or 1)
+    return app_precision(replace(cfg, size=size, threads=cfg.threads or 1))
 
 
 def build_live_engine(
