@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -229,13 +230,11 @@ def anamorphic_clip(path: Path, rotation: int = 0) -> Path:
         s.codec_context.sample_aspect_ratio = Fraction(64, 45)
         if rotation:
             s.set_display_rotation(rotation)
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(square_frame(i, 64, 48), format="rgb24")
-            f.pts = i
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+        _mux_all(
+            c,
+            s,
+            [av.VideoFrame.from_ndarray(square_frame(i, 64, 48), format="rgb24") for i in range(3)],
+        )
     return path
 
 
@@ -287,3 +286,29 @@ def colour_clip(
         for pk in s.encode():
             c.mux(pk)
     return image
+
+
+def animated_webp(path: Path, frames: int = 3) -> Path:
+    """An animated WebP of the moving square, 64x48 at 10 fps (needs PyAV's libwebp_anim:
+    callers skip when ``"libwebp_anim" not in av.codecs_available``)."""
+    with av.open(str(path), "w", format="webp") as c:
+        s = c.add_stream("libwebp_anim", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        pictures = [
+            av.VideoFrame.from_ndarray(square_frame(i * 8, 64, 48), format="rgb24").reformat(
+                format="yuv420p"
+            )
+            for i in range(frames)
+        ]
+        _mux_all(c, s, pictures)
+    return path
+
+
+def _mux_all(container: Any, stream: Any, frames: list[av.VideoFrame]) -> None:
+    """Encode ``frames`` with pts 0, 1, 2... into ``stream``, flush, and mux every packet."""
+    for i, f in enumerate(frames):
+        f.pts = i
+        for pk in stream.encode(f):
+            container.mux(pk)
+    for pk in stream.encode():
+        container.mux(pk)

@@ -68,3 +68,22 @@ def stub_engine(delay: float = 0.0, size: int = 32, fail_after: int | None = Non
 
     spec = WeightsSpec(name="stub", arch="u2netp", input_size=size)
     return Engine(BrightStub(delay, fail_after), spec, EngineConfig(device="cpu"))
+
+
+def disk_full_after(monkeypatch, frames: int) -> None:
+    """The recorder's writer raises "No space left on device" after ``frames`` frames."""
+    import errno
+    import os
+
+    from vidmat.io.recorder import _LiveWriter
+
+    real_write = _LiveWriter.write
+    written = [0]
+
+    def write(self, *args, **kwargs):
+        if written[0] >= frames:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written[0] += 1
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(_LiveWriter, "write", write)

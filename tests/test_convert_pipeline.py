@@ -307,22 +307,11 @@ def test_an_animated_image_says_only_its_first_picture_was_converted(
     engine: Engine, tmp_path: Path
 ) -> None:
     import cv2
-    from convert_fixtures import square_frame
+    from convert_fixtures import animated_webp, square_frame
 
     if "libwebp_anim" not in av.codecs_available:
         pytest.skip("no animated WebP encoder in this PyAV")
-    src = tmp_path / "anim.webp"
-    with av.open(str(src), "w", format="webp") as c:
-        s = c.add_stream("libwebp_anim", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(square_frame(i * 8, 64, 48), format="rgb24")
-            f = f.reformat(format="yuv420p")
-            f.pts = i
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+    src = animated_webp(tmp_path / "anim.webp")
     if cv2.imcount(str(src)) != 3:
         pytest.skip("this OpenCV does not count an animation's pictures")
     cfg = ConvertConfig(fmt="png", background="transparent", post=EXACT)

@@ -13,7 +13,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from convert_fixtures import colour_clip, long_last_clip, square_frame
+from convert_fixtures import animated_webp, colour_clip, long_last_clip, square_frame
 from convert_fixtures import make_clip as make_timed_clip
 from live_fixtures import make_clip
 
@@ -378,18 +378,7 @@ def test_image_ffmpeg_cannot_read_plays_as_a_still(tmp_path: Path) -> None:
     reads its first picture, shown as a still."""
     if "libwebp_anim" not in av.codecs_available:
         pytest.skip("no animated WebP encoder in this PyAV")
-    path = tmp_path / "a.webp"
-    with av.open(str(path), "w", format="webp") as c:
-        s = c.add_stream("libwebp_anim", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(square_frame(i * 8, 64, 48), format="rgb24")
-            f = f.reformat(format="yuv420p")
-            f.pts = i
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+    path = animated_webp(tmp_path / "a.webp")
     # FFmpeg 8 (in PyAV 19) decodes animated WebP: then it plays as the video it is
     try:
         with av.open(str(path)) as c:

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import pytest
 from convert_fixtures import audio_only_file, long_last_clip
-from live_fixtures import make_clip
+from live_fixtures import disk_full_after, make_clip
 
 from vidmat.cli import main
 
@@ -355,21 +355,9 @@ def test_a_recording_that_fails_mid_run_stops_the_run_and_exits_2(
 ):
     # The writer raising (a full disk) was found out only at --duration's end (never with
     # --loop alone), and its error replaced the summary lines.
-    import errno
     import time
 
-    from vidmat.io.recorder import _LiveWriter
-
-    real_write = _LiveWriter.write
-    written = [0]
-
-    def write(self, *args, **kwargs):
-        if written[0] >= 5:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written[0] += 1
-        return real_write(self, *args, **kwargs)
-
-    monkeypatch.setattr(_LiveWriter, "write", write)
+    disk_full_after(monkeypatch, 5)
     out = tmp_path / "out.mp4"
     argv = ["live", "--no-window", "--camera", str(clip), "--loop", "--duration", "30"]
     argv += ["--record", str(out), "--audio", "off", "--weights", str(weights)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import av
 import pytest
-from live_fixtures import make_clip, stub_engine
+from live_fixtures import disk_full_after, make_clip, stub_engine
 
 pytest.importorskip("pytestqt")
 from PyQt6.QtCore import QSettings, Qt
@@ -141,21 +141,7 @@ def test_record_toggles_and_writes_a_valid_file(qtbot, window, tmp_path):
 
 
 def test_a_recording_that_fails_stops_and_says_so_at_once(qtbot, window, tmp_path, monkeypatch):
-    import errno
-    import os
-
-    from vidmat.io.recorder import _LiveWriter
-
-    real_write = _LiveWriter.write
-    written = [0]
-
-    def write(self, *args, **kwargs):
-        if written[0] >= 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written[0] += 1
-        return real_write(self, *args, **kwargs)
-
-    monkeypatch.setattr(_LiveWriter, "write", write)
+    disk_full_after(monkeypatch, 3)
     window.record_button.click()
     target = window.recorder.path
     # nobody presses stop: the window notices within its status refresh
