@@ -487,16 +487,9 @@ def test_recordings_started_in_the_same_second_get_their_own_files(
             release.wait(10)  # the first is still being finalised when the second starts
             return super().stop(timeout)
 
-    w = LiveWindow(
-        factory(clip),
-        make_recorder=lambda p: SlowToFinish(RecorderConfig(p, audio=None)),
-        qsettings=qsettings,
+    w, saved = _window_saving_recordings(
+        qtbot, factory(clip), qsettings, lambda p: SlowToFinish(RecorderConfig(p, audio=None))
     )
-    qtbot.addWidget(w)
-    saved: list = []
-    w.recordingSaved.connect(saved.append)
-    w.show()
-    w.start_pipeline()
     qtbot.waitUntil(lambda: w.pipeline is not None and w.pipeline.outputs > 2, timeout=5000)
 
     def record_a_little() -> None:
@@ -522,6 +515,18 @@ def test_recordings_started_in_the_same_second_get_their_own_files(
         with av.open(str(info.path)) as c:
             assert sum(1 for _ in c.decode(video=0)) == info.frames
     w.close()
+
+
+def _window_saving_recordings(qtbot, make, qsettings, make_recorder) -> tuple[LiveWindow, list]:
+    """A shown window whose pipeline is starting, and the list its saved recordings (or
+    their error strings) are appended to as the window reports them."""
+    w = LiveWindow(make, make_recorder=make_recorder, qsettings=qsettings)
+    qtbot.addWidget(w)
+    saved: list = []
+    w.recordingSaved.connect(saved.append)
+    w.show()
+    w.start_pipeline()
+    return w, saved
 
 
 def _played_once(path):
@@ -555,16 +560,9 @@ def test_a_held_last_frame_is_recorded_as_long_as_it_was_shown(qtbot, qsettings,
     from convert_fixtures import long_last_clip
 
     held = long_last_clip(tmp_path / "held.mkv")
-    w = LiveWindow(
-        _played_once(held),
-        make_recorder=lambda p: Recorder(RecorderConfig(p, audio=None)),
-        qsettings=qsettings,
+    w, saved = _window_saving_recordings(
+        qtbot, _played_once(held), qsettings, lambda p: Recorder(RecorderConfig(p, audio=None))
     )
-    qtbot.addWidget(w)
-    saved: list = []
-    w.recordingSaved.connect(saved.append)
-    w.show()
-    w.start_pipeline()
     qtbot.waitUntil(lambda: w.pipeline is not None and w.pipeline.running, timeout=5000)
     assert w.start_recording(tmp_path / "out.mp4")
     qtbot.waitUntil(lambda: len(saved) == 1, timeout=15000)  # stopped when the file ended
