@@ -68,8 +68,9 @@ def tiny_weights(tmp_path: Path) -> Path:
     fast enough for tests that drive the engine or the training tools end to end."""
     import torch
 
+    from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, save_weights
+    from vidmat.model.weights import save_weights
 
     torch.manual_seed(0)
     path = tmp_path / "tiny.safetensors"

@@ -140,8 +140,9 @@ class RedMask(nn.Module):
 
 
 def stub_engine(size: int = 32, workers: int | None = None):
-    from vidmat.core.engine import Engine, EngineConfig
-    from vidmat.model.weights import WeightsSpec
+    from vidmat.core.engine import Engine
+    from vidmat.core.settings import EngineConfig
+    from vidmat.model.spec import WeightsSpec
 
     spec = WeightsSpec(name="stub", arch="u2netp", input_size=size, scale="255")
     return Engine(RedMask(), spec, EngineConfig(device="cpu", size=size, workers=workers))

@@ -63,8 +63,9 @@ class BrightStub(nn.Module):
 
 
 def stub_engine(delay: float = 0.0, size: int = 32, fail_after: int | None = None):
-    from vidmat.core.engine import Engine, EngineConfig
-    from vidmat.model.weights import WeightsSpec
+    from vidmat.core.engine import Engine
+    from vidmat.core.settings import EngineConfig
+    from vidmat.model.spec import WeightsSpec
 
     spec = WeightsSpec(name="stub", arch="u2netp", input_size=size)
     return Engine(BrightStub(delay, fail_after), spec, EngineConfig(device="cpu"))

@@ -23,7 +23,8 @@ from convert_fixtures import (
 )
 
 from vidmat.cli import main
-from vidmat.core.engine import Engine, EngineConfig
+from vidmat.core.engine import Engine
+from vidmat.core.settings import EngineConfig
 
 
 @pytest.fixture(autouse=True)
@@ -669,7 +670,7 @@ def test_matte_options_shape_the_written_alpha(
     good: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--threshold/--contrast drop the ghost, --grow widens the person, --feather softens."""
-    from vidmat.model.weights import WeightsSpec
+    from vidmat.model.spec import WeightsSpec
 
     spec = WeightsSpec(name="ghost", arch="u2netp", input_size=32, scale="255")
     engine = Engine(_GhostRed(), spec, EngineConfig(device="cpu", size=32))

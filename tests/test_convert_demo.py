@@ -14,6 +14,7 @@ from vidmat.commands import demo
 from vidmat.core.engine import Engine
 from vidmat.errors import VidmatError
 from vidmat.io.video import probe
+from vidmat.pipelines import convert as pipelines_convert
 
 
 def test_shipped_demo_clip() -> None:
@@ -68,7 +69,7 @@ def test_demo_failure_leaves_no_folder(
     def fail(*args: object, **kwargs: object) -> None:
         raise VidmatError("the encoder gave up.")
 
-    monkeypatch.setattr(demo, "convert_video", fail)
+    monkeypatch.setattr(pipelines_convert, "convert_video", fail)  # demo imports it when run
     assert main(["demo", "--quiet", "-o", "out"]) == 2
     assert not (tmp_path / "out").exists()
     (tmp_path / "kept").mkdir()

@@ -27,8 +27,9 @@ from convert_fixtures import (
 )
 
 from vidmat.core.backgrounds import GREENSCREEN
-from vidmat.core.engine import Engine, EngineConfig, side_by_side
-from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.core.engine import Engine, side_by_side
+from vidmat.core.postprocess import PostProcessor
+from vidmat.core.settings import EngineConfig, PostprocessConfig
 from vidmat.errors import VidmatError
 from vidmat.io.formats import FORMATS
 from vidmat.io.video import VideoReader

@@ -23,8 +23,9 @@ from vidmat.signals import Terminated, interrupt_once
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from vidmat.model import build_model
-    from vidmat.model.weights import WeightsSpec, save_weights
+    from vidmat.model.spec import WeightsSpec
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import save_weights
 
     d = tmp_path_factory.mktemp("signals")
     weights = d / "random.safetensors"

@@ -11,16 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from vidmat.core import engine as engine_module
-from vidmat.core.engine import (
-    Engine,
-    EngineConfig,
-    select_device,
-    select_dtype,
-    upsample_alpha,
-)
+from vidmat.core.engine import Engine, select_device, select_dtype, upsample_alpha
+from vidmat.core.settings import EngineConfig
 from vidmat.errors import VidmatError
-from vidmat.model import build_model
-from vidmat.model.weights import IMAGENET_MEAN, IMAGENET_STD, WeightsSpec
+from vidmat.model.spec import IMAGENET_MEAN, IMAGENET_STD, WeightsSpec
+from vidmat.model.u2net import build_model
 
 
 @pytest.fixture(scope="module")

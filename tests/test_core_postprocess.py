@@ -12,8 +12,9 @@ import torch
 from core_fixtures import flicker, flickery, scene
 
 from vidmat.core.backgrounds import Background
-from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.core.postprocess import PostProcessor
 from vidmat.core.refine import torch_only
+from vidmat.core.settings import PostprocessConfig
 from vidmat.errors import VidmatError
 from vidmat.io.images import LoopingVideo, load_background
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidmat.core.engine import Engine, EngineConfig, upsample_alpha
+from vidmat.core.engine import Engine, upsample_alpha
+from vidmat.core.settings import EngineConfig
 from vidmat.core.zoom import ZoomConfig, crop_frames, merge_windows, person_windows
-from vidmat.model.weights import WeightsSpec
+from vidmat.model.spec import WeightsSpec
 
 
 def _grid(n: int, s: int, box: tuple[int, int, int, int] | None) -> torch.Tensor:

@@ -25,8 +25,9 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
+    from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, save_weights
+    from vidmat.model.weights import save_weights
 
     path = tmp_path_factory.mktemp("w") / "random.safetensors"
     save_weights(build_model("u2netp"), WeightsSpec(name="random", arch="u2netp"), path)

@@ -11,9 +11,10 @@ from convert_fixtures import long_last_clip
 from live_fixtures import make_clip, stub_engine
 
 from vidmat.core.backgrounds import Background
+from vidmat.core.settings import LiveSettings
 from vidmat.errors import VidmatError
 from vidmat.io.camera import CameraConfig
-from vidmat.pipelines.live import LiveConfig, LiveFrame, LivePipeline, LiveSettings
+from vidmat.pipelines.live import LiveConfig, LiveFrame, LivePipeline
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ import pytest
 from live_fixtures import make_clip, stub_engine
 
 from vidmat.core.backgrounds import Background
+from vidmat.core.settings import LiveSettings
 from vidmat.errors import VidmatError
 from vidmat.io.camera import CameraConfig
 from vidmat.io.recorder import Recorder, RecorderConfig
-from vidmat.pipelines.live import LiveConfig, LivePipeline, LiveSettings
+from vidmat.pipelines.live import LiveConfig, LivePipeline
 
 
 def probe(path: Path) -> dict:

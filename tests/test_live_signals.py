@@ -16,8 +16,9 @@ from signal_fixtures import signal_once_writing
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_finalises_the_recording(tmp_path: Path, sig: signal.Signals) -> None:
-    from vidmat.model import build_model
-    from vidmat.model.weights import WeightsSpec, save_weights
+    from vidmat.model.spec import WeightsSpec
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import save_weights
 
     weights = tmp_path / "random.safetensors"
     save_weights(build_model("u2netp"), WeightsSpec(name="random", arch="u2netp"), weights)

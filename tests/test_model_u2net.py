@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidmat.model import RSU, build_model, count_parameters
+from vidmat.model.u2net import RSU, build_model, count_parameters
 
 DATA = Path(__file__).parent / "data"
 

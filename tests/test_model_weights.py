@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from vidmat.errors import WeightsError
-from vidmat.model import build_model
 from vidmat.model import weights as W
+from vidmat.model.u2net import build_model
 
 
 @pytest.fixture(scope="module")

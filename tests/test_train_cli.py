@@ -144,8 +144,9 @@ def test_run_folder_where_nothing_can_be_written(
 def test_init_of_the_other_arch_names_the_right_one(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, save_weights
+    from vidmat.model.weights import save_weights
 
     init = tmp_path / "small.safetensors"
     spec = WeightsSpec(name="small", arch="u2netp", input_size=32, scale="255")

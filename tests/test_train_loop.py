@@ -911,8 +911,9 @@ def test_cli_refuses_out_of_range_switches(
 
 
 def test_publish_sets_input_size_and_loads(tmp_path: Path) -> None:
+    from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256_file
+    from vidmat.model.weights import load_weights, save_weights, sha256_file
     from vidmat.train.publish import publish
 
     torch.manual_seed(0)
@@ -931,8 +932,9 @@ def test_publish_sets_input_size_and_loads(tmp_path: Path) -> None:
 
 
 def test_publish_refuses_to_replace_or_to_write_nowhere(tmp_path: Path) -> None:
+    from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, save_weights, sha256_file
+    from vidmat.model.weights import save_weights, sha256_file
     from vidmat.train.publish import publish
 
     torch.manual_seed(0)
@@ -949,8 +951,9 @@ def test_publish_refuses_to_replace_or_to_write_nowhere(tmp_path: Path) -> None:
 
 
 def test_publish_several_files_writes_their_mean(tmp_path: Path) -> None:
+    from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, load_weights, save_weights
+    from vidmat.model.weights import load_weights, save_weights
     from vidmat.train.publish import publish
 
     srcs, models = [], []
@@ -975,8 +978,9 @@ def test_publish_several_files_writes_their_mean(tmp_path: Path) -> None:
 def test_publish_onto_takes_only_the_named_layers_from_the_sources(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, load_weights, save_weights
+    from vidmat.model.weights import load_weights, save_weights
     from vidmat.train.publish import main, publish
 
     paths, states = [], []
@@ -1029,8 +1033,9 @@ def test_publish_as_head_keeps_the_sources_head_for_one_size_beside_the_base_own
 ) -> None:
     """A side refit at 320 grafted --as-head 320: the file answers as the refit at 320 and
     as the base at 192 and 256."""
+    from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, load_weights, save_weights
+    from vidmat.model.weights import load_weights, save_weights
     from vidmat.train.publish import main, publish
 
     torch.manual_seed(0)

@@ -448,8 +448,9 @@ def test_eval_against_an_earlier_result(tmp_path: Path, tiny_weights: Path, caps
     old = tmp_path / "old.json"
     assert main(["eval", *data, "--weights", str(tiny_weights), "--json", str(old), *common]) == 0
     # other weights on the same images: the paired difference is the difference of the means
+    from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
-    from vidmat.model.weights import WeightsSpec, save_weights
+    from vidmat.model.weights import save_weights
 
     torch.manual_seed(1)
     other = tmp_path / "other.safetensors"

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from vidmat.errors import VidmatError
+from vidmat.model.spec import WeightsSpec
 from vidmat.model.u2net import build_model
-from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256_file
+from vidmat.model.weights import load_weights, save_weights, sha256_file
 from vidmat.train.publish import main, publish
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from vidmat.model.spec import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
 _WXH = re.compile(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*")
 
 
@@ -66,9 +68,7 @@ def model_size(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a whole number of pixels, got {text!r}"
         ) from None
-    from vidmat.model.u2net import MAX_INPUT_SIZE  # torch: only once a size is given
-
-    if value < 32 or value % 32:
+    if value < MIN_INPUT_SIZE or value % MIN_INPUT_SIZE:
         raise argparse.ArgumentTypeError(
             f"must be a multiple of 32, at least 32 (e.g. 192, 256, 320), got {value}"
         )

@@ -23,14 +23,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-import torch
-
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.live import rss_mib
 from vidmat.benchmarks.report import report
-from vidmat.core.postprocess import PostprocessConfig
+from vidmat.core.settings import PostprocessConfig
 from vidmat.errors import VidmatError
 
 
@@ -87,6 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def make_source(src: Path, dst: Path, height: int, frames: int) -> dict[str, Any]:
     """``src`` scaled to ``height`` (even width, aspect kept) and looped to ``frames`` frames."""
+    import cv2
+
     from vidmat.io.video import EncodeConfig, VideoReader, VideoWriter
 
     if height < 16 or height > 4320:
@@ -144,6 +142,8 @@ class RssSampler:
 
     def summary(self) -> dict[str, float]:
         """Start, peak, end, and growth from the first to the last quarter of the run."""
+        import numpy as np
+
         values = [v for _, v in self.samples]
         q = max(1, len(values) // 4)
         return {
@@ -159,8 +159,8 @@ class RssSampler:
 def _engine(args: argparse.Namespace):
     from vidmat.commands._options import engine_config_from_args
     from vidmat.core.engine import Engine
-    from vidmat.model import build_model
-    from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
+    from vidmat.model.spec import DEFAULT_WEIGHTS, REGISTRY
+    from vidmat.model.u2net import build_model
     from vidmat.pipelines.convert import engine_config_for_files
 
     if args.weights:
@@ -193,6 +193,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
     from vidmat.commands.demo import DEMO_CLIP
     from vidmat.pipelines.convert import ConvertConfig, convert_video, transcode
 

@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vidmat.argtypes import size_wxh, weights_name
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
@@ -30,7 +28,7 @@ from vidmat.errors import VidmatError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from vidmat.commands._options import INFER_EVERY_HELP
-    from vidmat.core.engine import PRECISIONS
+    from vidmat.core.settings import PRECISIONS
 
     p = sub.add_parser(
         "live",
@@ -120,6 +118,7 @@ def synthetic_clip(path: Path, width: int, height: int, fps: float, seconds: flo
     """A textured background with a 'person' (head + shoulders) swaying across it."""
     import av
     import cv2
+    import numpy as np
 
     rng = np.random.default_rng(0)
     bg = cv2.resize(
@@ -148,9 +147,9 @@ def synthetic_clip(path: Path, width: int, height: int, fps: float, seconds: flo
 
 
 def _engine(args: argparse.Namespace) -> Any:
-    from vidmat.core.engine import EngineConfig
-    from vidmat.model import build_model
-    from vidmat.model.weights import WeightsSpec
+    from vidmat.core.settings import EngineConfig
+    from vidmat.model.spec import WeightsSpec
+    from vidmat.model.u2net import build_model
     from vidmat.pipelines.live import build_live_engine
 
     cfg = EngineConfig(
@@ -192,10 +191,12 @@ def check_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
+    from vidmat.core.settings import LiveSettings
     from vidmat.io.camera import CameraConfig
-    from vidmat.pipelines.live import LiveConfig, LivePipeline, LiveSettings, LiveStats
+    from vidmat.pipelines.live import LiveConfig, LivePipeline, LiveStats
 
     background = check_args(args)
     width, height = args.resolution

@@ -12,23 +12,20 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from vidmat.argtypes import int_list, on_off_list, size_wxh, weights_name
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
-from vidmat.core.engine import (
-    MAX_BATCH,
-    Engine,
-    EngineConfig,
-    select_device,
-    select_dtype,
-)
+from vidmat.core.settings import MAX_BATCH, EngineConfig
 from vidmat.errors import VidmatError
-from vidmat.model import build_model
-from vidmat.model.weights import WeightsSpec, load_weights
+from vidmat.model.spec import WeightsSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from vidmat.core.engine import Engine
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -128,6 +125,8 @@ def _timeit_pair(
     Interleaving makes both see the same machine state (thermal, other load,
     allocator), so their ratio is trustworthy even on a busy 2-core CPU.
     """
+    import torch
+
     for _ in range(warmup):
         fa()
         fb()
@@ -150,6 +149,8 @@ def _bare_model(engine: Engine, frames: np.ndarray, use_graph: bool) -> Callable
     The same input values matter: on a CPU the model's speed depends on them
     (random normal input ran measurably slower than real preprocessed frames).
     """
+    import torch
+
     with torch.inference_mode():
         x = engine.preprocess(engine.to_device(frames)).clone()
     model = engine.model
@@ -179,6 +180,8 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
     A zero batch divided the timings by zero after the run, and an unusable precision
     (fp16 on a CPU) failed only when its rows came up, after the others were timed.
     """
+    from vidmat.core.engine import select_dtype
+
     checks.model_sizes("--sizes", args.sizes)
     checks.each_at_least("--batches", args.batches, 1)
     if args.batches and max(args.batches) > MAX_BATCH:
@@ -208,6 +211,13 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from vidmat.core.engine import Engine, select_device
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import load_weights
+
     device = select_device(args.device)
     cuda = device.type == "cuda"
     precisions = _check(args, device)

@@ -13,17 +13,19 @@ import argparse
 import itertools
 import statistics
 import time
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from vidmat.argtypes import float_list, size_list
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
 from vidmat.core.backgrounds import Background
-from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.core.settings import PostprocessConfig
 from vidmat.errors import VidmatError
-from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
+from vidmat.model.spec import DEFAULT_WEIGHTS, REGISTRY
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 KINDS = ("green", "image", "video", "blur", "transparent", "mask")
 
@@ -92,6 +94,8 @@ SYNTHETIC = ("image", "video")
 
 
 def _background(kind: str, rng: np.random.Generator) -> Background:
+    import numpy as np
+
     if kind == "image":
         return Background.from_image(rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8))
     if kind == "video":
@@ -139,6 +143,9 @@ def check_args(args: argparse.Namespace) -> tuple[list[torch.device], dict[str, 
 
 def _clip(width: int, height: int, lowres: int, n: int, device: torch.device):
     """n frames (uint8 on device) and low-res alphas of a disc moving across a picture."""
+    import numpy as np
+    import torch
+
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack(
         [
@@ -166,6 +173,11 @@ def time_rows(
     devices: list[torch.device],
     backgrounds: dict[str, Background | None],
 ) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from vidmat.core.postprocess import PostProcessor
+
     rng = np.random.default_rng(0)
     sizes = args.sizes or [(640, 480), (1920, 1080)]
     kinds = list(backgrounds)
@@ -215,6 +227,8 @@ def time_rows(
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     devices, backgrounds = check_args(args)
     if args.threads:
         import cv2

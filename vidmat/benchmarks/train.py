@@ -24,25 +24,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-
-import cv2
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from vidmat.argtypes import int_list, on_off_list
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
-from vidmat.core.engine import select_device
 from vidmat.errors import VidmatError
-from vidmat.train.augment import AugmentConfig
-from vidmat.train.data import (
-    BACKGROUND_SIZE,
-    CachedSource,
-    SourceSpec,
-    load_backgrounds,
-    load_source,
-)
-from vidmat.train.loop import AMP_MODES, TrainConfig, Trainer, make_batch
+from vidmat.train import AMP_MODES
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vidmat.train.data import CachedSource
 
 COLUMNS = (
     "device",
@@ -130,6 +123,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def generated_sources(n: int = 24, seed: int = 0) -> tuple[list[CachedSource], np.ndarray]:
     """Scenes with a person-like figure (head and body ellipses) at the cache's 320-px size,
     and a bank of backgrounds at BACKGROUND_SIZE: what a real cache holds, in shape."""
+    import cv2
+    import numpy as np
+
+    from vidmat.train.data import BACKGROUND_SIZE, CachedSource, SourceSpec
+
     rng = np.random.default_rng(seed)
     h, w = 320, 213  # a portrait photo's cache, as CCP's
     images = np.zeros((n, h, w, 3), np.uint8)
@@ -216,6 +214,13 @@ def check_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vidmat.core.engine import select_device
+    from vidmat.train.augment import AugmentConfig
+    from vidmat.train.data import SourceSpec, load_backgrounds, load_source
+    from vidmat.train.loop import TrainConfig, Trainer, make_batch
+
     device = select_device(args.device)
     cuda = device.type == "cuda"
     amps = check_args(args)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 
 from vidmat.argtypes import model_size, positive_int, weights_name
-from vidmat.core.engine import PRECISIONS, EngineConfig
-from vidmat.core.postprocess import MAX_GROW_PX, PostprocessConfig
-from vidmat.model.u2net import MAX_INPUT_SIZE, MIN_INPUT_SIZE
-from vidmat.model.weights import DEFAULT_WEIGHTS, REGISTRY
+from vidmat.core.settings import MAX_GROW_PX, PRECISIONS, EngineConfig, PostprocessConfig
+from vidmat.model.spec import DEFAULT_WEIGHTS, MAX_INPUT_SIZE, MIN_INPUT_SIZE, REGISTRY
 
 #: --contrast in convert and live: the same curve, the same words.
 CONTRAST_HELP = (

@@ -15,6 +15,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidmat.argtypes import positive_int
 from vidmat.commands._options import (
@@ -24,25 +25,19 @@ from vidmat.commands._options import (
     engine_config_from_args,
 )
 from vidmat.core.backgrounds import parse_background
-from vidmat.core.postprocess import MAX_LOOKAHEAD, PostprocessConfig
+from vidmat.core.settings import MAX_LOOKAHEAD, PostprocessConfig
 from vidmat.errors import VidmatError
 from vidmat.io.files import check_not_input
 from vidmat.io.formats import FORMAT_HELP, FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from vidmat.io.images import load_background
-from vidmat.io.video import EncodeConfig, VideoInfo, probe
-from vidmat.pipelines.convert import (
-    OUTPUT_TAGS,
-    ConvertConfig,
-    ConvertResult,
-    check_paths,
-    convert_image,
-    convert_video,
-    default_output,
-    engine_config_for_files,
-    image_config,
-)
 from vidmat.progress import progress_bar
 from vidmat.signals import interrupt_once
+
+if TYPE_CHECKING:
+    from vidmat.io.video import VideoInfo
+    from vidmat.pipelines.convert import ConvertConfig, ConvertResult
+
+# PyAV, torch and OpenCV are imported where a conversion needs them, not at the top:
+# `vidmat convert --help` then prints at once, without loading any of them.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -272,6 +267,8 @@ def _own_output(name: str, stems: set[str]) -> bool:
     Also ``clip_mov_green``: the name a clash of ``clip.mov`` with ``clip.mp4`` tells the
     user to give (see :func:`_clash_error`).
     """
+    from vidmat.pipelines.convert import OUTPUT_TAGS
+
     base, _, tag = name.rpartition("_")
     if tag not in OUTPUT_TAGS:
         return False
@@ -310,6 +307,8 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
 
     Returns the output folder if this call created it (removed again if nothing lands in it).
     """
+    from vidmat.pipelines.convert import check_paths, default_output, image_config
+
     out = Path(args.output).expanduser() if args.output else None
     live = [j for j in jobs if j.error is None]
     if (
@@ -461,6 +460,10 @@ CRF_TOP: dict[str, int] = {"mp4": 51, "mask": 51, "webm": 63}
 
 
 def _config(args: argparse.Namespace) -> ConvertConfig:
+    from vidmat.io.images import load_background
+    from vidmat.io.video import EncodeConfig
+    from vidmat.pipelines.convert import ConvertConfig
+
     fmt = _format_from(args)
     top = CRF_TOP.get(fmt)
     if args.crf is not None and top is not None and not 0 <= args.crf <= top:
@@ -537,6 +540,8 @@ class _Bars:
 def _probe_all(jobs: list[Job]) -> int | None:
     """Read every video's header first: the overall bar needs the frame total, and a bad
     file is known before an hour of converting the others."""
+    from vidmat.io.video import probe
+
     total = 0
     for j in jobs:
         if j.error is not None:
@@ -590,6 +595,13 @@ def _remove_empty_tree(top: Path) -> None:
 
 
 def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) -> int:
+    from vidmat.pipelines.convert import (
+        convert_image,
+        convert_video,
+        engine_config_for_files,
+        image_config,
+    )
+
     total = _probe_all(jobs)
     work = [j for j in jobs if j.error is None]
     engine = None

@@ -12,16 +12,9 @@ import sys
 from pathlib import Path
 
 from vidmat.commands._options import add_engine_options, engine_config_from_args
-from vidmat.core.postprocess import PostprocessConfig
+from vidmat.core.settings import PostprocessConfig
 from vidmat.errors import VidmatError
 from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from vidmat.io.video import probe
-from vidmat.pipelines.convert import (
-    ConvertConfig,
-    convert_video,
-    default_output,
-    engine_config_for_files,
-)
 from vidmat.resources import assets_dir
 from vidmat.signals import interrupt_once
 
@@ -69,6 +62,15 @@ def run(args: argparse.Namespace) -> int:
             f"-o is the folder the demo writes into (it names the file itself); "
             f"{folder.name} looks like a file name."
         )
+    # PyAV, torch and OpenCV only from here: `vidmat demo --help` loads none of them.
+    from vidmat.io.video import probe
+    from vidmat.pipelines.convert import (
+        ConvertConfig,
+        convert_video,
+        default_output,
+        engine_config_for_files,
+    )
+
     cfg = ConvertConfig(fmt=args.format, background=args.bg, post=PostprocessConfig()).validate()
     if args.bg is not None:
         from vidmat.io.images import load_background

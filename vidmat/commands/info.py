@@ -29,7 +29,8 @@ def collect() -> dict[str, Any]:
     import torch
 
     from vidmat.core.engine import cpu_has_native_bf16
-    from vidmat.model.weights import DEFAULT_WEIGHTS, available_weights
+    from vidmat.model.spec import DEFAULT_WEIGHTS
+    from vidmat.model.weights import available_weights
     from vidmat.ui import qt_version
 
     devices: list[dict[str, Any]] = [

@@ -46,7 +46,7 @@ picture stays fluid while the mask updates a few times per second.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from vidmat.pipelines.live import LiveSettings
+    from vidmat.core.settings import LiveSettings
 
     p = sub.add_parser(
         "live",
@@ -243,7 +243,7 @@ class LiveRequest:
         return given | ({"background"} if a.bg is not None else set())
 
     def settings(self):
-        from vidmat.pipelines.live import LiveSettings
+        from vidmat.core.settings import LiveSettings
 
         a = self.args
         s = LiveSettings()

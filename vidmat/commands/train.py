@@ -13,6 +13,7 @@ from vidmat.argtypes import weights_name
 from vidmat.errors import VidmatError
 from vidmat.io.files import check_output_folder, require_folder
 from vidmat.signals import Terminated
+from vidmat.train import AMP_MODES
 
 if TYPE_CHECKING:
     from vidmat.train.augment import AugmentConfig
@@ -35,8 +36,6 @@ or averaged with python -m vidmat.train.publish.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from vidmat.train.loop import AMP_MODES
-
     p = sub.add_parser(
         "train",
         help="train person-segmentation weights (resumable)",

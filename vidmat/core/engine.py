@@ -18,70 +18,21 @@ import logging
 import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidmat.core.settings import MAX_BATCH, PRECISIONS, EngineConfig
 from vidmat.errors import VidmatError
-from vidmat.model.u2net import MAX_INPUT_SIZE, MIN_INPUT_SIZE
-from vidmat.model.weights import WeightsSpec, load_weights
+from vidmat.model.spec import MAX_INPUT_SIZE, MIN_INPUT_SIZE, WeightsSpec
+from vidmat.model.weights import load_weights
 
 log = logging.getLogger(__name__)
 
-#: bf16 is opt-in on a CPU: one with AVX512-BF16 or AMX runs u2netp in it 1.5-2x faster
-#: than fp32 (2-core EPYC: 72 -> 37 ms at 192 px, 164 -> 109 ms at 320) with the same eval
-#: scores (val/ccp IoU 0.9135 in both), while one without emulates it, slower.
-PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 _MAX_GRAPHS = 4  # distinct input shapes kept captured
-#: Frames per model call at most; a larger batch runs in chunks of this many. On the H200
-#: (torch 2.11, CUDA 13) a batch of 128 frames at 256 px ended the process with "illegal
-#: memory access" in fp16, bf16 and fp32 alike, while 32 ran; the cause is not found yet.
-MAX_BATCH = 32
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How to run the model. ``None``/"auto" fields pick what suits the device."""
-
-    weights: str = "default"
-    device: str = "auto"
-    precision: str = "auto"
-    #: Model input side in pixels; None = the weights' native size (320 for U-2-Net).
-    size: int | None = None
-    cuda_graph: bool = True
-    #: CPU threads for torch; None keeps torch's default (one per physical core). With
-    #: ``workers`` above 1 this is each model call's share, not the total.
-    threads: int | None = None
-    #: CPU only: model calls run side by side on this many threads, a batch split between
-    #: them. Why not one call on every core: u2netp's layers are too small to keep several
-    #: OpenMP threads busy, and those threads wait for each other at every layer, spinning,
-    #: so when anything else wants a core (the decoder, the encoder, another program) the
-    #: whole call stalls. Two calls with one thread each share nothing. On a 2-core CPU at
-    #: 256 px: 293 ms a frame with one thread, 174 with two threads on one call, 133 with two
-    #: calls of one thread; with another busy process on the machine 300, 866 and 214.
-    #: None = 1 (convert, demo and eval choose their own: :func:`side_by_side`).
-    workers: int | None = None
-    #: channels_last (NHWC) memory format. On by default: the frames arrive NHWC, cuDNN's
-    #: fp16 convolutions want it, and on a 2-core CPU it ran u2netp 20-27 % faster than
-    #: NCHW (`vidmat bench model --threads 1 --channels-last on,off`: 216 vs 260 ms at
-    #: 192 px, 598 vs 819 ms at 320 px).
-    channels_last: bool = True
-    #: Test-time augmentation: run the model on the frame and on its mirror image in one
-    #: batch and average the two mattes. The model is not exactly symmetric, and where it is
-    #: unsure the two guesses disagree, so the mean can be right more often on photos (val/ccp
-    #: IoU 0.9308 -> 0.9311 at 256 px with the session-43 weights; 0.9343 -> 0.9341 with the
-    #: session-52 ones) for twice the model's work. Off by default: live wants the frame rate,
-    #: and on video the temporal smoothing already averages such noise away (DAVIS through
-    #: convert's path 0.770 -> 0.743).
-    tta: bool = False
-    #: A second pass on a window around the person the first pass found
-    #: (:mod:`vidmat.core.zoom`): people small in the frame are seen two to four times
-    #: larger (DAVIS IoU 0.751 -> 0.788 at 256 px) for up to twice the model's work.
-    #: Skipped on frames where the person already fills most of the picture.
-    zoom: bool = False
 
 
 def cpu_has_native_bf16() -> bool:

@@ -39,7 +39,7 @@ Cost (``vidmat bench postprocess --threads 1``, 2-core CPU beside a training job
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -64,76 +64,10 @@ from vidmat.core.refine import (
     tone,
     work_size,
 )
+from vidmat.core.settings import PostprocessConfig
 from vidmat.core.smoothing import BidirectionalSmoother, SmoothingState, TemporalSmoother
-from vidmat.errors import VidmatError
 
 Tensor = torch.Tensor
-
-#: Limits :meth:`PostprocessConfig.validate` enforces, named once so that the commands'
-#: ``--help`` states the numbers the check uses: look-ahead frames each way, and how far
-#: the matte may grow or shrink, in frame pixels.
-MAX_LOOKAHEAD = 30
-MAX_GROW_PX = 100
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    """How the matte is cleaned up; defaults suit both live and file conversion."""
-
-    # Temporal smoothing strength 0 (off) .. 1. 0.7 suits files (convert, demo): in the
-    # look-ahead filter strength only sets how far the centre frame is outweighed by the
-    # neighbours that agree with it; the gates, not strength, keep it from lagging or
-    # leaving ghosts. On DAVIS (look-ahead 8, session-9 weights) 0.5 left 56 % of the raw
-    # flicker, 0.7 54 %, IoU +0.004 / +0.003 over raw (session-8 weights: 52 / 51 %,
-    # +0.009 / +0.008; session-12 weights at 0.7: 55 %, +0.010).
-    # Live sets its own (LiveSettings, 0.5).
-    smoothing: float = 0.7
-    # Frames the file path looks ahead and back (push/flush); live ignores it. On DAVIS 8
-    # beat 2, 4 and 6 on both flicker and IoU; 10 and 12 added nothing (see
-    # vidmat.core.smoothing).
-    lookahead: int = 8
-    refine: bool = True  # guided upsampling; off = plain bilinear upsampling
-    guided_radius: int = 1  # in working-grid pixels (long side = mask side, ~320); tuned on DAVIS
-    guided_eps: float = 1e-4  # smaller snaps harder to frame edges
-    # RGB guide snaps edges between colours of equal brightness; the grey guide costs a third
-    # on the CPU for ~0.3 IoU points on DAVIS. None = RGB on CUDA, grey on CPU.
-    guided_color: bool | None = None
-    work_side: int | None = None  # long side of the working grid (None: the mask's, ~320)
-    threshold: float = 0.5  # centre of the contrast curve
-    contrast: float = 1.0  # 1 = unchanged, >1 harder edges, inf = binary
-    snap: float = 0.02  # alpha within this of 0 or 1 becomes exactly 0 or 1 (solid stays solid)
-    feather_px: float = 0.0  # soften the edge over this many frame pixels
-    erode_dilate_px: int = 0  # >0 grow, <0 shrink the matte (frame pixels)
-    despill: bool = True  # remove the old background's colour from edge pixels
-    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp16 | fp32
-
-    def validate(self) -> PostprocessConfig:
-        if not 0.0 <= self.smoothing <= 1.0:
-            raise VidmatError(f"smoothing must be between 0 and 1, got {self.smoothing}.")
-        if self.lookahead < 0 or self.lookahead > MAX_LOOKAHEAD:
-            raise VidmatError(
-                f"lookahead must be between 0 and {MAX_LOOKAHEAD} frames, got {self.lookahead}."
-            )
-        if not self.contrast > 0:  # also refuses NaN; inf is a hard cut-out
-            raise VidmatError(f"contrast must be > 0, got {self.contrast}.")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise VidmatError(f"threshold must be between 0 and 1, got {self.threshold}.")
-        if not 0.0 <= self.snap < 0.5:
-            raise VidmatError(f"snap must be in 0..0.5, got {self.snap}.")
-        if not 0 <= self.feather_px < float("inf"):
-            raise VidmatError(f"feather must be >= 0 pixels, got {self.feather_px}.")
-        if abs(self.erode_dilate_px) > MAX_GROW_PX:
-            raise VidmatError(
-                f"the matte can grow or shrink by at most {MAX_GROW_PX} pixels, "
-                f"got {self.erode_dilate_px}."
-            )
-        if self.precision not in ("auto", "fp16", "fp32"):
-            raise VidmatError(f"precision must be auto, fp16 or fp32, got {self.precision!r}.")
-        if self.work_side is not None and not 16 <= self.work_side <= 4096:
-            raise VidmatError(f"work side must be 16..4096 pixels, got {self.work_side}.")
-        if self.guided_radius < 1 or self.guided_eps <= 0:
-            raise VidmatError("guided filter radius must be >= 1 and eps > 0.")
-        return self
 
 
 class Output(NamedTuple):

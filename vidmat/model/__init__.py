@@ -1,5 +1,5 @@
-"""U2-Net models and the weights registry."""
+"""U2-Net models (:mod:`.u2net`), the weights registry (:mod:`.spec`) and the code that
+reads and writes weights files (:mod:`.weights`).
 
-from vidmat.model.u2net import ARCHITECTURES, RSU, U2Net, build_model, count_parameters
-
-__all__ = ["ARCHITECTURES", "RSU", "U2Net", "build_model", "count_parameters"]
+Nothing is imported here: :mod:`.spec` is read by ``--help`` without torch.
+"""

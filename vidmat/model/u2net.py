@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ARCHITECTURES = ("u2netp", "u2net")
+from vidmat.model.spec import ARCHITECTURES
 
 
 def _upsample_like(src: Tensor, like: Tensor) -> Tensor:
@@ -142,11 +142,6 @@ def _stage_table(arch: str) -> tuple[list[StageSpec], list[StageSpec], list[int]
 
 
 #: First words of the tensor names of an output head: the side convolutions and the fusion.
-#: The input sides the network runs: five halvings need a multiple of 32, and above 2048
-#: px a frame costs more memory than any use of a person matte is worth (the engine, the
-#: CLI's --size and a published file's sizes all hold to this range).
-MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 2048
-
 HEAD_LAYERS = (*(f"side{i}" for i in range(1, 7)), "outconv")
 
 

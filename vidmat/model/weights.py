@@ -11,92 +11,29 @@ objects, so a crafted file cannot run code.
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from vidmat.errors import TERMINAL_CODES, WeightsError, plain_text
-from vidmat.model.u2net import ARCHITECTURES, MAX_INPUT_SIZE, MIN_INPUT_SIZE, U2Net, build_model
+from vidmat.model.spec import (
+    DEFAULT_WEIGHTS,
+    MAX_INPUT_SIZE,
+    MIN_INPUT_SIZE,
+    OFFICIAL_SPECS,
+    REGISTRY,
+    WeightsSpec,
+)
+from vidmat.model.u2net import U2Net, build_model
 from vidmat.resources import weights_dir
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Folder of shipped weights (``weights/`` in a checkout, bundled in a wheel).
 WEIGHTS_DIR = weights_dir()
-
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    """A weights file together with the preprocessing it was trained with."""
-
-    name: str
-    arch: str
-    input_size: int = 320
-    #: "max": image / image.max() (official U-2-Net); "255": image / 255.
-    scale: str = "max"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    activation: str = "sigmoid"
-    file: str | None = None
-    sha256: str | None = None
-    description: str = ""
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.arch!r}")
-        if self.scale not in ("max", "255"):
-            raise ValueError(f"unknown scale {self.scale!r}")
-        if self.activation != "sigmoid":
-            raise ValueError(f"unknown activation {self.activation!r}")
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d.pop("sha256")  # a file cannot contain its own checksum
-        return json.dumps(d, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> WeightsSpec:
-        d = json.loads(text)
-        d["mean"] = tuple(d["mean"])
-        d["std"] = tuple(d["std"])
-        return cls(**d)
-
-
-def _official(name: str, arch: str, description: str) -> WeightsSpec:
-    return WeightsSpec(name=name, arch=arch, scale="max", description=description)
-
-
-#: Specs of official checkpoints, keyed by their usual file stem; applied when a user passes one.
-OFFICIAL_SPECS: dict[str, WeightsSpec] = {
-    "u2netp": _official("u2netp", "u2netp", "official U-2-Net† salient-object checkpoint"),
-    "u2net": _official("u2net", "u2net", "official U-2-Net salient-object checkpoint"),
-    "u2net_human_seg": _official(
-        "u2net_human_seg", "u2net", "official U-2-Net human segmentation checkpoint"
-    ),
-}
-
-DEFAULT_WEIGHTS = "u2netp_person"
-
-#: Weights shipped in ``weights/``. The name is what ``--weights NAME`` accepts.
-REGISTRY: dict[str, WeightsSpec] = {
-    "u2netp_person": WeightsSpec(
-        name="u2netp_person",
-        arch="u2netp",
-        input_size=256,
-        scale="255",
-        file="u2netp_person.safetensors",
-        sha256="d6194e896f2e821bc00a5673ff926011320fdee381f1f55ac5f5fcc9e5e97f2c",
-        description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
-    ),
-}
 
 
 def sha256_file(path: Path) -> str:

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from vidmat.core.backgrounds import GREENSCREEN, Background, parse_background
-from vidmat.core.engine import Engine, EngineConfig, app_precision, side_by_side
-from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.core.engine import Engine, app_precision, side_by_side
+from vidmat.core.postprocess import PostProcessor
+from vidmat.core.settings import EngineConfig, PostprocessConfig
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, atomic_output, check_not_input, check_output_path
 from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES

@@ -44,43 +44,19 @@ import numpy as np
 import torch
 
 from vidmat.core.backgrounds import Background, parse_background
-from vidmat.core.engine import Engine, EngineConfig, app_precision, select_device
-from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+from vidmat.core.engine import Engine, app_precision, select_device
+from vidmat.core.postprocess import PostProcessor
+from vidmat.core.settings import EngineConfig, LiveSettings, PostprocessConfig
 from vidmat.core.smoothing import SmoothingState, TemporalSmoother
 from vidmat.errors import VidmatError
 from vidmat.io.camera import CameraConfig, CaptureThread, Frame
 from vidmat.io.queues import LatestQueue, QueueClosed
-from vidmat.model.weights import WeightsSpec, load_weights
+from vidmat.model.spec import WeightsSpec
+from vidmat.model.weights import load_weights
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "sync", "async")
-
-
-@dataclass(frozen=True)
-class LiveSettings:
-    """What the user can change while the pipeline runs (sliders, picker, mirror)."""
-
-    background: Background = field(default_factory=Background.blurred)
-    smoothing: float = 0.5  # temporal smoothing strength 0..1
-    threshold: float = 0.5  # centre of the matte's contrast curve 0..1
-    contrast: float = 1.0  # 1 = soft model edges; >1 harder
-    feather: float = 0.0  # soften the edge over this many frame pixels
-    mirror: bool = False  # flip left-right, as a selfie preview
-    grow: int = 0  # grow (>0) or shrink (<0) the matte by this many frame pixels
-
-    def validated(self) -> LiveSettings:
-        # The post-processor's own checks, so live and convert refuse the same values alike.
-        PostprocessConfig(
-            smoothing=self.smoothing,
-            threshold=self.threshold,
-            contrast=self.contrast,
-            erode_dilate_px=self.grow,
-            feather_px=self.feather,
-        ).validate()
-        if self.background.kind == "file":
-            raise VidmatError("a background file must be opened before it reaches the pipeline.")
-        return self
 
 
 def check_duration(duration: float | None) -> None:

@@ -120,7 +120,8 @@ def upsample_lowres(low: torch.Tensor, h: int, w: int) -> np.ndarray:
 
 def _postprocessor(smoothing: float = 0.0, lookahead: int = 0) -> PostProcessor:
     """Convert's matte path (alpha only: no despill; the mask view composites nothing)."""
-    from vidmat.core.postprocess import PostprocessConfig, PostProcessor
+    from vidmat.core.postprocess import PostProcessor
+    from vidmat.core.settings import PostprocessConfig
 
     cfg = PostprocessConfig(smoothing=smoothing, lookahead=lookahead, despill=False)
     return PostProcessor(cfg, background="mask")

@@ -450,7 +450,8 @@ def refit(
     Several ``sizes`` (None: the file's own) fit one set of numbers to the images run at
     each, every source counting once per size: for a file run at 256 by convert and at
     192 by live on a CPU."""
-    from vidmat.core.engine import Engine, EngineConfig
+    from vidmat.core.engine import Engine
+    from vidmat.core.settings import EngineConfig
     from vidmat.model.weights import load_weights, save_weights, sha256_file
 
     require_safetensors_out(out)

@@ -39,6 +39,7 @@ from torch import nn
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, atomic_output
 from vidmat.model.u2net import HEAD_LAYERS
+from vidmat.train import AMP_MODES
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import (
     CachedSource,
@@ -258,9 +259,6 @@ def make_batch(
     return to_input(imgs), torch.from_numpy(masks)
 
 
-AMP_MODES = ("auto", "bf16", "off")
-
-
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     """The forward pass's precision; the loss, optimiser, EMA and validation stay fp32."""
     if amp not in AMP_MODES:
@@ -373,7 +371,8 @@ def _atomic_torch_save(obj: object, path: Path) -> None:
 
 def export_weights(model: nn.Module, cfg: TrainConfig, path: Path, description: str) -> str:
     """Write safetensors (fp16) with the spec the engine needs; returns the sha256."""
-    from vidmat.model.weights import WeightsSpec, save_weights, sha256_file
+    from vidmat.model.spec import WeightsSpec
+    from vidmat.model.weights import save_weights, sha256_file
 
     spec = WeightsSpec(
         name=cfg.name,

@@ -37,8 +37,9 @@ import torch
 from vidmat.argtypes import model_size
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_output, check_not_input, check_output_path
-from vidmat.model.u2net import HEAD_LAYERS, MAX_INPUT_SIZE, MIN_INPUT_SIZE, U2Net
-from vidmat.model.weights import WeightsSpec, load_weights, save_weights, sha256_file
+from vidmat.model.spec import MAX_INPUT_SIZE, MIN_INPUT_SIZE, WeightsSpec
+from vidmat.model.u2net import HEAD_LAYERS, U2Net
+from vidmat.model.weights import load_weights, save_weights, sha256_file
 from vidmat.train.loop import LAYER_GROUPS
 from vidmat.train.tools import require_safetensors_out, run_tool
 

@@ -144,7 +144,8 @@ def score_scenes(
 
 
 def run(args: argparse.Namespace) -> list[SceneScores]:
-    from vidmat.core.engine import Engine, EngineConfig
+    from vidmat.core.engine import Engine
+    from vidmat.core.settings import EngineConfig
 
     if args.seed < 0:  # as `vidmat train --seed`; numpy's generator refuses one with a traceback
         raise VidmatError("--seed must be 0 or more.")

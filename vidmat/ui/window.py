@@ -37,8 +37,9 @@ from PyQt6.QtWidgets import (
 )
 
 from vidmat.core.backgrounds import DEFAULT_BLUR, GREENSCREEN, Background
+from vidmat.core.settings import LiveSettings
 from vidmat.errors import VidmatError
-from vidmat.pipelines.live import LiveFrame, LivePipeline, LiveSettings
+from vidmat.pipelines.live import LiveFrame, LivePipeline
 from vidmat.ui.bridge import LiveBridge
 from vidmat.ui.video_view import VideoView, to_qimage
 

@@ -1,0 +1,88 @@
+"""What the model and its weights are, without torch: names, input sides, preprocessing.
+
+Kept apart from :mod:`vidmat.model.weights` and :mod:`vidmat.model.u2net` so that the
+command line can state these in ``--help`` without importing torch (a second or more,
+and several hundred MB with a CUDA build, for a page of text).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+ARCHITECTURES = ("u2netp", "u2net")
+
+#: The input sides the network runs: five halvings need a multiple of 32, and above 2048
+#: px a frame costs more memory than any use of a person matte is worth (the engine, the
+#: CLI's --size and a published file's sizes all hold to this range).
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 2048
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A weights file together with the preprocessing it was trained with."""
+
+    name: str
+    arch: str
+    input_size: int = 320
+    #: "max": image / image.max() (official U-2-Net); "255": image / 255.
+    scale: str = "max"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    activation: str = "sigmoid"
+    file: str | None = None
+    sha256: str | None = None
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}")
+        if self.scale not in ("max", "255"):
+            raise ValueError(f"unknown scale {self.scale!r}")
+        if self.activation != "sigmoid":
+            raise ValueError(f"unknown activation {self.activation!r}")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("sha256")  # a file cannot contain its own checksum
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WeightsSpec:
+        d = json.loads(text)
+        d["mean"] = tuple(d["mean"])
+        d["std"] = tuple(d["std"])
+        return cls(**d)
+
+
+def _official(name: str, arch: str, description: str) -> WeightsSpec:
+    return WeightsSpec(name=name, arch=arch, scale="max", description=description)
+
+
+#: Specs of official checkpoints, keyed by their usual file stem; applied when a user passes one.
+OFFICIAL_SPECS: dict[str, WeightsSpec] = {
+    "u2netp": _official("u2netp", "u2netp", "official U-2-Net† salient-object checkpoint"),
+    "u2net": _official("u2net", "u2net", "official U-2-Net salient-object checkpoint"),
+    "u2net_human_seg": _official(
+        "u2net_human_seg", "u2net", "official U-2-Net human segmentation checkpoint"
+    ),
+}
+
+DEFAULT_WEIGHTS = "u2netp_person"
+
+#: Weights shipped in ``weights/``. The name is what ``--weights NAME`` accepts.
+REGISTRY: dict[str, WeightsSpec] = {
+    "u2netp_person": WeightsSpec(
+        name="u2netp_person",
+        arch="u2netp",
+        input_size=256,
+        scale="255",
+        file="u2netp_person.safetensors",
+        sha256="d6194e896f2e821bc00a5673ff926011320fdee381f1f55ac5f5fcc9e5e97f2c",
+        description="vidmat's own U-2-Net† person weights (see weights/MODEL_CARD.md)",
+    ),
+}
