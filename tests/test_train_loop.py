@@ -506,14 +506,57 @@ def test_every_validation_keeps_its_ema(tmp_path: Path) -> None:
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
 
 
+def _mapped(array: np.ndarray, path: Path) -> np.ndarray:
+    """``array`` as the training caches hold it: a read-only memory map of a .npy file."""
+    np.save(path, array)
+    return np.load(path, mmap_mode="r")
+
+
+def test_cached_data_pickles_as_its_files(tmp_path: Path) -> None:
+    """Batch workers receive the data pickled (forkserver): a memory-mapped cache goes as
+    its file name, not its bytes, and opens again equal; arrays in memory go as bytes."""
+    import pickle
+
+    from vidmat.train.loop import StepBatches
+
+    squares = _squares(n=64, size=64)
+    source = CachedSource(
+        squares.spec,
+        _mapped(squares.images, tmp_path / "images.npy"),
+        _mapped(squares.masks, tmp_path / "masks.npy"),
+    )
+    bank = _mapped(np.full((4, 48, 64, 3), 7, np.uint8), tmp_path / "bank.npy")
+    batches = StepBatches(_cfg(tmp_path, steps=2), [source], bank)
+    data = pickle.dumps(batches)
+    assert len(data) < 20_000 < squares.images.nbytes  # 786 kB of images, 37 kB of bank
+    back = pickle.loads(data)
+    assert isinstance(back.sources[0].images, np.memmap) and isinstance(back.bank, np.memmap)
+    assert np.array_equal(back.sources[0].images, squares.images)
+    assert np.array_equal(back.sources[0].masks, squares.masks)
+    assert np.array_equal(back.bank, bank)
+    for a, b in zip(back[1], batches[1], strict=True):
+        assert torch.equal(a, b)
+    # Not a file's whole array (a slice, or one in memory): its bytes travel.
+    part = CachedSource(squares.spec, source.images[10:20], squares.masks[10:20])
+    back = pickle.loads(pickle.dumps(part))
+    assert np.array_equal(back.images, squares.images[10:20])
+    assert np.array_equal(back.masks, squares.masks[10:20])
+
+
 def test_worker_processes_build_the_same_batches(tmp_path: Path) -> None:
     """--workers moves augmentation into other processes without changing a single batch."""
     inline = _trainer(tmp_path / "inline", steps=3)
     inline.run()
     rng_after = torch.get_rng_state()  # what the checkpoint saves
+    squares = _squares()  # the workers read it as a training cache: memory-mapped files
+    mapped = CachedSource(
+        squares.spec,
+        _mapped(squares.images, tmp_path / "images.npy"),
+        _mapped(squares.masks, tmp_path / "masks.npy"),
+    )
     pooled = Trainer(
         replace(_cfg(tmp_path / "pooled", steps=3), workers=2),
-        sources=[_squares()],
+        sources=[mapped],
         bank=None,
         valsets=[],
     )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+import mmap
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -251,6 +252,59 @@ def close_neck_gaps(mask: np.ndarray) -> np.ndarray:
     return fill_holes(closed)
 
 
+@dataclass(frozen=True)
+class MappedFile:
+    """A read-only memory-mapped array, as another process opens it again: by its file.
+
+    Why: ``vidmat train --workers`` hands its data to processes started by forkserver,
+    which receive it pickled, and a pickled ``np.memmap`` carries every byte (a cached
+    root of 5,000 photos is about 1 GB, once per worker). Python 3.14 starts processes
+    so by default on Linux; fork, the default before, shared the pages instead.
+    """
+
+    filename: str
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+    order: str
+
+    @classmethod
+    def of(cls, array: object) -> MappedFile | None:
+        """The file behind a whole array ``np.load(..., mmap_mode="r")`` returned; None for
+        anything else (an array in memory, or a slice, whose offset memmap does not track)."""
+        if not (
+            isinstance(array, np.memmap)
+            and isinstance(array.base, mmap.mmap)
+            and array.filename is not None
+            and array.mode == "r"
+        ):
+            return None
+        order = "C" if array.flags.c_contiguous else "F" if array.flags.f_contiguous else ""
+        if not order:
+            return None
+        return cls(str(array.filename), int(array.offset), array.dtype.str, array.shape, order)
+
+    def open(self) -> np.ndarray:
+        return np.memmap(
+            self.filename,
+            dtype=np.dtype(self.dtype),
+            mode="r",
+            offset=self.offset,
+            shape=self.shape,
+            order=self.order,  # type: ignore[arg-type]
+        )
+
+
+def by_reference(value: object) -> object:
+    """``value`` to pickle: a memory-mapped array as its :class:`MappedFile`."""
+    return MappedFile.of(value) or value
+
+
+def opened(value: object) -> object:
+    """The inverse of :func:`by_reference`, in the process that unpickles."""
+    return value.open() if isinstance(value, MappedFile) else value
+
+
 @dataclass
 class CachedSource:
     """A whole root as uint8 arrays: images (N,H,W,3) RGB and masks (N,H,W) 0/255."""
@@ -261,6 +315,13 @@ class CachedSource:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {f.name: by_reference(getattr(self, f.name)) for f in fields(self)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for name, value in state.items():
+            setattr(self, name, opened(value))
 
 
 #: Part of the cache key of training roots: bump it when :func:`read_mask` changes what

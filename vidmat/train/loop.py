@@ -24,6 +24,7 @@ import contextlib
 import copy
 import json
 import math
+import multiprocessing as mp
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -44,8 +45,10 @@ from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import (
     CachedSource,
     SourceSpec,
+    by_reference,
     load_backgrounds,
     load_source,
+    opened,
     spread,
     write_pair,
 )
@@ -268,6 +271,14 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return contextlib.nullcontext()
 
 
+#: How batch workers start, the same on every Python: not fork, which copies a process
+#: whose torch, OpenMP and progress-bar threads may hold locks the child then waits on
+#: forever (Python 3.12 warns of it, and 3.14 no longer forks by default on Linux).
+#: A worker starts in about a second (it imports torch) and receives its data pickled,
+#: the caches by their files (:class:`~vidmat.train.data.MappedFile`).
+WORKER_START = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
 def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
     """Ctrl-C reaches the whole process group: workers ignore it, and the trainer
     finishes its step, checkpoints and shuts them down (no traceback per worker)."""
@@ -288,6 +299,13 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return self.cfg.steps
+
+    # The workers receive this object pickled: the caches go as their files, not their bytes.
+    def __getstate__(self) -> dict[str, object]:
+        return {**vars(self), "bank": by_reference(self.bank)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        vars(self).update(state, bank=opened(state["bank"]))
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
@@ -713,6 +731,7 @@ class Trainer:
             # torch RNG that checkpoints save, or a run with workers would resume apart.
             generator=torch.Generator().manual_seed(self.cfg.seed),
             worker_init_fn=_leave_interrupts_to_the_trainer,
+            multiprocessing_context=WORKER_START,
         )
         yield from loader
 
