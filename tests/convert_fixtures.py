@@ -129,6 +129,45 @@ def audio_seconds(path: Path) -> float:
         return n / a.codec_context.sample_rate
 
 
+def track_seconds(path: Path) -> list[float]:
+    """Decoded length in seconds of each audio track of a file, in order."""
+    out = []
+    with av.open(str(path)) as c:
+        for a in c.streams.audio:
+            c.seek(0)
+            out.append(sum(f.samples for f in c.decode(a)) / a.codec_context.sample_rate)
+    return out
+
+
+def with_tracks(dst: Path, clips: list[Path], tags: list[dict[str, str]]) -> Path:
+    """The first clip's video with the audio of every clip as tracks of one Matroska file,
+    stream-copied, track i tagged with ``tags[i]`` (as a recording with the microphone and
+    the desktop sound on tracks of their own)."""
+    with av.open(str(dst), "w", format="matroska") as out:
+        ins = [av.open(str(c)) for c in clips]
+        try:
+            video = out.add_stream_from_template(ins[0].streams.video[0])
+            tracks = []
+            for c, t in zip(ins, tags, strict=True):
+                s = out.add_stream_from_template(c.streams.audio[0])
+                s.metadata.update(t)
+                tracks.append(s)
+            for pk in ins[0].demux(ins[0].streams.video[0]):
+                if pk.size:
+                    pk.stream = video
+                    out.mux(pk)
+            for c, s in zip(ins, tracks, strict=True):
+                c.seek(0)  # the first clip's was read to its end for the video
+                for pk in c.demux(c.streams.audio[0]):
+                    if pk.size:
+                        pk.stream = s
+                        out.mux(pk)
+        finally:
+            for c in ins:
+                c.close()
+    return dst
+
+
 class RedMask(nn.Module):
     """Stub segmentation model: 'person' = where the (normalised) red channel is high.
 

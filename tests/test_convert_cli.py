@@ -19,12 +19,15 @@ from convert_fixtures import (
     make_clip,
     read_alphas,
     stub_engine,
+    track_seconds,
+    with_tracks,
     zero_frame_file,
 )
 
 from vidmat.cli import main
 from vidmat.core.engine import Engine
 from vidmat.core.settings import EngineConfig
+from vidmat.io.formats import FORMATS
 
 
 @pytest.fixture(autouse=True)
@@ -343,7 +346,7 @@ def test_help_says_what_is_not_carried_over_and_every_exit_status(
     good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = convert_help(capsys)
-    assert "subtitle and data streams, chapters and metadata (title" in text
+    assert "subtitle and data streams, chapters and the file's own metadata (title" in text
     for status in ("0 every input converted", "2 an input failed", "1 an unexpected error"):
         assert status in text
     for code, name in ((130, "SIGINT"), (143, "SIGTERM"), (141, "SIGPIPE")):
@@ -629,34 +632,51 @@ def test_a_folder_converted_again_leaves_out_its_own_outputs(
     assert code == 0 and (tmp_path / "named.mp4").is_file()
 
 
-def test_dropped_tracks_and_downmix_are_said(tmp_path: Path, capsys) -> None:
-    """Two audio tracks keep the first; 5.1 re-encoded for MP4 becomes stereo; both said."""
-    src = tmp_path / "film.mkv"
-    with av.open(str(src), "w") as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        tracks = [c.add_stream("libopus", rate=48000, layout=lay) for lay in ("5.1", "stereo")]
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
-            frame.pts = i
-            c.mux(v.encode(frame))
-        c.mux(v.encode())
-        for a in tracks:
-            layout = a.codec_context.layout.name
-            fmt = a.codec_context.codec.audio_formats[0].name
-            for k in range(20):
-                n = a.codec_context.layout.nb_channels
-                af = av.AudioFrame.from_ndarray(
-                    np.zeros((n, 960), np.int16), format="s16p", layout=layout
-                )
-                af.sample_rate, af.pts = 48000, k * 960
-                af = av.AudioResampler(format=fmt, layout=layout, rate=48000).resample(af)[0]
-                c.mux(a.encode(af))
-            c.mux(a.encode())
-    code, _, err = run_cli([src, "-o", tmp_path / "o.mp4"], capsys)
-    assert code == 0
-    assert "only the first of 2 audio tracks was kept" in err
-    assert "6-channel audio was mixed down to stereo" in err
+@pytest.mark.parametrize(
+    ("fmt", "codecs", "note"),
+    [
+        ("mp4", ["aac", "aac"], "audio 2 tracks: 1 copied, 1 re-encoded"),
+        ("mov", ["aac", "pcm_s16le"], "audio 2 tracks copied"),
+        ("webm", ["opus", "opus"], "audio 2 tracks re-encoded"),
+        ("png", ["aac", "aac"], "audio 2 tracks: 1 copied, 1 re-encoded to audio.m4a"),
+    ],
+)
+def test_every_audio_track_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, codecs: list[str], note: str
+) -> None:
+    """A recording with the microphone and the desktop sound on tracks of their own keeps
+    both, each with its name and language, in its place; 5.1 re-encoded becomes stereo,
+    and the user is told which track. (Before, all tracks but the first were dropped.)"""
+    mic = make_clip(tmp_path / "mic.mp4", frames=12)  # AAC mono
+    desk = make_clip(tmp_path / "desk.mov", frames=12, audio="pcm_s16le", audio_layout="5.1")
+    src = with_tracks(
+        tmp_path / "rec.mkv",
+        [mic, desk],
+        [{"title": "Mic", "language": "eng"}, {"title": "Desktop", "language": "ger"}],
+    )
+    dst = tmp_path / ("out" if fmt == "png" else f"out{FORMATS[fmt][0]}")
+    code = main(["convert", str(src), "--format", fmt, "-o", str(dst)])  # not --quiet
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"{src} -> {dst} (12 frames, " in err and f", {note})\n" in err
+    mixed = "6-channel audio (track 2) was mixed down to stereo"
+    assert (mixed in err) == (codecs[1] != "pcm_s16le")
+    audio = dst / "audio.m4a" if fmt == "png" else dst
+    with av.open(str(audio)) as c:
+        tracks = c.streams.audio
+        assert [a.codec_context.name for a in tracks] == codecs
+        assert [a.codec_context.channels for a in tracks] == [
+            1,
+            6 if codecs[1] == "pcm_s16le" else 2,
+        ]
+        assert [a.metadata.get("language") for a in tracks] == ["eng", "ger"]
+        # Matroska keeps a title as "title"; MP4 and MOV as the track's name.
+        assert [a.metadata.get("title") or a.metadata.get("name") for a in tracks] == [
+            "Mic",
+            "Desktop",
+        ]
+    for got, want in zip(track_seconds(audio), track_seconds(src), strict=True):
+        assert abs(got - want) < 0.03
 
 
 class _GhostRed(torch.nn.Module):

@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from convert_fixtures import audio_seconds, frame_times, make_clip, stub_engine
+from convert_fixtures import audio_seconds, frame_times, make_clip, stub_engine, with_tracks
 
 from vidmat.cli import main
 from vidmat.core.engine import Engine
@@ -82,6 +82,29 @@ def test_undecodable_audio_is_left_out_with_one_warning(
         assert len(frame_times(dst)) == 8 and audio_streams(dst) == []
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "png"])
+def test_an_undecodable_track_costs_only_itself(engine: Engine, tmp_path: Path, fmt: str) -> None:
+    """Of two tracks, the one FFmpeg cannot decode is left out, said by its number; the
+    other is carried all the same."""
+    mic = make_clip(tmp_path / "mic.mp4", frames=8)
+    pcm = make_clip(tmp_path / "pcm.mov", frames=8, audio="pcm_s16le")
+    good = with_tracks(tmp_path / "two.mkv", [mic, pcm], [{"title": "Mic"}, {"title": "Odd"}])
+    data = good.read_bytes()
+    assert data.count(b"A_PCM/INT/LIT") == 1
+    src = tmp_path / "odd.mkv"
+    src.write_bytes(data.replace(b"A_PCM/INT/LIT", b"A_QQQ/QQQ/QQQ"))
+    assert [a.codec for a in probe(src).audio_streams] == ["aac", "unknown"]
+    dst = tmp_path / ("out.mp4" if fmt == "mp4" else "out")
+    result = convert_video(engine, src, dst, ConvertConfig(fmt=fmt))
+    assert result.frames == 8
+    assert result.audio == "copied" + (" to audio.m4a" if fmt == "png" else "")
+    assert result.warnings == [
+        "audio track 2 of 2 was left out: FFmpeg has no decoder for its codec"
+    ]
+    audio = dst / "audio.m4a" if fmt == "png" else dst
+    assert audio_streams(audio) == [("aac", 48000, "mono")]
+
+
 def test_undecodable_audio_in_a_batch_does_not_stop_the_rest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,7 +128,7 @@ def test_writer_given_undecodable_audio_writes_the_video(tmp_path: Path, fmt: st
     dst = tmp_path / ("out.mp4" if fmt == "mp4" else "out")
     with VideoWriter(dst, fmt, 64, 48, info.time_base, info.rate, info) as w:
         w.write(np.zeros((48, 64, 3), np.uint8), 0)
-    assert w.audio_copied is None
+    assert w.audio_tracks == []
     if fmt == "png":
         assert sorted(p.name for p in dst.iterdir()) == ["frame_000001.png", "frames.csv"]
     else:

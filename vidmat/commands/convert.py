@@ -50,9 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             textwrap.fill(
                 "Separate the person from the background in video files and write a "
                 "composite (greenscreen by default) or a video with alpha. Timestamps "
-                "(23.976, variable frame rate), frame count, rotation and the first audio "
-                "track are kept; other audio tracks, subtitle and data streams, chapters and "
-                "metadata (title, creation time, language tags) are not. "
+                "(23.976, variable frame rate), frame count, rotation and every audio "
+                "track (with its name and language) are kept; subtitle and data streams, "
+                "chapters and the file's own metadata (title, creation time) are not. "
                 "Still images (jpg, png, webp) give an RGBA PNG, or a composite when --bg "
                 "is given (an animated WebP or PNG: its first picture, with a warning). "
                 "Each output appears only when complete.",

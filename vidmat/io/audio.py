@@ -1,5 +1,5 @@
-"""The input's audio carried into an output: stream-copied when the container can hold
-the codec, else re-encoded (AAC, or Opus in WebM, which cannot hold AAC).
+"""The input's audio carried into an output, every track of it: stream-copied when the
+container can hold the codec, else re-encoded (AAC, or Opus in WebM, which cannot hold AAC).
 
 Why a module of its own: the audio path has its own failure modes (codecs FFmpeg cannot
 decode, sample rates an encoder refuses, channel layouts to mix down) that a video output
@@ -9,6 +9,7 @@ must survive, and :mod:`vidmat.io.video` is about frames.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +22,7 @@ from vidmat.io.pyav import av_errors, open_input
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """The first audio stream of an input; copied or re-encoded into the output."""
+    """One audio stream (track) of an input; copied or re-encoded into the output."""
 
     index: int
     codec: str
@@ -29,6 +30,8 @@ class AudioInfo:
     channels: int
     time_base: Fraction
     duration: float | None
+    #: Its place among the file's audio tracks, from 1 (``index`` counts all streams).
+    number: int = 1
 
 
 #: Audio codecs each container takes as a stream copy; anything else is re-encoded.
@@ -53,6 +56,8 @@ AUDIO_FALLBACK: dict[str, str] = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
 RESAMPLE_OPTIONS: dict[str, str] = {"rematrix_maxval": "1.0"}
 #: A changed sample rate goes no higher than this: every player takes 48 kHz, not all 96.
 MAX_NEW_RATE = 48000
+#: A track's tags that name it for a player's or an editor's track menu ("Mic", "eng").
+TRACK_TAGS = ("language", "title", "handler_name")
 
 
 class AudioUnusable(ValueError):
@@ -114,7 +119,7 @@ def plan_encoding(stream: Any, info: AudioInfo, container: str) -> Encoding | No
 
 
 class AudioPass:
-    """Moves the input's first audio stream into the output, interleaved with the video.
+    """Moves one audio stream of the input into the output, interleaved with the video.
 
     It demuxes its own handle on the input (packets only, cheap), so the decoder thread
     never has to route audio, and writes packets up to the time the video has reached;
@@ -122,6 +127,7 @@ class AudioPass:
     """
 
     def __init__(self, src: Path, info: AudioInfo, out: Any, fmt: str, offset: float) -> None:
+        self.track = info
         self._in = open_input(src)
         try:
             self._src_stream = self._in.streams[info.index]
@@ -145,6 +151,9 @@ class AudioPass:
                 format=encoding.sample_format, layout=layout, rate=rate, options=RESAMPLE_OPTIONS
             )
             self._decoder = self._src_stream.codec_context
+        for key in TRACK_TAGS:
+            if self._src_stream.metadata.get(key):
+                self.stream.metadata[key] = self._src_stream.metadata[key]
         self.done = False
         self.packets = 0
         self.skipped = 0  # damaged packets left out
@@ -244,23 +253,52 @@ class AudioPass:
             self._in.close()
 
 
-def write_audio_file(src: Path, info: AudioInfo, dst: Path, offset: float = 0.0) -> bool:
-    """The audio of ``src`` as an .m4a beside a PNG sequence; True when stream-copied.
-    Audio that cannot be carried raises :class:`AudioUnusable` and leaves no file, so the
-    frames already written are not lost to their audio.
+#: A track that could not be carried, and why.
+LeftOut = tuple[AudioInfo, BaseException]
+
+
+def open_tracks(
+    src: Path, tracks: Sequence[AudioInfo], out: Any, fmt: str, offset: float
+) -> tuple[list[AudioPass], list[LeftOut]]:
+    """A pass for each of ``tracks`` that can go into ``out``, and those that cannot.
+
+    Every track, not the first alone: a recording with the microphone and the desktop
+    sound on tracks of their own (as OBS makes them) would otherwise lose all but one.
+    One that cannot be carried (no decoder, an encoder that will not open) costs neither
+    the video nor the other tracks.
+    """
+    passes: list[AudioPass] = []
+    left_out: list[LeftOut] = []
+    for track in tracks:
+        try:
+            passes.append(AudioPass(src, track, out, fmt, offset))
+        except av_errors() as exc:
+            left_out.append((track, exc))
+    return passes, left_out
+
+
+def write_audio_file(
+    src: Path, tracks: Sequence[AudioInfo], dst: Path, offset: float = 0.0
+) -> tuple[list[AudioPass], list[LeftOut]]:
+    """The audio of ``src`` as an .m4a beside a PNG sequence, each track a track of it:
+    the passes written (``copy`` says how) and the tracks left out. With none written no
+    file is left, so the frames already written are not lost to their audio.
 
     MP4 rather than Matroska: it keeps the AAC encoder delay (priming samples) in its
-    edit list, so the audio stays in sync with frame 1 to the sample.
+    edit list, so the audio stays in sync with frame 1 to the sample. The tracks are
+    written one after the other; the file holds no video to interleave them with.
     """
     out = av.open(str(dst), "w", format="mp4")
-    try:
-        audio = AudioPass(src, info, out, "mp4", offset)
-    except AudioUnusable:
+    passes, left_out = open_tracks(src, tracks, out, "mp4", offset)
+    if not passes:
         out.close()
         dst.unlink(missing_ok=True)
-        raise
+        return passes, left_out
     try:
-        audio.write_until(out, None)
-        return audio.copy
+        for audio in passes:
+            audio.write_until(out, None)
+        return passes, left_out
     finally:
+        for audio in passes:
+            audio.close()
         out.close()

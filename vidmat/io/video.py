@@ -67,7 +67,8 @@ from vidmat.io.audio import (
     CODEC_NAMES,
     AudioInfo,
     AudioPass,
-    AudioUnusable,
+    LeftOut,
+    open_tracks,
     write_audio_file,
 )
 from vidmat.io.formats import FORMATS
@@ -160,17 +161,22 @@ class VideoInfo:
     duration: float | None  # seconds
     start_time: float  # seconds; the container's first timestamp
     codec: str
-    audio: AudioInfo | None = None
+    #: The audio streams, in the file's order; every one is carried into the output.
+    audio_streams: tuple[AudioInfo, ...] = ()
     #: Where the video stream itself ends, in seconds from zero, when the file says so
     #: (its own duration, or Matroska's per-track DURATION tag); None when only the
     #: container's duration is known, which runs to the end of the longest stream.
     video_end: float | None = None
-    audio_tracks: int = 0  # audio streams in the file; the first is the one carried over
     #: Width:height of one pixel as displayed (after rotation); None for square pixels.
     #: Anamorphic PAL DV is 720x576 at 64:45, shown 1024x576.
     sample_aspect_ratio: Fraction | None = None
     #: The pictures' colour tags, with the matrix the reader decoded an untagged file with.
     colour: Colour = Colour()
+
+    @property
+    def audio(self) -> AudioInfo | None:
+        """The first audio stream, what a player plays unless told otherwise."""
+        return self.audio_streams[0] if self.audio_streams else None
 
     def describe(self) -> str:
         rate = f"{float(self.rate):.3f} fps" if self.rate else "? fps"
@@ -303,20 +309,9 @@ class VideoReader:
 
     def _probe(self) -> VideoInfo:
         c = self._container
-        audio = None
-        if c.streams.audio:
-            a = c.streams.audio[0]
-            ctx = a.codec_context
-            audio = AudioInfo(
-                index=a.index,
-                codec=CODEC_NAMES.get(ctx.name, ctx.name) if ctx else "unknown",
-                sample_rate=int(ctx.sample_rate or 0) if ctx else 0,
-                channels=int(ctx.channels or 0) if ctx else 0,
-                time_base=a.time_base or Fraction(1, 1000),
-                duration=float(a.duration * a.time_base) if a.duration and a.time_base else None,
-            )
+        audio = tuple(_audio_info(a, n) for n, a in enumerate(c.streams.audio, 1))
         if not c.streams.video:
-            if audio is not None:
+            if audio:
                 raise VidmatError(f"{self.path} has audio only and no video.")
             raise VidmatError(f"{self.path} has no video stream.")
         v = c.streams.video[0]
@@ -331,7 +326,7 @@ class VideoReader:
             video_end = float(((v.start_time or 0) + v.duration) * tb)
         elif c.duration:
             duration = c.duration / av.time_base
-        rate = v.average_rate or v.guessed_rate or None
+        rate = _plausible_rate(v.average_rate) or _plausible_rate(v.guessed_rate)
         # The container's pixel aspect ratio, else the codec's (FFmpeg's own choice).
         sar = v.sample_aspect_ratio
         return VideoInfo(
@@ -345,9 +340,8 @@ class VideoReader:
             duration=duration,
             start_time=(c.start_time / av.time_base) if c.start_time is not None else 0.0,
             codec=ctx.name,
-            audio=audio,
+            audio_streams=audio,
             video_end=video_end,
-            audio_tracks=len(c.streams.audio),
             sample_aspect_ratio=Fraction(sar) if sar and sar > 0 and sar != 1 else None,
         )
 
@@ -604,7 +598,7 @@ class VideoWriter:
         self.offset_ticks = round(time_offset / self.time_base) if time_offset else 0
         self._time_offset = time_offset
         self._closed = False
-        self._audio: AudioPass | None = None
+        self._audio: list[AudioPass] = []
         self._container: Any = None
         self._stream: Any = None
         self.padded: tuple[int, int] | None = None
@@ -621,7 +615,9 @@ class VideoWriter:
         self._first_dts: int | None = None
         self._held: Any = None  # the newest video packet; see _queue_video
         self._reformatter = VideoReformatter()
-        self.audio_copied: bool | None = None
+        #: The input's audio tracks written, each with whether it was stream-copied (True)
+        #: or re-encoded; set when the output is closed.
+        self.audio_tracks: list[tuple[AudioInfo, bool]] = []
         if fmt == "png":
             self._open_png(audio_from)
         else:
@@ -641,7 +637,7 @@ class VideoWriter:
         self._csv_file = open(self.path / "frames.csv", "w", newline="")  # noqa: SIM115
         self._csv = csv.writer(self._csv_file)
         self._csv.writerow(["file", "pts", "time_base", "seconds"])
-        self._audio_src = audio_from if audio_from and audio_from.audio else None
+        self._audio_src = audio_from if audio_from and audio_from.audio_streams else None
 
     def _open_video(self, audio_from: VideoInfo | None) -> None:
         fmt = self.fmt
@@ -701,24 +697,23 @@ class VideoWriter:
         self._matrix = _ENCODABLE[self.colour.matrix][0]
         self._pix_fmt = str(s.pix_fmt)
         self._stream = s
-        if audio_from is not None and audio_from.audio is not None:
-            try:
-                self._audio = AudioPass(
-                    audio_from.path,
-                    audio_from.audio,
-                    self._container,
-                    "mp4" if fmt == "mask" else fmt,
-                    self._time_offset,
-                )
-            except av_errors() as exc:
-                self._audio_left_out(exc)
-                self._audio = None
+        if audio_from is not None and audio_from.audio_streams:
+            self._audio, left_out = open_tracks(
+                audio_from.path,
+                audio_from.audio_streams,
+                self._container,
+                "mp4" if fmt == "mask" else fmt,
+                self._time_offset,
+            )
+            self._audio_left_out(left_out, len(audio_from.audio_streams))
 
-    def _audio_left_out(self, exc: BaseException) -> None:
+    def _audio_left_out(self, left_out: list[LeftOut], tracks: int) -> None:
         """Audio that cannot go into the output (no decoder for its codec, an encoder that
         will not open) is left out and the video written all the same; ``warnings`` says
         why, in the one line a user reads for the other audio problems."""
-        self.warnings.append(f"the audio was left out: {_short(exc)}")
+        for track, exc in left_out:
+            which = "the audio" if tracks == 1 else f"audio track {track.number} of {tracks}"
+            self.warnings.append(f"{which} was left out: {_short(exc)}")
 
     # -- frames
     def _prepare(self, image: np.ndarray) -> np.ndarray:
@@ -771,10 +766,10 @@ class VideoWriter:
             self._durations[pts] = int(duration)
         self._queue_video(self._stream.encode(frame))
         self.frames += 1
-        if self._audio is not None and self.frames % 8 == 0:
-            self._audio.write_until(
-                self._container, float(pts * self.time_base) + self._time_offset + 1.0
-            )
+        if self._audio and self.frames % 8 == 0:
+            seconds = float(pts * self.time_base) + self._time_offset + 1.0
+            for audio in self._audio:
+                audio.write_until(self._container, seconds)
 
     def _queue_video(self, packets: list[Any]) -> None:
         """Give packets their frames' durations and mux them, holding back the newest.
@@ -848,29 +843,23 @@ class VideoWriter:
         self._closed = True
         if self.fmt == "png":
             self._csv_file.close()
-            if self._audio_src is not None and self._audio_src.audio is not None:
-                try:
-                    self.audio_copied = write_audio_file(
-                        self._audio_src.path,
-                        self._audio_src.audio,
-                        self.path / "audio.m4a",
-                        self._time_offset,
-                    )
-                    self.audio_packets = 1
-                except AudioUnusable as exc:
-                    self._audio_left_out(exc)
+            if self._audio_src is not None:
+                tracks = self._audio_src.audio_streams
+                passes, left_out = write_audio_file(
+                    self._audio_src.path, tracks, self.path / "audio.m4a", self._time_offset
+                )
+                self._audio_left_out(left_out, len(tracks))
+                self._count_audio(passes)
             return
         try:
             self._queue_video(self._stream.encode(None))
             self._finish_video()
-            if self._audio is not None:
-                self._audio.write_until(self._container, None)
-                self.audio_packets = self._audio.packets
-                self.audio_skipped = self._audio.skipped
-                self.audio_copied = self._audio.copy
+            for audio in self._audio:
+                audio.write_until(self._container, None)
+            self._count_audio(self._audio)
         finally:
-            if self._audio is not None:
-                self._audio.close()
+            for audio in self._audio:
+                audio.close()
             self._container.close()
         if self.fmt == "webm" and self.sample_aspect_ratio is not None:
             # FFmpeg's Matroska muxer takes the pixel shape from a stream field PyAV
@@ -883,6 +872,11 @@ class VideoWriter:
                     "could not be stored in the WebM; it shows with square pixels"
                 )
 
+    def _count_audio(self, passes: list[AudioPass]) -> None:
+        self.audio_tracks = [(a.track, a.copy) for a in passes]
+        self.audio_packets = sum(a.packets for a in passes)
+        self.audio_skipped = sum(a.skipped for a in passes)
+
     def abort(self) -> None:
         """Stop without flushing (Ctrl-C, error); the caller removes the temporary output."""
         if self._closed:
@@ -892,8 +886,8 @@ class VideoWriter:
             with contextlib.suppress(Exception):
                 self._csv_file.close()
             return
-        if self._audio is not None:
-            self._audio.close()
+        for audio in self._audio:
+            audio.close()
         with contextlib.suppress(Exception):
             self._container.close()
 
@@ -905,3 +899,27 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+#: No video plays faster than this; a header that says so is wrong (an H.264 stream's
+#: timing info read as a rate: 25000 "fps" for a 25 fps clip), and the VP9 encoder
+#: refused to encode a single frame at it.
+MAX_PLAUSIBLE_RATE = 1000
+
+
+def _plausible_rate(rate: Fraction | None) -> Fraction | None:
+    return rate if rate and 0 < rate <= MAX_PLAUSIBLE_RATE else None
+
+
+def _audio_info(stream: Any, number: int) -> AudioInfo:
+    ctx = stream.codec_context
+    tb = stream.time_base
+    return AudioInfo(
+        index=stream.index,
+        codec=CODEC_NAMES.get(ctx.name, ctx.name) if ctx else "unknown",
+        sample_rate=int(ctx.sample_rate or 0) if ctx else 0,
+        channels=int(ctx.channels or 0) if ctx else 0,
+        time_base=tb or Fraction(1, 1000),
+        duration=float(stream.duration * tb) if stream.duration and tb else None,
+        number=number,
+    )

@@ -369,21 +369,32 @@ def convert_video(
             "(H.264 yuv420p needs even sides)"
         )
     result.warnings.extend(writer.warnings)
-    result.audio = _audio_note(writer, info)
+    result.audio = _audio_note(writer)
     if writer.audio_skipped:
         result.warnings.append(f"{writer.audio_skipped} damaged audio packet(s) left out")
-    if info.audio_tracks > 1 and result.audio:
-        result.warnings.append(f"only the first of {info.audio_tracks} audio tracks was kept")
-    if (result.audio or "").startswith("re-encoded") and info.audio and info.audio.channels > 2:
-        result.warnings.append(f"{info.audio.channels}-channel audio was mixed down to stereo")
+    several = len(info.audio_streams) > 1
+    for track, copied in writer.audio_tracks:
+        if not copied and track.channels > 2:
+            which = f" (track {track.number})" if several else ""
+            result.warnings.append(
+                f"{track.channels}-channel audio{which} was mixed down to stereo"
+            )
     return result
 
 
-def _audio_note(writer: VideoWriter, info: VideoInfo) -> str | None:
-    if info.audio is None or writer.audio_copied is None:
+def _audio_note(writer: VideoWriter) -> str | None:
+    """How the audio went in: "copied", "re-encoded", "2 tracks copied", "2 tracks: 1
+    copied, 1 re-encoded"; " to audio.m4a" beside a PNG sequence."""
+    if not writer.audio_tracks:
         return None
-    where = " to audio.m4a" if writer.fmt == "png" else ""
-    return ("copied" if writer.audio_copied else "re-encoded") + where
+    copied = sum(1 for _, c in writer.audio_tracks if c)
+    n = len(writer.audio_tracks)
+    if copied in (0, n):
+        how = "copied" if copied else "re-encoded"
+        note = how if n == 1 else f"{n} tracks {how}"
+    else:
+        note = f"{n} tracks: {copied} copied, {n - copied} re-encoded"
+    return note + (" to audio.m4a" if writer.fmt == "png" else "")
 
 
 @contextlib.contextmanager
