@@ -44,7 +44,7 @@ class EngineConfig:
     #: whole call stalls. Two calls with one thread each share nothing. On a 2-core CPU at
     #: 256 px: 293 ms a frame with one thread, 174 with two threads on one call, 133 with two
     #: calls of one thread; with another busy process on the machine 300, 866 and 214.
-    #: None = 1 (convert, demo and eval choose their own: :func:`side_by_side`).
+    #: None = 1 (convert, demo and eval choose their own: :func:`vidmat.core.engine.side_by_side`).
     workers: int | None = None
     #: channels_last (NHWC) memory format. On by default: the frames arrive NHWC, cuDNN's
     #: fp16 convolutions want it, and on a 2-core CPU it ran u2netp 20-27 % faster than

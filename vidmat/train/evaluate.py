@@ -96,7 +96,7 @@ def measure(
 def in_order(fn: Callable[[T], R], items: Sequence[T], workers: int = 1) -> Iterator[R]:
     """``map(fn, items)`` on ``workers`` threads, results in order, at most 2 per thread
     waiting: the engine on a CPU runs two calls side by side faster than one call on
-    both cores (see :attr:`vidmat.core.engine.EngineConfig.workers`), and reading and
+    both cores (see :attr:`vidmat.core.settings.EngineConfig.workers`), and reading and
     scoring images overlap with the model too."""
     if workers <= 1:
         yield from map(fn, items)
