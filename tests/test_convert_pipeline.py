@@ -26,7 +26,7 @@ from convert_fixtures import (
     stub_engine,
 )
 
-from vidmat.core.backgrounds import GREENSCREEN
+from vidmat.core.backgrounds import GREENSCREEN, Background
 from vidmat.core.engine import Engine, side_by_side
 from vidmat.core.postprocess import PostProcessor
 from vidmat.core.settings import EngineConfig, PostprocessConfig
@@ -194,6 +194,24 @@ def test_pixel_aspect_ratio_kept_and_png_warns(engine: Engine, tmp_path: Path) -
         assert c.streams.video[0].sample_aspect_ratio == Fraction(64, 45)
     result = convert_video(engine, src, tmp_path / "seq", ConvertConfig(fmt="png", post=EXACT))
     assert len(result.warnings) == 1 and "64:45" in result.warnings[0]
+
+
+def test_a_picture_behind_an_anamorphic_clip_is_shown_undistorted(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """64x48 stored, 64:45 pixels, shown 91x48: a 91x48 picture behind the person fills
+    the frame as shown, squeezed into the stored pixels. Fitted to the stored 64x48, it
+    lost a seventh at each side and showed 1.42 times too wide."""
+    src = anamorphic_clip(tmp_path / "a.mp4")
+    picture = np.zeros((48, 91, 3), np.uint8)
+    picture[..., 2] = np.linspace(0, 255, 91).round().astype(np.uint8)  # blue, left to right
+    cfg = ConvertConfig(fmt="mp4", background=Background.from_image(picture), post=EXACT)
+    convert_video(engine, src, tmp_path / "o.mp4", cfg)
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        shown = player_rgb(next(c.decode(c.streams.video[0])))
+    blue = shown[2, :, 2].astype(int)  # row 2: above the red square, background only
+    assert blue[0] < 20 and blue[-1] > 235  # the picture's edges at the frame's edges
+    # (cropped to its middle, the frame's edges showed blue 37 and 218)
 
 
 def test_default_smoothing_and_batches_keep_every_frame_in_order(

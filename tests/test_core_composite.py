@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from vidmat.core.backgrounds import GREENSCREEN, Background, parse_background, parse_color
 from vidmat.core.composite import Compositor, composite, composite_np, cover_fit
+from vidmat.core.postprocess import PostProcessor
 from vidmat.core.refine import torch_only
 from vidmat.errors import VidmatError
 
@@ -70,6 +71,27 @@ def test_image_cover_fit_and_cached():
     )
     np.testing.assert_array_equal(buf.numpy(), ref[0, :, :, 4:12].permute(1, 2, 0).round().numpy())
     assert comp.background_buffer((H, W), t.device) is buf  # prepared once, not per frame
+
+
+def test_a_picture_fits_the_frame_as_shown():
+    """Pixels twice as wide as high: an 8-column frame shows 16 wide, and a 3x8 picture
+    (the shown shape) fills it whole, squeezed into the 8 stored columns, instead of
+    losing its sides to a crop to the stored shape (columns 2..5 of it)."""
+    img = np.zeros((3, 8, 3), np.uint8)
+    img[:, :, 0] = np.arange(8, dtype=np.uint8)[None] * 10
+    device = torch.device("cpu")
+    wide = Compositor(Background.from_image(img), pixel_aspect=2.0)
+    buf = wide.background_buffer((H, W), device).numpy()[..., 0].astype(int)
+    assert buf.shape == (H, W)
+    assert (buf == buf[:1]).all() and (np.diff(buf[0]) > 0).all()  # one ramp in every row
+    assert buf[0, 0] <= 5 and buf[0, -1] >= 65  # the picture's own ends, 0 and 70
+    square = Compositor(Background.from_image(img)).background_buffer((H, W), device).numpy()
+    assert square[0, 0, 0] >= 15 and square[0, -1, 0] <= 55  # cropped to its middle
+    # A background switched while running keeps fitting that way.
+    post = PostProcessor(background=Background.from_image(img), pixel_aspect=2.0)
+    post.set_background(Background.from_image(img[:, ::-1].copy()))
+    flipped = post.compositor.background_buffer((H, W), device).numpy()[..., 0].astype(int)
+    np.testing.assert_array_equal(flipped, buf[:, ::-1])
 
 
 def test_cover_fit_no_bars_no_distortion():

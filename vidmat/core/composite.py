@@ -75,11 +75,25 @@ def _to_tensor(image: Any, device: torch.device) -> Tensor:
 
 
 def prepare_image(
-    image: Any, size: tuple[int, int], device: torch.device, dtype: torch.dtype
+    image: Any,
+    size: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype,
+    pixel_aspect: float = 1.0,
 ) -> Tensor:
-    """RGB array -> cover-fit (H,W,3) tensor on the 0..255 scale on ``device``."""
+    """RGB array -> cover-fit (H,W,3) tensor on the 0..255 scale on ``device``.
+
+    ``pixel_aspect``: the width of the frame's pixels as shown, over their height (64:45
+    for PAL widescreen, stored 720x576 and shown 1024x576). The picture is fitted to the
+    frame as shown and then squeezed into its stored pixels, so that it shows undistorted
+    beside the person; fitted to the stored 720x576, a photo showed 1.42 times too wide.
+    """
     t = _to_tensor(image, device).permute(2, 0, 1)[None].to(torch.float32)
-    t = cover_fit(t, size)
+    if pixel_aspect != 1.0:
+        height, width = size
+        t = resize(cover_fit(t, (height, max(1, round(width * pixel_aspect)))), size)
+    else:
+        t = cover_fit(t, size)
     return t[0].permute(1, 2, 0).round_().clamp_(0, 255).to(dtype).contiguous()
 
 
@@ -155,9 +169,15 @@ class Compositor:
     MAX_CACHED_FRAMES = 64
 
     def __init__(
-        self, background: Background | str | None = None, dtype: torch.dtype | None = None
+        self,
+        background: Background | str | None = None,
+        dtype: torch.dtype | None = None,
+        pixel_aspect: float = 1.0,
     ) -> None:
+        """``pixel_aspect``: the frames' pixel width over height as shown (see
+        :func:`prepare_image`); pictures and videos behind the person are fitted to it."""
         self.background = parse_background(background)
+        self.pixel_aspect = float(pixel_aspect)
         if self.background.kind == "file":
             raise ValueError(
                 "a file background must be opened first (vidmat.io.images.load_background)"
@@ -214,7 +234,8 @@ class Compositor:
             )
         if bg.kind == "image":
             return self._cached(
-                ("image", size, device, dtype), lambda: prepare_image(bg.image, size, device, dtype)
+                ("image", size, device, dtype),
+                lambda: prepare_image(bg.image, size, device, dtype, self.pixel_aspect),
             )
         if bg.kind == "video":
             t = 0.0 if t is None else float(t)
@@ -222,13 +243,16 @@ class Compositor:
                 index = int(t * bg.fps + 1e-6) % len(bg.frames)
                 return self._cached(
                     ("video", index, size, device, dtype),
-                    lambda: prepare_image(bg.frames[index], size, device, dtype),
+                    lambda: prepare_image(bg.frames[index], size, device, dtype, self.pixel_aspect),
                 )
             assert bg.frame_at is not None
             # Only the latest frame: times rarely repeat, so caching more would just fill memory.
             key = (t, size, device, dtype)
             if self._last_video is None or self._last_video[0] != key:
-                self._last_video = (key, prepare_image(bg.frame_at(t), size, device, dtype))
+                self._last_video = (
+                    key,
+                    prepare_image(bg.frame_at(t), size, device, dtype, self.pixel_aspect),
+                )
             return self._last_video[1]
         raise ValueError(f"background kind {bg.kind!r} has no buffer")
 

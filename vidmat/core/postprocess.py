@@ -99,9 +99,15 @@ class PostProcessor:
         self,
         config: PostprocessConfig | None = None,
         background: Background | str | None = None,
+        pixel_aspect: float = 1.0,
     ) -> None:
+        """``pixel_aspect``: the stream's pixel width over height as shown (a PAL widescreen
+        file's 64:45), so that a picture behind the person is not shown stretched."""
         self.config = (config or PostprocessConfig()).validate()
-        self.compositor = Compositor(background, _forced_dtype(self.config.precision))
+        self.pixel_aspect = pixel_aspect
+        self.compositor = Compositor(
+            background, _forced_dtype(self.config.precision), self.pixel_aspect
+        )
         self._smoother = TemporalSmoother(self.config.smoothing)
         self._bi = BidirectionalSmoother(self.config.smoothing, self.config.lookahead)
         self._state: SmoothingState | None = None
@@ -113,7 +119,9 @@ class PostProcessor:
 
     def set_background(self, background: Background | str | None) -> None:
         """Switch the background (buffers are rebuilt lazily on the next frame)."""
-        self.compositor = Compositor(background, _forced_dtype(self.config.precision))
+        self.compositor = Compositor(
+            background, _forced_dtype(self.config.precision), self.pixel_aspect
+        )
 
     def set_config(self, **changes: Any) -> None:
         """Change settings at run time (e.g. a UI slider); smoothing state is kept if possible."""

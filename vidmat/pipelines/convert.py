@@ -336,7 +336,6 @@ def convert_video(
     src, dst = Path(src), Path(dst)
     check_paths(src, dst, overwrite, folder=cfg.fmt == "png")
     background = _background(cfg)
-    post = PostProcessor(cfg.post, background)
     batch = cfg.batch_for(engine)
     depth = cfg.queue_frames or max(4, 2 * batch)
     result = ConvertResult(src, dst)
@@ -345,6 +344,7 @@ def convert_video(
         info = reader.info
         if on_start is not None:
             on_start(info)
+        post = PostProcessor(cfg.post, background, float(info.sample_aspect_ratio or 1))
         offset = info.start_time if info.start_time > 0 else 0.0
         with _output(dst, cfg.fmt, overwrite) as tmp:
             writer = _open_writer(tmp, cfg, info, offset, dst)
