@@ -3,7 +3,9 @@
 What a user feels is measured, per frame: how long a captured frame waited for
 the worker (capture), the model, refine + composite (post), handing the frame
 to the display (display), and capture-to-display latency; plus displayed fps,
-frames dropped by the latest-frame queue, its deepest fill, resident memory
+frames dropped by the latest-frame queue and those the source's reader was too late
+for (``source_skipped``: decoding the file fell behind the clock, as a slow camera
+loses frames; ``lost_pct`` counts both), the queue's deepest fill, resident memory
 sampled over the run (a leak shows as growth) and, on CUDA, peak GPU memory.
 
 The source plays at its own frame rate against the wall clock, exactly as a
@@ -240,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
             pipe.stats = LiveStats(keep_history=True)
             dropped0, outputs0 = pipe.dropped, pipe.outputs
             captured0 = pipe.capture.frames if pipe.capture else 0
+            skipped0 = pipe.capture.skipped if pipe.capture else 0
             t0 = time.perf_counter()
             rss: list[tuple[float, float]] = [(0.0, rss_mib())]
             next_sample = args.rss_every
@@ -253,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
             outputs = pipe.outputs - outputs0
             dropped = pipe.dropped - dropped0
             captured = (pipe.capture.frames if pipe.capture else 0) - captured0
+            # File frames the reader was too late for never reach the queue: lost as well.
+            skipped = (pipe.capture.skipped if pipe.capture else 0) - skipped0
             inferences = pipe.stats.inferences
             rss.append((round(elapsed, 2), rss_mib()))
         finally:
@@ -301,6 +306,8 @@ def run(args: argparse.Namespace) -> int:
         "model_fps": inferences / elapsed,
         "dropped": dropped,
         "dropped_pct": 100.0 * dropped / max(1, captured),
+        "source_skipped": skipped,
+        "lost_pct": 100.0 * (dropped + skipped) / max(1, captured + skipped),
         "queue_max_depth": pipe.frames_q.max_depth,
         "rss_mib_start": rss_vals[0],
         "rss_mib_end": rss_vals[-1],
