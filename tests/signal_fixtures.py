@@ -12,8 +12,10 @@ from pathlib import Path
 
 
 def _child_signals() -> None:
-    # A shell starts background jobs with SIGINT ignored; a terminal user's process has it.
+    # A shell starts background jobs with SIGINT ignored, and nohup SIGHUP; a terminal
+    # user's process has both.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def signal_once_writing(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from signal_fixtures import signal_once_writing
 from vidmat.cli import main
 from vidmat.core.engine import Engine
 from vidmat.io.video import VideoWriter
-from vidmat.signals import Terminated, interrupt_once
+from vidmat.signals import Terminated, group_signals_held, interrupt_once
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_mid_write_leaves_nothing(
     setup: tuple[Path, Path], tmp_path: Path, sig: signal.Signals
 ) -> None:
@@ -43,8 +45,8 @@ def test_signal_mid_write_leaves_nothing(
     args = ["convert", str(clip), "-o", str(tmp_path / "x.mp4")]
     args += ["--weights", str(weights), "--size", "32", "--quiet", "--threads", "1"]
     code, err = signal_once_writing(args, tmp_path, ".x.*", sig, settle=0.5)
-    assert code == 128 + sig, err  # 130 for Ctrl-C, 143 for kill
-    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert code == 128 + sig, err  # 130 for Ctrl-C, 143 for kill, 129 for a closed terminal
+    word = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}.get(sig, "hung up")
     assert word in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 
@@ -105,3 +107,49 @@ def test_interrupt_once_ignores_later_signals_and_restores_the_handlers() -> Non
             assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_hang_up_stops_as_kill_does_unless_nohup_ignores_it() -> None:
+    """A closed terminal (SIGHUP) ended the process on the spot, leaving the temporary
+    output behind; now it stops the job as kill does (exit 129). Under nohup it stays
+    ignored, as that user asked."""
+    with pytest.raises(Terminated) as stop, interrupt_once():
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)
+    assert (stop.value.signum, stop.value.what) == (signal.SIGHUP, "hung up")
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup
+    try:
+        with interrupt_once():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_processes_started_while_group_signals_are_held_never_get_them() -> None:
+    """train's batch workers and Python's resource tracker start inside this block: a
+    hang-up sent to the terminal's whole group killed the tracker, and the stopping
+    trainer printed a traceback for each semaphore it released. They inherit SIGINT and
+    SIGHUP blocked; this process gets one that came meanwhile when the block ends."""
+    got: list[int] = []
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: got.append(signum))
+    try:
+        with group_signals_held():
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert got == []  # held
+        assert got == [signal.SIGHUP]  # delivered at the end of the block
+        status = Path(f"/proc/{child.pid}/status").read_text()
+        blocked = int(
+            next(x for x in status.splitlines() if x.startswith("SigBlk:")).split()[1], 16
+        )
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            assert blocked & (1 << (sig - 1)), sig
+        assert not blocked & (1 << (signal.SIGTERM - 1))  # how a parent ends a stuck child
+        child.send_signal(signal.SIGHUP)
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=0.5)  # held: still running
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        child.kill()
+        child.wait()

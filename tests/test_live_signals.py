@@ -14,7 +14,7 @@ from signal_fixtures import signal_once_writing
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_finalises_the_recording(tmp_path: Path, sig: signal.Signals) -> None:
     from vidmat.model.spec import WeightsSpec
     from vidmat.model.u2net import build_model
@@ -32,9 +32,8 @@ def test_signal_finalises_the_recording(tmp_path: Path, sig: signal.Signals) -> 
     # Finalised and summarised, then the exit status of a stopped run, as convert's.
     assert code == 128 + sig, err
     assert "Traceback" not in err and "stopping" in err and "wrote" in err
-    assert err.endswith(
-        "vidmat: terminated\n" if sig == signal.SIGTERM else "vidmat: interrupted\n"
-    )
+    word = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}.get(sig, "hung up")
+    assert err.endswith(f"vidmat: {word}\n")
     assert [p.name for p in out.iterdir()] == ["rec.mp4"]
     with av.open(str(out / "rec.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) > 5

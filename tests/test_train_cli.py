@@ -416,7 +416,8 @@ def test_the_closing_line_shows_no_placeholder_score(
 
 
 @pytest.mark.parametrize(
-    ("signame", "code", "word"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")]
+    ("signame", "code", "word"),
+    [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated"), ("SIGHUP", 129, "hung up")],
 )
 def test_a_signal_checkpoints_and_exits_as_the_other_commands_do(
     tmp_path: Path,
@@ -427,9 +428,10 @@ def test_a_signal_checkpoints_and_exits_as_the_other_commands_do(
     code: int,
     word: str,
 ) -> None:
-    """A real Ctrl-C (SIGINT) or kill (SIGTERM) in the middle of a run: the step ends,
-    last.pt and that step's EMA are written, and the command exits 130 / 143 with one
-    line (it exited 0, as if complete)."""
+    """A real Ctrl-C (SIGINT), kill (SIGTERM) or closed terminal (SIGHUP) in the middle of
+    a run: the step ends, last.pt and that step's EMA are written, and the command exits
+    130 / 143 / 129 with one line (SIGINT and SIGTERM exited 0, as if complete; SIGHUP
+    ended the process on the spot, losing the steps since the last checkpoint)."""
     import os
     import signal
 
@@ -547,3 +549,77 @@ def test_a_resume_under_other_settings_is_refused_naming_them(
     assert "changed on resume: --size 32 (now 64)\n" in out and "stopped at step 3" in out
     assert json.loads((run / "config.json").read_text())["size"] == 64
     assert torch.load(last, weights_only=False)["step"] == 3
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_batch_workers_end_with_a_killed_trainer(
+    tmp_path: Path, make_people: Callable[..., Path]
+) -> None:
+    """kill -9 of `vidmat train --workers 2` left the workers and their forkserver behind
+    for good (400 MB each), waiting on a server that never went away. Spawned workers are
+    the trainer's own children and end within seconds of it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = make_people(tmp_path / "people", n=4)
+    argv = [sys.executable, "-m", "vidmat", "train", "--data", str(root)]
+    argv += ["--run", str(tmp_path / "run"), "--size", "32", "--batch", "2"]
+    argv += ["--steps", "100000", "--workers", "2", "--threads", "1", "--no-progress"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        log = tmp_path / "run" / "log.jsonl"
+        # Steps logged: the workers are delivering batches (killed while they still start
+        # up, a worker takes init for its parent and waits on it: torch's own limit).
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.is_file() and len(log.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        workers = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
+        assert len(workers) == 2, "the workers did not start"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in workers:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a worker whose parent is gone is reaped by init)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

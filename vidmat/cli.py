@@ -14,6 +14,7 @@ PyAV nor Qt (a GPU machine for training may have neither).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -78,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VidmatError as exc:
         print(f"vidmat: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except Terminated:
-        print("vidmat: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except Terminated as exc:
+        # After a hang-up the terminal may be gone: the line is best effort.
+        with contextlib.suppress(OSError):
+            print(f"vidmat: {exc.what}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("vidmat: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT

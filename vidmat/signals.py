@@ -1,12 +1,14 @@
-"""How vidmat stops when asked to: Ctrl-C (SIGINT) and ``kill`` (SIGTERM) alike.
+"""How vidmat stops when asked to: Ctrl-C (SIGINT), ``kill`` (SIGTERM) and a closed
+terminal (SIGHUP) alike.
 
-A job manager, ``timeout`` or ``kill`` sends SIGTERM, whose default action ends the
-process on the spot: a conversion would leave its temporary file behind and a live
-recording would never be finalised. Inside :func:`interrupt_once` SIGTERM raises
-:class:`Terminated` instead, a ``KeyboardInterrupt``, so every cleanup written for
-Ctrl-C runs for it too, and the CLI still exits with SIGTERM's conventional code; the
-first signal stops the job and later ones are ignored, so the stop of a job with worker
-threads cannot itself be cut short.
+A job manager, ``timeout`` or ``kill`` sends SIGTERM, and a terminal window that closes or
+an SSH session that drops sends SIGHUP; the default action of both ends the process on the
+spot: a conversion would leave its temporary file behind, a live recording would never be
+finalised and a training run would lose the steps since its last checkpoint. Inside
+:func:`interrupt_once` they raise :class:`Terminated` instead, a ``KeyboardInterrupt``, so
+every cleanup written for Ctrl-C runs for them too, and the CLI still exits with the
+signal's conventional code (143, 129); the first signal stops the job and later ones are
+ignored, so the stop of a job with worker threads cannot itself be cut short.
 """
 
 from __future__ import annotations
@@ -17,14 +19,40 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+#: The signals that stop a job cleanly (SIGHUP exists on POSIX only).
+STOP_SIGNALS: tuple[int, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be; the CLI exits 128 + SIGTERM for it."""
+    """SIGTERM or SIGHUP, raised where Ctrl-C would be; the CLI exits 128 + the signal."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def what(self) -> str:
+        """What the CLI says: "terminated" (kill) or "hung up" (closed terminal)."""
+        return "terminated" if self.signum == signal.SIGTERM else "hung up"
+
+
+def stop_exception(signum: int) -> KeyboardInterrupt:
+    """The exception a stop signal raises: Ctrl-C's own, or :class:`Terminated`."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def caught_signals() -> tuple[int, ...]:
+    """:data:`STOP_SIGNALS` that are not ignored now. One ignored on entry stays ignored:
+    SIGINT in a shell's background job, SIGHUP under ``nohup``, whose users asked for
+    exactly that."""
+    return tuple(s for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN)
 
 
 @contextlib.contextmanager
 def interrupt_once() -> Iterator[None]:
-    """The first SIGINT or SIGTERM stops the work (SIGTERM as :class:`Terminated`, a
+    """The first stop signal stops the work (SIGTERM and SIGHUP as :class:`Terminated`, a
     ``KeyboardInterrupt``); any later one, until the block is left, is ignored.
 
     Two quick Ctrl-Cs are common. The second one used to land while the first one's cleanup
@@ -35,25 +63,20 @@ def interrupt_once() -> Iterator[None]:
     an active exception", SIGABRT instead of exit 130). The handler ignores both signals
     from the moment it raises, so no second one can land between the raise and the cleanup
     either. The cleanup is bounded (threads are joined with a timeout); SIGKILL still
-    ends a stuck process. A SIGINT that was ignored on entry (a shell's background job)
-    stays ignored. Only the main thread may set signal handlers; elsewhere this does
-    nothing.
+    ends a stuck process. A signal ignored on entry stays ignored (:func:`caught_signals`).
+    Only the main thread may set signal handlers; elsewhere this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = caught_signals()
 
     def handler(signum: int, frame: Any) -> None:
         for s in signals:
             signal.signal(s, signal.SIG_IGN)
-        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        raise stop_exception(signum)
 
-    previous = {
-        s: signal.signal(s, handler)
-        for s in signals
-        if not (s == signal.SIGINT and signal.getsignal(s) == signal.SIG_IGN)
-    }
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
@@ -62,13 +85,36 @@ def interrupt_once() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def group_signals_held() -> Iterator[None]:
+    """Processes started inside this block never get Ctrl-C (SIGINT) or a hang-up (SIGHUP),
+    which a terminal sends to every process of its group: they inherit both blocked, past
+    ``exec``. This process gets any that came meanwhile when the block ends.
+
+    Why: ``train --workers`` spawns batch workers and Python's resource tracker, and a
+    hang-up killed the tracker at once (Python protects it from SIGINT and SIGTERM only),
+    so the stopping trainer printed a traceback for every semaphore it then released.
+    The parent still stops them itself. SIGTERM is left alone: it is how a parent ends a
+    child that does not stop by itself. POSIX only; elsewhere this does nothing.
+    """
+    held = [s for s in STOP_SIGNALS if s != signal.SIGTERM]
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def no_interrupts() -> Iterator[None]:
-    """Ignore SIGINT and SIGTERM while threads are joined and a recording is finalised
+    """Ignore the stop signals while threads are joined and a recording is finalised
     (seconds): a second signal must not leave a half-written file."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
     try:
         yield
     finally:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from vidmat.argtypes import weights_name
 from vidmat.errors import VidmatError
 from vidmat.io.files import check_output_folder, require_folder
-from vidmat.signals import Terminated
+from vidmat.signals import caught_signals, stop_exception
 from vidmat.train import AMP_MODES
 
 if TYPE_CHECKING:
@@ -637,7 +637,7 @@ def run(args: argparse.Namespace) -> int:
         stopped_by.append(signum)
         trainer.stop()
 
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, _stop) for sig in caught_signals()}
     try:
         result = trainer.run(on_log=lambda s: print(s, flush=True))
     finally:
@@ -650,9 +650,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if stopped_by:
         # Checkpointed above; the CLI turns this into "vidmat: interrupted" and exit code
-        # 130 (Ctrl-C) or "vidmat: terminated" and 143 (kill), as convert and demo end,
-        # so a script can tell a stopped run from a finished one.
-        raise Terminated if stopped_by[0] == signal.SIGTERM else KeyboardInterrupt
+        # 130 (Ctrl-C), "vidmat: terminated" and 143 (kill) or "vidmat: hung up" and 129
+        # (a closed terminal), as convert and demo end, so a script can tell a stopped
+        # run from a finished one.
+        raise stop_exception(stopped_by[0])
     return 0
 
 

@@ -24,7 +24,6 @@ import contextlib
 import copy
 import json
 import math
-import multiprocessing as mp
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,6 +39,7 @@ from torch import nn
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, atomic_output
 from vidmat.model.u2net import HEAD_LAYERS
+from vidmat.signals import STOP_SIGNALS, group_signals_held
 from vidmat.train import AMP_MODES
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import (
@@ -271,18 +271,24 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return contextlib.nullcontext()
 
 
-#: How batch workers start, the same on every Python: not fork, which copies a process
-#: whose torch, OpenMP and progress-bar threads may hold locks the child then waits on
-#: forever (Python 3.12 warns of it, and 3.14 no longer forks by default on Linux).
-#: A worker starts in about a second (it imports torch) and receives its data pickled,
-#: the caches by their files (:class:`~vidmat.train.data.MappedFile`).
-WORKER_START = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+#: How batch workers start, the same on every Python: spawned. Not fork, which copies a
+#: process whose torch, OpenMP and progress-bar threads may hold locks the child then
+#: waits on forever (Python 3.12 warns of it; 3.14 no longer forks by default on Linux).
+#: Not forkserver either: its workers are the server's children and hold its lifeline
+#: pipe, so when the trainer was killed (SIGKILL) the server and the workers, waiting on
+#: a parent that never went away, stayed behind with 400 MB each. A spawned worker is
+#: the trainer's child and ends when the trainer does. It starts in about a second (it
+#: imports torch) and receives its data pickled, the caches by their files
+#: (:class:`~vidmat.train.data.MappedFile`).
+WORKER_START = "spawn"
 
 
 def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
-    """Ctrl-C reaches the whole process group: workers ignore it, and the trainer
-    finishes its step, checkpoints and shuts them down (no traceback per worker)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Ctrl-C and a closed terminal (SIGHUP) reach the whole process group: workers ignore
+    them, and the trainer finishes its step, checkpoints and shuts them down (no traceback
+    per worker, and no worker that dies first and takes the run down with it)."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -733,7 +739,9 @@ class Trainer:
             worker_init_fn=_leave_interrupts_to_the_trainer,
             multiprocessing_context=WORKER_START,
         )
-        yield from loader
+        with group_signals_held():  # the workers start here
+            batches = iter(loader)
+        yield from batches
 
     def anchor_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The anchor's fused logits for a batch, squashed to its size as the engine

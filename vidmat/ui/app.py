@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidmat.errors import VidmatError
+from vidmat.signals import caught_signals
 
 if TYPE_CHECKING:
     from vidmat.commands.live import LiveRequest
@@ -85,9 +86,9 @@ def run_window(req: LiveRequest) -> int:
     window.start_pipeline()
     # Ctrl-C in the terminal closes the window properly (recording finalised). Qt's loop
     # runs Python at least every status-timer tick, so the handler is not delayed long.
-    # kill (SIGTERM) likewise, so a recording is not left as a temporary file.
-    stops = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda *_: window.close()) for s in stops}
+    # kill (SIGTERM) and a closed terminal (SIGHUP) likewise, so a recording is not left
+    # as a temporary file.
+    previous = {s: signal.signal(s, lambda *_: window.close()) for s in caught_signals()}
     try:
         code = app.exec()
     finally:
