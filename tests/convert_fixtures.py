@@ -140,10 +140,10 @@ def track_seconds(path: Path) -> list[float]:
 
 
 def with_tracks(dst: Path, clips: list[Path], tags: list[dict[str, str]]) -> Path:
-    """The first clip's video with the audio of every clip as tracks of one Matroska file,
-    stream-copied, track i tagged with ``tags[i]`` (as a recording with the microphone and
-    the desktop sound on tracks of their own)."""
-    with av.open(str(dst), "w", format="matroska") as out:
+    """The first clip's video with the audio of every clip as tracks of one file (its
+    container from ``dst``'s suffix), stream-copied, track i tagged with ``tags[i]`` (as a
+    recording with the microphone and the desktop sound on tracks of their own)."""
+    with av.open(str(dst), "w") as out:
         ins = [av.open(str(c)) for c in clips]
         try:
             video = out.add_stream_from_template(ins[0].streams.video[0])

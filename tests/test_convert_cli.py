@@ -27,6 +27,7 @@ from convert_fixtures import (
 from vidmat.cli import main
 from vidmat.core.engine import Engine
 from vidmat.core.settings import EngineConfig
+from vidmat.io.audio import track_title
 from vidmat.io.formats import FORMATS
 
 
@@ -652,14 +653,14 @@ def test_every_audio_track_is_kept(
     src = with_tracks(
         tmp_path / "rec.mkv",
         [mic, desk],
-        [{"title": "Mic", "language": "eng"}, {"title": "Desktop", "language": "ger"}],
+        [{"title": "Mic", "language": "eng"}, {"title": "Desktop", "language": "deu"}],
     )
     dst = tmp_path / ("out" if fmt == "png" else f"out{FORMATS[fmt][0]}")
     code = main(["convert", str(src), "--format", fmt, "-o", str(dst)])  # not --quiet
     err = capsys.readouterr().err
     assert code == 0, err
     assert f"{src} -> {dst} (12 frames, " in err and f", {note})\n" in err
-    mixed = "6-channel audio (track 2) was mixed down to stereo"
+    mixed = '6-channel audio (track 2 ("Desktop")) was mixed down to stereo'
     assert (mixed in err) == (codecs[1] != "pcm_s16le")
     audio = dst / "audio.m4a" if fmt == "png" else dst
     with av.open(str(audio)) as c:
@@ -669,14 +670,35 @@ def test_every_audio_track_is_kept(
             1,
             6 if codecs[1] == "pcm_s16le" else 2,
         ]
-        assert [a.metadata.get("language") for a in tracks] == ["eng", "ger"]
-        # Matroska keeps a title as "title"; MP4 and MOV as the track's name.
-        assert [a.metadata.get("title") or a.metadata.get("name") for a in tracks] == [
-            "Mic",
-            "Desktop",
-        ]
+        # QuickTime's language table knows German as "ger" only ("deu" was dropped).
+        german = "ger" if fmt == "mov" else "deu"
+        assert [a.metadata.get("language") for a in tracks] == ["eng", german]
+        assert [track_title(a.metadata) for a in tracks] == ["Mic", "Desktop"]
     for got, want in zip(track_seconds(audio), track_seconds(src), strict=True):
         assert abs(got - want) < 0.03
+
+
+@pytest.mark.parametrize("fmt", ["webm", "mov"])
+def test_track_names_from_an_mp4_are_carried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """MP4 and MOV name a track in their own places, as "name" (what a title becomes
+    there) or as the handler name (ffmpeg -metadata:s:a handler_name=...), and every
+    output lost them; the muxer's generic handler name ("SoundHandler") names nothing."""
+    mic = make_clip(tmp_path / "mic.mp4", frames=8)
+    src = with_tracks(
+        tmp_path / "rec.mp4",
+        [mic, mic, mic],
+        [{"handler_name": "Commentary"}, {"title": "Mic"}, {}],
+    )
+    with av.open(str(src)) as c:
+        names = [dict(a.metadata) for a in c.streams.audio]
+    assert names[1].get("name") == "Mic" and names[2].get("handler_name") == "SoundHandler"
+    dst = tmp_path / f"out{FORMATS[fmt][0]}"
+    code, _, err = run_cli([src, "--format", fmt, "-o", dst], capsys)
+    assert code == 0, err
+    with av.open(str(dst)) as c:
+        assert [track_title(a.metadata) for a in c.streams.audio] == ["Commentary", "Mic", None]
 
 
 class _GhostRed(torch.nn.Module):

@@ -99,10 +99,37 @@ def test_an_undecodable_track_costs_only_itself(engine: Engine, tmp_path: Path, 
     assert result.frames == 8
     assert result.audio == "copied" + (" to audio.m4a" if fmt == "png" else "")
     assert result.warnings == [
-        "audio track 2 of 2 was left out: FFmpeg has no decoder for its codec"
+        'audio track 2 of 2 ("Odd") was left out: FFmpeg has no decoder for its codec'
     ]
     audio = dst / "audio.m4a" if fmt == "png" else dst
     assert audio_streams(audio) == [("aac", 48000, "mono")]
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm", "png"])
+def test_a_track_without_sound_is_said_and_not_counted(
+    engine: Engine, tmp_path: Path, fmt: str
+) -> None:
+    """A track with no packet at all: the MP4 muxer leaves it out, WebM keeps it silent;
+    the note said "2 tracks copied" either way. Now it names the track and counts the
+    others only; with no sound anywhere, no audio.m4a is written."""
+    clip = make_clip(tmp_path / "a.mp4", frames=8)
+    src = tmp_path / "empty.mkv"
+    with av.open(str(clip)) as c, av.open(str(src), "w") as out:
+        video = out.add_stream_from_template(c.streams.video[0])
+        first = out.add_stream_from_template(c.streams.audio[0])
+        out.add_stream("libopus", rate=48000, layout="stereo").metadata["title"] = "Silent"
+        for pk in c.demux():
+            if pk.size:
+                pk.stream = video if pk.stream.type == "video" else first
+                out.mux(pk)
+    dst = tmp_path / ("out" if fmt == "png" else f"out.{fmt}")
+    result = convert_video(engine, src, dst, ConvertConfig(fmt=fmt))
+    assert result.warnings == ['audio track 2 of 2 ("Silent") holds no sound']
+    assert result.audio == ("copied" if fmt != "webm" else "re-encoded") + (
+        " to audio.m4a" if fmt == "png" else ""
+    )
+    with av.open(str(dst / "audio.m4a" if fmt == "png" else dst)) as c:
+        assert len(c.streams.audio) == (2 if fmt == "webm" else 1)
 
 
 def test_undecodable_audio_in_a_batch_does_not_stop_the_rest(

@@ -9,7 +9,7 @@ must survive, and :mod:`vidmat.io.video` is about frames.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -32,6 +32,53 @@ class AudioInfo:
     duration: float | None
     #: Its place among the file's audio tracks, from 1 (``index`` counts all streams).
     number: int = 1
+    #: The track's name ("Microphone") and ISO 639-2 language ("eng"), when tagged.
+    title: str | None = None
+    language: str | None = None
+
+    def named(self) -> str:
+        """Its title for a message, ' ("Desktop")', or nothing."""
+        return f' ("{self.title}")' if self.title else ""
+
+
+def track_title(tags: Mapping[str, str]) -> str | None:
+    """A track's name from its tags: Matroska's ``title``; MP4 and MOV keep it as
+    ``name`` (the 'udta' box FFmpeg writes a title to) or as the handler name, which
+    tools such as ``ffmpeg -metadata:s:a handler_name=...`` set, but which most files
+    fill with their muxer's generic word ("SoundHandler"), no name at all."""
+    for key in ("title", "name"):
+        if tags.get(key, "").strip():
+            return tags[key].strip()
+    handler = tags.get("handler_name", "").strip()
+    generic = not handler or "handler" in handler.lower() or handler in GENERIC_HANDLERS
+    return None if generic else handler
+
+
+#: Handler names muxers write that name no track.
+GENERIC_HANDLERS = frozenset({"Core Media Audio", "Audio", "Stereo", "Mono", "Sound"})
+#: QuickTime's language table (FFmpeg's mov muxer) holds the bibliographic ISO 639-2 codes
+#: only: "deu" or "zho" were dropped from a .mov without a word. These are the twenty
+#: languages whose two codes differ.
+BIBLIOGRAPHIC_CODES = {
+    "sqi": "alb", "hye": "arm", "eus": "baq", "mya": "bur", "zho": "chi", "ces": "cze",
+    "nld": "dut", "fra": "fre", "kat": "geo", "deu": "ger", "ell": "gre", "isl": "ice",
+    "mkd": "mac", "mri": "mao", "msa": "may", "fas": "per", "ron": "rum", "slk": "slo",
+    "bod": "tib", "cym": "wel",
+}  # fmt: skip
+
+
+def track_tags(info: AudioInfo, container: str) -> dict[str, str]:
+    """The tags that name a track in ``container``: its title (MP4/MOV also as the
+    handler name, which players such as QuickTime show) and its language."""
+    tags = {}
+    if info.title:
+        tags["title"] = info.title
+        if container in ("mp4", "mov"):
+            tags["handler_name"] = info.title
+    if info.language:
+        lang = info.language
+        tags["language"] = BIBLIOGRAPHIC_CODES.get(lang, lang) if container == "mov" else lang
+    return tags
 
 
 #: Audio codecs each container takes as a stream copy; anything else is re-encoded.
@@ -56,8 +103,6 @@ AUDIO_FALLBACK: dict[str, str] = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
 RESAMPLE_OPTIONS: dict[str, str] = {"rematrix_maxval": "1.0"}
 #: A changed sample rate goes no higher than this: every player takes 48 kHz, not all 96.
 MAX_NEW_RATE = 48000
-#: A track's tags that name it for a player's or an editor's track menu ("Mic", "eng").
-TRACK_TAGS = ("language", "title", "handler_name")
 
 
 class AudioUnusable(ValueError):
@@ -151,9 +196,7 @@ class AudioPass:
                 format=encoding.sample_format, layout=layout, rate=rate, options=RESAMPLE_OPTIONS
             )
             self._decoder = self._src_stream.codec_context
-        for key in TRACK_TAGS:
-            if self._src_stream.metadata.get(key):
-                self.stream.metadata[key] = self._src_stream.metadata[key]
+        self.stream.metadata.update(track_tags(info, fmt))
         self.done = False
         self.packets = 0
         self.skipped = 0  # damaged packets left out
@@ -297,8 +340,10 @@ def write_audio_file(
     try:
         for audio in passes:
             audio.write_until(out, None)
-        return passes, left_out
     finally:
         for audio in passes:
             audio.close()
         out.close()
+    if not any(audio.packets for audio in passes):  # tracks without a sound: no file
+        dst.unlink(missing_ok=True)
+    return passes, left_out

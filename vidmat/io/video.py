@@ -69,6 +69,7 @@ from vidmat.io.audio import (
     AudioPass,
     LeftOut,
     open_tracks,
+    track_title,
     write_audio_file,
 )
 from vidmat.io.formats import FORMATS
@@ -618,6 +619,7 @@ class VideoWriter:
         #: The input's audio tracks written, each with whether it was stream-copied (True)
         #: or re-encoded; set when the output is closed.
         self.audio_tracks: list[tuple[AudioInfo, bool]] = []
+        self._input_tracks = len(audio_from.audio_streams) if audio_from else 0
         if fmt == "png":
             self._open_png(audio_from)
         else:
@@ -712,7 +714,9 @@ class VideoWriter:
         will not open) is left out and the video written all the same; ``warnings`` says
         why, in the one line a user reads for the other audio problems."""
         for track, exc in left_out:
-            which = "the audio" if tracks == 1 else f"audio track {track.number} of {tracks}"
+            which = (
+                "the audio" if tracks == 1 else f"audio track {track.number} of {tracks}"
+            ) + track.named()
             self.warnings.append(f"{which} was left out: {_short(exc)}")
 
     # -- frames
@@ -849,14 +853,14 @@ class VideoWriter:
                     self._audio_src.path, tracks, self.path / "audio.m4a", self._time_offset
                 )
                 self._audio_left_out(left_out, len(tracks))
-                self._count_audio(passes)
+                self._count_audio(passes, len(tracks))
             return
         try:
             self._queue_video(self._stream.encode(None))
             self._finish_video()
             for audio in self._audio:
                 audio.write_until(self._container, None)
-            self._count_audio(self._audio)
+            self._count_audio(self._audio, self._input_tracks)
         finally:
             for audio in self._audio:
                 audio.close()
@@ -872,8 +876,14 @@ class VideoWriter:
                     "could not be stored in the WebM; it shows with square pixels"
                 )
 
-    def _count_audio(self, passes: list[AudioPass]) -> None:
-        self.audio_tracks = [(a.track, a.copy) for a in passes]
+    def _count_audio(self, passes: list[AudioPass], tracks: int) -> None:
+        """What went in. A track without a single packet is not counted: the MP4 and MOV
+        muxers leave such a track out, and WebM holds it silent."""
+        for a in passes:
+            if not a.packets:
+                which = "the audio" if tracks == 1 else f"audio track {a.track.number} of {tracks}"
+                self.warnings.append(f"{which}{a.track.named()} holds no sound")
+        self.audio_tracks = [(a.track, a.copy) for a in passes if a.packets]
         self.audio_packets = sum(a.packets for a in passes)
         self.audio_skipped = sum(a.skipped for a in passes)
 
@@ -911,6 +921,12 @@ def _plausible_rate(rate: Fraction | None) -> Fraction | None:
     return rate if rate and 0 < rate <= MAX_PLAUSIBLE_RATE else None
 
 
+def _language(tag: str | None) -> str | None:
+    """A track's ISO 639-2 language; "und" (undetermined, MP4's default) is none."""
+    lang = (tag or "").strip().lower()
+    return lang if lang and lang != "und" else None
+
+
 def _audio_info(stream: Any, number: int) -> AudioInfo:
     ctx = stream.codec_context
     tb = stream.time_base
@@ -922,4 +938,6 @@ def _audio_info(stream: Any, number: int) -> AudioInfo:
         time_base=tb or Fraction(1, 1000),
         duration=float(stream.duration * tb) if stream.duration and tb else None,
         number=number,
+        title=track_title(stream.metadata),
+        language=_language(stream.metadata.get("language")),
     )

@@ -375,7 +375,7 @@ def convert_video(
     several = len(info.audio_streams) > 1
     for track, copied in writer.audio_tracks:
         if not copied and track.channels > 2:
-            which = f" (track {track.number})" if several else ""
+            which = f" (track {track.number}{track.named()})" if several else ""
             result.warnings.append(
                 f"{track.channels}-channel audio{which} was mixed down to stereo"
             )
