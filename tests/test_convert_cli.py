@@ -678,6 +678,15 @@ def test_every_audio_track_is_kept(
         assert abs(got - want) < 0.03
 
 
+def test_the_bar_over_an_mkv_has_a_total_and_ends_full(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = with_tracks(tmp_path / "c.mkv", [make_clip(tmp_path / "c.mp4", frames=12)], [{}])
+    assert main(["convert", str(src), "-o", str(tmp_path / "o.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert "0/12 [" in err and "100%" in err and "12/12 [" in err
+
+
 @pytest.mark.parametrize("fmt", ["webm", "mov"])
 def test_track_names_from_an_mp4_are_carried(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str

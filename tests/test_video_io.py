@@ -550,3 +550,14 @@ def test_a_header_rate_no_video_has_is_not_believed(tmp_path: Path) -> None:
     with av.open(str(src)) as c:
         assert c.streams.video[0].average_rate == 25000  # what the header says
     assert probe(src).rate == 25
+
+
+def test_a_file_without_a_frame_count_gets_an_estimate_for_progress(tmp_path: Path) -> None:
+    """Matroska stores no frame count, so a bar over an .mkv (what OBS records) had no
+    total and no time left; duration x rate stands in for it."""
+    from convert_fixtures import with_tracks
+
+    src = with_tracks(tmp_path / "c.mkv", [make_clip(tmp_path / "c.mp4", frames=12)], [{}])
+    info = probe(src)
+    assert info.frames is None and info.frames_expected == 12
+    assert probe(tmp_path / "c.mp4").frames_expected == 12  # the header's count

@@ -508,7 +508,7 @@ class _Bars:
     def start_file(self, name: str, info: VideoInfo | None) -> None:
         if self.quiet or not self.several:
             return
-        frames = info.frames if info is not None else 1
+        frames = info.frames_expected if info is not None else 1
         self.file = progress_bar(
             total=frames, unit="frame", desc=name[:40], position=1, leave=False
         )
@@ -523,6 +523,13 @@ class _Bars:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+    def finish(self) -> None:
+        """Every input done: the overall bar ends full, where a frame count was estimated
+        (:attr:`VideoInfo.frames_expected`) a little off, or an input failed."""
+        if self.total is not None and self.total.total and self.total.n != self.total.total:
+            self.total.total = self.total.n
+            self.total.refresh()
 
     def write(self, text: str) -> None:
         if self.total is not None:
@@ -550,7 +557,7 @@ def _probe_all(jobs: list[Job]) -> int | None:
             total += 1
             continue
         try:
-            frames = probe(j.src).frames
+            frames = probe(j.src).frames_expected
         except VidmatError as exc:
             j.error = str(exc)
             continue
@@ -668,6 +675,7 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
                         f"{r.input} -> {r.output} ({r.frames} frame{'s' if r.frames != 1 else ''}, "
                         f"{r.fps:.1f} fps{audio})"
                     )
+            bars.finish()
         finally:
             bars.close()
     elapsed = time.perf_counter() - t0

@@ -175,6 +175,17 @@ class VideoInfo:
     colour: Colour = Colour()
 
     @property
+    def frames_expected(self) -> int | None:
+        """The frame count for a progress bar: the header's, else duration x rate. Matroska
+        and WebM (what OBS records) store no count, and their bars showed no total or
+        time left; the estimate is off by a frame or two where the rate varies."""
+        if self.frames:
+            return self.frames
+        if self.duration and self.rate:
+            return max(1, round(self.duration * float(self.rate)))
+        return None
+
+    @property
     def audio(self) -> AudioInfo | None:
         """The first audio stream, what a player plays unless told otherwise."""
         return self.audio_streams[0] if self.audio_streams else None
