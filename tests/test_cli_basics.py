@@ -217,6 +217,26 @@ def test_user_errors_are_one_sentence_without_traceback(capsys: pytest.CaptureFi
     assert "--batches 64 is above 32" in err and "Traceback" not in err
 
 
+def test_help_pages_fit_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The descriptions of train, eval and live (raw text, for their examples) printed as
+    one line of up to 210 characters. At 80 columns only an example or a table row may
+    run a little over."""
+    import argparse
+
+    monkeypatch.setenv("COLUMNS", "80")
+
+    def pages(parser: argparse.ArgumentParser, name: str):
+        yield name, parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, p in action.choices.items():
+                    yield from pages(p, f"{name} {sub}")
+
+    for name, text in pages(build_parser(), "vidmat"):
+        for line in text.splitlines():
+            assert len(line) <= 92, (name, line)
+
+
 def test_every_command_module_has_help() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -89,10 +89,17 @@ def test_a_held_last_frame_is_recorded_as_long_as_it_was_shown(tmp_path, weights
         (["--duration", "nan", "--no-loop"], "--duration must be > 0 seconds, got nan"),
         (["--duration", "inf", "--no-loop"], "leave --duration out to run until stopped"),
         (["--duration", "0"], "--duration must be > 0 seconds"),
-        (["--fps", "nan"], "--fps must be a finite number > 0, got nan"),
-        (["--fps", "inf"], "--fps must be a finite number > 0, got inf"),
+        (
+            ["--fps", "nan"],
+            "--fps must be a finite number of at least 1 for a live picture, got nan",
+        ),
+        (
+            ["--fps", "inf"],
+            "--fps must be a finite number of at least 1 for a live picture, got inf",
+        ),
         # Below a frame a second a stop waited for the next frame: 1e-9 never stopped.
-        (["--fps", "0.1", "--duration", "2"], "--fps must be at least 1 for a live picture"),
+        (["--fps", "0.1", "--duration", "2"], "--fps must be a finite number of at least 1"),
+        (["--fps", "0"], "--fps must be a finite number of at least 1 for a live picture, got 0."),
         (["--camera", ""], "--camera needs a camera index, a device path or a video file"),
         (["--record", "OUT", "--audio", ""], "--audio needs auto, off or an ALSA device"),
         (["--virtual-device", "/dev/video10"], "add --virtual-camera"),

@@ -3,10 +3,11 @@
 What a user feels is measured, per frame: how long a captured frame waited for
 the worker (capture), the model, refine + composite (post), handing the frame
 to the display (display), and capture-to-display latency; plus displayed fps,
-frames dropped by the latest-frame queue and those the source's reader was too late
-for (``source_skipped``: decoding the file fell behind the clock, as a slow camera
-loses frames; ``lost_pct`` counts both), the queue's deepest fill, resident memory
-sampled over the run (a leak shows as growth) and, on CUDA, peak GPU memory.
+frames dropped by the latest-frame queue and those the source's reader was
+too late for (source_skipped: decoding the file fell behind the clock, as a
+slow camera loses frames; lost_pct counts both), the queue's deepest fill,
+resident memory sampled over the run (a leak shows as growth) and, on CUDA,
+peak GPU memory.
 
 The source plays at its own frame rate against the wall clock, exactly as a
 camera delivers, so fps can never exceed the source's and dropped frames are

@@ -130,9 +130,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     matte = p.add_argument_group(
         "matte",
-        "shape the matte after smoothing and edge refinement, as live's sliders do: "
-        "e.g. --threshold 0.6 --contrast 2 drops faint ghosts of objects the model was "
-        "unsure of (alpha around 0.3) and hardens soft edges",
+        textwrap.fill(
+            "shape the matte after smoothing and edge refinement, as live's sliders do: "
+            "e.g. --threshold 0.6 --contrast 2 drops faint ghosts of objects the model was "
+            "unsure of (alpha around 0.3) and hardens soft edges",
+            78,
+        ),
     )
     d = PostprocessConfig()
     matte.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -11,9 +12,12 @@ from vidmat.errors import VidmatError
 
 EPILOG = """\
 examples:
-  vidmat eval --images ../shared/data/val/ccp/images --masks ../shared/data/val/ccp/masks
-  vidmat eval --sequences ../shared/data/video/davis --smoothing 0.7 --lookahead 8 --json davis.json
-  vidmat eval --images DIR --masks DIR --weights new.safetensors --against old.json
+  vidmat eval --images ../shared/data/val/ccp/images \\
+      --masks ../shared/data/val/ccp/masks
+  vidmat eval --sequences ../shared/data/video/davis --smoothing 0.7 \\
+      --lookahead 8 --json davis.json
+  vidmat eval --images DIR --masks DIR --weights new.safetensors \\
+      --against old.json
 
 IoU and boundary F threshold the alpha at 0.5; MAE compares the soft alpha with
 the 0/1 mask. Flicker is the mean |alpha_t - alpha_t-1| over pixels whose ground
@@ -35,8 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="score weights on image/mask folders or annotated video sequences",
-        description="Measure mean IoU@0.5, MAE and boundary F-measure of the model on "
-        "image/mask folders, and on sequences also temporal flicker and lag.",
+        description=textwrap.fill(
+            "Measure mean IoU@0.5, MAE and boundary F-measure of the model on "
+            "image/mask folders, and on sequences also temporal flicker and lag.",
+            78,
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

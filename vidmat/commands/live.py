@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "live",
         help="webcam with a virtual background: window, recording, virtual camera",
-        description="Separate you from your background live, from a webcam or a video file "
-        "played as a camera, and show, record or send the result to a virtual camera.",
+        description=textwrap.fill(
+            "Separate you from your background live, from a webcam or a video file "
+            "played as a camera, and show, record or send the result to a virtual camera.",
+            78,
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -226,11 +230,10 @@ class LiveRequest:
 
         a = self.args
         w, h = a.resolution or (None, None)
-        if a.fps is not None and not 0 < a.fps < math.inf:  # NaN too
-            raise VidmatError(f"--fps must be a finite number > 0, got {a.fps}.")
-        if a.fps is not None and a.fps < MIN_FPS:
+        if a.fps is not None and not MIN_FPS <= a.fps < math.inf:  # NaN too
             raise VidmatError(
-                f"--fps must be at least {MIN_FPS:g} for a live picture, got {a.fps:g}."
+                f"--fps must be a finite number of at least {MIN_FPS:g} for a live picture, "
+                f"got {a.fps:g}."
             )
         loop = a.loop if a.loop is not None else loop_default
         return CameraConfig(source=parse_source(a.camera), width=w, height=h, fps=a.fps, loop=loop)

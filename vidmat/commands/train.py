@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import math
 import signal
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,9 +22,11 @@ if TYPE_CHECKING:
 
 EPILOG = """\
 example (CPU, resumable; re-run the same command to continue from RUN/last.pt):
-  vidmat train --data ../shared/data/train/ccp:1.0:0.5 --data ../shared/data/train/viton:1.0:0.9 \\
+  vidmat train --data ../shared/data/train/ccp:1.0:0.5 \\
+      --data ../shared/data/train/viton:1.0:0.9 \\
       --backgrounds ../shared/data/backgrounds --val ../shared/data/val/ccp \\
-      --val ../shared/data/val/viton --run /work/vidmat-runs/cpu160 --size 160 --batch 8
+      --val ../shared/data/val/viton --run /work/vidmat-runs/cpu160 \\
+      --size 160 --batch 8
 
 Each --data root holds images/ and masks/ (same file stems and sizes; masks
 0 = background, 255 = person, or 0/1 label masks). WEIGHT is the relative
@@ -39,9 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train person-segmentation weights (resumable)",
-        description="Train U2-Net† on image/mask folders with compositing and video-style "
-        "augmentation, deep-supervision BCE, AdamW with warmup + cosine, an EMA of the "
-        "weights, periodic validation and exact resume from checkpoints.",
+        description=textwrap.fill(
+            "Train U2-Net† on image/mask folders with compositing and video-style "
+            "augmentation, deep-supervision BCE, AdamW with warmup + cosine, an EMA of the "
+            "weights, periodic validation and exact resume from checkpoints.",
+            78,
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
