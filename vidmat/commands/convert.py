@@ -463,10 +463,6 @@ CRF_TOP: dict[str, int] = {"mp4": 51, "mask": 51, "webm": 63}
 
 
 def _config(args: argparse.Namespace) -> ConvertConfig:
-    from vidmat.io.images import load_background
-    from vidmat.io.video import EncodeConfig
-    from vidmat.pipelines.convert import ConvertConfig
-
     fmt = _format_from(args)
     top = CRF_TOP.get(fmt)
     if args.crf is not None and top is not None and not 0 <= args.crf <= top:
@@ -478,7 +474,11 @@ def _config(args: argparse.Namespace) -> ConvertConfig:
         contrast=args.contrast,
         erode_dilate_px=args.grow,
         feather_px=args.feather,
-    )
+    ).validate()  # a value out of range is said before torch and PyAV load (a second)
+    from vidmat.io.images import load_background
+    from vidmat.io.video import EncodeConfig
+    from vidmat.pipelines.convert import ConvertConfig
+
     # Open a background file once, before any input: a bad one is one error, not one per file.
     background = load_background(args.bg) if args.bg is not None else None
     return ConvertConfig(
