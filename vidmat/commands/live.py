@@ -203,6 +203,11 @@ MIN_FPS = 1.0
 _LOOK_OPTIONS = ("smoothing", "threshold", "contrast", "feather", "grow", "mirror")
 
 
+def _given_look(args: argparse.Namespace) -> dict[str, float | int | bool]:
+    """The look options given on the command line, by their LiveSettings names."""
+    return {k: getattr(args, k) for k in _LOOK_OPTIONS if getattr(args, k) is not None}
+
+
 def _background(spec: str, open_file: bool = True) -> Background:
     """--bg as a :class:`Background`, a file opened unless ``open_file`` is false.
 
@@ -211,10 +216,13 @@ def _background(spec: str, open_file: bool = True) -> Background:
     not as an exception's name.
     """
     from vidmat.core.backgrounds import parse_background
-    from vidmat.io.images import load_background
 
     try:
-        return load_background(spec) if open_file else parse_background(spec)
+        if not open_file:
+            return parse_background(spec)
+        from vidmat.io.images import load_background
+
+        return load_background(spec)
     except (ValueError, ArithmeticError) as exc:
         raise VidmatError(f"--bg {spec!r} is not a background vidmat can use ({exc}).") from None
 
@@ -230,32 +238,23 @@ class LiveRequest:
 
         a = self.args
         w, h = a.resolution or (None, None)
-        if a.fps is not None and not MIN_FPS <= a.fps < math.inf:  # NaN too
-            raise VidmatError(
-                f"--fps must be a finite number of at least {MIN_FPS:g} for a live picture, "
-                f"got {a.fps:g}."
-            )
         loop = a.loop if a.loop is not None else loop_default
         return CameraConfig(source=parse_source(a.camera), width=w, height=h, fps=a.fps, loop=loop)
 
     def explicit(self) -> set[str]:
         """The LiveSettings fields given on the command line: they beat what the window
         remembers, the rest take its remembered values."""
-        a = self.args
-        given = {k for k in _LOOK_OPTIONS if getattr(a, k) is not None}
-        return given | ({"background"} if a.bg is not None else set())
+        given = set(_given_look(self.args))
+        return given | ({"background"} if self.args.bg is not None else set())
 
     def settings(self):
         from vidmat.core.settings import LiveSettings
 
         a = self.args
-        s = LiveSettings()
-        changes = {k: getattr(a, k) for k in self.explicit() - {"background"}}
+        changes: dict[str, object] = dict(_given_look(a))
         if a.bg is not None:
             changes["background"] = _background(a.bg)
-        from dataclasses import replace
-
-        return replace(s, **changes).validated()
+        return LiveSettings(**changes).validated()
 
     def engine(self):
         from vidmat.pipelines.live import build_live_engine
@@ -319,9 +318,17 @@ class LiveRequest:
 def check_options(args: argparse.Namespace) -> None:
     """Refuse what can be told wrong from the command line alone, before the model loads
     and the camera opens (seconds), each in one sentence."""
-    from vidmat.pipelines.live import check_duration
+    from vidmat.core.settings import LiveSettings, check_duration
 
     check_duration(args.duration)
+    if args.fps is not None and not MIN_FPS <= args.fps < math.inf:  # NaN too
+        raise VidmatError(
+            f"--fps must be a finite number of at least {MIN_FPS:g} for a live picture, "
+            f"got {args.fps:g}."
+        )
+    LiveSettings(**_given_look(args)).validated()  # the numbers; --bg is opened later
+    if args.bg is not None:
+        _background(args.bg, open_file=False)
     if args.infer_every < 1:
         raise VidmatError(f"--infer-every must be >= 1, got {args.infer_every}.")
     if not args.camera.strip():  # else parse_source made '' the current folder

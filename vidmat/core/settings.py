@@ -8,6 +8,7 @@ imports torch, numpy or OpenCV.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from vidmat.core.backgrounds import Background
@@ -157,3 +158,21 @@ class LiveSettings:
         if self.background.kind == "file":
             raise VidmatError("a background file must be opened before it reaches the pipeline.")
         return self
+
+
+def check_duration(duration: float | None) -> None:
+    """Refuse a --duration the worker could never reach.
+
+    The worker stops once ``elapsed >= duration``: NaN compares false forever and inf
+    is never reached, so both would run on silently (a file source loops when a
+    duration is given). Running until stopped is what leaving --duration out means.
+    """
+    if duration is None:
+        return
+    if duration == math.inf:
+        raise VidmatError(
+            "--duration inf would never stop; leave --duration out to run until stopped "
+            "(with --loop for a file played as a camera)."
+        )
+    if not duration > 0:  # NaN too
+        raise VidmatError(f"--duration must be > 0 seconds, got {duration}.")

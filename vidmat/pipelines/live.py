@@ -46,7 +46,7 @@ import torch
 from vidmat.core.backgrounds import Background, parse_background
 from vidmat.core.engine import Engine, app_precision, select_device
 from vidmat.core.postprocess import PostProcessor
-from vidmat.core.settings import EngineConfig, LiveSettings, PostprocessConfig
+from vidmat.core.settings import EngineConfig, LiveSettings, PostprocessConfig, check_duration
 from vidmat.core.smoothing import SmoothingState, TemporalSmoother
 from vidmat.errors import VidmatError
 from vidmat.io.camera import CameraConfig, CaptureThread, Frame
@@ -57,24 +57,6 @@ from vidmat.model.weights import load_weights
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "sync", "async")
-
-
-def check_duration(duration: float | None) -> None:
-    """Refuse a --duration the worker could never reach.
-
-    The worker stops once ``elapsed >= duration``: NaN compares false forever and inf
-    is never reached, so both would run on silently (a file source loops when a
-    duration is given). Running until stopped is what leaving --duration out means.
-    """
-    if duration is None:
-        return
-    if duration == math.inf:
-        raise VidmatError(
-            "--duration inf would never stop; leave --duration out to run until stopped "
-            "(with --loop for a file played as a camera)."
-        )
-    if not duration > 0:  # NaN too
-        raise VidmatError(f"--duration must be > 0 seconds, got {duration}.")
 
 
 @dataclass(frozen=True)
