@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidmat.model.u2net import RSU, build_model, count_parameters
+from vidmat.model.u2net import RSU, build_model, count_parameters, fold_batch_norms
 
 DATA = Path(__file__).parent / "data"
 
@@ -105,3 +105,28 @@ def test_a_sized_head_serves_the_inputs_nearest_its_size_and_no_others() -> None
         assert (after[s] > before[s]).all()
     non_square = torch.randn(1, 3, 320, 192)  # the longer side decides
     assert model.head_for(max(non_square.shape[-2:])) is head
+
+
+def test_folded_batch_norms_give_the_same_output_faster_to_compute() -> None:
+    """Inference folds each batch norm into its convolution: no BatchNorm2d is left, and
+    the output is the unfolded model's, in eval mode only."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model("u2netp").eval()
+    for m in model.modules():  # statistics other than the identity a fresh model has
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        before = model(x)[0]
+        folded = fold_batch_norms(copy.deepcopy(model))
+        after = folded(x)[0]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert torch.allclose(before, after, atol=1e-5)
+    assert count_parameters(folded) < count_parameters(model)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(build_model("u2netp").train())

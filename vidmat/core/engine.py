@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from vidmat.core.settings import MAX_BATCH, PRECISIONS, EngineConfig
 from vidmat.errors import VidmatError
 from vidmat.model.spec import MAX_INPUT_SIZE, MIN_INPUT_SIZE, WeightsSpec
+from vidmat.model.u2net import fold_batch_norms
 from vidmat.model.weights import load_weights
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,9 @@ class Engine:
 
     ``model`` is any module that maps a normalised (N, 3, s, s) batch to
     probabilities (N, 1, s, s) in eval mode; U2Net does, and so do the stub
-    models tests use.
+    models tests use. The engine takes the model over: in eval mode, its batch norms
+    folded into its convolutions (:func:`~vidmat.model.u2net.fold_batch_norms`), on the
+    engine's device and dtype; pass a copy of a model that is still to be trained.
     """
 
     def __init__(
@@ -150,7 +153,8 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self.channels_last = cfg.channels_last
         self._format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = model.eval().to(self.device, self.dtype, memory_format=self._format)
+        model = fold_batch_norms(model.eval())
+        self.model = model.to(self.device, self.dtype, memory_format=self._format)
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(spec.mean, device=self.device).view(shape) * 255.0
         self._std = torch.tensor(spec.std, device=self.device).view(shape) * 255.0

@@ -257,3 +257,21 @@ def build_model(arch: str = "u2netp") -> U2Net:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """Fold each :class:`ConvBNReLU`'s batch norm into its convolution, in place, for
+    inference: the same function in one pass over the data instead of two. u2netp ran
+    11-12 % faster so on a CPU (shipped weights at 256 px, one thread: fp32 229 -> 202 ms,
+    bf16 82 -> 74 ms), its output 2e-6 apart in fp32 and as close to fp32 in bf16 as
+    before (mean |difference| 0.00023, unfolded 0.00028). The model must be in eval mode
+    and stays there: a folded model cannot be trained."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("batch norms fold into convolutions in eval mode only")
+    for m in model.modules():
+        if isinstance(m, ConvBNReLU) and isinstance(m.bn_s1, nn.BatchNorm2d):
+            m.conv_s1 = fuse_conv_bn_eval(m.conv_s1, m.bn_s1)
+            m.bn_s1 = nn.Identity()
+    return model
