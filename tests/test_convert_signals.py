@@ -4,6 +4,7 @@ A second signal right after the first must not cut the cleanup short."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -153,3 +154,47 @@ def test_processes_started_while_group_signals_are_held_never_get_them() -> None
         signal.signal(signal.SIGHUP, previous)
         child.kill()
         child.wait()
+    # As the DataLoader starts its workers: Python starts its resource tracker at the
+    # first semaphore and unblocks SIGINT around that start; the workers after it must
+    # still start deaf to Ctrl-C (they died of it while importing torch, and the run
+    # ended in "DataLoader worker exited unexpectedly" instead of a checkpoint).
+    ctx = multiprocessing.get_context("spawn")
+    with group_signals_held():
+        queue = ctx.Queue()
+        worker = ctx.Process(target=time.sleep, args=(30,), daemon=True)
+        worker.start()
+    try:
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        blocked = int(
+            next(x for x in status.splitlines() if x.startswith("SigBlk:")).split()[1], 16
+        )
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            assert blocked & (1 << (sig - 1)), sig
+    finally:
+        worker.kill()
+        worker.join()
+        queue.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc (Linux)")
+def test_output_to_a_closed_terminal_goes_nowhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a hang-up every write to the terminal fails (EIO): a line printed while the
+    job stops turned a clean stop into an OSError. The terminal is swapped for the null
+    device; a file keeps getting the output."""
+    from vidmat.signals import silence_a_closed_terminal
+
+    master, slave = os.openpty()
+    tty = os.fdopen(slave, "w")
+    log = open(tmp_path / "log.txt", "w")  # noqa: SIM115
+    try:
+        monkeypatch.setattr(sys, "stdout", tty)
+        monkeypatch.setattr(sys, "stderr", log)
+        silence_a_closed_terminal()
+        assert os.readlink(f"/proc/self/fd/{tty.fileno()}") == os.devnull
+        assert os.readlink(f"/proc/self/fd/{log.fileno()}") == str(tmp_path / "log.txt")
+    finally:
+        tty.close()
+        log.close()
+        os.close(master)

@@ -132,6 +132,21 @@ def test_a_track_without_sound_is_said_and_not_counted(
         assert len(c.streams.audio) == (2 if fmt == "webm" else 1)
 
 
+def test_a_track_of_a_few_milliseconds_is_carried_and_counted(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """10 ms of PCM re-encoded to AAC: every packet comes out of the encoder's flush, and
+    those were not counted, so the track was called silent (and an audio.m4a of it
+    deleted)."""
+    src = make_clip(tmp_path / "short.mov", frames=8, audio="pcm_s16le", audio_seconds=0.01)
+    for fmt, dst in (("mp4", tmp_path / "o.mp4"), ("png", tmp_path / "o")):
+        result = convert_video(engine, src, dst, ConvertConfig(fmt=fmt))
+        assert result.warnings == [] and result.audio is not None
+        assert result.audio.startswith("re-encoded")
+        audio = dst / "audio.m4a" if fmt == "png" else dst
+        assert [codec for codec, _, _ in audio_streams(audio)] == ["aac"]
+
+
 def test_undecodable_audio_in_a_batch_does_not_stop_the_rest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,7 +14,9 @@ ignored, so the stop of a job with worker threads cannot itself be cut short.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -40,7 +42,32 @@ class Terminated(KeyboardInterrupt):
 
 def stop_exception(signum: int) -> KeyboardInterrupt:
     """The exception a stop signal raises: Ctrl-C's own, or :class:`Terminated`."""
+    stop_signal_received(signum)
     return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def stop_signal_received(signum: int) -> None:
+    """What every handler of a stop signal does first: after a hang-up the terminal is
+    gone, and the output that still comes goes nowhere (:func:`silence_a_closed_terminal`)."""
+    if signum == getattr(signal, "SIGHUP", None):
+        silence_a_closed_terminal()
+
+
+def silence_a_closed_terminal() -> None:
+    """Point stdout and stderr at the null device where they were a terminal, which has
+    hung up: every write to it fails (EIO), and a line printed while the job stops (a
+    training run's "stopped at step N", live's "stopping...") would turn a clean stop
+    into an OSError, exit code 1 and maybe a lost checkpoint. Files and pipes keep
+    getting the output."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+            if os.isatty(fd):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass  # no real file behind it (a test's capture): nothing to silence
 
 
 def caught_signals() -> tuple[int, ...]:
@@ -102,6 +129,12 @@ def group_signals_held() -> Iterator[None]:
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
+        # The tracker starts on a process's first semaphore, and Python unblocks SIGINT
+        # around that start: it is started here, before any, and the mask put back.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)

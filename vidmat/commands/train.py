@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from vidmat.argtypes import weights_name
 from vidmat.errors import VidmatError
 from vidmat.io.files import check_output_folder, require_folder
-from vidmat.signals import caught_signals, stop_exception
+from vidmat.signals import caught_signals, stop_exception, stop_signal_received
 from vidmat.train import AMP_MODES
 
 if TYPE_CHECKING:
@@ -640,6 +640,7 @@ def run(args: argparse.Namespace) -> int:
     stopped_by: list[int] = []  # the first signal that stopped the run
 
     def _stop(signum, frame):  # finish the current step, checkpoint, exit
+        stop_signal_received(signum)
         stopped_by.append(signum)
         trainer.stop()
 

@@ -50,12 +50,16 @@ def track_title(tags: Mapping[str, str]) -> str | None:
         if tags.get(key, "").strip():
             return tags[key].strip()
     handler = tags.get("handler_name", "").strip()
-    generic = not handler or "handler" in handler.lower() or handler in GENERIC_HANDLERS
+    word = handler.lower()
+    generic = (
+        not word or word in GENERIC_HANDLERS or any(w in word for w in ("handler", "produced"))
+    )
     return None if generic else handler
 
 
-#: Handler names muxers write that name no track.
-GENERIC_HANDLERS = frozenset({"Core Media Audio", "Audio", "Stereo", "Mono", "Sound"})
+#: Handler names muxers write that name no track (lower case), besides any with
+#: "handler" ("SoundHandler") or "produced" ("ISO Media file produced by Google Inc.").
+GENERIC_HANDLERS = frozenset({"core media audio", "audio", "stereo", "mono", "sound"})
 #: QuickTime's language table (FFmpeg's mov muxer) holds the bibliographic ISO 639-2 codes
 #: only: "deu" or "zho" were dropped from a .mov without a word. These are the twenty
 #: languages whose two codes differ.
@@ -173,16 +177,20 @@ class AudioPass:
 
     def __init__(self, src: Path, info: AudioInfo, out: Any, fmt: str, offset: float) -> None:
         self.track = info
+        self._offset = offset
         self._in = open_input(src)
         try:
             self._src_stream = self._in.streams[info.index]
-            encoding = plan_encoding(self._src_stream, info, fmt)
+            self._open(out, plan_encoding(self._src_stream, info, fmt), fmt)
         except BaseException:
             self._in.close()
             raise
+
+    def _open(self, out: Any, encoding: Encoding | None, fmt: str) -> None:
+        """The output stream, and the decoder and resampler a re-encode needs."""
+        info = self.track
         self._packets = self._in.demux(self._src_stream)
         self._pending: Any = None
-        self._offset = offset
         self.copy = encoding is None
         self._resampler = None
         if encoding is None:
@@ -287,8 +295,10 @@ class AudioPass:
             for r in self._resampler.resample(None):
                 for p in self.stream.encode(r):
                     out.mux(p)
+                    self.packets += 1
             for p in self.stream.encode(None):
                 out.mux(p)
+                self.packets += 1  # a track of a few ms has all its packets here
         self.close()
 
     def close(self) -> None:
@@ -312,11 +322,16 @@ def open_tracks(
     """
     passes: list[AudioPass] = []
     left_out: list[LeftOut] = []
-    for track in tracks:
-        try:
-            passes.append(AudioPass(src, track, out, fmt, offset))
-        except av_errors() as exc:
-            left_out.append((track, exc))
+    try:
+        for track in tracks:
+            try:
+                passes.append(AudioPass(src, track, out, fmt, offset))
+            except av_errors() as exc:
+                left_out.append((track, exc))
+    except BaseException:  # Ctrl-C: the inputs opened so far are closed, not lost
+        for audio in passes:
+            audio.close()
+        raise
     return passes, left_out
 
 
@@ -332,7 +347,11 @@ def write_audio_file(
     written one after the other; the file holds no video to interleave them with.
     """
     out = av.open(str(dst), "w", format="mp4")
-    passes, left_out = open_tracks(src, tracks, out, "mp4", offset)
+    try:
+        passes, left_out = open_tracks(src, tracks, out, "mp4", offset)
+    except BaseException:
+        out.close()
+        raise
     if not passes:
         out.close()
         dst.unlink(missing_ok=True)

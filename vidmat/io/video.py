@@ -181,8 +181,10 @@ class VideoInfo:
         time left; the estimate is off by a frame or two where the rate varies."""
         if self.frames:
             return self.frames
-        if self.duration and self.rate:
-            return max(1, round(self.duration * float(self.rate)))
+        # The video's own span where known: the container's runs to its longest stream.
+        span = self.video_end - self.start_time if self.video_end else self.duration
+        if span and span > 0 and self.rate:
+            return max(1, round(span * float(self.rate)))
         return None
 
     @property

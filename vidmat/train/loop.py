@@ -286,9 +286,11 @@ WORKER_START = "spawn"
 def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
     """Ctrl-C and a closed terminal (SIGHUP) reach the whole process group: workers ignore
     them, and the trainer finishes its step, checkpoints and shuts them down (no traceback
-    per worker, and no worker that dies first and takes the run down with it)."""
+    per worker, and no worker that dies first and takes the run down with it). SIGTERM
+    keeps torch's handling: it is how the trainer ends a worker that does not stop."""
     for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+        if s != signal.SIGTERM:
+            signal.signal(s, signal.SIG_IGN)
 
 
 class StepBatches(torch.utils.data.Dataset):

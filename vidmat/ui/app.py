@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidmat.errors import VidmatError
-from vidmat.signals import caught_signals
+from vidmat.signals import caught_signals, stop_signal_received
 
 if TYPE_CHECKING:
     from vidmat.commands.live import LiveRequest
@@ -84,11 +84,16 @@ def run_window(req: LiveRequest) -> int:
         _attach_virtual_camera(window, args)
     window.show()
     window.start_pipeline()
+
     # Ctrl-C in the terminal closes the window properly (recording finalised). Qt's loop
     # runs Python at least every status-timer tick, so the handler is not delayed long.
     # kill (SIGTERM) and a closed terminal (SIGHUP) likewise, so a recording is not left
     # as a temporary file.
-    previous = {s: signal.signal(s, lambda *_: window.close()) for s in caught_signals()}
+    def stop(signum: int, frame: object) -> None:
+        stop_signal_received(signum)
+        window.close()
+
+    previous = {s: signal.signal(s, stop) for s in caught_signals()}
     try:
         code = app.exec()
     finally:
