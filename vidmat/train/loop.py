@@ -115,7 +115,9 @@ class TrainConfig:
     #: Processes that build batches ahead of the model (0: in the training process).
     #: A sample at 256 px costs about 6.5 ms of augmentation on one core here (`vidmat
     #: bench train`: a batch of 8 in 52 ms), so a GPU step of 32 in under 0.2 s waits on
-    #: the data unless several cores build it.
+    #: the data unless several cores build it. The workers are spawned
+    #: (:data:`WORKER_START`): a script that runs a Trainer with workers needs the usual
+    #: ``if __name__ == "__main__":`` guard, as for any spawned process.
     workers: int = 0
     #: Stop after this many minutes of training (checkpoint and export as at a
     #: SIGTERM); None runs to ``steps``. A GPU lease is counted in minutes.
