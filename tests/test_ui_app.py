@@ -9,7 +9,7 @@ import pytest
 from live_fixtures import make_clip, stub_engine
 
 pytest.importorskip("pytestqt")
-from PyQt6.QtCore import QSettings
+from PyQt6.QtCore import QSettings, QTimer
 
 import vidmat.ui.window as window_module
 from vidmat.cli import build_parser
@@ -129,3 +129,36 @@ def test_the_terminal_hears_why_only_when_no_video_was_shown(live, clip, tmp_pat
     w = live("--camera", str(clip), "--duration", "0.5", on_start=pick_a_bad_file_then_a_colour)
     assert w.frames_shown > 0 and "bad.png" in w.last_error
     assert "vidmat live:" not in capsys.readouterr().err
+
+
+def test_a_hang_up_closes_the_window_and_keeps_the_recording(live, clip, tmp_path):
+    """A closed terminal (SIGHUP) ended the process on the spot, the recording left in its
+    temporary file; it now closes the window as Ctrl-C does, and the recording is saved."""
+    import os
+    import signal
+    import time
+
+    missed: list[int] = []  # where the signal lands if the window did not take it
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: missed.append(signum))
+    out = tmp_path / "rec.mp4"
+    t0 = time.monotonic()
+    try:
+        w = live(
+            "--camera",
+            str(clip),
+            "--record",
+            str(out),
+            "--duration",
+            "20",  # the clip loops until then, unless the hang-up closes the window
+            # half a second of recording first, then the terminal goes
+            on_start=lambda window: QTimer.singleShot(
+                500, lambda: os.kill(os.getpid(), signal.SIGHUP)
+            ),
+        )
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert missed == [] and time.monotonic() - t0 < 10
+    assert w.last_saved is not None and w.last_saved.path == out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".rec")] == []
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == w.last_saved.frames > 0
