@@ -678,6 +678,18 @@ def test_every_audio_track_is_kept(
         assert abs(got - want) < 0.03
 
 
+def test_a_background_for_a_mask_is_refused_before_its_file_is_looked_for(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--format mask --bg missing.jpg said the file did not exist, hiding that a matte
+    takes no background at all (the user would look for the file, then fail again)."""
+    code, _, err = run_cli([good, "--format", "mask", "--bg", tmp_path / "missing.jpg"], capsys)
+    assert code == 2
+    assert err.strip() == (
+        "vidmat: error: --format mask writes the matte alone, with no background; leave out --bg."
+    )
+
+
 def test_the_bar_over_an_mkv_has_a_total_and_ends_full(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,7 +13,7 @@ import glob
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -479,15 +479,17 @@ def _config(args: argparse.Namespace) -> ConvertConfig:
     from vidmat.io.video import EncodeConfig
     from vidmat.pipelines.convert import ConvertConfig
 
-    # Open a background file once, before any input: a bad one is one error, not one per file.
-    background = load_background(args.bg) if args.bg is not None else None
-    return ConvertConfig(
+    cfg = ConvertConfig(
         fmt=fmt,
-        background=background,
+        background=args.bg,
         post=post,
         encode=EncodeConfig(crf=args.crf),
         batch=args.batch,
-    ).validate()
+    ).validate()  # --bg as given: "leave out --bg" for a mask, before "no such file"
+    if args.bg is None:
+        return cfg
+    # Open a background file once, before any input: a bad one is one error, not one per file.
+    return replace(cfg, background=load_background(args.bg)).validate()
 
 
 class _Bars:
