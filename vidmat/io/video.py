@@ -632,14 +632,15 @@ class VideoWriter:
         #: The input's audio tracks written, each with whether it was stream-copied (True)
         #: or re-encoded; set when the output is closed.
         self.audio_tracks: list[tuple[AudioInfo, bool]] = []
-        self._input_tracks = len(audio_from.audio_streams) if audio_from else 0
+        #: The input whose audio tracks the output carries (None: no audio).
+        self._audio_src = audio_from if audio_from and audio_from.audio_streams else None
         if fmt == "png":
-            self._open_png(audio_from)
+            self._open_png()
         else:
-            self._open_video(audio_from)
+            self._open_video()
 
     # -- setup
-    def _open_png(self, audio_from: VideoInfo | None) -> None:
+    def _open_png(self) -> None:
         if self.sample_aspect_ratio is not None:
             sar = self.sample_aspect_ratio
             shown = round(self.width * sar)
@@ -652,9 +653,8 @@ class VideoWriter:
         self._csv_file = open(self.path / "frames.csv", "w", newline="")  # noqa: SIM115
         self._csv = csv.writer(self._csv_file)
         self._csv.writerow(["file", "pts", "time_base", "seconds"])
-        self._audio_src = audio_from if audio_from and audio_from.audio_streams else None
 
-    def _open_video(self, audio_from: VideoInfo | None) -> None:
+    def _open_video(self) -> None:
         fmt = self.fmt
         w, h = self.width, self.height
         odd = bool(w % 2 or h % 2)
@@ -712,25 +712,30 @@ class VideoWriter:
         self._matrix = _ENCODABLE[self.colour.matrix][0]
         self._pix_fmt = str(s.pix_fmt)
         self._stream = s
-        if audio_from is not None and audio_from.audio_streams:
+        if self._audio_src is not None:
             self._audio, left_out = open_tracks(
-                audio_from.path,
-                audio_from.audio_streams,
+                self._audio_src.path,
+                self._audio_src.audio_streams,
                 self._container,
                 "mp4" if fmt == "mask" else fmt,
                 self._time_offset,
             )
-            self._audio_left_out(left_out, len(audio_from.audio_streams))
+            self._audio_left_out(left_out)
 
-    def _audio_left_out(self, left_out: list[LeftOut], tracks: int) -> None:
+    def _audio_left_out(self, left_out: list[LeftOut]) -> None:
         """Audio that cannot go into the output (no decoder for its codec, an encoder that
         will not open) is left out and the video written all the same; ``warnings`` says
         why, in the one line a user reads for the other audio problems."""
         for track, exc in left_out:
-            which = (
-                "the audio" if tracks == 1 else f"audio track {track.number} of {tracks}"
-            ) + track.named()
-            self.warnings.append(f"{which} was left out: {_short(exc)}")
+            self.warnings.append(f"{self._which(track)} was left out: {_short(exc)}")
+
+    def _which(self, track: AudioInfo) -> str:
+        """How a warning names a track: "the audio" when the input has one, else
+        'audio track 2 of 3 ("Desktop")'."""
+        assert self._audio_src is not None
+        tracks = len(self._audio_src.audio_streams)
+        which = "the audio" if tracks == 1 else f"audio track {track.number} of {tracks}"
+        return which + track.named()
 
     # -- frames
     def _prepare(self, image: np.ndarray) -> np.ndarray:
@@ -861,19 +866,21 @@ class VideoWriter:
         if self.fmt == "png":
             self._csv_file.close()
             if self._audio_src is not None:
-                tracks = self._audio_src.audio_streams
                 passes, left_out = write_audio_file(
-                    self._audio_src.path, tracks, self.path / "audio.m4a", self._time_offset
+                    self._audio_src.path,
+                    self._audio_src.audio_streams,
+                    self.path / "audio.m4a",
+                    self._time_offset,
                 )
-                self._audio_left_out(left_out, len(tracks))
-                self._count_audio(passes, len(tracks))
+                self._audio_left_out(left_out)
+                self._count_audio(passes)
             return
         try:
             self._queue_video(self._stream.encode(None))
             self._finish_video()
             for audio in self._audio:
                 audio.write_until(self._container, None)
-            self._count_audio(self._audio, self._input_tracks)
+            self._count_audio(self._audio)
         finally:
             for audio in self._audio:
                 audio.close()
@@ -889,13 +896,12 @@ class VideoWriter:
                     "could not be stored in the WebM; it shows with square pixels"
                 )
 
-    def _count_audio(self, passes: list[AudioPass], tracks: int) -> None:
+    def _count_audio(self, passes: list[AudioPass]) -> None:
         """What went in. A track without a single packet is not counted: the MP4 and MOV
         muxers leave such a track out, and WebM holds it silent."""
         for a in passes:
             if not a.packets:
-                which = "the audio" if tracks == 1 else f"audio track {a.track.number} of {tracks}"
-                self.warnings.append(f"{which}{a.track.named()} holds no sound")
+                self.warnings.append(f"{self._which(a.track)} holds no sound")
         self.audio_tracks = [(a.track, a.copy) for a in passes if a.packets]
         self.audio_packets = sum(a.packets for a in passes)
         self.audio_skipped = sum(a.skipped for a in passes)
