@@ -25,6 +25,9 @@ from typing import Any
 STOP_SIGNALS: tuple[int, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+#: Those a terminal sends to every process of its group (Ctrl-C, a hang-up); SIGTERM is
+#: sent to one process, and is how a parent ends a child that does not stop by itself.
+GROUP_SIGNALS: tuple[int, ...] = tuple(s for s in STOP_SIGNALS if s != signal.SIGTERM)
 
 
 class Terminated(KeyboardInterrupt):
@@ -123,7 +126,7 @@ def group_signals_held() -> Iterator[None]:
     The parent still stops them itself. SIGTERM is left alone: it is how a parent ends a
     child that does not stop by itself. POSIX only; elsewhere this does nothing.
     """
-    held = [s for s in STOP_SIGNALS if s != signal.SIGTERM]
+    held = GROUP_SIGNALS
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return

@@ -256,10 +256,10 @@ def close_neck_gaps(mask: np.ndarray) -> np.ndarray:
 class MappedFile:
     """A read-only memory-mapped array, as another process opens it again: by its file.
 
-    Why: ``vidmat train --workers`` hands its data to processes started by forkserver,
-    which receive it pickled, and a pickled ``np.memmap`` carries every byte (a cached
-    root of 5,000 photos is about 1 GB, once per worker). Python 3.14 starts processes
-    so by default on Linux; fork, the default before, shared the pages instead.
+    Why: ``vidmat train --workers`` hands its data to spawned processes, which receive
+    it pickled (as under forkserver, Python 3.14's default on Linux), and a pickled
+    ``np.memmap`` carries every byte (a cached root of 5,000 photos is about 1 GB, once
+    per worker); fork, the default before, shared the pages instead.
     """
 
     filename: str

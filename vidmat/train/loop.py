@@ -39,7 +39,7 @@ from torch import nn
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_folder, atomic_output
 from vidmat.model.u2net import HEAD_LAYERS
-from vidmat.signals import STOP_SIGNALS, group_signals_held
+from vidmat.signals import GROUP_SIGNALS, group_signals_held
 from vidmat.train import AMP_MODES
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
 from vidmat.train.data import (
@@ -290,9 +290,8 @@ def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
     them, and the trainer finishes its step, checkpoints and shuts them down (no traceback
     per worker, and no worker that dies first and takes the run down with it). SIGTERM
     keeps torch's handling: it is how the trainer ends a worker that does not stop."""
-    for s in STOP_SIGNALS:
-        if s != signal.SIGTERM:
-            signal.signal(s, signal.SIG_IGN)
+    for s in GROUP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 class StepBatches(torch.utils.data.Dataset):
