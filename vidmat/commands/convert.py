@@ -489,7 +489,7 @@ def _config(args: argparse.Namespace) -> ConvertConfig:
     if args.bg is None:
         return cfg
     # Open a background file once, before any input: a bad one is one error, not one per file.
-    return replace(cfg, background=load_background(args.bg)).validate()
+    return replace(cfg, background=load_background(args.bg))  # checked as given above
 
 
 class _Bars:
