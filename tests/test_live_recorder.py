@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -12,7 +13,7 @@ from live_fixtures import make_clip, stub_engine
 from vidmat.core.backgrounds import Background
 from vidmat.core.settings import LiveSettings
 from vidmat.errors import VidmatError
-from vidmat.io.camera import CameraConfig
+from vidmat.io.camera import CameraConfig, Frame
 from vidmat.io.recorder import Recorder, RecorderConfig
 from vidmat.pipelines.live import LiveConfig, LivePipeline
 
@@ -123,10 +124,12 @@ def test_live_pipeline_records_the_expected_duration(tmp_path):
     assert info.frames == len(frames) >= 15  # every frame shown is recorded; load may skip some
     probed = probe(out)
     assert len(probed["times"]) == info.frames
-    # 30 frames at 30 fps played as a camera: one second of video, at the capture times.
+    # 30 frames at 30 fps played as a camera: one second of video, each frame at the time
+    # it was due, which is the file's own spacing (k/30 s) however late it was delivered.
     assert probed["duration"] == pytest.approx(1.0, abs=0.1)
-    expect = [f.source.timestamp - frames[0].source.timestamp for f in frames]
+    expect = [f.source.due - frames[0].source.due for f in frames]
     assert np.allclose(probed["times"], expect, atol=0.002)
+    assert np.allclose(np.round(np.array(expect) * 30) / 30, expect, atol=0.002)
 
 
 def test_the_last_frame_lasts_until_the_end_at_most(tmp_path):
@@ -157,6 +160,23 @@ def test_the_last_frame_lasts_until_a_source_end_that_is_not_a_cut(tmp_path):
     info = r.stop(end=103.2, cut=False)
     assert info.frames == 3 and info.duration == pytest.approx(3.2)
     assert probe(out)["duration"] == pytest.approx(3.2, abs=0.01)
+
+
+def test_a_sink_records_when_each_frame_was_due_not_delivered(tmp_path):
+    # A file played as a camera under load: each frame reached the pipeline up to 25 ms
+    # after it was due. Recorded by delivery, the spacing jittered and the last frame,
+    # ending at the capture's end (due-based), lasted 8 ms instead of 1/25 s.
+    out = tmp_path / "late.mp4"
+    r = Recorder(RecorderConfig(out, audio=None, fps=25)).start()
+    due = [100.0 + i * 0.04 for i in range(5)]
+    late = [0.0, 0.012, 0.025, 0.003, 0.032]
+    for i, (d, x) in enumerate(zip(due, late, strict=True)):
+        src = Frame(np.full((48, 64, 3), 120, np.uint8), i, timestamp=d + x, pts=d - 100.0, due=d)
+        r(SimpleNamespace(image=src.image, source=src))
+    info = r.stop(end=100.2, cut=False)
+    p = probe(out)
+    assert np.allclose(p["times"], [d - 100.0 for d in due], atol=0.002)
+    assert info.duration == pytest.approx(0.2) and p["duration"] == pytest.approx(0.2, abs=0.01)
 
 
 def test_a_named_audio_source_that_does_not_open_is_refused_on_start(tmp_path):

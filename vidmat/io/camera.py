@@ -62,6 +62,10 @@ class Frame:
     timestamp: float  # time.perf_counter() when the frame was captured (latency origin)
     pts: float  # seconds since capture started: media time for a recording (a file's
     # frames: when they were due, so a recording keeps the file's own spacing)
+    #: perf_counter when the frame is meant to be shown: a file's frame when it was due
+    #: (a frame delivered late under load keeps its place), a camera's when captured.
+    #: The clock a recording is made on, ``pts`` on the perf_counter clock.
+    due: float
 
 
 @dataclass(frozen=True)
@@ -514,7 +518,7 @@ class CaptureThread(threading.Thread):
         now = time.perf_counter()
         self._stamps.append(now)
         at = now if due is None else min(due, now)
-        frame = Frame(image=image, index=self.frames, timestamp=now, pts=at - self._t_start)
+        frame = Frame(image=image, index=self.frames, timestamp=now, pts=at - self._t_start, due=at)
         self.frames += 1
         self.out.put(frame)
 

@@ -289,8 +289,13 @@ class Recorder:
         self.queue.put((image, t))
 
     def __call__(self, frame: Any) -> None:
-        """Sink interface for :class:`vidmat.pipelines.live.LivePipeline`."""
-        self.submit(frame.image, frame.source.timestamp)
+        """Sink interface for :class:`vidmat.pipelines.live.LivePipeline`.
+
+        Recorded at the time the picture was due, not delivered: a file's frame late by a
+        few milliseconds under load keeps the file's spacing, and its last frame lasts its
+        full time up to the capture's ``ended_at``, which is on the same clock.
+        """
+        self.submit(frame.image, frame.source.due)
 
     def stop(
         self, timeout: float = 30.0, end: float | None = None, cut: bool = True
