@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vidmat.core import engine as engine_module
-from vidmat.core.engine import Engine, select_device, select_dtype, upsample_alpha
+from vidmat.core.engine import Engine, select_device, select_dtype, to_input_size, upsample_alpha
 from vidmat.core.settings import EngineConfig
 from vidmat.errors import VidmatError
 from vidmat.model.spec import IMAGENET_MEAN, IMAGENET_STD, WeightsSpec
@@ -28,8 +28,10 @@ def tiny() -> tuple[torch.nn.Module, WeightsSpec]:
 
 def _reference(model: torch.nn.Module, frame: np.ndarray, size: int, scale: str) -> np.ndarray:
     """The preprocessing written out longhand, independent of the engine's code."""
-    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    # A uint8 frame on the CPU is resized as uint8, then made float.
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None]
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = x.float()
     x = x / (x.max() if scale == "max" else 255.0)
     x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
         1, 3, 1, 1
@@ -44,6 +46,23 @@ def _reference(model: torch.nn.Module, frame: np.ndarray, size: int, scale: str)
     )
     a = torch.sigmoid(z)[0, 0]
     return torch.where(a <= 2 * eps, 0.0, torch.where(a >= 1 - 2 * eps, 1.0, a)).numpy()
+
+
+@pytest.mark.parametrize("shape", [(720, 1280), (48, 64), (300, 20)])
+def test_a_uint8_frame_is_resized_within_a_level_of_the_float_path(shape) -> None:
+    # Shrinking, enlarging and both at once: the integer path is a rounding of the float
+    # one, never a different picture, and float input (training's anchor) is unchanged.
+    rng = np.random.default_rng(3)
+    frame = torch.from_numpy(rng.integers(0, 256, size=(1, 3, *shape), dtype=np.uint8))
+    got = to_input_size(frame, 64)
+    want = to_input_size(frame.float(), 64)
+    shrink = shape[0] > 64 or shape[1] > 64
+    plain = F.interpolate(
+        frame.float(), size=(64, 64), mode="bilinear", align_corners=False, antialias=shrink
+    )
+    assert got.dtype == torch.float32 and got.shape == (1, 3, 64, 64)
+    assert torch.equal(want, plain)
+    assert (got - want).abs().max() <= 1.0 and torch.equal(got, got.round())
 
 
 @pytest.mark.parametrize("scale", ["255", "max"])

@@ -54,10 +54,13 @@ def test_crop_is_the_window_resized_like_the_engine_resizes() -> None:
     crops = crop_frames(frames, windows, 32)
     assert crops.shape == (2, 32, 32, 3) and crops.dtype == torch.uint8
 
-    def ref(x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
-        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    def ref(x: torch.Tensor, size: int = 32) -> torch.Tensor:
+        # as the engine resizes a uint8 frame on the CPU: in uint8
+        x = x.permute(0, 3, 1, 2)
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+        return x.permute(0, 2, 3, 1)
 
     assert torch.equal(crops[:1], ref(frames[:1, 10:50, 20:80]))
     # padded with a whole frame to as many crops as frames (its alpha is weighted 0)
@@ -70,10 +73,7 @@ def test_crop_is_the_window_resized_like_the_engine_resizes() -> None:
     assert crops.shape == (4, 16, 16, 3)
     ref16 = [frames[:1, 0:30, 0:45], frames[:1, 30:60, 45:90], frames[1:, 5:25, 5:25]]
     for got, want in zip(crops[:3], ref16, strict=True):
-        x = F.interpolate(
-            want.permute(0, 3, 1, 2).float(), size=(16, 16), mode="bilinear", antialias=True
-        )
-        assert torch.equal(got, x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)[0])
+        assert torch.equal(got, ref(want, 16)[0])
 
 
 def test_merge_puts_the_crop_inside_its_window_and_blends_only_inner_edges() -> None:

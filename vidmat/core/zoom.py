@@ -214,7 +214,7 @@ def _present(windows: Tensor) -> list[tuple[int, int]]:
 
 
 def _resized(x: Tensor, size: int) -> Tensor:
-    x = to_input_size(x.permute(0, 3, 1, 2).float(), size)
+    x = to_input_size(x.permute(0, 3, 1, 2), size)
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
