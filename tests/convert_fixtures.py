@@ -48,12 +48,14 @@ def make_clip(
     faststart: bool = False,
     audio_seconds: float | None = None,
     audio_layout: str = "mono",
+    channel_gains: list[float] | None = None,
 ) -> Path:
     """Write a test clip. ``pts`` (in ``time_base``) gives variable frame rate.
 
     Odd sizes are stored with yuv444p (libx264 refuses odd sizes in yuv420p).
     ``audio_seconds``: the audio's length (default: the video's). ``audio_layout``: the
-    same tone (peak 0.3) in every channel of it ("5.1", "quad" for downmix tests).
+    same tone (peak 0.3) in every channel of it ("5.1", "quad" for downmix tests), each
+    channel scaled by its ``channel_gains`` (to tell the channels apart).
     """
     tb = time_base or (Fraction(1, 1) / rate / 1000 if rate.denominator == 1 else 1 / rate / 1001)
     if time_base is None:
@@ -94,7 +96,11 @@ def make_clip(
         chunk = 1024
         for start in range(0, n, chunk):
             block = np.repeat(tone[start : start + chunk][None], channels, 0)
-            af = av.AudioFrame.from_ndarray(block, format="fltp", layout=audio_layout)
+            if channel_gains is not None:
+                block = block * np.asarray(channel_gains, np.float32)[:, None]
+            # packed: PyAV's planar from_ndarray stops at 7 channels
+            packed = np.ascontiguousarray(block.T).reshape(1, -1)
+            af = av.AudioFrame.from_ndarray(packed, format="flt", layout=audio_layout)
             af.sample_rate = sample_rate
             af.pts = start
             af.time_base = Fraction(1, sample_rate)

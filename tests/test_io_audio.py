@@ -229,21 +229,83 @@ def test_encoder_that_will_not_open_leaves_the_audio_out(
     assert len(frame_times(dst)) == 8 and audio_streams(dst) == []
 
 
-# --------------------------------------------------------------------------- 3: downmix
-@pytest.mark.parametrize("layout", ["stereo", "quad", "5.1"])
-@pytest.mark.parametrize("fmt", ["mp4", "webm"])
-def test_downmix_keeps_the_level_and_never_clips(tmp_path: Path, layout: str, fmt: str) -> None:
-    """The same tone in every channel comes out of the stereo mix at the level it went
-    in, in mp4 (AAC, float samples) as in webm (Opus, s16). FFmpeg's matrix for float
-    output was not normalised: 5.1 came out 2.4x louder than each channel (+4 dBFS, clipped,
-    for channels at 0.7) and 2.4x louder than the same source in webm."""
-    src = make_clip(tmp_path / "surround.mov", frames=8, audio="pcm_s16le", audio_layout=layout)
+# --------------------------------------------------------------------------- 3: surround
+def channel_levels(path: Path) -> dict[str, float]:
+    """RMS of each channel of a file's first audio track, by channel name ("FL", "SL")."""
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        names = [ch.name for ch in stream.codec_context.layout.channels]
+        # packed: PyAV's planar to_ndarray crashes at 8 channels
+        resampler = av.AudioResampler(format="flt", layout=stream.codec_context.layout)
+        parts = [g.to_ndarray() for f in c.decode(stream) for g in resampler.resample(f)]
+    x = np.concatenate(parts, axis=1).reshape(-1, len(names)).T.astype(np.float64)
+    x = x[:, x.shape[1] // 10 : -x.shape[1] // 10]
+    return dict(zip(names, np.sqrt(np.mean(x**2, axis=1)).tolist(), strict=True))
+
+
+def write_with_audio_of(src: Path, dst: Path, fmt: str) -> VideoWriter:
     info = probe(src)
-    dst = tmp_path / f"out.{fmt}"
     with VideoWriter(dst, fmt, 64, 48, info.time_base, info.rate, info) as w:
         for i in range(8):
             w.write(np.zeros((48, 64, 3), np.uint8), i * round(Fraction(1, 25) / info.time_base))
+    return w
+
+
+@pytest.mark.parametrize(
+    ("layout", "fmt", "out_layout"),
+    [
+        ("5.1", "mp4", "5.1"),
+        ("5.1(side)", "mp4", "5.1"),  # AAC would store side speakers unnamed
+        ("quad", "webm", "quad"),
+        ("5.1", "webm", "5.1"),
+        ("5.1(side)", "webm", "5.1"),  # Opus has no side layout: side speakers go back
+        ("7.1", "webm", "7.1"),
+        ("7.1", "mp4", "7.1"),
+    ],
+)
+def test_a_surround_track_re_encoded_keeps_its_channels(
+    tmp_path: Path, layout: str, fmt: str, out_layout: str
+) -> None:
+    """Re-encoded surround keeps every channel at its level in its place (it was mixed
+    to stereo whatever the encoder could carry): a PCM track in a MOV into mp4 (AAC)
+    and webm (Opus), each channel at a level of its own."""
+    n = av.AudioLayout(layout).nb_channels
+    gains = [0.3 + 0.1 * k for k in range(n)]
+    src = make_clip(
+        tmp_path / "surround.mov",
+        frames=8,
+        audio="pcm_s16le",
+        audio_layout=layout,
+        channel_gains=gains,
+    )
+    dst = tmp_path / f"out.{fmt}"
+    w = write_with_audio_of(src, dst, fmt)
+    assert w.warnings == [] and [c for _, c in w.audio_tracks] == [False]
+    assert audio_streams(dst)[0][2] == out_layout
+    want = channel_levels(src)
+    got = channel_levels(dst)
+    moved = {"SL": "BL", "SR": "BR"} if layout != out_layout else {}
+    assert len(got) == len(want) == n
+    if fmt == "mp4":  # AAC keeps only the lows in LFE, and the tone is at 440 Hz
+        assert got.pop("LFE") < 0.01 and want.pop("LFE") > 0.1
+    for name, level in want.items():
+        assert got[moved.get(name, name)] == pytest.approx(level, rel=0.05), name
+
+
+@pytest.mark.parametrize("layout", ["stereo", "hexadecagonal"])
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+def test_downmix_keeps_the_level_and_never_clips(tmp_path: Path, layout: str, fmt: str) -> None:
+    """A layout no encoder takes (16 channels: AAC and Opus stop at 8) is mixed to stereo,
+    and the same tone in every channel comes out at the level it went in, in mp4 (AAC,
+    float samples) as in webm (Opus, s16). FFmpeg's matrix for float output was not
+    normalised: 5.1 came out 2.4x louder than each channel (+4 dBFS, clipped, for
+    channels at 0.7) and 2.4x louder than the same source in webm."""
+    src = make_clip(tmp_path / "surround.mov", frames=8, audio="pcm_s16le", audio_layout=layout)
+    dst = tmp_path / f"out.{fmt}"
+    w = write_with_audio_of(src, dst, fmt)
     assert audio_streams(dst)[0][2] == "stereo"
+    mixed = ["the audio was mixed down from 16 channels to stereo"]
+    assert w.warnings == (mixed if layout != "stereo" else [])
     peak, rms = audio_levels(dst)
     assert abs(rms - TONE_PEAK / np.sqrt(2)) < 0.05 * TONE_PEAK / np.sqrt(2)
     assert peak < 1.2 * TONE_PEAK

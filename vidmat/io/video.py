@@ -902,6 +902,11 @@ class VideoWriter:
         for a in passes:
             if not a.packets:
                 self.warnings.append(f"{self._which(a.track)} holds no sound")
+            elif a.channels < a.track.channels:
+                self.warnings.append(
+                    f"{self._which(a.track)} was mixed down from {a.track.channels} channels "
+                    f"to {'stereo' if a.channels == 2 else f'{a.channels} channels'}"
+                )
         self.audio_tracks = [(a.track, a.copy) for a in passes if a.packets]
         self.audio_packets = sum(a.packets for a in passes)
         self.audio_skipped = sum(a.skipped for a in passes)

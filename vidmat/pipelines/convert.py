@@ -372,13 +372,6 @@ def convert_video(
     result.audio = _audio_note(writer)
     if writer.audio_skipped:
         result.warnings.append(f"{writer.audio_skipped} damaged audio packet(s) left out")
-    several = len(info.audio_streams) > 1
-    for track, copied in writer.audio_tracks:
-        if not copied and track.channels > 2:
-            which = f" (track {track.number}{track.named()})" if several else ""
-            result.warnings.append(
-                f"{track.channels}-channel audio{which} was mixed down to stereo"
-            )
     return result
 
 
