@@ -43,6 +43,15 @@ def test_bench_train_with_worker_processes_times_the_loader(tmp_path: Path) -> N
     assert len(rows) == 1 and rows[0]["workers"] == 1 and rows[0]["loader_ms"] > 0
 
 
+def test_bench_train_compares_worker_counts_on_one_step_time(tmp_path: Path) -> None:
+    # One row per count, in the order given; the step (no loader in it) is timed once.
+    rows = _bench(tmp_path, "--workers", "0,1", "--batches", "2", "--amp", "off")["results"]
+    assert [r["workers"] for r in rows] == [0, 1]
+    assert rows[0]["loader_ms"] is None and rows[1]["loader_ms"] > 0
+    assert rows[0]["step_ms"] == rows[1]["step_ms"] and rows[0]["batch_ms"] == rows[1]["batch_ms"]
+    assert all(r["run_ms"] > 0 for r in rows)
+
+
 def test_generated_scenes_hold_a_person_the_augmentation_can_use() -> None:
     """Shadows and camouflage need person pixels: the generated data must exercise them."""
     sources, bank = generated_sources(n=4)
@@ -64,6 +73,7 @@ def test_generated_scenes_hold_a_person_the_augmentation_can_use() -> None:
     [
         (["--amp", "fp8"], "unknown --amp 'fp8'"),
         (["--workers", "-1"], "--workers must be 0 or more"),
+        (["--workers", "2,-1"], "--workers must be 0 or more"),
         (["--batches", "0"], "--batches must be 1 or more"),
     ],
 )

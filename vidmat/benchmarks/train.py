@@ -93,10 +93,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=int_list,
         default=None,
-        help="batch-building processes (default: the CPU count less two on CUDA, 0 on CPU: "
-        "in the training process)",
+        help="batch-building processes, a list to compare (default: the CPU count less two "
+        "on CUDA, 0 on CPU: in the training process)",
     )
     p.add_argument(
         "--data",
@@ -205,7 +205,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
             raise VidmatError(f"unknown --amp {a!r}; choose from {', '.join(AMP_MODES)}.")
     checks.model_sizes("--sizes", args.sizes)
     checks.each_at_least("--batches", args.batches, 1)
-    checks.at_least("--workers", args.workers, 0)
+    checks.each_at_least("--workers", args.workers, 0)
     checks.at_least("--iters", args.iters, 1)
     checks.at_least("--warmup", args.warmup, 0)
     checks.at_least("--threads", args.threads, 1)
@@ -227,10 +227,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = args.batches or ([32, 64] if cuda else [8])
-    workers = (
+    worker_counts = (
         args.workers
         if args.workers is not None
-        else (max(1, (os.cpu_count() or 2) - 2) if cuda else 0)
+        else [max(1, (os.cpu_count() or 2) - 2) if cuda else 0]
     )
     cudnn_settings = (args.cudnn_benchmark or [False, True]) if cuda else [False]
     iters = args.iters if args.iters is not None else (20 if cuda else 3)
@@ -259,7 +259,6 @@ def run(args: argparse.Namespace) -> int:
                 device=str(device),
                 threads=None,
                 progress=False,
-                workers=workers,
                 # session 29's recipe: the same share of shadows and camouflaged scenes
                 aug=AugmentConfig(shadow=0.5, camouflage=0.4),
             )
@@ -269,45 +268,52 @@ def run(args: argparse.Namespace) -> int:
                 min(warmup, 1),
                 lambda: None,
             )
-            loader_ms = None
-            if workers > 0:
-                trainer = Trainer(cfg, sources, bank, [])
-                loader_ms = _drain(trainer.batches(), iters, warmup, lambda b: None)
-                del trainer
+            # The loader alone per worker count; the step does not depend on it.
+            loader_ms: dict[int, float | None] = {}
+            for workers in worker_counts:
+                loader_ms[workers] = None
+                if workers > 0:
+                    trainer = Trainer(replace(cfg, workers=workers), sources, bank, [])
+                    loader_ms[workers] = _drain(trainer.batches(), iters, warmup, lambda b: None)
+                    del trainer
             for amp, nhwc, bench in itertools.product(amps, args.channels_last, cudnn_settings):
                 rcfg = replace(cfg, amp=amp, channels_last=nhwc, cudnn_benchmark=bench)
                 trainer = Trainer(rcfg, sources, bank, [])
                 fixed = make_batch(rcfg.seed, 0, batch, size, sources, bank, rcfg.aug)
                 step_ms = _timed(lambda t=trainer, b=fixed: t.train_step(b), iters, warmup, sync)
-                trainer = Trainer(rcfg, sources, bank, [])
-                run_ms = _drain(trainer.batches(), iters, warmup, trainer.train_step)
-                data_ms = loader_ms if loader_ms is not None else batch_ms
-                precision = amp if amp != "auto" else ("bf16" if cuda else "fp32")
-                rows.append(
-                    {
-                        "device": device.type,
-                        "size": size,
-                        "batch": batch,
-                        "amp": precision,
-                        "nhwc": "on" if nhwc else "off",
-                        "cudnn_bench": ("on" if bench else "off") if cuda else "-",
-                        "workers": workers,
-                        "batch_ms": batch_ms,
-                        "loader_ms": loader_ms,
-                        "step_ms": step_ms,
-                        "run_ms": run_ms,
-                        "run_img_s": batch * 1000.0 / run_ms,
-                        "bound": "data" if data_ms > step_ms else "model",
-                        "batch_img_s_one_process": batch * 1000.0 / batch_ms,
-                        "step_img_s": batch * 1000.0 / step_ms,
-                    }
-                )
-                print(
-                    f"  {size}px batch {batch} {precision} nhwc {'on' if nhwc else 'off'}: "
-                    f"batch {batch_ms:.1f} ms, step {step_ms:.1f} ms, run {run_ms:.1f} ms",
-                    flush=True,
-                )
                 del trainer
+                precision = amp if amp != "auto" else ("bf16" if cuda else "fp32")
+                for workers in worker_counts:
+                    trainer = Trainer(replace(rcfg, workers=workers), sources, bank, [])
+                    run_ms = _drain(trainer.batches(), iters, warmup, trainer.train_step)
+                    del trainer
+                    loaded = loader_ms[workers]
+                    data_ms = loaded if loaded is not None else batch_ms
+                    rows.append(
+                        {
+                            "device": device.type,
+                            "size": size,
+                            "batch": batch,
+                            "amp": precision,
+                            "nhwc": "on" if nhwc else "off",
+                            "cudnn_bench": ("on" if bench else "off") if cuda else "-",
+                            "workers": workers,
+                            "batch_ms": batch_ms,
+                            "loader_ms": loaded,
+                            "step_ms": step_ms,
+                            "run_ms": run_ms,
+                            "run_img_s": batch * 1000.0 / run_ms,
+                            "bound": "data" if data_ms > step_ms else "model",
+                            "batch_img_s_one_process": batch * 1000.0 / batch_ms,
+                            "step_img_s": batch * 1000.0 / step_ms,
+                        }
+                    )
+                    print(
+                        f"  {size}px batch {batch} {precision} nhwc {'on' if nhwc else 'off'} "
+                        f"workers {workers}: batch {batch_ms:.1f} ms, step {step_ms:.1f} ms, "
+                        f"run {run_ms:.1f} ms",
+                        flush=True,
+                    )
                 if cuda:
                     torch.cuda.empty_cache()
     report(
