@@ -566,12 +566,14 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("when", ["starting", "delivering"])
 def test_batch_workers_end_with_a_killed_trainer(
-    tmp_path: Path, make_people: Callable[..., Path]
+    tmp_path: Path, make_people: Callable[..., Path], when: str
 ) -> None:
     """kill -9 of `vidmat train --workers 2` left the workers and their forkserver behind
     for good (400 MB each), waiting on a server that never went away. Spawned workers are
-    the trainer's own children and end within seconds of it."""
+    the trainer's own children and end within seconds of it, also when it is killed while
+    they still import torch (they then took init for their parent and waited on it)."""
     import os
     import signal
     import subprocess
@@ -587,14 +589,19 @@ def test_batch_workers_end_with_a_killed_trainer(
     try:
         deadline = time.monotonic() + 60
         log = tmp_path / "run" / "log.jsonl"
-        # Steps logged: the workers are delivering batches (killed while they still start
-        # up, a worker takes init for its parent and waits on it: torch's own limit).
+        # "starting": both workers exist, still importing torch (no batch yet);
+        # "delivering": steps are logged.
         while time.monotonic() < deadline and proc.poll() is None:
+            workers = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
+            if when == "starting" and len(workers) == 2:
+                break
             if log.is_file() and len(log.read_text().splitlines()) >= 3:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05 if when == "starting" else 0.2)
         workers = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
         assert len(workers) == 2, "the workers did not start"
+        if when == "starting":  # no step yet: the workers have not delivered a batch
+            assert not log.is_file() or len(log.read_text().splitlines()) < 3
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 30

@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import functools
 import json
 import math
+import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -283,15 +287,30 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 #: imports torch) and receives its data pickled, the caches by their files
 #: (:class:`~vidmat.train.data.MappedFile`).
 WORKER_START = "spawn"
+#: prctl(2): the signal a process gets when the thread that created it ends.
+PR_SET_PDEATHSIG = 1
 
 
-def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
+def _start_worker(worker_id: int, trainer_pid: int) -> None:
     """Ctrl-C and a closed terminal (SIGHUP) reach the whole process group: workers ignore
     them, and the trainer finishes its step, checkpoints and shuts them down (no traceback
     per worker, and no worker that dies first and takes the run down with it). SIGTERM
-    keeps torch's handling: it is how the trainer ends a worker that does not stop."""
+    keeps torch's handling: it is how the trainer ends a worker that does not stop.
+
+    A worker also ends with the trainer however it ends. torch's watchdog only notices
+    the parent changing from the one it saw when the worker's loop started: a trainer
+    killed while its workers were still importing torch left them waiting on init for
+    good (270 MB each). On Linux the kernel kills the worker when the trainer (the
+    thread that started it, which is the one iterating the loader) ends; everywhere,
+    a worker whose trainer is already gone stops here.
+    """
     for s in GROUP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != trainer_pid:  # it ended before the request above took effect
+        os._exit(0)
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -739,7 +758,7 @@ class Trainer:
             # Its own generator: the loader's seeding must not draw from the global
             # torch RNG that checkpoints save, or a run with workers would resume apart.
             generator=torch.Generator().manual_seed(self.cfg.seed),
-            worker_init_fn=_leave_interrupts_to_the_trainer,
+            worker_init_fn=functools.partial(_start_worker, trainer_pid=os.getpid()),
             multiprocessing_context=WORKER_START,
         )
         with group_signals_held():  # the workers start here
