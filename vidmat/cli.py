@@ -14,6 +14,7 @@ PyAV nor Qt (a GPU machine for training may have neither).
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import importlib
 import os
@@ -63,8 +64,45 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: Name of the error handler :func:`show_undecodable_bytes` installs.
+BYTES_HANDLER = "vidmat.bytes"
+
+
+def _bytes_as_escapes(exc: UnicodeError) -> tuple[str, int]:
+    """A file name's bytes that are not UTF-8 (Python holds them as lone surrogates,
+    U+DC80..U+DCFF) as ``\\xe9``: the byte on disk, not Python's ``\\udce9``."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    shown = "".join(
+        f"\\x{ord(c) - 0xDC00:02x}"
+        if 0xDC80 <= ord(c) <= 0xDCFF
+        else c.encode("ascii", "backslashreplace").decode()
+        for c in bad
+    )
+    return shown, exc.end
+
+
+def show_undecodable_bytes() -> None:
+    """Messages name a file whose name is not UTF-8 (``caf\\xe9.mp4``, Latin-1 from an
+    old camera or archive) by its bytes. Python printed ``caf\\udce9.mp4``, a name no
+    shell or file manager shows, and on stdout (strict) such a name was a traceback. A
+    character the stream cannot encode at all (an ASCII terminal) shows as its escape.
+    Run on every ``main`` call: the streams may have been replaced since (tests)."""
+    try:
+        codecs.lookup_error(BYTES_HANDLER)
+    except LookupError:
+        codecs.register_error(BYTES_HANDLER, _bytes_as_escapes)
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors=BYTES_HANDLER)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
+    show_undecodable_bytes()
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         # imports torch & co.: Ctrl-C can land here too
