@@ -17,6 +17,7 @@ from typing import Any
 
 import av
 
+from vidmat.io.channels import layouts_to_try, left_out_of_mix
 from vidmat.io.pyav import av_errors, open_input
 
 
@@ -105,16 +106,6 @@ AUDIO_FALLBACK: dict[str, str] = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
 #: so a downmix never clips and sounds the same in mp4 and webm; it only acts when the
 #: channel layout changes (stereo and mono pass as they are).
 RESAMPLE_OPTIONS: dict[str, str] = {"rematrix_maxval": "1.0"}
-#: Surround layouts each fallback encoder writes so that the file reads back as that very
-#: layout (measured with PyAV 18's FFmpeg): others open too, but AAC then stores a channel
-#: list of its own that reads back as "6 channels", order unknown, and Opus refuses them.
-KEPT_LAYOUTS: dict[str, frozenset[str]] = {
-    "aac": frozenset({"2.1", "3.0", "quad", "4.0", "5.0", "5.1", "7.1"}),
-    "libopus": frozenset({"3.0", "quad", "5.0", "5.1", "6.1", "7.1"}),
-}
-#: The layout a surround track of so many channels takes when its own is not kept
-#: ("5.1(side)" becomes "5.1": the side speakers play from the back ones).
-USUAL_LAYOUTS: dict[int, str] = {3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 #: A changed sample rate goes no higher than this: every player takes 48 kHz, not all 96.
 MAX_NEW_RATE = 48000
 
@@ -147,6 +138,8 @@ class Encoding:
     rate: int
     layout: str
     sample_format: str
+    #: Channels a stereo mix of surround leaves out (FFmpeg has no rule for them).
+    left_out: tuple[str, ...] = ()
 
 
 def plan_encoding(stream: Any, info: AudioInfo, container: str) -> Encoding | None:
@@ -164,7 +157,8 @@ def plan_encoding(stream: Any, info: AudioInfo, container: str) -> Encoding | No
     codec = av.Codec(AUDIO_FALLBACK[container], "w")
     rate = encoder_rate(codec, info.sample_rate or MAX_NEW_RATE)
     sample_format = codec.audio_formats[0].name
-    layouts = _layouts_to_try(stream, info.channels, codec.name)
+    own = getattr(stream.codec_context, "layout", None)
+    layouts = layouts_to_try(own, info.channels, codec.name)
     for layout in layouts:
         trial = av.CodecContext.create(codec, "w")
         try:  # a layout FFmpeg cannot name ("6 channels") is refused by the setter
@@ -178,20 +172,12 @@ def plan_encoding(stream: Any, info: AudioInfo, container: str) -> Encoding | No
                     f"the {codec.name} encoder would not open at {rate} Hz {layout} ({reason})"
                 ) from None
             continue
-        return Encoding(codec.name, rate, layout, sample_format)
+        left_out: tuple[str, ...] = ()
+        if layout == "stereo" and info.channels > 2 and own is not None:
+            with contextlib.suppress(*av_errors()):
+                left_out = tuple(left_out_of_mix(own, RESAMPLE_OPTIONS))
+        return Encoding(codec.name, rate, layout, sample_format, left_out)
     raise AssertionError("unreachable: the last layout returns or raises")
-
-
-def _layouts_to_try(stream: Any, channels: int, encoder: str) -> list[str]:
-    """Channel layouts for a re-encode, best first: surround keeps its own layout where the
-    encoder keeps it, else the usual layout of as many channels (nothing mixed), and only
-    then a stereo mix; mono and stereo stay as they are."""
-    if channels <= 2:
-        return ["mono" if channels == 1 else "stereo"]
-    own = getattr(getattr(stream.codec_context, "layout", None), "name", None)
-    kept = KEPT_LAYOUTS.get(encoder, frozenset())
-    surround = [n for n in (own, USUAL_LAYOUTS.get(channels)) if n in kept]
-    return list(dict.fromkeys([*surround, "stereo"]))
 
 
 class AudioPass:
@@ -220,10 +206,12 @@ class AudioPass:
         self._pending: Any = None
         self.copy = encoding is None
         #: Channels the output track has: fewer than the input's only where a surround
-        #: layout had to be mixed down (an encoder that takes none of its layouts).
+        #: layout had to be mixed down (an encoder that takes none of its layouts), and
+        #: those of them the mix left out.
         self.channels = (
             info.channels if encoding is None else av.AudioLayout(encoding.layout).nb_channels
         )
+        self.left_out = () if encoding is None else encoding.left_out
         self._resampler = None
         if encoding is None:
             self.stream = out.add_stream_from_template(self._src_stream)

@@ -72,6 +72,7 @@ from vidmat.io.audio import (
     track_title,
     write_audio_file,
 )
+from vidmat.io.channels import channel_list
 from vidmat.io.formats import FORMATS
 from vidmat.io.matroska import set_display_size
 from vidmat.io.pyav import av_errors, open_input
@@ -903,9 +904,11 @@ class VideoWriter:
             if not a.packets:
                 self.warnings.append(f"{self._which(a.track)} holds no sound")
             elif a.channels < a.track.channels:
+                into = "stereo" if a.channels == 2 else f"{a.channels} channels"
+                dropped = f", leaving out {channel_list(a.left_out)}" if a.left_out else ""
                 self.warnings.append(
                     f"{self._which(a.track)} was mixed down from {a.track.channels} channels "
-                    f"to {'stereo' if a.channels == 2 else f'{a.channels} channels'}"
+                    f"to {into}{dropped}"
                 )
         self.audio_tracks = [(a.track, a.copy) for a in passes if a.packets]
         self.audio_packets = sum(a.packets for a in passes)
