@@ -366,3 +366,41 @@ def test_downmix_keeps_the_level_and_never_clips(tmp_path: Path, layout: str, fm
     peak, rms = audio_levels(dst)
     assert abs(rms - TONE_PEAK / np.sqrt(2)) < 0.05 * TONE_PEAK / np.sqrt(2)
     assert peak < 1.2 * TONE_PEAK
+
+
+# --------------------------------------------------------------------------- 4: languages
+def test_every_language_code_a_mov_can_name_survives_one(tmp_path: Path) -> None:
+    """The table is FFmpeg's, measured: each code comes back out of a .mov as written
+    (a code outside it came back as nothing), and each alias leads into it."""
+    path = tmp_path / "lang.mov"
+    for code in sorted(audio_mod.MOV_LANGUAGES):
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("pcm_s16le", rate=8000)
+            s.layout, s.metadata["language"] = "mono", code
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 8), np.int16), format="s16", layout="mono")
+            f.sample_rate, f.pts = 8000, 0
+            for p in [*s.encode(f), *s.encode()]:
+                c.mux(p)
+        with av.open(str(path)) as c:
+            assert c.streams.audio[0].metadata.get("language") == code
+    assert set(audio_mod.MOV_LANGUAGE_ALIASES.values()) <= audio_mod.MOV_LANGUAGES
+
+
+def test_track_languages_in_a_mov_are_spelled_as_quicktime_does(tmp_path: Path) -> None:
+    # Matroska's French "fre" and Czech "cze" were dropped from a .mov (its table spells
+    # them "fra", "ces"), as was Swedish ("sve" there); Maori it cannot name: a warning.
+    tone = make_clip(tmp_path / "tone.mp4", frames=8)
+    langs = ["fre", "cze", "swe", "mri"]
+    src = with_tracks(tmp_path / "langs.mkv", [tone] * 4, [{"language": x} for x in langs])
+    info = probe(src)
+    dst = tmp_path / "out.mov"
+    with VideoWriter(dst, "mov", 64, 48, info.time_base, info.rate, info) as w:
+        for i in range(8):
+            w.write(np.zeros((48, 64, 3), np.uint8), i * round(Fraction(1, 25) / info.time_base))
+    with av.open(str(dst)) as c:
+        assert [a.metadata.get("language") for a in c.streams.audio] == ["fra", "ces", "sve", None]
+    assert w.warnings == [
+        'audio track 4 of 4: a .mov has no code for its language "mri"; left untagged'
+    ]
+    # read back, QuickTime's own "sve" is ISO's "swe" again (what an mp4 is tagged with)
+    assert [t.language for t in probe(dst).audio_streams] == ["fra", "ces", "swe", None]

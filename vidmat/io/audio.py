@@ -61,15 +61,45 @@ def track_title(tags: Mapping[str, str]) -> str | None:
 #: Handler names muxers write that name no track (lower case), besides any with
 #: "handler" ("SoundHandler") or "produced" ("ISO Media file produced by Google Inc.").
 GENERIC_HANDLERS = frozenset({"core media audio", "audio", "stereo", "mono", "sound"})
-#: QuickTime's language table (FFmpeg's mov muxer) holds the bibliographic ISO 639-2 codes
-#: only: "deu" or "zho" were dropped from a .mov without a word. These are the twenty
-#: languages whose two codes differ.
-BIBLIOGRAPHIC_CODES = {
-    "sqi": "alb", "hye": "arm", "eus": "baq", "mya": "bur", "zho": "chi", "ces": "cze",
-    "nld": "dut", "fra": "fre", "kat": "geo", "deu": "ger", "ell": "gre", "isl": "ice",
-    "mkd": "mac", "mri": "mao", "msa": "may", "fas": "per", "ron": "rum", "slk": "slo",
-    "bod": "tib", "cym": "wel",
+#: The languages a .mov can name: QuickTime's table of Macintosh language codes, as
+#: FFmpeg's mov muxer holds it (every three-letter code written and read back, PyAV 18).
+#: Any other tag is dropped from a .mov without a word, so it is warned about instead.
+MOV_LANGUAGES = frozenset({
+    "alb", "amh", "ara", "arm", "asm", "aym", "aze", "baq", "bel", "ben", "bul", "bur",
+    "cat", "ces", "chi", "dan", "dut", "dzo", "eng", "epo", "est", "fin", "fra", "geo",
+    "ger", "gre", "grn", "guj", "heb", "hin", "hun", "ice", "ind", "iri", "ita", "jav",
+    "jpn", "kan", "kas", "kaz", "khm", "kin", "kir", "kor", "kur", "lao", "lat", "lav",
+    "lit", "mac", "mal", "mar", "may", "mlg", "mlt", "mol", "mon", "nep", "nor", "nya",
+    "ori", "orm", "per", "pol", "por", "pus", "que", "ron", "run", "rus", "san", "sin",
+    "slk", "slv", "smi", "snd", "som", "spa", "sve", "swa", "tam", "tat", "tel", "tgk",
+    "tgl", "tha", "tib", "tir", "tuk", "tur", "uig", "ukr", "urd", "uzb", "vie", "wel",
+    "yid",
+})  # fmt: skip
+#: Codes of a language that the table spells otherwise: ISO 639-2's two codes for twenty
+#: languages, of which the table has one (the bibliographic "ger", but the terminological
+#: "fra"), and two it spells by older codes (Swedish "sve", Irish "iri").
+MOV_LANGUAGE_ALIASES = {
+    "bod": "tib", "cym": "wel", "cze": "ces", "deu": "ger", "ell": "gre", "eus": "baq",
+    "fas": "per", "fre": "fra", "gle": "iri", "hye": "arm", "isl": "ice", "kat": "geo",
+    "mkd": "mac", "msa": "may", "mya": "bur", "nld": "dut", "rum": "ron", "slo": "slk",
+    "sqi": "alb", "swe": "sve", "zho": "chi",
 }  # fmt: skip
+
+
+def mov_language(lang: str) -> str | None:
+    """The code a .mov names ``lang`` by, or None when QuickTime's table has none."""
+    code = MOV_LANGUAGE_ALIASES.get(lang, lang)
+    return code if code in MOV_LANGUAGES else None
+
+
+def iso_language(code: str) -> str:
+    """A language code read from a file in ISO 639-2: a .mov's Swedish "sve" and Irish
+    "iri" (QuickTime's own spellings) as "swe" and "gle", for outputs other than mov."""
+    return QUICKTIME_ONLY.get(code, code)
+
+
+#: QuickTime's spellings that are not ISO 639-2 codes.
+QUICKTIME_ONLY = {"sve": "swe", "iri": "gle"}
 
 
 def track_tags(info: AudioInfo, container: str) -> dict[str, str]:
@@ -80,9 +110,9 @@ def track_tags(info: AudioInfo, container: str) -> dict[str, str]:
         tags["title"] = info.title
         if container in ("mp4", "mov"):
             tags["handler_name"] = info.title
-    if info.language:
-        lang = info.language
-        tags["language"] = BIBLIOGRAPHIC_CODES.get(lang, lang) if container == "mov" else lang
+    lang = mov_language(info.language) if info.language and container == "mov" else info.language
+    if lang:
+        tags["language"] = lang
     return tags
 
 
@@ -225,6 +255,12 @@ class AudioPass:
             )
             self._decoder = self._src_stream.codec_context
         self.stream.metadata.update(track_tags(info, fmt))
+        #: A language the output cannot name (a .mov: QuickTime's table lacks it).
+        self.language_lost = (
+            info.language
+            if fmt == "mov" and info.language and mov_language(info.language) is None
+            else None
+        )
         self.done = False
         self.packets = 0
         self.skipped = 0  # damaged packets left out

@@ -68,6 +68,7 @@ from vidmat.io.audio import (
     AudioInfo,
     AudioPass,
     LeftOut,
+    iso_language,
     open_tracks,
     track_title,
     write_audio_file,
@@ -901,14 +902,20 @@ class VideoWriter:
         """What went in. A track without a single packet is not counted: the MP4 and MOV
         muxers leave such a track out, and WebM holds it silent."""
         for a in passes:
+            which = self._which(a.track)
             if not a.packets:
-                self.warnings.append(f"{self._which(a.track)} holds no sound")
-            elif a.channels < a.track.channels:
+                self.warnings.append(f"{which} holds no sound")
+                continue
+            if a.channels < a.track.channels:
                 into = "stereo" if a.channels == 2 else f"{a.channels} channels"
                 dropped = f", leaving out {channel_list(a.left_out)}" if a.left_out else ""
                 self.warnings.append(
-                    f"{self._which(a.track)} was mixed down from {a.track.channels} channels "
-                    f"to {into}{dropped}"
+                    f"{which} was mixed down from {a.track.channels} channels to {into}{dropped}"
+                )
+            if a.language_lost:
+                self.warnings.append(
+                    f'{which}: a .mov has no code for its language "{a.language_lost}"; '
+                    "left untagged"
                 )
         self.audio_tracks = [(a.track, a.copy) for a in passes if a.packets]
         self.audio_packets = sum(a.packets for a in passes)
@@ -951,7 +958,7 @@ def _plausible_rate(rate: Fraction | None) -> Fraction | None:
 def _language(tag: str | None) -> str | None:
     """A track's ISO 639-2 language; "und" (undetermined, MP4's default) is none."""
     lang = (tag or "").strip().lower()
-    return lang if lang and lang != "und" else None
+    return iso_language(lang) if lang and lang != "und" else None
 
 
 def _audio_info(stream: Any, number: int) -> AudioInfo:
