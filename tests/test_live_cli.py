@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import pytest
 from convert_fixtures import audio_only_file, long_last_clip
+from convert_fixtures import make_clip as faststart_clip
 from live_fixtures import disk_full_after, make_clip
 
 from vidmat.cli import main
@@ -427,3 +428,23 @@ def test_a_resolution_larger_than_the_file_is_noted(clip, weights, capsys, resol
     )
     assert (note in err) is noted, err
     assert err.count("note:") == int(noted)
+
+
+def test_a_truncated_file_as_the_camera_plays_what_decodes_and_says_so(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It ended as if complete, exit 0; convert says the same file is damaged and exits 2.
+    full = faststart_clip(tmp_path / "full.mp4", frames=30, faststart=True)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "rec.mp4"
+    argv = ["live", "--no-window", "--camera", str(cut), "--record", str(out), "--no-loop"]
+    argv += ["--audio", "off", "--weights", str(weights), "--size", "64", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    said = re.search(r"only (\d+) of 30 frames could be decoded; the frames before that were", err)
+    assert said is not None and "Traceback" not in err
+    assert err.count("truncated or damaged") == 1  # said once, as the run's error
+    with av.open(str(out)) as c:  # the recording of what played is kept
+        assert 0 < len(list(c.decode(video=0))) <= int(said.group(1))

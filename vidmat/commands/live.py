@@ -394,6 +394,8 @@ def _run_headless(req: LiveRequest) -> int:
     errors: list[str] = []
 
     def on_status(event: str, message: str) -> None:
+        if event == "damaged" and not camera.loop:
+            return  # the run ends at once, with this as its error
         print(f"vidmat: {message}", file=sys.stderr)
 
     pipe = LivePipeline(
@@ -493,4 +495,10 @@ def _run_headless(req: LiveRequest) -> int:
         raise VidmatError(record_error)
     if errors:
         raise VidmatError(errors[0])
+    damaged = pipe.capture.damaged if pipe.capture is not None else None
+    if damaged is not None:  # as convert ends on a truncated file, after its output
+        raise VidmatError(
+            f"{pipe.capture.description} is truncated or damaged: {damaged}; the frames "
+            "before that were played."
+        )
     return 0

@@ -398,6 +398,12 @@ class VideoSource:
             return None
         return next(self._frames, None)
 
+    @property
+    def incomplete(self) -> str | None:
+        """Why the file being played ended early, once its last frame was read (see
+        :attr:`vidmat.io.video.VideoReader.incomplete`); None for a camera."""
+        return None if self.reader is None else self.reader.incomplete
+
     def grab(self) -> bool:
         """Advance one frame without converting it (for skipping)."""
         if self._frames is not None:
@@ -470,6 +476,9 @@ class CaptureThread(threading.Thread):
         #: (played in real time, not stopped): a recording's last frame lasts until then,
         #: as long as it was on screen. None otherwise.
         self.ended_at: float | None = None
+        #: Why a file source ended before its header said it would (a truncated download:
+        #: "only 40 of 120 frames could be decoded"); the frames before were played.
+        self.damaged: str | None = None
 
     # ------------------------------------------------------------ properties
     @property
@@ -565,6 +574,14 @@ class CaptureThread(threading.Thread):
             if frame is None:
                 if delivered == 0 and pass_start == 0.0:
                     raise VidmatError(f"{v.description} has no readable frames.")
+                incomplete = v.incomplete
+                if incomplete is not None and self.damaged is None:  # said once, not per pass
+                    self.damaged = incomplete
+                    self._status(
+                        "damaged",
+                        f"{v.description} is truncated or damaged: {incomplete}; the frames "
+                        "before that are played",
+                    )
                 # At least a frame's time at the average rate: a one-frame file with a
                 # tick-long duration must not loop by reopening it thousands of times.
                 pass_end = max(pass_end, 1.0 / max(v.native_fps, 1.0))

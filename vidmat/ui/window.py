@@ -816,6 +816,8 @@ class LiveWindow(QMainWindow):
             self.statusBar().showMessage(message, 3000)
         elif event == "ended":
             self.view.set_message("The video ended.")
+        elif event == "damaged":
+            self.statusBar().showMessage(message, 8000)
 
     def _on_finished(self) -> None:
         pipe = self.pipeline
