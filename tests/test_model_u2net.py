@@ -130,3 +130,33 @@ def test_folded_batch_norms_give_the_same_output_faster_to_compute() -> None:
     assert count_parameters(folded) < count_parameters(model)
     with pytest.raises(ValueError, match="eval mode"):
         fold_batch_norms(build_model("u2netp").train())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_a_folded_model_on_a_cpu_applies_each_relu_inside_its_convolution(
+    dtype: torch.dtype, layout: torch.memory_format
+) -> None:
+    """oneDNN's fused convolution + ReLU gives the numbers of the two calls; it is used
+    only without autograd (it has none), and a model still to be trained never takes it."""
+    import copy
+
+    torch.manual_seed(1)
+    folded = fold_batch_norms(build_model("u2netp").eval()).to(dtype, memory_format=layout)
+    blocks = [m for m in folded.modules() if hasattr(m, "folded")]
+    if not all(m.folded for m in blocks):
+        pytest.skip("this torch has no oneDNN fused convolution")
+    plain = copy.deepcopy(folded)
+    for m in plain.modules():
+        if hasattr(m, "folded"):
+            m.folded = False
+    x = torch.randn(2, 3, 64, 64).to(dtype).contiguous(memory_format=layout)
+    with torch.inference_mode():
+        fused_out, plain_out = folded(x), plain(x)
+    tol = 1e-5 if dtype == torch.float32 else 0.0
+    assert (fused_out.float() - plain_out.float()).abs().max().item() <= tol
+    # with autograd on, the plain path runs and gradients flow back to the input
+    leaf = x.detach().requires_grad_()
+    folded(leaf).float().sum().backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
+    assert not any(getattr(m, "folded", False) for m in build_model("u2netp").modules())
