@@ -11,6 +11,7 @@ and shapes match the official checkpoints exactly (``tests/data/*.tsv``): a user
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -37,14 +38,22 @@ class ConvBNReLU(nn.Module):
         self.folded = False
 
     def forward(self, x: Tensor) -> Tensor:
-        fusable = x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES
+        fusable = x.device.type == "cpu" and x.dtype in onednn_fused_dtypes()
         if self.folded and fusable and not torch.is_grad_enabled():  # no autograd for it
             return _conv_relu(x, self.conv_s1)
         return self.relu_s1(self.bn_s1(self.conv_s1(x)))
 
 
-#: Input dtypes oneDNN's fused convolution takes on every x86 CPU torch runs on.
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+@functools.cache
+def onednn_fused_dtypes() -> tuple[torch.dtype, ...]:
+    """Input dtypes oneDNN's fused convolution takes on this CPU: fp32, and bf16 where
+    oneDNN has a bf16 path (AVX-512 BW/VL/DQ or AVX-NE-CONVERT; elsewhere it refuses
+    bf16, while the plain convolution emulates it, slower, for an explicit --precision
+    bf16). ``ONEDNN_MAX_CPU_ISA=AVX2`` makes this CPU one without."""
+    if not _onednn_fuses():
+        return ()
+    bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return (torch.float32, torch.bfloat16) if bf16 is not None and bf16() else (torch.float32,)
 
 
 def _conv_relu(x: Tensor, c: nn.Conv2d) -> Tensor:
@@ -299,7 +308,7 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
 
 
 def _onednn_fuses() -> bool:
-    """Whether this torch has oneDNN's fused convolution (the CPU builds on x86 and ARM)."""
+    """Whether this torch has oneDNN's fused convolution."""
     return torch.backends.mkldnn.is_available() and hasattr(
         torch.ops.mkldnn, "_convolution_pointwise"
     )
