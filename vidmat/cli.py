@@ -84,20 +84,22 @@ def _bytes_as_escapes(exc: UnicodeError) -> tuple[str, int]:
 
 
 def show_undecodable_bytes() -> None:
-    """Messages name a file whose name is not UTF-8 (``caf\\xe9.mp4``, Latin-1 from an
-    old camera or archive) by its bytes. Python printed ``caf\\udce9.mp4``, a name no
-    shell or file manager shows, and on stdout (strict) such a name was a traceback. A
-    character the stream cannot encode at all (an ASCII terminal) shows as its escape.
-    Run on every ``main`` call: the streams may have been replaced since (tests)."""
+    """Name a file whose name is not UTF-8 (Latin-1 from an old camera or archive) by its
+    bytes. On stderr, where messages go, as ``caf\\xe9.mp4``: Python printed
+    ``caf\\udce9.mp4``, a name no shell or file manager shows. On stdout, where a script
+    may read a path (``vidmat demo``'s result), as the bytes themselves, as under a C
+    locale; with a UTF-8 locale's strict stdout such a name was a traceback. Process-wide,
+    for the command's run; run on every ``main`` call (tests replace the streams)."""
     try:
         codecs.lookup_error(BYTES_HANDLER)
     except LookupError:
         codecs.register_error(BYTES_HANDLER, _bytes_as_escapes)
-    for stream in (sys.stdout, sys.stderr):
+    out_errors = "surrogateescape" if getattr(sys.stdout, "errors", None) == "strict" else None
+    for stream, errors in ((sys.stdout, out_errors), (sys.stderr, BYTES_HANDLER)):
         reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
+        if reconfigure is not None and errors is not None:
             with contextlib.suppress(ValueError, OSError):
-                reconfigure(errors=BYTES_HANDLER)
+                reconfigure(errors=errors)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
