@@ -26,7 +26,7 @@ KEPT_LAYOUTS: dict[str, tuple[str, ...]] = {
     "libopus": ("3.0", "quad", "5.1", "7.1"),
 }
 #: The layout a track whose channel order is unknown ("6 channels") is read as: FFmpeg's
-#: default order for so many channels.
+#: resampler's default order for so many channels (5 -> 5.0, 7 -> 6.1, measured).
 USUAL_LAYOUTS: dict[int, str] = {3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 #: Where FFmpeg's resampler puts a channel the output layout lacks, one to one (a side
 #: speaker plays from the back one on that side) or split evenly (back centre).
@@ -67,11 +67,15 @@ def layouts_to_try(layout: Any, channels: int, encoder: str) -> list[str]:
         return ["mono" if channels == 1 else "stereo"]
     kept = KEPT_LAYOUTS.get(encoder, ())
     names = [c.name for c in layout.channels] if layout is not None else []
-    if len(names) != channels or "NONE" in names:  # order unknown: FFmpeg's default
-        usual = USUAL_LAYOUTS.get(channels)
-        return [usual, "stereo"] if usual in kept else ["stereo"]
-    if layout.name in kept:
-        return [layout.name, "stereo"]
+    own = layout.name if layout is not None else None
+    if len(names) != channels or "NONE" in names:
+        # Order unknown: FFmpeg's resampler reads it in its default order for the count.
+        own = USUAL_LAYOUTS.get(channels)
+        if own is None:
+            return ["stereo"]
+        names = channel_names(own)
+    if own in kept:
+        return [own, "stereo"]
     placed = [k for k in kept if places_each(k, names)]
     return [*placed[:1], "stereo"]
 
@@ -81,6 +85,8 @@ def left_out_of_mix(layout: Any, options: dict[str, str], into: str = "stereo") 
     wide and top speakers, and leaves LFE out), found by resampling each channel alone.
     Unnamed channels (order unknown) by their number from 1 ("4")."""
     names = [c.name for c in layout.channels]
+    if not _probe_safe(names):
+        return []  # not found out: the warning says the mix, without the channels
     rate = 48000
     out = []
     for k, name in enumerate(names):
@@ -93,6 +99,24 @@ def left_out_of_mix(layout: Any, options: dict[str, str], into: str = "stereo") 
         if not heard or max(float(np.abs(a).max()) for a in heard) < 1e-4:
             out.append(name if name != "NONE" else str(k + 1))
     return out
+
+
+#: FFmpeg's channels in their native order (the bits of a channel mask).
+_NATIVE_ORDER = (
+    "FL", "FR", "FC", "LFE", "BL", "BR", "FLC", "FRC", "BC", "SL", "SR", "TC", "TFL", "TFC",
+    "TFR", "TBL", "TBC", "TBR", "DL", "DR", "WL", "WR", "SDL", "SDR", "LFE2", "TSL", "TSR",
+    "BFC", "BFL", "BFR",
+)  # fmt: skip
+
+
+def _probe_safe(names: list[str]) -> bool:
+    """Whether a probe frame can be made in this layout: unnamed channels or FFmpeg's
+    native order. PyAV 18 frees a custom-order layout twice when a frame is made in it
+    (the process aborts), so such a layout is not probed."""
+    if all(n == "NONE" for n in names):
+        return True
+    places = [_NATIVE_ORDER.index(n) if n in _NATIVE_ORDER else -1 for n in names]
+    return -1 not in places and places == sorted(set(places))
 
 
 def channel_list(names: list[str] | tuple[str, ...]) -> str:
