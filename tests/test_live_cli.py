@@ -448,3 +448,18 @@ def test_a_truncated_file_as_the_camera_plays_what_decodes_and_says_so(
     assert err.count("truncated or damaged") == 1  # said once, as the run's error
     with av.open(str(out)) as c:  # the recording of what played is kept
         assert 0 < len(list(c.decode(video=0))) <= int(said.group(1))
+
+
+def test_a_looping_run_over_a_truncated_file_runs_its_time_and_succeeds(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --duration loops the file: the damage is said when it happens, the run is not cut.
+    full = faststart_clip(tmp_path / "full.mp4", frames=30, faststart=True)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    argv = ["live", "--no-window", "--camera", str(cut), "--duration", "1.5"]
+    argv += ["--weights", str(weights), "--size", "64", "--quiet"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("is truncated or damaged") == 1 and "error" not in err

@@ -496,7 +496,9 @@ def _run_headless(req: LiveRequest) -> int:
     if errors:
         raise VidmatError(errors[0])
     damaged = pipe.capture.damaged if pipe.capture is not None else None
-    if damaged is not None:  # as convert ends on a truncated file, after its output
+    if damaged is not None and not camera.loop:
+        # The playback was cut short, as convert's output is: an error after the output.
+        # A looping run (--duration) ran its time and said so when it happened.
         raise VidmatError(
             f"{pipe.capture.description} is truncated or damaged: {damaged}; the frames "
             "before that were played."

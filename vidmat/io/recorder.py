@@ -201,8 +201,9 @@ class _LiveWriter(VideoWriter):
 class Recorder:
     """``start()``, then ``submit(image, t)`` from the live worker, then ``stop()``.
 
-    ``t`` is the frame's capture time in seconds on any monotonic clock (the
-    live pipeline passes the capture timestamp); the first frame defines zero.
+    ``t`` is the frame's time in seconds on any monotonic clock (as a sink it takes the
+    captured frame's ``due``: a camera's capture time, a file frame's scheduled time);
+    the first frame defines zero.
     A recorder is also a pipeline sink: ``recorder(live_frame)`` submits it.
     """
 
@@ -216,7 +217,7 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="vidmat-recorder", daemon=True)
         self._audio_thread: threading.Thread | None = None
         self._stop_audio = threading.Event()
-        self._t0: float | None = None  # capture time of the first frame (perf_counter clock)
+        self._t0: float | None = None  # the first frame's time (perf_counter clock)
         self._t0_set = threading.Event()
         self.frames = 0
         self.last_pts = -1
