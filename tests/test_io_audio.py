@@ -391,6 +391,12 @@ def test_every_language_code_a_mov_can_name_survives_one(tmp_path: Path) -> None
         with av.open(str(path)) as c:
             assert c.streams.audio[0].metadata.get("language") == code
     assert set(audio_mod.MOV_LANGUAGE_ALIASES.values()) <= audio_mod.MOV_LANGUAGES
+    assert [audio_mod.mov_language(x) for x in ("nob", "fil", "deu", "mri")] == [
+        "nor",
+        "tgl",
+        "ger",
+        None,
+    ]
 
 
 def test_track_languages_in_a_mov_are_spelled_as_quicktime_does(tmp_path: Path) -> None:

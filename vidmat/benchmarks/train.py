@@ -227,10 +227,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = args.batches or ([32, 64] if cuda else [8])
-    worker_counts = (
-        args.workers
-        if args.workers is not None
-        else [max(1, (os.cpu_count() or 2) - 2) if cuda else 0]
+    worker_counts = list(
+        dict.fromkeys(  # each count once, in the order given
+            args.workers
+            if args.workers is not None
+            else [max(1, (os.cpu_count() or 2) - 2) if cuda else 0]
+        )
     )
     cudnn_settings = (args.cudnn_benchmark or [False, True]) if cuda else [False]
     iters = args.iters if args.iters is not None else (20 if cuda else 3)

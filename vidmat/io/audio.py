@@ -77,12 +77,14 @@ MOV_LANGUAGES = frozenset({
 })  # fmt: skip
 #: Codes of a language that the table spells otherwise: ISO 639-2's two codes for twenty
 #: languages, of which the table has one (the bibliographic "ger", but the terminological
-#: "fra"), and two it spells by older codes (Swedish "sve", Irish "iri").
+#: "fra"), two it spells by older codes (Swedish "sve", Irish "iri"), and languages it
+#: knows by their macrolanguage (Norwegian Bokmål and Nynorsk as "nor", Filipino as
+#: Tagalog "tgl").
 MOV_LANGUAGE_ALIASES = {
     "bod": "tib", "cym": "wel", "cze": "ces", "deu": "ger", "ell": "gre", "eus": "baq",
     "fas": "per", "fre": "fra", "gle": "iri", "hye": "arm", "isl": "ice", "kat": "geo",
     "mkd": "mac", "msa": "may", "mya": "bur", "nld": "dut", "rum": "ron", "slo": "slk",
-    "sqi": "alb", "swe": "sve", "zho": "chi",
+    "sqi": "alb", "swe": "sve", "zho": "chi", "nob": "nor", "nno": "nor", "fil": "tgl",
 }  # fmt: skip
 
 
