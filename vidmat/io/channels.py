@@ -3,7 +3,8 @@
 A track is re-encoded when the output container cannot take it as it is (FLAC, PCM or
 AC3 into WebM; FLAC or Opus into MP4). AAC and Opus carry up to 7.1, but only some
 layouts come back out of the file as written: the tables here are measured (PyAV 18's
-FFmpeg; ``tests/test_io_audio.py`` checks every channel's level and place in each).
+FFmpeg; ``tests/test_io_audio.py`` checks each channel's level and place in the
+common ones).
 A track goes, in this order, into its own layout where the encoder keeps it, into the
 smallest kept layout that has a place of its own for each of its channels (5.0 into
 Opus's 5.1 with a silent LFE), and only then into a stereo mix, which is reported.
