@@ -17,15 +17,18 @@ from vidmat.cli import main
 
 
 def _refused(
-    argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, message: str
-) -> None:
-    """Run ``vidmat train argv``: exit 2, ``message`` alone on stderr, tmp_path unchanged."""
+    argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, message: str | None
+) -> str:
+    """Run ``vidmat train argv``: exit 2, one line on stderr (``message`` where given),
+    tmp_path unchanged; returns stderr."""
     before = sorted(tmp_path.rglob("*"))
     assert main(["train", *argv]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.strip() == f"vidmat: error: {message}"
+    assert "Traceback" not in err and err.count("\n") == 1
+    if message is not None:
+        assert err.strip() == f"vidmat: error: {message}"
     assert sorted(tmp_path.rglob("*")) == before  # no run folder, cache or probe left
+    return err
 
 
 @pytest.fixture
@@ -175,7 +178,9 @@ def test_resume_of_the_other_arch_names_the_right_one(
     run = tmp_path / "r"
     run.mkdir()
     last = run / "last.pt"
-    torch.save({"step": 1, "config": {"arch": "u2netp"}}, last)
+    from vidmat.train.loop import CHECKPOINT_KEYS
+
+    torch.save({**dict.fromkeys(CHECKPOINT_KEYS, 0), "step": 1, "config": {"arch": "u2netp"}}, last)
     argv = ["--data", str(data), "--run", str(run), "--arch", "u2net"]
     _refused(
         argv,
@@ -192,12 +197,52 @@ def test_resume_from_a_file_that_is_no_checkpoint(
     bogus = tmp_path / "bogus.pt"
     bogus.write_text("not a checkpoint")
     argv = ["--data", str(data), "--run", str(tmp_path / "r"), "--resume", str(bogus)]
+    err = _refused(argv, capsys, tmp_path, None)
+    assert err.startswith(f"vidmat: error: cannot read checkpoint {bogus} (")
+    assert err.endswith("); it is not a vidmat training checkpoint.\n")
+
+
+class _Marker:
+    """Unpickled, it would write a file: the way a crafted checkpoint runs code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
+
+
+def test_a_crafted_checkpoint_runs_no_code_on_resume(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # torch.load(weights_only=False) ran the file's code (it printed PWNED) before the
+    # traceback; the checkpoint is now read as tensors and plain values only.
+    evil = tmp_path / "evil.pth"
+    marker = tmp_path / "ran"
+    torch.save({"step": 1, "x": _Marker(marker)}, evil)
+    argv = ["--data", str(data), "--run", str(tmp_path / "r"), "--resume", str(evil)]
     _refused(
         argv,
         capsys,
         tmp_path,
-        f"cannot read checkpoint {bogus}; it is not a vidmat training checkpoint.",
+        f"cannot read checkpoint {evil} (it holds Python objects other than tensors, which "
+        "vidmat does not load: they could run code); it is not a vidmat training checkpoint.",
     )
+    assert not marker.exists()
+
+
+def test_resume_from_weights_is_one_sentence(
+    tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An official checkpoint (a state dict) as --resume was a KeyError traceback.
+    from vidmat.model.u2net import build_model
+
+    weights = tmp_path / "u2netp.pth"
+    torch.save(build_model("u2netp").state_dict(), weights)
+    argv = ["--data", str(data), "--run", str(tmp_path / "r"), "--resume", str(weights)]
+    err = _refused(argv, capsys, tmp_path, None)
+    assert err.startswith(f"vidmat: error: {weights} is not a vidmat training checkpoint (no ")
+    assert "start from weights with --init" in err
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import signal
 import textwrap
@@ -527,16 +526,12 @@ def _check_resume(
 
     The checkpoint is memory-mapped, so only its small config is actually read here.
     """
-    import torch
+    from vidmat.train.loop import check_resumable, read_checkpoint
 
-    ck = None
-    for mmap in (True, False):  # mmap needs torch's zip format; older files load whole
-        with contextlib.suppress(Exception):
-            ck = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-            break
-    if not isinstance(ck, dict):
-        raise VidmatError(f"cannot read checkpoint {path}; it is not a vidmat training checkpoint.")
-    from vidmat.train.loop import check_resumable
+    try:
+        ck = read_checkpoint(path, mmap=True)
+    except VidmatError:  # mmap needs torch's zip format; older files load whole
+        ck = read_checkpoint(path)
 
     config = ck.get("config")
     config = config if isinstance(config, dict) else {}

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -128,26 +129,44 @@ def _unpickling_reason(text: str) -> str:
     return own[0] if own else "damaged pickle data"
 
 
-def _read_pth(path: Path) -> dict[str, Tensor]:
+class TorchFileRefused(ValueError):
+    """A file :func:`load_plain` would not read, and why in words; ``objects``: it asked
+    for Python objects (code could run), rather than being damaged or not a pickle."""
+
+    def __init__(self, reason: str, objects: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.objects = objects
+
+
+def load_plain(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load`` that lets only tensors and plain values out of the pickle
+    (``weights_only``), for weights and training checkpoints alike: a crafted file cannot
+    run code. Raises :class:`TorchFileRefused`."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         # torch's text here is several paragraphs with terminal escapes that advise
         # loading the file with weights_only=False: not something to pass on.
-        if _OBJECT_REFUSAL.search(str(exc)):
+        objects = bool(_OBJECT_REFUSAL.search(str(exc)))
+        raise TorchFileRefused(_unpickling_reason(str(exc)), objects) from None
+    except Exception as exc:  # torch raises many types for damaged files; all mean 'unreadable'
+        lines = str(exc).splitlines()
+        text = plain_text(lines[0]) if lines else ""
+        raise TorchFileRefused(text or type(exc).__name__, False) from None
+
+
+def _read_pth(path: Path) -> dict[str, Tensor]:
+    try:
+        obj = load_plain(path)
+    except TorchFileRefused as exc:
+        if exc.objects:
             raise WeightsError(
                 f"{path} holds Python objects other than tensors, which vidmat does not load "
                 "(it could run code); export its state_dict with "
                 "torch.save(model.state_dict(), path)."
             ) from None
-        reason = _unpickling_reason(str(exc))
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({reason}).") from None
-    except Exception as exc:  # torch raises many types for damaged files; all mean 'unreadable'
-        lines = str(exc).splitlines()
-        text = plain_text(lines[0]) if lines else ""
-        raise WeightsError(
-            f"{path} is not a readable PyTorch checkpoint ({text or type(exc).__name__})."
-        ) from None
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({exc.reason}).") from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} is not a checkpoint of model weights (no state_dict found).")
     found = _find_state(obj)

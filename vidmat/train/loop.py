@@ -410,6 +410,38 @@ def validate(model: nn.Module, valsets: Sequence[ValSet], size: int, device: tor
     return res
 
 
+#: What a training checkpoint holds (:meth:`Trainer.state`); "history" and "config" are
+#: optional (older runs).
+CHECKPOINT_KEYS = ("step", "model", "ema", "opt", "sched", "torch_rng", "best")
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu", mmap: bool = False) -> dict:
+    """A training checkpoint, read without running code from it: ``weights_only`` lets
+    only tensors and plain values out of the pickle (a crafted file ran its code when a run
+    resumed from it). Anything that is not a vidmat checkpoint is one sentence."""
+    from vidmat.model.weights import TorchFileRefused, load_plain
+
+    try:
+        ck = load_plain(path, map_location=device, mmap=mmap)
+    except TorchFileRefused as exc:
+        reason = (
+            "it holds Python objects other than tensors, which vidmat does not load: they "
+            "could run code"
+            if exc.objects
+            else exc.reason
+        )
+        raise VidmatError(
+            f"cannot read checkpoint {path} ({reason}); it is not a vidmat training checkpoint."
+        ) from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise VidmatError(
+            f"{path} is not a vidmat training checkpoint (no {', '.join(missing)}); resume "
+            "from a run's last.pt, or start from weights with --init."
+        )
+    return ck
+
+
 def _atomic_torch_save(obj: object, path: Path) -> None:
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
@@ -722,10 +754,7 @@ class Trainer:
     def load(self, path: Path, change_settings: bool = False) -> None:
         """Resume from checkpoint ``path``; see :func:`check_resumable` for
         ``change_settings``."""
-        try:
-            ck = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:
-            raise VidmatError(f"cannot read checkpoint {path} ({type(exc).__name__}).") from None
+        ck = read_checkpoint(path, self.device)
         config = ck.get("config")
         check_resumable(config if isinstance(config, dict) else {}, self.cfg, path, change_settings)
         self.model.load_state_dict(ck["model"])
