@@ -114,7 +114,9 @@ class RSU(nn.Module):
             d = getattr(self, f"rebnconv{i}d")(torch.cat((d, feats[i - 1]), 1))
             if i > 1 and not self.dilated:
                 d = _upsample_like(d, feats[i - 2])
-        return d + hx_in
+        if torch.is_grad_enabled():
+            return d + hx_in
+        return d.add_(hx_in)  # inference: into the last stage's own output, no new tensor
 
 
 @dataclass(frozen=True)
