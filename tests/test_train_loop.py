@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from vidmat.cli import main
 from vidmat.core.engine import to_input_size
 from vidmat.errors import VidmatError
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
-from vidmat.train.data import CachedSource, SourceSpec, fill_holes, load_source
+from vidmat.train.data import CachedSource, SourceSpec, fill_holes, load_backgrounds, load_source
 from vidmat.train.loop import (
     TrainConfig,
     Trainer,
@@ -899,6 +900,23 @@ def test_load_source_builds_and_reuses_cache(tmp_path: Path) -> None:
     assert set(np.unique(loaded.masks)) <= {0, 255}
     again = load_source(SourceSpec(root), tmp_path / "cache", long_side=64, progress=False)
     assert np.array_equal(np.asarray(loaded.masks), np.asarray(again.masks))
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # reused, not rebuilt
+    # A mask relabelled in place (the same count of files) was trained on from the old
+    # cache; the cache now follows each file's size and modification time.
+    mask = root / "masks" / "1.png"
+    cv2.imwrite(str(mask), 255 - src.masks[1])
+    os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
+    relabelled = load_source(SourceSpec(root), tmp_path / "cache", long_side=64, progress=False)
+    assert np.array_equal(np.asarray(relabelled.masks[1]), 255 - np.asarray(loaded.masks[1]))
+    assert np.array_equal(np.asarray(relabelled.masks[0]), np.asarray(loaded.masks[0]))
+    bank = tmp_path / "bg"
+    bank.mkdir()
+    cv2.imwrite(str(bank / "a.png"), src.images[0])
+    first = np.array(load_backgrounds(bank, tmp_path / "cache", size=(32, 32)))
+    cv2.imwrite(str(bank / "a.png"), 255 - src.images[0])
+    os.utime(bank / "a.png", ns=(0, (bank / "a.png").stat().st_mtime_ns + 10**9))
+    second = np.array(load_backgrounds(bank, tmp_path / "cache", size=(32, 32)))
+    assert not np.array_equal(first, second)
 
 
 def test_only_named_roots_get_their_holes_filled(tmp_path: Path) -> None:

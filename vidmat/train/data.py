@@ -330,12 +330,21 @@ class CachedSource:
 MASK_READING_VERSION = 2
 
 
-def _cache_key(root: Path, n: int, size: tuple[int, int], fix: bool, masks: bool = True) -> str:
-    """The cache's name for a folder; ``masks``: a training root, not a background bank."""
+def _cache_key(
+    root: Path, files: list[Path], size: tuple[int, int], fix: bool, masks: bool = True
+) -> str:
+    """The cache's name for a folder's ``files``; ``masks``: a training root, not a
+    background bank. Each file's name, size and modification time are part of it: a mask
+    relabelled or an image replaced in place (the same count) trained on the old cache
+    without a word. Checking them costs a stat per file (milliseconds for thousands)."""
     labels = f"gaps-v{GAP_CLOSING_VERSION}" if fix else "as-given"
     if masks:
         labels += f"|masks-v{MASK_READING_VERSION}"
-    text = f"{root.resolve()}|{n}|{size}|{fix}|v1|{labels}"
+    listing = hashlib.sha1()
+    for f in files:
+        st = f.stat()
+        listing.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    text = f"{root.resolve()}|{len(files)}|{size}|{fix}|v2|{labels}|{listing.hexdigest()}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -357,7 +366,7 @@ def load_source(
     pairs = list_pairs(spec.path)
     first = read_rgb(pairs[0][0])
     size = cache_size(first, long_side)
-    key = _cache_key(spec.path, len(pairs), size, close_gaps)
+    key = _cache_key(spec.path, [f for pair in pairs for f in pair], size, close_gaps)
     img_file = cache_dir / f"{spec.path.name}-{key}-images.npy"
     mask_file = cache_dir / f"{spec.path.name}-{key}-masks.npy"
     if not (img_file.exists() and mask_file.exists()):
@@ -424,7 +433,7 @@ def load_backgrounds(
 ) -> np.ndarray:
     """Person-free background images, cover-fitted to ``size`` (H, W), as (N,H,W,3) uint8."""
     files = background_files(folder)
-    key = _cache_key(folder, len(files), size, False, masks=False)
+    key = _cache_key(folder, files, size, False, masks=False)
     cache_dir.mkdir(parents=True, exist_ok=True)
     f = cache_dir / f"backgrounds-{key}.npy"
     if not f.exists():
