@@ -35,16 +35,30 @@ def test_a_constant_gain_is_exact_and_counted() -> None:
     # every resample mean lies between the smallest and largest difference
     assert 0.0005 - 1e-12 <= c.ci[0] <= c.diff <= c.ci[1] <= 0.1 + 1e-12
     assert (c.better, c.worse) == (3, 0)  # d moved by less than the tie margin
-    assert "better" in c.describe() and "no clear" not in c.describe()
+    assert c.verdict == "too few images to tell"  # four images: no verdict
     assert sorted(k for k, _ in c.moved) == ["a", "b", "c"]  # the three that moved most
 
 
 def test_mae_going_up_is_worse() -> None:
-    old = _images({"a": 0.02, "b": 0.03, "c": 0.04}, "mae")
-    new = _images({"a": 0.03, "b": 0.04, "c": 0.05}, "mae")
+    old = _images({f"{i}": 0.02 + 0.001 * i for i in range(8)}, "mae")
+    new = _images({f"{i}": 0.03 + 0.001 * i for i in range(8)}, "mae")
     c = compare_items(old, new, "mae")
-    assert c.diff == pytest.approx(0.01) and (c.better, c.worse) == (0, 3)
+    assert c.diff == pytest.approx(0.01) and (c.better, c.worse) == (0, 8)
     assert "worse)" in c.describe()
+
+
+def test_too_few_images_or_blocks_give_no_verdict() -> None:
+    """Two 10-frame sequences are two blocks: every resample was the same, an interval of
+    width zero, and a gain of 0.07 on 20 frames was called better."""
+    old = [Item(f"s{k}/{i:05d}.jpg", f"s{k}", {"iou": 0.6}) for k in range(2) for i in range(10)]
+    new = [Item(i.name, i.group, {"iou": 0.67}) for i in old]
+    c = compare_items(old, new)
+    assert c.units == 2 and c.ci[0] == c.ci[1]
+    assert c.verdict == "too few blocks to tell" and "too few blocks to tell" in c.describe()
+    three = compare_items(
+        _images({"a": 0.5, "b": 0.6, "c": 0.7}), _images({"a": 0.6, "b": 0.7, "c": 0.8})
+    )
+    assert three.units == 3 and three.verdict == "too few images to tell"
 
 
 def test_interval_of_independent_images_matches_the_standard_error() -> None:
@@ -148,7 +162,7 @@ def _result(path: Path, ious: list[float], size: int = 256) -> None:
 
 
 def test_folders_are_paired_by_name_and_read_by_the_ship_rule(tmp_path: Path, capsys) -> None:
-    base = [0.5, 0.6, 0.7, 0.8, 0.9]
+    base = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]  # MIN_UNITS images or more
     old, new = tmp_path / "old", tmp_path / "new"
     for size in ("256", "192"):
         _result(old / size / "ccp.json", base)

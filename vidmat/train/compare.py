@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ from vidmat.errors import VidmatError
 from vidmat.io.files import require_file
 from vidmat.train.tools import run_tool
 
+#: Fewest images, or blocks of frames, a verdict is drawn from.
+MIN_UNITS = 8
 #: Items whose score moved by less than this count as unchanged in better/worse.
 TIE = 0.002
 #: Consecutive frames resampled together when the items are video frames.
@@ -77,6 +80,8 @@ class Comparison:
     worse: int
     unit: str
     moved: list[tuple[str, float]] = field(default_factory=list)
+    #: What the bootstrap resampled: images, or blocks of frames over all sequences.
+    units: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,14 +94,19 @@ class Comparison:
             "better": self.better,
             "worse": self.worse,
             "unit": self.unit,
+            "units": self.units,
             "moved": [{"image": k, "diff": v} for k, v in self.moved],
         }
 
     @property
     def verdict(self) -> str:
-        """ "better", "worse" (beyond the interval; MAE's better is lower) or "no clear
-        difference"."""
+        """ "better", "worse" (beyond the interval; MAE's better is lower), "no clear
+        difference", or "too few to tell" under :data:`MIN_UNITS` resampled units (two
+        sequences of ten frames are two blocks: every resample was the same, an interval
+        of width zero that called any change better)."""
         lo, hi = self.ci
+        if self.units < MIN_UNITS:
+            return f"too few {'blocks' if 'block' in self.unit else 'images'} to tell"
         if lo > 0 or hi < 0:
             return "better" if (lo > 0) == (self.metric != "mae") else "worse"
         return "no clear difference"
@@ -225,7 +235,16 @@ def compare_items(
         worse=int((sign * d < -TIE).sum()),
         unit=f"blocks of {block} frames" if frames else "images resampled",
         moved=[(common[k].name, float(d[k])) for k in order if d[k] != 0],
+        units=_units(groups, block if frames else 1),
     )
+
+
+def _units(groups: Sequence[str], block: int) -> int:
+    """How many blocks :func:`_resample_means` draws from, over all groups."""
+    sizes: dict[str, int] = {}
+    for g in groups:
+        sizes[g] = sizes.get(g, 0) + 1
+    return sum(math.ceil(n / block) for n in sizes.values())
 
 
 def compare_results(
