@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ from vidmat.core.smoothing import (
     TemporalSmoother,
     smooth_sequence,
     smooth_sequence_np,
+    warp_along_flow,
 )
 
 
@@ -352,3 +354,18 @@ def test_bidirectional_follows_a_change_of_colour_at_equal_brightness():
     out = smooth_sequence_np(np.stack(raws), np.stack(frames), 1.0, lookahead=4)
     for i in range(10):
         np.testing.assert_allclose(out[i], raws[i], atol=0.02)
+
+
+def test_frames_under_twelve_pixels_are_taken_as_still():
+    # OpenCV's DIS flow refuses a picture under 12 px on both sides (a traceback in
+    # `vidmat bench postprocess --sizes 10x10`); nothing is moved there.
+    rng = np.random.default_rng(0)
+    g8 = [rng.integers(0, 256, (10, 10), dtype=np.uint8) for _ in range(2)]
+    alpha, guide = torch.rand(1, 1, 10, 10), torch.rand(1, 1, 10, 10)
+    a, g, _ = warp_along_flow(None, g8[0], g8[1], alpha, guide)
+    assert a is alpha and g is guide
+    big = [cv2.resize(x, (12, 10)) for x in g8]  # one side of 12: flow as usual
+    a, _, estimator = warp_along_flow(
+        None, big[0], big[1], torch.rand(1, 1, 10, 12), torch.rand(1, 1, 10, 12)
+    )
+    assert a.shape == (1, 1, 10, 12) and estimator is not None

@@ -83,3 +83,14 @@ def test_bench_train_refuses_bad_settings(
     assert main(["bench", "train", "--device", "cpu", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_bench_train_refuses_a_cache_that_is_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was a FileExistsError traceback; vidmat train says the same sentence.
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    assert main(["bench", "train", "--device", "cpu", "--cache", str(cache)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"vidmat: error: --cache {cache} is a file, not a folder.\n"

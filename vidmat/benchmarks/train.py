@@ -210,6 +210,10 @@ def check_args(args: argparse.Namespace) -> list[str]:
     checks.at_least("--warmup", args.warmup, 0)
     checks.at_least("--threads", args.threads, 1)
     checks.json_path(args.json, args.overwrite)
+    if args.cache is not None:  # a file there was a FileExistsError traceback
+        from vidmat.io.files import check_output_folder
+
+        check_output_folder(args.cache, f"--cache {args.cache}")
     return amps
 
 
