@@ -562,3 +562,25 @@ def test_eval_json_is_never_its_against_baseline(
     other = tmp_path / "e2.json"
     assert main(["eval", *data, *common, "--json", str(other), "--against", str(base)]) == 0
     assert json.loads(other.read_text())["against"]["file"] == str(base)
+
+
+def test_a_one_frame_sequence_writes_strict_json(
+    tmp_path: Path, tiny_weights: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    # Its flicker is unknown: written as NaN, which JSON.parse and jq refuse, after a
+    # numpy "Mean of empty slice" warning. Now null, quietly.
+    mask = np.zeros((24, 40), np.uint8)
+    mask[4:20, 10:25] = 255
+    image = np.random.default_rng(0).integers(0, 255, (24, 40, 3), np.uint8)
+    _write_pair(tmp_path / "seqs" / "one", "00000", image, mask)
+    out = tmp_path / "s.json"
+    code = main([
+        "eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights),
+        "--device", "cpu", "--json", str(out), "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    text = out.read_text()
+    assert "NaN" not in text
+    res = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert res["flicker"] is None and res["sequences"][0]["flicker"] is None
+    assert not [w for w in recwarn if "empty slice" in str(w.message)]

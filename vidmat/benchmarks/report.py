@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from collections.abc import Mapping, Sequence
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vidmat.allocator import keep_freed_memory
-from vidmat.io.files import atomic_write_text
+from vidmat.io.files import atomic_write_text, json_text
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -67,6 +66,6 @@ def report(
     if extra:
         payload.update(extra)
     if json_path:
-        atomic_write_text(Path(json_path), json.dumps(payload, indent=2, default=str) + "\n")
+        atomic_write_text(Path(json_path), json_text(payload, default=str))
         print(f"wrote {json_path}")
     return payload

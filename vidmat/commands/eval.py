@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import textwrap
 import time
 from pathlib import Path
@@ -127,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from vidmat.benchmarks.report import format_table
     from vidmat.commands._options import engine_config_from_args
     from vidmat.core.engine import Engine, side_by_side
-    from vidmat.io.files import atomic_write_text, check_not_input, check_output_path
+    from vidmat.io.files import atomic_write_text, check_not_input, check_output_path, json_text
     from vidmat.train.compare import compare_results, load_result, report, setting_changes
     from vidmat.train.evaluate import (
         engine_lowres,
@@ -223,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
                 **{c.metric: c.as_dict() for c in comparisons},
             }
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.json, json_text(result))
     if unpaired is not None:
         raise unpaired
     return 0

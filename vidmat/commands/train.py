@@ -645,9 +645,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    last = args.run / "last.pt"
+    # Stopped before its first step (workers still starting), a new run has no checkpoint.
+    saved = f"checkpoint {last}" if last.is_file() else "no checkpoint yet"
     print(
-        f"stopped at step {result['step']}; {_best_text(result['best'], bool(cfg.val))}; "
-        f"checkpoint {args.run / 'last.pt'}",
+        f"stopped at step {result['step']}; {_best_text(result['best'], bool(cfg.val))}; {saved}",
         flush=True,
     )
     if stopped_by:

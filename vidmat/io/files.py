@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from vidmat.errors import VidmatError
 
@@ -219,3 +222,20 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
+
+
+def json_text(payload: Any, default: Any = None) -> str:
+    """``payload`` as indented JSON that strict readers take: a NaN or infinite number
+    (the flicker of a one-frame sequence) is written as null, not as Python's ``NaN``,
+    which ``JSON.parse`` and ``jq`` refuse."""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    return json.dumps(plain(payload), indent=2, default=default, allow_nan=False) + "\n"

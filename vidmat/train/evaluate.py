@@ -12,6 +12,7 @@ are those of the matte convert writes.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -285,11 +286,18 @@ def evaluate_sequences(
             rows.append({"sequence": s.name, **r})
     n = sum(r["n"] for r in rows)
     overall = {k: float(sum(r[k] * r["n"] for r in rows) / n) for k in ("iou", "mae", "boundary_f")}
-    overall["flicker"] = float(np.nanmean([r["flicker"] for r in rows]))
-    overall["flicker_floor"] = float(np.nanmean([r["flicker_floor"] for r in rows]))
+    overall["flicker"] = _mean_of_known([r["flicker"] for r in rows])
+    overall["flicker_floor"] = _mean_of_known([r["flicker_floor"] for r in rows])
     overall["lag"] = float(np.mean([r["lag"] for r in rows]))
     overall["n"] = n
     return overall, rows
+
+
+def _mean_of_known(values: list[float]) -> float:
+    """The mean of the values that are not NaN (a one-frame sequence has no flicker);
+    NaN, without numpy's empty-slice warning, when none is known."""
+    known = [v for v in values if not math.isnan(v)]
+    return float(np.mean(known)) if known else float("nan")
 
 
 def engine_lowres(engine) -> LowresFn:
