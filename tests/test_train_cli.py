@@ -407,7 +407,7 @@ def test_training_refuses_a_mask_of_another_size_as_eval_does(
 
     bad = make_people(tmp_path / "bad")
     cv2.imwrite(str(bad / "masks" / "1.png"), np.zeros((10, 20), np.uint8))
-    message = "mask 1.png is (20, 10), image is (48, 40)."
+    message = "mask 1.png is 20x10 px and its image 1.png 48x40 (width x height); they must match."
     base = ["--run", str(tmp_path / "run"), "--size", "32", "--batch", "2", "--steps", "1"]
     base += ["--no-progress", "--cache", str(tmp_path / "cache")]
     _refused(["--data", str(bad), *base], capsys, tmp_path, message)

@@ -376,7 +376,10 @@ def test_a_mask_of_another_size_is_named(
     cv2.imwrite(str(data / "masks" / "1.png"), np.zeros((20, 24), np.uint8))
     out = tmp_path / "o.safetensors"
     assert main([str(tiny_weights), "--data", str(data), "--out", str(out), "--no-progress"]) == 2
-    assert capsys.readouterr().err == "head: error: mask 1.png is (24, 20), image is (48, 40).\n"
+    assert capsys.readouterr().err == (
+        "head: error: mask 1.png is 24x20 px and its image 1.png 48x40 (width x height); "
+        "they must match.\n"
+    )
     assert not (tmp_path / "o.safetensors").exists()
 
 

@@ -584,3 +584,13 @@ def test_a_one_frame_sequence_writes_strict_json(
     res = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert res["flicker"] is None and res["sequences"][0]["flicker"] is None
     assert not [w for w in recwarn if "empty slice" in str(w.message)]
+
+
+def test_lookahead_without_sequences_is_refused(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was accepted and did nothing, while --smoothing was refused there.
+    argv = ["eval", "--images", str(tmp_path), "--masks", str(tmp_path), "--lookahead", "8"]
+    assert main([*argv, "--weights", str(tiny_weights)]) == 2
+    err = capsys.readouterr().err
+    assert err == "vidmat: error: --lookahead only applies to --sequences (with --smoothing).\n"

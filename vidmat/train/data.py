@@ -168,7 +168,10 @@ def read_pair(image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
     """An image (RGB) and its mask (0/255), refused when their sizes differ."""
     img, m = read_rgb(image), read_mask(mask)
     if m.shape != img.shape[:2]:
-        raise VidmatError(f"mask {mask.name} is {m.shape[::-1]}, image is {img.shape[1::-1]}.")
+        raise VidmatError(
+            f"mask {mask.name} is {m.shape[1]}x{m.shape[0]} px and its image "
+            f"{image.name} {img.shape[1]}x{img.shape[0]} (width x height); they must match."
+        )
     return img, m
 
 
