@@ -594,3 +594,19 @@ def test_lookahead_without_sequences_is_refused(
     assert main([*argv, "--weights", str(tiny_weights)]) == 2
     err = capsys.readouterr().err
     assert err == "vidmat: error: --lookahead only applies to --sequences (with --smoothing).\n"
+
+
+def test_a_sequence_without_masks_is_named_not_skipped(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mask = np.zeros((24, 40), np.uint8)
+    image = np.zeros((24, 40, 3), np.uint8)
+    _write_pair(tmp_path / "seqs" / "a", "00000", image, mask)
+    (tmp_path / "seqs" / "b" / "images").mkdir(parents=True)
+    argv = ["eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights)]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"vidmat: error: sequence {tmp_path / 'seqs' / 'b'} has no masks/ folder; "
+        f"add it or move {tmp_path / 'seqs' / 'b'} out.\n"
+    )

@@ -198,6 +198,11 @@ def gap_pixels(mask: np.ndarray) -> np.ndarray:
 def find_sequences(root: Path) -> list[Path]:
     """Sequence folders under ``root``: each holds images/ and masks/."""
     require_folder(root, "sequence root")
+    for p in sorted(root.iterdir()):  # half a sequence was left out without a word
+        has = [(p / k).is_dir() for k in ("images", "masks")]
+        if any(has) and not all(has):
+            missing = "masks" if has[0] else "images"
+            raise VidmatError(f"sequence {p} has no {missing}/ folder; add it or move {p} out.")
     seqs = sorted(p for p in root.iterdir() if (p / "images").is_dir() and (p / "masks").is_dir())
     if not seqs:
         if (root / "images").is_dir() and (root / "masks").is_dir():
