@@ -1136,3 +1136,57 @@ def test_publish_as_head_keeps_the_sources_head_for_one_size_beside_the_base_own
     cli = load_weights(str(cli_out))[0].state_dict()
     assert cli.keys() == got.state_dict().keys()
     assert all(torch.equal(cli[k], v) for k, v in got.state_dict().items())
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_an_interrupt_as_workers_start_shuts_them_down_before_it_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C is delivered as the workers start (when the held signals are let through).
+    The traceback kept the loader, and its starting workers, alive while the caller went
+    on deleting what they read (bench train's temporary cache): each printed a traceback.
+    """
+    import contextlib
+
+    @contextlib.contextmanager
+    def interrupted_on_release():
+        yield
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vidmat.train.loop.group_signals_held", interrupted_on_release)
+    squares = _squares()
+    mapped = CachedSource(
+        squares.spec,
+        _mapped(squares.images, tmp_path / "images.npy"),
+        _mapped(squares.masks, tmp_path / "masks.npy"),
+    )
+    trainer = Trainer(
+        replace(_cfg(tmp_path / "run", steps=3), workers=1), sources=[mapped], bank=None, valsets=[]
+    )
+    with pytest.raises(KeyboardInterrupt) as caught:
+        next(trainer.batches())
+    # the traceback (and so the loader) is still held here: its worker must be gone anyway
+    assert caught.value is not None
+    me = str(os.getpid())
+    workers = [
+        p.name
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit()
+        and (p / "stat").exists()
+        and _parent(p / "stat") == me
+        and b"spawn_main" in _read(p / "cmdline")
+    ]
+    assert workers == []
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _parent(stat: Path) -> str:
+    """The parent pid in /proc/PID/stat (the field after the state, past the name's ")")."""
+    fields = _read(stat).decode(errors="replace").rsplit(")", 1)[-1].split()
+    return fields[1] if len(fields) > 1 else ""

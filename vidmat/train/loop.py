@@ -790,9 +790,19 @@ class Trainer:
             worker_init_fn=functools.partial(_start_worker, trainer_pid=os.getpid()),
             multiprocessing_context=WORKER_START,
         )
-        with group_signals_held():  # the workers start here
-            batches = iter(loader)
-        yield from batches
+        batches = None
+        try:
+            with group_signals_held():  # the workers start here
+                batches = iter(loader)
+            yield from batches
+        finally:
+            # A Ctrl-C delivered as the workers start is raised here, and the traceback
+            # kept the loader alive: its workers, still starting, read caches the caller
+            # was already deleting (bench train's temporary one) and each printed a
+            # traceback. They are shut down before the exception goes on.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
     def anchor_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The anchor's fused logits for a batch, squashed to its size as the engine
