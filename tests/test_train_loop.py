@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -412,6 +413,23 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
         straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_a_resume_logs_each_step_once(tmp_path: Path) -> None:
+    # After a kill -9 the steps since the last checkpoint had been logged already; trained
+    # again, they were logged twice (219 lines for a 200-step run).
+    first = _trainer(tmp_path / "r", steps=2)
+    first.run()
+    log = first.cfg.run_dir / "log.jsonl"
+    with log.open("a") as f:  # what a run killed at step 4, checkpointed at 2, left
+        f.write('{"step": 3, "loss": 9}\n{"step": 4, "loss": 9}\nnot json\n')
+    resumed = _trainer(tmp_path / "r", steps=4)
+    resumed.load(first.cfg.run_dir / "last.pt")
+    resumed.run()
+    lines = log.read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in lines if x.startswith("{")]
+    assert steps == [1, 2, 3, 4] and "not json" in lines
+    assert all(json.loads(x)["loss"] != 9 for x in lines if x.startswith("{"))
 
 
 def test_load_refuses_other_settings_unless_told_to_change_them(tmp_path: Path) -> None:

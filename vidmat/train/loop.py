@@ -442,6 +442,26 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu", mmap: bool =
     return ck
 
 
+def _drop_log_after(path: Path, step: int) -> None:
+    """Keep the log's lines up to ``step``, where a run resumes: after a kill -9 the steps
+    since the last checkpoint were trained, logged and then trained again, so a log of a
+    200-step run held 219 lines (steps 41-59 twice). A line that is not JSON is kept."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            rec_step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            rec_step = None
+        if not isinstance(rec_step, int) or rec_step <= step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(kept))
+
+
 def _atomic_torch_save(obj: object, path: Path) -> None:
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
@@ -857,7 +877,9 @@ class Trainer:
         cfg = self.cfg
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         (cfg.run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2))
-        log_file = open(cfg.run_dir / "log.jsonl", "a")  # noqa: SIM115 - closed in finally
+        log_path = cfg.run_dir / "log.jsonl"
+        _drop_log_after(log_path, self.step)
+        log_file = open(log_path, "a")  # noqa: SIM115 - closed in finally
         bar = None
         if cfg.progress:
             from vidmat.progress import progress_bar
