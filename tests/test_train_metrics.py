@@ -610,3 +610,25 @@ def test_a_sequence_without_masks_is_named_not_skipped(
         err == f"vidmat: error: sequence {tmp_path / 'seqs' / 'b'} has no masks/ folder; "
         f"add it or move {tmp_path / 'seqs' / 'b'} out.\n"
     )
+
+
+def test_against_a_result_of_the_other_kind_is_refused_before_scoring(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    # It scored every sequence first (minutes on DAVIS), then failed.
+    mask = np.zeros((24, 40), np.uint8)
+    _write_pair(tmp_path / "seqs" / "a", "00000", np.zeros((24, 40, 3), np.uint8), mask)
+    photos = tmp_path / "photos.json"
+    photos.write_text(json.dumps({"iou": 0.9, "mae": 0.02, "n": 1, "images": []}))
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the check")
+
+    monkeypatch.setattr("vidmat.train.evaluate.evaluate_sequences", never)
+    argv = ["eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights)]
+    assert main([*argv, "--against", str(photos), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"vidmat: error: cannot compare with {photos}: it scored images, this run scores "
+        "sequences; give a result of --sequences.\n"
+    )

@@ -161,6 +161,14 @@ def run(args: argparse.Namespace) -> int:
             check_not_input(args.json, args.against, "--json", "--against result")
         check_output_path(args.json, args.overwrite)
     baseline = load_result(args.against) if args.against is not None else None
+    if baseline is not None:  # before minutes of scoring, not after them
+        kind = "sequences" if args.sequences is not None else "images"
+        other = "images" if kind == "sequences" else "sequences"
+        if other in baseline and kind not in baseline:
+            raise VidmatError(
+                f"cannot compare with {args.against}: it scored {other}, this run scores "
+                f"{kind}; give a result of --{'sequences' if kind == 'sequences' else 'images'}."
+            )
 
     engine = Engine.from_config(side_by_side(engine_config_from_args(args)))
     lowres = engine_lowres(engine)
