@@ -105,7 +105,9 @@ def test_pack_refuses_a_mask_of_another_size_as_training_does(tmp_path: Path) ->
     eval refuse it, so the pack does too, here rather than on the GPU machine."""
     root = _root(tmp_path / "data" / "ccp", 2, (480, 320), 0)
     cv2.imwrite(str(root / "masks" / "001.png"), np.zeros((48, 32), np.uint8))
-    with pytest.raises(VidmatError, match=r"^mask 001.png is \(32, 48\), image is \(320, 480\)"):
+    with pytest.raises(
+        VidmatError, match=r"^mask 001.png is 32x48 px and its image 001.jpg 320x480"
+    ):
         pack([root], tmp_path / "pack")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no pack, no leftovers
 

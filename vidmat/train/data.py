@@ -137,6 +137,7 @@ def is_number(text: str) -> bool:
 
 def list_pairs(root: Path) -> list[tuple[Path, Path]]:
     """Pairs ``root/images/X.*`` with ``root/masks/X.*`` by file stem."""
+    require_folder(root, "training root")  # a missing one is not "without images/"
     images_dir, masks_dir = root / "images", root / "masks"
     if not images_dir.is_dir() or not masks_dir.is_dir():
         raise VidmatError(f"{root} must contain 'images' and 'masks' folders.")
