@@ -321,3 +321,19 @@ def test_bench_live_infer_every_says_what_live_says() -> None:
     live = _option_help(["live"], "--infer-every")
     bench = _option_help(["bench", "live"], "--infer-every")
     assert bench == live and "async mode" in live and not bench.startswith("sync mode")
+
+
+def test_bench_model_refuses_an_arch_its_weights_are_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --arch u2net --weights u2netp.pth timed u2netp and said nothing of --arch.
+    from vidmat.model.u2net import build_model
+
+    weights = tmp_path / "u2netp.pth"
+    torch.save(build_model("u2netp").state_dict(), weights)
+    argv = ["bench", "model", "--device", "cpu", "--arch", "u2net", "--weights", str(weights)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"vidmat: error: --weights {weights} holds u2netp weights, not u2net; leave --arch out "
+        "with --weights.\n"
+    )

@@ -37,7 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "input size, batch size, precision and CUDA-graph setting. Uses random u2netp weights "
         "unless --weights is given: speed does not depend on the values.",
     )
-    p.add_argument("--arch", default="u2netp", choices=("u2netp", "u2net"))
+    p.add_argument(
+        "--arch",
+        default=None,
+        choices=("u2netp", "u2net"),
+        help="random weights of this architecture (default u2netp); --weights names its own",
+    )
     p.add_argument(
         "--weights",
         type=weights_name,
@@ -233,10 +238,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.weights:
         model, spec = load_weights(args.weights)
+        if args.arch is not None and args.arch != spec.arch:  # it was ignored without a word
+            raise VidmatError(
+                f"--weights {args.weights} holds {spec.arch} weights, not {args.arch}; "
+                "leave --arch out with --weights."
+            )
     else:
+        arch = args.arch or "u2netp"
         torch.manual_seed(0)
-        model = build_model(args.arch)
-        spec = WeightsSpec(name=f"{args.arch}-random", arch=args.arch, scale="255")
+        model = build_model(arch)
+        spec = WeightsSpec(name=f"{arch}-random", arch=arch, scale="255")
     w, h = args.frame
     rng = np.random.default_rng(0)
     rows = []
