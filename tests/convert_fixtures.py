@@ -358,3 +358,13 @@ def _mux_all(container: Any, stream: Any, frames: list[av.VideoFrame]) -> None:
             container.mux(pk)
     for pk in stream.encode():
         container.mux(pk)
+
+
+def truncated_clip(folder: Path, frames: int = 30) -> Path:
+    """``folder``/cut.mp4: a faststart clip of ``frames`` frames cut to two thirds of its
+    bytes, as a download that stopped (its header still promises every frame)."""
+    full = make_clip(folder / "full.mp4", frames=frames, faststart=True)
+    data = full.read_bytes()
+    cut = folder / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    return cut

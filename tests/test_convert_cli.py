@@ -20,6 +20,7 @@ from convert_fixtures import (
     read_alphas,
     stub_engine,
     track_seconds,
+    truncated_clip,
     with_tracks,
     zero_frame_file,
 )
@@ -194,10 +195,7 @@ def test_ctrl_c_leaves_no_partial_file(
 def test_truncated_file_converts_what_decodes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    full = make_clip(tmp_path / "full.mp4", frames=30, faststart=True)
-    data = full.read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) * 2 // 3])
+    cut = truncated_clip(tmp_path)
     code = main(["convert", str(cut)])
     out, err = capsys.readouterr()
     assert code == 2

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import av
 import pytest
-from convert_fixtures import audio_only_file, long_last_clip
-from convert_fixtures import make_clip as faststart_clip
+from convert_fixtures import audio_only_file, long_last_clip, truncated_clip
 from live_fixtures import disk_full_after, make_clip
 
 from vidmat.cli import main
@@ -434,10 +433,7 @@ def test_a_truncated_file_as_the_camera_plays_what_decodes_and_says_so(
     tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # It ended as if complete, exit 0; convert says the same file is damaged and exits 2.
-    full = faststart_clip(tmp_path / "full.mp4", frames=30, faststart=True)
-    data = full.read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) * 2 // 3])
+    cut = truncated_clip(tmp_path)
     out = tmp_path / "rec.mp4"
     argv = ["live", "--no-window", "--camera", str(cut), "--record", str(out), "--no-loop"]
     argv += ["--audio", "off", "--weights", str(weights), "--size", "64", "--quiet"]
@@ -454,10 +450,7 @@ def test_a_looping_run_over_a_truncated_file_runs_its_time_and_succeeds(
     tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # --duration loops the file: the damage is said when it happens, the run is not cut.
-    full = faststart_clip(tmp_path / "full.mp4", frames=30, faststart=True)
-    data = full.read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) * 2 // 3])
+    cut = truncated_clip(tmp_path)
     argv = ["live", "--no-window", "--camera", str(cut), "--duration", "1.5"]
     argv += ["--weights", str(weights), "--size", "64", "--quiet"]
     assert main(argv) == 0
