@@ -107,3 +107,20 @@ def test_require_folder_and_file_name_the_problem(tmp_path: Path) -> None:
     for check in (require_file, require_folder):
         with pytest.raises(VidmatError, match="does not exist"):
             check(tmp_path / "missing", "thing")
+
+
+def test_json_text_writes_every_non_finite_number_as_null() -> None:
+    import json
+
+    import numpy as np
+
+    from vidmat.io.files import json_text
+
+    payload = {"a": float("nan"), "b": (1.5, float("inf")), "c": [np.float32("nan")], "d": 2}
+    text = json_text(payload)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
+        "a": None,
+        "b": [1.5, None],
+        "c": [None],
+        "d": 2,
+    }

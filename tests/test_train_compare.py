@@ -59,6 +59,19 @@ def test_too_few_images_or_blocks_give_no_verdict() -> None:
         _images({"a": 0.5, "b": 0.6, "c": 0.7}), _images({"a": 0.6, "b": 0.7, "c": 0.8})
     )
     assert three.units == 3 and three.verdict == "too few images to tell"
+    assert three.as_dict()["verdict"] == "too few images to tell"
+
+
+def test_the_ship_rule_does_not_pass_over_a_set_too_small_to_judge(tmp_path: Path) -> None:
+    # A 7-image set 0.3 worse and a large set better passed ("worse on none").
+    small, big = [0.9] * 7, [0.5 + 0.005 * i for i in range(50)]
+    old, new = tmp_path / "old", tmp_path / "new"
+    _result(old / "256" / "small.json", small)
+    _result(old / "256" / "big.json", big)
+    _result(new / "256" / "small.json", [v - 0.3 for v in small])
+    _result(new / "256" / "big.json", [v + 0.05 for v in big])
+    rows, _ = compare_folders(old, new)
+    assert ship_rule(rows) == (False, "fails: too few images or blocks to judge 256/small")
 
 
 def test_interval_of_independent_images_matches_the_standard_error() -> None:

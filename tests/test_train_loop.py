@@ -422,7 +422,7 @@ def test_a_resume_logs_each_step_once(tmp_path: Path) -> None:
     first.run()
     log = first.cfg.run_dir / "log.jsonl"
     with log.open("a") as f:  # what a run killed at step 4, checkpointed at 2, left
-        f.write('{"step": 3, "loss": 9}\n{"step": 4, "loss": 9}\nnot json\n')
+        f.write('{"step": 3, "loss": 9}\n{"step": 4, "loss": 9}\nnot json\n{"step": 5, "lo')
     resumed = _trainer(tmp_path / "r", steps=4)
     resumed.load(first.cfg.run_dir / "last.pt")
     resumed.run()
@@ -1208,3 +1208,17 @@ def _parent(stat: Path) -> str:
     """The parent pid in /proc/PID/stat (the field after the state, past the name's ")")."""
     fields = _read(stat).decode(errors="replace").rsplit(")", 1)[-1].split()
     return fields[1] if len(fields) > 1 else ""
+
+
+def test_a_dangling_link_in_the_data_is_one_sentence(tmp_path: Path) -> None:
+    # The cache key's stat of every file raised FileNotFoundError (a traceback).
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    src = _squares(n=1)
+    cv2.imwrite(str(root / "images" / "0.png"), src.images[0])
+    cv2.imwrite(str(root / "masks" / "0.png"), src.masks[0])
+    for kind in ("images", "masks"):
+        (root / kind / "1.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(VidmatError, match="cannot read"):
+        load_source(SourceSpec(root), tmp_path / "cache", long_side=64, progress=False)

@@ -593,7 +593,18 @@ def test_lookahead_without_sequences_is_refused(
     argv = ["eval", "--images", str(tmp_path), "--masks", str(tmp_path), "--lookahead", "8"]
     assert main([*argv, "--weights", str(tiny_weights)]) == 2
     err = capsys.readouterr().err
-    assert err == "vidmat: error: --lookahead only applies to --sequences (with --smoothing).\n"
+    assert err == "vidmat: error: --lookahead only applies to --sequences with --smoothing.\n"
+    seqs = [
+        "eval",
+        "--sequences",
+        str(tmp_path),
+        "--lookahead",
+        "8",
+        "--weights",
+        str(tiny_weights),
+    ]
+    assert main(seqs) == 2  # without --smoothing it looks ahead at nothing
+    assert "--lookahead only applies" in capsys.readouterr().err
 
 
 def test_a_sequence_without_masks_is_named_not_skipped(

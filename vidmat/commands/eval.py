@@ -144,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--smoothing must be between 0 and 1.")
     if args.smoothing > 0 and args.sequences is None:
         raise VidmatError("--smoothing only applies to --sequences.")
-    if args.lookahead and args.sequences is None:  # accepted and ignored before
-        raise VidmatError("--lookahead only applies to --sequences (with --smoothing).")
+    if args.lookahead and (args.sequences is None or args.smoothing == 0):
+        # accepted and ignored before
+        raise VidmatError("--lookahead only applies to --sequences with --smoothing.")
     if args.ignore_mask_gaps and args.sequences is not None:
         raise VidmatError("--ignore-mask-gaps only applies to --images.")
     if args.limit is not None and args.sequences is not None:

@@ -173,9 +173,12 @@ def _image_change(guide: Tensor, other: Tensor) -> Tensor:
 
 #: Long side of the grid the optical flow is computed on.
 FLOW_SIDE = 160
-#: OpenCV's DIS flow needs a picture with a side of at least this many pixels; a smaller
-#: one (a 10x10 frame in `vidmat bench postprocess`) raised, and is taken as still.
-DIS_MIN_SIDE = 12
+#: OpenCV's DIS flow is run only on pictures with both sides at least this long: under
+#: 12 px it raises (a 10x10 frame in `vidmat bench postprocess`), and OpenCV 5.1's
+#: segfaults on wide, short ones (11-31 px high and 40 or more wide: the flow grid of a
+#: video wider than about 5:1), which ended the process without a word. Such a picture
+#: is taken as still.
+DIS_MIN_SIDE = 32
 _BASE_GRIDS: dict[tuple, tuple[Any, Any]] = {}
 
 
@@ -248,7 +251,7 @@ def warp_along_flow(
     ``estimator`` is the caller's flow estimator, or None to create one (returned, to be
     kept: DIS keeps per-instance buffers and is not thread-safe).
     """
-    if max(to_g8.shape[:2]) < DIS_MIN_SIDE:  # OpenCV refuses: nothing is moved
+    if min(to_g8.shape[:2]) < DIS_MIN_SIDE:  # OpenCV refuses or crashes: nothing moves
         return alpha, guide, estimator
     estimator = estimator if estimator is not None else make_flow()
     moved = warp(torch.cat([alpha, guide], 1), estimator.calc(to_g8, from_g8, None))

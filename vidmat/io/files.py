@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -230,7 +231,7 @@ def json_text(payload: Any, default: Any = None) -> str:
     which ``JSON.parse`` and ``jq`` refuse."""
 
     def plain(x: Any) -> Any:
-        if isinstance(x, float) and not math.isfinite(x):
+        if isinstance(x, numbers.Real) and not math.isfinite(x):  # numpy's floats too
             return None
         if isinstance(x, dict):
             return {k: plain(v) for k, v in x.items()}

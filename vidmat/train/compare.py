@@ -95,13 +95,15 @@ class Comparison:
             "worse": self.worse,
             "unit": self.unit,
             "units": self.units,
+            "verdict": self.verdict,
             "moved": [{"image": k, "diff": v} for k, v in self.moved],
         }
 
     @property
     def verdict(self) -> str:
         """ "better", "worse" (beyond the interval; MAE's better is lower), "no clear
-        difference", or "too few to tell" under :data:`MIN_UNITS` resampled units (two
+        difference", or "too few images to tell" / "too few blocks to tell" under
+        :data:`MIN_UNITS` resampled units (two
         sequences of ten frames are two blocks: every resample was the same, an interval
         of width zero that called any change better)."""
         lo, hi = self.ci
@@ -337,8 +339,11 @@ def ship_rule(rows: Sequence[SetComparison]) -> tuple[bool, str]:
     beyond it on at least one. Differences inside the intervals decide nothing."""
     worse = [r.name for r in rows if r.iou.verdict == "worse"]
     better = [r.name for r in rows if r.iou.verdict == "better"]
+    unjudged = [r.name for r in rows if r.iou.units < MIN_UNITS]
     if worse:
         return False, f"fails: IoU worse beyond the interval on {', '.join(worse)}"
+    if unjudged:  # a set too small to judge could hide a regression: no pass over it
+        return False, f"fails: too few images or blocks to judge {', '.join(unjudged)}"
     if not better:
         return False, "fails: IoU better beyond the interval on no set"
     return (

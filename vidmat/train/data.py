@@ -346,8 +346,12 @@ def _cache_key(
         labels += f"|masks-v{MASK_READING_VERSION}"
     listing = hashlib.sha1()
     for f in files:
-        st = f.stat()
-        listing.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:
+            st = f.stat()
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:  # a dangling link: reading it says "cannot read image" next
+            size, mtime = -1, -1
+        listing.update(f"{f.relative_to(root)}|{size}|{mtime}\n".encode())
     text = f"{root.resolve()}|{len(files)}|{size}|{fix}|v2|{labels}|{listing.hexdigest()}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 

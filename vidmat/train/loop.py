@@ -454,9 +454,11 @@ def _drop_log_after(path: Path, step: int) -> None:
         try:
             rec_step = json.loads(line).get("step")
         except (ValueError, AttributeError):
+            if not line.endswith("\n"):
+                continue  # a line torn by the kill: the next record would be glued to it
             rec_step = None
         if not isinstance(rec_step, int) or rec_step <= step:
-            kept.append(line)
+            kept.append(line if line.endswith("\n") else line + "\n")
     if len(kept) != len(lines):
         with atomic_output(path) as tmp:
             tmp.write_text("".join(kept))
