@@ -305,7 +305,7 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
         if isinstance(m, ConvBNReLU) and isinstance(m.bn_s1, nn.BatchNorm2d):
             m.conv_s1 = fuse_conv_bn_eval(m.conv_s1, m.bn_s1)
             m.bn_s1 = nn.Identity()
-            m.folded = _onednn_fuses()
+            m.folded = True
     return model
 
 

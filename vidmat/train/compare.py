@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -103,9 +102,9 @@ class Comparison:
     def verdict(self) -> str:
         """ "better", "worse" (beyond the interval; MAE's better is lower), "no clear
         difference", or "too few images to tell" / "too few blocks to tell" under
-        :data:`MIN_UNITS` resampled units (two
-        sequences of ten frames are two blocks: every resample was the same, an interval
-        of width zero that called any change better)."""
+        :data:`MIN_UNITS` resampled units (two sequences of ten frames are two blocks:
+        every resample was the same, an interval of width zero that called any change
+        better)."""
         lo, hi = self.ci
         if self.units < MIN_UNITS:
             return f"too few {'blocks' if 'block' in self.unit else 'images'} to tell"
@@ -169,8 +168,9 @@ def load_result(path: Path) -> dict[str, Any]:
 
 def _resample_means(
     diffs: np.ndarray, groups: Sequence[str], block: int, rounds: int, seed: int
-) -> np.ndarray:
-    """Bootstrap means of ``diffs``, resampled by blocks of consecutive items per group.
+) -> tuple[np.ndarray, int]:
+    """Bootstrap means of ``diffs``, resampled by blocks of consecutive items per group,
+    and how many blocks there are to draw from over all groups.
 
     Each group keeps its own number of blocks, so a resample has the set's make-up
     (a long sequence is not replaced by copies of a short one). Photographs are one
@@ -179,6 +179,7 @@ def _resample_means(
     rng = np.random.default_rng(seed)
     total = np.zeros(rounds)
     count = np.zeros(rounds)
+    blocks = 0
     order = np.asarray(groups)
     for g in dict.fromkeys(groups):
         d = diffs[order == g]
@@ -188,7 +189,8 @@ def _resample_means(
         pick = rng.integers(0, len(sums), size=(rounds, len(sums)))
         total += sums[pick].sum(axis=1)
         count += sizes[pick].sum(axis=1)
-    return total / count
+        blocks += len(sums)
+    return total / count, blocks
 
 
 def compare_items(
@@ -220,7 +222,7 @@ def compare_items(
     d = b - a
     groups = [i.group for i in common]
     frames = any(groups)
-    means = _resample_means(d, groups, block if frames else 1, rounds, seed)
+    means, units = _resample_means(d, groups, block if frames else 1, rounds, seed)
     lo, hi = np.percentile(means, [2.5, 97.5])
     sign = -1.0 if metric == "mae" else 1.0
     order = np.argsort(np.abs(d))[::-1][:top]
@@ -237,16 +239,8 @@ def compare_items(
         worse=int((sign * d < -TIE).sum()),
         unit=f"blocks of {block} frames" if frames else "images resampled",
         moved=[(common[k].name, float(d[k])) for k in order if d[k] != 0],
-        units=_units(groups, block if frames else 1),
+        units=units,
     )
-
-
-def _units(groups: Sequence[str], block: int) -> int:
-    """How many blocks :func:`_resample_means` draws from, over all groups."""
-    sizes: dict[str, int] = {}
-    for g in groups:
-        sizes[g] = sizes.get(g, 0) + 1
-    return sum(math.ceil(n / block) for n in sizes.values())
 
 
 def compare_results(
