@@ -256,13 +256,10 @@ class AudioPass:
                 format=encoding.sample_format, layout=layout, rate=rate, options=RESAMPLE_OPTIONS
             )
             self._decoder = self._src_stream.codec_context
-        self.stream.metadata.update(track_tags(info, fmt))
+        tags = track_tags(info, fmt)
+        self.stream.metadata.update(tags)
         #: A language the output cannot name (a .mov: QuickTime's table lacks it).
-        self.language_lost = (
-            info.language
-            if fmt == "mov" and info.language and mov_language(info.language) is None
-            else None
-        )
+        self.language_lost = info.language if "language" not in tags else None
         self.done = False
         self.packets = 0
         self.skipped = 0  # damaged packets left out

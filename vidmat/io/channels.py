@@ -35,7 +35,10 @@ _MOVES: dict[str, tuple[str, ...]] = {"SL": ("BL",), "SR": ("BR",), "BC": ("BL",
 
 
 def channel_names(layout: str) -> list[str]:
-    """FFmpeg's channel names of a layout, in order ("5.1" -> FL FR FC LFE BL BR)."""
+    """FFmpeg's channel names of a layout, in order ("5.1" -> FL FR FC LFE BL BR).
+
+    By name only: a stream's ``av.AudioLayout`` is read through its own ``.channels``,
+    because wrapping one of a custom order again aborts PyAV 18 (a double free)."""
     return [c.name for c in av.AudioLayout(layout).channels]
 
 
