@@ -1222,3 +1222,13 @@ def test_a_dangling_link_in_the_data_is_one_sentence(tmp_path: Path) -> None:
         (root / kind / "1.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(VidmatError, match="cannot read"):
         load_source(SourceSpec(root), tmp_path / "cache", long_side=64, progress=False)
+
+
+def test_a_whole_last_log_record_without_its_newline_gets_one(tmp_path: Path) -> None:
+    # Nothing to drop, but the next record would have been glued to it.
+    from vidmat.train.loop import _drop_log_after
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1}\n{"step": 2}')
+    _drop_log_after(log, 5)
+    assert log.read_text() == '{"step": 1}\n{"step": 2}\n'

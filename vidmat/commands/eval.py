@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         if other in baseline and kind not in baseline:
             raise VidmatError(
                 f"cannot compare with {args.against}: it scored {other}, this run scores "
-                f"{kind}; give a result of --{'sequences' if kind == 'sequences' else 'images'}."
+                f"{kind}; give a result of --{kind}."
             )
 
     engine = Engine.from_config(side_by_side(engine_config_from_args(args)))

@@ -459,7 +459,7 @@ def _drop_log_after(path: Path, step: int) -> None:
             rec_step = None
         if not isinstance(rec_step, int) or rec_step <= step:
             kept.append(line if line.endswith("\n") else line + "\n")
-    if len(kept) != len(lines):
+    if kept != lines:  # a line dropped, or a whole last record given its newline
         with atomic_output(path) as tmp:
             tmp.write_text("".join(kept))
 
