@@ -415,6 +415,21 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
         assert torch.equal(a, b)
 
 
+def test_a_checkpoint_passed_as_weights_gives_its_ema_and_its_spec(tmp_path: Path) -> None:
+    """``--weights RUN/last.pt`` loaded the raw last step with the official checkpoints'
+    spec (max-scaling, 320 px); the run validated and exported its EMA, scaled by 255."""
+    from vidmat.model.weights import load_weights
+
+    tr = _trainer(tmp_path, steps=3)
+    tr.run()
+    model, spec = load_weights(tr.cfg.run_dir / "last.pt")
+    assert (spec.scale, spec.input_size, spec.arch, spec.name) == ("255", 32, "u2netp", "last")
+    ema, raw = tr.ema.model.state_dict(), tr.model.state_dict()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)  # the two differ after 3 steps
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ema[k]), k
+
+
 def test_a_resume_logs_each_step_once(tmp_path: Path) -> None:
     # After a kill -9 the steps since the last checkpoint had been logged already; trained
     # again, they were logged twice (219 lines for a 200-step run).

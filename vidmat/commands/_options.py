@@ -44,7 +44,8 @@ def add_engine_options(
         help=f"registered weights ({', '.join(REGISTRY)}"
         + ("; default: random u2netp ones" if random_weights else f"; default {DEFAULT_WEIGHTS}")
         + ") or a path to an official U-2-Net checkpoint you downloaded (u2netp.pth, "
-        "u2net.pth, u2net_human_seg.pth) or a vidmat .safetensors file",
+        "u2net.pth, u2net_human_seg.pth), a vidmat .safetensors file or a vidmat train "
+        "checkpoint (RUN/last.pt: its EMA, at the run's size)",
     )
     g.add_argument(
         "--device",

@@ -156,7 +156,28 @@ def load_plain(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any
         raise TorchFileRefused(text or type(exc).__name__, False) from None
 
 
-def _read_pth(path: Path) -> dict[str, Tensor]:
+#: The entries of a ``vidmat train`` checkpoint (``RUN/last.pt``) that tell it from other
+#: training loops' files; the model package cannot import the training one's own list.
+_VIDMAT_CHECKPOINT = ("step", "model", "ema", "opt", "sched")
+
+
+def _vidmat_checkpoint_spec(obj: Mapping[object, object], path: Path, arch: str) -> WeightsSpec:
+    """The spec ``vidmat train`` would have exported this run with: its images scaled by
+    255 and its validation size, not the official checkpoints' max-scaling at 320."""
+    config = obj.get("config")
+    config = config if isinstance(config, Mapping) else {}
+    size = config.get("val_size") or config.get("size")
+    try:
+        return WeightsSpec(name=path.stem, arch=arch, input_size=int(size), scale="255")
+    except (TypeError, ValueError):  # an older run without its config, or a size refused
+        return WeightsSpec(name=path.stem, arch=arch, scale="255")
+
+
+def _read_pth(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
+    """A checkpoint's U-2-Net tensors, and a spec where the file says how it was trained.
+
+    A ``vidmat train`` checkpoint gives its EMA, the weights its validation scored and its
+    exports hold; the raw ``model`` beside it is the noisier last step."""
     try:
         obj = load_plain(path)
     except TorchFileRefused as exc:
@@ -169,9 +190,13 @@ def _read_pth(path: Path) -> dict[str, Tensor]:
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({exc.reason}).") from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} is not a checkpoint of model weights (no state_dict found).")
+    if all(k in obj for k in _VIDMAT_CHECKPOINT) and isinstance(obj["ema"], Mapping):
+        ema = _find_state(obj["ema"], depth=0)
+        if ema is not None:
+            return ema, _vidmat_checkpoint_spec(obj, path, detect_arch(ema))
     found = _find_state(obj)
     # nothing U-2-Net-like: its own tensors, which load_weights refuses naming the missing layer
-    return found if found is not None else _clean_state(obj)
+    return (found if found is not None else _clean_state(obj)), None
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
@@ -320,7 +345,7 @@ def load_weights(name_or_path: str | Path = "default", device: str | torch.devic
     if path.suffix == ".safetensors":
         state, spec = _read_safetensors(path)
     elif head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip format or legacy pickle
-        state, spec = _read_pth(path), None
+        state, spec = _read_pth(path)
     else:
         raise WeightsError(f"{path} is neither a PyTorch checkpoint nor a safetensors file.")
 
