@@ -157,3 +157,33 @@ def test_errors_exit_2_as_vidmat_does(
         f"publish: error: {out} already exists; pass --overwrite to replace it.\n"
     )
     assert out.read_bytes() == b"older"
+
+
+def test_the_input_scaling_is_kept_and_never_mixed(
+    tmp_path: Path, files: tuple[Path, Path]
+) -> None:
+    """An official checkpoint (scaled by its image's maximum) came out of publish marked
+    as scaled by 255, so the engine fed the same weights other numbers."""
+    official = tmp_path / "u2netp.pth"
+    torch.manual_seed(2)
+    torch.save(build_model("u2netp").state_dict(), official)
+    out = tmp_path / "official.safetensors"
+    publish(official, out, 320)
+    spec = load_weights(out)[1]
+    assert spec.scale == "max" and "official" in spec.description
+
+    src, _ = files
+    own = tmp_path / "own.safetensors"
+    torch.manual_seed(3)
+    save_weights(build_model("u2netp"), WeightsSpec(name="own", arch="u2netp", scale="255"), own)
+    publish(own, tmp_path / "own_out.safetensors", 256)
+    assert load_weights(tmp_path / "own_out.safetensors")[1].scale == "255"
+    with pytest.raises(
+        VidmatError,
+        match=r"scale their input differently \(own.safetensors: "
+        r"255, u2netp.pth: max\)",
+    ):
+        publish([own, official], tmp_path / "mixed.safetensors", 256)
+    with pytest.raises(VidmatError, match="scale their input differently"):
+        publish(own, tmp_path / "g.safetensors", onto=src, layers=["stage6"])
+    assert not (tmp_path / "mixed.safetensors").exists()

@@ -141,11 +141,23 @@ def publish(
         check_not_input(out, onto, "--out", "--onto weights file")
     check_output_path(out, overwrite)
     loaded = [load_weights(str(p)) for p in srcs]
+    if onto is not None:
+        loaded_onto = load_weights(str(onto))
+    # A mean or a graft across scalings has no one right way to scale its input: an
+    # official checkpoint divides by the image's own maximum, vidmat's own files by 255.
+    named = [*zip(srcs, loaded, strict=True)] + ([(onto, loaded_onto)] if onto else [])
+    scales = {spec.scale for _, (_, spec) in named}
+    if len(scales) > 1:
+        raise VidmatError(
+            "the weights scale their input differently ("
+            + ", ".join(f"{p.name}: {s.scale}" for p, (_, s) in named)
+            + "); publish files of one kind together."
+        )
     model, spec = loaded[0]
     if len(loaded) > 1:
         model.load_state_dict(mean_state([m for m, _ in loaded]))
     if onto is not None:
-        base, spec = load_weights(str(onto))
+        base, spec = loaded_onto
         if as_head is not None:
             graft_head(base, model.state_dict(), as_head)
         else:
@@ -155,12 +167,16 @@ def publish(
         name=out.stem,
         arch=spec.arch,
         input_size=spec.input_size if size is None else size,
-        scale="255",
+        scale=spec.scale,
         mean=spec.mean,
         std=spec.std,
         file=out.name,
         description=(
-            "vidmat's own U-2-Net† person weights, CPU-trained (see weights/MODEL_CARD.md)"
+            (
+                "vidmat's own U-2-Net† person weights, CPU-trained (see weights/MODEL_CARD.md)"
+                if spec.scale == "255"
+                else spec.description
+            )
             + (f"; {note}" if note else "")
         ),
     )
