@@ -61,6 +61,12 @@ def data(tmp_path: Path) -> Path:
         ("--threads", "-1", "--threads must be at least 1."),
         ("--seed", "-1", "--seed must be 0 or more."),
         ("--device", "tpu", "unknown device 'tpu'; use auto, cpu, cuda or cuda:N."),
+        (
+            "--close-gaps",
+            "vitn",
+            "--close-gaps names vitn, which no --data folder is called (they are d); give "
+            "folder names, or 'none'.",
+        ),
     ],
 )
 def test_out_of_range_values_are_refused(

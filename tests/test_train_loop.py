@@ -905,6 +905,17 @@ def test_fill_holes_closes_enclosed_gap_only() -> None:
     assert out[0, 4] == 0
 
 
+def test_close_gaps_names_are_folders_of_the_data() -> None:
+    from vidmat.train.data import gap_root_names
+
+    roots = [Path("/data/viton"), Path("/data/ccp")]
+    assert gap_root_names(None, []) == ("viton",)  # the default asks for no such folder
+    assert gap_root_names("none", roots) == ()
+    assert gap_root_names(" ccp , viton,", roots) == ("ccp", "viton")
+    with pytest.raises(VidmatError, match="names vitn, cc, which no --data folder"):
+        gap_root_names("vitn,ccp,cc", roots)
+
+
 def test_close_neck_gaps_closes_the_neck_but_not_the_image_edge() -> None:
     from vidmat.train.data import close_neck_gaps
 

@@ -333,7 +333,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--close-gaps",
-        default="viton",
+        default=None,
         metavar="NAMES",
         help="comma-separated --data folder names whose masks have VITON-style neck gaps "
         "to close and holes to fill (default: viton; 'none' for none). Other roots keep "
@@ -486,7 +486,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         anchor=args.anchor,
         anchor_weight=args.anchor_weight,
         anchor_size=args.anchor_size,
-        close_gaps=gap_root_names(args.close_gaps),
+        close_gaps=gap_root_names(args.close_gaps, [src.path for src in sources]),
         progress=args.progress,
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import mmap
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -231,9 +232,25 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def gap_root_names(text: str) -> tuple[str, ...]:
-    """``--close-gaps`` as folder names: 'viton,other' -> ('viton', 'other'); 'none' -> ()."""
-    return tuple(n for n in map(str.strip, text.split(",")) if n not in ("", "none"))
+#: ``--close-gaps`` when it is not given: VITON's masks, wherever a --data root is so named.
+DEFAULT_GAP_ROOTS = ("viton",)
+
+
+def gap_root_names(text: str | None, roots: Sequence[Path]) -> tuple[str, ...]:
+    """``--close-gaps`` as folder names: 'viton,other' -> ('viton', 'other'); 'none' -> ();
+    None (not given) -> the default. A name no --data root has is refused: a typo
+    ('vitn') trained on VITON's unclosed masks without a word."""
+    if text is None:
+        return DEFAULT_GAP_ROOTS
+    names = tuple(n for n in map(str.strip, text.split(",")) if n not in ("", "none"))
+    known = {r.name for r in roots}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise VidmatError(
+            f"--close-gaps names {', '.join(unknown)}, which no --data folder is called "
+            f"(they are {', '.join(sorted(known))}); give folder names, or 'none'."
+        )
+    return names
 
 
 #: Part of the cache key of roots whose gaps are closed: bump it when close_neck_gaps

@@ -579,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--close-gaps",
-        default="viton",
+        default=None,
         metavar="NAMES",
         help="comma-separated --data folder names whose neck gaps are closed, as "
         "`vidmat train --close-gaps` does (default: viton; 'none' for none)",
@@ -642,11 +642,12 @@ def _run(a: argparse.Namespace) -> int:
             raise VidmatError(f"{flag} must be a finite number, 0 or more, got {value}.")
     if a.full_res and not a.sides:
         raise VidmatError("--full-res fits the side refit's pixels; give it with --sides.")
+    sources = tuple(parse_data_source(d) for d in a.data)
     cfg = HeadFitConfig(
-        sources=tuple(parse_data_source(d) for d in a.data),
+        sources=sources,
         per_source=a.per_source,
         iou_weight=a.iou_weight,
-        close_gaps=gap_root_names(a.close_gaps),
+        close_gaps=gap_root_names(a.close_gaps, [src.path for src in sources]),
         sides=a.sides,
         pixels=a.pixels,
         ridge=a.ridge,
