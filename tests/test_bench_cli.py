@@ -225,6 +225,8 @@ LIVE = ["bench", "live", "--device", "cpu", "--resolution", "96x64", "--size", "
         (["--size", "33"], "--size must be a multiple of 32, at least 32"),
         (["--threads", "0"], "--threads must be 1 or more, got 0"),
         (["--infer-every", "0"], "--infer-every must be 1 or more, got 0"),
+        (["--model-nice", "-1"], "--model-nice must be from 0 to 19, got -1"),
+        (["--model-nice", "20"], "--model-nice must be from 0 to 19, got 20"),
         (["--camera", "/nonexistent/cam.mp4"], "--camera /nonexistent/cam.mp4 does not exist"),
         (["--bg", "nope"], "background 'nope'"),
         pytest.param(

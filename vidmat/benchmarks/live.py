@@ -72,7 +72,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=INFER_EVERY_HELP,
     )
     p.add_argument(
-        "--model-nice", type=int, default=2, help="niceness of the async model thread (default 2)"
+        "--model-nice",
+        type=int,
+        default=2,
+        help="niceness added to the async model thread's, 0 to 19 (default 2)",
     )
     p.add_argument(
         "--rss-every", type=float, default=1.0, help="seconds between RSS samples (default 1)"
@@ -182,6 +185,8 @@ def check_args(args: argparse.Namespace) -> Any:
     checks.at_least("--warmup", args.warmup, 0)
     checks.above_zero("--rss-every", args.rss_every)
     checks.at_least("--infer-every", args.infer_every, 1)
+    if not 0 <= args.model_nice <= 19:  # Linux's nicenesses; a negative one needs root
+        raise VidmatError(f"--model-nice must be from 0 to 19, got {args.model_nice}.")
     checks.at_least("--threads", args.threads, 1)
     if args.size is not None:
         checks.model_sizes("--size", [args.size])
