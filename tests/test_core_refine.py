@@ -115,6 +115,20 @@ def test_box_filter_is_an_edge_normalised_mean():
     assert float(box_filter(y, 1)[0, 0, 0, 4]) == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_wide_feathers_in_half_precision_stay_means(dtype: torch.dtype) -> None:
+    """CUDA post-processes in fp16: the running sums of a wide window overflowed (alpha
+    above 1, then inf - inf = NaN, and a person composited black at --feather 120)."""
+    a = torch.zeros(1, 1, 600, 200)
+    a[..., 150:, 50:150] = 1.0
+    for px in (20, 120):
+        want = feather(a, px)
+        got = feather(a.to(dtype), px)
+        assert got.dtype == dtype and bool(got.isfinite().all())
+        assert float(got.max()) <= 1.0
+        torch.testing.assert_close(got.float(), want, atol=1e-2, rtol=0)
+
+
 def test_despill_removes_old_background_from_edge_pixels():
     # Person red, old background green, a 50 % edge column mixes them.
     frame = np.zeros((32, 32, 3), np.uint8)

@@ -161,7 +161,11 @@ def box_filter(x: Tensor, r: int) -> Tensor:
             y = F.conv2d(x, kw, padding=(0, r), groups=c)
             y = F.conv2d(y, kw.view(c, 1, k, 1), padding=(r, 0), groups=c)
     else:
-        y = _running_sum(_running_sum(x, r, 3), r, 2)
+        # In float32 whatever the input: the cumulative sums grow to (2r+1) x the side, past
+        # what fp16 counts exactly and, on 4K, past its largest number (inf - inf = NaN, a
+        # black person on CUDA, where the post-processing runs in fp16).
+        y = _running_sum(_running_sum(x.float(), r, 3), r, 2)
+        return (y * _inverse_counts(h, w, r, x.device, torch.float32)).to(x.dtype)
     return y * _inverse_counts(h, w, r, x.device, x.dtype)
 
 
@@ -386,7 +390,7 @@ def feather(alpha: Tensor, px: float) -> Tensor:
     if px <= 0:
         return alpha
     r = max(1, round(px / 2))
-    return box_filter(box_filter(alpha, r), r)
+    return box_filter(box_filter(alpha, r), r).clamp_(0.0, 1.0)
 
 
 def foreground_small(small: Tensor, alpha_small: Tensor, radius: int = 3) -> Tensor:
