@@ -97,6 +97,24 @@ def test_refuses_to_overwrite_and_leaves_nothing_when_empty(tmp_path):
     assert out.read_bytes() == b"precious"
 
 
+def test_a_recording_that_outlasts_stop_is_abandoned_in_one_sentence(tmp_path, monkeypatch):
+    """A writer slower than stop()'s timeout (a stalled disk) ended in a bare
+    AssertionError, and the thread killed at exit left its .part file behind."""
+    import time
+
+    def slow_fit(image, size):
+        time.sleep(0.2)
+        return image
+
+    monkeypatch.setattr(Recorder, "_fit", staticmethod(slow_fit))
+    rec = Recorder(RecorderConfig(tmp_path / "rec.mp4", audio=None)).start()
+    for i in range(8):
+        rec.submit(np.zeros((32, 32, 3), np.uint8), i / 30)
+    with pytest.raises(VidmatError, match=r"still being written after 0.1 s .* no file"):
+        rec.stop(timeout=0.1)
+    assert not rec.running and list(tmp_path.iterdir()) == []
+
+
 def test_no_microphone_is_said_not_fatal(tmp_path, monkeypatch):
     import vidmat.io.recorder as rec
 

@@ -217,6 +217,7 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="vidmat-recorder", daemon=True)
         self._audio_thread: threading.Thread | None = None
         self._stop_audio = threading.Event()
+        self._abandon = threading.Event()  # stop() ran out of time: drop the file
         self._t0: float | None = None  # the first frame's time (perf_counter clock)
         self._t0_set = threading.Event()
         self.frames = 0
@@ -320,6 +321,16 @@ class Recorder:
         self._stop_audio.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                # A stalled disk or encoder: a thread still writing when the program exits
+                # is killed mid-file, its temporary file left behind, so it is told to
+                # give up and remove it, and the user hears why there is no file.
+                self._abandon.set()
+                self._thread.join(5.0)
+                raise VidmatError(
+                    f"recording to {self.path} was still being written after {timeout:g} s "
+                    "(a stalled disk or encoder) and was abandoned; no file was written."
+                )
         elif not self._thread.ident:
             self.info = RecordingInfo(None, 0, 0.0, 0, False, "recorder never started")
         if self.error is not None:
@@ -355,6 +366,10 @@ class Recorder:
                     raise _NothingRecorded
         except _NothingRecorded:
             self.info = RecordingInfo(None, 0, 0.0, self.queue.dropped, False, "no frames")
+        except _Abandoned:
+            self.info = RecordingInfo(
+                None, self.frames, 0.0, self.queue.dropped, False, "abandoned"
+            )
         except BaseException as exc:
             # stop() turns this into one sentence for the user; the traceback only goes to a
             # debug log, where an application that configures logging can find it.
@@ -403,6 +418,8 @@ class Recorder:
                     writer.write(held[0], held[1], pts - held[1])
                     self.frames += 1
                 held = (self._fit(image, (w, h)), pts)
+                if self._abandon.is_set():
+                    raise _Abandoned
                 item = self._next()
                 if item is None:
                     break
@@ -509,3 +526,7 @@ class Recorder:
 
 class _NothingRecorded(Exception):
     pass
+
+
+class _Abandoned(Exception):
+    """stop() gave up waiting: the file is removed, not finished."""
