@@ -320,6 +320,15 @@ def test_still_image_rgba_and_composite(engine: Engine, tmp_path: Path) -> None:
     bgr = cv2.imread(str(comp))
     assert bgr.shape == (48, 64, 3)
     assert bgr[2, 2, 0] > 150  # the blue background where there was no person
+    for name in ("c.xyz", "c.mp4"):  # OpenCV raises for these instead of saying False
+        with pytest.raises(VidmatError, match="cannot write images with the suffix"):
+            convert_image(
+                engine,
+                src,
+                tmp_path / name,
+                ConvertConfig(fmt="png", background="blue", post=EXACT),
+            )
+        assert not (tmp_path / name).exists()
 
 
 def test_an_animated_image_says_only_its_first_picture_was_converted(
@@ -339,3 +348,39 @@ def test_an_animated_image_says_only_its_first_picture_was_converted(
     still = tmp_path / "still.png"
     cv2.imwrite(str(still), square_frame(0, 64, 48))
     assert convert_image(engine, still, tmp_path / "s.png", cfg).warnings == []
+
+
+def test_a_decoder_failure_is_never_taken_for_the_end_of_the_file(monkeypatch) -> None:
+    """The decoder queued its end before its error was recorded; a frames() loop reading
+    the end in between returned normally, and a truncated output was a success."""
+    import time
+
+    from vidmat.pipelines import convert as cv
+
+    real_put = cv._put
+
+    def put_then_lose_the_cpu(q, item, stop, workers=()):
+        ok = real_put(q, item, stop, workers)
+        if item is cv._END:
+            time.sleep(0.05)  # the decoder thread is preempted right after queueing the end
+        return ok
+
+    monkeypatch.setattr(cv, "_put", put_then_lose_the_cpu)
+
+    class Reader:
+        def frames(self):
+            yield from range(3)
+            raise RuntimeError("decoder failed mid-file")
+
+    class Writer:
+        def write(self, *a): ...
+        def close(self): ...
+        def abort(self): ...
+
+    job = cv._Job(Reader(), Writer(), 4, Path("out.mp4"))
+    job.start()
+    got = []
+    with pytest.raises(RuntimeError, match="decoder failed mid-file"):
+        got.extend(job.frames())
+    assert got == [0, 1, 2]
+    job.cancel()

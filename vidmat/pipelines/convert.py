@@ -218,6 +218,12 @@ class _Job:
             for frame in self.reader.frames():
                 if not _put(self.frames_in, frame, self.stop):
                     return
+        except BaseException as exc:
+            # Set before the end is queued: _Stage.run sets it only after this method has
+            # returned, and frames() reading the end first took a failed decode for the
+            # end of the file (a truncated output reported as a success).
+            self.decoder.error = exc
+            raise
         finally:
             _put(self.frames_in, _END, self.stop)
 
@@ -559,7 +565,10 @@ def convert_image(
     if out.shape[2] == 4 and suffix not in (".png", ".webp", ".tif", ".tiff"):
         raise VidmatError(f"{dst.name}: {suffix} cannot hold transparency; write a .png instead.")
     code = cv2.COLOR_RGBA2BGRA if out.shape[2] == 4 else cv2.COLOR_RGB2BGR
-    ok, data = cv2.imencode(suffix, cv2.cvtColor(out, code))
+    try:  # OpenCV raises for a suffix it has no encoder for, rather than returning False
+        ok, data = cv2.imencode(suffix, cv2.cvtColor(out, code))
+    except cv2.error:
+        ok = False
     if not ok:
         raise VidmatError(f"cannot write images with the suffix {suffix!r}; use .png or .jpg.")
     with _output(dst, "image", overwrite) as tmp:
