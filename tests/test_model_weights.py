@@ -378,3 +378,32 @@ def test_a_file_keeps_its_sized_heads_and_its_own_size(tmp_path: Path, u2netp_st
     odd = tmp_path / "odd.pth"
     torch.save(state, odd)
     _expect(odd, "sized head whose name is not an input size")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("input_size", "abc"), ("input_size", 100), ("input_size", 4096), ("std", [1, 0, 1])],
+)
+def test_a_spec_the_engine_cannot_use_is_refused_on_load(
+    tmp_path: Path, u2netp_state, key: str, value: object
+) -> None:
+    """A file's spec comes from its metadata; a size of 'abc' loaded and then failed in
+    the engine as int()'s traceback, and 4096 as '--size 4096 is out of range'."""
+    import json
+
+    from safetensors.torch import save_file
+
+    spec = json.loads(W.WeightsSpec(name="w", arch="u2netp").to_json())
+    spec[key] = value
+    path = tmp_path / "w.safetensors"
+    state = {k: v.contiguous() for k, v in u2netp_state.items()}
+    save_file(state, str(path), metadata={"vidmat_spec": json.dumps(spec)})
+    _expect(path, "has an unreadable vidmat spec")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_an_unreadable_file_is_one_sentence(tmp_path: Path, u2netp_state) -> None:
+    path = tmp_path / "u2netp.pth"
+    torch.save(u2netp_state, path)
+    path.chmod(0)
+    _expect(path, "cannot be read \\(Permission denied\\)")

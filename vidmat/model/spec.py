@@ -8,6 +8,7 @@ and several hundred MB with a CUDA build, for a page of text).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 ARCHITECTURES = ("u2netp", "u2net")
@@ -45,6 +46,28 @@ class WeightsSpec:
             raise ValueError(f"unknown scale {self.scale!r}")
         if self.activation != "sigmoid":
             raise ValueError(f"unknown activation {self.activation!r}")
+        # A file's spec is read from its metadata: a size the engine cannot run failed later
+        # as "--size N is out of range" though no --size was given, or as int()'s traceback.
+        size = self.input_size
+        if not (
+            isinstance(size, int)
+            and not isinstance(size, bool)
+            and MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE
+            and size % 32 == 0
+        ):
+            raise ValueError(
+                f"input size {size!r} is not a multiple of 32 from {MIN_INPUT_SIZE} to "
+                f"{MAX_INPUT_SIZE}"
+            )
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if not (
+                isinstance(v, tuple)
+                and len(v) == 3
+                and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+                and (name == "mean" or all(x > 0 for x in v))
+            ):
+                raise ValueError(f"{name} {v!r} is not three finite numbers")
 
     def to_json(self) -> str:
         d = asdict(self)

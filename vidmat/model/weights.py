@@ -331,15 +331,18 @@ def load_weights(name_or_path: str | Path = "default", device: str | torch.devic
     file and what is wrong with it.
     """
     path, registered = resolve(name_or_path)
-    if registered is not None and registered.sha256:
-        digest = sha256_file(path)
-        if digest != registered.sha256:
-            raise WeightsError(
-                f"{path} fails its checksum (sha256 {digest[:12]}…, expected "
-                f"{registered.sha256[:12]}…); the file is damaged or was replaced."
-            )
-    with open(path, "rb") as f:
-        head = f.read(16)
+    try:
+        if registered is not None and registered.sha256:
+            digest = sha256_file(path)
+            if digest != registered.sha256:
+                raise WeightsError(
+                    f"{path} fails its checksum (sha256 {digest[:12]}…, expected "
+                    f"{registered.sha256[:12]}…); the file is damaged or was replaced."
+                )
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:  # no permission to read it, an I/O error of the disk
+        raise WeightsError(f"{path} cannot be read ({exc.strerror or exc}).") from None
     if not head:
         raise WeightsError(f"{path} is empty.")
     if path.suffix == ".safetensors":
