@@ -82,6 +82,30 @@ def test_odd_sizes_rgba_and_audio_from_a_source(tmp_path):
     assert frames[0][..., 0].mean() < 20 and frames[1][..., 0].mean() > 200
 
 
+def test_a_closed_recording_takes_no_more_audio(tmp_path):
+    """A microphone thread still running after its join (a stalled device) encoded and
+    muxed into the container closed under it; the writer is sealed on close instead."""
+    from fractions import Fraction
+
+    from vidmat.io.recorder import AUDIO_RATE, TIME_BASE, _LiveWriter
+
+    w = _LiveWriter(tmp_path / "a.mp4", "mp4", 64, 48, TIME_BASE, rate=Fraction(30))
+    out = w.container.add_stream("aac", rate=AUDIO_RATE)
+    out.layout = "stereo"
+
+    def silence(pts: int) -> av.AudioFrame:
+        f = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), "fltp", "stereo")
+        f.sample_rate, f.pts, f.time_base = AUDIO_RATE, pts, Fraction(1, AUDIO_RATE)
+        return f
+
+    assert all(w.encode_audio(out, silence(i * 1024)) for i in range(8))
+    w.write(np.zeros((48, 64, 3), np.uint8), 0, 33)
+    w.close()
+    assert not w.encode_audio(out, silence(8 * 1024)) and not w.encode_audio(out, None)
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        assert c.streams.audio and c.streams.video
+
+
 def test_refuses_to_overwrite_and_leaves_nothing_when_empty(tmp_path):
     out = tmp_path / "rec.mp4"
     out.write_bytes(b"precious")

@@ -177,12 +177,25 @@ class _LiveWriter(VideoWriter):
     """The converter's writer plus a live audio stream muxed into the same container.
 
     Video packets (recorder thread) and audio packets (microphone thread) share
-    one muxer, so both go through ``mux_lock``.
+    one muxer, so both go through ``mux_lock``. Closing takes it too and seals the
+    writer: a microphone thread that outlived its join (a stalled device) must not encode
+    or mux into a container that has been freed under it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.mux_lock = threading.Lock()
+        self.mux_lock = threading.RLock()  # close() flushes video through _mux_video
+        self.sealed = False
         super().__init__(*args, **kwargs)
+
+    def close(self) -> None:
+        with self.mux_lock:
+            self.sealed = True
+            super().close()
+
+    def abort(self) -> None:
+        with self.mux_lock:
+            self.sealed = True
+            super().abort()
 
     @property
     def container(self) -> Any:
@@ -192,10 +205,14 @@ class _LiveWriter(VideoWriter):
         with self.mux_lock:
             super()._mux_video(packets)
 
-    def mux(self, packets: list[Any]) -> None:
+    def encode_audio(self, stream: Any, frame: Any) -> bool:
+        """Encode ``frame`` (None: flush) into ``stream`` and mux it; False once sealed."""
         with self.mux_lock:
-            for p in packets:
+            if self.sealed:
+                return False
+            for p in stream.encode(frame):
                 self._container.mux(p)
+            return True
 
 
 class Recorder:
@@ -510,13 +527,15 @@ class Recorder:
                         rframe.pts = next_pts
                         rframe.time_base = Fraction(1, AUDIO_RATE)
                         next_pts += rframe.samples
-                        writer.mux(out.encode(rframe))
+                        if not writer.encode_audio(out, rframe):
+                            return  # the recording was closed without waiting for us
             for rframe in resampler.resample(None):
                 if next_pts is not None:
                     rframe.pts = next_pts
                     next_pts += rframe.samples
-                writer.mux(out.encode(rframe))
-            writer.mux(out.encode(None))
+                if not writer.encode_audio(out, rframe):
+                    return
+            writer.encode_audio(out, None)
         except Exception:
             log.exception("audio recording failed; the video continues")
         finally:
