@@ -245,3 +245,44 @@ def test_a_run_cut_short_is_not_a_source_end(clip):
     camera = CameraConfig(source=str(clip), loop=True)
     p, _frames, _ = run_pipeline(clip, camera=camera, mode="sync", duration=0.3)
     assert p.ended_at is not None and not p.source_ended
+
+
+def test_a_mirror_switch_flips_the_mask_the_model_has_not_redone(tmp_path):
+    """Async mode: after the mirror was switched on, the mask of the last unmirrored
+    frame was laid on the mirrored ones, backwards, until the model caught up."""
+    import av
+
+    clip = tmp_path / "still.mp4"
+    with av.open(str(clip), "w") as c:  # a square that stays at the left, columns 4-19
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        img = np.full((48, 64, 3), 40, np.uint8)
+        img[12:28, 4:20] = 255
+        for _ in range(10):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    frames: list[LiveFrame] = []
+    p = LivePipeline(
+        stub_engine(delay=0.4),  # the model is busy for 0.4 s after each frame it takes
+        LiveConfig(camera=CameraConfig(source=str(clip), loop=True), mode="async"),
+        LiveSettings(background=Background.mask(), smoothing=0.0),
+        on_frame=frames.append,
+    )
+    p.start()
+    try:
+        deadline = time.time() + 5
+        while len(frames) < 3 and time.time() < deadline:
+            time.sleep(0.01)
+        p.update(mirror=True)
+        n = len(frames)
+        while len(frames) < n + 6 and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        p.stop()
+    assert square_columns(frames[0].image).mean() < 16
+    after = frames[n + 1 : n + 6]  # frames[n] may have been composited before the switch
+    assert len(after) == 5
+    for f in after:
+        assert square_columns(f.image).mean() > 48, f.index  # mirrored: columns 44-59

@@ -233,6 +233,9 @@ class LivePipeline:
         # Latest smoothed mask at model resolution and the capture time of its frame.
         self._mask: torch.Tensor | None = None
         self._mask_time = 0.0
+        # Whether that mask's frame was mirrored: in async mode a mask inferred before the
+        # mirror switch is flipped to fit the frames after it, not laid on them backwards.
+        self._mask_mirrored = False
         self._mask_ready = threading.Event()
         self._smoother = TemporalSmoother(s.smoothing)
         self._smooth_state: SmoothingState | None = None
@@ -407,21 +410,26 @@ class LivePipeline:
                 log.exception("on_error callback failed")
 
     @torch.inference_mode()
-    def _infer(self, x: torch.Tensor, frame_time: float) -> float:
+    def _infer(self, x: torch.Tensor, frame_time: float, mirrored: bool) -> float:
         """Model + temporal smoothing at model resolution; publishes the mask. Returns ms.
 
         ``x`` is the frame already on the device (1, H, W, 3): only the worker
         uploads, so the engine's pinned staging buffer is never shared by threads.
+        ``mirrored``: whether ``x`` was flipped; the smoothing starts over when that
+        changes, its history being of the other orientation.
         """
         t0 = time.perf_counter()
         low = self.engine.predict_lowres(x)
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
         t1 = time.perf_counter()
+        if mirrored != self._mask_mirrored:
+            self._smooth_state = None
         smoothed, self._smooth_state = self._smoother(low, x[0], self._smooth_state)
         with self._lock:
             self._mask = smoothed
             self._mask_time = frame_time
+            self._mask_mirrored = mirrored
         self._mask_ready.set()
         ms = (t1 - t0) * 1000.0
         self.stats.add("model", ms)
@@ -505,12 +513,12 @@ class LivePipeline:
                 inferred = False
                 if self.mode == "sync":
                     if self.outputs % self.config.infer_every == 0 or self._mask is None:
-                        model_ms = self._infer(x, frame.timestamp)
+                        model_ms = self._infer(x, frame.timestamp, s.mirror)
                         inferred = True
                 else:
                     # Frame 0 always goes: start-up waits for the first mask below.
                     if self.outputs % self.config.infer_every == 0:
-                        self.model_q.put((x, frame.timestamp))
+                        self.model_q.put((x, frame.timestamp, s.mirror))
                     if self._mask is None:
                         # Start-up: nothing to composite with until the first mask exists.
                         while not self._mask_ready.wait(0.1):
@@ -521,7 +529,10 @@ class LivePipeline:
                 t_post = time.perf_counter()
                 with self._lock:
                     mask, mask_time = self._mask, self._mask_time
+                    flip = self._mask_mirrored != s.mirror
                 assert mask is not None
+                if flip:  # inferred before the mirror switch: its frame was the other way
+                    mask = mask.flip(-1)
                 with torch.inference_mode():
                     out = self.post.finish(x[0], mask, t=frame.pts)
                     image = out.image.cpu().numpy()
