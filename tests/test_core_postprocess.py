@@ -92,6 +92,10 @@ def test_push_batch_with_times():
     post = PostProcessor(PostprocessConfig(lookahead=0))
     out = post.push(np.stack(frames), np.stack(lows)[:, None], t=[0.0, 0.1, 0.2, 0.3])
     assert [o.t for o in out] == [0.0, 0.1, 0.2, 0.3]
+    # one time for a batch, or too few, was every frame's time dropped (a still background)
+    for t in (0.5, [0.0, 0.1]):
+        with pytest.raises(ValueError, match="4 frames but"):
+            post.push(np.stack(frames), np.stack(lows)[:, None], t=t)
 
 
 def test_smoothing_reduces_flicker_and_reset_forgets():

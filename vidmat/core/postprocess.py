@@ -240,9 +240,13 @@ class PostProcessor:
             raise ValueError(f"{n} frames but {lowres.shape[0]} alphas")
         times: list[float | None]
         if t is None or isinstance(t, (int, float)):
-            times = [t] * n if n == 1 or t is None else [None] * n
+            if t is not None and n > 1:  # it was dropped: a video background stood still
+                raise ValueError(f"{n} frames but one time; give one time per frame")
+            times = [t] * n
         else:
             times = list(t)
+            if len(times) != n:
+                raise ValueError(f"{n} frames but {len(times)} times")
         out: list[Output] = []
         for i in range(n):
             frame = frames[i]
