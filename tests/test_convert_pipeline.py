@@ -384,3 +384,39 @@ def test_a_decoder_failure_is_never_taken_for_the_end_of_the_file(monkeypatch) -
         got.extend(job.frames())
     assert got == [0, 1, 2]
     job.cancel()
+
+
+def test_a_cancel_never_closes_the_file_under_a_write(monkeypatch) -> None:
+    """After its 5 s wait, cancel() closed the container while the encoder thread was
+    still inside a write (a stalled disk), which can crash in FFmpeg."""
+    import time
+
+    from vidmat.pipelines import convert as cv
+
+    monkeypatch.setattr(cv._Job, "join_seconds", 0.05)
+    calls: list[str] = []
+
+    class Reader:
+        def frames(self):
+            yield from range(2)
+
+    class Writer:
+        def write(self, *a):
+            calls.append("write")
+            time.sleep(0.5)
+            calls.append("written")
+
+        def abort(self):
+            calls.append("abort")
+
+    job = cv._Job(Reader(), Writer(), 4, Path("out.mp4"))
+    job.start()
+    job.emit(np.zeros((2, 2, 3), np.uint8), 0, 1)
+    while not calls:
+        time.sleep(0.01)
+    job.cancel()  # the write has 0.5 s to go
+    assert calls == ["write"]
+    job.encoder.join(2.0)
+    assert calls == ["write", "written"]  # and no abort under it or after it
+    job.cancel()  # once the encoder is done, a cancel aborts the file
+    assert calls[-1] == "abort"

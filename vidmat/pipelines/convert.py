@@ -275,11 +275,19 @@ class _Job:
         except (OSError, ValueError) as exc:
             raise _io_error(exc, self.dst) from None
 
+    #: How long cancel() waits for each thread to see the stop.
+    join_seconds = 5.0
+
     def cancel(self) -> None:
         self.stop.set()
         for t in (self.decoder, self.encoder):
             if t.is_alive():
-                t.join(5.0)
+                t.join(self.join_seconds)
+        if self.encoder.is_alive():
+            # Still inside a write (a stalled disk): closing the container under it can
+            # crash in FFmpeg. The temporary file is removed by name all the same, and
+            # the daemon thread ends with the program.
+            return
         self.writer.abort()
 
 
