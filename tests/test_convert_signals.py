@@ -87,6 +87,40 @@ def test_a_second_ctrl_c_cannot_cut_the_stop_short(
     assert {p.name for p in tmp_path.iterdir()} == {"clip.mp4"}
 
 
+def test_after_a_stop_the_exiting_program_ignores_later_signals(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """interrupt_once() hands the old handlers back when its block ends, and a second
+    Ctrl-C then landed while the interpreter joined the model's thread pool on exit: a
+    traceback, exit by the signal itself (-2, -15), or now and then SIGABRT. The program
+    (main() with the process's argv) ignores stop signals once it is stopping."""
+    code = (
+        "import os, signal, sys, time\n"
+        "import vidmat.commands.info as info\n"
+        "def stop(args): raise KeyboardInterrupt\n"
+        "info.run = stop\n"
+        "from vidmat.cli import main\n"
+        "sys.argv = ['vidmat', 'info']\n"
+        "code = main()\n"
+        "os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.2)\n"
+        "print('returned', code, 'and outlived both')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "returned 130 and outlived both", r
+    assert r.stderr.strip() == "vidmat: interrupted"
+    # main() called by Python code (a test, an application) leaves the caller's handlers
+    import vidmat.commands.info as info
+
+    def stop(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(info, "run", stop)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert main(["info"]) == 130 and "interrupted" in capsys.readouterr().err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 def test_interrupt_once_ignores_later_signals_and_restores_the_handlers() -> None:
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     stopped = False

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from vidmat import __version__
 from vidmat.allocator import keep_freed_memory
 from vidmat.errors import VidmatError
-from vidmat.signals import Terminated
+from vidmat.signals import Terminated, ignore_stop_signals
 
 #: Subcommand modules in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -105,6 +105,9 @@ def show_undecodable_bytes() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     show_undecodable_bytes()
+    # The program itself (argv from the process), not a caller in Python such as a test,
+    # whose own Ctrl-C must keep working after a simulated one.
+    whole_process = argv is None
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         # imports torch & co.: Ctrl-C can land here too
@@ -120,11 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vidmat: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Terminated as exc:
+        if whole_process:
+            ignore_stop_signals()
         # After a hang-up the terminal may be gone: the line is best effort.
         with contextlib.suppress(OSError):
             print(f"vidmat: {exc.what}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
+        if whole_process:
+            ignore_stop_signals()
         print("vidmat: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except BrokenPipeError:

@@ -80,6 +80,18 @@ def caught_signals() -> tuple[int, ...]:
     return tuple(s for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN)
 
 
+def ignore_stop_signals() -> None:
+    """Ignore every later stop signal: the process is on its way out after the first.
+
+    :func:`interrupt_once` puts the old handlers back when its block ends, but the exit
+    still has work to do (the interpreter joins the model's thread pool), and a second
+    Ctrl-C there cut that join short: a traceback, or the SIGABRT its docstring tells of.
+    """
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def interrupt_once() -> Iterator[None]:
     """The first stop signal stops the work (SIGTERM and SIGHUP as :class:`Terminated`, a
