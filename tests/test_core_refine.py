@@ -88,6 +88,17 @@ def test_tone_curve():
     assert steep[5] == pytest.approx(0.5) and steep[2] == 0.0 and steep[8] == 1.0
     snapped = tone(torch.tensor([0.0, 0.01, 0.5, 0.99, 1.0]), snap=0.02)
     assert snapped.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+    # A threshold alone moves the midpoint: solid person and background stay solid (a
+    # shift left a person 0.9 opaque at 0.6, and background 0.2 at 0.3).
+    for t in (0.05, 0.3, 0.6, 0.8, 0.95):
+        moved = tone(a, t).flatten()
+        assert moved[0] == 0.0 and moved[-1] == 1.0, t
+        assert bool((moved[1:] >= moved[:-1]).all())
+        assert float(tone(torch.tensor([t]), t)) == pytest.approx(0.5)
+    for t in (0.0, 1.0):  # the ends: all person, none but the surest; finite either way
+        assert bool(tone(a, t).isfinite().all())
+    ghost = tone(torch.tensor([0.3, 0.9, 1.0]), 0.6, 2.0)  # the README's example
+    assert ghost.tolist() == [0.0, 1.0, 1.0]
 
 
 def test_erode_dilate_by_pixels():

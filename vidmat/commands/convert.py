@@ -143,7 +143,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=d.threshold,
         metavar="T",
-        help="centre of the matte's contrast curve 0..1: higher keeps less "
+        help="the matte level 0..1 that becomes half, the centre of the contrast curve: "
+        "higher keeps less; solid person and background stay solid "
         f"(default {d.threshold:g})",
     )
     matte.add_argument(

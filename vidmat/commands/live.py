@@ -113,7 +113,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--threshold",
         type=float,
         default=None,
-        help=f"centre of the matte's contrast curve 0..1 (default {d.threshold:g})",
+        help="the matte level 0..1 that becomes half, the centre of the contrast curve: "
+        f"higher keeps less (default {d.threshold:g})",
     )
     look.add_argument(
         "--contrast",

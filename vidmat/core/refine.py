@@ -347,17 +347,25 @@ def guided_upsample(
 
 
 def tone(alpha: Tensor, threshold: float = 0.5, contrast: float = 1.0, snap: float = 0.0) -> Tensor:
-    """Linear contrast around ``threshold`` (1 = unchanged at 0.5, inf = hard threshold).
+    """Move the matte's midpoint to ``threshold``, then steepen it by ``contrast`` around
+    there (1 = unchanged, inf = hard threshold).
 
+    The move is piecewise linear through 0 -> 0, ``threshold`` -> 0.5 and 1 -> 1: a
+    shift alone (``alpha - threshold + 0.5``) took a solid person down to 0.9 at
+    threshold 0.6, see-through everywhere, and lifted all background to 0.2 at 0.3.
     ``snap`` maps alpha below ``snap`` to exactly 0 and above ``1 - snap`` to exactly 1, so
     solid regions are solid (a keyer downstream sees pure greenscreen, not 1 % haze).
     """
     if math.isinf(contrast):
         return (alpha >= threshold).to(alpha.dtype)
     gain = contrast / (1.0 - 2.0 * snap) if snap > 0 else contrast
-    if gain == 1.0 and threshold == 0.5:
+    if threshold != 0.5:
+        below = alpha * (0.5 / max(threshold, 1e-6))
+        above = (alpha - threshold) * (0.5 / max(1.0 - threshold, 1e-6)) + 0.5
+        alpha = torch.where(alpha < threshold, below, above)
+    elif gain == 1.0:
         return alpha
-    return ((alpha - threshold) * gain + 0.5).clamp_(0.0, 1.0)
+    return ((alpha - 0.5) * gain + 0.5).clamp_(0.0, 1.0)
 
 
 def dilate(x: Tensor, r: int) -> Tensor:
