@@ -339,6 +339,14 @@ def test_output_name_without_a_suffix_is_what_help_says(
     assert code == 0 and listing(tmp_path / "takes") == {"good_green.mp4"}, err
     code, _, err = run_cli([good, "-o", tmp_path / "NAME", "--format", "png"], capsys)
     assert code == 0 and "frame_000001.png" in listing(tmp_path / "NAME"), err
+    # The same command again is that frame folder, not a folder to put another one in.
+    before = listing(tmp_path / "NAME")
+    code, _, err = run_cli([good, "-o", tmp_path / "NAME", "--format", "png"], capsys)
+    assert code == 2 and "already exists; pass --overwrite" in err
+    code, _, err = run_cli(
+        [good, "-o", tmp_path / "NAME", "--format", "png", "--overwrite"], capsys
+    )
+    assert code == 0 and listing(tmp_path / "NAME") == before, err
 
 
 def test_help_says_what_is_not_carried_over_and_every_exit_status(
