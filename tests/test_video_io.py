@@ -453,7 +453,14 @@ def test_writer_mask_keeps_odd_size(clips: dict[str, Path], tmp_path: Path) -> N
     with av.open(str(dst)) as c:
         v = c.streams.video[0]
         assert (v.width, v.height) == (63, 47)
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+        assert v.codec_context.color_range == 1  # tagged limited range ...
+        decoded = list(c.decode(v))
+        frames = [f.to_ndarray(format="rgb24") for f in decoded]
+    # ... and stored so: the grey was written full range under that tag (0 and 255 as Y)
+    plane = decoded[1].planes[0]
+    y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:47, :63]
+    for level, want in ((0, 16), (128, 126), (255, 235)):
+        assert abs(int(np.median(y[rgb[..., 0] == level])) - want) <= 1, level
     assert len(frames) == 3
     assert np.abs(frames[1].astype(int) - rgb).mean() < 1.5
     assert np.abs(frames[1].astype(int) - rgb).max() <= 40  # only at the edges

@@ -765,15 +765,23 @@ class VideoWriter:
         if self.fmt == "png":
             self._write_png(image, pts)
             return
-        rgb = av.VideoFrame.from_ndarray(image, format=self._src_format)
-        # Converted here rather than by the encoder, which would use swscale's default
-        # BT.601 whatever the tags say; one reformatter for all frames, as the encoder's.
-        frame = self._reformatter.reformat(
-            rgb,
-            format=self._pix_fmt,
-            dst_colorspace=self._matrix,
-            dst_color_range=ColorRange.MPEG,
-        )
+        if self._pix_fmt == "gray":
+            # swscale writes grey in full range whatever dst_color_range says, under the
+            # stream's limited-range tag: a reader honouring it stretched the soft edges
+            # (11.8 levels off on average). The mask's grey level is its Y, scaled here.
+            grey = image[..., 0] if image.ndim == 3 else image
+            y = ((grey.astype(np.uint16) * 219 + 127) // 255 + 16).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(y), format="gray")
+        else:
+            rgb = av.VideoFrame.from_ndarray(image, format=self._src_format)
+            # Converted here rather than by the encoder, which would use swscale's default
+            # BT.601 whatever the tags say; one reformatter for all frames, as the encoder's.
+            frame = self._reformatter.reformat(
+                rgb,
+                format=self._pix_fmt,
+                dst_colorspace=self._matrix,
+                dst_color_range=ColorRange.MPEG,
+            )
         frame.colorspace = self.colour.matrix  # BT470BG and SMPTE170M share coefficients
         frame.color_primaries = self.colour.primaries  # ProRes takes its tags from frames
         frame.color_trc = self.colour.trc
