@@ -114,6 +114,32 @@ def test_reader_vfr_timestamps(clips: dict[str, Path]) -> None:
     assert times == [Fraction(p, 1000) for p in VFR_PTS]
 
 
+def test_reader_spreads_repeated_timestamps_instead_of_drifting(tmp_path: Path) -> None:
+    """Frames repeating a timestamp were each given one frame more, which pushed every
+    later frame later: 64 ms behind the sound after two such runs in a third of a second."""
+    path = tmp_path / "repeats.mkv"
+    stamps = [0, 33, 33, 67, 100, 100, 100, 133, 167]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mjpeg", rate=30)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuvj420p"
+        s.time_base = s.codec_context.time_base = Fraction(1, 1000)
+        packets = []
+        for i in range(len(stamps)):
+            img = np.full((32, 32, 3), i * 20, np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuvj420p")
+            frame.pts, frame.time_base = i * 33, Fraction(1, 1000)
+            packets += s.encode(frame)
+        packets += s.encode()
+        for p, t in zip(packets, stamps, strict=True):
+            p.pts = p.dts = t
+            c.mux(p)
+    with VideoReader(path) as r:
+        frames = list(r.frames())
+    ms = [round(float(Fraction(f.pts) * f.time_base) * 1000) for f in frames]
+    assert ms == [0, 33, 50, 67, 100, 111, 122, 133, 167]
+    assert [round(int(f.image[0, 0, 0]) / 20) for f in frames] == list(range(9))  # in order
+
+
 def test_reader_turns_rotated_frames_upright(clips: dict[str, Path]) -> None:
     with VideoReader(clips["rot"]) as r:
         assert r.info.rotation == 90

@@ -451,14 +451,10 @@ class VideoReader:
         gap = 0
         resized: str | None = None
         held: Frame | None = None
-        for frame in itertools.chain([first], self._raw):
+        for frame, pts in _increasing_times(itertools.chain([first], self._raw), step):
             # The decoder flags a picture it had to patch up (data missing or damaged).
             last_corrupt = bool(frame.is_corrupt)
             corrupt_frames += last_corrupt
-            pts = frame.pts
-            if pts is None or (last_pts is not None and pts <= last_pts):
-                # Missing or repeated timestamps (some AVI/raw streams): continue the clock.
-                pts = (last_pts + step) if last_pts is not None else 0
             if self._guess is not None and frame.colorspace == _UNSPECIFIED:
                 image = frame.to_ndarray(format="rgb24", src_colorspace=self._guess)
             else:
@@ -537,6 +533,52 @@ class VideoReader:
                 # ends on a whole millisecond, a few ticks before the last frame's end.
                 held.duration = max(held.duration, round(known / tb) - held.pts)
             yield held
+
+
+#: The most frames of one repeated timestamp held back to be spread over the time to the
+#: next one; a longer run (a stream whose clock stands still) continues the clock instead.
+REPEAT_RUN = 16
+
+
+def _increasing_times(frames: Iterator[Any], step: int) -> Iterator[tuple[Any, int]]:
+    """Each decoded frame with a timestamp later than the one before.
+
+    A missing timestamp (raw streams) continues the clock by a frame. Frames repeating
+    the last one's (a muxer's rounding, some screen recorders) are spread evenly over
+    the time to the next real one: continuing the clock by a frame each pushed every
+    later frame later too (0, 33, 33, 67 ms ... came out 0, 33, 66, 67, then 64 ms
+    behind the sound). Up to :data:`REPEAT_RUN` of them, and where that time has room.
+    """
+    last: int | None = None
+    run: list[Any] = []
+
+    def continue_clock() -> Iterator[tuple[Any, int]]:
+        nonlocal last
+        for f in run:
+            last = (last + step) if last is not None else 0
+            yield f, last
+        run.clear()
+
+    for frame in frames:
+        pts = frame.pts
+        if pts is None:
+            yield from continue_clock()
+            last = (last + step) if last is not None else 0
+            yield frame, last
+        elif last is None or pts > last:
+            if run and last is not None and pts - last > len(run):
+                gap, n = pts - last, len(run) + 1
+                for k, f in enumerate(run, 1):
+                    yield f, last + k * gap // n
+                run.clear()
+            yield from continue_clock()
+            last = max(int(pts), last + step) if last is not None and pts <= last else int(pts)
+            yield frame, last
+        else:
+            run.append(frame)
+            if len(run) > REPEAT_RUN:
+                yield from continue_clock()
+    yield from continue_clock()
 
 
 def _short(exc: BaseException) -> str:
