@@ -754,8 +754,8 @@ def test_matte_options_shape_the_written_alpha(
     plain = alphas("plain")
     ghost = (plain > 0.2) & (plain < 0.4)
     assert ghost.mean() > 0.5  # most of the frame is the 0.3 ghost as the model gave it
-    hard = alphas("hard", "--threshold", "0.6", "--contrast", "2")
-    assert hard[ghost].max() == 0.0  # (0.3 - 0.6) * 2 + 0.5 < 0: gone
+    hard = alphas("hard", "--threshold", "0.8", "--contrast", "2")
+    assert hard[ghost].max() == 0.0  # 0.4 -> 0.25 by the move to 0.8, then 0 at contrast 2
     solid = plain > 0.99
     assert solid.any() and hard[solid].min() == 1.0  # the person stays whole
     grown = alphas("grown", "--threshold", "0.6", "--contrast", "inf", "--grow", "3")
