@@ -601,13 +601,15 @@ def test_audio_that_outlasts_the_picture_is_no_truncation(tmp_path: Path, capsys
 def test_folder_scan_takes_every_known_video_and_image_suffix(tmp_path: Path) -> None:
     from vidmat.commands.convert import expand_inputs
 
-    names = ["a.gif", "b.ts", "c.webm", "d.JPG", "notes.txt"]
+    names = ["a.gif", "b.ts", "c.webm", "d.JPG", "e.MTS", "f.m2ts", "g.3gp", "notes.txt"]
     for n in names:
         (tmp_path / n).write_bytes(b"x")
     jobs, skipped = expand_inputs([str(tmp_path)])
     assert skipped == []
-    assert sorted(j.src.name for j in jobs) == ["a.gif", "b.ts", "c.webm", "d.JPG"]
-    assert [j.is_image for j in sorted(jobs, key=lambda j: j.src.name)] == [False] * 3 + [True]
+    assert sorted(j.src.name for j in jobs) == names[:-1]  # camcorder files were left out
+    assert [j.is_image for j in sorted(jobs, key=lambda j: j.src.name)] == [False] * 3 + [True] + [
+        False
+    ] * 3
 
 
 def test_a_folder_converted_again_leaves_out_its_own_outputs(

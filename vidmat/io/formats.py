@@ -23,6 +23,15 @@ VIDEO_SUFFIXES = frozenset(
         ".wmv",
         ".flv",
         ".gif",
+        # camcorders (AVCHD), phones of old, broadcast and web: a folder run left them out
+        ".mts",
+        ".m2ts",
+        ".3gp",
+        ".3g2",
+        ".mxf",
+        ".ogv",
+        ".vob",
+        ".dv",
     }
 )
 
