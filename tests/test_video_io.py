@@ -140,6 +140,31 @@ def test_reader_spreads_repeated_timestamps_instead_of_drifting(tmp_path: Path) 
     assert [round(int(f.image[0, 0, 0]) / 20) for f in frames] == list(range(9))  # in order
 
 
+def test_reader_takes_the_main_video_stream_and_says_so(tmp_path: Path) -> None:
+    """Stream 0 was taken whatever it was: a 160x90 preview before the default 320x180
+    picture was converted, without a word about the other stream."""
+    path = tmp_path / "two.mkv"
+    with av.open(str(path), "w") as c:
+        small, main = (c.add_stream("libx264", rate=25) for _ in range(2))
+        for s, (w, h) in ((small, (160, 90)), (main, (320, 180))):
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        small.disposition = av.stream.Disposition(0)
+        main.disposition = av.stream.Disposition.default
+        for s in (small, main):
+            for i in range(3):
+                img = np.full((s.height, s.width, 3), 60 * i, np.uint8)
+                for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+    with VideoReader(path) as r:
+        frames = list(r.frames())
+    assert (r.info.width, r.info.height) == (320, 180) and frames[0].image.shape == (180, 320, 3)
+    assert r.warnings == [
+        "the file has 2 video streams; taking stream 1 (320x180, marked default), not 0"
+    ]
+
+
 def test_reader_turns_rotated_frames_upright(clips: dict[str, Path]) -> None:
     with VideoReader(clips["rot"]) as r:
         assert r.info.rotation == 90

@@ -166,6 +166,7 @@ def average_rate(path: Path, info: VideoInfo) -> float:
     its header's frame count over its duration, else its header's rate.
     """
     from vidmat.io.pyav import av_errors, open_input
+    from vidmat.io.video import main_video_stream
 
     header = float(info.rate) if info.rate else 0.0
     if info.frames and info.video_end and info.video_end > 0:
@@ -173,7 +174,7 @@ def average_rate(path: Path, info: VideoInfo) -> float:
     deadline = time.perf_counter() + _RATE_SCAN_SECONDS
     try:
         with open_input(path) as c:
-            stream = c.streams.video[0]
+            stream = main_video_stream(c)
             count, first, end = 0, None, None
             for packet in c.demux(stream):
                 if packet.pts is None:

@@ -308,7 +308,7 @@ class VideoReader:
         self._guess: Colorspace | None = None
         try:
             self.info = self._probe()
-            self._stream = self._container.streams.video[0]
+            self._stream = main_video_stream(self._container)
             self._stream.thread_type = "AUTO"
             if threads:
                 self._stream.thread_count = threads
@@ -330,7 +330,16 @@ class VideoReader:
             if audio:
                 raise VidmatError(f"{self.path} has audio only and no video.")
             raise VidmatError(f"{self.path} has no video stream.")
-        v = c.streams.video[0]
+        v = main_video_stream(c)
+        others = [o for o in c.streams.video if o is not v and not _is_picture(o)]
+        if others:
+            self.warnings.append(
+                f"the file has {len(others) + 1} video streams; taking stream "
+                f"{v.index} ({v.codec_context.width}x{v.codec_context.height}"
+                + (", marked default" if _is_default(v) else ", the largest")
+                + "), not "
+                + ", ".join(str(o.index) for o in others)
+            )
         ctx = v.codec_context
         if ctx is None or not ctx.width or not ctx.height:
             raise VidmatError(f"{self.path} has a video stream with no picture size (corrupt?).")
@@ -579,6 +588,32 @@ def _increasing_times(frames: Iterator[Any], step: int) -> Iterator[tuple[Any, i
             if len(run) > REPEAT_RUN:
                 yield from continue_clock()
     yield from continue_clock()
+
+
+def _is_picture(stream: Any) -> bool:
+    """Cover art or a thumbnail: a video stream of one attached picture."""
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _is_default(stream: Any) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.default)
+
+
+def main_video_stream(container: Any) -> Any:
+    """The video stream to convert, as FFmpeg picks one: not cover art, the one marked
+    default where only some are, else the largest picture (the first of equals). The
+    first stream was taken: a small preview track before the main one was converted."""
+    streams = [s for s in container.streams.video if not _is_picture(s)]
+    streams = streams or list(container.streams.video)
+    marked = [s for s in streams if _is_default(s)]
+    if marked and len(marked) < len(streams):
+        streams = marked
+
+    def area(s: Any) -> int:
+        ctx = s.codec_context
+        return (ctx.width or 0) * (ctx.height or 0) if ctx is not None else 0
+
+    return max(streams, key=lambda s: (area(s), -s.index))
 
 
 def _short(exc: BaseException) -> str:
