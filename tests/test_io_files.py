@@ -40,6 +40,25 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("dangling", [False, True])
+def test_atomic_folder_replaces_a_link_not_its_target(tmp_path: Path, dangling: bool) -> None:
+    """--overwrite of a frame folder that is a symbolic link left a hidden '.NAME.*.old'
+    link behind (rmtree refuses links, quietly); a dangling link could not be replaced."""
+    target = tmp_path / "elsewhere"
+    if not dangling:
+        target.mkdir()
+        (target / "keep.txt").write_text("keep")
+    link = tmp_path / "frames"
+    link.symlink_to(target)
+    with atomic_folder(link, overwrite=True) as tmp:
+        (tmp / "frame_000001.png").write_bytes(b"png")
+    assert not link.is_symlink() and sorted(p.name for p in link.iterdir()) == ["frame_000001.png"]
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == ({"frames"} if dangling else {"frames", "elsewhere"})
+    if not dangling:
+        assert (target / "keep.txt").read_text() == "keep"
+
+
 def test_atomic_folder_gets_umask_mode(tmp_path: Path) -> None:
     target = tmp_path / "frames"
     with atomic_folder(target) as tmp:

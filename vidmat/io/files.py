@@ -206,7 +206,7 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
         _umask_mode(tmp)
         with _folder_lock:
             old = None
-            if path.exists():
+            if path.exists() or path.is_symlink():  # a link replaced is the link, not its target
                 if not overwrite:
                     raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
@@ -214,7 +214,11 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
                 os.replace(path, old)
             os.replace(tmp, path)
             if old is not None:
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+                # rmtree refuses a link (quietly, with ignore_errors): it was left behind
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
