@@ -489,7 +489,7 @@ def test_an_output_that_is_another_input_is_refused_even_with_overwrite(
     before = other.read_bytes()
     code, _, err = run_cli([clip, other, "--overwrite"], capsys)
     assert code == 2 and "converted 1 of 2 inputs" in err, err
-    assert f"its output {other} would replace {other}, another input of this run" in err
+    assert f"the output of {clip}, {other}, would replace {other}, another input" in err
     assert other.read_bytes() == before
     assert (tmp_path / "clip_green_green.mp4").exists()
 
@@ -784,3 +784,21 @@ def test_matte_options_out_of_range_are_one_sentence(
 ) -> None:
     code, _, err = run_cli([good, "-o", tmp_path / "x.mp4", *opts], capsys)
     assert code == 2 and words in err and listing(tmp_path) == set()
+
+
+def test_an_empty_output_name_is_refused_and_stills_say_their_format(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-o "" (a script's empty variable) silently meant the default place; --format mp4
+    with a still wrote a transparent PNG without a word about the format asked for."""
+    import cv2
+
+    code, _, err = run_cli([good, "-o", ""], capsys)
+    assert code == 2 and "-o was given an empty name" in err
+    assert listing(good.parent) == {"good.mp4"}
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), np.full((32, 48, 3), 90, np.uint8))
+    assert main(["convert", str(photo), "--format", "mp4"]) == 0
+    err = capsys.readouterr().err
+    assert "note: stills are written as transparent PNGs whatever --format says" in err
+    assert (tmp_path / "photo_alpha.png").exists()

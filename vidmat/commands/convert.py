@@ -411,8 +411,8 @@ def _onto_other_input(job: Job, held: dict[Path, Job]) -> str | None:
     if other is None or other is job:
         return None
     return (
-        f"its output {job.dst} would replace {other.src}, another input of this run; "
-        f"convert {job.src} with -o and another name."
+        f"the output of {job.src}, {job.dst}, would replace {other.src}, another input of "
+        f"this run; convert {job.src} with -o and another name."
     )
 
 
@@ -471,6 +471,12 @@ CRF_TOP: dict[str, int] = {"mp4": 51, "mask": 51, "webm": 63}
 
 
 def _config(args: argparse.Namespace) -> ConvertConfig:
+    if args.output is not None and not str(args.output).strip():
+        # "" meant "no -o" without a word: a script's empty variable wrote beside the input
+        raise VidmatError(
+            "-o was given an empty name; name a file or folder, or leave -o out to write "
+            "beside each input."
+        )
     fmt = _format_from(args)
     top = CRF_TOP.get(fmt)
     if args.crf is not None and top is not None and not 0 <= args.crf <= top:
@@ -595,6 +601,18 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"vidmat: note: left out {len(skipped)} earlier output(s) of these inputs ({names}); "
             "name a file to convert it anyway.",
+            file=sys.stderr,
+        )
+    if (
+        args.format in ("mp4", "mov", "webm")
+        and args.bg is None
+        and not args.quiet
+        and any(j.is_image for j in jobs)
+    ):
+        print(
+            f"vidmat: note: stills are written as transparent PNGs whatever --format says "
+            f"(--format {args.format} is for the videos); give --bg, e.g. --bg green, for "
+            "a composite.",
             file=sys.stderr,
         )
     created = plan_outputs(jobs, args, cfg)
