@@ -212,6 +212,11 @@ def plan_encoding(stream: Any, info: AudioInfo, container: str) -> Encoding | No
     raise AssertionError("unreachable: the last layout returns or raises")
 
 
+class NoSound(Exception):
+    """A track without a single packet: left out rather than written empty (WebM kept it
+    as a silent track, while MP4 and MOV leave such a track out)."""
+
+
 class AudioPass:
     """Moves one audio stream of the input into the output, interleaved with the video.
 
@@ -236,6 +241,12 @@ class AudioPass:
         info = self.track
         self._packets = self._in.demux(self._src_stream)
         self._pending: Any = None
+        try:
+            self._pending = self._next()
+        except av_errors():
+            self._pending = None
+        if self._pending is None:
+            raise NoSound(f"track {info.number} holds no sound")
         self.copy = encoding is None
         #: Channels the output track has: fewer than the input's only where a surround
         #: layout had to be mixed down (an encoder that takes none of its layouts), and
@@ -381,7 +392,7 @@ def open_tracks(
         for track in tracks:
             try:
                 passes.append(AudioPass(src, track, out, fmt, offset))
-            except av_errors() as exc:
+            except (NoSound, *av_errors()) as exc:
                 left_out.append((track, exc))
     except BaseException:  # Ctrl-C: the inputs opened so far are closed, not lost
         for audio in passes:

@@ -68,6 +68,7 @@ from vidmat.io.audio import (
     AudioInfo,
     AudioPass,
     LeftOut,
+    NoSound,
     iso_language,
     open_tracks,
     track_title,
@@ -806,7 +807,10 @@ class VideoWriter:
         will not open) is left out and the video written all the same; ``warnings`` says
         why, in the one line a user reads for the other audio problems."""
         for track, exc in left_out:
-            self.warnings.append(f"{self._which(track)} was left out: {_short(exc)}")
+            if isinstance(exc, NoSound):
+                self.warnings.append(f"{self._which(track)} holds no sound")
+            else:
+                self.warnings.append(f"{self._which(track)} was left out: {_short(exc)}")
 
     def _which(self, track: AudioInfo) -> str:
         """How a warning names a track: "the audio" when the input has one, else
@@ -984,8 +988,8 @@ class VideoWriter:
                 )
 
     def _count_audio(self, passes: list[AudioPass]) -> None:
-        """What went in. A track without a single packet is not counted: the MP4 and MOV
-        muxers leave such a track out, and WebM holds it silent."""
+        """What went in. A track whose packets were all damaged is not counted (one
+        without any is left out before it has a stream: :class:`NoSound`)."""
         for a in passes:
             which = self._which(a.track)
             if not a.packets:
