@@ -961,6 +961,13 @@ def test_load_source_builds_and_reuses_cache(tmp_path: Path) -> None:
     os.utime(bank / "a.png", ns=(0, (bank / "a.png").stat().st_mtime_ns + 10**9))
     second = np.array(load_backgrounds(bank, tmp_path / "cache", size=(32, 32)))
     assert not np.array_equal(first, second)
+    # Another size is another cache (the key held the last file's bytes instead).
+    assert np.asarray(load_backgrounds(bank, tmp_path / "cache", size=(16, 16))).shape[1:3] == (
+        16,
+        16,
+    )
+    smaller = load_source(SourceSpec(root), tmp_path / "cache", long_side=32, progress=False)
+    assert smaller.images.shape == (3, 32, 32, 3)
 
 
 def test_only_named_roots_get_their_holes_filled(tmp_path: Path) -> None:

@@ -535,6 +535,41 @@ def test_soft_masks_are_still_cut_at_the_middle(tmp_path: Path) -> None:
     assert read_mask(tmp_path / "faint.png").max() == 0
 
 
+def test_masks_in_every_form_datasets_ship_read_as_their_person(tmp_path: Path) -> None:
+    """A palette PNG (DAVIS: index 1 drawn dark red, grey 38), a 16-bit 0/1 mask and a
+    person in the alpha channel alone each read as all background, silently."""
+    import av
+
+    from vidmat.train.data import read_mask
+
+    person = np.zeros((20, 30), bool)
+    person[5:15, 10:20] = True
+    want = np.where(person, 255, 0).astype(np.uint8)
+    # an indexed PNG written by FFmpeg's encoder: index 1 dark red, 255 VOC's void border
+    pal = tmp_path / "pal.png"
+    indices = person.astype(np.uint8)
+    indices[0, :] = 255
+    palette = np.zeros((256, 4), np.uint8)
+    palette[:, 3] = 255
+    palette[1, :3] = (128, 0, 0)
+    palette[255, :3] = (224, 224, 192)
+    frame = av.VideoFrame.from_ndarray((indices, palette), format="pal8")
+    with av.open(str(pal), "w", format="image2") as c:
+        s = c.add_stream("png", rate=1)
+        s.width, s.height, s.pix_fmt = 30, 20, "pal8"
+        for p in [*s.encode(frame), *s.encode()]:
+            c.mux(p)
+    assert pal.read_bytes()[25] == 3  # indexed, as DAVIS ships its annotations
+    cv2.imwrite(str(tmp_path / "m16.png"), person.astype(np.uint16))
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 3] = want
+    cv2.imwrite(str(tmp_path / "alpha.png"), rgba)
+    for name in ("pal.png", "m16.png", "alpha.png"):
+        assert np.array_equal(read_mask(tmp_path / name), want), name
+    cv2.imwrite(str(tmp_path / "soft16.png"), (person * 40000).astype(np.uint16))
+    assert np.array_equal(read_mask(tmp_path / "soft16.png"), want)  # cut at 32767
+
+
 def test_eval_json_is_never_its_against_baseline(
     tmp_path: Path, tiny_weights: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help="folder of masks with the images' file stems, of the images' sizes (0 = "
-        "background; person 255, or 1 in 0/1 label masks)",
+        "background; person 255, or 1 in 0/1 label masks, 16-bit ones too; a palette "
+        "PNG's non-zero indices; a cut-out's alpha)",
     )
     src.add_argument(
         "--sequences",

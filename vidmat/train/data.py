@@ -198,19 +198,65 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """Binary mask as uint8 0/255: person where the mask is above 127 (soft 0..255 masks
-    cut at the middle), or where it is 1 in a 0/1 label mask.
+    """Binary mask as uint8 0/255: person where the mask is above its middle (soft 0..255
+    masks cut at 127, 16-bit ones at 32767), or where it is 1 in a 0/1 label mask.
 
-    This is the one reader of masks (eval, training caches, head refit, pack), so 0/1
-    label masks, common in segmentation sets, work everywhere; cut at 127 they read as
-    all background and scored IoU 0 or trained on empty labels without a word.
+    This is the one reader of masks (eval, training caches, head refit, pack), so the
+    forms segmentation sets ship in work everywhere; each of these read as all
+    background and scored IoU 0 or trained on empty labels without a word: 0/1 label
+    masks cut at 127; palette PNGs (DAVIS, VOC: person where the index is not 0, nor
+    VOC's 255 border) taken by their colours' grey, DAVIS's dark red a 38; 16-bit 0/1
+    masks shifted to 8 bits; a person drawn in the alpha channel alone.
     """
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    kind = _png_colour_type(path)
+    if kind == 3:
+        m = _palette_indices(path)
+        return np.where((m > 0) & (m < 255), 255, 0).astype(np.uint8)
+    m = None
+    if kind in (4, 6):  # with alpha: a cut-out's alpha is its mask, where it varies
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is not None and raw.ndim == 3 and raw[..., -1].min() != raw[..., -1].max():
+            m = raw[..., -1]
+    if m is None:
+        m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if m is None:
         raise VidmatError(f"cannot read mask {path}.")
     if m.max() == 1:
         return np.where(m > 0, 255, 0).astype(np.uint8)
-    return np.where(m > 127, 255, 0).astype(np.uint8)
+    middle = {np.dtype(np.uint8): 127, np.dtype(np.uint16): 32767}.get(m.dtype, 0.5)
+    return np.where(m > middle, 255, 0).astype(np.uint8)
+
+
+def _png_colour_type(path: Path) -> int | None:
+    """A PNG's colour type from its header (3 indexed, 4 and 6 with alpha); None for
+    other files."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None  # said by the reader that follows
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[25]
+
+
+def _palette_indices(path: Path) -> np.ndarray:
+    """The palette indices of an indexed PNG, which OpenCV turns into colours: through
+    FFmpeg's PNG decoder (PyAV), imported here only, as training needs no PyAV."""
+    try:
+        import av
+    except ImportError:
+        raise VidmatError(
+            f"{path} is a palette PNG, which vidmat reads with PyAV (pip install av), not "
+            "installed here; or save the mask as a greyscale PNG."
+        ) from None
+    try:
+        with av.open(str(path)) as c:
+            frame = next(c.decode(video=0))
+            indices = frame.to_ndarray()
+    except (av.error.FFmpegError, OSError, ValueError, StopIteration):
+        raise VidmatError(f"cannot read mask {path}.") from None
+    return indices[0] if isinstance(indices, tuple) else indices
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -348,7 +394,8 @@ class CachedSource:
 #: Part of the cache key of training roots: bump it when :func:`read_mask` changes what
 #: is cached. 2: 0/1 label masks are person where 1 (before, they were cached as all
 #: background, and such a cache must not be reused).
-MASK_READING_VERSION = 2
+#: 3: palette, 16-bit and alpha-only masks read as the person they hold (were background).
+MASK_READING_VERSION = 3
 
 
 def _cache_key(
@@ -365,10 +412,12 @@ def _cache_key(
     for f in files:
         try:
             st = f.stat()
-            size, mtime = st.st_size, st.st_mtime_ns
+            nbytes, mtime = st.st_size, st.st_mtime_ns
         except OSError:  # a dangling link: reading it says "cannot read image" next
-            size, mtime = -1, -1
-        listing.update(f"{f.relative_to(root)}|{size}|{mtime}\n".encode())
+            nbytes, mtime = -1, -1
+        # not `size`, the cache's (H, W): reusing the name keyed the cache by the last
+        # file's bytes, and a cache of another size was reused at the wrong size
+        listing.update(f"{f.relative_to(root)}|{nbytes}|{mtime}\n".encode())
     text = f"{root.resolve()}|{len(files)}|{size}|{fix}|v2|{labels}|{listing.hexdigest()}"
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
