@@ -26,6 +26,7 @@ from vidmat.train.loop import (
     autocast,
     deep_supervision_loss,
     layer_group,
+    lr_at,
     make_batch,
     resume_differences,
     size_at,
@@ -445,6 +446,25 @@ def test_a_resume_logs_each_step_once(tmp_path: Path) -> None:
     steps = [json.loads(x)["step"] for x in lines if x.startswith("{")]
     assert steps == [1, 2, 3, 4] and "not json" in lines
     assert all(json.loads(x)["loss"] != 9 for x in lines if x.startswith("{"))
+
+
+def test_a_resume_runs_at_its_own_rate_and_logs_each_steps_rate(tmp_path: Path) -> None:
+    """The optimiser's saved groups and the schedule's base brought back the old --lr and
+    --weight-decay: a resume with --change-settings announced the new rate and trained at
+    the old. The log gave each step the rate of the step after it."""
+    first = _trainer(tmp_path / "a", steps=2)
+    first.run()
+    log = [json.loads(x) for x in (first.cfg.run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == [
+        pytest.approx(first.cfg.lr * lr_at(s, first.cfg)) for s in (0, 1)
+    ]
+    cfg = replace(_cfg(tmp_path / "b", steps=4), lr=1e-3, weight_decay=0.05)
+    resumed = Trainer(cfg, sources=[_squares()], bank=None, valsets=[])
+    resumed.load(first.cfg.run_dir / "last.pt", change_settings=True)
+    for group in resumed.opt.param_groups:
+        assert group["lr"] == pytest.approx(1e-3 * lr_at(2, cfg)) and group["weight_decay"] == 0.05
+    resumed.run()
+    assert resumed.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * lr_at(4, cfg))
 
 
 def test_load_refuses_other_settings_unless_told_to_change_them(tmp_path: Path) -> None:

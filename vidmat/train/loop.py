@@ -783,6 +783,15 @@ class Trainer:
         self.ema.model.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
         self.sched.load_state_dict(ck["sched"])
+        # Both brought back the saved run's --lr and --weight-decay (each group's values,
+        # the schedule's base): a resume with --change-settings said "--lr 0.001 (now
+        # 0.0001)" and went on at 0.001. This run's settings, and this run's schedule
+        # (--steps may change on any resume) for the next step's rate.
+        self.sched.base_lrs = [self.cfg.lr] * len(self.opt.param_groups)
+        for group in self.opt.param_groups:
+            group["initial_lr"] = self.cfg.lr
+            group["weight_decay"] = self.cfg.weight_decay
+            group["lr"] = self.cfg.lr * lr_at(self.sched.last_epoch, self.cfg)
         torch.set_rng_state(ck["torch_rng"].cpu())  # map_location moved it to the device
         self.step = int(ck["step"])
         self.best = float(ck["best"])
@@ -897,12 +906,13 @@ class Trainer:
             for batch in self.batches():
                 if self._stop or time.monotonic() > deadline:
                     break
+                lr = self.opt.param_groups[0]["lr"]  # the step's own: the schedule moves on
                 loss = self.train_step(batch)
                 smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
                 rec = {
                     "step": self.step,
                     "loss": loss,
-                    "lr": self.sched.get_last_lr()[0],
+                    "lr": lr,
                     "sec": round(time.monotonic() - t0, 3),
                 }
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps:
