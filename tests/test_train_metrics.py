@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from vidmat.cli import main
+from vidmat.errors import VidmatError
 from vidmat.train import metrics
 
 
@@ -678,3 +679,21 @@ def test_against_a_result_of_the_other_kind_is_refused_before_scoring(
         f"vidmat: error: cannot compare with {photos}: it scored images, this run scores "
         "sequences; give a result of --sequences.\n"
     )
+
+
+def test_a_sequence_of_mismatched_sizes_is_one_sentence(tmp_path: Path) -> None:
+    """Masks half the frames' size were scored against an upsampled prediction without a
+    word (with --refine, a traceback), and frames of two sizes ended in np.stack's."""
+    from vidmat.train.evaluate import evaluate_sequence
+
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[10:30, 10:30] = 255
+    for i in range(2):
+        _write_pair(tmp_path / "half", f"{i:05d}", frame, frame[::2, ::2, 0])
+    for refine in (False, True):
+        with pytest.raises(VidmatError, match=r"mask 00000.png is 32x24 px and its image"):
+            evaluate_sequence(_perfect_at_8, tmp_path / "half", refine=refine)
+    _write_pair(tmp_path / "mixed", "00000", frame, frame[..., 0])
+    _write_pair(tmp_path / "mixed", "00001", frame[:40], frame[:40, :, 0])
+    with pytest.raises(VidmatError, match=r"00001.png is 64x40 px and 00000.png 64x48: the"):
+        evaluate_sequence(_perfect_at_8, tmp_path / "mixed")

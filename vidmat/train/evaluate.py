@@ -31,9 +31,7 @@ from vidmat.train.data import (
     IMAGE_EXTS,
     close_neck_gaps,
     pair_folders,
-    read_mask,
     read_pair,
-    read_rgb,
     spread,
 )
 
@@ -226,9 +224,19 @@ def evaluate_sequence(
     same strength and look-ahead, then guided-filter refinement), not bilinear upsampling.
     """
     pairs = pair_folders(seq / "images", seq / "masks")
-    frames = [read_rgb(ip) for ip, _ in pairs]
-    gts = [read_mask(mp) > 127 for _, mp in pairs]
+    # read_pair refuses a mask of another size than its frame (upsampled to the mask's,
+    # the prediction was scored silently; with --refine, a traceback), and frames of
+    # several sizes are a sequence no smoothing or flicker can follow
+    read = [read_pair(ip, mp) for ip, mp in pairs]
+    frames = [img for img, _ in read]
+    gts = [m > 127 for _, m in read]
     h, w = gts[0].shape
+    for (ip, _), g in zip(pairs, gts, strict=True):
+        if g.shape != (h, w):
+            raise VidmatError(
+                f"{ip} is {g.shape[1]}x{g.shape[0]} px and {pairs[0][0].name} {w}x{h}: the "
+                f"frames of a sequence ({seq.name}) must all be one size."
+            )
     lows = []
     for i in range(0, len(frames), batch):
         lows.append(lowres(np.stack(frames[i : i + batch])).float().cpu())
