@@ -70,7 +70,7 @@ def test_the_ship_rule_does_not_pass_over_a_set_too_small_to_judge(tmp_path: Pat
     _result(old / "256" / "big.json", big)
     _result(new / "256" / "small.json", [v - 0.3 for v in small])
     _result(new / "256" / "big.json", [v + 0.05 for v in big])
-    rows, _ = compare_folders(old, new)
+    rows, _, _ = compare_folders(old, new)
     assert ship_rule(rows) == (False, "fails: too few images or blocks to judge 256/small")
 
 
@@ -183,17 +183,36 @@ def test_folders_are_paired_by_name_and_read_by_the_ship_rule(tmp_path: Path, ca
     _result(new / "256" / "ccp.json", [v + 0.05 for v in base])  # better beyond any interval
     _result(new / "256" / "viton.json", base)  # the same: no clear difference
     _result(new / "320" / "ccp.json", base)  # no counterpart in old: said, not scored
-    rows, unpaired = compare_folders(old, new)
+    rows, unpaired, missing = compare_folders(old, new)
     assert [r.name for r in rows] == ["256/ccp", "256/viton"] and unpaired == ["320/ccp"]
-    assert [r.iou.verdict for r in rows] == ["better", "no clear difference"]
-    assert rows[0].mae.verdict == "better"  # MAE fell
-    assert ship_rule(rows) == (True, "passes: IoU worse on none, better on 1 of 2 (256/ccp)")
+    # what the baseline was scored on and the candidate was not: no pass over it
+    assert missing == ["192/ccp", "192/viton"]
+    assert ship_rule(rows, missing) == (
+        False,
+        "fails: no result for 192/ccp, 192/viton, which the baseline has",
+    )
+    assert main([str(old), str(new)]) == 1
+    capsys.readouterr()
+    _result(new / "192" / "ccp.json", base)
+    _result(new / "192" / "viton.json", base)
+    rows, unpaired, missing = compare_folders(old, new)
+    assert [r.iou.verdict for r in rows] == [
+        "no clear difference",
+        "no clear difference",
+        "better",
+        "no clear difference",
+    ]
+    assert rows[2].mae.verdict == "better"  # MAE fell
+    assert ship_rule(rows, missing) == (
+        True,
+        "passes: IoU worse on none, better on 1 of 4 (256/ccp)",
+    )
     assert main([str(old), str(new)]) == 0
     out = capsys.readouterr().out
     assert "not compared (no result of that name" in out and "320/ccp" in out
 
     _result(new / "192" / "viton.json", [v - 0.05 for v in base], size=320)
-    rows, _ = compare_folders(old, new)
+    rows, _, _ = compare_folders(old, new)
     ok, why = ship_rule(rows)
     assert not ok and why == "fails: IoU worse beyond the interval on 192/viton"
     assert main([str(old), str(new)]) == 1

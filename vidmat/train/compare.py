@@ -305,9 +305,13 @@ def result_files(folder: Path) -> dict[str, Path]:
     return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(found)}
 
 
-def compare_folders(old: Path, new: Path) -> tuple[list[SetComparison], list[str]]:
-    """Each result in ``new`` against ``old``'s of the same name, and the names of
-    ``new``'s results that ``old`` has no counterpart for (not compared)."""
+def compare_folders(
+    old: Path, new: Path
+) -> tuple[list[SetComparison], list[str], list[str]]:
+    """Each result in ``new`` against ``old``'s of the same name; the names of ``new``'s
+    results that ``old`` has no counterpart for (not compared); and of ``old``'s that
+    ``new`` lacks, which the ship rule does not pass over (a candidate never scored on
+    DAVIS passed "worse on none")."""
     before, after = result_files(old), result_files(new)
     if not after:
         raise VidmatError(f"{new} holds no .json results.")
@@ -325,12 +329,14 @@ def compare_folders(old: Path, new: Path) -> tuple[list[SetComparison], list[str
             f"no result in {new} has a counterpart of the same name in {old} "
             f"(they hold {', '.join(after)} and {', '.join(before) or 'nothing'})."
         )
-    return rows, unpaired
+    missing = [name for name in before if name not in after]
+    return rows, unpaired, missing
 
 
-def ship_rule(rows: Sequence[SetComparison]) -> tuple[bool, str]:
+def ship_rule(rows: Sequence[SetComparison], missing: Sequence[str] = ()) -> tuple[bool, str]:
     """The rule of session 50 on IoU: worse beyond the interval on no set, better
-    beyond it on at least one. Differences inside the intervals decide nothing."""
+    beyond it on at least one, and scored on every set the baseline was. Differences
+    inside the intervals decide nothing."""
     worse = [r.name for r in rows if r.iou.verdict == "worse"]
     better = [r.name for r in rows if r.iou.verdict == "better"]
     unjudged = [r.name for r in rows if r.iou.units < MIN_UNITS]
@@ -338,6 +344,8 @@ def ship_rule(rows: Sequence[SetComparison]) -> tuple[bool, str]:
         return False, f"fails: IoU worse beyond the interval on {', '.join(worse)}"
     if unjudged:  # a set too small to judge could hide a regression: no pass over it
         return False, f"fails: too few images or blocks to judge {', '.join(unjudged)}"
+    if missing:  # as could a set not scored at all
+        return False, f"fails: no result for {', '.join(missing)}, which the baseline has"
     if not better:
         return False, "fails: IoU better beyond the interval on no set"
     return (
@@ -397,8 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         if a.old.is_dir() or a.new.is_dir():
-            rows, unpaired = compare_folders(a.old, a.new)
-            passes, verdict = ship_rule(rows)
+            rows, unpaired, missing = compare_folders(a.old, a.new)
+            passes, verdict = ship_rule(rows, missing)
             print(folder_report(rows, unpaired, str(a.old), verdict))
             return 0 if passes else 1
         old, new = load_result(a.old), load_result(a.new)
