@@ -64,6 +64,24 @@ def test_boundary_f_by_hand() -> None:
     assert metrics.boundary_f(np.zeros((20, 20)), gt) == 0.0
 
 
+def test_boundary_f_leaves_an_ignored_gap_out_and_rounds_its_tolerance_up() -> None:
+    """With the gap ignored, a prediction filling it scored IoU 1 and MAE 0 but boundary
+    F 0.93 (the label's boundary runs along the gap's rim). The default tolerance is
+    DAVIS's ceil(0.8 % of the diagonal): round gave 1 px at 100x100, DAVIS 2."""
+    gt = np.zeros((100, 100), bool)
+    gt[10:90, 20:80] = True
+    gt[30:40, 45:55] = False  # an enclosed, unlabelled gap
+    valid = np.ones_like(gt)
+    valid[30:40, 45:55] = False
+    filled = np.zeros((100, 100), np.float32)
+    filled[10:90, 20:80] = 1.0
+    assert metrics.boundary_f(filled, gt, valid=valid) == 1.0
+    assert metrics.boundary_f(filled, gt) < 0.95  # counted, the gap's rim is missed
+    shifted = np.zeros((100, 100), np.float32)
+    shifted[12:92, 20:80] = 1.0  # 2 px down: within ceil(1.13) = 2 px, not round's 1
+    assert metrics.boundary_f(shifted, gt, valid=valid) == 1.0
+
+
 def test_boundary_ring() -> None:
     m = np.zeros((5, 5), bool)
     m[1:4, 1:4] = True

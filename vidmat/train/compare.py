@@ -305,9 +305,7 @@ def result_files(folder: Path) -> dict[str, Path]:
     return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(found)}
 
 
-def compare_folders(
-    old: Path, new: Path
-) -> tuple[list[SetComparison], list[str], list[str]]:
+def compare_folders(old: Path, new: Path) -> tuple[list[SetComparison], list[str], list[str]]:
     """Each result in ``new`` against ``old``'s of the same name; the names of ``new``'s
     results that ``old`` has no counterpart for (not compared); and of ``old``'s that
     ``new`` lacks, which the ship rule does not pass over (a candidate never scored on

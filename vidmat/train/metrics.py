@@ -10,6 +10,7 @@ or against the model (like the "void" label of VOC and DAVIS).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import cv2
@@ -77,15 +78,20 @@ def boundary_f(
 ) -> float:
     """Boundary F-measure (DAVIS 'F'): boundary precision/recall within ``tol`` pixels.
 
-    ``tol`` defaults to DAVIS's 0.8 % of the image diagonal (at least 1 px). Boundary
-    pixels outside ``valid`` are not counted on either side.
+    ``tol`` defaults to DAVIS's 0.8 % of the image diagonal, rounded up as DAVIS's own
+    code does (at least 1 px). Boundary pixels outside ``valid``, or beside a pixel
+    outside it, are not counted on either side: the rim of an ignored gap is where the
+    label's boundary runs, and a prediction filling the gap was marked down there.
     """
     p, g = boundary(_bin(pred, thr)), boundary(np.asarray(gt).astype(bool))
     v = _scored(valid, p.shape)
+    if not isinstance(v, bool):
+        vp = np.pad(v, 1, constant_values=True)
+        v = v & vp[:-2, 1:-1] & vp[2:, 1:-1] & vp[1:-1, :-2] & vp[1:-1, 2:]
     p, g = p & v, g & v
     if tol is None:
         h, w = p.shape
-        tol = max(1.0, round(0.008 * np.hypot(h, w)))
+        tol = max(1.0, math.ceil(0.008 * np.hypot(h, w)))
     np_, ng = int(p.sum()), int(g.sum())
     if np_ == 0 and ng == 0:
         return 1.0
