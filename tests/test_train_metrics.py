@@ -659,6 +659,9 @@ def test_lookahead_without_sequences_is_refused(
     ]
     assert main(seqs) == 2  # without --smoothing it looks ahead at nothing
     assert "--lookahead only applies" in capsys.readouterr().err
+    for k in ("-1", "31"):  # -1 ran the causal filter and was recorded as -1 in the JSON
+        assert main([*seqs[:3], "--smoothing", "0.5", "--lookahead", k, *seqs[5:]]) == 2
+        assert f"--lookahead must be between 0 and 30 frames, got {k}." in capsys.readouterr().err
 
 
 def test_a_sequence_without_masks_is_named_not_skipped(

@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from vidmat.benchmarks.report import format_table
     from vidmat.commands._options import engine_config_from_args
     from vidmat.core.engine import Engine, side_by_side
+    from vidmat.core.settings import MAX_LOOKAHEAD
     from vidmat.io.files import atomic_write_text, check_not_input, check_output_path, json_text
     from vidmat.train.compare import compare_results, load_result, report, setting_changes
     from vidmat.train.evaluate import (
@@ -145,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         raise VidmatError("--smoothing must be between 0 and 1.")
     if args.smoothing > 0 and args.sequences is None:
         raise VidmatError("--smoothing only applies to --sequences.")
+    if not 0 <= args.lookahead <= MAX_LOOKAHEAD:  # -1 ran the causal filter as if 0
+        raise VidmatError(
+            f"--lookahead must be between 0 and {MAX_LOOKAHEAD} frames, got {args.lookahead}."
+        )
     if args.lookahead and (args.sequences is None or args.smoothing == 0):
         # accepted and ignored before
         raise VidmatError("--lookahead only applies to --sequences with --smoothing.")
