@@ -718,3 +718,19 @@ def test_a_sequence_of_mismatched_sizes_is_one_sentence(tmp_path: Path) -> None:
     _write_pair(tmp_path / "mixed", "00001", frame[:40], frame[:40, :, 0])
     with pytest.raises(VidmatError, match=r"00001.png is 64x40 px and 00000.png 64x48: the"):
         evaluate_sequence(_perfect_at_8, tmp_path / "mixed")
+
+
+def test_two_files_of_one_stem_are_refused(tmp_path: Path) -> None:
+    """a.png and a.jpg as masks: the one taken depended on the folder's order; two images
+    of one stem were both scored against its one mask."""
+    from vidmat.train.data import pair_folders
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    _write_pair(tmp_path / "m", "a", img, img[..., 0])
+    cv2.imwrite(str(tmp_path / "m" / "masks" / "a.jpg"), img[..., 0])
+    with pytest.raises(VidmatError, match=r"a.jpg and a.png in .* are both masks of a; keep"):
+        pair_folders(tmp_path / "m" / "images", tmp_path / "m" / "masks")
+    _write_pair(tmp_path / "i", "a", img, img[..., 0])
+    cv2.imwrite(str(tmp_path / "i" / "images" / "a.jpg"), img)
+    with pytest.raises(VidmatError, match=r"a.jpg and a.png in .* share the stem a"):
+        pair_folders(tmp_path / "i" / "images", tmp_path / "i" / "masks")

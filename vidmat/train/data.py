@@ -149,9 +149,24 @@ def pair_folders(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     """Image/mask pairs matched by stem; an image without a mask is an error, not a skip."""
     require_folder(images_dir, "image folder")
     require_folder(masks_dir, "mask folder")
-    masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
+    masks: dict[str, Path] = {}
+    for p in sorted(masks_dir.iterdir()):
+        if p.suffix.lower() in IMAGE_EXTS:
+            if p.stem in masks:  # which one was taken depended on the folder's order
+                raise VidmatError(
+                    f"{masks[p.stem].name} and {p.name} in {masks_dir} are both masks of "
+                    f"{p.stem}; keep one."
+                )
+            masks[p.stem] = p
     pairs = []
+    seen: dict[str, Path] = {}
     for img in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+        if img.stem in seen:  # both scored (or trained) against the one mask
+            raise VidmatError(
+                f"{seen[img.stem].name} and {img.name} in {images_dir} share the stem "
+                f"{img.stem}, so one mask would serve both; keep one, or rename one."
+            )
+        seen[img.stem] = img
         if img.stem not in masks:
             raise VidmatError(f"no mask for {img.name} in {masks_dir}.")
         pairs.append((img, masks[img.stem]))
