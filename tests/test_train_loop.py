@@ -1285,3 +1285,37 @@ def test_a_whole_last_log_record_without_its_newline_gets_one(tmp_path: Path) ->
     log.write_text('{"step": 1}\n{"step": 2}')
     _drop_log_after(log, 5)
     assert log.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_validation_scores_what_eval_scores(tmp_path: Path) -> None:
+    """Validation shrank frames with OpenCV's area resize and interpolated alpha back,
+    so the best step was picked on numbers apart from `vidmat eval`'s."""
+    import copy
+
+    from vidmat.core.engine import Engine, upsample_alpha
+    from vidmat.core.settings import EngineConfig
+    from vidmat.model.spec import WeightsSpec
+    from vidmat.train.loop import ValSet, validate
+    from vidmat.train.metrics import iou, mae
+
+    class Bright(torch.nn.Module):  # sure of its person where the frame is bright
+        def __init__(self) -> None:
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(6.0 * x.mean(1, keepdim=True)) + self.dummy
+
+    model = Bright().eval()
+    images = np.zeros((3, 40, 56, 3), np.uint8)
+    masks = np.zeros((3, 40, 56), np.uint8)
+    for i in range(3):  # squares off the model's 32 px grid, and a true mask a bit apart
+        images[i, 7 + i : 29 + i, 9 + 3 * i : 37 + 2 * i] = 255
+        masks[i, 8 + i : 30 + i, 9 + 3 * i : 36 + 2 * i] = 255
+    got = validate(model, [ValSet("v", images, masks)], 32, torch.device("cpu"))["v"]
+    spec = WeightsSpec(name="t", arch="u2netp", input_size=32, scale="255")
+    engine = Engine(copy.deepcopy(model), spec, EngineConfig(device="cpu", precision="fp32"))
+    probs = upsample_alpha(engine.predict_lowres(images).float(), 40, 56)[:, 0].numpy()
+    pairs = list(zip(probs, masks > 127, strict=True))
+    assert got["iou"] == pytest.approx(np.mean([iou(p, g) for p, g in pairs]), abs=1e-5)
+    assert got["mae"] == pytest.approx(np.mean([mae(p, g) for p, g in pairs]), abs=1e-5)
