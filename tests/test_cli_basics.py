@@ -166,6 +166,11 @@ def test_info_json_reports_cpu_and_weights(capsys: pytest.CaptureFixture[str]) -
     assert isinstance(info["devices"][0]["bf16_native"], bool)
     assert any(w["default"] for w in info["weights"])
     assert info["torch"]
+    import av
+
+    # FFmpeg's own release, not libavcodec's version number (62.28.102 for FFmpeg 8.1.2)
+    assert info["ffmpeg"] == getattr(av, "ffmpeg_version_info", info["ffmpeg"])
+    assert not info["ffmpeg"].startswith(str(av.library_versions["libavcodec"][0]) + ".")
 
 
 def test_bench_model_writes_table_and_json(

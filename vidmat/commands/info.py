@@ -73,7 +73,9 @@ def collect() -> dict[str, Any]:
         "numpy": np.__version__,
         "opencv": cv2.__version__,
         "pyav": av.__version__,
-        "ffmpeg": ".".join(str(v) for v in av.library_versions.get("libavcodec", ())),
+        # FFmpeg's release (8.1.2), not libavcodec's own number (62.28.102), which it showed
+        "ffmpeg": getattr(av, "ffmpeg_version_info", None)
+        or "libavcodec " + ".".join(str(v) for v in av.library_versions.get("libavcodec", ())),
         "qt": qt_version(),
         "devices": devices,
         "weights": weights,
