@@ -213,6 +213,24 @@ def test_bench_model_writes_table_and_json(
     assert payload["environment"]["cuda"] in (True, False)
 
 
+def test_bench_model_times_auto_as_what_the_applications_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--precisions auto` timed eval's fp32 and named the row "auto", on a CPU where
+    convert, demo and live run bf16."""
+    from vidmat.core.engine import app_precision
+    from vidmat.core.settings import EngineConfig
+
+    out = tmp_path / "bench.json"
+    argv = ["bench", "model", "--device", "cpu", "--sizes", "32", "--frame", "40x30"]
+    argv += ["--iters", "1", "--warmup", "0", "--precisions", "auto,fp32", "--json", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    runs = app_precision(EngineConfig(device="cpu", precision="auto")).precision
+    want = ["fp32"] if runs == "auto" else [runs, "fp32"]  # fp32 once where auto is fp32
+    assert [r["precision"] for r in json.loads(out.read_text())["results"]] == want
+
+
 def test_user_errors_are_one_sentence_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "model", "--device", "tpu9"]) == 2
     err = capsys.readouterr().err

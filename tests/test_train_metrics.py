@@ -495,6 +495,13 @@ def test_eval_against_an_earlier_result(tmp_path: Path, tiny_weights: Path, caps
         code == 0
         and f"against {old} (tiny) (scored with size 32 -> 64):" in capsys.readouterr().out
     )
+    # and in another precision: bf16 scores a little apart from fp32, not the weights
+    assert a["precision"] == "fp32"
+    code = main(["eval", *data, "--weights", str(tiny_weights), "--precision", "bf16",
+                 "--against", str(old), *common])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "(scored with precision fp32 -> bf16):" in out
+    assert "at 32x32 on cpu, bf16" in out
     # a baseline made on other images: said in one sentence, and the new scores still written
     elsewhere = {"images": [{"image": "other.png", "iou": 0.5, "mae": 0.1}]}
     (tmp_path / "elsewhere.json").write_text(json.dumps(elsewhere))

@@ -67,7 +67,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precisions",
         default=None,
-        help="fp16,bf16,fp32 (default: fp16,fp32 on CUDA, fp32 on CPU)",
+        help="fp16,bf16,fp32, or auto: what convert, demo and live run on this device, "
+        "timed and named as that (default: fp16,fp32 on CUDA, fp32 on CPU)",
     )
     p.add_argument(
         "--graph",
@@ -185,7 +186,7 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
     A zero batch divided the timings by zero after the run, and an unusable precision
     (fp16 on a CPU) failed only when its rows came up, after the others were timed.
     """
-    from vidmat.core.engine import select_dtype
+    from vidmat.core.engine import app_precision, select_dtype
 
     checks.model_sizes("--sizes", args.sizes)
     checks.each_at_least("--batches", args.batches, 1)
@@ -207,6 +208,11 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
         raise VidmatError("--precisions names no precision; use fp16, bf16 or fp32.")
     for precision in precisions:
         select_dtype(precision, device)  # unknown, or fp16 off CUDA: one sentence
+    # "auto" is timed as what convert, demo and live run here, and named so: it timed
+    # eval's fp32 under the name "auto" on a CPU where the applications run bf16
+    auto = app_precision(EngineConfig(device=str(device), precision="auto")).precision
+    auto = {"auto": "fp16" if cuda else "fp32"}.get(auto, auto)
+    precisions = list(dict.fromkeys(auto if p == "auto" else p for p in precisions))
     if args.graph and True in args.graph and device.type != "cuda":
         raise VidmatError(
             f"--graph on needs CUDA; {device} runs without graphs (give --graph off)."

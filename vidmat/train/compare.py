@@ -252,7 +252,16 @@ def compare_results(
 
 
 #: Settings of a result that change its scores; a comparison across them is said.
-SETTINGS = ("size", "smoothing", "lookahead", "refine", "ignore_mask_gaps", "tta", "zoom")
+SETTINGS = (
+    "size",
+    "precision",
+    "smoothing",
+    "lookahead",
+    "refine",
+    "ignore_mask_gaps",
+    "tta",
+    "zoom",
+)
 
 
 def setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
