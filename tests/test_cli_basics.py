@@ -300,6 +300,11 @@ def test_shared_argument_types_parse_and_refuse() -> None:
     ):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(bad)
+    # a size out of range is said to be so, not "not WIDTHxHEIGHT"; 99999x99999 was taken
+    assert size_wxh("16384x16384") == (16384, 16384)
+    for bad in ("0x480", "99999x99999", "100000x100000", "16385x100"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is out of range: each side"):
+            size_wxh(bad)
 
 
 @pytest.mark.parametrize(

@@ -7,15 +7,24 @@ import re
 
 from vidmat.model.spec import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
-_WXH = re.compile(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*")
+_WXH = re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*")
+
+#: The largest side a frame size may have: 16384, H.264's and VP9's limit (8K is 7680).
+#: 99999x99999 was taken, and each frame then asked for 30 GB.
+MAX_SIDE = 16384
 
 
 def size_wxh(text: str) -> tuple[int, int]:
     """'640x480' -> (640, 480)."""
     m = _WXH.fullmatch(text)
-    if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
+    if not m:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x480")
-    return int(m.group(1)), int(m.group(2))
+    w, h = int(m.group(1)), int(m.group(2))
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range: each side from 1 to {MAX_SIDE} pixels"
+        )
+    return w, h
 
 
 def size_list(text: str) -> list[tuple[int, int]]:
