@@ -28,9 +28,9 @@ example (CPU, resumable; re-run the same command to continue from RUN/last.pt):
       --size 160 --batch 8
 
 Each --data root holds images/ and masks/ (same file stems and sizes; masks
-0 = background, 255 = person, or 0/1 label masks; palette PNGs by index). WEIGHT is the relative
-probability of drawing from that root, COMPOSITE the probability that its person
-is pasted onto another background.
+0 = background, 255 = person, or 0/1 label masks; palette PNGs by index).
+WEIGHT is the relative probability of drawing from that root, COMPOSITE the
+probability that its person is pasted onto another background.
 Each validation writes that step's EMA weights to RUN/ema_stepN.safetensors and
 the best so far (by mean val IoU) to RUN/best.safetensors; either can be shipped
 or averaged with python -m vidmat.train.publish.
