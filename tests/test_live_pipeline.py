@@ -286,3 +286,18 @@ def test_a_mirror_switch_flips_the_mask_the_model_has_not_redone(tmp_path):
     assert len(after) == 5
     for f in after:
         assert square_columns(f.image).mean() > 48, f.index  # mirrored: columns 44-59
+
+
+def test_the_run_rate_never_exceeds_the_sources() -> None:
+    """The end-of-run fps was the rolling display rate, which counts the burst after
+    start-up: a 0.2 s run of a 30 fps file said 49 fps. Over the source's own times a
+    run of 30 fps pictures, some shown in a burst and one dropped, is 30 or less."""
+    from vidmat.pipelines.live import LiveStats
+
+    stats = LiveStats()
+    shown = [0, 1, 2, 3, 5]  # frames of a 30 fps source; frame 4 dropped
+    for k, i in enumerate(shown):
+        stats.displayed_at(10.0 + 0.005 * k, source_time=i / 30)  # painted 5 ms apart
+    assert stats.fps() > 100  # the rolling rate of the burst
+    assert stats.run_fps() == pytest.approx(4 / (5 / 30))  # 24 fps: 4 gaps over 5 frames
+    assert LiveStats().run_fps() == 0.0

@@ -474,7 +474,7 @@ def _run_headless(req: LiveRequest) -> int:
     st = pipe.status()
     summ = pipe.stats.summary()
     print(
-        f"vidmat live: {st['frames']} frames, {st['display_fps']:.1f} fps, latency p50 "
+        f"vidmat live: {st['frames']} frames, {st['run_fps']:.1f} fps, latency p50 "
         f"{_fmt(summ['latency_p50_ms'])} p99 {_fmt(summ['latency_p99_ms'])}, model "
         f"{_fmt(summ['model_p50_ms'])}, dropped {st['dropped']}",
         file=sys.stderr,
