@@ -104,7 +104,10 @@ def run_window(req: LiveRequest) -> int:
     # everything in the window, and an error it has since got past is not the outcome.
     if window.failure and window.frames_shown == 0:
         print(f"vidmat live: no video: {window.failure}", file=sys.stderr)
-    return int(code)
+    # A run that ended on a failure it did not get past (a camera that never opened, a
+    # file gone mid-run) exits 2 as the headless run does; it exited 0, and a script
+    # driving the window with --duration took it for a run that worked.
+    return 2 if window.failure and code == 0 else int(code)
 
 
 def _attach_virtual_camera(window: Any, args: Any) -> None:
