@@ -129,11 +129,18 @@ def run(args: argparse.Namespace) -> int:
     from vidmat.core.engine import Engine, side_by_side
     from vidmat.core.settings import MAX_LOOKAHEAD
     from vidmat.io.files import atomic_write_text, check_not_input, check_output_path, json_text
-    from vidmat.train.compare import compare_results, load_result, report, setting_changes
+    from vidmat.train.compare import (
+        compare_results,
+        items_of,
+        load_result,
+        report,
+        setting_changes,
+    )
     from vidmat.train.evaluate import (
         engine_lowres,
         evaluate_images,
         evaluate_sequences,
+        scored_names,
         summarize_rows,
         worst,
     )
@@ -175,6 +182,12 @@ def run(args: argparse.Namespace) -> int:
             raise VidmatError(
                 f"cannot compare with {args.against}: it scored {other}, this run scores "
                 f"{kind}; give a result of --{kind}."
+            )
+        names = scored_names(args.images, args.masks, args.limit, args.sequences)
+        if not names & {i.name for i in items_of(baseline)}:
+            raise VidmatError(
+                f"cannot compare with {args.against}: it scored none of the images this run "
+                "scores (no file names in common): was it made on the same data?"
             )
 
     engine = Engine.from_config(side_by_side(engine_config_from_args(args)))

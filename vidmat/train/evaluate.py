@@ -157,9 +157,7 @@ def evaluate_images(
     threads, as the engine on a CPU does).
     """
     post = _postprocessor() if refine else None
-    pairs = pair_folders(images_dir, masks_dir)
-    if limit:
-        pairs = [pairs[i] for i in spread(len(pairs), limit)]
+    pairs = image_pairs(images_dir, masks_dir, limit)
     scores = Scores()
 
     def score(pair: tuple[Path, Path]) -> tuple[str, float, float, float]:
@@ -191,6 +189,32 @@ def gap_pixels(mask: np.ndarray) -> np.ndarray:
     (counted neither for nor against) rather than relabelled.
     """
     return (close_neck_gaps(mask) > 127) & (mask <= 127)
+
+
+def image_pairs(
+    images_dir: Path, masks_dir: Path, limit: int | None = None
+) -> list[tuple[Path, Path]]:
+    """The image/mask pairs :func:`evaluate_images` scores: all, or ``limit`` spread evenly."""
+    pairs = pair_folders(images_dir, masks_dir)
+    if limit:
+        pairs = [pairs[i] for i in spread(len(pairs), limit)]
+    return pairs
+
+
+def scored_names(
+    images_dir: Path | None, masks_dir: Path | None, limit: int | None, root: Path | None
+) -> set[str]:
+    """The names a run's ``--json`` will list its scores under (``img.png``, or
+    ``sequence/frame.png``), known before any scoring: an ``--against`` result that shares
+    none is refused up front instead of after the whole set was scored."""
+    if root is not None:
+        return {
+            f"{s.name}/{ip.name}"
+            for s in find_sequences(root)
+            for ip, _ in pair_folders(s / "images", s / "masks")
+        }
+    assert images_dir is not None and masks_dir is not None
+    return {ip.name for ip, _ in image_pairs(images_dir, masks_dir, limit)}
 
 
 def find_sequences(root: Path) -> list[Path]:
