@@ -114,6 +114,8 @@ def test_refuses_to_overwrite_and_leaves_nothing_when_empty(tmp_path):
     for name in ("rec.gif", "rec.mkv", "rec.mov"):  # an MP4 under another container's name
         with pytest.raises(VidmatError, match=r"\.mp4"):
             Recorder(RecorderConfig(tmp_path / name))
+    with pytest.raises(VidmatError, match=r"\.mp4 alone has no name"):  # not "got .mp4"
+        Recorder(RecorderConfig(tmp_path / ".mp4"))
     other = tmp_path / "empty.mp4"
     info = Recorder(RecorderConfig(other, audio=None)).start().stop()
     assert info.path is None and info.frames == 0

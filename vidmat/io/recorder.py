@@ -94,6 +94,10 @@ def check_recording_name(path: Path) -> None:
     (H.264 + AAC), and a .mov or .mkv name would hold MP4 under another container's name.
     A function of its own so that a command can refuse it before it opens the camera."""
     if path.suffix.lower() not in (".mp4", ".m4v"):
+        if path.name.lower() in (".mp4", ".m4v"):  # a suffix alone is a hidden file's name
+            raise VidmatError(
+                f"record to a named .mp4 file, e.g. take1.mp4; {path.name} alone has no name."
+            )
         raise VidmatError(f"record to an .mp4 file, got {path.name}.")
 
 
