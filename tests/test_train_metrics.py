@@ -595,6 +595,28 @@ def test_masks_in_every_form_datasets_ship_read_as_their_person(tmp_path: Path) 
         assert np.array_equal(read_mask(tmp_path / name), want), name
     cv2.imwrite(str(tmp_path / "soft16.png"), (person * 40000).astype(np.uint16))
     assert np.array_equal(read_mask(tmp_path / "soft16.png"), want)  # cut at 32767
+    # a black-and-white mask saved indexed (PIL's convert("P"), GIMP): by its greys, the
+    # person at index 255 or white listed first, not by the index rule of coloured labels
+    for white in (255, 0):
+        grey = np.zeros((256, 4), np.uint8)
+        grey[:, 3] = 255
+        grey[white, :3] = 255
+        grey[255 - white, :3] = 0
+        idx = np.where(person, white, 255 - white).astype(np.uint8)
+        bw = tmp_path / f"bw{white}.png"
+        with av.open(str(bw), "w", format="image2") as c:
+            s = c.add_stream("png", rate=1)
+            s.width, s.height, s.pix_fmt = 30, 20, "pal8"
+            frame = av.VideoFrame.from_ndarray((idx, grey), format="pal8")
+            for p in [*s.encode(frame), *s.encode()]:
+                c.mux(p)
+        assert np.array_equal(read_mask(bw), want), white
+    # an opaque black-and-white RGBA mask with a transparent margin is its colours
+    margin = np.zeros((20, 30, 4), np.uint8)
+    margin[..., :3] = want[..., None]
+    margin[2:-2, 2:-2, 3] = 255
+    cv2.imwrite(str(tmp_path / "margin.png"), margin)
+    assert np.array_equal(read_mask(tmp_path / "margin.png"), want)
 
 
 def test_eval_json_is_never_its_against_baseline(

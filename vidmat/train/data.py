@@ -219,23 +219,29 @@ def read_mask(path: Path) -> np.ndarray:
     This is the one reader of masks (eval, training caches, head refit, pack), so the
     forms segmentation sets ship in work everywhere; each of these read as all
     background and scored IoU 0 or trained on empty labels without a word: 0/1 label
-    masks cut at 127; palette PNGs (DAVIS, VOC: person where the index is not 0, nor
-    VOC's 255 border) taken by their colours' grey, DAVIS's dark red a 38; 16-bit 0/1
-    masks shifted to 8 bits; a person drawn in the alpha channel alone.
+    masks cut at 127; palette PNGs of coloured labels (DAVIS, VOC: any object, where the
+    index is not 0 nor VOC's 255 border) taken by their colours' grey, DAVIS's dark red
+    a 38; 16-bit 0/1 masks shifted to 8 bits; a person drawn in the alpha channel alone
+    (colour channels all one value). A black-and-white mask saved indexed (a grey
+    palette) is read by its greys, as any other.
     """
     kind = _png_colour_type(path)
-    if kind == 3:
-        m = _palette_indices(path)
-        return np.where((m > 0) & (m < 255), 255, 0).astype(np.uint8)
     m = None
-    if kind in (4, 6):  # with alpha: a cut-out's alpha is its mask, where it varies
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if raw is not None and raw.ndim == 3 and raw[..., -1].min() != raw[..., -1].max():
-            m = raw[..., -1]
+    if kind == 3:
+        indices, palette = _palette_indices(path)
+        rgb = palette[:, :3].astype(int)
+        if (rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 1] == rgb[:, 2]).all():
+            m = palette[indices, 0]  # a black-and-white mask saved indexed: its greys
+        else:  # labels drawn in colours (DAVIS, VOC): any object, not VOC's 255 border
+            return np.where((indices > 0) & (indices < 255), 255, 0).astype(np.uint8)
     if m is None:
         m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if m is None:
         raise VidmatError(f"cannot read mask {path}.")
+    if kind in (4, 6) and m.min() == m.max():  # nothing in colour: the person in alpha
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is not None and raw.ndim == 3:
+            m = raw[..., -1]
     if m.max() == 1:
         return np.where(m > 0, 255, 0).astype(np.uint8)
     middle = {np.dtype(np.uint8): 127, np.dtype(np.uint16): 32767}.get(m.dtype, 0.5)
@@ -255,9 +261,10 @@ def _png_colour_type(path: Path) -> int | None:
     return head[25]
 
 
-def _palette_indices(path: Path) -> np.ndarray:
-    """The palette indices of an indexed PNG, which OpenCV turns into colours: through
-    FFmpeg's PNG decoder (PyAV), imported here only, as training needs no PyAV."""
+def _palette_indices(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The palette indices of an indexed PNG, which OpenCV turns into colours, and its
+    palette (256, 4): through FFmpeg's PNG decoder (PyAV), imported here only, as
+    training needs no PyAV."""
     try:
         import av
     except ImportError:
@@ -268,10 +275,10 @@ def _palette_indices(path: Path) -> np.ndarray:
     try:
         with av.open(str(path)) as c:
             frame = next(c.decode(video=0))
-            indices = frame.to_ndarray()
-    except (av.error.FFmpegError, OSError, ValueError, StopIteration):
+            indices, palette = frame.to_ndarray()
+    except (av.error.FFmpegError, OSError, ValueError, TypeError, StopIteration):
         raise VidmatError(f"cannot read mask {path}.") from None
-    return indices[0] if isinstance(indices, tuple) else indices
+    return indices, palette
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
