@@ -348,10 +348,19 @@ class Recorder:
                 # give up and remove it, and the user hears why there is no file.
                 self._abandon.set()
                 self._thread.join(5.0)
-                raise VidmatError(
-                    f"recording to {self.path} was still being written after {timeout:g} s "
-                    "(a stalled disk or encoder) and was abandoned; no file was written."
-                )
+                if self._thread.is_alive():  # stuck in a write: nothing more can be done
+                    raise VidmatError(
+                        f"recording to {self.path} was still being written after "
+                        f"{timeout:g} s (a stalled disk or encoder) and was abandoned; its "
+                        "temporary file may be left beside it."
+                    )
+                if self.info is not None and self.info.message == "abandoned":
+                    raise VidmatError(
+                        f"recording to {self.path} was still being written after "
+                        f"{timeout:g} s (a stalled disk or encoder) and was abandoned; no "
+                        "file was written."
+                    )
+                # else it finished just then, past the point of giving up: the file stands
         elif not self._thread.ident:
             self.info = RecordingInfo(None, 0, 0.0, 0, False, "recorder never started")
         if self.error is not None:
@@ -385,6 +394,8 @@ class Recorder:
                 frames = self._record(tmp)
                 if frames == 0:
                     raise _NothingRecorded
+                if self._abandon.is_set():  # given up on while closing: not put in place
+                    raise _Abandoned
         except _NothingRecorded:
             self.info = RecordingInfo(None, 0, 0.0, self.queue.dropped, False, "no frames")
         except _Abandoned:
