@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidmat.errors import VidmatError
-from vidmat.signals import caught_signals, stop_signal_received
+from vidmat.signals import Terminated, caught_signals, stop_signal_received
 
 if TYPE_CHECKING:
     from vidmat.commands.live import LiveRequest
@@ -89,8 +89,11 @@ def run_window(req: LiveRequest) -> int:
     # runs Python at least every status-timer tick, so the handler is not delayed long.
     # kill (SIGTERM) and a closed terminal (SIGHUP) likewise, so a recording is not left
     # as a temporary file.
+    received: list[int] = []
+
     def stop(signum: int, frame: object) -> None:
         stop_signal_received(signum)
+        received.append(signum)
         window.close()
 
     previous = {s: signal.signal(s, stop) for s in caught_signals()}
@@ -99,6 +102,11 @@ def run_window(req: LiveRequest) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if received:
+        # The window is closed and the recording saved: the command ends as a headless run
+        # stopped so does (130, 143, 129), and the exiting program then ignores a second
+        # Ctrl-C as the CLI does after any stop (it exited 0, open to that second one).
+        raise KeyboardInterrupt() if received[0] == signal.SIGINT else Terminated(received[0])
     # A window that never showed video (a camera that did not open) leaves the terminal
     # user without an answer once closed: say why there. A run that showed video said
     # everything in the window, and an error it has since got past is not the outcome.
