@@ -360,9 +360,12 @@ def tone(alpha: Tensor, threshold: float = 0.5, contrast: float = 1.0, snap: flo
         return (alpha >= threshold).to(alpha.dtype)
     gain = contrast / (1.0 - 2.0 * snap) if snap > 0 else contrast
     if threshold != 0.5:
-        below = alpha * (0.5 / max(threshold, 1e-6))
-        above = (alpha - threshold) * (0.5 / max(1.0 - threshold, 1e-6)) + 0.5
-        alpha = torch.where(alpha < threshold, below, above)
+        # kept off the ends, where one side of the curve has no width: at 0 all background
+        # became 0.5 and at 1 a solid person 0.5; just inside them 0 and 1 stay put
+        t = min(max(threshold, 1e-3), 1.0 - 1e-3)
+        below = alpha * (0.5 / t)
+        above = 1.0 - (1.0 - alpha) * (0.5 / (1.0 - t))  # exactly 1 at 1, as below is 0 at 0
+        alpha = torch.where(alpha < t, below, above)
     elif gain == 1.0:
         return alpha
     return ((alpha - 0.5) * gain + 0.5).clamp_(0.0, 1.0)
