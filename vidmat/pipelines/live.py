@@ -382,7 +382,7 @@ class LivePipeline:
         t = time.perf_counter() if t is None else t
         self.stats.add("display", (t - frame.t_composited) * 1000.0)
         self.stats.add("latency", (t - frame.source.timestamp) * 1000.0)
-        self.stats.displayed_at(t, frame.source.timestamp)
+        self.stats.displayed_at(t, frame.source.due)
 
     def status(self) -> dict[str, Any]:
         """What the status bar shows: rates, stage times (rolling p50), drops."""
