@@ -241,10 +241,7 @@ class AudioPass:
         info = self.track
         self._packets = self._in.demux(self._src_stream)
         self._pending: Any = None
-        try:
-            self._pending = self._next()
-        except av_errors():
-            self._pending = None
+        self._pending = self._next()  # a damaged first packet: left out with its error
         if self._pending is None:
             raise NoSound(f"track {info.number} holds no sound")
         self.copy = encoding is None
