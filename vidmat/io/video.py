@@ -332,18 +332,20 @@ class VideoReader:
                 raise VidmatError(f"{self.path} has audio only and no video.")
             raise VidmatError(f"{self.path} has no video stream.")
         v = main_video_stream(c)
-        others = [o for o in c.streams.video if o is not v and not _is_picture(o)]
-        if others:
-            self.warnings.append(
-                f"the file has {len(others) + 1} video streams; taking stream "
-                f"{v.index} ({v.codec_context.width}x{v.codec_context.height}"
-                + (", marked default" if _is_default(v) else ", the largest")
-                + "), not "
-                + ", ".join(str(o.index) for o in others)
-            )
         ctx = v.codec_context
         if ctx is None or not ctx.width or not ctx.height:
             raise VidmatError(f"{self.path} has a video stream with no picture size (corrupt?).")
+        others = [o for o in c.streams.video if o is not v and not _is_picture(o)]
+        if others:
+            why = (
+                "marked default"
+                if _is_default(v) and not all(map(_is_default, others))
+                else ("the largest")
+            )
+            self.warnings.append(
+                f"the file has {len(others) + 1} video streams; taking stream {v.index} "
+                f"({ctx.width}x{ctx.height}, {why}), not " + ", ".join(str(o.index) for o in others)
+            )
         tb = v.time_base or Fraction(1, 90000)
         duration = None
         video_end = _tag_seconds(v.metadata)
@@ -600,21 +602,26 @@ def _is_default(stream: Any) -> bool:
     return bool(stream.disposition & av.stream.Disposition.default)
 
 
+#: What marking a stream default is worth against picture area, as in FFmpeg's own pick
+#: (av_find_best_stream): about a 2236x2236 picture, so a default track wins unless
+#: another is far larger.
+DEFAULT_STREAM_BONUS = 5_000_000
+
+
 def main_video_stream(container: Any) -> Any:
-    """The video stream to convert, as FFmpeg picks one: not cover art, the one marked
-    default where only some are, else the largest picture (the first of equals). The
-    first stream was taken: a small preview track before the main one was converted."""
+    """The video stream to convert, as FFmpeg picks one: not cover art, then the largest
+    picture with a default mark counted as :data:`DEFAULT_STREAM_BONUS` pixels (the first
+    of equals). The first stream was taken: a small preview track before the main one
+    was converted."""
     streams = [s for s in container.streams.video if not _is_picture(s)]
     streams = streams or list(container.streams.video)
-    marked = [s for s in streams if _is_default(s)]
-    if marked and len(marked) < len(streams):
-        streams = marked
 
-    def area(s: Any) -> int:
+    def score(s: Any) -> tuple[int, int]:
         ctx = s.codec_context
-        return (ctx.width or 0) * (ctx.height or 0) if ctx is not None else 0
+        area = (ctx.width or 0) * (ctx.height or 0) if ctx is not None else 0
+        return area + (DEFAULT_STREAM_BONUS if _is_default(s) else 0), -s.index
 
-    return max(streams, key=lambda s: (area(s), -s.index))
+    return max(streams, key=score)
 
 
 def _short(exc: BaseException) -> str:
