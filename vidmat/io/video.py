@@ -571,8 +571,11 @@ def _increasing_times(frames: Iterator[Any], step: int) -> Iterator[tuple[Any, i
             yield f, last
         run.clear()
 
+    steady = False
     for frame in frames:
         pts = frame.pts
+        if pts is not None and last is not None and pts > last:
+            steady = False
         if pts is None:
             yield from continue_clock()
             last = (last + step) if last is not None else 0
@@ -586,10 +589,14 @@ def _increasing_times(frames: Iterator[Any], step: int) -> Iterator[tuple[Any, i
             yield from continue_clock()
             last = max(int(pts), last + step) if last is not None and pts <= last else int(pts)
             yield frame, last
+        elif steady:  # past REPEAT_RUN repeats: the clock goes on until a real time passes it
+            last += step
+            yield frame, last
         else:
             run.append(frame)
             if len(run) > REPEAT_RUN:
                 yield from continue_clock()
+                steady = True
     yield from continue_clock()
 
 
