@@ -193,7 +193,10 @@ def _read_pth(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
     if all(k in obj for k in _VIDMAT_CHECKPOINT) and isinstance(obj["ema"], Mapping):
         ema = _find_state(obj["ema"], depth=0)
         if ema is not None:
-            return ema, _vidmat_checkpoint_spec(obj, path, detect_arch(ema))
+            arch = detect_arch(ema)
+            if arch == "unknown":  # load_weights says so in one sentence
+                return ema, None
+            return ema, _vidmat_checkpoint_spec(obj, path, arch)
     found = _find_state(obj)
     # nothing U-2-Net-like: its own tensors, which load_weights refuses naming the missing layer
     return (found if found is not None else _clean_state(obj)), None
