@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from vidmat.argtypes import weights_name
 from vidmat.errors import VidmatError
 from vidmat.io.files import check_output_folder, require_folder
+from vidmat.model.spec import MAX_INPUT_SIZE
 from vidmat.signals import caught_signals, stop_exception, stop_signal_received
 from vidmat.train import AMP_MODES
 
@@ -397,11 +398,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         require_folder(v, "validation root")
     if args.backgrounds is not None:
         require_folder(args.backgrounds, "background folder")
+    # the engine's range: a run at 4096 trained and then failed at its first export
+    top = MAX_INPUT_SIZE
     for size in (args.size, *args.mix_size):
-        if size < 32 or size % 32:
-            raise VidmatError("--size and --mix-size must be multiples of 32, at least 32.")
-    if args.val_size is not None and (args.val_size < 32 or args.val_size % 32):
-        raise VidmatError("--val-size must be a multiple of 32, at least 32.")
+        if size < 32 or size % 32 or size > top:
+            raise VidmatError(f"--size and --mix-size must be multiples of 32 from 32 to {top}.")
+    if args.val_size is not None and (
+        args.val_size < 32 or args.val_size % 32 or args.val_size > top
+    ):
+        raise VidmatError(f"--val-size must be a multiple of 32 from 32 to {top}.")
     if args.batch < 1 or args.steps < 1:
         raise VidmatError("--batch and --steps must be positive.")
     if args.micro_batch is not None and not (
