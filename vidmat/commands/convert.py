@@ -306,11 +306,17 @@ def _format_from(args: argparse.Namespace) -> str:
     return "mp4"
 
 
-def _is_frame_folder(out: Path, cfg: ConvertConfig, inputs: int) -> bool:
-    """Whether ``-o out`` names an earlier ``--format png`` result to replace, not a folder
-    to write into: the same command run again put its frames in ``out/clip_alpha/``
-    beside the old ones, even with --overwrite."""
-    return cfg.fmt == "png" and inputs == 1 and (out / "frames.csv").is_file()
+def _is_frame_folder(out: Path, cfg: ConvertConfig, jobs: list[Job]) -> bool:
+    """Whether ``-o out`` names an earlier ``--format png`` result of one video to replace,
+    not a folder to write into: the same command run again put its frames in
+    ``out/clip_alpha/`` beside the old ones, even with --overwrite. (A still's output is
+    a file, which such a folder still takes in.)"""
+    return (
+        cfg.fmt == "png"
+        and len(jobs) == 1
+        and not jobs[0].is_image
+        and (out / "frames.csv").is_file()
+    )
 
 
 def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) -> Path | None:
@@ -333,7 +339,7 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
             "give -o a folder instead."
         )
     as_folder = out is not None and (
-        (out.is_dir() and not _is_frame_folder(out, cfg, len(jobs)))
+        (out.is_dir() and not _is_frame_folder(out, cfg, jobs))
         or str(args.output).endswith(("/", "\\"))
         or len(jobs) > 1
         or (not out.suffix and cfg.fmt != "png")
