@@ -175,7 +175,10 @@ def publish(
             (
                 "vidmat's own U-2-Net† person weights, CPU-trained (see weights/MODEL_CARD.md)"
                 if spec.scale == "255"
+                # not "official ... checkpoint" alone for a mean or graft of such files
                 else spec.description
+                + (f", the mean of {len(srcs)} files" if len(srcs) > 1 else "")
+                + (f", grafted onto {onto.name}" if onto is not None else "")
             )
             + (f"; {note}" if note else "")
         ),
