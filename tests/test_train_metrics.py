@@ -562,61 +562,71 @@ def test_soft_masks_are_still_cut_at_the_middle(tmp_path: Path) -> None:
     assert read_mask(tmp_path / "faint.png").max() == 0
 
 
+def _indexed_png(path: Path, indices: np.ndarray, colours: dict[int, tuple[int, int, int]]) -> Path:
+    """An indexed (palette) PNG by FFmpeg's encoder; PyAV's palette rows are A, R, G, B."""
+    import av
+
+    palette = np.zeros((256, 4), np.uint8)
+    palette[:, 0] = 255
+    for i, rgb in colours.items():
+        palette[i, 1:] = rgb
+    frame = av.VideoFrame.from_ndarray((indices, palette), format="pal8")
+    with av.open(str(path), "w", format="image2") as c:
+        s = c.add_stream("png", rate=1)
+        s.width, s.height, s.pix_fmt = indices.shape[1], indices.shape[0], "pal8"
+        for p in [*s.encode(frame), *s.encode()]:
+            c.mux(p)
+    assert path.read_bytes()[25] == 3  # indexed
+    bgr = cv2.imread(str(path))
+    for i, rgb in colours.items():  # the colours are what was meant
+        if (indices == i).any():
+            assert tuple(bgr[indices == i][0][::-1]) == rgb
+    return path
+
+
 def test_masks_in_every_form_datasets_ship_read_as_their_person(tmp_path: Path) -> None:
     """A palette PNG (DAVIS: index 1 drawn dark red, grey 38), a 16-bit 0/1 mask and a
     person in the alpha channel alone each read as all background, silently."""
-    import av
-
     from vidmat.train.data import read_mask
 
     person = np.zeros((20, 30), bool)
     person[5:15, 10:20] = True
     want = np.where(person, 255, 0).astype(np.uint8)
-    # an indexed PNG written by FFmpeg's encoder: index 1 dark red, 255 VOC's void border
-    pal = tmp_path / "pal.png"
+    # coloured labels: index 1 dark red (DAVIS), 255 VOC's void border, read by index
     indices = person.astype(np.uint8)
     indices[0, :] = 255
-    palette = np.zeros((256, 4), np.uint8)
-    palette[:, 3] = 255
-    palette[1, :3] = (128, 0, 0)
-    palette[255, :3] = (224, 224, 192)
-    frame = av.VideoFrame.from_ndarray((indices, palette), format="pal8")
-    with av.open(str(pal), "w", format="image2") as c:
-        s = c.add_stream("png", rate=1)
-        s.width, s.height, s.pix_fmt = 30, 20, "pal8"
-        for p in [*s.encode(frame), *s.encode()]:
-            c.mux(p)
-    assert pal.read_bytes()[25] == 3  # indexed, as DAVIS ships its annotations
+    pal = _indexed_png(tmp_path / "pal.png", indices, {1: (128, 0, 0), 255: (224, 224, 192)})
     cv2.imwrite(str(tmp_path / "m16.png"), person.astype(np.uint16))
     rgba = np.zeros((20, 30, 4), np.uint8)
-    rgba[..., 3] = want
+    rgba[..., 3] = want  # the person in alpha alone, over one colour
     cv2.imwrite(str(tmp_path / "alpha.png"), rgba)
-    for name in ("pal.png", "m16.png", "alpha.png"):
-        assert np.array_equal(read_mask(tmp_path / name), want), name
+    cutout = np.full((20, 30, 4), 60, np.uint8)  # a cut-out photo: dark colours, alpha
+    cutout[..., 0] = np.arange(30, dtype=np.uint8)[None, :]
+    cutout[..., 3] = want
+    cv2.imwrite(str(tmp_path / "cutout.png"), cutout)
+    for path in (pal, tmp_path / "m16.png", tmp_path / "alpha.png", tmp_path / "cutout.png"):
+        assert np.array_equal(read_mask(path), want), path.name
     cv2.imwrite(str(tmp_path / "soft16.png"), (person * 40000).astype(np.uint16))
     assert np.array_equal(read_mask(tmp_path / "soft16.png"), want)  # cut at 32767
     # a black-and-white mask saved indexed (PIL's convert("P"), GIMP): by its greys, the
     # person at index 255 or white listed first, not by the index rule of coloured labels
     for white in (255, 0):
-        grey = np.zeros((256, 4), np.uint8)
-        grey[:, 3] = 255
-        grey[white, :3] = 255
-        grey[255 - white, :3] = 0
         idx = np.where(person, white, 255 - white).astype(np.uint8)
-        bw = tmp_path / f"bw{white}.png"
-        with av.open(str(bw), "w", format="image2") as c:
-            s = c.add_stream("png", rate=1)
-            s.width, s.height, s.pix_fmt = 30, 20, "pal8"
-            frame = av.VideoFrame.from_ndarray((idx, grey), format="pal8")
-            for p in [*s.encode(frame), *s.encode()]:
-                c.mux(p)
+        bw = _indexed_png(
+            tmp_path / f"bw{white}.png", idx, {white: (255,) * 3, 255 - white: (0,) * 3}
+        )
         assert np.array_equal(read_mask(bw), want), white
-    # an opaque black-and-white RGBA mask with a transparent margin is its colours
+    # an opaque black-and-white RGBA mask with a transparent margin is its colours, and an
+    # opaque all-black one (a frame without a person) is all background
     margin = np.zeros((20, 30, 4), np.uint8)
     margin[..., :3] = want[..., None]
     margin[2:-2, 2:-2, 3] = 255
     cv2.imwrite(str(tmp_path / "margin.png"), margin)
     assert np.array_equal(read_mask(tmp_path / "margin.png"), want)
+    empty = np.zeros((20, 30, 4), np.uint8)
+    empty[..., 3] = 255
+    cv2.imwrite(str(tmp_path / "empty.png"), empty)
+    assert read_mask(tmp_path / "empty.png").max() == 0
 
 
 def test_eval_json_is_never_its_against_baseline(

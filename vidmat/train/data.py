@@ -221,27 +221,33 @@ def read_mask(path: Path) -> np.ndarray:
     background and scored IoU 0 or trained on empty labels without a word: 0/1 label
     masks cut at 127; palette PNGs of coloured labels (DAVIS, VOC: any object, where the
     index is not 0 nor VOC's 255 border) taken by their colours' grey, DAVIS's dark red
-    a 38; 16-bit 0/1 masks shifted to 8 bits; a person drawn in the alpha channel alone
-    (colour channels all one value). A black-and-white mask saved indexed (a grey
-    palette) is read by its greys, as any other.
+    a 38; 16-bit 0/1 masks shifted to 8 bits; a person drawn in the alpha channel alone,
+    or a cut-out's alpha. A black-and-white mask saved indexed (a grey palette), or with
+    a transparent margin, is read by its greys, as any other.
     """
     kind = _png_colour_type(path)
-    m = None
     if kind == 3:
-        indices, palette = _palette_indices(path)
-        rgb = palette[:, :3].astype(int)
-        if (rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 1] == rgb[:, 2]).all():
-            m = palette[indices, 0]  # a black-and-white mask saved indexed: its greys
-        else:  # labels drawn in colours (DAVIS, VOC): any object, not VOC's 255 border
+        # OpenCV gives an indexed PNG's colours: greys are a black-and-white mask saved
+        # indexed, read as any other; colours are labels (DAVIS, VOC), read by index
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is not None and not (
+            (bgr[..., 0] == bgr[..., 1]).all() and (bgr[..., 1] == bgr[..., 2]).all()
+        ):
+            indices = _palette_indices(path)  # any object, not VOC's 255 border
             return np.where((indices > 0) & (indices < 255), 255, 0).astype(np.uint8)
-    if m is None:
-        m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if m is None:
         raise VidmatError(f"cannot read mask {path}.")
-    if kind in (4, 6) and m.min() == m.max():  # nothing in colour: the person in alpha
+    if kind in (4, 6):
+        # alpha that varies is the mask, unless the colour is one of two values (a
+        # black-and-white mask with a transparent margin): a person drawn in alpha alone
+        # over one colour, or a cut-out photo; an opaque mask (an empty frame's all-black)
+        # is its colour
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if raw is not None and raw.ndim == 3:
-            m = raw[..., -1]
+            alpha = raw[..., -1]
+            if alpha.min() != alpha.max() and len(np.unique(m)) != 2:
+                m = alpha
     if m.max() == 1:
         return np.where(m > 0, 255, 0).astype(np.uint8)
     middle = {np.dtype(np.uint8): 127, np.dtype(np.uint16): 32767}.get(m.dtype, 0.5)
@@ -261,10 +267,9 @@ def _png_colour_type(path: Path) -> int | None:
     return head[25]
 
 
-def _palette_indices(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The palette indices of an indexed PNG, which OpenCV turns into colours, and its
-    palette (256, 4): through FFmpeg's PNG decoder (PyAV), imported here only, as
-    training needs no PyAV."""
+def _palette_indices(path: Path) -> np.ndarray:
+    """The palette indices of an indexed PNG, which OpenCV turns into colours: through
+    FFmpeg's PNG decoder (PyAV), imported here only, as training needs no PyAV."""
     try:
         import av
     except ImportError:
@@ -275,10 +280,10 @@ def _palette_indices(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with av.open(str(path)) as c:
             frame = next(c.decode(video=0))
-            indices, palette = frame.to_ndarray()
+            indices = frame.to_ndarray()
     except (av.error.FFmpegError, OSError, ValueError, TypeError, StopIteration):
         raise VidmatError(f"cannot read mask {path}.") from None
-    return indices, palette
+    return indices[0] if isinstance(indices, tuple) else indices
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -417,7 +422,8 @@ class CachedSource:
 #: is cached. 2: 0/1 label masks are person where 1 (before, they were cached as all
 #: background, and such a cache must not be reused).
 #: 3: palette, 16-bit and alpha-only masks read as the person they hold (were background).
-MASK_READING_VERSION = 3
+#: 4: grey palettes by their greys; alpha only where the colour is not a B/W mask.
+MASK_READING_VERSION = 4
 
 
 def _cache_key(
