@@ -139,7 +139,8 @@ def test_a_recording_that_outlasts_stop_is_abandoned_in_one_sentence(tmp_path, m
     with pytest.raises(VidmatError, match=r"still being written after 0.1 s .* no file"):
         rec.stop(timeout=0.1)
     assert not rec.running and list(tmp_path.iterdir()) == []
-    # given up on while closing the file: still no file, as said (it was put in place)
+    # slow only in closing the file, within the grace time: the file stands and stop()
+    # says so, not "no file was written" with the file in place
     from vidmat.io.recorder import _LiveWriter
 
     monkeypatch.setattr(Recorder, "_fit", staticmethod(lambda image, size: image))
@@ -154,9 +155,9 @@ def test_a_recording_that_outlasts_stop_is_abandoned_in_one_sentence(tmp_path, m
     for i in range(3):
         rec.submit(np.zeros((32, 32, 3), np.uint8), i / 30)
     time.sleep(0.3)
-    with pytest.raises(VidmatError, match=r"abandoned; no file was written"):
-        rec.stop(timeout=0.1)
-    assert not rec.running and list(tmp_path.iterdir()) == []
+    info = rec.stop(timeout=0.1)
+    assert not rec.running and info.path == tmp_path / "rec.mp4" and info.frames == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["rec.mp4"]
 
 
 def test_no_microphone_is_said_not_fatal(tmp_path, monkeypatch):

@@ -360,7 +360,8 @@ class Recorder:
                         f"{timeout:g} s (a stalled disk or encoder) and was abandoned; no "
                         "file was written."
                     )
-                # else it finished just then, past the point of giving up: the file stands
+                # else it finished within the grace time (its last frame was written
+                # before the loop could see the stop, then it closed): the file stands
         elif not self._thread.ident:
             self.info = RecordingInfo(None, 0, 0.0, 0, False, "recorder never started")
         if self.error is not None:
@@ -394,8 +395,6 @@ class Recorder:
                 frames = self._record(tmp)
                 if frames == 0:
                     raise _NothingRecorded
-                if self._abandon.is_set():  # given up on while closing: not put in place
-                    raise _Abandoned
         except _NothingRecorded:
             self.info = RecordingInfo(None, 0, 0.0, self.queue.dropped, False, "no frames")
         except _Abandoned:
