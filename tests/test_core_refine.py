@@ -84,6 +84,7 @@ def test_tone_curve():
     assert tone(a) is a
     hard = tone(a, 0.3, math.inf)
     assert hard.flatten().tolist() == [0.0] * 3 + [1.0] * 8
+    assert tone(a, 0.0, math.inf).flatten().tolist() == [0.0] + [1.0] * 10  # not every pixel
     steep = tone(a, 0.5, 2.0).flatten()
     assert steep[5] == pytest.approx(0.5) and steep[2] == 0.0 and steep[8] == 1.0
     snapped = tone(torch.tensor([0.0, 0.01, 0.5, 0.99, 1.0]), snap=0.02)

@@ -140,17 +140,25 @@ def test_reader_spreads_repeated_timestamps_instead_of_drifting(tmp_path: Path) 
     assert [round(int(f.image[0, 0, 0]) / 20) for f in frames] == list(range(9))  # in order
 
 
-def test_reader_takes_the_main_video_stream_and_says_so(tmp_path: Path) -> None:
-    """Stream 0 was taken whatever it was: a 160x90 preview before the default 320x180
-    picture was converted, without a word about the other stream."""
+@pytest.mark.parametrize(
+    ("marked", "size", "why"),
+    [(1, (320, 180), "the largest"), (0, (160, 90), "marked default")],
+)
+def test_reader_takes_the_main_video_stream_and_says_so(
+    tmp_path: Path, marked: int, size: tuple[int, int], why: str
+) -> None:
+    """Stream 0 was taken whatever it was: a 160x90 preview before the 320x180 picture
+    was converted, without a word about the other stream. Now as the ffmpeg command line
+    picks: the largest, a default mark counting as a large picture."""
     path = tmp_path / "two.mkv"
     with av.open(str(path), "w") as c:
-        small, main = (c.add_stream("libx264", rate=25) for _ in range(2))
-        for s, (w, h) in ((small, (160, 90)), (main, (320, 180))):
+        streams = [c.add_stream("libx264", rate=25) for _ in range(2)]
+        for k, (s, (w, h)) in enumerate(zip(streams, ((160, 90), (320, 180)), strict=True)):
             s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        small.disposition = av.stream.Disposition(0)
-        main.disposition = av.stream.Disposition.default
-        for s in (small, main):
+            s.disposition = (
+                av.stream.Disposition.default if k == marked else av.stream.Disposition(0)
+            )
+        for s in streams:
             for i in range(3):
                 img = np.full((s.height, s.width, 3), 60 * i, np.uint8)
                 for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
@@ -159,9 +167,11 @@ def test_reader_takes_the_main_video_stream_and_says_so(tmp_path: Path) -> None:
                 c.mux(p)
     with VideoReader(path) as r:
         frames = list(r.frames())
-    assert (r.info.width, r.info.height) == (320, 180) and frames[0].image.shape == (180, 320, 3)
+    w, h = size
+    assert (r.info.width, r.info.height) == size and frames[0].image.shape == (h, w, 3)
+    taken, other = (1, 0) if size == (320, 180) else (0, 1)
     assert r.warnings == [
-        "the file has 2 video streams; taking stream 1 (320x180, marked default), not 0"
+        f"the file has 2 video streams; taking stream {taken} ({w}x{h}, {why}), not {other}"
     ]
 
 

@@ -356,8 +356,8 @@ def tone(alpha: Tensor, threshold: float = 0.5, contrast: float = 1.0, snap: flo
     ``snap`` maps alpha below ``snap`` to exactly 0 and above ``1 - snap`` to exactly 1, so
     solid regions are solid (a keyer downstream sees pure greenscreen, not 1 % haze).
     """
-    if math.isinf(contrast):
-        return (alpha >= threshold).to(alpha.dtype)
+    if math.isinf(contrast):  # at 0, what is any person at all (>= 0 took every pixel)
+        return (alpha > 0 if threshold <= 0 else alpha >= threshold).to(alpha.dtype)
     gain = contrast / (1.0 - 2.0 * snap) if snap > 0 else contrast
     if threshold != 0.5:
         # kept off the ends, where one side of the curve has no width: at 0 all background

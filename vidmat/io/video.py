@@ -337,11 +337,8 @@ class VideoReader:
             raise VidmatError(f"{self.path} has a video stream with no picture size (corrupt?).")
         others = [o for o in c.streams.video if o is not v and not _is_picture(o)]
         if others:
-            why = (
-                "marked default"
-                if _is_default(v) and not all(map(_is_default, others))
-                else ("the largest")
-            )
+            largest = max((v, *others), key=lambda o: (_area(o), -o.index))
+            why = "the largest" if largest is v else "marked default"
             self.warnings.append(
                 f"the file has {len(others) + 1} video streams; taking stream {v.index} "
                 f"({ctx.width}x{ctx.height}, {why}), not " + ", ".join(str(o.index) for o in others)
@@ -609,26 +606,28 @@ def _is_default(stream: Any) -> bool:
     return bool(stream.disposition & av.stream.Disposition.default)
 
 
-#: What marking a stream default is worth against picture area, as in FFmpeg's own pick
-#: (av_find_best_stream): about a 2236x2236 picture, so a default track wins unless
-#: another is far larger.
+#: What marking a stream default is worth against picture area, as in the ffmpeg command
+#: line's own pick: about a 2236x2236 picture, so a default track wins unless another is
+#: far larger.
 DEFAULT_STREAM_BONUS = 5_000_000
 
 
+def _area(stream: Any) -> int:
+    ctx = stream.codec_context
+    return (ctx.width or 0) * (ctx.height or 0) if ctx is not None else 0
+
+
 def main_video_stream(container: Any) -> Any:
-    """The video stream to convert, as FFmpeg picks one: not cover art, then the largest
-    picture with a default mark counted as :data:`DEFAULT_STREAM_BONUS` pixels (the first
-    of equals). The first stream was taken: a small preview track before the main one
-    was converted."""
+    """The video stream to convert, as the ffmpeg command line picks one: not cover art,
+    then the largest picture with a default mark counted as :data:`DEFAULT_STREAM_BONUS`
+    pixels (the first of equals). The first stream was taken: a small preview track
+    before the main one was converted."""
     streams = [s for s in container.streams.video if not _is_picture(s)]
     streams = streams or list(container.streams.video)
-
-    def score(s: Any) -> tuple[int, int]:
-        ctx = s.codec_context
-        area = (ctx.width or 0) * (ctx.height or 0) if ctx is not None else 0
-        return area + (DEFAULT_STREAM_BONUS if _is_default(s) else 0), -s.index
-
-    return max(streams, key=score)
+    return max(
+        streams,
+        key=lambda s: (_area(s) + (DEFAULT_STREAM_BONUS if _is_default(s) else 0), -s.index),
+    )
 
 
 def _short(exc: BaseException) -> str:

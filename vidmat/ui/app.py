@@ -102,16 +102,16 @@ def run_window(req: LiveRequest) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if received:
-        # The window is closed and the recording saved: the command ends as a headless run
-        # stopped so does (130, 143, 129), and the exiting program then ignores a second
-        # Ctrl-C as the CLI does after any stop (it exited 0, open to that second one).
-        raise KeyboardInterrupt() if received[0] == signal.SIGINT else Terminated(received[0])
     # A window that never showed video (a camera that did not open) leaves the terminal
     # user without an answer once closed: say why there. A run that showed video said
     # everything in the window, and an error it has since got past is not the outcome.
     if window.failure and window.frames_shown == 0:
         print(f"vidmat live: no video: {window.failure}", file=sys.stderr)
+    if received:
+        # The window is closed (a recording finalised in closing): the command ends as a
+        # headless run stopped so does (130, 143, 129), and the exiting program then
+        # ignores a second Ctrl-C as the CLI does after any stop (it exited 0).
+        raise KeyboardInterrupt() if received[0] == signal.SIGINT else Terminated(received[0])
     # A run that ended on a failure it did not get past (a camera that never opened, a
     # file gone mid-run) exits 2 as the headless run does; it exited 0, and a script
     # driving the window with --duration took it for a run that worked.
