@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vidmat.errors import VidmatError
-from vidmat.signals import Terminated, caught_signals, stop_signal_received
+from vidmat.signals import caught_signals, stop_exception, stop_signal_received
 
 if TYPE_CHECKING:
     from vidmat.commands.live import LiveRequest
@@ -111,7 +111,7 @@ def run_window(req: LiveRequest) -> int:
         # The window is closed (a recording finalised in closing): the command ends as a
         # headless run stopped so does (130, 143, 129), and the exiting program then
         # ignores a second Ctrl-C as the CLI does after any stop (it exited 0).
-        raise KeyboardInterrupt() if received[0] == signal.SIGINT else Terminated(received[0])
+        raise stop_exception(received[0])
     # A run that ended on a failure it did not get past (a camera that never opened, a
     # file gone mid-run) exits 2 as the headless run does; it exited 0, and a script
     # driving the window with --duration took it for a run that worked.
