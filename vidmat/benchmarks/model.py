@@ -186,7 +186,7 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
     A zero batch divided the timings by zero after the run, and an unusable precision
     (fp16 on a CPU) failed only when its rows came up, after the others were timed.
     """
-    from vidmat.core.engine import app_precision, select_dtype
+    from vidmat.core.engine import app_precision, precision_name, select_dtype
 
     checks.model_sizes("--sizes", args.sizes)
     checks.each_at_least("--batches", args.batches, 1)
@@ -210,8 +210,8 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
         select_dtype(precision, device)  # unknown, or fp16 off CUDA: one sentence
     # "auto" is timed as what convert, demo and live run here, and named so: it timed
     # eval's fp32 under the name "auto" on a CPU where the applications run bf16
-    auto = app_precision(EngineConfig(device=str(device), precision="auto")).precision
-    auto = {"auto": "fp16" if cuda else "fp32"}.get(auto, auto)
+    applications = app_precision(EngineConfig(device=str(device), precision="auto"))
+    auto = precision_name(select_dtype(applications.precision, device))
     precisions = list(dict.fromkeys(auto if p == "auto" else p for p in precisions))
     if args.graph and True in args.graph and device.type != "cuda":
         raise VidmatError(

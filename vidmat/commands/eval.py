@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vidmat.benchmarks.report import format_table
     from vidmat.commands._options import engine_config_from_args
-    from vidmat.core.engine import Engine, side_by_side
+    from vidmat.core.engine import Engine, precision_name, side_by_side
     from vidmat.core.settings import MAX_LOOKAHEAD
     from vidmat.io.files import atomic_write_text, check_not_input, check_output_path, json_text
     from vidmat.train.compare import (
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         "device": str(engine.device),
         # bf16 scores a little apart from fp32 (val/viton 0.9432 -> 0.9431 at 256): the
         # comparison names a change of precision as it does one of size
-        "precision": {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(engine.dtype, "fp32"),
+        "precision": precision_name(engine.dtype),
         "workers": engine.workers,
         "threads": torch.get_num_threads() if engine.device.type == "cpu" else None,
         "smoothing": args.smoothing,

@@ -103,6 +103,11 @@ def select_device(name: str = "auto", option: str = "--device") -> torch.device:
     return device
 
 
+def precision_name(dtype: torch.dtype) -> str:
+    """The ``--precision`` name of a model dtype: what eval records and bench names a row."""
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+
+
 def select_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision not in PRECISIONS:
         raise VidmatError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
