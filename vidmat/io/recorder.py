@@ -348,17 +348,16 @@ class Recorder:
                 # give up and remove it, and the user hears why there is no file.
                 self._abandon.set()
                 self._thread.join(5.0)
-                if self._thread.is_alive():  # stuck in a write: nothing more can be done
-                    raise VidmatError(
-                        f"recording to {self.path} was still being written after "
-                        f"{timeout:g} s (a stalled disk or encoder) and was abandoned; its "
-                        "temporary file may be left beside it."
+                stuck = self._thread.is_alive()  # in a write: nothing more can be done
+                if stuck or (self.info is not None and self.info.message == "abandoned"):
+                    left = (
+                        "its temporary file may be left beside it"
+                        if stuck
+                        else "no file was written"
                     )
-                if self.info is not None and self.info.message == "abandoned":
                     raise VidmatError(
                         f"recording to {self.path} was still being written after "
-                        f"{timeout:g} s (a stalled disk or encoder) and was abandoned; no "
-                        "file was written."
+                        f"{timeout:g} s (a stalled disk or encoder) and was abandoned; {left}."
                     )
                 # else it finished within the grace time (its last frame was written
                 # before the loop could see the stop, then it closed): the file stands
