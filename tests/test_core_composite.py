@@ -239,6 +239,24 @@ def test_opencv_and_torch_paths_agree(spec):
     assert (fast - slow).abs().max() <= tol
 
 
+@pytest.mark.parametrize("pixel_aspect", [1.0, 64 / 45])
+def test_a_large_picture_shrinks_the_same_on_both_paths(pixel_aspect):
+    """The OpenCV path fits a 4K video frame to the output in a few ms (PyTorch's CPU area
+    resize took 200 ms); it must give the torch path's picture, to a level of rounding."""
+    yy, xx = np.mgrid[0:540, 0:960].astype(np.float32)
+    img = np.stack([xx / 960 * 255, yy / 540 * 255, 128 + 100 * np.sin(xx / 40)], -1)
+    img = np.rint(img).astype(np.uint8)
+    size = (77, 101)  # no integer ratio to the picture, and a crop on one side
+    fast = Compositor(Background.from_image(img), pixel_aspect=pixel_aspect)
+    buf = fast.background_buffer(size, torch.device("cpu"), dtype=torch.uint8).numpy()
+    with torch_only():
+        slow = Compositor(Background.from_image(img), pixel_aspect=pixel_aspect)
+        ref = slow.background_buffer(size, torch.device("cpu"), dtype=torch.uint8).numpy()
+    assert buf.shape == ref.shape == (*size, 3)
+    diff = np.abs(buf.astype(int) - ref.astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.5
+
+
 @pytest.mark.cuda
 def test_cuda_matches_cpu():
     frame, alpha = known()
