@@ -486,6 +486,37 @@ def test_reader_decodes_untagged_hd_as_players_do(tmp_path: Path) -> None:
     assert np.abs(got[600, 1000].astype(int) - GREENSCREEN).max() <= 3
 
 
+@pytest.mark.parametrize(("matrix", "name"), [(8, "YCgCo"), (10, "BT.2020 constant luminance")])
+def test_a_matrix_swscale_lacks_is_read_as_the_nearest_with_a_warning(
+    tmp_path: Path, matrix: int, name: str
+) -> None:
+    """A YCgCo-tagged (or BT.2020-CL, ICtCp, ...) file failed in the decoder thread with
+    swscale's 'Operation not supported': a traceback out of convert, a failed camera live."""
+    path, image = tmp_path / "odd.mp4", np.full((48, 64, 3), GREENSCREEN, np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "8"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.colorspace = matrix
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            f.pts = i
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    with VideoReader(path) as r:
+        assert r.info.colour.matrix == matrix
+        frames = list(r.frames())
+    assert len(frames) == 3 and frames[0].image.shape == (48, 64, 3)
+    assert [w for w in r.warnings if "colour matrix" in w] == [
+        f"the video's colour matrix ({name}) cannot be converted; it was read as "
+        f"{'BT.709' if matrix == 8 else 'BT.2020'}, so colours may be off"
+    ]
+    w = _transcode(path, tmp_path / "o.mp4", "mp4")
+    assert w.colour.matrix == 1  # written as BT.709, which it can encode
+    assert len(frame_times(tmp_path / "o.mp4")) == 3
+
+
 def test_reader_warns_once_about_hdr(tmp_path: Path) -> None:
     path = tmp_path / "hlg.mp4"
     colour_clip(path, 64, 48, "BT2020", hlg=True)

@@ -100,6 +100,18 @@ class Matrix:
     BT2020_NCL = 9
 
 
+#: Matrices swscale has no coefficients for (it refuses the picture), with the nearest set
+#: it has and the name a warning gives: YCgCo, BT.2020 constant luminance, SMPTE 2085,
+#: chromaticity-derived and ICtCp.
+_UNCONVERTIBLE: dict[int, tuple[Colorspace, str]] = {
+    8: (Colorspace.ITU709, "YCgCo"),
+    10: (Colorspace.BT2020, "BT.2020 constant luminance"),
+    11: (Colorspace.ITU709, "SMPTE 2085"),
+    12: (Colorspace.ITU709, "chromaticity-derived (non-constant)"),
+    13: (Colorspace.ITU709, "chromaticity-derived (constant)"),
+    14: (Colorspace.BT2020, "ICtCp"),
+}
+
 #: Matrices the writer can encode with: swscale's coefficients and the default primaries
 #: to tag beside each when the input tags none.
 _ENCODABLE: dict[int, tuple[Colorspace, int]] = {
@@ -439,6 +451,31 @@ class VideoReader:
                 continue
             yield from decoded
 
+    def _rgb(self, frame: Any) -> np.ndarray:
+        """The picture as RGB: by its own matrix tag, the size's guess when it has none, and
+        the nearest matrix swscale knows for one it has no coefficients for."""
+        matrix = int(frame.colorspace)
+        if matrix == _UNSPECIFIED and self._guess is not None:
+            source: Colorspace | None = self._guess
+        elif matrix in _UNCONVERTIBLE:
+            source, name = _UNCONVERTIBLE[matrix]
+            note = (
+                f"the video's colour matrix ({name}) cannot be converted; it was read as "
+                f"{'BT.2020' if source == Colorspace.BT2020 else 'BT.709'}, so colours may be off"
+            )
+            if note not in self.warnings:
+                self.warnings.append(note)
+        else:
+            source = None  # PyAV reads the frame's tags
+        try:
+            if source is None:
+                return frame.to_ndarray(format="rgb24")
+            return frame.to_ndarray(format="rgb24", src_colorspace=source)
+        except av_errors() as exc:
+            raise VidmatError(
+                f"{self.path}: frame {self.decoded + 1} cannot be converted to RGB ({_short(exc)})."
+            ) from None
+
     def frames(self) -> Iterator[Frame]:
         """Decoded frames in presentation order, upright RGB, with their pts.
 
@@ -464,10 +501,7 @@ class VideoReader:
             # The decoder flags a picture it had to patch up (data missing or damaged).
             last_corrupt = bool(frame.is_corrupt)
             corrupt_frames += last_corrupt
-            if self._guess is not None and frame.colorspace == _UNSPECIFIED:
-                image = frame.to_ndarray(format="rgb24", src_colorspace=self._guess)
-            else:
-                image = frame.to_ndarray(format="rgb24")  # PyAV reads the frame's tags
+            image = self._rgb(frame)
             image = _apply_turn(image, _display_turn(frame))
             if image.shape[:2] != (self.info.height, self.info.width):
                 # A mid-stream size change: keep the output size, scale this frame to it.
