@@ -418,3 +418,67 @@ def test_track_languages_in_a_mov_are_spelled_as_quicktime_does(tmp_path: Path) 
     ]
     # read back, QuickTime's own "sve" is ISO's "swe" again (what an mp4 is tagged with)
     assert [t.language for t in probe(dst).audio_streams] == ["fra", "ces", "swe", None]
+
+
+# --------------------------------------------------------------------------- broadcast quirks
+def _ts_clip(
+    path: Path, seconds: float, start: float = 0.0, change_at: float | None = None
+) -> Path:
+    """An MPEG-TS clip (64x48, 25 fps) with MP2 sound; ``change_at``: the sound goes from
+    mono to stereo there, as at a TV ad break; ``start``: where its clock starts."""
+    fps, rate, n = 25, 48000, round(seconds * 25)
+    stereo = av.CodecContext.create("mp2", "w")
+    stereo.sample_rate, stereo.layout, stereo.format = rate, "stereo", "s16"
+    stereo.time_base = Fraction(1, rate)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format="mpegts") as c:
+        v = c.add_stream("libx264", rate=fps, options={"bf": "0"})
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("mp2", rate=rate, layout="mono")
+        t = round(start * rate)
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i, np.uint8), format="rgb24")
+            f.pts, f.time_base = round(start * fps) + i, Fraction(1, fps)
+            for p in v.encode(f):
+                c.mux(p)
+            while t < round(start * rate) + (i + 1) * rate // fps:
+                two = change_at is not None and t >= change_at * rate
+                samples = (rng.standard_normal((1, 1152 * (2 if two else 1))) * 3000).astype(
+                    np.int16
+                )
+                af = av.AudioFrame.from_ndarray(
+                    samples, format="s16", layout="stereo" if two else "mono"
+                )
+                af.sample_rate, af.pts, af.time_base = rate, t, Fraction(1, rate)
+                t += 1152
+                for p in (stereo if two else a).encode(af):
+                    p.stream, p.time_base = a, Fraction(1, rate)
+                    c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    return path
+
+
+def test_sound_that_turns_stereo_midway_is_carried_whole(engine: Engine, tmp_path: Path) -> None:
+    """The resampler re-encoding it was set up for the first layout and refused the second:
+    'writing out.mp4 failed (Frame does not match AudioResampler setup.)', nothing kept."""
+    src = _ts_clip(tmp_path / "tv.ts", 2.0, change_at=1.0)
+    result = convert_video(engine, src, tmp_path / "out.mp4", ConvertConfig(fmt="mp4"))
+    assert result.frames == 50
+    assert audio_seconds(tmp_path / "out.mp4") == pytest.approx(audio_seconds(src), abs=0.03)
+
+
+def test_sound_whose_clock_steps_back_loses_only_the_overlap(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Two recordings joined end to end, the second's clock 0.2 s behind where the first
+    ended: re-encoded sound went back in time and the muxer's refusal failed the output."""
+    first = _ts_clip(tmp_path / "a.ts", 1.0)
+    second = _ts_clip(tmp_path / "b.ts", 1.0, start=0.8)
+    src = tmp_path / "joined.ts"
+    src.write_bytes(first.read_bytes() + second.read_bytes())
+    result = convert_video(engine, src, tmp_path / "out.mp4", ConvertConfig(fmt="mp4"))
+    assert result.frames > 40
+    # 1.8 s of time: the 0.2 s the second clip repeats is left out, the rest is kept.
+    assert audio_seconds(tmp_path / "out.mp4") == pytest.approx(1.8, abs=0.06)
+    assert any("out-of-order audio" in w for w in result.warnings)

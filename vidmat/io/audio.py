@@ -9,6 +9,7 @@ must survive, and :mod:`vidmat.io.video` is about frames.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -260,9 +261,8 @@ class AudioPass:
             rate, layout = encoding.rate, encoding.layout
             self.stream = out.add_stream(encoding.codec, rate=rate, layout=layout)
             self.stream.time_base = Fraction(1, rate)
-            self._resampler = av.AudioResampler(
-                format=encoding.sample_format, layout=layout, rate=rate, options=RESAMPLE_OPTIONS
-            )
+            self._encoding = encoding
+            self._resampler = self._new_resampler()
             self._decoder = self._src_stream.codec_context
         tags = track_tags(info, fmt)
         self.stream.metadata.update(tags)
@@ -270,7 +270,9 @@ class AudioPass:
         self.language_lost = info.language if "language" not in tags else None
         self.done = False
         self.packets = 0
-        self.skipped = 0  # damaged packets left out
+        self.skipped = 0  # damaged packets, and re-encoded sound whose time stepped back
+        self._fed: tuple[str, str, int] | None = None  # what the resampler was set up for
+        self._sent_until = -math.inf  # input seconds of sound already encoded
 
     def _next(self) -> Any:
         if self._pending is not None:
@@ -335,16 +337,49 @@ class AudioPass:
                 # of 1152 samples); the resampler and encoder count samples, and fed frame
                 # numbers they emit repeated timestamps the muxer refuses. Count samples.
                 seconds = float(f.pts * f.time_base) - self._offset
+                length = f.samples / f.sample_rate
+                if seconds + length / 2 < self._sent_until:
+                    # The clock stepped back (two recordings joined end to end): sound
+                    # for a time already written cannot go in again; the muxer refused it.
+                    self.skipped += 1
+                    continue
+                self._sent_until = max(self._sent_until, seconds + length)
                 f.pts = round(seconds * f.sample_rate)
                 f.time_base = Fraction(1, f.sample_rate)
             self._encode(out, f)
 
+    def _new_resampler(self) -> Any:
+        e = self._encoding
+        return av.AudioResampler(
+            format=e.sample_format, layout=e.layout, rate=e.rate, options=RESAMPLE_OPTIONS
+        )
+
     def _encode(self, out: Any, frame: Any) -> None:
         assert self._resampler is not None
+        fed = (frame.format.name, frame.layout.name, int(frame.sample_rate))
+        if self._fed is not None and fed != self._fed:
+            # The input changes layout or rate (mono to stereo at a broadcast's ad break):
+            # the resampler is set up for the first it saw and refuses others.
+            self._flush_resampler(out)
+            self._resampler = self._new_resampler()
+        self._fed = fed
         for r in self._resampler.resample(frame):
-            for p in self.stream.encode(r):
+            self._mux(out, self.stream.encode(r))
+
+    def _flush_resampler(self, out: Any) -> None:
+        assert self._resampler is not None
+        for r in self._resampler.resample(None):
+            self._mux(out, self.stream.encode(r))
+
+    def _mux(self, out: Any, packets: Any) -> None:
+        """Mux encoded packets; one the muxer refuses costs its few ms, not the output."""
+        for p in packets:
+            try:
                 out.mux(p)
-                self.packets += 1
+            except av_errors():
+                self.skipped += 1
+                continue
+            self.packets += 1
 
     def _finish(self, out: Any) -> None:
         if self.done:
@@ -354,14 +389,8 @@ class AudioPass:
             with contextlib.suppress(*av_errors()):
                 for f in self._decoder.decode(None):
                     self._encode(out, f)
-            assert self._resampler is not None
-            for r in self._resampler.resample(None):
-                for p in self.stream.encode(r):
-                    out.mux(p)
-                    self.packets += 1
-            for p in self.stream.encode(None):
-                out.mux(p)
-                self.packets += 1  # a track of a few ms has all its packets here
+            self._flush_resampler(out)
+            self._mux(out, self.stream.encode(None))  # a track of a few ms has all its packets here
         self.close()
 
     def close(self) -> None:

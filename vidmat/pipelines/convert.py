@@ -385,7 +385,9 @@ def convert_video(
     result.warnings.extend(writer.warnings)
     result.audio = _audio_note(writer)
     if writer.audio_skipped:
-        result.warnings.append(f"{writer.audio_skipped} damaged audio packet(s) left out")
+        result.warnings.append(
+            f"{writer.audio_skipped} damaged or out-of-order audio packet(s) left out"
+        )
     return result
 
 
