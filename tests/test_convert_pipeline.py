@@ -214,6 +214,30 @@ def test_a_picture_behind_an_anamorphic_clip_is_shown_undistorted(
     # (cropped to its middle, the frame's edges showed blue 37 and 218)
 
 
+def test_a_background_video_starts_with_the_output(engine: Engine, tmp_path: Path) -> None:
+    """An input whose clock starts at 10 s (a recorder's MPEG-TS, a clip cut with -c copy)
+    is written from 0; the ``--bg`` video was asked for 10.0 s, 10.04 s, ...: it started
+    10 s in, or anywhere in its loop, where live starts it at 0."""
+    src = make_clip(
+        tmp_path / "late.ts",
+        frames=5,
+        pts=[10_000 + 40 * i for i in range(5)],
+        time_base=Fraction(1, 1000),
+        audio=None,
+    )
+    assert VideoReader(src).info.start_time == pytest.approx(10.0)
+    asked: list[float] = []
+
+    def frame_at(t: float) -> np.ndarray:
+        asked.append(t)
+        return np.zeros((48, 64, 3), np.uint8)
+
+    cfg = ConvertConfig(fmt="mp4", background=Background.from_video(frame_at=frame_at, fps=25))
+    convert_video(engine, src, tmp_path / "o.mp4", cfg)
+    assert frame_times(tmp_path / "o.mp4")[0] == 0
+    assert asked == pytest.approx([0.0, 0.04, 0.08, 0.12, 0.16])
+
+
 def test_default_smoothing_and_batches_keep_every_frame_in_order(
     engine: Engine, clips: dict[str, Path], tmp_path: Path
 ) -> None:

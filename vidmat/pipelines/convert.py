@@ -366,7 +366,7 @@ def convert_video(
             job.progress = progress
             try:
                 job.start()  # inside: a Ctrl-C just after it must still stop both threads
-                _run_model(engine, post, job, batch)
+                _run_model(engine, post, job, batch, offset)
                 job.finish()
             except BaseException:
                 job.cancel()
@@ -449,8 +449,14 @@ def _open_writer(
         raise _io_error(exc, dst) from None
 
 
-def _run_model(engine: Engine, post: PostProcessor, job: _Job, batch: int) -> None:
-    """Main-thread stage: batch frames, run the model, post-process in frame order."""
+def _run_model(
+    engine: Engine, post: PostProcessor, job: _Job, batch: int, start: float = 0.0
+) -> None:
+    """Main-thread stage: batch frames, run the model, post-process in frame order.
+
+    ``start``: the input time the output starts at (the writer's offset); a ``--bg`` video
+    plays from its own start there, as in live, not from the input clock's 10 s or 1 h.
+    """
     pending: deque[tuple[int, int]] = deque()  # (pts, duration) of frames inside `post`
     frames = job.frames()
     done = False
@@ -463,7 +469,7 @@ def _run_model(engine: Engine, post: PostProcessor, job: _Job, batch: int) -> No
         else:
             done = True
         if chunk:
-            _infer_chunk(engine, post, job, chunk, pending)
+            _infer_chunk(engine, post, job, chunk, pending, start)
     outs = post.flush()
     _emit(job, outs, pending)
 
@@ -475,17 +481,18 @@ def _infer_chunk(
     job: _Job,
     chunk: list[Frame],
     pending: deque[tuple[int, int]],
+    start: float = 0.0,
 ) -> None:
     images = [f.image for f in chunk]
     if len({im.shape for im in images}) != 1:
         for f in chunk:  # a size change inside the batch: one at a time
-            _infer_chunk(engine, post, job, [f], pending)
+            _infer_chunk(engine, post, job, [f], pending, start)
         return
     device_frames = engine.to_device(np.stack(images))
     lowres = engine.predict_lowres(device_frames)
     for f in chunk:
         pending.append((f.pts, f.duration))
-    outs = post.push(device_frames, lowres, t=[f.time for f in chunk])
+    outs = post.push(device_frames, lowres, t=[max(0.0, f.time - start) for f in chunk])
     _emit(job, outs, pending)
 
 
