@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from convert_fixtures import colour_clip
 from core_fixtures import flicker, flickery, scene
 
 from vidmat.core.backgrounds import Background
@@ -171,14 +172,34 @@ def test_looping_video_background(tmp_path):
         writer.write(np.full((24, 32, 3), v, np.uint8))
     writer.release()
     video = LoopingVideo(path)
-    levels = [int(video(t).mean()) for t in (0.0, 0.1, 0.2, 0.3, 0.1)]
-    assert [round(v / 100) for v in levels] == [0, 1, 2, 0, 1]
+    levels = [int(video(t).mean()) for t in (0.0, 0.1, 0.2, 0.3, 0.1, 0.25, 0.95)]
+    assert [round(v / 100) for v in levels] == [0, 1, 2, 0, 1, 2, 0]
+    # Chosen 600 s into a live session: it plays from its beginning from then on.
+    late = LoopingVideo(path)
+    assert [round(late(t).mean() / 100) for t in (600.0, 600.1, 600.2, 600.3)] == [0, 1, 2, 0]
     bg = load_background(str(path))
     assert bg.kind == "video"
     post = PostProcessor(PostprocessConfig(smoothing=0.0), bg)
     f, _gt = scene(10)
-    out = post.process(f, np.zeros((1, 1, 24, 32), np.float32), t=0.2).image.numpy()
-    assert abs(int(out.mean()) - 200) <= 3
+    for t, level in ((0.0, 0), (0.2, 200)):
+        out = post.process(f, np.zeros((1, 1, 24, 32), np.float32), t=t).image.numpy()
+        assert abs(int(out.mean()) - level) <= 3
+
+
+def test_a_background_video_shows_the_colours_a_player_does(tmp_path):
+    """Untagged HD is BT.709 to players and to vidmat's reader; the background video was
+    read through OpenCV as BT.601: the red of (200, 150, 120) came out 14 levels low."""
+    image = colour_clip(tmp_path / "hd.mp4", 1280, 720, None)
+    got = LoopingVideo(tmp_path / "hd.mp4")(0.0)
+    assert np.abs(got.astype(int) - image).mean() < 2
+    assert np.abs(got[100, 100].astype(int) - image[100, 100]).max() <= 3
+
+
+def test_a_background_video_that_cannot_be_read_is_one_sentence(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(VidmatError, match=r"bad\.mp4"):
+        load_background(str(bad))
 
 
 @pytest.mark.cuda

@@ -19,6 +19,7 @@ from vidmat.core.backgrounds import Background, parse_background
 from vidmat.errors import VidmatError
 from vidmat.io.files import require_file
 from vidmat.io.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from vidmat.io.video import Frame, VideoReader
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -33,68 +34,72 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 class LoopingVideo:
-    """``frame_at(t)``: the frame of a video file at ``t`` seconds, looped.
+    """``frame_at(t)``: the frame of a video file shown at ``t`` seconds, looped.
 
-    Decodes sequentially (seeks only when time goes backwards or jumps far ahead), so
-    playing along with the output costs one decode per background frame.
+    Decoded with PyAV, as every other video here, so a background shows the colours the
+    file does in a player (OpenCV read untagged HD with BT.601: red 200 came out 186) and
+    stands upright when the file says it is turned. Decodes sequentially and starts again
+    at the end: one decode per background frame when played along with the output.
+    Its time starts at the first ``t`` asked for, so a background chosen a minute into a
+    live session plays from its beginning instead of from a minute in.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         require_file(self.path, "background video")
-        # PyAV first, for one sentence instead of OpenCV's FFmpeg log lines on a bad file.
-        from vidmat.io.video import probe
-
-        probe(self.path)
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            raise VidmatError(f"{self.path} is not a video OpenCV can read.")
-        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 30.0
-        if not 1.0 <= self.fps <= 240.0:
-            self.fps = 30.0
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self._lock = threading.Lock()
-        self._index = -1
-        self._frame: np.ndarray | None = None
-        first = self._read()
-        if first is None:
-            raise VidmatError(f"{self.path} has no video frames.")
-        self.frame_count = count if count > 0 else None
-
-    def _read(self) -> np.ndarray | None:
-        ok, img = self._cap.read()
-        if not ok or img is None:
-            return None
-        self._index += 1
-        self._frame = np.ascontiguousarray(img[:, :, ::-1])
-        return self._frame
+        self._reader: VideoReader | None = None
+        self._rewind()
+        assert self._reader is not None
+        rate = self._reader.info.rate
+        self.fps = float(rate) if rate and 1 <= rate <= 240 else 30.0
+        self._start: float | None = None  # the first time asked for: the video's 0
+        self._length: float | None = None  # seconds of one pass, known after the first
 
     def _rewind(self) -> None:
-        self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        self._index = -1
+        """Open the file again from its start (a bad file fails here with one sentence)."""
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = VideoReader(self.path)
+        self._frames = self._reader.frames()
+        first = next(self._frames, None)
+        if first is None:
+            raise VidmatError(f"{self.path} has no video frames that can be decoded.")
+        self._origin = first.time
+        self._current, self._next = first, next(self._frames, None)
+
+    def _shown_at(self, frame: Frame) -> float:
+        return frame.time - self._origin
 
     def __call__(self, t: float) -> np.ndarray:
         with self._lock:
-            target = max(0, int(t * self.fps + 1e-6))
-            if self.frame_count:
-                target %= self.frame_count
-            if target < self._index or target > self._index + 4 * self.fps:
+            if self._start is None:
+                self._start = t
+            # A microsecond's slack: 0.2 + 0.1 is above 0.3 in floating point.
+            local = max(0.0, t - self._start) + 1e-6
+            if self._length:
+                local %= self._length
+            if local < self._shown_at(self._current):
                 self._rewind()
-                if target > 0:
-                    self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
-                    self._index = target - 1
-            while self._index < target:
-                if self._read() is None:  # end reached earlier than the header said: loop
-                    self.frame_count = max(1, self._index + 1)
-                    self._rewind()
-                    target %= self.frame_count
-                    if self._read() is None:
+            while True:
+                if self._next is None:  # the last frame: shown until the video's end
+                    cur = self._current
+                    end = self._shown_at(cur) + float(cur.duration * cur.time_base)
+                    end = max(end, self._shown_at(cur) + 1.0 / self.fps)
+                    if local < end:
                         break
-            assert self._frame is not None
-            return self._frame
+                    self._length = end
+                    local %= end
+                    self._rewind()
+                    continue
+                if self._shown_at(self._next) > local:
+                    break
+                self._current, self._next = self._next, next(self._frames, None)
+            return self._current.image
 
     def close(self) -> None:
-        self._cap.release()
+        if self._reader is not None:
+            self._reader.close()
 
 
 def picture_count(path: str | Path) -> int:
