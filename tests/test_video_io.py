@@ -27,6 +27,7 @@ from convert_fixtures import (
 
 from vidmat.core.backgrounds import GREENSCREEN
 from vidmat.errors import VidmatError
+from vidmat.io import video as video_mod
 from vidmat.io.files import atomic_folder
 from vidmat.io.formats import FORMATS
 from vidmat.io.video import VideoReader, VideoWriter, probe
@@ -610,6 +611,37 @@ def test_reader_warns_once_about_a_size_change(tmp_path: Path) -> None:
         "the picture size changes from 64x48 to 96x64 at frame 5; "
         "the frames of other sizes were stretched to the first size"
     ]
+
+
+def test_reading_that_stops_early_keeps_the_frames_the_decoder_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read error before the end (a network drive gone, a damaged index) lost the
+    pictures the decoder still held: 10 of 12 frames, the warning saying nothing of it."""
+    src = make_clip(tmp_path / "in.mp4", frames=12, audio=None)
+    real = video_mod.open_input
+
+    class FailsAtTheEnd:
+        """The file, whose demuxer fails where it would have given the end-of-file packet."""
+
+        def __init__(self, path: Path) -> None:
+            self._c = real(path)
+
+        def demux(self, *args: object, **kwargs: object):
+            for packet in self._c.demux(*args, **kwargs):
+                if packet.size == 0:
+                    raise av.error.InvalidDataError(1094995529, "Invalid data")
+                yield packet
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._c, name)
+
+    monkeypatch.setattr(video_mod, "open_input", FailsAtTheEnd)
+    with VideoReader(src) as r:
+        frames = list(r.frames())
+    assert len(frames) == 12
+    assert [f.index for f in frames] == list(range(12))
+    assert any("reading stopped early" in w for w in r.warnings)
 
 
 def test_a_tag_that_is_not_utf8_does_not_stop_the_file(tmp_path: Path) -> None:

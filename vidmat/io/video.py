@@ -438,6 +438,7 @@ class VideoReader:
                 return
             except av_errors() as exc:
                 self.warnings.append(f"reading stopped early ({_short(exc)})")
+                yield from self._drain()
                 return
             try:
                 decoded = packet.decode()
@@ -447,9 +448,19 @@ class VideoReader:
                 consecutive += 1
                 if consecutive >= _MAX_CONSECUTIVE_ERRORS:
                     self.warnings.append("too many undecodable packets in a row; stopped there")
+                    yield from self._drain()
                     return
                 continue
             yield from decoded
+
+    def _drain(self) -> Iterator[Any]:
+        """The frames the decoder still holds (reordered B-frames, frame threads) when
+        reading stops before the file's end: the demuxer's end-of-file packet never came,
+        and without this the last few decoded pictures were lost."""
+        try:
+            yield from self._stream.decode(None)
+        except av_errors():
+            return
 
     def _rgb(self, frame: Any) -> np.ndarray:
         """The picture as RGB: by its own matrix tag, the size's guess when it has none, and
