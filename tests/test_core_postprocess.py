@@ -282,3 +282,22 @@ def test_file_path_smooths_like_smooth_sequence(lookahead):
     got = torch.cat([o.alpha.float() for o in outs + post.flush()])
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_a_very_large_jpeg_is_decoded_at_a_size_still_larger_than_any_frame(tmp_path, monkeypatch):
+    """A 16000x12000 photo froze the window 15 s while it was read whole; a JPEG whose
+    shorter side is at least twice the largest side shown is decoded reduced (here with
+    that side set to 20 px), and still covers it. Other formats are read whole."""
+    from vidmat.io import images
+
+    monkeypatch.setattr(images, "LARGEST_SHOWN_SIDE", 20)
+    img = np.zeros((90, 200, 3), np.uint8)
+    img[:, :100] = (0, 0, 255)  # red on the left, in BGR
+    cv2.imwrite(str(tmp_path / "big.jpg"), img)
+    cv2.imwrite(str(tmp_path / "big.png"), img)
+    got = images.read_image(tmp_path / "big.jpg")
+    assert got.shape == (23, 50, 3)  # a quarter: 90 // 4 = 22 >= 20, 90 // 8 = 11 is not
+    assert got[10, 5, 0] > 200 and got[10, 45, 0] < 40  # RGB, the left half red
+    assert images.read_image(tmp_path / "big.png").shape == (90, 200, 3)
+    monkeypatch.setattr(images, "LARGEST_SHOWN_SIDE", 4320)
+    assert images.read_image(tmp_path / "big.jpg").shape == (90, 200, 3)
