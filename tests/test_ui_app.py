@@ -6,7 +6,7 @@ from pathlib import Path
 
 import av
 import pytest
-from live_fixtures import make_clip, stub_engine
+from live_fixtures import disk_full_after, make_clip, stub_engine
 
 pytest.importorskip("pytestqt")
 from PyQt6.QtCore import QSettings, QTimer
@@ -168,3 +168,14 @@ def test_a_hang_up_closes_the_window_and_keeps_the_recording(live, clip, tmp_pat
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".rec")] == []
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == w.last_saved.frames > 0
+
+
+def test_a_recording_that_failed_exits_2_and_says_so(live, clip, tmp_path, capsys, monkeypatch):
+    """--record with a full disk in the window: shown there, then exit 0 and silence in the
+    terminal, where the same run headless exits 2 with the reason."""
+    disk_full_after(monkeypatch, 3)
+    out = tmp_path / "rec.mp4"
+    w = live("--camera", str(clip), "--record", str(out), "--duration", "0.7", code=2)
+    assert w.frames_shown > 0 and not out.exists()
+    err = capsys.readouterr().err
+    assert f"vidmat live: recording to {out} failed: No space left on device." in err

@@ -573,3 +573,51 @@ def test_a_held_last_frame_is_recorded_as_long_as_it_was_shown(qtbot, qsettings,
     assert seconds - times[-1] == pytest.approx(3.0, abs=0.15)  # shown 3 s, not 1/fps
     assert saved[0].duration == pytest.approx(seconds, abs=0.05)
     w.close()
+
+
+def test_closing_waits_for_a_recording_still_being_saved(qtbot, clip, qsettings, tmp_path):
+    """R then Q at once: the save ran on a thread nobody waited for, and the program
+    exited leaving a hidden temporary file (a slow disk, a backlog to encode)."""
+    import time
+
+    class SlowToSave(Recorder):
+        def stop(self, *args, **kwargs):
+            time.sleep(0.8)
+            return super().stop(*args, **kwargs)
+
+    w, _saved = _window_saving_recordings(
+        qtbot, factory(clip), qsettings, lambda p: SlowToSave(RecorderConfig(p, audio=None))
+    )
+    qtbot.waitUntil(lambda: w.pipeline is not None and w.pipeline.outputs > 2, timeout=5000)
+    assert w.start_recording()
+    n = w.pipeline.outputs
+    qtbot.waitUntil(lambda: w.pipeline.outputs > n + 3, timeout=5000)
+    w.stop_recording()
+    w.close()  # at once: the file is complete when close returns
+    assert [p.name for p in tmp_path.glob(".*part*")] == []
+    (saved,) = tmp_path.glob("vidmat-*.mp4")
+    with av.open(str(saved)) as c:
+        assert sum(1 for _ in c.decode(video=0)) >= 3
+    assert w.recording_failures == []
+
+
+def test_a_failed_recording_is_kept_for_the_exit_code(qtbot, window, monkeypatch):
+    """A full disk mid-recording was shown in the window and the command exited 0."""
+    disk_full_after(monkeypatch, 3)
+    window.record_button.click()
+    qtbot.waitUntil(lambda: window.last_saved is not None, timeout=5000)
+    assert window.recording_failures == [window.last_saved]
+    assert "No space left on device" in window.recording_failures[0]
+
+
+def test_a_recording_error_clears_once_recording_works(qtbot, window, tmp_path):
+    """'output folder ... does not exist' stayed over the video after recording worked."""
+    window.view.set_message("")
+    assert not window.start_recording(tmp_path / "no" / "such" / "x.mp4")
+    assert "does not exist" in window.view.message and window.view.message_is_error
+    assert window.start_recording(tmp_path / "ok.mp4")
+    assert window.view.message == ""
+    n = window.pipeline.outputs
+    qtbot.waitUntil(lambda: window.pipeline.outputs > n + 3, timeout=5000)
+    window.stop_recording(wait=True)
+    assert window.view.message == "" and (tmp_path / "ok.mp4").exists()

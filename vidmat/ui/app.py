@@ -107,6 +107,8 @@ def run_window(req: LiveRequest) -> int:
     # everything in the window, and an error it has since got past is not the outcome.
     if window.failure and window.frames_shown == 0:
         print(f"vidmat live: no video: {window.failure}", file=sys.stderr)
+    for failure in window.recording_failures:  # shown in the window, gone with it
+        print(f"vidmat live: {failure}", file=sys.stderr)
     if received:
         # The window is closed (a recording finalised in closing): the command ends as a
         # headless run stopped so does (130, 143, 129), and the exiting program then
@@ -115,7 +117,10 @@ def run_window(req: LiveRequest) -> int:
     # A run that ended on a failure it did not get past (a camera that never opened, a
     # file gone mid-run) exits 2 as the headless run does; it exited 0, and a script
     # driving the window with --duration took it for a run that worked.
-    return 2 if window.failure and code == 0 else int(code)
+    # A recording that failed (a full disk) exits 2 as headless does: a script driving the
+    # window with --record took the run for one that worked.
+    failed = window.failure or window.recording_failures
+    return 2 if failed and code == 0 else int(code)
 
 
 def _attach_virtual_camera(window: Any, args: Any) -> None:

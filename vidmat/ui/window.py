@@ -175,7 +175,13 @@ class LiveWindow(QMainWindow):
         self._bg_paths: dict[str, str] = {}
         self._bg_cache: dict[str, Background] = {}
         #: The background error on the overlay and the overlay it replaced (text, is error).
-        self._bg_error: tuple[str, str, bool] | None = None
+        #: Errors a later success of the same action takes back ("background": a file
+        #: that would not open; "record": a folder missing), each with what the overlay
+        #: said before it: (message, before, before_is_error).
+        self._passing_errors: dict[str, tuple[str, str, bool]] = {}
+        #: Recordings that failed or could not be saved: the command exits 2 for them.
+        self.recording_failures: list[str] = []
+        self._saving: list[threading.Thread] = []  # recordings being finalised
         #: Remembered settings (SETTINGS_KEYS, "background") this run took from the command
         #: line: options typed for one run are not the user's new defaults, so they are not
         #: saved unless the user changes them in the window (which removes them from here).
@@ -579,7 +585,7 @@ class LiveWindow(QMainWindow):
         try:
             return self._load_file_background(kind, path).kind
         except VidmatError as exc:
-            self._show_background_error(str(exc))
+            self._show_passing_error("background", str(exc))
             return None
 
     def _on_bg_combo(self, index: int) -> None:
@@ -654,26 +660,24 @@ class LiveWindow(QMainWindow):
             try:
                 self.pipeline.update(background=bg)
             except VidmatError as exc:
-                self._show_background_error(str(exc))
+                self._show_passing_error("background", str(exc))
                 return
-        self._clear_background_error()
+        self._clear_passing_error("background")
 
-    def _show_background_error(self, message: str) -> None:
-        """Show a background error, remembering what the overlay said before it (the video
-        ended, the camera is retrying...) to put back once a background change works."""
-        before = (
-            self._bg_error[1:]
-            if self._bg_error is not None
-            else (self.view.message, self.view.message_is_error)
-        )
+    def _show_passing_error(self, action: str, message: str) -> None:
+        """Show an error of ``action`` ("background", "record"), remembering what the
+        overlay said before it (the video ended, the camera is retrying...) to put back
+        once the action works: a recording error stayed over the video for good."""
+        held = self._passing_errors.get(action)
+        before = held[1:] if held is not None else (self.view.message, self.view.message_is_error)
         self.show_error(message)
-        self._bg_error = (message, *before)
+        self._passing_errors[action] = (message, *before)
 
-    def _clear_background_error(self) -> None:
-        if self._bg_error is None:
+    def _clear_passing_error(self, action: str) -> None:
+        held = self._passing_errors.pop(action, None)
+        if held is None:
             return
-        message, before, before_is_error = self._bg_error
-        self._bg_error = None
+        message, before, before_is_error = held
         if self.view.message == message:  # nothing newer has replaced it meanwhile
             self.view.set_message(before, error=before_is_error)
 
@@ -893,7 +897,7 @@ class LiveWindow(QMainWindow):
         if self.pipeline is None or not self.pipeline.running:
             # A finished pipeline (a --no-loop file that ended, a failed model) delivers
             # no frames: a recording would only end as "Nothing was recorded".
-            self.show_error("Nothing to record: the camera is not running.")
+            self._show_passing_error("record", "Nothing to record: the camera is not running.")
             self._set_record_checked(False)
             return False
         target = Path(path) if path is not None else self._record_target()
@@ -901,9 +905,10 @@ class LiveWindow(QMainWindow):
             rec = self.make_recorder(target)
             rec.start()
         except VidmatError as exc:
-            self.show_error(str(exc))
+            self._show_passing_error("record", str(exc))
             self._set_record_checked(False)
             return False
+        self._clear_passing_error("record")
         self.recorder = rec
         self._recording_target = target
         with self._targets_lock:
@@ -940,12 +945,23 @@ class LiveWindow(QMainWindow):
                 if target is not None:
                     with self._targets_lock:
                         self._recording_targets.discard(target)
+            if isinstance(result, str):
+                self.recording_failures.append(result)  # read at exit, signal or not
             self.recordingSaved.emit(result)
 
         if wait:
             finish()
         else:  # finalising encodes what is queued: not on the GUI thread
-            threading.Thread(target=finish, name="vidmat-record-stop", daemon=True).start()
+            saving = threading.Thread(target=finish, name="vidmat-record-stop", daemon=True)
+            self._saving = [t for t in self._saving if t.is_alive()] + [saving]
+            saving.start()
+
+    def wait_for_recordings(self) -> None:
+        """Block until recordings stopped earlier are saved: R then Q straight away left
+        a hidden temporary file, the program gone before the file was finished."""
+        for saving in self._saving:
+            saving.join()
+        self._saving = []
 
     def _set_record_checked(self, on: bool) -> None:
         self.record_button.blockSignals(True)
@@ -956,8 +972,9 @@ class LiveWindow(QMainWindow):
     def _on_recording_saved(self, result: Any) -> None:
         self.last_saved = result
         if isinstance(result, str):
-            self.show_error(result)
+            self._show_passing_error("record", result)
         elif getattr(result, "path", None) is not None:
+            self._clear_passing_error("record")
             self.statusBar().showMessage(
                 f"Saved {result.path} ({result.frames} frames, {result.duration:.1f} s)", 8000
             )
@@ -996,6 +1013,7 @@ class LiveWindow(QMainWindow):
             log.exception("saving settings failed")
         if self.recorder is not None:
             self.stop_recording(wait=True)  # the file must be complete when we exit
+        self.wait_for_recordings()
         self._stop_pipeline()
         super().closeEvent(event)
 
