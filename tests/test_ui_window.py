@@ -306,6 +306,8 @@ def test_a_dead_remembered_file_is_not_applied_by_the_picker_or_b(qtbot, window,
     assert window.bg_combo.currentData() == "transparent"
     assert window.pipeline.settings.background.kind == "transparent"
     assert "gone.png" in window.statusBar().currentMessage()  # why it was skipped
+    # in words about the file, not about a --bg text ("neither a colour, blur, ...")
+    assert window.statusBar().currentMessage() == f"{tmp_path / 'gone.png'} does not exist."
     window.close()
     assert window.qs.value("background/image") is None
     assert window.qs.value("background/video") is None
@@ -617,7 +619,18 @@ def test_a_recording_error_clears_once_recording_works(qtbot, window, tmp_path):
     assert "does not exist" in window.view.message and window.view.message_is_error
     assert window.start_recording(tmp_path / "ok.mp4")
     assert window.view.message == ""
+    assert window.statusBar().currentMessage() == f"Recording to {tmp_path / 'ok.mp4'}"
     n = window.pipeline.outputs
     qtbot.waitUntil(lambda: window.pipeline.outputs > n + 3, timeout=5000)
     window.stop_recording(wait=True)
     assert window.view.message == "" and (tmp_path / "ok.mp4").exists()
+
+
+def test_recording_the_transparent_view_says_it_is_recorded_over_black(qtbot, window, tmp_path):
+    window.set_background_kind("transparent")
+    assert window.start_recording(tmp_path / "t.mp4")
+    assert window.statusBar().currentMessage() == (
+        f"Recording to {tmp_path / 't.mp4'} (the transparent view is recorded over black: "
+        "MP4 has no alpha)"
+    )
+    window.stop_recording(wait=True)

@@ -153,7 +153,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="OUT.mp4",
         help="record to H.264 (+ AAC from --audio); the sound of a video file played as the "
-        "camera is not recorded",
+        "camera is not recorded, and the transparent view is recorded over black (MP4 has no "
+        "alpha: vidmat convert --format webm or mov keeps it)",
     )
     out.add_argument("--overwrite", action="store_true", help="replace an existing recording")
     out.add_argument(

@@ -505,6 +505,10 @@ class LiveWindow(QMainWindow):
         """
         from vidmat.io.images import load_background
 
+        if not Path(path).expanduser().exists():
+            # load_background's word for a --bg text matching nothing ("neither a colour,
+            # blur, ...") speaks of text the user never typed here.
+            raise VidmatError(f"{path} does not exist.")
         try:
             bg = load_background(path)
         except (ValueError, ArithmeticError, OSError) as exc:  # one sentence, not a traceback
@@ -916,7 +920,10 @@ class LiveWindow(QMainWindow):
         self.pipeline.add_sink(rec)
         self._set_record_checked(True)
         self.status_labels["rec"].setText("● REC")
-        self.statusBar().showMessage(f"Recording to {target}", 4000)
+        note = ""
+        if self.current_settings().background.kind == "transparent":
+            note = " (the transparent view is recorded over black: MP4 has no alpha)"
+        self.statusBar().showMessage(f"Recording to {target}{note}", 4000)
         return True
 
     def stop_recording(self, wait: bool = False) -> None:
