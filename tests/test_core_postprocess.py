@@ -301,3 +301,15 @@ def test_a_very_large_jpeg_is_decoded_at_a_size_still_larger_than_any_frame(tmp_
     assert images.read_image(tmp_path / "big.png").shape == (90, 200, 3)
     monkeypatch.setattr(images, "LARGEST_SHOWN_SIDE", 4320)
     assert images.read_image(tmp_path / "big.jpg").shape == (90, 200, 3)
+
+
+def test_refine_takes_a_model_mask_as_large_as_the_frame():
+    """eval --refine on 256 px photos at --size 256: the mask came from inference mode and
+    needed no resizing, and clamping it in place raised 'Inplace update to inference
+    tensor outside InferenceMode'."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        low = torch.rand(1, 1, 32, 32)
+    alpha = PostProcessor(PostprocessConfig(smoothing=0.0)).refine(frame, low)
+    assert alpha.shape == (1, 1, 32, 32) and 0.0 <= float(alpha.min()) <= float(alpha.max()) <= 1.0

@@ -151,7 +151,9 @@ class PostProcessor:
         side = self.config.work_side or max(lowres.shape[-2:])
         size = work_size(frame.shape[-3], frame.shape[-2], side)
         small = downscale_frame(frame, size)
-        return small, resize(lowres.float(), size).clamp_(0.0, 1.0)
+        # Not in place: at the mask's own size resize() hands back the caller's tensor, an
+        # inference tensor outside inference mode in eval (--refine on 256 px photos).
+        return small, resize(lowres.float(), size).clamp(0.0, 1.0)
 
     def _frame_f(self, frame: Tensor) -> Tensor | None:
         """The float frame for the torch path (None on the OpenCV CPU path, which needs none)."""
