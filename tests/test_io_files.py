@@ -11,6 +11,7 @@ from vidmat.errors import VidmatError
 from vidmat.io.files import (
     atomic_folder,
     atomic_output,
+    atomic_write_text,
     check_output_path,
     require_file,
     require_folder,
@@ -143,3 +144,30 @@ def test_json_text_writes_every_non_finite_number_as_null() -> None:
         "c": [None],
         "d": 2,
     }
+
+
+def test_a_device_is_never_replaced_and_text_goes_into_a_pipe(tmp_path: Path) -> None:
+    """--json /dev/full --overwrite, run as root, renamed a plain file over the device
+    node; convert -o /dev/null --overwrite would have done the same."""
+    import stat
+    import threading
+
+    null = Path("/dev/null")
+    if not null.exists() or not stat.S_ISCHR(null.stat().st_mode):
+        pytest.skip("no /dev/null character device here")
+    for overwrite in (False, True):
+        with pytest.raises(VidmatError, match=r"^/dev/null is a device or pipe, not a file; "):
+            check_output_path(null, overwrite)
+    check_output_path(null, False, stream_ok=True)  # a text output may name one
+    atomic_write_text(null, "{}\n")
+    assert stat.S_ISCHR(null.stat().st_mode)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    check_output_path(fifo, False, stream_ok=True)
+    atomic_write_text(fifo, "scores\n")
+    reader.join(10)
+    assert got == ["scores\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]  # no temporary left

@@ -683,3 +683,33 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_eval_json_never_replaces_what_the_run_reads(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_people: Callable[..., Path],
+    tiny_weights: Path,
+) -> None:
+    """--json W.safetensors --overwrite left the weights holding the scores; --json on a
+    mask made the next eval fail on it."""
+    data = make_people(tmp_path / "data")
+    argv = ["eval", "--images", str(data / "images"), "--masks", str(data / "masks")]
+    argv += ["--weights", str(tiny_weights), "--device", "cpu", "--no-progress", "--overwrite"]
+    weights = tiny_weights.read_bytes()
+    mask = (data / "masks" / "1.png").read_bytes()
+    assert main([*argv, "--json", str(tiny_weights)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"vidmat: error: the --json {tiny_weights} is the --weights file itself; choose another --json name."
+    )
+    assert main([*argv, "--json", str(data / "masks" / "1.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"vidmat: error: --json {data / 'masks' / '1.png'} is a file in the --masks folder "
+        f"{data / 'masks'}, which this run reads; write the results elsewhere."
+    )
+    assert tiny_weights.read_bytes() == weights and (data / "masks" / "1.png").read_bytes() == mask
+    out = data / "masks" / "scores.json"  # a new file beside them replaces nothing
+    assert main([*argv, "--json", str(out)]) == 0 and out.exists()

@@ -88,7 +88,7 @@ def json_path(path: str | Path | None, overwrite: bool) -> None:
     earlier run is often the baseline a new one is compared with.
     """
     if path:
-        check_output_path(Path(path), overwrite=overwrite)
+        check_output_path(Path(path), overwrite=overwrite, stream_ok=True)
 
 
 def devices(text: str, option: str = "--devices") -> list[torch.device]:

@@ -173,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
             # --overwrite replaces an earlier result, never the baseline this run is
             # compared with: the comparison would be written over what it compared against
             check_not_input(args.json, args.against, "--json", "--against result")
-        check_output_path(args.json, args.overwrite)
+        check_output_path(args.json, args.overwrite, stream_ok=True)
+        _check_json_apart(args)
     baseline = load_result(args.against) if args.against is not None else None
     if baseline is not None:  # before minutes of scoring, not after them
         kind = "sequences" if args.sequences is not None else "images"
@@ -262,3 +263,33 @@ def run(args: argparse.Namespace) -> int:
     if unpaired is not None:
         raise unpaired
     return 0
+
+
+def _check_json_apart(args: argparse.Namespace) -> None:
+    """Refuse a --json that would replace what this run reads, --overwrite or not: the
+    weights file or a picture or mask of the data (--json w.safetensors --overwrite left
+    the weights holding the scores)."""
+    from vidmat.io.files import check_not_input, is_stream
+
+    json = Path(args.json)
+    if not json.exists() or is_stream(json):
+        return
+    from vidmat.model.weights import resolve
+
+    try:
+        weights, _spec = resolve(args.weights)  # a registered name is a file too
+    except VidmatError:
+        weights = None  # refused with its own sentence when the engine loads
+    if weights is not None:
+        check_not_input(json, weights, "--json", "--weights file")
+    where = json.resolve()
+    for option, folder in (
+        ("--images", args.images),
+        ("--masks", args.masks),
+        ("--sequences", args.sequences),
+    ):
+        if folder is not None and Path(folder).resolve() in where.parents:
+            raise VidmatError(
+                f"--json {json} is a file in the {option} folder {folder}, which this run "
+                "reads; write the results elsewhere."
+            )

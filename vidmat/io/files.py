@@ -8,6 +8,7 @@ import math
 import numbers
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -69,7 +70,20 @@ def check_out_apart(out: Path, inputs: Sequence[tuple[str, Path]], why: str) -> 
         raise VidmatError(f"--out {out} {where} the {what} {source}, {why}")
 
 
-def check_output_path(path: Path, overwrite: bool, folder: bool = False) -> None:
+def is_stream(path: Path) -> bool:
+    """A character device, pipe or socket, or a link to one (``/dev/stdout``, a FIFO):
+    text is written into it in place; a rename over it replaced the device node itself
+    (``--json /dev/full --overwrite`` as root left a plain file at /dev/full)."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def check_output_path(
+    path: Path, overwrite: bool, folder: bool = False, stream_ok: bool = False
+) -> None:
     """Refuse early, with one sentence, what would fail or destroy data later.
 
     ``folder``: the output is a folder of files (a PNG sequence), not one file. The
@@ -80,8 +94,16 @@ def check_output_path(path: Path, overwrite: bool, folder: bool = False) -> None
     A folder where a file goes (or a file where a folder goes) is refused as that
     before ``overwrite`` is looked at: --overwrite never replaces one kind with the
     other, so advising it only led to a second refusal.
+
+    ``stream_ok``: a text output (--json) may name a device or pipe (``/dev/stdout``),
+    written in place by :func:`atomic_write_text`; every other device is refused, as the
+    rename that replaces an output would put a plain file in its place.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir() and not path.is_file():
+        if stream_ok and not folder and is_stream(path):
+            return
+        raise VidmatError(f"{path} is a device or pipe, not a file; name a file to write.")
     if path.exists():
         if path.is_dir() and not folder:
             raise VidmatError(f"{path} is a folder; name a file to write instead.")
@@ -225,6 +247,12 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all; a device or pipe (see
+    :func:`is_stream`) is written in place."""
+    if is_stream(path):
+        with open(path, "w") as stream:
+            stream.write(text)
+        return
     with atomic_output(path) as tmp:
         tmp.write_text(text)
 

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> list[SceneScores]:
     pairs = pair_folders(args.images, args.masks)
     backgrounds = background_files(args.backgrounds)
     if args.json is not None:
-        check_output_path(args.json, args.overwrite)
+        check_output_path(args.json, args.overwrite, stream_ok=True)
     cfg = SceneConfig(scenes=args.scenes, seed=args.seed)
     engine = Engine.from_config(
         EngineConfig(weights=args.weights, device=args.device, size=args.size, threads=args.threads)
