@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -661,6 +662,41 @@ def test_a_stop_between_validations_keeps_its_ema(tmp_path: Path) -> None:
     timed = Trainer(late, sources=[_squares()], bank=None, valsets=[])
     timed.run()
     assert timed.step == 0 and not late.run_dir.joinpath("last.pt").exists()
+
+
+def test_a_run_that_diverges_stops_and_keeps_its_last_sound_checkpoint(tmp_path: Path) -> None:
+    """--lr 1e30 trained on with a NaN loss, exported NaN weights as best and ended 0."""
+    from vidmat.train.loop import TrainingDiverged, check_exportable
+
+    sound = _trainer(tmp_path, steps=2)
+    sound.run()
+    ckpt = sound.cfg.run_dir / "last.pt"
+    before = ckpt.read_bytes()
+    exports = sorted(p.name for p in sound.cfg.run_dir.glob("*.safetensors"))
+    wild = Trainer(
+        replace(_cfg(tmp_path, steps=6), lr=1e30, warmup=0),
+        sources=[_squares()],
+        bank=None,
+        valsets=[],
+    )
+    wild.load(ckpt, change_settings=True)
+    with pytest.raises(TrainingDiverged) as caught:
+        wild.run()
+    assert str(caught.value).startswith("training diverged")
+    assert f"{ckpt} holds step 2, from before it" in str(caught.value)
+    assert ckpt.read_bytes() == before  # not overwritten by the wild state
+    assert sorted(p.name for p in sound.cfg.run_dir.glob("*.safetensors")) == exports
+    log = [json.loads(line) for line in (sound.cfg.run_dir / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in log)  # strict JSON: no bare NaN
+    with pytest.raises(TrainingDiverged, match="no longer a number fp16 can hold"):
+        check_exportable(_huge_model())
+
+
+def _huge_model() -> torch.nn.Module:
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.fill_(1e6)  # finite, but infinity in the fp16 export
+    return model
 
 
 def test_whole_photo_sample_is_squashed_like_inference() -> None:

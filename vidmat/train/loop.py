@@ -474,10 +474,28 @@ def _atomic_torch_save(obj: object, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+class TrainingDiverged(VidmatError):
+    """The loss or the weights stopped being numbers (too high a --lr): nothing more is
+    saved or exported, so RUN/last.pt and the exports keep the last state that was sound."""
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Refuse weights that are not numbers or that fp16 cannot hold (exports are fp16:
+    a weight past 65504 is written as infinity, and eval then refuses the file)."""
+    limit = torch.finfo(torch.float16).max
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(value.abs().le(limit).all()):
+            raise TrainingDiverged(
+                f"training diverged: weight {name} is no longer a number fp16 can hold"
+            )
+
+
 def export_weights(model: nn.Module, cfg: TrainConfig, path: Path, description: str) -> str:
     """Write safetensors (fp16) with the spec the engine needs; returns the sha256."""
     from vidmat.model.spec import WeightsSpec
     from vidmat.model.weights import save_weights, sha256_file
+
+    check_exportable(model)
 
     spec = WeightsSpec(
         name=cfg.name,
@@ -876,11 +894,15 @@ class Trainer:
             part = part * (len(xi) / n)
             part.backward()
             loss += part.detach()
+        value = float(loss)
+        if not math.isfinite(value):  # before the step: the weights stay what they were
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1}: the loss is {value}"
+            )
         self.opt.step()
         self.sched.step()
         self.step += 1
         self.ema.update(self.model, self.step)
-        value = float(loss)
         self.losses.append(value)
         return value
 
@@ -906,6 +928,8 @@ class Trainer:
         smooth = None
         val_iou = float("nan")
         exported = self.step
+        saved = self.step  # the step RUN/last.pt holds (0: none yet, or a fresh run's)
+        diverged = False
         try:
             t0 = time.monotonic()
             for batch in self.batches():
@@ -939,21 +963,33 @@ class Trainer:
                             on_log(f"step {self.step}: " + json.dumps(res))
                     self._export_step(note)
                     exported = self.step
+                    check_exportable(self.model)
                     self.save()
-                    last_ckpt = time.monotonic()
+                    saved, last_ckpt = self.step, time.monotonic()
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
                 if time.monotonic() - last_ckpt > cfg.ckpt_minutes * 60:
+                    check_exportable(self.model)
                     self.save()
-                    last_ckpt = time.monotonic()
+                    saved, last_ckpt = self.step, time.monotonic()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{smooth:.3f}", val_iou=f"{val_iou:.3f}")
                 t0 = time.monotonic()
             if self.step > exported:  # stopped between validations: keep where it got to
                 self._export_step(f"step {self.step} (stopped)")
+        except TrainingDiverged as exc:
+            diverged = True
+            if saved:
+                advice = (
+                    f"{cfg.run_dir / 'last.pt'} holds step {saved}, from before it: resume "
+                    "with a lower --lr and --change-settings"
+                )
+            else:
+                advice = "nothing was saved; start again with a lower --lr or a longer --warmup"
+            raise TrainingDiverged(f"{exc}; {advice}.") from None
         finally:
-            if self.step > 0:
+            if self.step > 0 and not diverged:
                 self.save()
             log_file.close()
             if bar is not None:
