@@ -627,6 +627,16 @@ def test_masks_in_every_form_datasets_ship_read_as_their_person(tmp_path: Path) 
     empty[..., 3] = 255
     cv2.imwrite(str(tmp_path / "empty.png"), empty)
     assert read_mask(tmp_path / "empty.png").max() == 0
+    # a person drawn red on black in an RGB PNG (grey 76: it read as all background), and
+    # one too dark to tell, refused rather than read as nobody
+    red = np.zeros((20, 30, 3), np.uint8)
+    red[person] = (0, 0, 255)  # BGR
+    cv2.imwrite(str(tmp_path / "red.png"), red)
+    assert np.array_equal(read_mask(tmp_path / "red.png"), want)
+    red[person] = (0, 0, 60)
+    cv2.imwrite(str(tmp_path / "dim.png"), red)
+    with pytest.raises(VidmatError, match="coloured and none of it is brighter than half"):
+        read_mask(tmp_path / "dim.png")
 
 
 def test_eval_json_is_never_its_against_baseline(

@@ -222,7 +222,7 @@ def read_mask(path: Path) -> np.ndarray:
     masks cut at 127; palette PNGs of coloured labels (DAVIS, VOC: any object, where the
     index is not 0 nor VOC's 255 border) taken by their colours' grey, DAVIS's dark red
     a 38; 16-bit 0/1 masks shifted to 8 bits; a person drawn in the alpha channel alone,
-    or a cut-out's alpha. A black-and-white mask saved indexed (a grey palette), or with
+    or a cut-out's alpha; a person drawn in a colour (red: grey 76) in an RGB PNG. A black-and-white mask saved indexed (a grey palette), or with
     a transparent margin, is read by its greys, as any other.
     """
     kind = _png_colour_type(path)
@@ -235,9 +235,23 @@ def read_mask(path: Path) -> np.ndarray:
         ):
             indices = _palette_indices(path)  # any object, not VOC's 255 border
             return np.where((indices > 0) & (indices < 255), 255, 0).astype(np.uint8)
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    # A grey PNG (its header says so) is read as grey at once; others may be coloured.
+    grey = cv2.IMREAD_GRAYSCALE if kind in (0, 4) else cv2.IMREAD_COLOR
+    m = cv2.imread(str(path), grey | cv2.IMREAD_ANYDEPTH)
     if m is None:
         raise VidmatError(f"cannot read mask {path}.")
+    if m.ndim == 3 and (m[..., 0] == m[..., 1]).all() and (m[..., 1] == m[..., 2]).all():
+        m = m[..., 0]  # grey saved as colour (or a JPEG)
+    elif m.ndim == 3:
+        # A person drawn in a colour on black, by its brightest channel: read by its
+        # grey, a red person (76) was all background, without a word.
+        m = m.max(axis=2)
+        middle = {np.dtype(np.uint8): 127, np.dtype(np.uint16): 32767}.get(m.dtype, 0)
+        if 1 < m.max() <= middle and kind not in (4, 6):  # (1: a 0/1 label, below)
+            raise VidmatError(
+                f"mask {path} is coloured and none of it is brighter than half: vidmat reads "
+                "the person where a mask is bright; save it white (or 1) on black."
+            )
     if kind in (4, 6):
         # alpha that varies is the mask, unless the colour is one of two values (a
         # black-and-white mask with a transparent margin): a person drawn in alpha alone
@@ -423,7 +437,8 @@ class CachedSource:
 #: background, and such a cache must not be reused).
 #: 3: palette, 16-bit and alpha-only masks read as the person they hold (were background).
 #: 4: grey palettes by their greys; alpha only where the colour is not a B/W mask.
-MASK_READING_VERSION = 4
+#: 5: coloured (not palette) masks by their brightest channel, not their grey.
+MASK_READING_VERSION = 5
 
 
 def _cache_key(
