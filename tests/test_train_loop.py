@@ -699,6 +699,21 @@ def _huge_model() -> torch.nn.Module:
     return model
 
 
+def test_val_roots_of_the_same_name_are_told_apart(tmp_path: Path) -> None:
+    """--val A/val --val B/val logged one "val": the second's scores replaced the first's,
+    and the mean IoU that picks the best step was of one set."""
+    from vidmat.errors import VidmatError
+    from vidmat.train.loop import valset_names
+
+    a, b, c = tmp_path / "A" / "val", tmp_path / "B" / "val", tmp_path / "B" / "ccp"
+    assert valset_names([a, b, c]) == ["A/val", "B/val", "ccp"]
+    deep = [tmp_path / "x" / "A" / "val", tmp_path / "y" / "A" / "val"]
+    assert valset_names(deep) == ["x/A/val", "y/A/val"]
+    assert valset_names([c]) == ["ccp"]
+    with pytest.raises(VidmatError, match="given twice"):
+        valset_names([a, tmp_path / "A" / "." / "val"])
+
+
 def test_whole_photo_sample_is_squashed_like_inference() -> None:
     """A wide photo drawn whole is resized to the square as ``cv2.resize`` would at run time."""
     h, w, size = 40, 80, 32

@@ -373,12 +373,28 @@ class ValSet:
     masks: np.ndarray  # (N,H,W) uint8 0/255
 
 
+def valset_names(roots: Sequence[Path]) -> list[str]:
+    """Each --val root's name in the log: its folder's, with as many folders above it as
+    it takes to tell it from the others (``A/val`` and ``B/val``: the second's scores
+    replaced the first's under "val", and the mean IoU that picks the best step lost one)."""
+    parts = [Path(r).resolve().parts for r in roots]
+    if len(set(parts)) < len(parts):
+        raise VidmatError("a --val folder is given twice; give each once.")
+    depth = [1] * len(parts)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        clash = {n for n in names if names.count(n) > 1}
+        if not clash:
+            return names
+        depth = [d + 1 if n in clash else d for n, d in zip(names, depth, strict=True)]
+
+
 def load_valsets(roots: Sequence[Path], n: int, cache_dir: Path, progress: bool) -> list[ValSet]:
     out = []
-    for root in roots:
+    for root, name in zip(roots, valset_names(roots), strict=True):
         src = load_source(SourceSpec(root), cache_dir, 320, False, progress)
         idx = spread(len(src), n)
-        out.append(ValSet(root.name, np.asarray(src.images[idx]), np.asarray(src.masks[idx])))
+        out.append(ValSet(name, np.asarray(src.images[idx]), np.asarray(src.masks[idx])))
     return out
 
 
