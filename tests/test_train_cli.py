@@ -61,7 +61,8 @@ def data(tmp_path: Path) -> Path:
         ("--size", "4096", "--size and --mix-size must be multiples of 32 from 32 to 2048."),
         ("--threads", "0", "--threads must be at least 1."),
         ("--threads", "-1", "--threads must be at least 1."),
-        ("--seed", "-1", "--seed must be 0 or more."),
+        ("--seed", "-1", "--seed must be between 0 and 4294967295."),
+        ("--seed", "99999999999999999999", "--seed must be between 0 and 4294967295."),
         ("--device", "tpu", "unknown device 'tpu'; use auto, cpu, cuda or cuda:N."),
         (
             "--close-gaps",
@@ -713,3 +714,34 @@ def test_eval_json_never_replaces_what_the_run_reads(
     assert tiny_weights.read_bytes() == weights and (data / "masks" / "1.png").read_bytes() == mask
     out = data / "masks" / "scores.json"  # a new file beside them replaces nothing
     assert main([*argv, "--json", str(out)]) == 0 and out.exists()
+
+
+def test_fresh_never_resumes_and_a_checkpoint_folder_is_named_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """--fresh --resume RUN/last.pt resumed and wrote over the last.pt --fresh promised to
+    leave; --resume RUN said the folder "does not exist"."""
+    root = make_people(tmp_path / "people")
+    run = tmp_path / "run"
+    argv = ["--data", str(root), "--size", "32", "--batch", "2", "--no-progress", "--run", str(run)]
+    assert main(["train", *argv, "--steps", "1"]) == 0
+    capsys.readouterr()
+    last = run / "last.pt"
+    _refused(
+        [*argv, "--steps", "2", "--fresh"],
+        capsys,
+        tmp_path,
+        f"{last} exists; pick another --run folder for a fresh run.",
+    )
+    _refused(
+        [*argv, "--steps", "2", "--fresh", "--resume", str(last)],
+        capsys,
+        tmp_path,
+        "--fresh starts a run from nothing, --resume goes on with one; give one.",
+    )
+    _refused(
+        [*argv, "--steps", "2", "--resume", str(run)],
+        capsys,
+        tmp_path,
+        f"checkpoint {run} is a folder; name its last.pt (or another .pt).",
+    )

@@ -128,4 +128,4 @@ def test_cli_scores_a_weights_file_and_writes_json(
     assert err.startswith("scenes: error:") and "nope" in err and "\n" not in err
     # numpy's generator refused a negative seed with a traceback; as `vidmat train --seed`
     assert main([*argv, "--seed", "-1"]) == 2
-    assert capsys.readouterr().err == "scenes: error: --seed must be 0 or more.\n"
+    assert capsys.readouterr().err == "scenes: error: --seed must be between 0 and 4294967295.\n"

@@ -423,8 +423,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise VidmatError("--warmup must be 0 or more steps.")
     if not 0.0 <= args.ema < 1.0:
         raise VidmatError("--ema must be at least 0 and below 1.")
-    if args.seed < 0:
-        raise VidmatError("--seed must be 0 or more.")
+    if not 0 <= args.seed < 2**32:  # numpy's generators take no more (a traceback above it)
+        raise VidmatError(f"--seed must be between 0 and {2**32 - 1}.")
     if args.val_every < 1:
         raise VidmatError("--val-every must be at least 1 step.")
     if args.val_n < 1:
@@ -612,10 +612,14 @@ def run(args: argparse.Namespace) -> int:
         return _write_samples(cfg, args)
     last = args.run / "last.pt"
     resume = args.resume
+    if args.fresh and resume is not None:  # it resumed, and wrote over RUN/last.pt
+        raise VidmatError("--fresh starts a run from nothing, --resume goes on with one; give one.")
     if resume is None and last.exists():
         if args.fresh:
             raise VidmatError(f"{last} exists; pick another --run folder for a fresh run.")
         resume = last
+    if resume is not None and resume.is_dir():
+        raise VidmatError(f"checkpoint {resume} is a folder; name its last.pt (or another .pt).")
     if resume is not None and not resume.is_file():
         raise VidmatError(f"checkpoint {resume} does not exist.")
     if cfg.init is not None:

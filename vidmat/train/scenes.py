@@ -147,8 +147,8 @@ def run(args: argparse.Namespace) -> list[SceneScores]:
     from vidmat.core.engine import Engine
     from vidmat.core.settings import EngineConfig
 
-    if args.seed < 0:  # as `vidmat train --seed`; numpy's generator refuses one with a traceback
-        raise VidmatError("--seed must be 0 or more.")
+    if not 0 <= args.seed < 2**32:  # as `vidmat train --seed`: a traceback outside it
+        raise VidmatError(f"--seed must be between 0 and {2**32 - 1}.")
     pairs = pair_folders(args.images, args.masks)
     backgrounds = background_files(args.backgrounds)
     if args.json is not None:
