@@ -1041,6 +1041,39 @@ def test_load_source_builds_and_reuses_cache(tmp_path: Path) -> None:
     assert smaller.images.shape == (3, 32, 32, 3)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty", "another shape"])
+def test_a_damaged_cache_is_built_again(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cache cut short (a full disk, a copy stopped) ended training in a traceback: mmap
+    length, EOFError, or a broadcast error mid-run for an array of another shape."""
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    src = _squares(n=3)
+    for i in range(3):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), src.images[i])
+        cv2.imwrite(str(root / "masks" / f"{i}.png"), src.masks[i])
+    bank = tmp_path / "bg"
+    bank.mkdir()
+    cv2.imwrite(str(bank / "a.png"), src.images[0])
+    good = np.array(load_source(SourceSpec(root), tmp_path / "c", 64, progress=False).images)
+    good_bank = np.array(load_backgrounds(bank, tmp_path / "c", size=(32, 32)))
+    for cached in (tmp_path / "c").glob("*.npy"):
+        if damage == "truncated":
+            cached.write_bytes(cached.read_bytes()[:200])
+        elif damage == "empty":
+            cached.write_bytes(b"")
+        else:
+            np.save(cached, np.zeros((2, 5, 5, 3), np.uint8))
+    again = load_source(SourceSpec(root), tmp_path / "c", 64, progress=False)
+    assert np.array_equal(np.asarray(again.images), good)
+    assert np.array_equal(
+        np.asarray(load_backgrounds(bank, tmp_path / "c", size=(32, 32))), good_bank
+    )
+    assert capsys.readouterr().err.count("is damaged; building it again") == 2
+
+
 def test_only_named_roots_get_their_holes_filled(tmp_path: Path) -> None:
     """VITON's neck gaps are closed; a CCP arm-torso gap stays background."""
     m = np.zeros((32, 32), np.uint8)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import mmap
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -486,7 +487,11 @@ def load_source(
     key = _cache_key(spec.path, [f for pair in pairs for f in pair], size, close_gaps)
     img_file = cache_dir / f"{spec.path.name}-{key}-images.npy"
     mask_file = cache_dir / f"{spec.path.name}-{key}-masks.npy"
-    if not (img_file.exists() and mask_file.exists()):
+    shape = (len(pairs), *size)
+    cached = _open_cache(img_file, mask_file, shape)
+    if cached is None and (img_file.exists() or mask_file.exists()):
+        print(f"warning: the cache of {spec.path} is damaged; building it again", file=sys.stderr)
+    if cached is None:
         h, w = size
         images = np.zeros((len(pairs), h, w, 3), np.uint8)
         masks = np.zeros((len(pairs), h, w), np.uint8)
@@ -506,9 +511,31 @@ def load_source(
         cache_dir.mkdir(parents=True, exist_ok=True)
         _atomic_save(img_file, images)
         _atomic_save(mask_file, masks)
-    images = np.load(img_file, mmap_mode="r")
-    masks = np.load(mask_file, mmap_mode="r")
-    return CachedSource(spec, images, masks)
+        cached = _open_cache(img_file, mask_file, shape)
+        if cached is None:
+            raise VidmatError(f"the cache {img_file} just written cannot be read back.")
+    return CachedSource(spec, *cached)
+
+
+def _open_cache(
+    img_file: Path, mask_file: Path, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A root's cached images and masks, memory-mapped; None when either is missing or
+    damaged."""
+    images = _open_array(img_file, (*shape, 3))
+    masks = _open_array(mask_file, shape)
+    return None if images is None or masks is None else (images, masks)
+
+
+def _open_array(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A cached uint8 array of ``shape``, memory-mapped; None when it is missing or damaged
+    (a disk that filled up, a copy cut short): such a file ended training in a traceback
+    (mmap length, EOFError, a broadcast error mid-run)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError):
+        return None
+    return array if array.shape == shape and array.dtype == np.uint8 else None
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
@@ -553,10 +580,17 @@ def load_backgrounds(
     key = _cache_key(folder, files, size, False, masks=False)
     cache_dir.mkdir(parents=True, exist_ok=True)
     f = cache_dir / f"backgrounds-{key}.npy"
-    if not f.exists():
+    shape = (len(files), *size, 3)
+    cached = _open_array(f, shape)
+    if cached is None:
+        if f.exists():
+            print(f"warning: the cache of {folder} is damaged; building it again", file=sys.stderr)
         h, w = size
         out = np.zeros((len(files), h, w, 3), np.uint8)
         for i, p in enumerate(files):
             out[i] = cover_crop(read_rgb(p), size)
         _atomic_save(f, out)
-    return np.load(f, mmap_mode="r")
+        cached = _open_array(f, shape)
+        if cached is None:
+            raise VidmatError(f"the cache {f} just written cannot be read back.")
+    return cached
