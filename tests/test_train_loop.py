@@ -417,6 +417,22 @@ def test_resume_continues_identically(tmp_path: Path) -> None:
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("damage", ["a layer missing", "a step that is not a number"])
+def test_a_damaged_checkpoint_is_one_sentence(tmp_path: Path, damage: str) -> None:
+    """A hand-edited or cut last.pt resumed into a RuntimeError or ValueError traceback."""
+    first = _trainer(tmp_path / "a", steps=1)
+    first.run()
+    ck = torch.load(first.cfg.run_dir / "last.pt", weights_only=True)
+    if damage == "a layer missing":
+        ck["model"].pop("outconv.weight")
+    else:
+        ck["step"] = "three"
+    bad = tmp_path / "bad.pt"
+    torch.save(ck, bad)
+    with pytest.raises(VidmatError, match=r"^checkpoint .*bad\.pt is damaged: "):
+        _trainer(tmp_path / "b", steps=2).load(bad)
+
+
 def test_a_checkpoint_passed_as_weights_gives_its_ema_and_its_spec(tmp_path: Path) -> None:
     """``--weights RUN/last.pt`` loaded the raw last step with the official checkpoints'
     spec (max-scaling, 320 px); the run validated and exported its EMA, scaled by 255."""

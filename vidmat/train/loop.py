@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -818,6 +819,17 @@ class Trainer:
         ck = read_checkpoint(path, self.device)
         config = ck.get("config")
         check_resumable(config if isinstance(config, dict) else {}, self.cfg, path, change_settings)
+        try:
+            self._load_state(ck)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError):
+            # a state missing layers, a step that is not a number: written by something
+            # else or damaged; a resume half-loaded from it must not go on
+            raise VidmatError(
+                f"checkpoint {path} is damaged: its saved state does not fit this run's model "
+                "and optimiser; resume from another checkpoint or start a new --run."
+            ) from None
+
+    def _load_state(self, ck: Mapping[str, Any]) -> None:
         self.model.load_state_dict(ck["model"])
         self.ema.model.load_state_dict(ck["ema"])
         self.opt.load_state_dict(ck["opt"])
