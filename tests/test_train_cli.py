@@ -745,3 +745,25 @@ def test_fresh_never_resumes_and_a_checkpoint_folder_is_named_so(
         tmp_path,
         f"checkpoint {run} is a folder; name its last.pt (or another .pt).",
     )
+
+
+def test_a_second_run_on_a_busy_run_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """Two `vidmat train` on one --run both trained from step 0 and wrote over each
+    other's last.pt, log and exports, both ending 0."""
+    from vidmat.io.files import folder_lock
+
+    root = make_people(tmp_path / "people")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(root), "--size", "32", "--batch", "2", "--no-progress"]
+    argv += ["--run", str(run), "--steps", "1"]
+    with folder_lock(run, "held by this test"):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"vidmat: error: another vidmat train is running in {run} (it holds "
+            f"{run / '.lock'}); let it finish or stop it, or name another --run folder."
+        )
+        assert not (run / "last.pt").exists()
+    assert main(argv) == 0  # free again once the other has ended
+    assert (run / "last.pt").exists()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from vidmat.argtypes import weights_name
 from vidmat.errors import VidmatError
-from vidmat.io.files import check_output_folder, require_folder
+from vidmat.io.files import check_output_folder, folder_lock, require_folder
 from vidmat.model.spec import MAX_INPUT_SIZE
 from vidmat.signals import caught_signals, stop_exception, stop_signal_received
 from vidmat.train import AMP_MODES
@@ -634,40 +634,45 @@ def run(args: argparse.Namespace) -> int:
     # Last, as they touch the disk: the folders Trainer writes to.
     check_output_folder(args.run, f"--run {args.run}")
     _check_cache_folder(cfg, args)
-    trainer = Trainer(cfg)
-    if resume is not None:
-        trainer.load(resume, change_settings=args.change_settings)
-        print(f"resumed from {resume} at step {trainer.step}", flush=True)
-        if changed:  # in the log of the run: from here on it is not the one it started as
-            print(f"changed on resume: {', '.join(changed)}", flush=True)
-
-    stopped_by: list[int] = []  # the first signal that stopped the run
-
-    def _stop(signum, frame):  # finish the current step, checkpoint, exit
-        stop_signal_received(signum)
-        stopped_by.append(signum)
-        trainer.stop()
-
-    previous = {sig: signal.signal(sig, _stop) for sig in caught_signals()}
-    try:
-        result = trainer.run(on_log=lambda s: print(s, flush=True))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    last = args.run / "last.pt"
-    # Stopped before its first step (workers still starting), a new run has no checkpoint.
-    saved = f"checkpoint {last}" if last.is_file() else "no checkpoint yet"
-    print(
-        f"stopped at step {result['step']}; {_best_text(result['best'], bool(cfg.val))}; {saved}",
-        flush=True,
+    busy = (
+        f"another vidmat train is running in {args.run} (it holds {args.run / '.lock'}); "
+        "let it finish or stop it, or name another --run folder."
     )
-    if stopped_by:
-        # Checkpointed above; the CLI turns this into "vidmat: interrupted" and exit code
-        # 130 (Ctrl-C), "vidmat: terminated" and 143 (kill) or "vidmat: hung up" and 129
-        # (a closed terminal), as convert and demo end, so a script can tell a stopped
-        # run from a finished one.
-        raise stop_exception(stopped_by[0])
-    return 0
+    with folder_lock(args.run, busy):
+        trainer = Trainer(cfg)
+        if resume is not None:
+            trainer.load(resume, change_settings=args.change_settings)
+            print(f"resumed from {resume} at step {trainer.step}", flush=True)
+            if changed:  # in the log of the run: from here on it is not the one it started as
+                print(f"changed on resume: {', '.join(changed)}", flush=True)
+
+        stopped_by: list[int] = []  # the first signal that stopped the run
+
+        def _stop(signum, frame):  # finish the current step, checkpoint, exit
+            stop_signal_received(signum)
+            stopped_by.append(signum)
+            trainer.stop()
+
+        previous = {sig: signal.signal(sig, _stop) for sig in caught_signals()}
+        try:
+            result = trainer.run(on_log=lambda s: print(s, flush=True))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        last = args.run / "last.pt"
+        # Stopped before its first step (workers still starting), a new run has no checkpoint.
+        saved = f"checkpoint {last}" if last.is_file() else "no checkpoint yet"
+        print(
+            f"stopped at step {result['step']}; {_best_text(result['best'], bool(cfg.val))}; {saved}",
+            flush=True,
+        )
+        if stopped_by:
+            # Checkpointed above; the CLI turns this into "vidmat: interrupted" and exit code
+            # 130 (Ctrl-C), "vidmat: terminated" and 143 (kill) or "vidmat: hung up" and 129
+            # (a closed terminal), as convert and demo end, so a script can tell a stopped
+            # run from a finished one.
+            raise stop_exception(stopped_by[0])
+        return 0
 
 
 def _best_text(best: float, has_val: bool) -> str:

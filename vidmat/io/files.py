@@ -272,3 +272,27 @@ def json_text(payload: Any, default: Any = None) -> str:
         return x
 
     return json.dumps(plain(payload), indent=2, default=default, allow_nan=False) + "\n"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, busy: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` for as long as the block runs; ``busy`` is the sentence said
+    when another process holds it. Two training runs on one --run folder both started from
+    step 0 and wrote over each other's checkpoint, log and exports, both ending 0. The
+    kernel lets the lock go when the holder dies (kill -9 too); where there is no fcntl
+    (Windows), nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise VidmatError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
