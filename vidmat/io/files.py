@@ -286,13 +286,22 @@ def folder_lock(folder: Path, busy: str) -> Iterator[None]:
     except ImportError:
         yield
         return
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise VidmatError(busy) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = folder / ".lock"
+    try:
+        with open(lock, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise VidmatError(busy) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        if made and [p.name for p in folder.iterdir()] == [lock.name]:
+            # refused before it wrote anything (a mask of another size): nothing is left
+            with contextlib.suppress(OSError):
+                lock.unlink()
+                folder.rmdir()
