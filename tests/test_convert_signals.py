@@ -243,3 +243,25 @@ def test_output_to_a_closed_terminal_goes_nowhere(
         tty.close()
         log.close()
         os.close(master)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_every_command_stops_on_kill_as_on_ctrl_c(sig: signal.Signals) -> None:
+    """eval (minutes of scoring), bench and info ended on SIGTERM with status -15 and no
+    word; like convert, they now end 143 (129) saying why."""
+    code = (
+        "import os, signal, vidmat.cli as cli, vidmat.commands.info as info\n"
+        f"info.run = lambda args: os.kill(os.getpid(), {int(sig)}) or 0\n"
+        "raise SystemExit(cli.main(['info']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )
+    assert proc.returncode == 128 + int(sig)
+    assert proc.stderr.strip() == (
+        "vidmat: terminated" if sig == signal.SIGTERM else "vidmat: hung up"
+    )

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from vidmat import __version__
 from vidmat.allocator import keep_freed_memory
 from vidmat.errors import VidmatError
-from vidmat.signals import Terminated, ignore_stop_signals
+from vidmat.signals import Terminated, ignore_stop_signals, interrupt_once
 
 #: Subcommand modules in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -118,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 1
-        return int(args.func(args) or 0)
+        # Every command stops on kill (SIGTERM) or a hang-up as on Ctrl-C: eval, bench
+        # and info ended at once with -15 and no word. Commands with work to save on a
+        # stop set their own handlers inside (train, the live window).
+        with interrupt_once():
+            return int(args.func(args) or 0)
     except VidmatError as exc:
         print(f"vidmat: error: {exc}", file=sys.stderr)
         return exc.exit_code
