@@ -784,3 +784,21 @@ def test_two_files_of_one_stem_are_refused(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "i" / "images" / "a.jpg"), img)
     with pytest.raises(VidmatError, match=r"a.jpg and a.png in .* share the stem a"):
         pair_folders(tmp_path / "i" / "images", tmp_path / "i" / "masks")
+
+
+def test_tiff_masks_pair_and_one_folder_for_both_is_refused(tmp_path: Path) -> None:
+    """.tif masks (16-bit ones are common) gave "no mask for 0.png" though vidmat reads
+    TIFF elsewhere; --images X --masks X scored the photos as their own masks (IoU 0.09)."""
+    from vidmat.train.data import pair_folders
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "masks" / "0.tif"), np.full((8, 8), 65535, np.uint16))
+    ((image, mask),) = pair_folders(tmp_path / "images", tmp_path / "masks")
+    assert (image.name, mask.name) == ("0.png", "0.tif")
+    from vidmat.train.data import read_mask
+
+    assert read_mask(mask).min() == 255
+    with pytest.raises(VidmatError, match="masks go in a folder of their own"):
+        pair_folders(tmp_path / "images", tmp_path / "images" / ".")

@@ -22,8 +22,7 @@ import numpy as np
 
 from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_output, require_folder
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from vidmat.io.formats import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -150,9 +149,14 @@ def pair_folders(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     """Image/mask pairs matched by stem; an image without a mask is an error, not a skip."""
     require_folder(images_dir, "image folder")
     require_folder(masks_dir, "mask folder")
+    if images_dir.resolve() == masks_dir.resolve():  # photos scored as their own masks
+        raise VidmatError(
+            f"the images and the masks are both in {images_dir}; masks go in a folder of "
+            "their own (ROOT/images and ROOT/masks)."
+        )
     masks: dict[str, Path] = {}
     for p in sorted(masks_dir.iterdir()):
-        if p.suffix.lower() in IMAGE_EXTS:
+        if p.suffix.lower() in IMAGE_SUFFIXES:
             if p.stem in masks:  # which one was taken depended on the folder's order
                 raise VidmatError(
                     f"{masks[p.stem].name} and {p.name} in {masks_dir} are both masks of "
@@ -161,7 +165,7 @@ def pair_folders(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
             masks[p.stem] = p
     pairs = []
     seen: dict[str, Path] = {}
-    for img in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+    for img in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         if img.stem in seen:  # both scored (or trained) against the one mask
             raise VidmatError(
                 f"{seen[img.stem].name} and {img.name} in {images_dir} share the stem "
@@ -557,7 +561,7 @@ def cover_size(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[int, int]
 def background_files(folder: Path) -> list[Path]:
     """The image files of a background folder, sorted; none is an error."""
     require_folder(folder, "background folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise VidmatError(f"no background images found in {folder}.")
     return files

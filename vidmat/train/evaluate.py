@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 from vidmat.errors import VidmatError
 from vidmat.io.files import require_folder
+from vidmat.io.formats import IMAGE_SUFFIXES
 from vidmat.train import metrics
 from vidmat.train.data import (
-    IMAGE_EXTS,
     close_neck_gaps,
     pair_folders,
     read_pair,
@@ -314,7 +314,8 @@ def evaluate_sequences(
     """Scores per sequence and overall (IoU/MAE/boundary F over all frames, flicker/lag per clip)."""
     seqs = find_sequences(root)
     n_total = sum(
-        len([p for p in (s / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS]) for s in seqs
+        len([p for p in (s / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES])
+        for s in seqs
     )
     rows = []
     with _progress(n_total, root.name, progress) as bar:
