@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_folder, atomic_output
+from vidmat.io.files import atomic_folder, atomic_output, atomic_write_text
 from vidmat.model.u2net import HEAD_LAYERS
 from vidmat.signals import GROUP_SIGNALS, group_signals_held
 from vidmat.train import AMP_MODES
@@ -942,7 +942,7 @@ class Trainer:
     def run(self, on_log: Callable[[str], None] | None = None) -> dict:
         cfg = self.cfg
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        (cfg.run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2))
+        atomic_write_text(cfg.run_dir / "config.json", json.dumps(cfg.to_json(), indent=2))
         log_path = cfg.run_dir / "log.jsonl"
         _drop_log_after(log_path, self.step)
         log_file = open(log_path, "a")  # noqa: SIM115 - closed in finally
@@ -954,7 +954,8 @@ class Trainer:
         last_ckpt = time.monotonic()
         deadline = last_ckpt + cfg.minutes * 60 if cfg.minutes else math.inf
         smooth = None
-        val_iou = float("nan")
+        # a resumed run shows its last validation until the next, not "nan"
+        val_iou = float(self.history[-1].get("mean_iou", math.nan)) if self.history else math.nan
         exported = self.step
         saved = self.step  # the step RUN/last.pt holds (0: none yet, or a fresh run's)
         diverged = False
