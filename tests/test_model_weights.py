@@ -204,6 +204,18 @@ def test_torch_text_reaches_the_user_without_escapes(tmp_path: Path, monkeypatch
     )
 
 
+def test_safetensors_under_another_name_still_load(tmp_path: Path, tiny_weights: Path) -> None:
+    """A safetensors file named .pth was "neither a PyTorch checkpoint nor a safetensors
+    file"; it is told by its first bytes."""
+    renamed = tmp_path / "weights.pth"
+    renamed.write_bytes(tiny_weights.read_bytes())
+    model, spec = W.load_weights(renamed)
+    assert spec is not None and spec.input_size == 32
+    want, _ = W.load_weights(tiny_weights)
+    key = "outconv.weight"
+    assert torch.equal(model.state_dict()[key], want.state_dict()[key])
+
+
 def test_bad_files_each_get_one_sentence(tmp_path: Path) -> None:
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")

@@ -315,6 +315,13 @@ def resolve(name_or_path: str | Path) -> tuple[Path, WeightsSpec | None]:
     return path, _registered_at(path)
 
 
+def _looks_like_safetensors(head: bytes) -> bool:
+    """A safetensors file by its first bytes: an 8-byte little-endian header length, then
+    the header's JSON ``{``. One renamed .pth was called "neither a PyTorch checkpoint
+    nor a safetensors file"."""
+    return len(head) > 8 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 1 << 30
+
+
 def _registered_at(path: Path) -> WeightsSpec | None:
     """The registry entry whose shipped file ``path`` is (by any spelling or link), if any.
 
@@ -348,7 +355,7 @@ def load_weights(name_or_path: str | Path = "default", device: str | torch.devic
         raise WeightsError(f"{path} cannot be read ({exc.strerror or exc}).") from None
     if not head:
         raise WeightsError(f"{path} is empty.")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _looks_like_safetensors(head):  # also misnamed .pth
         state, spec = _read_safetensors(path)
     elif head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip format or legacy pickle
         state, spec = _read_pth(path)
