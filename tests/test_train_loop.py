@@ -982,6 +982,17 @@ def test_source_spec_parsing() -> None:
     assert SourceSpec.parse("ccp:2").weight == 2.0
 
 
+def test_a_root_whose_name_ends_in_a_number_after_a_colon_is_that_root(tmp_path: Path) -> None:
+    """--data colon/set:1 (a folder so named) was read as colon/set with weight 1: "training
+    root colon/set does not exist"."""
+    from vidmat.train.data import parse_data_source
+
+    odd = tmp_path / "set:1"
+    odd.mkdir()
+    assert parse_data_source(str(odd)) == SourceSpec(odd, 1.0, 0.5)
+    assert parse_data_source(f"{odd}:2:0.3") == SourceSpec(odd, 2.0, 0.3)
+
+
 def test_fill_holes_closes_enclosed_gap_only() -> None:
     m = np.zeros((9, 9), np.uint8)
     m[1:8, 1:8] = 255
