@@ -102,7 +102,7 @@ def parse_data_source(text: str) -> SourceSpec:
         if not math.isfinite(spec.weight):
             raise VidmatError(f"sampling weight of {spec.path} must be a finite number.")
         return spec
-    if Path(text).is_dir():  # a folder whose name ends in ':1' is that folder, not a weight
+    if ":" in text and Path(text).is_dir():  # a folder named 'set:1', not set at weight 1
         return SourceSpec(Path(text))
     head, _, rest = text.partition(":")
     if rest and head and not Path(text).exists() and Path(head).is_dir():
