@@ -186,6 +186,38 @@ def test_looping_video_background(tmp_path):
         assert abs(int(out.mean()) - level) <= 3
 
 
+def _numbered_clip(path, frames=250, fps=25):
+    """64x48 H.264 whose frame i is grey level i (mod 256), a keyframe every second."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps, options={"g": str(fps), "preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i % 256, np.uint8), "rgb24")
+            f.pts = i
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    return path
+
+
+def test_a_background_video_seeks_on_its_open_file(tmp_path):
+    """Shown again minutes later (the window keeps it), it decoded every frame in between
+    on the render path (10 s for 45 s of 720p); each loop opened the file again by name,
+    and a file deleted meanwhile ended the session."""
+    path = _numbered_clip(tmp_path / "bg.mp4")  # 10 s at 25 fps
+    video = LoopingVideo(path)
+    assert abs(video(0.0).mean() - 0) < 3
+    decoded = video._reader.decoded
+    assert abs(video(8.0).mean() - 200) < 3
+    assert video._reader.decoded - decoded <= 30  # from the keyframe at 8 s, not 200 frames
+    path.unlink()  # gone: the open file still plays, and loops
+    for t, level in ((9.99, 249), (10.0, 0), (10.04, 1), (15.0, 125), (2.0, 50)):
+        assert abs(video(t).mean() - level) < 3, t
+
+
 def test_a_background_video_shows_the_colours_a_player_does(tmp_path):
     """Untagged HD is BT.709 to players and to vidmat's reader; the background video was
     read through OpenCV as BT.601: the red of (200, 150, 120) came out 14 levels low."""

@@ -68,37 +68,44 @@ class LoopingVideo:
 
     Decoded with PyAV, as every other video here, so a background shows the colours the
     file does in a player (OpenCV read untagged HD with BT.601: red 200 came out 186) and
-    stands upright when the file says it is turned. Decodes sequentially and starts again
-    at the end: one decode per background frame when played along with the output.
-    Its time starts at the first ``t`` asked for, so a background chosen a minute into a
-    live session plays from its beginning instead of from a minute in.
+    stands upright when the file says it is turned. Decodes sequentially, one decode per
+    background frame when played along with the output; going back (the loop's end) or
+    far ahead seeks on the open file, never decoding minutes of frames in between nor
+    opening the file again. Its time starts at the first ``t`` asked for, so a background
+    chosen a minute into a live session plays from its beginning.
     """
+
+    #: A jump ahead longer than this (seconds) seeks instead of decoding every frame.
+    SEEK_AHEAD = 2.0
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         require_file(self.path, "background video")
         self._lock = threading.Lock()
-        self._reader: VideoReader | None = None
-        self._rewind()
-        assert self._reader is not None
+        self._reader = VideoReader(self.path)  # a bad file fails here with one sentence
+        self._origin: float | None = None  # the first frame's time in the file
+        self._go_to(0.0)
         rate = self._reader.info.rate
         self.fps = float(rate) if rate and 1 <= rate <= 240 else 30.0
         self._start: float | None = None  # the first time asked for: the video's 0
         self._length: float | None = None  # seconds of one pass, known after the first
 
-    def _rewind(self) -> None:
-        """Open the file again from its start (a bad file fails here with one sentence)."""
-        if self._reader is not None:
+    def _go_to(self, local: float) -> None:
+        """Decode from the keyframe at or before ``local`` seconds into the video; the
+        file is opened again only where it cannot seek."""
+        if self._origin is not None and not self._reader.seek(self._origin + local):
             self._reader.close()
-        self._reader = VideoReader(self.path)
+            self._reader = VideoReader(self.path)
         self._frames = self._reader.frames()
         first = next(self._frames, None)
         if first is None:
             raise VidmatError(f"{self.path} has no video frames that can be decoded.")
-        self._origin = first.time
+        if self._origin is None:
+            self._origin = first.time
         self._current, self._next = first, next(self._frames, None)
 
     def _shown_at(self, frame: Frame) -> float:
+        assert self._origin is not None
         return frame.time - self._origin
 
     def __call__(self, t: float) -> np.ndarray:
@@ -109,8 +116,9 @@ class LoopingVideo:
             local = max(0.0, t - self._start) + 1e-6
             if self._length:
                 local %= self._length
-            if local < self._shown_at(self._current):
-                self._rewind()
+            shown = self._shown_at(self._current)
+            if local < shown or local > shown + self.SEEK_AHEAD:
+                self._go_to(local)
             while True:
                 if self._next is None:  # the last frame: shown until the video's end
                     cur = self._current
@@ -120,7 +128,7 @@ class LoopingVideo:
                         break
                     self._length = end
                     local %= end
-                    self._rewind()
+                    self._go_to(local)
                     continue
                 if self._shown_at(self._next) > local:
                     break
@@ -128,8 +136,7 @@ class LoopingVideo:
             return self._current.image
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
+        self._reader.close()
 
 
 def picture_count(path: str | Path) -> int:

@@ -50,6 +50,7 @@ import contextlib
 import csv
 import itertools
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -416,6 +417,22 @@ class VideoReader:
         self.info = replace(
             self.info, rotation=rotation, width=w, height=h, sample_aspect_ratio=sar, colour=colour
         )
+
+    def seek(self, seconds: float) -> bool:
+        """Make the next :meth:`frames` start at the keyframe at or before ``seconds`` of
+        input time (the first frame when that is before it): a looping background goes
+        back to its start, or jumps ahead, without opening the file again or decoding
+        every frame in between. False where the file cannot seek (nothing changed then)."""
+        target = max(seconds, self.info.start_time)
+        try:
+            self._container.seek(
+                math.floor(target / self.info.time_base), stream=self._stream, backward=True
+            )
+        except av_errors():
+            return False
+        self._raw = self._decode_raw()
+        self._first = next(self._raw, None)
+        return self._first is not None
 
     def __enter__(self) -> VideoReader:
         return self
