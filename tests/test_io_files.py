@@ -156,7 +156,10 @@ def test_a_device_is_never_replaced_and_text_goes_into_a_pipe(tmp_path: Path) ->
     if not null.exists() or not stat.S_ISCHR(null.stat().st_mode):
         pytest.skip("no /dev/null character device here")
     for overwrite in (False, True):
-        with pytest.raises(VidmatError, match=r"^/dev/null is a device or pipe, not a file; "):
+        with pytest.raises(
+            VidmatError,
+            match=r"^/dev/null is a device, pipe or this program.s own output, not a file; ",
+        ):
             check_output_path(null, overwrite)
     check_output_path(null, False, stream_ok=True)  # a text output may name one
     atomic_write_text(null, "{}\n")
@@ -171,3 +174,44 @@ def test_a_device_is_never_replaced_and_text_goes_into_a_pipe(tmp_path: Path) ->
     reader.join(10)
     assert got == ["scores\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]  # no temporary left
+
+
+def test_json_to_stdout_sent_to_a_file_follows_what_was_printed(tmp_path: Path) -> None:
+    """`vidmat eval ... --json /dev/stdout > scores.json`: /dev/stdout then leads to a plain
+    file, so it "already existed", and with --overwrite the rename replaced the
+    /dev/stdout link itself; a video output there is refused either way."""
+    import subprocess
+    import sys
+
+    if not Path("/dev/stdout").exists():
+        pytest.skip("no /dev/stdout here")
+    code = (
+        "from pathlib import Path\n"
+        "from vidmat.errors import VidmatError\n"
+        "from vidmat.io.files import atomic_write_text, check_output_path\n"
+        "print('TABLE')\n"
+        "out = Path('/dev/stdout')\n"
+        "try:\n"
+        "    check_output_path(out, True)\n"
+        "except VidmatError as exc:\n"
+        "    print('refused:', exc)\n"
+        "check_output_path(out, False, stream_ok=True)\n"
+        "atomic_write_text(out, '{}\\n')\n"
+    )
+    target = tmp_path / "scores.txt"
+    with open(target, "w") as stdout:
+        subprocess.run([sys.executable, "-c", code], stdout=stdout, check=True, timeout=60)
+    assert target.read_text() == (
+        "TABLE\nrefused: /dev/stdout is a device, pipe or this program's own output, not a "
+        "file; name a file to write.\n{}\n"
+    )
+    assert Path("/dev/stdout").is_symlink() or Path("/dev/stdout").is_char_device()
+
+
+def test_a_stream_that_refuses_the_text_is_one_sentence() -> None:
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full here")
+    with pytest.raises(VidmatError, match=r"^cannot write /dev/full \(No space left on device\)"):
+        atomic_write_text(full, "{}\n")
+    assert full.is_char_device()

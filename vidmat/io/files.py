@@ -9,6 +9,7 @@ import numbers
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -70,15 +71,30 @@ def check_out_apart(out: Path, inputs: Sequence[tuple[str, Path]], why: str) -> 
         raise VidmatError(f"--out {out} {where} the {what} {source}, {why}")
 
 
+def _own_stream(path: Path) -> Any:
+    """``sys.stdout`` or ``sys.stderr`` where ``path`` names the file behind them
+    (``/dev/stdout`` when the shell sent it to a file), else None."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        with contextlib.suppress(OSError):
+            if os.path.samestat(st, os.fstat(fd)):
+                return stream
+    return None
+
+
 def is_stream(path: Path) -> bool:
-    """A character device, pipe or socket, or a link to one (``/dev/stdout``, a FIFO):
-    text is written into it in place; a rename over it replaced the device node itself
-    (``--json /dev/full --overwrite`` as root left a plain file at /dev/full)."""
+    """A character device or pipe, or this process's own standard output or error under
+    any name: text is written into it, never renamed over it. A rename replaced the device
+    node or the link itself (``--json /dev/full --overwrite`` as root left a plain file at
+    /dev/full; ``--json /dev/stdout > scores.json`` replaced the /dev/stdout link)."""
     try:
         mode = Path(path).stat().st_mode
     except OSError:
         return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or _own_stream(path) is not None
 
 
 def check_output_path(
@@ -100,10 +116,13 @@ def check_output_path(
     rename that replaces an output would put a plain file in its place.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir() and not path.is_file():
+    if path.exists() and not path.is_dir() and (is_stream(path) or not path.is_file()):
         if stream_ok and not folder and is_stream(path):
             return
-        raise VidmatError(f"{path} is a device or pipe, not a file; name a file to write.")
+        raise VidmatError(
+            f"{path} is a device, pipe or this program's own output, not a file; name a "
+            "file to write."
+        )
     if path.exists():
         if path.is_dir() and not folder:
             raise VidmatError(f"{path} is a folder; name a file to write instead.")
@@ -250,8 +269,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all; a device or pipe (see
     :func:`is_stream`) is written in place."""
     if is_stream(path):
-        with open(path, "w") as stream:
-            stream.write(text)
+        own = _own_stream(path)  # written through, after what was printed: not reopened,
+        try:  # which truncated the file the shell sent the output to
+            if own is not None:
+                own.write(text)
+                own.flush()
+            else:
+                sys.stdout.flush()
+                with open(path, "a") as stream:
+                    stream.write(text)
+        except OSError as exc:  # /dev/full, a closed pipe
+            raise VidmatError(f"cannot write {path} ({exc.strerror or exc}).") from None
         return
     with atomic_output(path) as tmp:
         tmp.write_text(text)
