@@ -637,6 +637,10 @@ def test_masks_in_every_form_datasets_ship_read_as_their_person(tmp_path: Path) 
     cv2.imwrite(str(tmp_path / "dim.png"), red)
     with pytest.raises(VidmatError, match="coloured and none of it is brighter than half"):
         read_mask(tmp_path / "dim.png")
+    # an empty frame saved as a colour JPEG: a few levels of noise, no person, no error
+    noise = np.random.default_rng(0).integers(0, 6, (20, 30, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "empty.jpg"), noise)
+    assert read_mask(tmp_path / "empty.jpg").max() == 0
 
 
 def test_eval_json_is_never_its_against_baseline(

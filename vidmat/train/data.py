@@ -254,7 +254,9 @@ def read_mask(path: Path) -> np.ndarray:
         # grey, a red person (76) was all background, without a word.
         m = m.max(axis=2)
         middle = {np.dtype(np.uint8): 127, np.dtype(np.uint16): 32767}.get(m.dtype, 0)
-        if 1 < m.max() <= middle and kind not in (4, 6):  # (1: a 0/1 label, below)
+        # Marks above a quarter of the scale but none above half: a label drawn dark. A
+        # JPEG of an empty frame (noise of a few levels) is empty, as it always was.
+        if middle // 4 < m.max() <= middle and kind not in (4, 6):
             raise VidmatError(
                 f"mask {path} is coloured and none of it is brighter than half: vidmat reads "
                 "the person where a mask is bright; save it white (or 1) on black."
