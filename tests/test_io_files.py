@@ -215,3 +215,15 @@ def test_a_stream_that_refuses_the_text_is_one_sentence() -> None:
     with pytest.raises(VidmatError, match=r"^cannot write /dev/full \(No space left on device\)"):
         atomic_write_text(full, "{}\n")
     assert full.is_char_device()
+
+
+def test_a_folder_lock_refused_inside_leaves_no_folder_it_made(tmp_path: Path) -> None:
+    from vidmat.io.files import folder_lock
+
+    run = tmp_path / "a" / "b" / "run"
+    with pytest.raises(VidmatError, match="refused"), folder_lock(run, "busy"):
+        raise VidmatError("refused before anything was written")
+    assert list(tmp_path.iterdir()) == []
+    with folder_lock(run, "busy"):
+        (run / "last.pt").write_bytes(b"x")
+    assert (run / "last.pt").exists() and (run / ".lock").exists()

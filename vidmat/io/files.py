@@ -314,22 +314,23 @@ def folder_lock(folder: Path, busy: str) -> Iterator[None]:
     except ImportError:
         yield
         return
-    made = not folder.exists()
+    folder = Path(folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / ".lock"
-    try:
-        with open(lock, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise VidmatError(busy) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-    finally:
-        if made and [p.name for p in folder.iterdir()] == [lock.name]:
-            # refused before it wrote anything (a mask of another size): nothing is left
-            with contextlib.suppress(OSError):
-                lock.unlink()
-                folder.rmdir()
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise VidmatError(busy) from None
+        try:
+            yield
+        finally:
+            # Still locked: refused before it wrote anything (a mask of another size),
+            # nothing is left, the folders made for it included.
+            if made and [p.name for p in folder.iterdir()] == [lock.name]:
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                    for empty in made:
+                        empty.rmdir()
+            fcntl.flock(handle, fcntl.LOCK_UN)
