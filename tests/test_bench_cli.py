@@ -262,6 +262,17 @@ def test_every_bench_refuses_an_existing_json_without_overwrite(
     assert out.read_text() == "old"
 
 
+def test_a_bench_json_never_replaces_the_weights_it_times(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json W --overwrite, W the --weights file: the scores went over the weights."""
+    before = tiny_weights.read_bytes()
+    argv = [*MODEL, "--weights", str(tiny_weights), "--sizes", "32", "--iters", "1"]
+    message = f"the --json {tiny_weights} is the --weights file itself; choose another --json name."
+    assert _refused([*argv, "--json", str(tiny_weights), "--overwrite"], message, capsys) == ""
+    assert tiny_weights.read_bytes() == before
+
+
 def test_every_bench_target_offers_overwrite(capsys: pytest.CaptureFixture[str]) -> None:
     """The flag is added to each target in one place, so a new target gets it too."""
     from vidmat.commands.bench import TARGETS

@@ -126,6 +126,11 @@ def test_cli_scores_a_weights_file_and_writes_json(
     assert main([*argv, "--backgrounds", str(tmp_path / "nope")]) == 2  # the last one counts
     err = capsys.readouterr().err.strip()
     assert err.startswith("scenes: error:") and "nope" in err and "\n" not in err
+    # the --json never replaces the weights it scores (it did with --overwrite)
+    weights = tiny_weights.read_bytes()
+    assert main([*argv, "--json", str(tiny_weights), "--overwrite"]) == 2
+    assert "is the --weights file itself" in capsys.readouterr().err
+    assert tiny_weights.read_bytes() == weights
     # numpy's generator refused a negative seed with a traceback; as `vidmat train --seed`
     assert main([*argv, "--seed", "-1"]) == 2
     assert capsys.readouterr().err == "scenes: error: --seed must be between 0 and 4294967295.\n"

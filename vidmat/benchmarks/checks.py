@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING
 
 from vidmat.argtypes import model_size
 from vidmat.errors import VidmatError
-from vidmat.io.files import check_not_input, check_output_path, require_file
+from vidmat.io.files import (
+    check_not_input,
+    check_output_path,
+    check_results_apart,
+    require_file,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -80,15 +85,27 @@ def model_sizes(option: str, values: Sequence[int] | None) -> None:
             raise VidmatError(f"{option} {exc}.") from None
 
 
-def json_path(path: str | Path | None, overwrite: bool) -> None:
+def json_path(args: argparse.Namespace) -> None:
     """Probe where ``--json`` will be written before any timing, not at the end of the run.
 
     An existing file is refused without ``--overwrite`` (every target has it, from
     vidmat/commands/bench.py), as ``vidmat eval --json`` refuses one: the JSON of an
-    earlier run is often the baseline a new one is compared with.
+    earlier run is often the baseline a new one is compared with. Never, --overwrite or
+    not, the weights or an input file the benchmark reads.
     """
-    if path:
-        check_output_path(Path(path), overwrite=overwrite, stream_ok=True)
+    if not args.json:
+        return
+    from vidmat.model.weights import weights_file
+
+    path = Path(args.json)
+    check_output_path(path, overwrite=args.overwrite, stream_ok=True)
+    weights = getattr(args, "weights", None)
+    files = [("--weights file", weights_file(weights) if weights else None)]
+    for name in ("input", "bg", "camera", "backgrounds"):
+        value = getattr(args, name, None)
+        if isinstance(value, (str, Path)) and value:
+            files.append((f"--{name} file", Path(value).expanduser()))
+    check_results_apart(path, "--json", files)
 
 
 def devices(text: str, option: str = "--devices") -> list[torch.device]:

@@ -189,7 +189,7 @@ def check_args(args: argparse.Namespace) -> None:
     checks.existing_file("--input", args.input)
     if args.bg is not None:
         load_background(args.bg)  # an unknown name or unreadable file: one sentence now
-    checks.json_path(args.json, args.overwrite)
+    checks.json_path(args)
 
 
 def run(args: argparse.Namespace) -> int:

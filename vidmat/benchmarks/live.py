@@ -194,7 +194,7 @@ def check_args(args: argparse.Namespace) -> Any:
         checks.existing_file("--camera", args.camera)
     elif not 1 <= args.fps <= 240:
         raise VidmatError(f"--fps must be between 1 and 240, got {args.fps:g}.")
-    checks.json_path(args.json, args.overwrite)
+    checks.json_path(args)
     return load_background(args.bg)
 
 

@@ -217,7 +217,7 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
         raise VidmatError(
             f"--graph on needs CUDA; {device} runs without graphs (give --graph off)."
         )
-    checks.json_path(args.json, args.overwrite)
+    checks.json_path(args)
     return precisions
 
 

@@ -137,7 +137,7 @@ def check_args(args: argparse.Namespace) -> tuple[list[torch.device], dict[str, 
         PostprocessConfig(smoothing=s).validate()
     devices = checks.devices(args.devices)
     backgrounds = _load_backgrounds(args.backgrounds)
-    checks.json_path(args.json, args.overwrite)
+    checks.json_path(args)
     return devices, backgrounds
 
 

@@ -209,7 +209,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
     checks.at_least("--iters", args.iters, 1)
     checks.at_least("--warmup", args.warmup, 0)
     checks.at_least("--threads", args.threads, 1)
-    checks.json_path(args.json, args.overwrite)
+    checks.json_path(args)
     if args.cache is not None:  # a file there was a FileExistsError traceback
         from vidmat.io.files import check_output_folder
 

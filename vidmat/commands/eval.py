@@ -266,30 +266,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_json_apart(args: argparse.Namespace) -> None:
-    """Refuse a --json that would replace what this run reads, --overwrite or not: the
-    weights file or a picture or mask of the data (--json w.safetensors --overwrite left
-    the weights holding the scores)."""
-    from vidmat.io.files import check_not_input, is_stream
+    """--json never replaces the weights or a picture or mask of the data."""
+    from vidmat.io.files import check_results_apart
+    from vidmat.model.weights import weights_file
 
-    json = Path(args.json)
-    if not json.exists() or is_stream(json):
-        return
-    from vidmat.model.weights import resolve
-
-    try:
-        weights, _spec = resolve(args.weights)  # a registered name is a file too
-    except VidmatError:
-        weights = None  # refused with its own sentence when the engine loads
-    if weights is not None:
-        check_not_input(json, weights, "--json", "--weights file")
-    where = json.resolve()
-    for option, folder in (
-        ("--images", args.images),
-        ("--masks", args.masks),
-        ("--sequences", args.sequences),
-    ):
-        if folder is not None and Path(folder).resolve() in where.parents:
-            raise VidmatError(
-                f"--json {json} is a file in the {option} folder {folder}, which this run "
-                "reads; write the results elsewhere."
-            )
+    folders = (("--images folder", args.images), ("--masks folder", args.masks))
+    check_results_apart(
+        args.json,
+        "--json",
+        [("--weights file", weights_file(args.weights))],
+        (*folders, ("--sequences folder", args.sequences)),
+    )

@@ -48,6 +48,32 @@ def check_not_input(
         )
 
 
+def check_results_apart(
+    out: Path,
+    option: str,
+    files: Sequence[tuple[str, Path | None]],
+    folders: Sequence[tuple[str, Path | None]] = (),
+) -> None:
+    """Refuse a results file (--json) that would replace what the command reads,
+    --overwrite or not: one of ``files`` (the weights: ``--json w.safetensors
+    --overwrite`` left them holding the scores) or a file inside one of ``folders`` (a
+    mask of the data). A new file beside them replaces nothing and is let be. Entries
+    are (what to call it, path); None is skipped."""
+    out = Path(out)
+    if not out.exists() or is_stream(out):
+        return
+    for what, source in files:
+        if source is not None and Path(source).is_file():
+            check_not_input(out, Path(source), option, what)
+    where = out.resolve()
+    for what, folder in folders:
+        if folder is not None and Path(folder).resolve() in where.parents:
+            raise VidmatError(
+                f"{option} {out} is a file in the {what} {folder}, which this run reads; "
+                "write the results elsewhere."
+            )
+
+
 def check_out_apart(out: Path, inputs: Sequence[tuple[str, Path]], why: str) -> None:
     """Refuse an output folder that is, holds or lies inside an input, --overwrite or not.
 

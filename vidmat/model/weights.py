@@ -315,6 +315,15 @@ def resolve(name_or_path: str | Path) -> tuple[Path, WeightsSpec | None]:
     return path, _registered_at(path)
 
 
+def weights_file(name_or_path: str | Path) -> Path | None:
+    """The file ``--weights`` names (a registered name is a file too), or None where it
+    names none: for outputs that must not replace it; loading says why on its own."""
+    try:
+        return resolve(name_or_path)[0]
+    except WeightsError:
+        return None
+
+
 def _looks_like_safetensors(head: bytes) -> bool:
     """A safetensors file by its first bytes: an 8-byte little-endian header length, then
     the header's JSON ``{``. One renamed .pth was called "neither a PyTorch checkpoint

@@ -32,7 +32,8 @@ import numpy as np
 
 from vidmat.argtypes import model_size, positive_int, weights_name
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_write_text, check_output_path
+from vidmat.io.files import atomic_write_text, check_output_path, check_results_apart
+from vidmat.model.weights import weights_file
 from vidmat.train.data import background_files, cover_crop, pair_folders, read_pair, read_rgb
 from vidmat.train.evaluate import LowresFn, upsample_lowres
 from vidmat.train.metrics import iou
@@ -153,6 +154,16 @@ def run(args: argparse.Namespace) -> list[SceneScores]:
     backgrounds = background_files(args.backgrounds)
     if args.json is not None:
         check_output_path(args.json, args.overwrite, stream_ok=True)
+        check_results_apart(
+            args.json,
+            "--json",
+            [("--weights file", weights_file(args.weights))],
+            [
+                ("--images folder", args.images),
+                ("--masks folder", args.masks),
+                ("--backgrounds folder", args.backgrounds),
+            ],
+        )
     cfg = SceneConfig(scenes=args.scenes, seed=args.seed)
     engine = Engine.from_config(
         EngineConfig(weights=args.weights, device=args.device, size=args.size, threads=args.threads)
