@@ -551,7 +551,7 @@ def read_still(path: Path) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
         raise VidmatError(f"{path} is not an image that can be read (corrupt or another format).")
-    return np.ascontiguousarray(img[:, :, ::-1])
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no copy of a large photo
 
 
 def image_config(cfg: ConvertConfig, bg_given: bool) -> ConvertConfig:

@@ -821,6 +821,8 @@ class Trainer:
         check_resumable(config if isinstance(config, dict) else {}, self.cfg, path, change_settings)
         try:
             self._load_state(ck)
+        except torch.cuda.OutOfMemoryError:
+            raise  # the GPU's memory, not the file
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError):
             # a state missing layers, a step that is not a number: written by something
             # else or damaged; a resume half-loaded from it must not go on
