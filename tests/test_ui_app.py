@@ -179,3 +179,23 @@ def test_a_recording_that_failed_exits_2_and_says_so(live, clip, tmp_path, capsy
     assert w.frames_shown > 0 and not out.exists()
     err = capsys.readouterr().err
     assert f"vidmat live: recording to {out} failed: No space left on device." in err
+
+
+def test_a_record_path_that_cannot_be_recorded_to_exits_2(
+    live, clip, tmp_path, capsys, monkeypatch
+):
+    """--record whose recording would not start (the folder gone since the command was
+    checked, the disk full): shown in the window, and the run ended 0 as if it had
+    recorded."""
+    from vidmat.errors import VidmatError
+    from vidmat.io.recorder import Recorder
+
+    def cannot(self) -> None:
+        raise VidmatError(f"output folder {tmp_path / 'gone'} does not exist.")
+
+    monkeypatch.setattr(Recorder, "start", cannot)
+    out = tmp_path / "gone" / "rec.mp4"
+    w = live("--camera", str(clip), "--record", str(out), "--duration", "0.5", code=2)
+    assert w.frames_shown > 0 and not out.exists()
+    err = capsys.readouterr().err
+    assert f"vidmat live: output folder {tmp_path / 'gone'} does not exist." in err

@@ -904,6 +904,7 @@ class LiveWindow(QMainWindow):
             self._show_passing_error("record", "Nothing to record: the camera is not running.")
             self._set_record_checked(False)
             return False
+        asked = path is None and self._pending_record_path is not None  # --record OUT
         target = Path(path) if path is not None else self._record_target()
         try:
             rec = self.make_recorder(target)
@@ -911,6 +912,8 @@ class LiveWindow(QMainWindow):
         except VidmatError as exc:
             self._show_passing_error("record", str(exc))
             self._set_record_checked(False)
+            if asked:  # the run was asked to record and could not: it exits 2
+                self.recording_failures.append(str(exc))
             return False
         self._clear_passing_error("record")
         self.recorder = rec
