@@ -1029,14 +1029,19 @@ def test_close_neck_gaps_closes_the_neck_but_not_the_image_edge() -> None:
     assert out[59, 18:21].max() == 0  # the slit still opens to the bottom edge
 
 
-def test_load_source_builds_and_reuses_cache(tmp_path: Path) -> None:
-    root = tmp_path / "set"
+def _squares_root(root: Path) -> tuple[Path, CachedSource]:
+    """Three of :func:`_squares` written as a training root (ROOT/images, ROOT/masks)."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     src = _squares(n=3)
     for i in range(3):
         cv2.imwrite(str(root / "images" / f"{i}.png"), src.images[i])
         cv2.imwrite(str(root / "masks" / f"{i}.png"), src.masks[i])
+    return root, src
+
+
+def test_load_source_builds_and_reuses_cache(tmp_path: Path) -> None:
+    root, src = _squares_root(tmp_path / "set")
     loaded = load_source(SourceSpec(root), tmp_path / "cache", long_side=64, progress=False)
     assert loaded.images.shape == (3, 64, 64, 3) and loaded.masks.shape == (3, 64, 64)
     assert set(np.unique(loaded.masks)) <= {0, 255}
@@ -1074,13 +1079,7 @@ def test_a_damaged_cache_is_built_again(
 ) -> None:
     """A cache cut short (a full disk, a copy stopped) ended training in a traceback: mmap
     length, EOFError, or a broadcast error mid-run for an array of another shape."""
-    root = tmp_path / "set"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    src = _squares(n=3)
-    for i in range(3):
-        cv2.imwrite(str(root / "images" / f"{i}.png"), src.images[i])
-        cv2.imwrite(str(root / "masks" / f"{i}.png"), src.masks[i])
+    root, src = _squares_root(tmp_path / "set")
     bank = tmp_path / "bg"
     bank.mkdir()
     cv2.imwrite(str(bank / "a.png"), src.images[0])
