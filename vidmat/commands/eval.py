@@ -106,7 +106,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="name the N images (or sequence frames) with the lowest IoU (default 5, 0 = "
         "none); --json lists every image's (frame's) scores",
     )
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    p.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="also write the results as JSON (/dev/stdout: after the table, on standard "
+        "output); never over the weights or a file of the data",
+    )
     p.add_argument(
         "--against",
         type=Path,
