@@ -446,6 +446,14 @@ def test_a_checkpoint_passed_as_weights_gives_its_ema_and_its_spec(tmp_path: Pat
     assert any(not torch.equal(ema[k], raw[k]) for k in ema)  # the two differ after 3 steps
     for k, v in model.state_dict().items():
         assert torch.equal(v, ema[k]), k
+    # its EMA damaged: said, not the raw last step loaded at 320 px without a word
+    from vidmat.model.weights import WeightsError
+
+    ck = torch.load(tr.cfg.run_dir / "last.pt", weights_only=True)
+    ck["ema"] = {k: v for k, v in ck["ema"].items() if not k.startswith("stage2.")}
+    torch.save(ck, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match=r"averaged \(EMA\) weights are damaged"):
+        load_weights(tmp_path / "bad.pt")
 
 
 def test_a_resume_logs_each_step_once(tmp_path: Path) -> None:

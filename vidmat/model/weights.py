@@ -190,13 +190,18 @@ def _read_pth(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({exc.reason}).") from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} is not a checkpoint of model weights (no state_dict found).")
-    if all(k in obj for k in _VIDMAT_CHECKPOINT) and isinstance(obj["ema"], Mapping):
-        ema = _find_state(obj["ema"], depth=0)
-        if ema is not None:
-            arch = detect_arch(ema)
-            if arch == "unknown":  # load_weights says so in one sentence
-                return ema, None
-            return ema, _vidmat_checkpoint_spec(obj, path, arch)
+    if all(k in obj for k in _VIDMAT_CHECKPOINT):
+        ema = _find_state(obj["ema"], depth=0) if isinstance(obj["ema"], Mapping) else None
+        if ema is None:
+            # the raw last step at 320 px was loaded instead, without a word
+            raise WeightsError(
+                f"{path} is a vidmat training checkpoint whose averaged (EMA) weights are "
+                "damaged; use the run's best.safetensors or an ema_step file instead."
+            )
+        arch = detect_arch(ema)
+        if arch == "unknown":  # load_weights says so in one sentence
+            return ema, None
+        return ema, _vidmat_checkpoint_spec(obj, path, arch)
     found = _find_state(obj)
     # nothing U-2-Net-like: its own tensors, which load_weights refuses naming the missing layer
     return (found if found is not None else _clean_state(obj)), None
