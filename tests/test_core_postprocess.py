@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -186,16 +187,25 @@ def test_looping_video_background(tmp_path):
         assert abs(int(out.mean()) - level) <= 3
 
 
-def _numbered_clip(path, frames=250, fps=25):
-    """64x48 H.264 whose frame i is grey level i (mod 256), a keyframe every second."""
+def _numbered_clip(path, frames=250, fps=25, gop=None, pts=None, sar=None, fmt=None):
+    """64x48 H.264 whose frame i is grey level 10 i (mod 256), a keyframe every ``gop``
+    frames (default: every second); ``pts`` in ms (variable rate), ``sar`` its pixels'
+    aspect, ``fmt`` the container (default from the name)."""
     import av
 
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps, options={"g": str(fps), "preset": "ultrafast"})
+    with av.open(str(path), "w", format=fmt) as c:
+        options = {"g": str(gop or fps), "preset": "ultrafast"}
+        s = c.add_stream("libx264", rate=None if pts else fps, options=options)
         s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        if pts:
+            s.time_base = Fraction(1, 1000)
+        if sar:
+            s.codec_context.sample_aspect_ratio = sar
         for i in range(frames):
-            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i % 256, np.uint8), "rgb24")
-            f.pts = i
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i % 256, np.uint8), "rgb24")
+            f.pts = pts[i] if pts else i
+            if pts:
+                f.time_base = Fraction(1, 1000)
             for pk in s.encode(f):
                 c.mux(pk)
         for pk in s.encode():
@@ -203,19 +213,50 @@ def _numbered_clip(path, frames=250, fps=25):
     return path
 
 
+def _frame_number(image) -> int:
+    return round(float(image.mean()) / 10)
+
+
 def test_a_background_video_seeks_on_its_open_file(tmp_path):
     """Shown again minutes later (the window keeps it), it decoded every frame in between
     on the render path (10 s for 45 s of 720p); each loop opened the file again by name,
     and a file deleted meanwhile ended the session."""
-    path = _numbered_clip(tmp_path / "bg.mp4")  # 10 s at 25 fps
+    path = _numbered_clip(tmp_path / "bg.mp4", frames=25, fps=5, gop=5)  # 5 s
     video = LoopingVideo(path)
-    assert abs(video(0.0).mean() - 0) < 3
+    assert _frame_number(video(0.0)) == 0
     decoded = video._reader.decoded
-    assert abs(video(8.0).mean() - 200) < 3
-    assert video._reader.decoded - decoded <= 30  # from the keyframe at 8 s, not 200 frames
+    assert _frame_number(video(4.0)) == 20
+    assert video._reader.decoded - decoded <= 6  # from the keyframe at 4 s, not 20 frames
     path.unlink()  # gone: the open file still plays, and loops
-    for t, level in ((9.99, 249), (10.0, 0), (10.04, 1), (15.0, 125), (2.0, 50)):
-        assert abs(video(t).mean() - level) < 3, t
+    for t, frame in ((4.99, 24), (5.0, 0), (5.2, 1), (7.5, 12), (1.0, 5)):
+        assert _frame_number(video(t)) == frame, t
+
+
+def test_a_transport_stream_background_loops_and_jumps_to_the_right_frames(tmp_path):
+    """MPEG-TS seeks land on a keyframe after the time asked for: its second pass showed
+    frames 4, 4, 4, 8, 8 for 0, 1, 2, 3, 4, and jumps ahead came out frames off."""
+    path = _numbered_clip(tmp_path / "bg.ts", frames=25, fps=10, gop=10, fmt="mpegts")
+    video = LoopingVideo(path)
+    times = [i / 10 for i in range(75)] + [5.3, 9.1, 2.05]  # three passes, then jumps
+    want = [i % 25 for i in range(75)] + [3, 16, 20]
+    assert [_frame_number(video(t)) for t in times] == want
+
+
+def test_a_background_of_non_square_pixels_is_shown_as_it_plays(tmp_path):
+    """DV, DVD or HDV 1440x1080 behind the person stood stretched: its stored pixels
+    were fitted, not the picture as shown (a circle came out twice as tall as wide)."""
+    path = _numbered_clip(tmp_path / "dv.mp4", frames=2, sar=Fraction(2, 1))
+    assert LoopingVideo(path)(0.0).shape == (48, 128, 3)
+
+
+def test_a_variable_rate_background_holds_its_last_frame_for_its_own_length(tmp_path):
+    """The last frame (42 ms) was held for one frame at the average rate (130 ms), a
+    visible stop at every loop."""
+    pts = [0, 100, 150, 400, 450, 700, 800, 1000]
+    video = LoopingVideo(_numbered_clip(tmp_path / "vfr.mp4", frames=8, pts=pts))
+    got = [_frame_number(video(t / 1000)) for t in range(0, 1500, 10)]
+    again = next(i for i in range(1, len(got)) if got[i] == 0 and got[i - 1] != 0)
+    assert again == 105  # the second pass starts at 1.042 s: 1.0 s + the last frame's own
 
 
 def test_a_background_video_shows_the_colours_a_player_does(tmp_path):

@@ -84,6 +84,7 @@ class LoopingVideo:
         self._lock = threading.Lock()
         self._reader = VideoReader(self.path)  # a bad file fails here with one sentence
         self._origin: float | None = None  # the first frame's time in the file
+        self._widened: tuple[Frame, np.ndarray] | None = None  # see _shown_image
         self._go_to(0.0)
         rate = self._reader.info.rate
         self.fps = float(rate) if rate and 1 <= rate <= 240 else 30.0
@@ -122,8 +123,10 @@ class LoopingVideo:
             while True:
                 if self._next is None:  # the last frame: shown until the video's end
                     cur = self._current
-                    end = self._shown_at(cur) + float(cur.duration * cur.time_base)
-                    end = max(end, self._shown_at(cur) + 1.0 / self.fps)
+                    # its own length where the file gives one (a VFR clip's last frame
+                    # of 42 ms was held 130 ms, one frame at the average rate)
+                    own = float(cur.duration * cur.time_base)
+                    end = self._shown_at(cur) + (own if own > 0 else 1.0 / self.fps)
                     if local < end:
                         break
                     self._length = end
@@ -133,7 +136,22 @@ class LoopingVideo:
                 if self._shown_at(self._next) > local:
                     break
                 self._current, self._next = self._next, next(self._frames, None)
-            return self._current.image
+            return self._shown_image()
+
+    def _shown_image(self) -> np.ndarray:
+        """The current frame as shown: a video of non-square pixels (DV, DVD, HDV 1440x1080)
+        widened to them, or it stood stretched behind the person (a circle twice as tall
+        as wide)."""
+        sar = self._reader.info.sample_aspect_ratio
+        image = self._current.image
+        if not sar:
+            return image
+        if self._widened is None or self._widened[0] is not self._current:
+            height, width = image.shape[:2]
+            shown = (max(1, round(width * float(sar))), height)
+            how = cv2.INTER_LINEAR if sar > 1 else cv2.INTER_AREA
+            self._widened = (self._current, cv2.resize(image, shown, interpolation=how))
+        return self._widened[1]
 
     def close(self) -> None:
         self._reader.close()

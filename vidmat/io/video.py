@@ -419,20 +419,32 @@ class VideoReader:
         )
 
     def seek(self, seconds: float) -> bool:
-        """Make the next :meth:`frames` start at the keyframe at or before ``seconds`` of
-        input time (the first frame when that is before it): a looping background goes
+        """Make the next :meth:`frames` start at or before ``seconds`` of input time, from
+        a keyframe (the first frame when that is before it): a looping background goes
         back to its start, or jumps ahead, without opening the file again or decoding
-        every frame in between. False where the file cannot seek (nothing changed then)."""
-        target = max(seconds, self.info.start_time)
-        try:
-            self._container.seek(
-                math.floor(target / self.info.time_base), stream=self._stream, backward=True
-            )
-        except av_errors():
-            return False
-        self._raw = self._decode_raw()
-        self._first = next(self._raw, None)
-        return self._first is not None
+        every frame in between. MPEG-TS and -PS land on a keyframe after the time asked
+        for (a loop showed frames 4, 4, 4, 8 for 0, 1, 2, 3): the seek then backs off, and
+        False says it could not get there (the caller opens the file again)."""
+        start = self.info.start_time
+        target = max(seconds, start)
+        for back in (0.0, 1.0, 5.0, math.inf):
+            at = max(start, target - back)
+            try:
+                self._container.seek(
+                    math.floor(at / self.info.time_base), stream=self._stream, backward=True
+                )
+            except av_errors():
+                return False
+            self._raw = self._decode_raw()
+            self._first = next(self._raw, None)
+            if self._first is None:
+                return False
+            landed = self._first.time
+            if landed is None or landed <= target + 1e-6:
+                return True
+            if at == start:
+                break
+        return False
 
     def __enter__(self) -> VideoReader:
         return self
