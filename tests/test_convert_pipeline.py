@@ -444,3 +444,21 @@ def test_a_cancel_never_closes_the_file_under_a_write(monkeypatch) -> None:
     assert calls == ["write", "written"]  # and no abort under it or after it
     job.cancel()  # once the encoder is done, a cancel aborts the file
     assert calls[-1] == "abort"
+
+
+def test_an_animated_background_picture_says_it_stands_still(tmp_path: Path) -> None:
+    """An animated WebP as --bg showed its first picture for the whole clip in silence."""
+    import cv2
+    from convert_fixtures import animated_webp
+
+    from vidmat.io.images import load_background
+
+    if "libwebp_anim" not in av.codecs_available:
+        pytest.skip("no animated WebP encoder in this PyAV")
+    src = animated_webp(tmp_path / "anim.webp")
+    if cv2.imcount(str(src)) != 3:
+        pytest.skip("this OpenCV does not count an animation's pictures")
+    said: list[str] = []
+    bg = load_background(str(src), warn=said.append)
+    assert bg.kind == "image"
+    assert said == ["--bg anim.webp is an animation of 3 pictures; only the first is shown."]

@@ -8,6 +8,7 @@ prints that sentence and exits non-zero instead of showing a traceback.
 from __future__ import annotations
 
 import re
+import sys
 
 #: Terminal escapes (bold, colour, cursor moves) that torch and tqdm write; in a log or a
 #: message box they show as garbage such as ``\x1b[1m``.
@@ -27,3 +28,8 @@ class VidmatError(Exception):
 
 class WeightsError(VidmatError):
     """A weights file is missing, corrupt, of another architecture or not a checkpoint."""
+
+
+def warn(message: str) -> None:
+    """Say on stderr what a user should know of a run that goes on."""
+    print(f"vidmat: warning: {message}", file=sys.stderr)

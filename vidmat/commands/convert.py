@@ -26,7 +26,7 @@ from vidmat.commands._options import (
 )
 from vidmat.core.backgrounds import parse_background
 from vidmat.core.settings import MAX_LOOKAHEAD, PostprocessConfig
-from vidmat.errors import VidmatError
+from vidmat.errors import VidmatError, warn
 from vidmat.io.files import check_not_input
 from vidmat.io.formats import FORMAT_HELP, FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from vidmat.progress import progress_bar
@@ -509,7 +509,7 @@ def _config(args: argparse.Namespace) -> ConvertConfig:
     if args.bg is None:
         return cfg
     # Open a background file once, before any input: a bad one is one error, not one per file.
-    return replace(cfg, background=load_background(args.bg))  # checked as given above
+    return replace(cfg, background=load_background(args.bg, warn=warn))  # checked as given above
 
 
 class _Bars:

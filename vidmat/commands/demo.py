@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from pathlib import Path
 
 from vidmat.commands._options import add_engine_options, engine_config_from_args
 from vidmat.core.settings import PostprocessConfig
-from vidmat.errors import VidmatError
+from vidmat.errors import VidmatError, warn
 from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from vidmat.resources import assets_dir
 from vidmat.signals import interrupt_once
@@ -115,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     for w in [*result.warnings, *([result.incomplete] if result.incomplete else [])]:
-        print(f"vidmat: warning: {w}", file=sys.stderr)
+        warn(w)
     audio = f", audio {result.audio}" if result.audio else ""
     print(
         f"demo: {result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} fps) on "

@@ -23,7 +23,7 @@ from vidmat.commands._options import (
     add_engine_options,
     engine_config_from_args,
 )
-from vidmat.errors import VidmatError
+from vidmat.errors import VidmatError, warn
 
 if TYPE_CHECKING:
     from vidmat.core.backgrounds import Background
@@ -224,7 +224,7 @@ def _background(spec: str, open_file: bool = True) -> Background:
             return parse_background(spec)
         from vidmat.io.images import load_background
 
-        return load_background(spec)
+        return load_background(spec, warn=warn)
     except (ValueError, ArithmeticError) as exc:
         raise VidmatError(f"--bg {spec!r} is not a background vidmat can use ({exc}).") from None
 

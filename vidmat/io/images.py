@@ -10,6 +10,7 @@ file a user named is I/O and lives here::
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -166,8 +167,13 @@ def picture_count(path: str | Path) -> int:
         return 1
 
 
-def load_background(spec: str | Background | None) -> Background:
-    """Resolve a CLI background spec; files become image or looping-video backgrounds."""
+def load_background(
+    spec: str | Background | None, warn: Callable[[str], None] | None = None
+) -> Background:
+    """Resolve a CLI background spec; files become image or looping-video backgrounds.
+
+    ``warn`` hears what the user should know: an animated WebP or PNG shows its first
+    picture only (FFmpeg cannot play them; OpenCV reads one), which it did in silence."""
     bg = parse_background(spec)
     if bg.kind != "file":
         return bg
@@ -179,7 +185,14 @@ def load_background(spec: str | Background | None) -> Background:
             f"background {bg.path!r} is neither a colour, blur, transparent, mask nor an existing file."
         )
     if suffix in IMAGE_SUFFIXES:
-        return Background.from_image(read_image(path))
+        image = read_image(path)
+        pictures = picture_count(path) if warn is not None else 1
+        if pictures > 1:
+            assert warn is not None
+            warn(
+                f"--bg {path.name} is an animation of {pictures} pictures; only the first is shown."
+            )
+        return Background.from_image(image)
     if suffix in VIDEO_SUFFIXES:
         video = LoopingVideo(path)
         return Background.from_video(frame_at=video, fps=video.fps)
