@@ -265,3 +265,24 @@ def test_every_command_stops_on_kill_as_on_ctrl_c(sig: signal.Signals) -> None:
     assert proc.stderr.strip() == (
         "vidmat: terminated" if sig == signal.SIGTERM else "vidmat: hung up"
     )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_training_tools_stop_on_a_signal_as_vidmat_does(sig: signal.Signals) -> None:
+    """pack, head, scenes, pseudolabel: Ctrl-C printed a KeyboardInterrupt traceback and the
+    process died by the signal (status -2)."""
+    code = (
+        "import os, signal\n"
+        "from vidmat.train.tools import run_tool\n"
+        f"raise SystemExit(run_tool('pack', lambda: os.kill(os.getpid(), {int(sig)})))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.returncode == 128 + int(sig)
+    said = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert proc.stderr.strip() == f"pack: {said}"

@@ -9,21 +9,34 @@ so a script could not tell a refused input from a failed comparison by the statu
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from vidmat.errors import VidmatError
+from vidmat.signals import Terminated, interrupt_once
 
 
 def run_tool(name: str, body: Callable[[], int | None]) -> int:
     """``body()``'s exit status (None: 0); a :class:`VidmatError` is printed as
-    ``NAME: error: SENTENCE`` on one line and ends with its exit code, as in ``vidmat``."""
+    ``NAME: error: SENTENCE`` on one line and ends with its exit code, and Ctrl-C, kill
+    and a hang-up end it as ``vidmat`` ends (130, 143, 129, one line): they printed a
+    KeyboardInterrupt traceback and died by the signal."""
     try:
-        return int(body() or 0)
+        with interrupt_once():
+            return int(body() or 0)
     except VidmatError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated as exc:
+        with contextlib.suppress(OSError):  # a hung-up terminal may be gone
+            print(f"{name}: {exc.what}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def require_safetensors_out(out: Path) -> None:
