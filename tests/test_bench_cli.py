@@ -78,6 +78,7 @@ TRAIN = ["bench", "train", "--device", "cpu", "--batches", "2", "--warmup", "0"]
         (["--sizes", ","], "--sizes names no size"),
         (["--sizes", "32", "--iters", "0"], "--iters must be 1 or more, got 0"),
         (["--sizes", "32", "--warmup", "-1"], "--warmup must be 0 or more, got -1"),
+        (["--sizes", "32", "--batches", "100000"], "--batches must be at most 1024"),
         pytest.param(
             ["--sizes", "32", "--json", UNWRITABLE_JSON],
             "output folder /proc is not writable",
@@ -89,6 +90,16 @@ def test_bench_train_refuses_bad_sizes_counts_and_json(
     extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _refused([*TRAIN, *extra], message, capsys)
+
+
+def test_bench_train_reads_data_as_vidmat_train_does(
+    tmp_path: Path, make_people, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--data ROOT:nan reached the sampler ("Probabilities contain NaN", a traceback)."""
+    root = make_people(tmp_path / "ds")
+    argv = [*TRAIN, "--sizes", "32", "--iters", "1"]
+    _refused([*argv, "--data", f"{root}:nan"], f"sampling weight of {root} must be", capsys)
+    _refused([*argv, "--data", f"{root}:abc"], "'abc' is not a number", capsys)
 
 
 POST = ["bench", "postprocess", "--sizes", "64x48", "--smoothing", "0", "--warmup", "0"]
@@ -105,6 +116,7 @@ POST = ["bench", "postprocess", "--sizes", "64x48", "--smoothing", "0", "--warmu
         (["--devices", "cpu", "--frames", "0"], "--frames must be 1 or more, got 0"),
         (["--devices", "cpu", "--frames", "1", "--warmup", "-1"], "--warmup must be 0 or more"),
         (["--devices", "cpu", "--frames", "1", "--lowres", "0"], "--lowres must be 1 or more"),
+        (["--devices", "cpu", "--frames", "1", "--lowres", "100000"], "--lowres must be at most"),
         (["--devices", "cpu", "--frames", "1", "--smoothing", "2"], "smoothing must be between"),
         pytest.param(
             ["--devices", "cpu", "--frames", "1", "--json", UNWRITABLE_JSON],
@@ -183,6 +195,7 @@ def test_bench_convert_keeps_earlier_clips_and_never_replaces_its_input(
     ("extra", "message"),
     [
         (["--frames", "-5"], "--frames must be 1 or more, got -5"),
+        (["--frames", "999999999999"], "--frames must be at most 100000"),
         (["--frames", "5", "--batch", "0"], "--batch must be 1 or more, got 0"),
         (["--frames", "5", "--rss-every", "0"], "--rss-every must be more than 0, got 0"),
         (["--frames", "5", "--bg", "nope"], "background 'nope'"),

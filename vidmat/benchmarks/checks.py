@@ -53,6 +53,13 @@ def at_least(option: str, value: float | None, low: float) -> None:
         raise VidmatError(f"{option} must be {_show(low)} or more, got {_show(value)}.")
 
 
+def at_most(option: str, value: float | None, high: float, why: str) -> None:
+    """Refuse ``value`` above ``high``, saying ``why`` there is a ceiling: an unbounded
+    count tried to allocate 149 GiB (--lowres 100000) or filled /tmp with a source clip."""
+    if value is not None and value > high:
+        raise VidmatError(f"{option} must be at most {_show(high)} ({why}), got {_show(value)}.")
+
+
 def above_zero(option: str, value: float | None) -> None:
     """Refuse a duration or rate that is zero, negative or NaN: they loop or divide by it."""
     if value is None:

@@ -29,6 +29,9 @@ from vidmat.benchmarks.report import report
 from vidmat.core.settings import PostprocessConfig
 from vidmat.errors import VidmatError
 
+#: The most frames a run converts: about an hour at 30 fps.
+MAX_FRAMES = 100_000
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from vidmat.commands._options import add_engine_options
@@ -184,6 +187,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.height < 16 or args.height > 4320:
         raise VidmatError(f"--height must be between 16 and 4320, got {args.height}.")
     checks.at_least("--frames", args.frames, 1)
+    checks.at_most("--frames", args.frames, MAX_FRAMES, "its source clip is made in full first")
     checks.at_least("--batch", args.batch, 1)
     checks.above_zero("--rss-every", args.rss_every)
     checks.existing_file("--input", args.input)

@@ -21,7 +21,7 @@ from vidmat.benchmarks.report import report
 from vidmat.core.backgrounds import Background
 from vidmat.core.settings import PostprocessConfig
 from vidmat.errors import VidmatError
-from vidmat.model.spec import DEFAULT_WEIGHTS, REGISTRY
+from vidmat.model.spec import DEFAULT_WEIGHTS, MAX_INPUT_SIZE, REGISTRY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,6 +130,7 @@ def check_args(args: argparse.Namespace) -> tuple[list[torch.device], dict[str, 
     checks.at_least("--frames", args.frames, 1)
     checks.at_least("--warmup", args.warmup, 0)
     checks.at_least("--lowres", args.lowres, 1)
+    checks.at_most("--lowres", args.lowres, MAX_INPUT_SIZE, "the largest model input")
     checks.at_least("--threads", args.threads, 1)
     if args.smoothing is not None and not args.smoothing:
         raise VidmatError("--smoothing names no strength; give at least one, e.g. 0,0.5.")

@@ -54,6 +54,10 @@ COLUMNS = (
 )
 
 
+#: The largest training batch timed (the model's activations grow with it).
+MAX_TRAIN_BATCH = 1024
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -205,6 +209,8 @@ def check_args(args: argparse.Namespace) -> list[str]:
             raise VidmatError(f"unknown --amp {a!r}; choose from {', '.join(AMP_MODES)}.")
     checks.model_sizes("--sizes", args.sizes)
     checks.each_at_least("--batches", args.batches, 1)
+    if args.batches:
+        checks.at_most("--batches", max(args.batches), MAX_TRAIN_BATCH, "a batch that fits memory")
     checks.each_at_least("--workers", args.workers, 0)
     checks.at_least("--iters", args.iters, 1)
     checks.at_least("--warmup", args.warmup, 0)
@@ -222,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vidmat.core.engine import select_device
     from vidmat.train.augment import AugmentConfig
-    from vidmat.train.data import SourceSpec, load_backgrounds, load_source
+    from vidmat.train.data import load_backgrounds, load_source, parse_data_source
     from vidmat.train.loop import TrainConfig, Trainer, make_batch
 
     device = select_device(args.device)
@@ -245,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vidmat-bench-train-") as tmp:
         cache = args.cache or Path(tmp) / "cache"
         if args.data:
-            specs = [SourceSpec.parse(t) for t in args.data]
+            specs = [parse_data_source(t) for t in args.data]  # as vidmat train reads it
             sources = [load_source(s, cache, progress=False) for s in specs]
             bank = load_backgrounds(args.backgrounds, cache) if args.backgrounds else None
             data_name = ",".join(str(s.path) for s in specs)
