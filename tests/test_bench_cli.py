@@ -363,3 +363,29 @@ def test_bench_model_refuses_an_arch_its_weights_are_not(
         f"vidmat: error: --weights {weights} holds u2netp weights, not u2net; leave --arch out "
         "with --weights.\n"
     )
+
+
+def test_a_source_clip_cut_short_leaves_nothing_under_its_name(
+    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while `bench convert --keep DIR` made its source left source_240p.mp4 cut
+    short (644 of 3000 frames), which the next run took for a whole clip."""
+    from vidmat.benchmarks.convert import make_source
+    from vidmat.io.video import VideoWriter
+
+    real = VideoWriter.write
+    written = [0]
+
+    def stopped_midway(self, *args, **kwargs):
+        if written[0] == 80:  # past the encoder's look-ahead: packets are in the file
+            raise KeyboardInterrupt
+        written[0] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(VideoWriter, "write", stopped_midway)
+    with pytest.raises(KeyboardInterrupt):
+        make_source(clip, tmp_path / "source_32p.mp4", 32, 100)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(VideoWriter, "write", real)
+    assert make_source(clip, tmp_path / "source_32p.mp4", 32, 10)["frames"] == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["source_32p.mp4"]

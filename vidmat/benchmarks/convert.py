@@ -88,6 +88,7 @@ def make_source(src: Path, dst: Path, height: int, frames: int) -> dict[str, Any
     """``src`` scaled to ``height`` (even width, aspect kept) and looped to ``frames`` frames."""
     import cv2
 
+    from vidmat.io.files import atomic_output
     from vidmat.io.video import EncodeConfig, VideoReader, VideoWriter
 
     if height < 16 or height > 4320:
@@ -109,7 +110,12 @@ def make_source(src: Path, dst: Path, height: int, frames: int) -> dict[str, Any
     interp = cv2.INTER_AREA if height < info.height else cv2.INTER_LINEAR
     scaled = [cv2.resize(im, (width, height), interpolation=interp) for im in images]
     enc = EncodeConfig(crf=18, preset="veryfast")
-    with VideoWriter(dst, "mp4", width, height, tb, rate, encode=enc) as w:
+    # Under a temporary name: a --keep clip cut short by Ctrl-C was taken for a whole one
+    # by the next run ("already exists; pass --overwrite").
+    with (
+        atomic_output(dst) as tmp,
+        VideoWriter(tmp, "mp4", width, height, tb, rate, encode=enc) as w,
+    ):
         for i in range(frames):
             # Ping-pong through the clip so a loop has no jump (no false scene cut).
             n = len(scaled)
