@@ -211,10 +211,19 @@ def test_folders_are_paired_by_name_and_read_by_the_ship_rule(tmp_path: Path, ca
     out = capsys.readouterr().out
     assert "not compared (no result of that name" in out and "320/ccp" in out
 
-    _result(new / "192" / "viton.json", [v - 0.05 for v in base], size=320)
+    _result(new / "192" / "viton.json", [v - 0.05 for v in base])
     rows, _, _ = compare_folders(old, new)
     ok, why = ship_rule(rows)
     assert not ok and why == "fails: IoU worse beyond the interval on 192/viton"
+    assert main([str(old), str(new)]) == 1
+    capsys.readouterr()
+    # a gain scored at another size (or with --refine) is not the weights' own: it passed
+    _result(new / "192" / "viton.json", [v + 0.05 for v in base], size=320)
+    rows, _, _ = compare_folders(old, new)
+    assert ship_rule(rows) == (
+        False,
+        "fails: scored with other settings than the baseline on 192/viton (size 256 -> 320)",
+    )
     assert main([str(old), str(new)]) == 1
     out = capsys.readouterr().out
     assert "192/viton [size 256 -> 320]" in out and "ship rule: fails" in out

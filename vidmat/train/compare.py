@@ -342,11 +342,15 @@ def compare_folders(old: Path, new: Path) -> tuple[list[SetComparison], list[str
 
 def ship_rule(rows: Sequence[SetComparison], missing: Sequence[str] = ()) -> tuple[bool, str]:
     """The rule of session 50 on IoU: worse beyond the interval on no set, better
-    beyond it on at least one, and scored on every set the baseline was. Differences
-    inside the intervals decide nothing."""
+    beyond it on at least one, and scored on every set the baseline was, with the same
+    settings (size, precision, refinement...). Differences inside the intervals decide
+    nothing."""
     worse = [r.name for r in rows if r.iou.verdict == "worse"]
     better = [r.name for r in rows if r.iou.verdict == "better"]
     unjudged = [r.name for r in rows if r.iou.units < MIN_UNITS]
+    unlike = [f"{r.name} ({', '.join(r.changes)})" for r in rows if r.changes]
+    if unlike:  # a gain from 64 -> 96 px or --refine passed as the weights' own
+        return False, f"fails: scored with other settings than the baseline on {'; '.join(unlike)}"
     if worse:
         return False, f"fails: IoU worse beyond the interval on {', '.join(worse)}"
     if unjudged:  # a set too small to judge could hide a regression: no pass over it
