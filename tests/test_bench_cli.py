@@ -117,6 +117,8 @@ POST = ["bench", "postprocess", "--sizes", "64x48", "--smoothing", "0", "--warmu
         (["--devices", "cpu", "--frames", "1", "--warmup", "-1"], "--warmup must be 0 or more"),
         (["--devices", "cpu", "--frames", "1", "--lowres", "0"], "--lowres must be 1 or more"),
         (["--devices", "cpu", "--frames", "1", "--lowres", "100000"], "--lowres must be at most"),
+        (["--devices", "cpu", "--frames", "1", "--sizes", ","], "--sizes names no size"),
+        (["--devices", "cpu", "--frames", "1", "--json", ""], "--json names no file"),
         (["--devices", "cpu", "--frames", "1", "--smoothing", "2"], "smoothing must be between"),
         pytest.param(
             ["--devices", "cpu", "--frames", "1", "--json", UNWRITABLE_JSON],

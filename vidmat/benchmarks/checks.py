@@ -100,8 +100,10 @@ def json_path(args: argparse.Namespace) -> None:
     earlier run is often the baseline a new one is compared with. Never, --overwrite or
     not, the weights or an input file the benchmark reads.
     """
-    if not args.json:
+    if args.json is None:
         return
+    if not str(args.json).strip():  # it wrote nothing and said nothing
+        raise VidmatError("--json names no file; give a path, e.g. --json result.json.")
     from vidmat.model.weights import weights_file
 
     path = Path(args.json)

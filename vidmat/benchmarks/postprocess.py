@@ -129,6 +129,8 @@ def check_args(args: argparse.Namespace) -> tuple[list[torch.device], dict[str, 
     """
     checks.at_least("--frames", args.frames, 1)
     checks.at_least("--warmup", args.warmup, 0)
+    if args.sizes is not None and not args.sizes:  # ',' fell back to the defaults, 1080p
+        raise VidmatError("--sizes names no size; give at least one, e.g. --sizes 640x480.")
     checks.at_least("--lowres", args.lowres, 1)
     checks.at_most("--lowres", args.lowres, MAX_INPUT_SIZE, "the largest model input")
     checks.at_least("--threads", args.threads, 1)
