@@ -767,3 +767,26 @@ def test_a_second_run_on_a_busy_run_folder_is_refused(
         assert not (run / "last.pt").exists()
     assert main(argv) == 0  # free again once the other has ended
     assert (run / "last.pt").exists()
+
+
+def test_no_cache_or_run_folder_goes_into_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """--cache DATA/images wrote 1.6 MB of .npy into the data root for 4 images."""
+    root = make_people(tmp_path / "people")
+    argv = ["--data", str(root), "--size", "32", "--batch", "2", "--steps", "1", "--no-progress"]
+    cache = root / "images" / "cache"
+    _refused(
+        [*argv, "--run", str(tmp_path / "run"), "--cache", str(cache)],
+        capsys,
+        tmp_path,
+        f"--cache {cache} lies inside the --data root {root}, which training reads; name a "
+        "folder outside the data.",
+    )
+    _refused(
+        [*argv, "--run", str(root / "run")],
+        capsys,
+        tmp_path,
+        f"--cache {root / 'cache'} lies inside the --data root {root}, which training reads; "
+        "name a folder outside the data.",
+    )

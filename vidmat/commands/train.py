@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from vidmat.argtypes import weights_name
 from vidmat.errors import VidmatError
-from vidmat.io.files import check_output_folder, folder_lock, require_folder
+from vidmat.io.files import check_out_apart, check_output_folder, folder_lock, require_folder
 from vidmat.model.spec import MAX_INPUT_SIZE
 from vidmat.signals import caught_signals, stop_exception, stop_signal_received
 from vidmat.train import AMP_MODES
@@ -585,6 +585,14 @@ def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
         cache = cache_folder(cfg)
         beside = "--run" if args.run is not None else "--write-samples"
         check_output_folder(cache, f"the data cache {cache} (default beside {beside}; see --cache)")
+    # Nothing is written into the data: a cache in DATA/images added 1.6 MB of .npy there.
+    roots = [("--data root", s.path) for s in cfg.sources] + [("--val root", v) for v in cfg.val]
+    if cfg.backgrounds is not None:
+        roots.append(("--backgrounds folder", cfg.backgrounds))
+    why = "which training reads; name a folder outside the data."
+    check_out_apart(cache_folder(cfg), roots, why, "--cache", holding=False)
+    if args.run is not None:
+        check_out_apart(args.run, roots, why, "--run", holding=False)
 
 
 def _write_samples(cfg: TrainConfig, args: argparse.Namespace) -> int:

@@ -74,27 +74,34 @@ def check_results_apart(
             )
 
 
-def check_out_apart(out: Path, inputs: Sequence[tuple[str, Path]], why: str) -> None:
+def check_out_apart(
+    out: Path,
+    inputs: Sequence[tuple[str, Path]],
+    why: str,
+    option: str = "--out",
+    holding: bool = True,
+) -> None:
     """Refuse an output folder that is, holds or lies inside an input, --overwrite or not.
 
     A folder output replaces ``out`` as a whole once complete: an ``out`` that is an
     input, or a folder above one, deleted what had just been read; one inside an input
     folder adds files to it. Paths are compared resolved, so ``./d``, a symlink or
     ``d/..`` name the same place. ``inputs`` are (what to call it, path); ``why`` ends
-    the sentence.
+    the sentence. ``holding``: False for a folder that files are only added to (a cache),
+    which may hold an input without harm.
     """
     o = Path(out).resolve()
     for what, source in inputs:
         s = Path(source).resolve()
         if o == s:
             where = "is"
-        elif o in s.parents:
+        elif holding and o in s.parents:
             where = "holds"
         elif s in o.parents:
             where = "lies inside"
         else:
             continue
-        raise VidmatError(f"--out {out} {where} the {what} {source}, {why}")
+        raise VidmatError(f"{option} {out} {where} the {what} {source}, {why}")
 
 
 def _own_stream(path: Path) -> Any:
