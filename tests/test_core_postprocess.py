@@ -187,7 +187,7 @@ def test_looping_video_background(tmp_path):
         assert abs(int(out.mean()) - level) <= 3
 
 
-def _numbered_clip(path, frames=250, fps=25, gop=None, pts=None, sar=None, fmt=None):
+def _numbered_clip(path, frames=250, fps=25, gop=None, pts=None, sar=None, fmt=None, bframes=False):
     """64x48 H.264 whose frame i is grey level 10 i (mod 256), a keyframe every ``gop``
     frames (default: every second); ``pts`` in ms (variable rate), ``sar`` its pixels'
     aspect, ``fmt`` the container (default from the name)."""
@@ -195,6 +195,8 @@ def _numbered_clip(path, frames=250, fps=25, gop=None, pts=None, sar=None, fmt=N
 
     with av.open(str(path), "w", format=fmt) as c:
         options = {"g": str(gop or fps), "preset": "ultrafast"}
+        if bframes:
+            options.update(preset="veryfast", bf="2")
         s = c.add_stream("libx264", rate=None if pts else fps, options=options)
         s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
         if pts:
@@ -235,11 +237,15 @@ def test_a_background_video_seeks_on_its_open_file(tmp_path):
 def test_a_transport_stream_background_loops_and_jumps_to_the_right_frames(tmp_path):
     """MPEG-TS seeks land on a keyframe after the time asked for: its second pass showed
     frames 4, 4, 4, 8, 8 for 0, 1, 2, 3, 4, and jumps ahead came out frames off."""
-    path = _numbered_clip(tmp_path / "bg.ts", frames=25, fps=10, gop=10, fmt="mpegts")
-    video = LoopingVideo(path)
-    times = [i / 10 for i in range(75)] + [5.3, 9.1, 2.05]  # three passes, then jumps
-    want = [i % 25 for i in range(75)] + [3, 16, 20]
-    assert [_frame_number(video(t)) for t in times] == want
+    for bframes in (False, True):  # with B-frames, a seek to its start landed on frame 10
+        clip = tmp_path / f"bg{bframes}.ts"
+        path = _numbered_clip(clip, frames=25, fps=10, gop=10, fmt="mpegts", bframes=bframes)
+        video = LoopingVideo(path)
+        reader = video._reader
+        times = [i / 10 for i in range(75)] + [5.3, 9.1, 2.05]  # three passes, then jumps
+        want = [i % 25 for i in range(75)] + [3, 16, 20]
+        assert [_frame_number(video(t)) for t in times] == want, bframes
+        assert video._reader is reader  # sought on the open file, never opened again
 
 
 def test_a_background_of_non_square_pixels_is_shown_as_it_plays(tmp_path):

@@ -427,23 +427,23 @@ class VideoReader:
         False says it could not get there (the caller opens the file again)."""
         start = self.info.start_time
         target = max(seconds, start)
-        for back in (0.0, 1.0, 5.0, math.inf):
-            at = max(start, target - back)
+        # The last try is before the file's start: a TS with B-frames sought to its start
+        # lands on its second keyframe; sought to 0 it lands on its first.
+        for at in (target, target - 1.0, target - 5.0, min(start, 0.0) - 1.0):
             try:
                 self._container.seek(
-                    math.floor(at / self.info.time_base), stream=self._stream, backward=True
+                    max(0, math.floor(at / self.info.time_base)),
+                    stream=self._stream,
+                    backward=True,
                 )
             except av_errors():
                 return False
             self._raw = self._decode_raw()
             self._first = next(self._raw, None)
-            if self._first is None:
-                return False
-            landed = self._first.time
-            if landed is None or landed <= target + 1e-6:
+            landed = None if self._first is None else self._first.time
+            if self._first is not None and (landed is None or landed <= target + 1e-6):
                 return True
-            if at == start:
-                break
+            # past the time asked for, or nothing decoded (a seek near the end): back off
         return False
 
     def __enter__(self) -> VideoReader:
