@@ -770,9 +770,13 @@ def test_a_second_run_on_a_busy_run_folder_is_refused(
 
 
 def test_no_cache_or_run_folder_goes_into_the_data(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_people: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """--cache DATA/images wrote 1.6 MB of .npy into the data root for 4 images."""
+    """--cache DATA/images wrote 1.6 MB of .npy into the data root for 4 images; a run
+    folder beside images/ and masks/ in the root is fine (`cd ds && --data . --run runs/a`)."""
     root = make_people(tmp_path / "people")
     argv = ["--data", str(root), "--size", "32", "--batch", "2", "--steps", "1", "--no-progress"]
     cache = root / "images" / "cache"
@@ -780,13 +784,18 @@ def test_no_cache_or_run_folder_goes_into_the_data(
         [*argv, "--run", str(tmp_path / "run"), "--cache", str(cache)],
         capsys,
         tmp_path,
-        f"--cache {cache} lies inside the --data root {root}, which training reads; name a "
-        "folder outside the data.",
+        f"--cache {cache} lies inside the --data folder {root / 'images'}, which training "
+        "reads; name a folder outside it.",
     )
+    run = root / "images" / "run"
     _refused(
-        [*argv, "--run", str(root / "run")],
+        [*argv, "--run", str(run), "--cache", str(tmp_path / "c")],
         capsys,
         tmp_path,
-        f"--cache {root / 'cache'} lies inside the --data root {root}, which training reads; "
-        "name a folder outside the data.",
+        f"--run {run} lies inside the --data folder {root / 'images'}, which training reads; "
+        "name a folder outside it.",
     )
+    monkeypatch.chdir(root)
+    local = ["--data", ".", *argv[2:], "--run", "runs/a"]
+    assert main(["train", *local]) == 0
+    assert (root / "runs" / "a" / "last.pt").exists() and (root / "runs" / "cache").is_dir()

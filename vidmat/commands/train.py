@@ -585,14 +585,21 @@ def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
         cache = cache_folder(cfg)
         beside = "--run" if args.run is not None else "--write-samples"
         check_output_folder(cache, f"the data cache {cache} (default beside {beside}; see --cache)")
-    # Nothing is written into the data: a cache in DATA/images added 1.6 MB of .npy there.
-    roots = [("--data root", s.path) for s in cfg.sources] + [("--val root", v) for v in cfg.val]
+    # Nothing is written into the folders training reads (a cache in DATA/images added
+    # 1.6 MB of .npy there); a run or cache beside them in a root is fine.
+    read = [
+        (f"{option} folder", Path(root) / sub)
+        for option, roots in (("--data", [s.path for s in cfg.sources]), ("--val", cfg.val))
+        for root in roots
+        for sub in ("images", "masks")
+    ]
     if cfg.backgrounds is not None:
-        roots.append(("--backgrounds folder", cfg.backgrounds))
-    why = "which training reads; name a folder outside the data."
-    check_out_apart(cache_folder(cfg), roots, why, "--cache", holding=False)
+        read.append(("--backgrounds folder", cfg.backgrounds))
+    why = "which training reads; name a folder outside it."
+    cache = "--cache" if args.cache is not None else "the data cache (default beside --run)"
+    check_out_apart(cache_folder(cfg), read, why, cache, holding=False)
     if args.run is not None:
-        check_out_apart(args.run, roots, why, "--run", holding=False)
+        check_out_apart(args.run, read, why, "--run", holding=False)
 
 
 def _write_samples(cfg: TrainConfig, args: argparse.Namespace) -> int:
