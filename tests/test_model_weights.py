@@ -233,6 +233,11 @@ def test_bad_files_each_get_one_sentence(tmp_path: Path) -> None:
     other = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3)}, other)
     _expect(other, "not a U-2-Net checkpoint")
+    # another training loop's checkpoint with the same entries: not called a damaged vidmat one
+    sd = {"conv1.weight": torch.zeros(8, 3, 3, 3)}
+    looped = tmp_path / "loop.pth"
+    torch.save({"step": 1, "model": sd, "ema": sd, "opt": {}, "sched": {}}, looped)
+    _expect(looped, "not a U-2-Net checkpoint")
 
     shapes = build_model("u2netp").state_dict()
     shapes["side1.weight"] = torch.zeros(2, 64, 3, 3)

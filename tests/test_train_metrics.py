@@ -633,10 +633,11 @@ def test_masks_in_every_form_datasets_ship_read_as_their_person(tmp_path: Path) 
     red[person] = (0, 0, 255)  # BGR
     cv2.imwrite(str(tmp_path / "red.png"), red)
     assert np.array_equal(read_mask(tmp_path / "red.png"), want)
-    red[person] = (0, 0, 60)
-    cv2.imwrite(str(tmp_path / "dim.png"), red)
-    with pytest.raises(VidmatError, match="coloured and none of it is brighter than half"):
-        read_mask(tmp_path / "dim.png")
+    for dark in ((0, 0, 60), (0, 0, 30), (1, 2, 0)):  # red 60, red 30, a class-2 label
+        red[person] = dark
+        cv2.imwrite(str(tmp_path / "dim.png"), red)
+        with pytest.raises(VidmatError, match="coloured and none of it is brighter than half"):
+            read_mask(tmp_path / "dim.png")
     # an empty frame saved as a colour JPEG: a few levels of noise, no person, no error
     noise = np.random.default_rng(0).integers(0, 6, (20, 30, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "empty.jpg"), noise)

@@ -190,7 +190,9 @@ def _read_pth(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({exc.reason}).") from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} is not a checkpoint of model weights (no state_dict found).")
-    if all(k in obj for k in _VIDMAT_CHECKPOINT):
+    raw = obj.get("model")
+    ours = isinstance(raw, Mapping) and _find_state(raw, depth=0) is not None
+    if ours and all(k in obj for k in _VIDMAT_CHECKPOINT):  # another loop's: refused below
         ema = _find_state(obj["ema"], depth=0) if isinstance(obj["ema"], Mapping) else None
         if ema is None:
             # the raw last step at 320 px was loaded instead, without a word

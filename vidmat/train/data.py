@@ -254,9 +254,10 @@ def read_mask(path: Path) -> np.ndarray:
         # grey, a red person (76) was all background, without a word.
         m = m.max(axis=2)
         middle = {np.dtype(np.uint8): 127, np.dtype(np.uint16): 32767}.get(m.dtype, 0)
-        # Marks above a quarter of the scale but none above half: a label drawn dark. A
-        # JPEG of an empty frame (noise of a few levels) is empty, as it always was.
-        if middle // 4 < m.max() <= middle and kind not in (4, 6):
+        # Marks but none above half: a label drawn dark (red 30, class 2). A JPEG of an
+        # empty frame (noise of a few levels) is empty, as it always was.
+        noise = middle // 4 if path.suffix.lower() in (".jpg", ".jpeg") else 1
+        if noise < m.max() <= middle and kind not in (4, 6):
             raise VidmatError(
                 f"mask {path} is coloured and none of it is brighter than half: vidmat reads "
                 "the person where a mask is bright; save it white (or 1) on black."
