@@ -100,6 +100,17 @@ def test_bench_train_reads_data_as_vidmat_train_does(
     argv = [*TRAIN, "--sizes", "32", "--iters", "1"]
     _refused([*argv, "--data", f"{root}:nan"], f"sampling weight of {root} must be", capsys)
     _refused([*argv, "--data", f"{root}:abc"], "'abc' is not a number", capsys)
+    # its --json and --cache never go into the data's own folders
+    mask = root / "masks" / "0.png"
+    before = mask.read_bytes()
+    json_over = [*argv, "--data", str(root), "--json", str(mask), "--overwrite"]
+    _refused(json_over, f"--json {mask} is a file in the --data folder {root / 'masks'}", capsys)
+    assert mask.read_bytes() == before
+    cache = root / "images" / "c"
+    _refused(
+        [*argv, "--data", str(root), "--cache", str(cache)], f"--cache {cache} lies inside", capsys
+    )
+    assert not cache.exists()
 
 
 POST = ["bench", "postprocess", "--sizes", "64x48", "--smoothing", "0", "--warmup", "0"]

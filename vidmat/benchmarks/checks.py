@@ -113,8 +113,23 @@ def json_path(args: argparse.Namespace) -> None:
     for name in ("input", "bg", "camera", "backgrounds"):
         value = getattr(args, name, None)
         if isinstance(value, (str, Path)) and value:
-            files.append((f"--{name} file", Path(value).expanduser()))
-    check_results_apart(path, "--json", files)
+            # --backgrounds green,bg.png names files among its kinds
+            files += [(f"--{name} file", Path(v).expanduser()) for v in str(value).split(",")]
+    check_results_apart(path, "--json", files, data_folders(args))
+
+
+def data_folders(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The folders ``bench train --data`` reads (ROOT/images and ROOT/masks of each)."""
+    from vidmat.train.data import SourceSpec
+
+    folders = []
+    for text in getattr(args, "data", None) or []:
+        try:
+            root = SourceSpec.parse(str(text)).path
+        except VidmatError:
+            continue  # refused with its own sentence when the data is read
+        folders += [("--data folder", root / "images"), ("--data folder", root / "masks")]
+    return folders
 
 
 def devices(text: str, option: str = "--devices") -> list[torch.device]:

@@ -30,6 +30,7 @@ from vidmat.argtypes import int_list, on_off_list
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.report import report
 from vidmat.errors import VidmatError
+from vidmat.io.files import check_out_apart
 from vidmat.train import AMP_MODES
 
 if TYPE_CHECKING:
@@ -216,6 +217,9 @@ def check_args(args: argparse.Namespace) -> list[str]:
     checks.at_least("--warmup", args.warmup, 0)
     checks.at_least("--threads", args.threads, 1)
     checks.json_path(args)
+    if args.cache is not None:  # nothing written into the data, as vidmat train keeps it
+        why = "which the benchmark reads; name a folder outside it."
+        check_out_apart(args.cache, checks.data_folders(args), why, "--cache", holding=False)
     if args.cache is not None:  # a file there was a FileExistsError traceback
         from vidmat.io.files import check_output_folder
 
