@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 
-def _child_signals() -> None:
+def terminal_user_signals() -> None:
     # A shell starts background jobs with SIGINT ignored, and nohup SIGHUP; a terminal
     # user's process has both.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -28,7 +28,7 @@ def signal_once_writing(
         [sys.executable, "-m", "vidmat", *args],
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_child_signals,
+        preexec_fn=terminal_user_signals,
         env=os.environ.copy(),
     )
     deadline = time.monotonic() + 90

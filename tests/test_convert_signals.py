@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from convert_fixtures import make_clip, stub_engine
-from signal_fixtures import signal_once_writing
+from signal_fixtures import signal_once_writing, terminal_user_signals
 
 from vidmat.cli import main
 from vidmat.core.engine import Engine
@@ -245,6 +245,17 @@ def test_output_to_a_closed_terminal_goes_nowhere(
         os.close(master)
 
 
+def _python(code: str) -> subprocess.CompletedProcess:
+    """``python -c CODE`` as a terminal user's process: SIGINT and SIGHUP not ignored."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=terminal_user_signals,
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_every_command_stops_on_kill_as_on_ctrl_c(sig: signal.Signals) -> None:
     """eval (minutes of scoring), bench and info ended on SIGTERM with status -15 and no
@@ -254,13 +265,7 @@ def test_every_command_stops_on_kill_as_on_ctrl_c(sig: signal.Signals) -> None:
         f"info.run = lambda args: os.kill(os.getpid(), {int(sig)}) or 0\n"
         "raise SystemExit(cli.main(['info']))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
-    )
+    proc = _python(code)
     assert proc.returncode == 128 + int(sig)
     assert proc.stderr.strip() == (
         "vidmat: terminated" if sig == signal.SIGTERM else "vidmat: hung up"
@@ -276,13 +281,7 @@ def test_the_training_tools_stop_on_a_signal_as_vidmat_does(sig: signal.Signals)
         "from vidmat.train.tools import run_tool\n"
         f"raise SystemExit(run_tool('pack', lambda: os.kill(os.getpid(), {int(sig)})))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = _python(code)
     assert proc.returncode == 128 + int(sig)
     said = "interrupted" if sig == signal.SIGINT else "terminated"
     assert proc.stderr.strip() == f"pack: {said}"
