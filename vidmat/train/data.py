@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 import mmap
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidmat.errors import VidmatError
+from vidmat.errors import VidmatError, warn
 from vidmat.io.files import atomic_output, require_folder
 from vidmat.io.formats import IMAGE_SUFFIXES
 
@@ -499,7 +498,7 @@ def load_source(
     shape = (len(pairs), *size)
     cached = _open_cache(img_file, mask_file, shape)
     if cached is None and (img_file.exists() or mask_file.exists()):
-        print(f"warning: the cache of {spec.path} is damaged; building it again", file=sys.stderr)
+        warn(f"the cache of {spec.path} is damaged; building it again")
     if cached is None:
         h, w = size
         images = np.zeros((len(pairs), h, w, 3), np.uint8)
@@ -593,7 +592,7 @@ def load_backgrounds(
     cached = _open_array(f, shape)
     if cached is None:
         if f.exists():
-            print(f"warning: the cache of {folder} is damaged; building it again", file=sys.stderr)
+            warn(f"the cache of {folder} is damaged; building it again")
         h, w = size
         out = np.zeros((len(files), h, w, 3), np.uint8)
         for i, p in enumerate(files):
