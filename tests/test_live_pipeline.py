@@ -110,6 +110,12 @@ def test_infer_every_nth_frame_in_async_mode(clip):
     assert engine.model.calls == p.stats.inferences
 
 
+def _wait_for(frames: list, count: int, deadline: float) -> None:
+    """Until ``frames`` holds ``count`` (the pipeline's callback appends), or ``deadline``."""
+    while len(frames) < count and time.time() < deadline:
+        time.sleep(0.01)
+
+
 def test_settings_change_while_running(clip):
     frames: list[LiveFrame] = []
     camera = CameraConfig(source=str(clip), loop=True)
@@ -122,12 +128,10 @@ def test_settings_change_while_running(clip):
     p.start()
     try:
         deadline = time.time() + 3
-        while len(frames) < 3 and time.time() < deadline:
-            time.sleep(0.01)
+        _wait_for(frames, 3, deadline)
         p.update(background="mask", mirror=True, feather=2.0, threshold=0.4, grow=1)
         n = len(frames)
-        while len(frames) < n + 5 and time.time() < deadline:
-            time.sleep(0.01)
+        _wait_for(frames, n + 5, deadline)
     finally:
         p.stop()
     assert p.post.config.feather_px == 2.0 and p.post.config.threshold == 0.4
@@ -273,12 +277,10 @@ def test_a_mirror_switch_flips_the_mask_the_model_has_not_redone(tmp_path):
     p.start()
     try:
         deadline = time.time() + 5
-        while len(frames) < 3 and time.time() < deadline:
-            time.sleep(0.01)
+        _wait_for(frames, 3, deadline)
         p.update(mirror=True)
         n = len(frames)
-        while len(frames) < n + 6 and time.time() < deadline:
-            time.sleep(0.01)
+        _wait_for(frames, n + 6, deadline)
     finally:
         p.stop()
     assert square_columns(frames[0].image).mean() < 16
