@@ -56,15 +56,26 @@ def alpha_hw1(alpha: Tensor, frame: Tensor) -> Tensor:
     return a[0] if frame.dim() == 3 else a
 
 
-def cover_fit(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """Scale (N,C,h,w) to cover ``size`` and centre-crop: no bars, no distortion."""
-    h, w = image.shape[-2:]
+def _cover_box(h: int, w: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A picture of h x w scaled to just cover ``size``: (scaled h, scaled w, top, left)
+    of the centred crop."""
     height, width = size
     scale = max(height / h, width / w)
     nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    return nh, nw, (nh - height) // 2, (nw - width) // 2
+
+
+def _shown_size(size: tuple[int, int], pixel_aspect: float) -> tuple[int, int]:
+    """A frame of ``size`` stored pixels as it is shown (see :func:`prepare_image`)."""
+    height, width = size
+    return (height, max(1, round(width * pixel_aspect))) if pixel_aspect != 1.0 else size
+
+
+def cover_fit(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Scale (N,C,h,w) to cover ``size`` and centre-crop: no bars, no distortion."""
+    nh, nw, top, left = _cover_box(*image.shape[-2:], size)
     image = resize(image, (nh, nw))
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return image[..., top : top + height, left : left + width]
+    return image[..., top : top + size[0], left : left + size[1]]
 
 
 def _to_tensor(image: Any, device: torch.device) -> Tensor:
@@ -92,11 +103,7 @@ def prepare_image(
     if fast_cpu(t) and t.dtype == torch.uint8:
         return torch.from_numpy(_cover_fit_cv2(t.numpy(), size, pixel_aspect)).to(dtype)
     t = t.permute(2, 0, 1)[None].to(torch.float32)
-    if pixel_aspect != 1.0:
-        height, width = size
-        t = resize(cover_fit(t, (height, max(1, round(width * pixel_aspect)))), size)
-    else:
-        t = cover_fit(t, size)
+    t = resize(cover_fit(t, _shown_size(size, pixel_aspect)), size)  # (no-op at 1:1)
     return t[0].permute(1, 2, 0).round_().clamp_(0, 255).to(dtype).contiguous()
 
 
@@ -118,12 +125,8 @@ def _resize_cv2(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _cover_fit_cv2(image: np.ndarray, size: tuple[int, int], pixel_aspect: float) -> np.ndarray:
     """The CPU path of :func:`prepare_image`: a 4K background video frame fitted to 480p took
     200 ms through PyTorch's CPU area resize, most of a live frame's budget."""
-    height, width = size
-    shown = (height, max(1, round(width * pixel_aspect))) if pixel_aspect != 1.0 else size
-    h, w = image.shape[:2]
-    scale = max(shown[0] / h, shown[1] / w)
-    nh, nw = max(shown[0], round(h * scale)), max(shown[1], round(w * scale))
-    top, left = (nh - shown[0]) // 2, (nw - shown[1]) // 2
+    shown = _shown_size(size, pixel_aspect)
+    nh, nw, top, left = _cover_box(*image.shape[:2], shown)
     fitted = _resize_cv2(np.ascontiguousarray(image), (nh, nw))
     fitted = fitted[top : top + shown[0], left : left + shown[1]]
     return np.ascontiguousarray(_resize_cv2(np.ascontiguousarray(fitted), size))
