@@ -120,7 +120,7 @@ def json_path(args: argparse.Namespace) -> None:
 
 def data_folders(args: argparse.Namespace) -> list[tuple[str, Path]]:
     """The folders ``bench train --data`` reads (ROOT/images and ROOT/masks of each)."""
-    from vidmat.train.data import SourceSpec
+    from vidmat.train.data import SourceSpec, root_folders
 
     folders = []
     for text in getattr(args, "data", None) or []:
@@ -128,7 +128,7 @@ def data_folders(args: argparse.Namespace) -> list[tuple[str, Path]]:
             root = SourceSpec.parse(str(text)).path
         except VidmatError:
             continue  # refused with its own sentence when the data is read
-        folders += [("--data folder", root / "images"), ("--data folder", root / "masks")]
+        folders += [("--data folder", folder) for folder in root_folders(root)]
     return folders
 
 

@@ -587,11 +587,13 @@ def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
         check_output_folder(cache, f"the data cache {cache} (default beside {beside}; see --cache)")
     # Nothing is written into the folders training reads (a cache in DATA/images added
     # 1.6 MB of .npy there); a run or cache beside them in a root is fine.
+    from vidmat.train.data import root_folders
+
     read = [
-        (f"{option} folder", Path(root) / sub)
+        (f"{option} folder", folder)
         for option, roots in (("--data", [s.path for s in cfg.sources]), ("--val", cfg.val))
         for root in roots
-        for sub in ("images", "masks")
+        for folder in root_folders(root)
     ]
     if cfg.backgrounds is not None:
         read.append(("--backgrounds folder", cfg.backgrounds))

@@ -149,8 +149,9 @@ def check_output_path(
     rename that replaces an output would put a plain file in its place.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir() and (is_stream(path) or not path.is_file()):
-        if stream_ok and not folder and is_stream(path):
+    stream = is_stream(path)
+    if path.exists() and not path.is_dir() and (stream or not path.is_file()):
+        if stream_ok and not folder and stream:
             return
         raise VidmatError(
             f"{path} is a device, pipe or this program's own output, not a file; name a "

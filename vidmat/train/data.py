@@ -137,10 +137,16 @@ def is_number(text: str) -> bool:
     return True
 
 
+def root_folders(root: Path) -> tuple[Path, Path]:
+    """The folders a training root is read from (its images and masks), and that nothing
+    may be written into (caches, runs, results)."""
+    return Path(root) / "images", Path(root) / "masks"
+
+
 def list_pairs(root: Path) -> list[tuple[Path, Path]]:
     """Pairs ``root/images/X.*`` with ``root/masks/X.*`` by file stem."""
     require_folder(root, "training root")  # a missing one is not "without images/"
-    images_dir, masks_dir = root / "images", root / "masks"
+    images_dir, masks_dir = root_folders(root)
     if not images_dir.is_dir() or not masks_dir.is_dir():
         raise VidmatError(f"{root} must contain 'images' and 'masks' folders.")
     return pair_folders(images_dir, masks_dir)
