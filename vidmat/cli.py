@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from vidmat import __version__
 from vidmat.allocator import keep_freed_memory
 from vidmat.errors import VidmatError
-from vidmat.signals import Terminated, ignore_stop_signals, interrupt_once
+from vidmat.signals import ignore_stop_signals, interrupt_once, stopped
 
 #: Subcommand modules in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -126,18 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VidmatError as exc:
         print(f"vidmat: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except Terminated as exc:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated: kill and a hang-up
         if whole_process:
             ignore_stop_signals()
-        # After a hang-up the terminal may be gone: the line is best effort.
-        with contextlib.suppress(OSError):
-            print(f"vidmat: {exc.what}", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        if whole_process:
-            ignore_stop_signals()
-        print("vidmat: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return stopped("vidmat", exc)
     except BrokenPipeError:
         # The reader of our output went away (`vidmat info | head -3`): stop quietly, as
         # other command-line tools do, instead of a traceback about the pipe.

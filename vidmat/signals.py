@@ -80,6 +80,17 @@ def caught_signals() -> tuple[int, ...]:
     return tuple(s for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN)
 
 
+def stopped(program: str, exc: KeyboardInterrupt) -> int:
+    """Say how ``program`` was stopped ("interrupted", "terminated", "hung up") on one
+    line and return the status it exits with (128 + the signal): one ending for ``vidmat``
+    and the training tools, where each had its own copy."""
+    signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+    what = exc.what if isinstance(exc, Terminated) else "interrupted"
+    with contextlib.suppress(OSError):  # after a hang-up the terminal may be gone
+        print(f"{program}: {what}", file=sys.stderr)
+    return 128 + int(signum)
+
+
 def ignore_stop_signals() -> None:
     """Ignore every later stop signal: the process is on its way out after the first.
 

@@ -9,14 +9,12 @@ so a script could not tell a refused input from a failed comparison by the statu
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from vidmat.errors import VidmatError
-from vidmat.signals import Terminated, interrupt_once
+from vidmat.signals import interrupt_once, stopped
 
 
 def run_tool(name: str, body: Callable[[], int | None]) -> int:
@@ -30,13 +28,8 @@ def run_tool(name: str, body: Callable[[], int | None]) -> int:
     except VidmatError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except Terminated as exc:
-        with contextlib.suppress(OSError):  # a hung-up terminal may be gone
-            print(f"{name}: {exc.what}", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
+    except KeyboardInterrupt as exc:
+        return stopped(name, exc)
 
 
 def require_safetensors_out(out: Path) -> None:
