@@ -224,6 +224,10 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+#: The middle of a mask's scale by its depth: person above it.
+_MIDDLE = {np.dtype(np.uint8): 127, np.dtype(np.uint16): 32767}
+
+
 def read_mask(path: Path) -> np.ndarray:
     """Binary mask as uint8 0/255: person where the mask is above its middle (soft 0..255
     masks cut at 127, 16-bit ones at 32767), or where it is 1 in a 0/1 label mask.
@@ -258,7 +262,7 @@ def read_mask(path: Path) -> np.ndarray:
         # A person drawn in a colour on black, by its brightest channel: read by its
         # grey, a red person (76) was all background, without a word.
         m = m.max(axis=2)
-        middle = {np.dtype(np.uint8): 127, np.dtype(np.uint16): 32767}.get(m.dtype, 0)
+        middle = _MIDDLE.get(m.dtype, 0.5)
         # Marks but none above half: a label drawn dark (red 30, class 2). A JPEG of an
         # empty frame (noise of a few levels) is empty, as it always was.
         noise = middle // 4 if path.suffix.lower() in (".jpg", ".jpeg") else 1
@@ -279,7 +283,7 @@ def read_mask(path: Path) -> np.ndarray:
                 m = alpha
     if m.max() == 1:
         return np.where(m > 0, 255, 0).astype(np.uint8)
-    middle = {np.dtype(np.uint8): 127, np.dtype(np.uint16): 32767}.get(m.dtype, 0.5)
+    middle = _MIDDLE.get(m.dtype, 0.5)
     return np.where(m > middle, 255, 0).astype(np.uint8)
 
 
