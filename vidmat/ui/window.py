@@ -924,7 +924,7 @@ class LiveWindow(QMainWindow):
         self._set_record_checked(True)
         self.status_labels["rec"].setText("● REC")
         note = ""
-        if self.current_settings().background.kind == "transparent":
+        if self._bg_kind == "transparent":
             note = " (the transparent view is recorded over black: MP4 has no alpha)"
         self.statusBar().showMessage(f"Recording to {target}{note}", 4000)
         return True
