@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -183,3 +184,15 @@ def test_a_root_named_without_its_parent_packs_inside_out(
     manifest = pack([Path("ccp")], tmp_path / "pack")
     assert list(manifest["roots"]) == ["data/ccp"]
     assert (tmp_path / "pack" / "data" / "ccp" / "images" / "000.jpg").is_file()
+
+
+def test_pack_shows_its_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Packing thousands of photos took minutes with nothing on the screen."""
+    root = _root(tmp_path / "data" / "ccp", 3, (64, 48), 0)
+    scenes = tmp_path / "bg"
+    scenes.mkdir()
+    cv2.imwrite(str(scenes / "0.png"), np.full((60, 90, 3), 40, np.uint8))
+    assert main([str(root), "--backgrounds", str(scenes), "--out", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^pack data/ccp: 100%.* 3/3 ", err, re.M), err
+    assert re.search(r"^pack backgrounds: 100%.* 1/1 ", err, re.M), err

@@ -154,3 +154,15 @@ def test_an_out_that_holds_the_clips_is_refused_even_with_overwrite(
         err = capsys.readouterr().err
         assert f"--out {out} holds the clip {clip}" in err and err.count("\n") == 1
     assert sorted(p.name for p in (tmp_path / "pl").iterdir()) == ["c.mp4"]
+
+
+def test_labelling_shows_its_progress_per_clip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Running the teacher over a folder of clips took minutes with nothing on the screen;
+    each clip's bar counts the frames it samples (12 frames, every 4th of the first half)."""
+    clip = make_clip(tmp_path / "c.mp4", frames=12, audio=None)
+    monkeypatch.setattr(pseudolabel, "mediapipe_teacher", lambda: red_teacher)
+    assert main([str(clip), "--out", str(tmp_path / "p"), "--every", "4", "--until", "0.5"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^label c\.mp4: 100%.* 2/2 ", err, re.M), err

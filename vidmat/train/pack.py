@@ -32,6 +32,7 @@ import numpy as np
 
 from vidmat.errors import VidmatError
 from vidmat.io.files import check_out_apart, check_output_path, require_folder
+from vidmat.progress import progress_bar
 from vidmat.train.data import (
     BACKGROUND_SIZE,
     background_files,
@@ -67,8 +68,9 @@ def _shrink(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def pack_root(root: Path, out: Path, long_side: int, fmt: str, quality: int) -> int:
-    """Write ``root``'s pairs into ``out`` at the cache's size; returns the pairs written."""
+def pack_root(root: Path, out: Path, long_side: int, fmt: str, quality: int, name: str) -> int:
+    """Write ``root``'s pairs into ``out`` at the cache's size; returns the pairs written.
+    ``name`` (the root's name in the pack) labels the progress bar."""
     pairs = list_pairs(root)
     hw = cache_size(read_rgb(pairs[0][0]), long_side)
     (out / "images").mkdir(parents=True)
@@ -86,7 +88,7 @@ def pack_root(root: Path, out: Path, long_side: int, fmt: str, quality: int) -> 
         (out / "masks" / f"{img_path.stem}.png").write_bytes(png.tobytes())
 
     with ThreadPoolExecutor() as pool:
-        list(pool.map(one, pairs))
+        list(progress_bar(pool.map(one, pairs), total=len(pairs), desc=f"pack {name}", unit="img"))
     return len(pairs)
 
 
@@ -101,7 +103,11 @@ def pack_backgrounds(folder: Path, out: Path, fmt: str, quality: int) -> int:
         (out / f"{path.stem}.{fmt}").write_bytes(_encode(small, fmt, quality))
 
     with ThreadPoolExecutor() as pool:
-        list(pool.map(one, files))
+        list(
+            progress_bar(
+                pool.map(one, files), total=len(files), desc="pack backgrounds", unit="img"
+            )
+        )
     return len(files)
 
 
@@ -160,7 +166,7 @@ def pack(
     try:
         manifest: dict = {"long_side": long_side, "format": fmt, "quality": quality, "roots": {}}
         for root, name in zip(roots, names, strict=True):
-            n = pack_root(root, tmp / name, long_side, fmt, quality)
+            n = pack_root(root, tmp / name, long_side, fmt, quality, name)
             manifest["roots"][name] = {"source": str(root), "pairs": n}
         if backgrounds is not None:
             n = pack_backgrounds(backgrounds, tmp / "backgrounds", fmt, quality)

@@ -33,6 +33,7 @@ from vidmat.io.files import (
     require_file,
     same_file,
 )
+from vidmat.progress import progress_bar
 from vidmat.train.data import write_pair
 from vidmat.train.tools import run_tool
 
@@ -56,6 +57,13 @@ def mediapipe_teacher(model_selection: int = 0) -> Teacher:
     return run
 
 
+def sample_range(frames: int | None, start: float, stop: float) -> tuple[int, int | None]:
+    """The [lo, hi) frame indices of the [start, stop) fraction of a clip of ``frames``
+    frames; hi is None (to the end) when the container does not say how many."""
+    total = frames or 0
+    return int(start * total), (int(stop * total) if total else None)
+
+
 def sample_frames(
     path: Path,
     every: int,
@@ -72,8 +80,7 @@ def sample_frames(
     from vidmat.io.video import VideoReader
 
     with VideoReader(path) as reader:
-        total = reader.info.frames or 0
-        lo, hi = int(start * total), (int(stop * total) if total else None)
+        lo, hi = sample_range(reader.info.frames, start, stop)
         for frame in reader.frames():
             i = frame.index
             if hi is not None and i >= hi:
@@ -133,6 +140,8 @@ def label_clips(
     """Write image/mask pairs for sampled frames and return how many; frames with (almost)
     no person are skipped when ``min_person`` > 0, so a clip of hands or an empty room does
     not flood the set."""
+    from vidmat.io.video import probe
+
     check_clip_names(clips)
     _check_out_apart(out, clips)
     n = 0
@@ -140,7 +149,14 @@ def label_clips(
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for clip in clips:
-            for i, rgb in sample_frames(clip, every, start, stop, warn):
+            lo, hi = sample_range(probe(clip).frames, start, stop)
+            frames = progress_bar(
+                sample_frames(clip, every, start, stop, warn),
+                total=None if hi is None else len(range(lo, hi, every)),
+                desc=f"label {clip.name}",
+                unit="frame",
+            )
+            for i, rgb in frames:
                 h, w = rgb.shape[:2]
                 scale = min(1.0, long_side / max(h, w))
                 if scale < 1.0:
