@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from convert_fixtures import colour_clip
+from convert_fixtures import colour_clip, truncated_clip
 from core_fixtures import flicker, flickery, scene
 
 from vidmat.core.backgrounds import Background
@@ -392,3 +392,52 @@ def test_refine_takes_a_model_mask_as_large_as_the_frame():
         low = torch.rand(1, 1, 32, 32)
     alpha = PostProcessor(PostprocessConfig(smoothing=0.0)).refine(frame, low)
     assert alpha.shape == (1, 1, 32, 32) and 0.0 <= float(alpha.min()) <= float(alpha.max()) <= 1.0
+
+
+def test_a_background_video_cut_short_is_reported_once_it_has_played_through(tmp_path):
+    """A download that stopped looped after two thirds of its length, with no word: the
+    early loop looked like vidmat's. Said once, at the first pass's end; a whole file and
+    a first pass that jumped ahead (its counts then partial) say nothing."""
+    cut = truncated_clip(tmp_path, frames=30)  # 25 fps, 1.2 s promised
+    heard: list[str] = []
+    video = LoopingVideo(cut, warn=heard.append)
+    for i in range(75):  # three passes of what decodes
+        video(i / 25)
+    assert len(heard) == 1, heard
+    assert heard[0].startswith("--bg cut.mp4: only ") and heard[0].endswith(
+        "; it loops what decodes."
+    )
+    for path in (tmp_path / "full.mp4", _numbered_clip(tmp_path / "n.mp4", 25, fps=5, gop=5)):
+        quiet: list[str] = []
+        video = LoopingVideo(path, warn=quiet.append)
+        for t in (0.0, 4.0, 4.8, 5.1, 9.9, 10.2):  # a jump ahead in the first pass, then loops
+            video(t)
+        full = LoopingVideo(path, warn=quiet.append)
+        for i in range(60):
+            full(i / 25)
+        assert quiet == [], path
+
+
+def test_a_first_pass_that_jumped_ahead_does_not_call_the_skipped_frames_missing(tmp_path):
+    """The reader counts the frames it decodes; after a jump ahead fewer were decoded
+    than the file holds, which is no sign of a cut file. What else it found is said."""
+    import av
+
+    path = tmp_path / "ycgco.mp4"  # a matrix read with a warning, so the reader has one
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=5, options={"preset": "ultrafast", "g": "5"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.colorspace = 8  # YCgCo
+        for i in range(25):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i, np.uint8), "rgb24")
+            f.pts = i
+            for pk in s.encode(f.reformat(format="yuv420p")):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    heard: list[str] = []
+    video = LoopingVideo(path, warn=heard.append)
+    for t in (0.0, 4.0, 4.9, 5.1):  # 0 s, then 4 s on: frames 1-14 never decoded
+        video(t)
+    assert len(heard) == 1 and "colour matrix (YCgCo)" in heard[0], heard
+    assert "only" not in heard[0]

@@ -79,8 +79,10 @@ class LoopingVideo:
     #: A jump ahead longer than this (seconds) seeks instead of decoding every frame.
     SEEK_AHEAD = 2.0
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, warn: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
+        self._warn = warn
+        self._skipped = False  # a seek ahead in the first pass: the reader's counts are partial
         require_file(self.path, "background video")
         self._lock = threading.Lock()
         self._reader = VideoReader(self.path)  # a bad file fails here with one sentence
@@ -120,6 +122,7 @@ class LoopingVideo:
                 local %= self._length
             shown = self._shown_at(self._current)
             if local < shown or local > shown + self.SEEK_AHEAD:
+                self._skipped = self._skipped or self._length is None
                 self._go_to(local)
             while True:
                 if self._next is None:  # the last frame: shown until the video's end
@@ -130,6 +133,8 @@ class LoopingVideo:
                     end = self._shown_at(cur) + (own if own > 0 else 1.0 / self.fps)
                     if local < end:
                         break
+                    if self._length is None:
+                        self._first_pass_read()
                     self._length = end
                     local %= end
                     self._go_to(local)
@@ -138,6 +143,17 @@ class LoopingVideo:
                     break
                 self._current, self._next = self._next, next(self._frames, None)
             return self._shown_image()
+
+    def _first_pass_read(self) -> None:
+        """Say what went wrong reading the video once through: a file cut short loops
+        early and a damaged one shows grey blocks, which had looked like vidmat's fault.
+        Whether frames are missing is told by counting them, so not after a first pass
+        that jumped ahead (it would call the frames skipped missing)."""
+        reader = self._reader
+        cut = [reader.incomplete] if reader.incomplete and not self._skipped else []
+        problems = [*reader.warnings, *cut]
+        if self._warn is not None and problems:
+            self._warn(f"--bg {self.path.name}: {'; '.join(problems)}; it loops what decodes.")
 
     def _shown_image(self) -> np.ndarray:
         """The current frame as shown: a video of non-square pixels (DV, DVD, HDV 1440x1080)
@@ -173,7 +189,8 @@ def load_background(
     """Resolve a CLI background spec; files become image or looping-video backgrounds.
 
     ``warn`` hears what the user should know: an animated WebP or PNG shows its first
-    picture only (FFmpeg cannot play them; OpenCV reads one), which it did in silence."""
+    picture only (FFmpeg cannot play them; OpenCV reads one), which it did in silence; a
+    video that is cut short or damaged, once it has played through (see LoopingVideo)."""
     bg = parse_background(spec)
     if bg.kind != "file":
         return bg
@@ -194,11 +211,11 @@ def load_background(
             )
         return Background.from_image(image)
     if suffix in VIDEO_SUFFIXES:
-        video = LoopingVideo(path)
+        video = LoopingVideo(path, warn)
         return Background.from_video(frame_at=video, fps=video.fps)
     # Unknown suffix: try as an image, then as a video.
     try:
         return Background.from_image(read_image(path))
     except VidmatError:
-        video = LoopingVideo(path)
+        video = LoopingVideo(path, warn)
         return Background.from_video(frame_at=video, fps=video.fps)
