@@ -807,3 +807,63 @@ def test_tiff_masks_pair_and_one_folder_for_both_is_refused(tmp_path: Path) -> N
     assert read_mask(mask).min() == 255
     with pytest.raises(VidmatError, match="masks go in a folder of their own"):
         pair_folders(tmp_path / "images", tmp_path / "images" / ".")
+
+
+def _cut_jpeg(path: Path, image: np.ndarray, progressive: bool = False) -> tuple[Path, Path]:
+    """``path`` written whole beside a copy cut to half its bytes (``cut_<name>``)."""
+    flags = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)]
+    ok, data = cv2.imencode(".jpg", image, flags)
+    assert ok
+    path.write_bytes(data.tobytes() + b"\0\0")  # padding after the end, as some cameras write
+    cut = path.with_name(f"cut_{path.name}")
+    cut.write_bytes(data.tobytes()[: data.size // 2])
+    return path, cut
+
+
+def test_a_jpeg_cut_short_is_told_from_a_whole_one(tmp_path: Path) -> None:
+    from vidmat.train.data import jpeg_cut_short
+
+    rng = np.random.default_rng(0)
+    image = cv2.resize(rng.integers(0, 255, (8, 8, 3), np.uint8), (96, 64))
+    for progressive in (False, True):
+        whole, cut = _cut_jpeg(tmp_path / f"p{progressive}.jpg", image, progressive)
+        assert not jpeg_cut_short(whole.read_bytes())
+        assert jpeg_cut_short(cut.read_bytes())
+    # an EXIF thumbnail ends with its own end marker, before the picture's first scan
+    thumb = cv2.imencode(".jpg", image[:8, :8])[1]
+    raw = cut.read_bytes()
+    app1 = b"\xff\xe1" + (len(thumb.tobytes()) + 2).to_bytes(2, "big") + thumb.tobytes()
+    assert jpeg_cut_short(raw[:2] + app1 + raw[2:])
+    png = cv2.imencode(".png", image)[1]
+    assert not jpeg_cut_short(png.tobytes()) and not jpeg_cut_short(b"")
+
+
+def test_eval_names_a_jpeg_cut_short(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated photo in a set read grey where it stopped and was scored as it was;
+    only libjpeg's "Premature end of JPEG file" appeared, naming no file."""
+    from vidmat.train.data import read_mask
+
+    img = np.random.default_rng(0).integers(0, 80, (120, 120, 3), np.uint8)  # detail to cut
+    img[24:90, 18:72] = 255
+    for i in range(2):
+        _write_pair(tmp_path / "set", f"{i:05d}", img, np.where(img[..., 0] == 255, 255, 0))
+    run = [
+        "eval", "--images", str(tmp_path / "set/images"), "--masks", str(tmp_path / "set/masks"),
+        "--weights", str(tiny_weights), "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    assert main(run) == 0
+    assert "warning" not in capsys.readouterr().err
+    whole, cut = _cut_jpeg(tmp_path / "set/images/00001.jpg", img)
+    (tmp_path / "set/images/00001.png").unlink()
+    cut.replace(whole)
+    assert main(run) == 0
+    err = capsys.readouterr().err
+    said = f"vidmat: warning: {whole} is cut short (a truncated JPEG); the part missing reads grey."
+    assert err.count("vidmat: warning:") == 1 and said in err, err
+    mask_whole, mask_cut = _cut_jpeg(tmp_path / "m.jpg", img[..., 0])
+    read_mask(mask_whole)
+    assert "cut short" not in capsys.readouterr().err
+    read_mask(mask_cut)
+    assert f"{mask_cut} is cut short" in capsys.readouterr().err

@@ -221,7 +221,26 @@ def read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise VidmatError(f"cannot read image {path}.")
+    _say_if_cut_short(path)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def jpeg_cut_short(data: bytes) -> bool:
+    """True for JPEG data whose last scan has no end marker after it: a download or copy
+    that stopped. The scan data cannot hold the end marker by chance (a 0xFF byte in it is
+    always followed by 0x00); an EXIF thumbnail's own end marker comes before the scans."""
+    if data[:2] != b"\xff\xd8":
+        return False
+    scan = data.rfind(b"\xff\xda")
+    return scan >= 0 and data.find(b"\xff\xd9", scan) < 0
+
+
+def _say_if_cut_short(path: Path) -> None:
+    """Warn of a truncated JPEG. cv2.imread reads it grey where it stops (imdecode refuses
+    it), so it was trained on or scored as it was, with only libjpeg's "Premature end of
+    JPEG file" on stderr, which names no file."""
+    if path.suffix.lower() in (".jpg", ".jpeg") and jpeg_cut_short(path.read_bytes()):
+        warn(f"{path} is cut short (a truncated JPEG); the part missing reads grey.")
 
 
 #: The middle of a mask's scale by its depth: person above it.
@@ -241,6 +260,7 @@ def read_mask(path: Path) -> np.ndarray:
     or a cut-out's alpha; a person drawn in a colour (red: grey 76) in an RGB PNG. A black-and-white mask saved indexed (a grey palette), or with
     a transparent margin, is read by its greys, as any other.
     """
+    _say_if_cut_short(path)
     kind = _png_colour_type(path)
     if kind == 3:
         # OpenCV gives an indexed PNG's colours: greys are a black-and-white mask saved
