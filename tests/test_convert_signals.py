@@ -285,3 +285,39 @@ def test_the_training_tools_stop_on_a_signal_as_vidmat_does(sig: signal.Signals)
     assert proc.returncode == 128 + int(sig)
     said = "interrupted" if sig == signal.SIGINT else "terminated"
     assert proc.stderr.strip() == f"pack: {said}"
+
+
+def test_an_output_left_by_a_killed_run_is_pointed_out_and_kept(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 gives no chance to clean up: the hidden temporary output stayed, unseen,
+    growing a folder by a clip's size at each such stop. The next convert to that output
+    says so; it does not delete it, as another run may be writing it."""
+    weights, clip = setup
+    out = tmp_path / "x.mp4"
+    args = ["convert", str(clip), "-o", str(out), "--weights", str(weights), "--size", "32"]
+    args += ["--threads", "1"]
+    code, _ = signal_once_writing(args, tmp_path, ".x.*", signal.SIGKILL, settle=0.5)
+    assert code == -signal.SIGKILL
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".x.") and left.name.endswith(".part.mp4")
+    short = make_clip(tmp_path / "short.mp4", frames=3, audio=None)
+    assert main(["convert", str(short), "-o", str(out), *args[4:], "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"an unfinished output of x.mp4 from a run that was killed lies beside it ({left.name}; "
+        in err
+    )
+    assert err.count("warning") == 1 and out.is_file() and left.exists()
+    # a folder of PNGs leaves a folder; another output's leftovers are not this one's
+    (tmp_path / ".y.abc.part").mkdir()
+    (tmp_path / ".y.abc.part" / "000001.png").write_bytes(b"x" * 2048)
+    (tmp_path / ".x_alpha.q.part.mov").write_bytes(b"")
+    args = [*args[4:], "--quiet", "--overwrite"]
+    assert main(["convert", str(short), "-o", str(tmp_path / "y"), "--format", "png", *args]) == 0
+    assert "2 unfinished" not in (err := capsys.readouterr().err)
+    assert (
+        "an unfinished output of y from a run that was killed lies beside it (.y.abc.part; " in err
+    )
+    assert main(["convert", str(short), "-o", str(tmp_path / "z.mp4"), *args]) == 0
+    assert capsys.readouterr().err == ""

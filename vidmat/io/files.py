@@ -262,6 +262,19 @@ def atomic_output(path: Path, suffix: str | None = None) -> Iterator[Path]:
         raise
 
 
+def leftover_parts(path: Path, folder: bool = False) -> list[Path]:
+    """Temporary outputs beside ``path`` of the names :func:`atomic_output` and
+    :func:`atomic_folder` give it: a run killed outright (``kill -9``, a power cut) never
+    removes its own, and a killed convert can leave gigabytes hidden by the dot."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    pattern = f".{path.name}.*.part" if folder else f".{path.stem}.*.part{path.suffix}"
+    try:
+        return sorted(p for p in parent.glob(pattern) if p.is_dir() == folder)
+    except OSError:
+        return []
+
+
 _folder_lock = threading.Lock()
 
 

@@ -40,7 +40,13 @@ from vidmat.core.engine import Engine, app_precision, side_by_side
 from vidmat.core.postprocess import PostProcessor
 from vidmat.core.settings import EngineConfig, PostprocessConfig
 from vidmat.errors import VidmatError
-from vidmat.io.files import atomic_folder, atomic_output, check_not_input, check_output_path
+from vidmat.io.files import (
+    atomic_folder,
+    atomic_output,
+    check_not_input,
+    check_output_path,
+    leftover_parts,
+)
 from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES
 from vidmat.io.images import load_background, picture_count
 from vidmat.io.video import (
@@ -349,6 +355,7 @@ def convert_video(
     cfg = cfg.validate()
     src, dst = Path(src), Path(dst)
     check_paths(src, dst, overwrite, folder=cfg.fmt == "png")
+    leftovers = leftover_parts(dst, folder=cfg.fmt == "png")  # before this run makes its own
     background = _background(cfg)
     batch = cfg.batch_for(engine)
     depth = cfg.queue_frames or max(4, 2 * batch)
@@ -374,7 +381,7 @@ def convert_video(
             if job.written == 0:
                 raise VidmatError(f"{src} has no video frames that can be decoded.")
         result.frames = job.written
-        result.warnings = list(reader.warnings)
+        result.warnings = list(reader.warnings) + _leftovers_note(dst, leftovers)
         result.incomplete = reader.incomplete
     result.seconds = time.perf_counter() - t0
     if writer.padded:
@@ -404,6 +411,26 @@ def _audio_note(writer: VideoWriter) -> str | None:
     else:
         note = f"{n} tracks: {copied} copied, {n - copied} re-encoded"
     return note + (" to audio.m4a" if writer.fmt == "png" else "")
+
+
+def _leftovers_note(dst: Path, leftovers: list[Path]) -> list[str]:
+    """A word on temporary outputs an earlier run left beside this one (see
+    :func:`leftover_parts`); they are not deleted, as another run may be writing them."""
+    if not leftovers:
+        return []
+    size = 0
+    for p in leftovers:
+        with contextlib.suppress(OSError):
+            files = p.rglob("*") if p.is_dir() else [p]
+            size += sum(f.stat().st_size for f in files if f.is_file())
+    names = ", ".join(p.name for p in leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")
+    one = len(leftovers) == 1
+    return [
+        f"{'an unfinished output' if one else f'{len(leftovers)} unfinished outputs'} of "
+        f"{dst.name} from a run that was killed {'lies' if one else 'lie'} beside it "
+        f"({names}; {size / 2**20:.1f} MiB); delete {'it' if one else 'them'} unless "
+        "another vidmat is still writing to it."
+    ]
 
 
 @contextlib.contextmanager
