@@ -123,6 +123,27 @@ def test_image_background_from_a_file(qtbot, window, tmp_path):
     assert window.pipeline.settings.background.kind == "image"
 
 
+def test_what_a_background_file_hides_is_said_in_the_status_bar(qtbot, window, tmp_path):
+    """An animated picture stood still and a video cut short looped early, in silence
+    (the command line's --bg said both on stderr). The video's word comes from the render
+    thread, once it has played through."""
+    import cv2
+    from convert_fixtures import animated_webp, truncated_clip
+
+    cut = truncated_clip(tmp_path)
+    assert window.set_background_kind("video", str(cut))
+    bar = window.statusBar()
+    qtbot.waitUntil(lambda: "cut.mp4: only " in bar.currentMessage(), timeout=8000)
+    assert bar.currentMessage().endswith("it loops what decodes.")
+    if "libwebp_anim" not in av.codecs_available:
+        pytest.skip("no animated WebP encoder in this PyAV")
+    anim = animated_webp(tmp_path / "anim.webp")
+    if cv2.imcount(str(anim)) != 3:
+        pytest.skip("this OpenCV does not count an animation's pictures")
+    assert window.set_background_kind("image", str(anim))
+    qtbot.waitUntil(lambda: "anim.webp is an animation of 3" in bar.currentMessage())
+
+
 def test_record_toggles_and_writes_a_valid_file(qtbot, window, tmp_path):
     window.record_button.click()
     assert window.recorder is not None and window.record_button.isChecked()

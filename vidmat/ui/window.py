@@ -136,6 +136,9 @@ class LiveWindow(QMainWindow):
     """Main window; see the module docstring. ``overrides`` beat remembered settings."""
 
     recordingSaved = pyqtSignal(object)  # RecordingInfo, or an error string
+    #: What a background file's reading found (an animation standing still, a video cut
+    #: short): said from the render thread too, so it reaches the status bar queued.
+    backgroundNote = pyqtSignal(str)
     #: The remembered look settings besides the background (one control each).
     SETTINGS_KEYS = ("smoothing", "threshold", "feather", "mirror")
 
@@ -200,6 +203,7 @@ class LiveWindow(QMainWindow):
         self._restore(overrides or {})
         self._shortcuts()
         self.recordingSaved.connect(self._on_recording_saved)
+        self.backgroundNote.connect(self._on_background_note)
 
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(500)
@@ -510,7 +514,7 @@ class LiveWindow(QMainWindow):
             # blur, ...") speaks of text the user never typed here.
             raise VidmatError(f"{path} does not exist.")
         try:
-            bg = load_background(path)
+            bg = load_background(path, warn=self.backgroundNote.emit)
         except (ValueError, ArithmeticError, OSError) as exc:  # one sentence, not a traceback
             raise VidmatError(f"{path} cannot be opened as a background ({exc}).") from None
         if bg.kind not in FILE_KINDS:
@@ -826,6 +830,12 @@ class LiveWindow(QMainWindow):
             self.view.set_message("The video ended.")
         elif event == "damaged":
             self.statusBar().showMessage(message, 8000)
+
+    def _on_background_note(self, message: str) -> None:
+        """Heard in silence before: the window showed an animation's first picture only,
+        or looped a damaged video early, with nothing said."""
+        log.warning("live: %s", message)
+        self.statusBar().showMessage(message, 10000)
 
     def _on_finished(self) -> None:
         pipe = self.pipeline
