@@ -324,7 +324,16 @@ def test_a_capture_failure_mid_run_finalises_the_recording_and_exits_2(
     cam = tmp_path / "cam.mp4"
     cam.write_bytes(clip.read_bytes())  # one second at 30 fps
     out = tmp_path / "out.mp4"
-    threading.Timer(0.5, cam.unlink).start()
+
+    def unlink_once_recording() -> None:
+        # Once the recording's temporary file is there, the camera file is open; a fixed
+        # 0.5 s deleted it before it was opened on a loaded machine (another error).
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob(".out.*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cam.unlink()
+
+    threading.Thread(target=unlink_once_recording, daemon=True).start()
     argv = ["live", "--no-window", "--camera", str(cam), "--loop", "--duration", "5"]
     argv += ["--record", str(out), "--audio", "off", "--weights", str(weights)]
     argv += ["--size", "64", "--quiet"]
