@@ -441,3 +441,12 @@ def test_a_first_pass_that_jumped_ahead_does_not_call_the_skipped_frames_missing
         video(t)
     assert len(heard) == 1 and "colour matrix (YCgCo)" in heard[0], heard
     assert "only" not in heard[0]
+
+
+def test_a_background_video_plays_again_on_a_new_runs_clock(tmp_path):
+    """The window keeps one background for every pipeline it starts: chosen 95 s into a
+    run, then Restart (the clock back at 0), it stood on one picture for 95 s."""
+    path = _numbered_clip(tmp_path / "bg.mp4", frames=25, fps=5, gop=5)
+    video = LoopingVideo(path)
+    assert [_frame_number(video(95.0 + i / 5)) for i in range(3)] == [0, 1, 2]
+    assert [_frame_number(video(i / 5)) for i in range(4)] == [0, 1, 2, 3]

@@ -73,7 +73,8 @@ class LoopingVideo:
     background frame when played along with the output; going back (the loop's end) or
     far ahead seeks on the open file, never decoding minutes of frames in between nor
     opening the file again. Its time starts at the first ``t`` asked for, so a background
-    chosen a minute into a live session plays from its beginning.
+    chosen a minute into a live session plays from its beginning, and again at a ``t``
+    before that (a new run's clock).
     """
 
     #: A jump ahead longer than this (seconds) seeks instead of decoding every frame.
@@ -114,7 +115,11 @@ class LoopingVideo:
 
     def __call__(self, t: float) -> np.ndarray:
         with self._lock:
-            if self._start is None:
+            if self._start is None or t < self._start:
+                # A time before the first one is a new timeline: a live pipeline started
+                # again (Restart, another camera) with the window's same background, or the
+                # next file of a convert. Kept, the video stood still until t caught up
+                # with the old start (95 s when chosen 95 s into the first run).
                 self._start = t
             # A microsecond's slack: 0.2 + 0.1 is above 0.3 in floating point.
             local = max(0.0, t - self._start) + 1e-6
