@@ -280,3 +280,41 @@ def test_apps_take_bf16_where_the_cpu_has_it_and_eval_keeps_fp32(monkeypatch) ->
     monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)
     assert engine_config_for_files(cpu).precision == "auto"
     assert live_engine_config(cpu).precision == "auto"
+
+
+@pytest.mark.cuda
+def test_a_graph_is_captured_while_another_thread_works_on_the_gpu(tiny) -> None:
+    """Live's worker keeps uploading, compositing and downloading while the model thread
+    captures a graph for a new input size; under the default capture mode its CUDA calls
+    failed ("operation not permitted when stream is capturing") and ended the run."""
+    import threading
+
+    model, spec = tiny
+    engine = Engine(model, spec, EngineConfig(device="cuda", precision="fp16", cuda_graph=True))
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 255, size=(90, 120, 3), dtype=np.uint8)
+    engine.predict(small)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def busy() -> None:
+        try:
+            while not stop.is_set():
+                x = engine.to_device(small).float().mul_(2.0)
+                torch.empty(int(rng.integers(1, 1 << 20)), device="cuda").cpu()
+                x.cpu()
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        large = rng.integers(0, 255, size=(180, 240, 3), dtype=np.uint8)
+        first = engine.predict(large)  # a new shape: captured now
+        second = engine.predict(large)
+    finally:
+        stop.set()
+        worker.join()
+    assert errors == []
+    assert engine._graphs[(1, 180, 240, 3)] is not None
+    np.testing.assert_allclose(first, second, atol=1e-6)

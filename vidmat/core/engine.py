@@ -200,7 +200,9 @@ class Engine:
             buf.numpy()[...] = frames
             out = buf.to(self.device, non_blocking=True)
             event = torch.cuda.Event()
-            event.record()
+            # On the stream the copy went to: without it, the current device's, which for
+            # --device cuda:1 in a process whose current device is 0 never saw the copy.
+            event.record(torch.cuda.current_stream(self.device))
             self._pinned[key] = (buf, event)
             return out
         if frames.dtype != torch.uint8 or frames.shape[-1] != 3 or frames.dim() not in (3, 4):
@@ -259,7 +261,11 @@ class Engine:
                     self._pipeline(static_in)
             torch.cuda.current_stream(self.device).wait_stream(side)
             g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
+            # Captured on a stream of this engine's device (torch's own capture stream is
+            # on the current device: on another, nothing would be captured), erroring only
+            # on this thread's unsafe calls: a live worker doing CUDA work meanwhile (a new
+            # input size mid-run, zoom's first window) failed in its own thread.
+            with torch.cuda.graph(g, stream=side, capture_error_mode="thread_local"):
                 low, full = self._pipeline(static_in)
             graph = _Graph(g, static_in, low, full)
         except RuntimeError as exc:  # capture is an optimisation: never fail the job on it
