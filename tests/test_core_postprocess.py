@@ -89,6 +89,20 @@ def test_push_flush_order_and_delay():
         np.testing.assert_array_equal(o.frame.numpy(), f)
 
 
+def test_smoothing_cannot_change_under_frames_held_for_look_ahead():
+    """A new smoother dropped the frames the old one held: 6 pushed, none ever came out."""
+    frames, lows = clip(4)
+    post = PostProcessor(PostprocessConfig(smoothing=0.5, lookahead=3), "green")
+    for i, (f, lw) in enumerate(zip(frames, lows, strict=True)):
+        post.push(f, lw[None, None], t=i / 30)
+    with pytest.raises(ValueError, match="3 frames are held for look-ahead; flush"):
+        post.set_config(lookahead=1)
+    post.set_config(threshold=0.4)  # what look-ahead does not hold may change
+    assert [o.t for o in post.flush()] == [i / 30 for i in range(1, 4)]
+    post.set_config(smoothing=0.2, lookahead=1)
+    assert post.delay == 1
+
+
 def test_push_batch_with_times():
     frames, lows = clip(4)
     post = PostProcessor(PostprocessConfig(lookahead=0))

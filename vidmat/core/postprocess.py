@@ -124,13 +124,22 @@ class PostProcessor:
         )
 
     def set_config(self, **changes: Any) -> None:
-        """Change settings at run time (e.g. a UI slider); smoothing state is kept if possible."""
+        """Change settings at run time (e.g. a UI slider); smoothing state is kept if possible.
+
+        Smoothing or look-ahead cannot change while push() holds frames for its look-ahead:
+        a new smoother would have dropped them (flush() first)."""
         cfg = replace(self.config, **changes).validate()
+        smoothing = (cfg.smoothing, cfg.lookahead) != (self.config.smoothing, self.config.lookahead)
+        if smoothing and self._bi.pending:
+            raise ValueError(
+                f"{self._bi.pending} frames are held for look-ahead; flush() them before "
+                "changing smoothing or lookahead."
+            )
         if cfg.precision != self.config.precision:
             self.compositor.dtype = _forced_dtype(cfg.precision)
         if cfg.smoothing != self.config.smoothing:
             self._smoother = TemporalSmoother(cfg.smoothing)
-        if (cfg.smoothing, cfg.lookahead) != (self.config.smoothing, self.config.lookahead):
+        if smoothing:
             self._bi = BidirectionalSmoother(cfg.smoothing, cfg.lookahead)
         self.config = cfg
 
