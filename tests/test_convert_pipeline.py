@@ -446,6 +446,46 @@ def test_a_cancel_never_closes_the_file_under_a_write(monkeypatch) -> None:
     assert calls[-1] == "abort"
 
 
+def test_a_cancel_never_closes_the_file_under_a_decode(monkeypatch, tmp_path: Path) -> None:
+    """A decode that outlasts cancel()'s wait (a huge frame, a stalled network drive): the
+    `with VideoReader` around the job then closed the file under FFmpeg, which can crash."""
+    import threading
+    import time
+
+    from convert_fixtures import make_clip
+
+    from vidmat.pipelines import convert as cv
+
+    monkeypatch.setattr(cv._Job, "join_seconds", 0.05)
+    clip = make_clip(tmp_path / "c.mp4", frames=6, audio=None)
+    inside = threading.Event()
+    reader = VideoReader(clip)
+    real = reader.frames
+
+    def slow_frames():
+        inside.set()
+        time.sleep(0.5)
+        yield from real()
+
+    reader.frames = slow_frames  # type: ignore[method-assign]
+
+    class Writer:
+        def abort(self): ...
+
+    job = cv._Job(reader, Writer(), 4, tmp_path / "out.mp4")
+    job.start()
+    inside.wait()
+    job.cancel()
+    assert job.decoder.is_alive() and reader.keep_open
+    reader.close()  # as the with-block does: the file stays open under the decode
+    job.decoder.join(5.0)
+    assert job.decoder.error is None  # it decoded on, from a file still open
+    # a reader no thread holds closes as before
+    with VideoReader(clip) as other:
+        pass
+    assert not other.keep_open
+
+
 def test_an_animated_background_picture_says_it_stands_still(tmp_path: Path) -> None:
     """An animated WebP as --bg showed its first picture for the whole clip in silence."""
     import cv2

@@ -452,7 +452,14 @@ class VideoReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    #: Set while another thread may still be inside a decode of this reader (one that
+    #: outlasted a cancel's wait): close() then leaves the file open, as closing it under
+    #: FFmpeg can crash the process. It is closed when the reader is collected.
+    keep_open = False
+
     def close(self) -> None:
+        if self.keep_open:
+            return
         with contextlib.suppress(Exception):
             self._container.close()
 

@@ -289,6 +289,10 @@ class _Job:
         for t in (self.decoder, self.encoder):
             if t.is_alive():
                 t.join(self.join_seconds)
+        if self.decoder.is_alive():
+            # Still inside a decode (a huge frame, a stalled network drive): the reader's
+            # close when the caller's `with` ends would pull the file from under FFmpeg.
+            self.reader.keep_open = True
         if self.encoder.is_alive():
             # Still inside a write (a stalled disk): closing the container under it can
             # crash in FFmpeg. The temporary file is removed by name all the same, and
