@@ -255,6 +255,35 @@ def test_still_image_to_rgba_png(tmp_path: Path, capsys) -> None:
     assert rgba.shape == (48, 64, 4) and rgba[..., 3].min() == 0 and rgba[..., 3].max() == 255
 
 
+def test_an_unreadable_picture_is_one_sentence_and_the_batch_goes_on(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A still (or --bg picture) without read permission gave a PermissionError traceback,
+    exit 1, and the inputs after it were never converted. (Root reads any file, so the
+    refusal is made by the file system call itself here.)"""
+    import cv2
+    from convert_fixtures import square_frame
+
+    locked, good = tmp_path / "locked.png", tmp_path / "good.png"
+    for p in (locked, good):
+        cv2.imwrite(str(p), square_frame(0, 64, 48)[:, :, ::-1])
+    read = Path.read_bytes
+
+    def refuse(self: Path) -> bytes:
+        if self.name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    code, _, err = run_cli([locked, good, "-o", tmp_path / "out"], capsys)
+    assert code == 2
+    assert f"vidmat: error: {locked} cannot be read (permission denied)." in err
+    assert listing(tmp_path / "out") == {"good_alpha.png"}
+    clip = make_clip(tmp_path / "c.mp4", frames=2, audio=None)
+    code, _, err = run_cli([clip, "--bg", locked, "-o", tmp_path / "c_out.mp4"], capsys)
+    assert code == 2 and err == f"vidmat: error: {locked} cannot be read (permission denied).\n"
+
+
 def test_help_says_where_formats_play(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["convert", "--help"])

@@ -229,6 +229,18 @@ def require_file(path: Path, what: str) -> None:
     raise VidmatError(f"{what} {path} does not exist.")
 
 
+def read_input(path: Path) -> bytes:
+    """The bytes of an input file, an unreadable one refused in one sentence (the video
+    reader's words): a picture without read permission gave a PermissionError traceback
+    and ended a whole batch."""
+    try:
+        return Path(path).read_bytes()
+    except PermissionError:
+        raise VidmatError(f"{path} cannot be read (permission denied).") from None
+    except OSError as exc:
+        raise VidmatError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+
+
 def _umask_mode(path: Path) -> None:
     """Temporary files are created private (0600); a finished output gets the usual mode."""
     umask = os.umask(0)

@@ -18,7 +18,7 @@ import numpy as np
 
 from vidmat.core.backgrounds import Background, parse_background
 from vidmat.errors import VidmatError
-from vidmat.io.files import require_file
+from vidmat.io.files import read_input, require_file
 from vidmat.io.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from vidmat.io.pyav import av_errors, open_input
 from vidmat.io.video import Frame, VideoReader
@@ -56,7 +56,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """uint8 RGB (H, W, 3) from an image file (alpha dropped, grey expanded)."""
     p = Path(path)
     require_file(p, "background image")
-    data = np.fromfile(str(p), dtype=np.uint8)
+    data = np.frombuffer(read_input(p), dtype=np.uint8)
     img = cv2.imdecode(data, _decode_flag(p)) if data.size else None
     if img is None:
         raise VidmatError(f"{p} is not an image OpenCV can read.")

@@ -46,6 +46,7 @@ from vidmat.io.files import (
     check_not_input,
     check_output_path,
     leftover_parts,
+    read_input,
 )
 from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES
 from vidmat.io.images import load_background, picture_count
@@ -578,7 +579,7 @@ def read_still(path: Path) -> np.ndarray:
         raise VidmatError(f"{path} does not exist.")
     if path.stat().st_size == 0:
         raise VidmatError(f"{path} is empty (0 bytes).")
-    data = np.fromfile(str(path), dtype=np.uint8)
+    data = np.frombuffer(read_input(path), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
         raise VidmatError(f"{path} is not an image that can be read (corrupt or another format).")
