@@ -802,7 +802,8 @@ def test_matte_options_shape_the_written_alpha(
     [
         (["--threshold", "1.5"], "threshold must be between 0 and 1"),
         (["--contrast", "nan"], "contrast must be > 0"),
-        (["--feather", "-1"], "feather must be >= 0"),
+        (["--feather", "-1"], "feather must be between 0 and 100 pixels, got -1."),
+        (["--feather", "1e10"], "feather must be between 0 and 100 pixels"),  # was a traceback
         (["--grow", "500"], "grow or shrink by at most 100 pixels"),
         (["--crf", "60"], "--crf must be between 0 and 51 for mp4"),
         (["--format", "mask", "--bg", "blue"], "--format mask writes the matte alone"),

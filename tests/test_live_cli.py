@@ -83,7 +83,8 @@ def test_a_held_last_frame_is_recorded_as_long_as_it_was_shown(tmp_path, weights
         (["--record", "FOLDER", "--overwrite"], "FOLDER is a folder; name a file"),
         (["--record", "out.mkv"], "record to an .mp4 file, got out.mkv"),
         (["--contrast", "nan"], "contrast must be > 0"),
-        (["--feather", "nan"], "feather must be >= 0"),
+        (["--feather", "nan"], "feather must be between 0 and 100 pixels"),
+        (["--feather", "1e10"], "feather must be between 0 and 100 pixels"),
         # NaN and inf never reach "elapsed >= duration": they ran forever. --no-loop makes
         # a regression end at the clip's end (and fail here) instead of hanging the suite.
         (["--duration", "nan", "--no-loop"], "--duration must be > 0 seconds, got nan"),

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from vidmat.argtypes import model_size, positive_int, weights_name
-from vidmat.core.settings import MAX_GROW_PX, PRECISIONS, EngineConfig, PostprocessConfig
+from vidmat.core.settings import (
+    MAX_FEATHER_PX,
+    MAX_GROW_PX,
+    PRECISIONS,
+    EngineConfig,
+    PostprocessConfig,
+)
 from vidmat.model.spec import DEFAULT_WEIGHTS, MAX_INPUT_SIZE, MIN_INPUT_SIZE, REGISTRY
 
 #: --contrast in convert and live: the same curve, the same words.
@@ -22,6 +28,11 @@ GROW_HELP = (
     "grow the matte by PX frame pixels, or shrink it with a negative PX to take a halo of "
     f"the old background off the edge; -{MAX_GROW_PX}..{MAX_GROW_PX} "
     f"(default {PostprocessConfig().erode_dilate_px})"
+)
+
+FEATHER_HELP = (
+    f"soften the edge over PX frame pixels, 0..{MAX_FEATHER_PX} "
+    f"(default {PostprocessConfig().feather_px:g})"
 )
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from vidmat.argtypes import positive_int
 from vidmat.commands._options import (
     CONTRAST_HELP,
+    FEATHER_HELP,
     GROW_HELP,
     add_engine_options,
     engine_config_from_args,
@@ -166,7 +167,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=d.feather_px,
         metavar="PX",
-        help=f"soften the edge over PX frame pixels (default {d.feather_px:g})",
+        help=FEATHER_HELP,
     )
     p.add_argument(
         "--crf",

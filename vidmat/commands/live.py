@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from vidmat.argtypes import size_wxh
 from vidmat.commands._options import (
     CONTRAST_HELP,
+    FEATHER_HELP,
     GROW_HELP,
     INFER_EVERY_HELP,
     add_engine_options,
@@ -128,7 +129,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="PX",
-        help=f"soften the edge over PX frame pixels (default {d.feather:g})",
+        help=FEATHER_HELP,
     )
     look.add_argument(
         "--grow",

@@ -72,6 +72,9 @@ class EngineConfig:
 #: the matte may grow or shrink, in frame pixels.
 MAX_LOOKAHEAD = 30
 MAX_GROW_PX = 100
+#: The widest feather, in frame pixels: wider is a blur of the whole person, and a huge
+#: value (1e10) overflowed OpenCV's box filter with a traceback.
+MAX_FEATHER_PX = 100
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,10 @@ class PostprocessConfig:
             raise VidmatError(f"threshold must be between 0 and 1, got {self.threshold}.")
         if not 0.0 <= self.snap < 0.5:
             raise VidmatError(f"snap must be in 0..0.5, got {self.snap}.")
-        if not 0 <= self.feather_px < float("inf"):
-            raise VidmatError(f"feather must be >= 0 pixels, got {self.feather_px}.")
+        if not 0 <= self.feather_px <= MAX_FEATHER_PX:
+            raise VidmatError(
+                f"feather must be between 0 and {MAX_FEATHER_PX} pixels, got {self.feather_px:g}."
+            )
         if abs(self.erode_dilate_px) > MAX_GROW_PX:
             raise VidmatError(
                 f"the matte can grow or shrink by at most {MAX_GROW_PX} pixels, "
