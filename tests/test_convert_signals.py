@@ -302,6 +302,12 @@ def test_an_output_left_by_a_killed_run_is_pointed_out_and_kept(
     (left,) = tmp_path.iterdir()
     assert left.name.startswith(".x.") and left.name.endswith(".part.mp4")
     short = make_clip(tmp_path / "short.mp4", frames=3, audio=None)
+    # written to a moment ago: another run's, maybe, still at work
+    assert main(["convert", str(short), "-o", str(out), *args[4:], "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    out.unlink()
+    old = time.time() - 120  # untouched for two minutes: a dead run's
+    os.utime(left, (old, old))
     assert main(["convert", str(short), "-o", str(out), *args[4:], "--quiet"]) == 0
     err = capsys.readouterr().err
     assert (
@@ -313,6 +319,8 @@ def test_an_output_left_by_a_killed_run_is_pointed_out_and_kept(
     (tmp_path / ".y.abc.part").mkdir()
     (tmp_path / ".y.abc.part" / "000001.png").write_bytes(b"x" * 2048)
     (tmp_path / ".x_alpha.q.part.mov").write_bytes(b"")
+    for p in (tmp_path / ".y.abc.part", tmp_path / ".x_alpha.q.part.mov"):
+        os.utime(p, (old, old))
     args = [*args[4:], "--quiet", "--overwrite"]
     assert main(["convert", str(short), "-o", str(tmp_path / "y"), "--format", "png", *args]) == 0
     assert "2 unfinished" not in (err := capsys.readouterr().err)

@@ -41,6 +41,32 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("links", [True, False])
+def test_an_output_written_meanwhile_is_not_replaced_without_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: bool
+) -> None:
+    """Two converts to one output both passed the check at their start and both renamed
+    over it at their end: each exited 0, the first result silently gone."""
+    if not links:  # a file system without hard links: the check just before the rename
+        monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(1, "no")))
+    target = tmp_path / "out.mp4"
+    with (
+        pytest.raises(VidmatError, match=r"already exists \(written meanwhile"),
+        atomic_output(target, overwrite=False) as tmp,
+    ):
+        tmp.write_bytes(b"second")
+        target.write_bytes(b"first")  # the other run finishes first
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+    target.unlink()
+    with atomic_output(target, overwrite=False) as tmp:
+        tmp.write_bytes(b"alone")
+    assert target.read_bytes() == b"alone" and [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+    with atomic_output(target) as tmp:  # --overwrite: replaced, as asked
+        tmp.write_bytes(b"again")
+    assert target.read_bytes() == b"again"
+
+
 @pytest.mark.parametrize("dangling", [False, True])
 def test_atomic_folder_replaces_a_link_not_its_target(tmp_path: Path, dangling: bool) -> None:
     """--overwrite of a frame folder that is a symbolic link left a hidden '.NAME.*.old'

@@ -12,6 +12,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -249,9 +250,35 @@ def _umask_mode(path: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
+def _exists_now(path: Path) -> VidmatError:
+    return VidmatError(
+        f"{path} already exists (written meanwhile, by another run?); pass --overwrite "
+        "to replace it."
+    )
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if nothing is there: the check before the work is
+    minutes old by now, and two runs writing one output both renamed over it, the
+    second result silently replacing the first. A hard link fails when the name is
+    taken; where links are not supported (FAT, some network drives) a check just before
+    the rename narrows the window."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise _exists_now(path) from None
+    except OSError:
+        if path.exists() or path.is_symlink():
+            raise _exists_now(path) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
 @contextlib.contextmanager
-def atomic_output(path: Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+def atomic_output(path: Path, suffix: str | None = None, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success
+    (without ``overwrite``, only if ``path`` is still free then).
 
     The temporary name keeps the real extension (``suffix``) because muxers pick
     the container from it. On any exception, Ctrl-C included, the temporary file
@@ -267,24 +294,39 @@ def atomic_output(path: Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp
         _umask_mode(tmp)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
 
 
+#: A temporary output untouched for this long (seconds) is taken for a dead run's: a
+#: running convert writes to its own every few frames.
+STALE_PART_SECONDS = 60.0
+
+
 def leftover_parts(path: Path, folder: bool = False) -> list[Path]:
     """Temporary outputs beside ``path`` of the names :func:`atomic_output` and
-    :func:`atomic_folder` give it: a run killed outright (``kill -9``, a power cut) never
-    removes its own, and a killed convert can leave gigabytes hidden by the dot."""
+    :func:`atomic_folder` give it, untouched for :data:`STALE_PART_SECONDS`: a run killed
+    outright (``kill -9``, a power cut) never removes its own, and a killed convert can
+    leave gigabytes hidden by the dot. One still being written is another run's."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     pattern = f".{path.name}.*.part" if folder else f".{path.stem}.*.part{path.suffix}"
+    now = time.time()
+    found = []
     try:
-        return sorted(p for p in parent.glob(pattern) if p.is_dir() == folder)
+        for p in parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                if p.is_dir() == folder and now - p.stat().st_mtime > STALE_PART_SECONDS:
+                    found.append(p)
     except OSError:
         return []
+    return sorted(found)
 
 
 _folder_lock = threading.Lock()

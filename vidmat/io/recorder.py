@@ -390,7 +390,7 @@ class Recorder:
     # ------------------------------------------------------------ thread
     def _run(self) -> None:
         try:
-            with atomic_output(self.path) as tmp:
+            with atomic_output(self.path, None, self.cfg.overwrite) as tmp:
                 frames = self._record(tmp)
                 if frames == 0:
                     raise _NothingRecorded

@@ -441,7 +441,7 @@ def _leftovers_note(dst: Path, leftovers: list[Path]) -> list[str]:
 @contextlib.contextmanager
 def _output(dst: Path, fmt: str, overwrite: bool) -> Iterator[Path]:
     """A temporary file (or folder for png) beside ``dst``, renamed onto it when complete."""
-    manager = atomic_folder(dst, overwrite) if fmt == "png" else atomic_output(dst)
+    manager = atomic_folder(dst, overwrite) if fmt == "png" else atomic_output(dst, None, overwrite)
     try:
         tmp = manager.__enter__()
     except OSError as exc:  # the folder became unwritable, or root-only paths
