@@ -1437,3 +1437,44 @@ def test_validation_scores_what_eval_scores(tmp_path: Path) -> None:
     pairs = list(zip(probs, masks > 127, strict=True))
     assert got["iou"] == pytest.approx(np.mean([iou(p, g) for p, g in pairs]), abs=1e-5)
     assert got["mae"] == pytest.approx(np.mean([mae(p, g) for p, g in pairs]), abs=1e-5)
+
+
+def test_an_export_at_another_size_keeps_the_head_that_was_trained(tmp_path: Path) -> None:
+    """A fine-tune at 64 of a file with heads for 256 (its own) and 192 trains the 192 head
+    (the nearest); the export said "input size 64" and so made the own, untrained head the
+    one that serves 64: best.safetensors did not give the scores it was picked on. The
+    run's checkpoint, loaded as weights, answered the same way."""
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import load_weights
+    from vidmat.train.loop import export_weights
+
+    torch.manual_seed(0)
+    model = build_model("u2netp").eval()
+    model.head_size = 256
+    head = model.add_sized_head(192)
+    with torch.no_grad():
+        head.outconv.bias.add_(2.0)  # what training at 64 changed: the 192 head
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        want = model(x)
+    path = tmp_path / "best.safetensors"
+    export_weights(model, replace(_cfg(tmp_path, 1), size=64), path, "fine-tune")
+    got, spec = load_weights(str(path))
+    assert (spec.input_size, spec.head_size) == (64, 256)
+    assert got.head_for(64) is got.sized_heads["192"]
+    with torch.inference_mode():
+        torch.testing.assert_close(got.float()(x), want, atol=2e-3, rtol=0)  # fp16 file
+    ck = tmp_path / "last.pt"
+    state = model.state_dict()
+    torch.save(
+        {"step": 1, "model": state, "ema": state, "opt": {}, "sched": {},
+         "config": {"size": 64}, "head_size": 256},
+        ck,
+    )  # fmt: skip
+    got, spec = load_weights(str(ck))
+    assert (spec.input_size, spec.head_size) == (64, 256)
+    assert got.head_for(64) is got.sized_heads["192"]
+    # one head serves every size: nothing to keep, and the file reads as before
+    plain = build_model("u2netp")
+    export_weights(plain, replace(_cfg(tmp_path, 1), size=64), tmp_path / "p.safetensors", "p")
+    assert load_weights(str(tmp_path / "p.safetensors"))[1].head_size is None

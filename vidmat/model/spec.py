@@ -38,6 +38,10 @@ class WeightsSpec:
     sha256: str | None = None
     description: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    #: The input side the file's own output head serves, where it is not ``input_size``:
+    #: a file with sized heads fine-tuned at another size trained the head nearest that
+    #: size, and relabelling its own head with the new size put an untrained head there.
+    head_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -59,6 +63,11 @@ class WeightsSpec:
                 f"input size {size!r} is not a multiple of 32 from {MIN_INPUT_SIZE} to "
                 f"{MAX_INPUT_SIZE}"
             )
+        head = self.head_size
+        if head is not None and not (
+            isinstance(head, int) and not isinstance(head, bool) and 1 <= head <= MAX_INPUT_SIZE
+        ):
+            raise ValueError(f"head size {head!r} is not a side from 1 to {MAX_INPUT_SIZE}")
         for name in ("mean", "std"):
             v = getattr(self, name)
             if not (

@@ -167,8 +167,12 @@ def _vidmat_checkpoint_spec(obj: Mapping[object, object], path: Path, arch: str)
     config = obj.get("config")
     config = config if isinstance(config, Mapping) else {}
     size = config.get("val_size") or config.get("size")
+    head = obj.get("head_size")
+    head = head if isinstance(head, int) and not isinstance(head, bool) else None
     try:
-        return WeightsSpec(name=path.stem, arch=arch, input_size=int(size), scale="255")
+        return WeightsSpec(
+            name=path.stem, arch=arch, input_size=int(size), scale="255", head_size=head
+        )
     except (TypeError, ValueError):  # an older run without its config, or a size refused
         return WeightsSpec(name=path.stem, arch=arch, scale="255")
 
@@ -398,8 +402,19 @@ def load_weights(name_or_path: str | Path = "default", device: str | torch.devic
         # change (the shipped file's says "H2"); eval, bench model and scenes should name
         # the file the user passed, so any file loaded by path is named by its stem.
         spec = replace(spec, name=path.stem, file=str(path))
-    model = _build_and_load(state, arch, path, spec.input_size)
+    model = _build_and_load(state, arch, path, spec.head_size or spec.input_size)
     return model.to(device), spec
+
+
+def own_head_size(model: torch.nn.Module, input_size: int) -> int | None:
+    """The side a model's own head serves, to keep in what is saved where it
+    is not ``input_size`` (see WeightsSpec.head_size); None for a model without sized heads,
+    whose one head serves every size."""
+    sized = getattr(model, "sized_heads", None)
+    head = getattr(model, "head_size", None)
+    if not sized or not isinstance(head, int) or head == input_size:
+        return None
+    return head
 
 
 def save_weights(

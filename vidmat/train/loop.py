@@ -510,7 +510,7 @@ def check_exportable(model: nn.Module) -> None:
 def export_weights(model: nn.Module, cfg: TrainConfig, path: Path, description: str) -> str:
     """Write safetensors (fp16) with the spec the engine needs; returns the sha256."""
     from vidmat.model.spec import WeightsSpec
-    from vidmat.model.weights import save_weights, sha256_file
+    from vidmat.model.weights import own_head_size, save_weights, sha256_file
 
     check_exportable(model)
 
@@ -521,6 +521,7 @@ def export_weights(model: nn.Module, cfg: TrainConfig, path: Path, description: 
         scale="255",
         file=path.name,
         description=description,
+        head_size=own_head_size(model, cfg.val_size or cfg.size),
     )
     with atomic_output(path) as tmp:
         save_weights(model, spec, tmp, half=True)
@@ -795,6 +796,8 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------
     def state(self) -> dict:
+        from vidmat.model.weights import own_head_size
+
         return {
             "step": self.step,
             "model": self.model.state_dict(),
@@ -805,6 +808,7 @@ class Trainer:
             "best": self.best,
             "history": self.history,
             "config": self.cfg.to_json(),
+            "head_size": own_head_size(self.model, self.cfg.val_size or self.cfg.size),
         }
 
     def save(self, path: Path | None = None) -> Path:

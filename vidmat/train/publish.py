@@ -39,7 +39,7 @@ from vidmat.errors import VidmatError
 from vidmat.io.files import atomic_output, check_not_input, check_output_path
 from vidmat.model.spec import MAX_INPUT_SIZE, MIN_INPUT_SIZE, WeightsSpec
 from vidmat.model.u2net import HEAD_LAYERS, U2Net
-from vidmat.model.weights import load_weights, save_weights, sha256_file
+from vidmat.model.weights import load_weights, own_head_size, save_weights, sha256_file
 from vidmat.train.loop import LAYER_GROUPS
 from vidmat.train.tools import require_safetensors_out, run_tool
 
@@ -167,6 +167,7 @@ def publish(
         name=out.stem,
         arch=spec.arch,
         input_size=spec.input_size if size is None else size,
+        head_size=own_head_size(model, spec.input_size if size is None else size),
         scale=spec.scale,
         mean=spec.mean,
         std=spec.std,
