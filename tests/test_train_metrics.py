@@ -82,6 +82,36 @@ def test_boundary_f_leaves_an_ignored_gap_out_and_rounds_its_tolerance_up() -> N
     assert metrics.boundary_f(shifted, gt, valid=valid) == 1.0
 
 
+def test_the_image_frame_is_no_boundary_as_in_davis() -> None:
+    """A person cut off by the frame: the frame's edge counted as contour, so a matte of
+    the whole frame scored F 0.57 against a lower-half label (DAVIS's seg2bmap: 0), and a
+    torso found a third of the way 0.51 (DAVIS 0.33)."""
+    gt = np.zeros((60, 40), bool)
+    gt[30:, :] = True  # the lower half: one contour, its top row
+    assert metrics.boundary_f(np.ones((60, 40), np.float32), gt) == 0.0
+    assert metrics.boundary(gt).sum() == 40  # the row at 30, no frame
+    third = np.zeros((60, 40), np.float32)
+    third[50:, :] = 1.0  # a contour 20 px below the true one: none of it within reach
+    assert metrics.boundary_f(third, gt) == 0.0
+    assert metrics.boundary_f(gt.astype(np.float32), gt) == 1.0
+
+
+def test_an_edge_just_outside_an_ignored_gap_is_matched() -> None:
+    """The label's boundary along an ignored gap's rim is not counted, but it was also
+    taken away as a target: a prediction whose hole is a pixel wider than the gap had no
+    label edge within reach there and scored F 0.92, below the 1.0 it scores with nothing
+    ignored."""
+    gt = np.zeros((100, 100), bool)
+    gt[10:90, 20:80] = True
+    gt[30:40, 45:55] = False
+    valid = np.ones_like(gt)
+    valid[30:40, 45:55] = False
+    wider = gt.astype(np.float32)
+    wider[29:41, 44:56] = 0.0  # the hole 1 px wider all round
+    assert metrics.boundary_f(wider, gt, tol=2) == 1.0
+    assert metrics.boundary_f(wider, gt, tol=2, valid=valid) == 1.0
+
+
 def test_boundary_ring() -> None:
     m = np.zeros((5, 5), bool)
     m[1:4, 1:4] = True
