@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -317,6 +318,16 @@ def test_anchor_loss_is_bce_against_the_anchors_resized_probabilities() -> None:
     same = anchor.clone().requires_grad_(True)
     anchor_loss(same, anchor).backward()
     assert float(same.grad.abs().max()) < 1e-7
+
+
+def test_the_schedule_peaks_once_and_ends_on_its_floor(tmp_path: Path) -> None:
+    """The cosine began at 1 again after the warmup (the peak held two steps) and ended a
+    step short of its floor: 10 steps with 3 of warmup ended at 0.069, not 0.02."""
+    cfg = replace(_cfg(tmp_path, 10), warmup=3)
+    got = [lr_at(s, cfg) for s in range(10)]
+    assert got[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert got[3] < 1.0 and all(a > b for a, b in itertools.pairwise(got[2:]))
+    assert got[-1] == pytest.approx(cfg.min_lr_ratio)
 
 
 def _anchor_file(tmp_path: Path, bias: float) -> Path:

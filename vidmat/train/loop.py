@@ -178,10 +178,13 @@ def size_at(step: int, cfg: TrainConfig) -> int:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning-rate multiplier at ``step``: linear warmup then cosine to ``min_lr_ratio``."""
+    """Learning-rate multiplier at ``step``: linear warmup to 1 at the warmup's last step,
+    then cosine to ``min_lr_ratio`` at the last step (``steps - 1``). The cosine began at
+    1 again, holding the peak two steps, and was a step short of its floor at the end
+    (0.069 for 0.02 with 10 steps)."""
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    t = min(1.0, (step + 1 - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
