@@ -469,6 +469,31 @@ def test_the_closing_line_shows_no_placeholder_score(
     assert "stopped at step 1; best val mean IoU 0." in out and "-1.0000" not in out
 
 
+def test_validation_images_that_are_training_images_are_pointed_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """../shared's val/viton repeats 193 of its 500 photographs from train/viton under
+    other names: a fifth of what a run validated on was training data, and nothing said."""
+    train = make_people(tmp_path / "train", n=3)
+    val = make_people(tmp_path / "val", n=5)  # the maker's first three images, byte for byte
+    for i in range(3):  # under other names, as in val/viton
+        for sub in ("images", "masks"):
+            (val / sub / f"{i}.png").rename(val / sub / f"v{i}.png")
+    argv = ["train", "--data", str(train), "--val", str(val), "--run", str(tmp_path / "run")]
+    argv += ["--size", "32", "--batch", "2", "--steps", "1", "--no-progress", "--val-n", "2"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "vidmat: warning: 3 of the 5 images of --val val are also training images (1 of the "
+        "2 validated on); their scores are not held out.\n"
+    )
+    other = make_people(tmp_path / "other", n=1)
+    (other / "images" / "0.png").write_bytes((train / "images" / "0.png").read_bytes()[:-1] + b"x")
+    argv = ["train", "--data", str(train), "--val", str(other), "--run", str(tmp_path / "r2")]
+    assert main([*argv, "--size", "32", "--batch", "2", "--steps", "1", "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("signame", "code", "word"),
     [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated"), ("SIGHUP", 129, "hung up")],
@@ -509,7 +534,8 @@ def test_a_signal_checkpoints_and_exits_as_the_other_commands_do(
     argv += ["--size", "32", "--batch", "2", "--steps", "50", "--no-progress"]
     assert main(argv) == code
     captured = capsys.readouterr()
-    assert captured.err.strip() == f"vidmat: {word}"
+    # the one validation root is the training root, which is said first
+    assert captured.err.strip().splitlines()[-1] == f"vidmat: {word}"
     assert f"stopped at step 2; no validation yet; checkpoint {run / 'last.pt'}" in captured.out
     assert torch.load(run / "last.pt", weights_only=False)["step"] == 2
     assert (run / "ema_step2.safetensors").is_file()

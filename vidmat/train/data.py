@@ -187,6 +187,12 @@ def pair_folders(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def image_digests(root: Path) -> list[bytes]:
+    """A digest of each image file's bytes, in :func:`list_pairs` order: the same photo
+    under two names in two sets has one digest."""
+    return [hashlib.blake2b(ip.read_bytes(), digest_size=16).digest() for ip, _ in list_pairs(root)]
+
+
 def spread(count: int, n: int) -> np.ndarray:
     """Indices of ``min(n, count)`` items spread evenly over ``count``, first and last included:
     a subset that samples the whole of a sorted folder (its sources, poses, lighting)."""
