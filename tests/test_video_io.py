@@ -379,6 +379,30 @@ def test_reader_long_last_frame_is_not_truncation(tmp_path: Path) -> None:
     assert r.incomplete is None and r.warnings == []
 
 
+def test_a_short_last_frame_after_a_long_gap_keeps_its_own_length(tmp_path: Path) -> None:
+    """Frames at 0, 0.1 and 30 s, the last 40 ms long (the file ends at 30.04 s), with
+    B-frames: FFmpeg's durations follow decode order, so the last frame came with the
+    29.9 s of the gap before it, and a 30 s clip was converted to 60 s."""
+    path = tmp_path / "gap.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=None, options={"preset": "veryfast", "bf": "2"})
+        s.width, s.height, s.pix_fmt, s.time_base = 64, 48, "yuv420p", Fraction(1, 1000)
+        for i, pts in enumerate((0, 100, 30000)):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), "rgb24")
+            f.pts, f.time_base = pts, Fraction(1, 1000)
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    with VideoReader(path) as r:
+        frames = list(r.frames())
+        end = r.info.video_end
+    assert end is not None and 30.0 < end < 30.2
+    last = frames[-1]
+    assert last.time == pytest.approx(30.0)
+    assert float((last.pts + last.duration) * last.time_base) == pytest.approx(end, abs=1e-3)
+
+
 def test_reader_long_last_frame_file_cut_short_is_still_incomplete(tmp_path: Path) -> None:
     data = long_last_clip(tmp_path / "hold.mkv", frames=30, content="noise").read_bytes()
     cut = tmp_path / "cut.mkv"

@@ -619,9 +619,17 @@ class VideoReader:
         if held is not None:
             if known is not None and self.incomplete is None:
                 # Shown until the video's own end, which is where an MP4 says how long its
-                # last frame lasts. Never shorter than its own length: an MP4 edit list
-                # ends on a whole millisecond, a few ticks before the last frame's end.
-                held.duration = max(held.duration, round(known / tb) - held.pts)
+                # last frame lasts. Not shorter than its own length by the millisecond an
+                # MP4 edit list rounds its end to, a few ticks before the last frame's end;
+                # nor longer: with B-frames the length FFmpeg gives follows decode order,
+                # and a last frame 40 ms long came with the 29.9 s of the gap before it
+                # (a 30 s clip converted to 60 s).
+                end = round(known / tb) - held.pts
+                if end > 0:
+                    rounding = math.ceil(0.001 / tb) + 1
+                    held.duration = (
+                        end if held.duration > end + rounding else max(held.duration, end)
+                    )
             yield held
 
 
