@@ -403,6 +403,34 @@ def test_a_short_last_frame_after_a_long_gap_keeps_its_own_length(tmp_path: Path
     assert float((last.pts + last.duration) * last.time_base) == pytest.approx(end, abs=1e-3)
 
 
+def test_a_cut_that_lost_the_frames_before_the_last_is_incomplete(tmp_path: Path) -> None:
+    """A Matroska cut in half lost the B-frames shown before its last decodable picture:
+    pictures at 0..11 and 15 of 24 (12 fps), the file saying 2.0 s. The slack for the
+    last frame's unknown length went by that last gap of 4 frames, 8 frames in all, and
+    the 6 frames missing were never said (exit 0). Here the frames 12-14 are left out
+    when writing, and the file cut after the picture at 15."""
+    path = tmp_path / "whole.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=12, options={"preset": "ultrafast", "g": "1"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in [*range(12), *range(15, 24)]:
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i, np.uint8), "rgb24")
+            f.pts = i
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    with av.open(str(path)) as c:
+        after = next(p.pos for p in c.demux(video=0) if p.pts is not None and p.pts > 1250)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(path.read_bytes()[:after])
+    with VideoReader(cut) as r:
+        assert r.info.video_end == pytest.approx(2.0, abs=0.01)
+        frames = list(r.frames())
+    assert round(frames[-1].time * 12) == 15
+    assert r.incomplete is not None and "decoding stopped after 13 frames" in r.incomplete
+
+
 def test_reader_long_last_frame_file_cut_short_is_still_incomplete(tmp_path: Path) -> None:
     data = long_last_clip(tmp_path / "hold.mkv", frames=30, content="noise").read_bytes()
     cut = tmp_path / "cut.mkv"

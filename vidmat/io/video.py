@@ -541,7 +541,7 @@ class VideoReader:
             return
         corrupt_frames = 0
         last_corrupt = False
-        gap = 0
+        gap = widest = 0
         resized: str | None = None
         held: Frame | None = None
         for frame, pts in _increasing_times(itertools.chain([first], self._raw), step):
@@ -569,6 +569,7 @@ class VideoReader:
             # may give as seconds (a VFR WebM holding its last picture); else the gap before
             # it (an AVI with drop frames has an average rate and frame durations of one
             # tick, both too short, and pads its frame count with the empty chunks).
+            widest = max(widest, gap)  # the gaps before the last one
             gap = (pts - last_pts) if last_pts is not None else 0
             last_len = max(gap, own) or step
             last_pts = int(pts)
@@ -581,7 +582,10 @@ class VideoReader:
         # Where the file gives the video's own end, reaching it means nothing is missing at
         # the end, whatever the frame count says (an AVI counts its empty drop-frame chunks).
         # Two frames' (or 2 %) slack: the last frame's length is a guess on variable rates.
-        slack = max(2 * float(max(step, gap) * tb), 0.02 * (known or 0.0))
+        # A frame by the widest gap before the last one, not by the last: a cut Matroska
+        # that lost the B-frames before its last picture had a last gap of 4 frames, and
+        # its slack of 8 frames hid the 6 frames lost.
+        slack = max(2 * float(max(step, widest) * tb), 0.02 * (known or 0.0))
         short = known is not None and end < known - slack
         if expected and self.decoded < expected and (self.warnings or self.corrupt_packets):
             # Decoding failed somewhere: frames are lost, wherever they were.
