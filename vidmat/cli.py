@@ -102,6 +102,19 @@ def show_undecodable_bytes() -> None:
                 reconfigure(errors=errors)
 
 
+#: The packages vidmat's commands import, by module: (name to say, pip package). A broken
+#: or missing one (a failed upgrade, a wheel for another Python) gave ImportError's
+#: traceback from deep inside a command.
+DEPENDENCIES = {
+    "av": ("PyAV", "av"),
+    "cv2": ("OpenCV", "opencv-python"),
+    "numpy": ("NumPy", "numpy"),
+    "torch": ("PyTorch", "torch"),
+    "tqdm": ("tqdm", "tqdm"),
+    "safetensors": ("safetensors", "safetensors"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     show_undecodable_bytes()
@@ -116,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extras:
             _innermost_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
         if not getattr(args, "func", None):
-            parser.print_help()
-            return 1
+            parser.print_help(sys.stderr)
+            return 2  # a usage error, as argparse's own; 1 is an unexpected error
         # Every command stops on kill (SIGTERM) or a hang-up as on Ctrl-C: eval, bench
         # and info ended at once with -15 and no word. Commands with work to save on a
         # stop set their own handlers inside (train, the live window).
@@ -130,6 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if whole_process:
             ignore_stop_signals()
         return stopped("vidmat", exc)
+    except ImportError as exc:
+        what = DEPENDENCIES.get((exc.name or "").split(".")[0])
+        if what is None:
+            raise  # not an install's fault: a bug, with its traceback
+        print(
+            f"vidmat: error: {what[0]} cannot be imported ({str(exc).rstrip('.')}); "
+            f"reinstall it: python -m pip install --force-reinstall {what[1]}",
+            file=sys.stderr,
+        )
+        return 2
     except BrokenPipeError:
         # The reader of our output went away (`vidmat info | head -3`): stop quietly, as
         # other command-line tools do, instead of a traceback about the pipe.
