@@ -234,6 +234,19 @@ def test_json_to_stdout_sent_to_a_file_follows_what_was_printed(tmp_path: Path) 
     assert Path("/dev/stdout").is_symlink() or Path("/dev/stdout").is_char_device()
 
 
+def test_a_dash_is_standard_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--json -` wrote a file named "-" in silence, where command-line tools mean standard
+    output; a video output named "-" is refused as any stream is."""
+    monkeypatch.chdir(tmp_path)
+    check_output_path(Path("-"), False, stream_ok=True)
+    atomic_write_text(Path("-"), "{}\n")
+    assert capsys.readouterr().out == "{}\n" and list(tmp_path.iterdir()) == []
+    with pytest.raises(VidmatError, match="is a device, pipe or this program's own output"):
+        check_output_path(Path("-"), True)
+
+
 def test_a_stream_that_refuses_the_text_is_one_sentence() -> None:
     full = Path("/dev/full")
     if not full.exists():

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vidmat.allocator import keep_freed_memory
-from vidmat.io.files import atomic_write_text, json_text
+from vidmat.io.files import atomic_write_text, is_stream, json_text
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -67,5 +67,6 @@ def report(
         payload.update(extra)
     if json_path:
         atomic_write_text(Path(json_path), json_text(payload, default=str))
-        print(f"wrote {json_path}")
+        if not is_stream(Path(json_path)):  # not after the JSON, in the same stream
+            print(f"wrote {json_path}")
     return payload

@@ -110,7 +110,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--json",
         type=Path,
         metavar="PATH",
-        help="also write the results as JSON (/dev/stdout: after the table, on standard "
+        help="also write the results as JSON (- or /dev/stdout: after the table, on standard "
         "output); never over the weights or a file of the data",
     )
     p.add_argument(

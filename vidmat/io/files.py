@@ -107,7 +107,10 @@ def check_out_apart(
 
 def _own_stream(path: Path) -> Any:
     """``sys.stdout`` or ``sys.stderr`` where ``path`` names the file behind them
-    (``/dev/stdout`` when the shell sent it to a file), else None."""
+    (``/dev/stdout`` when the shell sent it to a file; ``-``, as command-line tools
+    name standard output), else None."""
+    if str(path) == "-":  # a file named "-" was written, in silence
+        return sys.stdout
     try:
         st = Path(path).stat()
     except OSError:
@@ -124,11 +127,13 @@ def is_stream(path: Path) -> bool:
     any name: text is written into it, never renamed over it. A rename replaced the device
     node or the link itself (``--json /dev/full --overwrite`` as root left a plain file at
     /dev/full; ``--json /dev/stdout > scores.json`` replaced the /dev/stdout link)."""
+    if _own_stream(path) is not None:
+        return True
     try:
         mode = Path(path).stat().st_mode
     except OSError:
         return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or _own_stream(path) is not None
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def check_output_path(
@@ -151,7 +156,7 @@ def check_output_path(
     """
     path = Path(path)
     stream = is_stream(path)
-    if path.exists() and not path.is_dir() and (stream or not path.is_file()):
+    if stream or (path.exists() and not path.is_dir() and not path.is_file()):
         if stream_ok and not folder and stream:
             return
         raise VidmatError(
