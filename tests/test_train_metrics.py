@@ -897,3 +897,27 @@ def test_eval_names_a_jpeg_cut_short(
     assert "cut short" not in capsys.readouterr().err
     read_mask(mask_cut)
     assert f"{mask_cut} is cut short" in capsys.readouterr().err
+
+
+def test_the_eval_footer_names_the_options_that_change_the_scores(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With and without --refine, --tta or the gaps left out, two printed results ended
+    with the same line; only the JSON told them apart."""
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[8:30, 6:24] = 255
+    _write_pair(tmp_path / "set", "00000", img, img[..., 0])
+    run = [
+        "eval", "--images", str(tmp_path / "set/images"), "--masks", str(tmp_path / "set/masks"),
+        "--weights", str(tiny_weights), "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    assert main(run) == 0
+    assert capsys.readouterr().out.rstrip().endswith("x32 on cpu, fp32")
+    assert main([*run, "--refine", "--tta", "--ignore-mask-gaps"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("fp32; refine, tta, mask gaps ignored")
+    for seq in ("a",):
+        _write_pair(tmp_path / "seqs" / seq, "00000", img, img[..., 0])
+        _write_pair(tmp_path / "seqs" / seq, "00001", img, img[..., 0])
+    seqs = ["eval", "--sequences", str(tmp_path / "seqs"), "--weights", str(tiny_weights)]
+    assert main([*seqs, "--no-progress", "--smoothing", "0.7", "--lookahead", "4"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("fp32; smoothing 0.7, lookahead 4")

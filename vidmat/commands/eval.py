@@ -32,6 +32,18 @@ neighbours are nearly the same picture): on a set of 100 photographs a gap of
 """
 
 
+def scored_with(info: dict) -> str:
+    """The options that change the scores, for the footer: results with and without
+    --refine, --zoom, --tta or the gaps left out printed the same last line."""
+    on = [name for name in ("refine", "zoom", "tta") if info.get(name)]
+    if info.get("ignore_mask_gaps"):
+        on.append("mask gaps ignored")
+    if info.get("smoothing"):
+        look = f", lookahead {info['lookahead']}" if info.get("lookahead") else ""
+        on.append(f"smoothing {info['smoothing']:g}{look}")
+    return f"; {', '.join(on)}" if on else ""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from vidmat.commands._options import add_engine_options
 
@@ -248,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
             print("lowest IoU: " + ", ".join(low))
     print(
         f"weights {engine.spec.name} at {engine.size}x{engine.size} on {engine.device}, "
-        f"{info['precision']}"
+        f"{info['precision']}{scored_with(info)}"
     )
     unpaired: VidmatError | None = None
     if baseline is not None:
