@@ -41,11 +41,12 @@ def add_engine_options(
     default_size: int | None = None,
     random_weights: bool = False,
     workers: bool = False,
+    cpu_size: int | None = None,
 ) -> None:
     """``random_weights``: without --weights the command times random u2netp weights
     (the benchmarks: speed does not depend on the values). ``workers``: the command has
     several frames or images at hand at once, so model calls can run side by side
-    (--workers)."""
+    (--workers). ``cpu_size``: the command's own default --size on a CPU (live's)."""
     g = parser.add_argument_group("model")
     g.add_argument(
         "--weights",
@@ -80,7 +81,9 @@ def add_engine_options(
         help=f"model input side in pixels, a multiple of 32 from {MIN_INPUT_SIZE} to "
         f"{MAX_INPUT_SIZE} (default: the weights' own: "
         f"{REGISTRY[DEFAULT_WEIGHTS].input_size} for {DEFAULT_WEIGHTS}, 320 for official "
-        "checkpoints); larger sees small, distant people better, smaller runs faster on a CPU "
+        "checkpoints"
+        + (f"; on a CPU {cpu_size}, or the weights' own if smaller" if cpu_size else "")
+        + "); larger sees small, distant people better, smaller runs faster on a CPU "
         "(the cost grows with the square of the side)",
     )
     g.add_argument(
@@ -112,7 +115,8 @@ def add_engine_options(
             "CPU threads for each model call (default: see --workers; given alone, one "
             "call with that many)"
             if workers
-            else "CPU threads for torch (default on a CPU: 1 for live, one a core otherwise)"
+            else "CPU threads for torch (default on a CPU: 1, leaving the other cores to "
+            "capture, compositing and display)"
         ),
     )
     if workers:

@@ -181,7 +181,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--batch",
         type=positive_int,
         default=None,
-        help="frames per model call (default 8 on CUDA, 1 on CPU)",
+        help="frames per model call (default 8 on CUDA; on a CPU one per --workers, the "
+        "calls run side by side)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(

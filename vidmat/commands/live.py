@@ -24,6 +24,7 @@ from vidmat.commands._options import (
     add_engine_options,
     engine_config_from_args,
 )
+from vidmat.core.settings import CPU_LIVE_SIZE
 from vidmat.errors import VidmatError, warn
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help=INFER_EVERY_HELP,
     )
-    add_engine_options(p)
+    add_engine_options(p, cpu_size=CPU_LIVE_SIZE)
     p.set_defaults(func=run)
 
 

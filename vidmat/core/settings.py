@@ -72,6 +72,8 @@ class EngineConfig:
 #: the matte may grow or shrink, in frame pixels.
 MAX_LOOKAHEAD = 30
 MAX_GROW_PX = 100
+#: Model input side for live use on a CPU (weights trained smaller keep their own size).
+CPU_LIVE_SIZE = 192
 #: The widest feather, in frame pixels: wider is a blur of the whole person, and a huge
 #: value (1e10) overflowed OpenCV's box filter with a traceback.
 MAX_FEATHER_PX = 100

@@ -46,7 +46,13 @@ import torch
 from vidmat.core.backgrounds import Background, parse_background
 from vidmat.core.engine import Engine, app_precision, select_device
 from vidmat.core.postprocess import PostProcessor
-from vidmat.core.settings import EngineConfig, LiveSettings, PostprocessConfig, check_duration
+from vidmat.core.settings import (
+    CPU_LIVE_SIZE,
+    EngineConfig,
+    LiveSettings,
+    PostprocessConfig,
+    check_duration,
+)
 from vidmat.core.smoothing import SmoothingState, TemporalSmoother
 from vidmat.errors import VidmatError
 from vidmat.io.camera import CameraConfig, CaptureThread, Frame
@@ -623,10 +629,6 @@ def _lower_thread_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
     except OSError:
         log.debug("could not lower the model thread's priority", exc_info=True)
-
-
-#: Model input side for live use on a CPU (weights trained smaller keep their own size).
-CPU_LIVE_SIZE = 192
 
 
 def live_engine_config(cfg: EngineConfig, native_size: int = 320) -> EngineConfig:
