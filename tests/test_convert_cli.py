@@ -284,6 +284,20 @@ def test_an_unreadable_picture_is_one_sentence_and_the_batch_goes_on(
     assert code == 2 and err == f"vidmat: error: {locked} cannot be read (permission denied).\n"
 
 
+def test_a_still_to_a_mask_is_a_grey_png(tmp_path: Path, capsys) -> None:
+    """--format mask on a photo wrote an RGB PNG of three equal channels; the mask video
+    is grey, and so is the matte of a still now."""
+    import cv2
+    from convert_fixtures import square_frame
+
+    src = tmp_path / "p.png"
+    cv2.imwrite(str(src), square_frame(0, 64, 48)[:, :, ::-1])
+    code, _, _ = run_cli([src, "--format", "mask"], capsys)
+    assert code == 0
+    out = cv2.imread(str(tmp_path / "p_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (48, 64) and out.dtype == np.uint8 and out.max() > out.min()
+
+
 def test_help_says_where_formats_play(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["convert", "--help"])

@@ -613,9 +613,13 @@ def convert_image(
     suffix = dst.suffix.lower() or ".png"
     if out.shape[2] == 4 and suffix not in (".png", ".webp", ".tif", ".tiff"):
         raise VidmatError(f"{dst.name}: {suffix} cannot hold transparency; write a .png instead.")
-    code = cv2.COLOR_RGBA2BGRA if out.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    if post.background.kind == "mask":
+        picture = out[..., 0]  # one channel: a grey PNG, as the mask video is grey (it was RGB)
+    else:
+        code = cv2.COLOR_RGBA2BGRA if out.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        picture = cv2.cvtColor(out, code)
     try:  # OpenCV raises for a suffix it has no encoder for, rather than returning False
-        ok, data = cv2.imencode(suffix, cv2.cvtColor(out, code))
+        ok, data = cv2.imencode(suffix, picture)
     except cv2.error:
         ok = False
     if not ok:
