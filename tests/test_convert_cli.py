@@ -68,6 +68,11 @@ BAD_INPUTS = {
     ),
     "audio only": (lambda d: audio_only_file(d / "tone.m4a"), "audio only"),
     "zero frames": (lambda d: zero_frame_file(d / "blank.mkv"), "no video frames"),
+    # `cat clip.mp4 | vidmat convert /dev/stdin` was "is empty (0 bytes)"
+    "a pipe": (
+        lambda d: (os.mkfifo(d / "pipe.mp4"), d / "pipe.mp4")[1],
+        "is a pipe or device, not a file; vidmat reads video files",
+    ),
 }
 
 
@@ -202,7 +207,7 @@ def test_truncated_file_converts_what_decodes(
     n = len(frame_times(tmp_path / "cut_green.mp4"))
     assert 0 < n < 30
     assert f"only {n} of 30 frames could be decoded" in err
-    assert f"the {n} frames before that were converted to" in err and "Traceback" not in err
+    assert f"the {n} frames that decoded were converted to" in err and "Traceback" not in err
     assert "1 truncated or damaged" in out
 
 

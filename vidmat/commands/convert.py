@@ -705,7 +705,7 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
                     damaged += 1
                     bars.write(
                         f"vidmat: error: {r.input} is truncated or damaged: {r.incomplete}; "
-                        f"the {r.frames} frame{'s' if r.frames != 1 else ''} before that "
+                        f"the {r.frames} frame{'s' if r.frames != 1 else ''} that decoded "
                         f"{'were' if r.frames != 1 else 'was'} converted to {r.output}."
                     )
                 if not args.quiet:

@@ -505,6 +505,6 @@ def _run_headless(req: LiveRequest) -> int:
         # A looping run (--duration) ran its time and said so when it happened.
         raise VidmatError(
             f"{pipe.capture.description} is truncated or damaged: {damaged}; the frames "
-            "before that were played."
+            "that decoded were played."
         )
     return 0

@@ -581,7 +581,7 @@ class CaptureThread(threading.Thread):
                     self._status(
                         "damaged",
                         f"{v.description} is truncated or damaged: {incomplete}; the frames "
-                        "before that are played",
+                        "that decode are played",
                     )
                 # At least a frame's time at the average rate: a one-frame file with a
                 # tick-long duration must not loop by reopening it thousands of times.

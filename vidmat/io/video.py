@@ -51,6 +51,7 @@ import csv
 import itertools
 import logging
 import math
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -288,6 +289,12 @@ def _open_input(path: Path) -> Any:
         raise VidmatError(f"{path} does not exist.")
     if path.is_dir():
         raise VidmatError(f"{path} is a folder, not a video file.")
+    if not stat.S_ISREG(path.stat().st_mode):
+        # `cat clip.mp4 | vidmat convert /dev/stdin` read as "is empty (0 bytes)"
+        raise VidmatError(
+            f"{path} is a pipe or device, not a file; vidmat reads video files (save the "
+            "stream to a file and give that)."
+        )
     if path.stat().st_size == 0:
         raise VidmatError(f"{path} is empty (0 bytes).")
     try:
