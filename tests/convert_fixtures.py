@@ -232,6 +232,27 @@ def audio_only_file(path: Path, fmt: str | None = None, video: bool = False) -> 
     return path
 
 
+def cover_art_audio(path: Path) -> Path:
+    """A tone with cover art: its one video stream is an attached MJPEG picture."""
+    with av.open(str(path), "w", format="mp4") as c:
+        a = c.add_stream("aac", rate=48000, layout="mono")
+        v = c.add_stream("mjpeg", rate=1)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuvj420p"
+        v.disposition = av.stream.Disposition.attached_pic
+        pic = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 120, np.uint8), "rgb24")
+        pic = pic.reformat(format="yuvj420p")
+        pic.pts = 0
+        for p in [*v.encode(pic), *v.encode()]:
+            c.mux(p)
+        f = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        f.sample_rate, f.pts = 48000, 0
+        for p in [*a.encode(f), *a.encode()]:
+            c.mux(p)
+    return path
+
+
 def zero_frame_file(path: Path) -> Path:
     return audio_only_file(path, "matroska", video=True)
 

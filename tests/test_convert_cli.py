@@ -15,6 +15,7 @@ import pytest
 import torch
 from convert_fixtures import (
     audio_only_file,
+    cover_art_audio,
     frame_times,
     make_clip,
     read_alphas,
@@ -67,6 +68,11 @@ BAD_INPUTS = {
         "not a video file",
     ),
     "audio only": (lambda d: audio_only_file(d / "tone.m4a"), "audio only"),
+    # its picture was converted as 1 frame and called "truncated or damaged"
+    "audio with cover art": (
+        lambda d: cover_art_audio(d / "song.m4a"),
+        "has audio and a cover picture only, no video.",
+    ),
     "zero frames": (lambda d: zero_frame_file(d / "blank.mkv"), "no video frames"),
     # `cat clip.mp4 | vidmat convert /dev/stdin` was "is empty (0 bytes)"
     "a pipe": (

@@ -351,6 +351,10 @@ class VideoReader:
             if audio:
                 raise VidmatError(f"{self.path} has audio only and no video.")
             raise VidmatError(f"{self.path} has no video stream.")
+        if audio and all(_is_picture(s) for s in c.streams.video):
+            # a song or podcast with cover art: its one picture was "decoding stopped
+            # after 1 frames at 0.0 s of 2.0 s" (truncated or damaged, exit 2)
+            raise VidmatError(f"{self.path} has audio and a cover picture only, no video.")
         v = main_video_stream(c)
         ctx = v.codec_context
         if ctx is None or not ctx.width or not ctx.height:
