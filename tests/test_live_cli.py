@@ -57,6 +57,17 @@ def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
+def test_recording_the_transparent_view_says_it_is_over_black(tmp_path, clip, weights, capsys):
+    """The README says so "when it starts"; only the window did, headless said nothing."""
+    note = "vidmat live: note: the transparent view is recorded over black: MP4 has no alpha"
+    for bg, said in (("transparent", True), ("green", False)):
+        out = tmp_path / f"{bg}.mp4"
+        argv = ["live", "--no-window", "--camera", str(clip), "--record", str(out), "--bg", bg]
+        argv += ["--duration", "0.5", "--weights", str(weights), "--size", "64", "--quiet"]
+        assert main(argv) == 0
+        assert (note in capsys.readouterr().err) is said, bg
+
+
 def test_a_held_last_frame_is_recorded_as_long_as_it_was_shown(tmp_path, weights, capsys):
     # 10 frames 100 ms apart, the last held 3 s, played once: the capture held it 3 s but
     # the recording gave it 1/fps (a 1.1 s file), as the run's end was not known.

@@ -386,7 +386,7 @@ def run_headless(req: LiveRequest) -> int:
 
 
 def _run_headless(req: LiveRequest) -> int:
-    from vidmat.io.recorder import Recorder, RecordingInfo
+    from vidmat.io.recorder import TRANSPARENT_NOTE, Recorder, RecordingInfo
     from vidmat.pipelines.live import LiveConfig, LivePipeline
     from vidmat.signals import no_interrupts
 
@@ -446,6 +446,8 @@ def _run_headless(req: LiveRequest) -> int:
                 f"vidmat live: recording to {args.record} ({recorder.audio_message})",
                 file=sys.stderr,
             )
+            if settings.background.kind == "transparent":  # as the window says it
+                print(f"vidmat live: note: {TRANSPARENT_NOTE}", file=sys.stderr)
         last = time.monotonic()
         while not pipe.wait(0.25):
             if recorder is not None and recorder.failed:

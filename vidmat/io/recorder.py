@@ -54,6 +54,10 @@ TIME_BASE = Fraction(1, 1000)
 AUDIO_RATE = 48000
 
 
+#: Said when the transparent view is recorded, in the window and headless alike.
+TRANSPARENT_NOTE = "the transparent view is recorded over black: MP4 has no alpha"
+
+
 @dataclass(frozen=True)
 class RecorderConfig:
     path: Path

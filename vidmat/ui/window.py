@@ -933,9 +933,9 @@ class LiveWindow(QMainWindow):
         self.pipeline.add_sink(rec)
         self._set_record_checked(True)
         self.status_labels["rec"].setText("● REC")
-        note = ""
-        if self._bg_kind == "transparent":
-            note = " (the transparent view is recorded over black: MP4 has no alpha)"
+        from vidmat.io.recorder import TRANSPARENT_NOTE
+
+        note = f" ({TRANSPARENT_NOTE})" if self._bg_kind == "transparent" else ""
         self.statusBar().showMessage(f"Recording to {target}{note}", 4000)
         return True
 
