@@ -82,6 +82,26 @@ def test_odd_sizes_rgba_and_audio_from_a_source(tmp_path):
     assert frames[0][..., 0].mean() < 20 and frames[1][..., 0].mean() > 200
 
 
+def test_a_microphone_that_gives_no_sound_is_not_called_audio(tmp_path):
+    """A source that opened and then gave nothing left a file without sound that
+    RecordingInfo called audio ("audio from empty.wav")."""
+    import wave
+
+    empty = tmp_path / "empty.wav"
+    with wave.open(str(empty), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+    out = tmp_path / "rec.mp4"
+    r = Recorder(RecorderConfig(out, audio=str(empty), audio_format="wav")).start()
+    for i in range(5):
+        r.submit(np.zeros((48, 64, 3), np.uint8), i / 20)
+    info = r.stop()
+    assert info.frames == 5 and not info.audio
+    assert info.message == f"{empty} gave no sound; recorded without audio"
+    assert not probe(out)["audio"]
+
+
 def test_a_closed_recording_takes_no_more_audio(tmp_path):
     """A microphone thread still running after its join (a stalled device) encoded and
     muxed into the container closed under it; the writer is sealed on close instead."""

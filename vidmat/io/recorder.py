@@ -193,6 +193,7 @@ class _LiveWriter(VideoWriter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.mux_lock = threading.RLock()  # close() flushes video through _mux_video
         self.sealed = False
+        self.mic_packets = 0  # what the microphone really gave, for RecordingInfo.audio
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
@@ -220,6 +221,7 @@ class _LiveWriter(VideoWriter):
                 return False
             for p in stream.encode(frame):
                 self._container.mux(p)
+                self.mic_packets += 1
             return True
 
 
@@ -251,6 +253,7 @@ class Recorder:
         self.info: RecordingInfo | None = None
         self.audio_enabled = False
         self.audio_message = ""
+        self._audio_failure: str | None = None
         self._end: float | None = None  # when the recording ends (see stop())
         self._cut = True  # whether _end cut the run short (see stop())
         self._audio_input: Any = None  # the opened audio source, until the thread takes it
@@ -470,6 +473,14 @@ class Recorder:
                 writer.close()
             else:
                 writer.abort()
+            if self.audio_enabled and writer.mic_packets == 0:
+                # The microphone opened and then gave nothing (or failed): the file has no
+                # sound, which RecordingInfo said it had ("audio from empty.wav").
+                self.audio_enabled = False
+                self.audio_message = self._audio_failure or (
+                    f"{self.audio_message.removeprefix('audio from ')} gave no sound; "
+                    "recorded without audio"
+                )
         return self.frames
 
     def _last_duration(self) -> int:
@@ -553,8 +564,9 @@ class Recorder:
                 if not writer.encode_audio(out, rframe):
                     return
             writer.encode_audio(out, None)
-        except Exception:
+        except Exception as exc:
             log.exception("audio recording failed; the video continues")
+            self._audio_failure = f"audio recording failed ({exc}); the video continues"
         finally:
             with contextlib.suppress(Exception):
                 source.close()
