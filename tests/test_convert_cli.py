@@ -295,6 +295,18 @@ def test_an_unreadable_picture_is_one_sentence_and_the_batch_goes_on(
     assert code == 2 and err == f"vidmat: error: {locked} cannot be read (permission denied).\n"
 
 
+def test_an_output_suffix_no_format_has_is_named_as_such(tmp_path: Path, capsys) -> None:
+    """-o y.mkv, no --format: "--format mp4 writes .mp4 files" spoke of an option not given."""
+    clip = make_clip(tmp_path / "c.mp4", frames=2, audio=None)
+    code, _, err = run_cli([clip, "-o", tmp_path / "y.mkv"], capsys)
+    assert code == 2 and err == (
+        "vidmat: error: vidmat does not write .mkv files; name the output y.mp4 (or .mov or "
+        ".webm, which keep alpha).\n"
+    )
+    code, _, err = run_cli([clip, "-o", tmp_path / "y.mkv", "--format", "webm"], capsys)
+    assert code == 2 and "--format webm writes .webm files; name the output y.webm." in err
+
+
 def test_a_still_to_a_mask_is_a_grey_png(tmp_path: Path, capsys) -> None:
     """--format mask on a photo wrote an RGB PNG of three equal channels; the mask video
     is grey, and so is the matte of a still now."""

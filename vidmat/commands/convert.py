@@ -356,7 +356,7 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
             if j.is_image:
                 _check_image_suffix(out)
             else:
-                _check_suffix(out, cfg.fmt)
+                _check_suffix(out, cfg.fmt, args.format is not None)
             j.dst = out
     # Inputs whose outputs would land on one path fail, each with its sentence, in their
     # place in the batch; the rest still convert (one clash must not stop a folder).
@@ -450,8 +450,10 @@ def _clash_error(job: Job, group: list[Job]) -> str:
     return text + f"convert {job.src} in a run of its own, adding -o {example} to the same options."
 
 
-def _check_suffix(out: Path, fmt: str) -> None:
-    """A file named .mp4 must not hold WebM, nor a PNG sequence be named like a video."""
+def _check_suffix(out: Path, fmt: str, given: bool = True) -> None:
+    """A file named .mp4 must not hold WebM, nor a PNG sequence be named like a video.
+    ``given``: --format was on the command line (else it came from -o's suffix, and the
+    refusal speaks of the suffix: "-o y.mkv" was told "--format mp4 writes .mp4 files")."""
     suffix = out.suffix.lower()
     want = FORMATS[fmt][0]
     if fmt == "png" and suffix in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
@@ -460,6 +462,11 @@ def _check_suffix(out: Path, fmt: str) -> None:
             f"name, not {out.name}, or name the output {out.stem}.mp4 for a video."
         )
     if fmt != "png" and suffix and suffix != want:
+        if not given:
+            raise VidmatError(
+                f"vidmat does not write {suffix} files; name the output {out.stem}.mp4 "
+                "(or .mov or .webm, which keep alpha)."
+            )
         raise VidmatError(f"--format {fmt} writes {want} files; name the output {out.stem}{want}.")
 
 
