@@ -307,6 +307,19 @@ def test_an_output_suffix_no_format_has_is_named_as_such(tmp_path: Path, capsys)
     assert code == 2 and "--format webm writes .webm files; name the output y.webm." in err
 
 
+def test_a_bad_background_video_is_named_as_the_background(tmp_path: Path, capsys) -> None:
+    """Beside an input video, "empty.mp4 is empty (0 bytes)." did not say which file."""
+    clip = make_clip(tmp_path / "c.mp4", frames=2, audio=None)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    song = cover_art_audio(tmp_path / "song.m4a")
+    for bg, said in (
+        (tmp_path / "empty.mp4", f"the background {tmp_path / 'empty.mp4'} is empty (0 bytes)."),
+        (song, f"the background {song} has audio and a cover picture only, no video."),
+    ):
+        code, _, err = run_cli([clip, "--bg", bg, "-o", tmp_path / "o.mp4"], capsys)
+        assert code == 2 and err == f"vidmat: error: {said}\n"
+
+
 def test_a_still_to_a_mask_is_a_grey_png(tmp_path: Path, capsys) -> None:
     """--format mask on a photo wrote an RGB PNG of three equal channels; the mask video
     is grey, and so is the matte of a still now."""

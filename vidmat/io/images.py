@@ -216,11 +216,23 @@ def load_background(
             )
         return Background.from_image(image)
     if suffix in VIDEO_SUFFIXES:
-        video = LoopingVideo(path, warn)
-        return Background.from_video(frame_at=video, fps=video.fps)
+        return _video_background(path, warn)
     # Unknown suffix: try as an image, then as a video.
     try:
         return Background.from_image(read_image(path))
     except VidmatError:
+        return _video_background(path, warn)
+
+
+def _video_background(path: Path, warn: Callable[[str], None] | None) -> Background:
+    """A looping video background; what the reader refuses is said of the background
+    ("the background empty.mp4 is empty"): beside an input video, "empty.mp4 is empty"
+    did not tell which file was meant."""
+    try:
         video = LoopingVideo(path, warn)
-        return Background.from_video(frame_at=video, fps=video.fps)
+    except VidmatError as exc:
+        text = str(exc)
+        raise VidmatError(
+            text if text.startswith("background") else f"the background {text}"
+        ) from None
+    return Background.from_video(frame_at=video, fps=video.fps)
