@@ -307,6 +307,39 @@ def test_an_output_suffix_no_format_has_is_named_as_such(tmp_path: Path, capsys)
     assert code == 2 and "--format webm writes .webm files; name the output y.webm." in err
 
 
+def test_sound_a_trim_hid_before_the_start_stays_hidden_in_webm(tmp_path: Path, capsys) -> None:
+    """An MP4 trimmed without re-encoding keeps a second of picture and sound before its
+    start, hidden by its edit list. Copied into WebM (which stores no time before 0) the
+    hidden Opus packets moved the whole output a second later, that second playing first."""
+    if "libopus" not in av.codecs_available:
+        pytest.skip("no Opus encoder in this PyAV")
+    src = tmp_path / "trimmed.mp4"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("libopus", rate=48000, layout="stereo")
+        for i in range(75):  # -1 s .. 2 s
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 80, np.uint8), "rgb24")
+            f.pts = i - 25
+            for pk in v.encode(f):
+                c.mux(pk)
+        for pk in v.encode():
+            c.mux(pk)
+        for k in range(0, 3 * 48000, 960):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1920), np.int16), "s16", "stereo")
+            f.sample_rate, f.pts, f.time_base = 48000, k - 48000, Fraction(1, 48000)
+            for pk in a.encode(f):
+                c.mux(pk)
+        for pk in a.encode():
+            c.mux(pk)
+    code, _, _ = run_cli([src, "--format", "webm", "-o", tmp_path / "o.webm"], capsys)
+    assert code == 0
+    with av.open(str(tmp_path / "o.webm")) as c:
+        first = next(c.decode(video=0))
+        assert float(first.pts * first.time_base) < 0.05  # was 1.0
+        assert c.duration / 1e6 == pytest.approx(2.0, abs=0.1)  # was 3.0
+
+
 def test_a_bad_background_video_is_named_as_the_background(tmp_path: Path, capsys) -> None:
     """Beside an input video, "empty.mp4 is empty (0 bytes)." did not say which file."""
     clip = make_clip(tmp_path / "c.mp4", frames=2, audio=None)

@@ -218,6 +218,13 @@ class NoSound(Exception):
     as a silent track, while MP4 and MOV leave such a track out)."""
 
 
+def _ends_by_zero(packet: Any) -> bool:
+    """Whether a (shifted) packet's sound ends at or before the output's time 0."""
+    if packet.pts is None or not packet.time_base:
+        return False
+    return packet.pts + (packet.duration or 0) <= 0
+
+
 class AudioPass:
     """Moves one audio stream of the input into the output, interleaved with the video.
 
@@ -271,6 +278,9 @@ class AudioPass:
         self.done = False
         self.packets = 0
         self.skipped = 0  # damaged packets, and re-encoded sound whose time stepped back
+        #: WebM and Matroska store no time before 0: a copied packet there moved the whole
+        #: output later by that much (see _write).
+        self._no_negative = fmt == "webm"
         self._fed: tuple[str, str, int] | None = None  # what the resampler was set up for
         self._sent_until = -math.inf  # input seconds of sound already encoded
 
@@ -317,6 +327,11 @@ class AudioPass:
     def _write(self, out: Any, packet: Any) -> None:
         if self.copy:
             self._shift(packet)
+            if self._no_negative and _ends_by_zero(packet):
+                # Sound a trim hid before the start (an edit list's pre-roll, which MP4 keeps
+                # hidden): copied into WebM it shifted picture and sound a second later, the
+                # hidden second playing first. It is not heard in the input either.
+                return
             packet.stream = self.stream
             try:
                 out.mux(packet)
