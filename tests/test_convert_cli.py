@@ -340,6 +340,24 @@ def test_sound_a_trim_hid_before_the_start_stays_hidden_in_webm(tmp_path: Path, 
         assert c.duration / 1e6 == pytest.approx(2.0, abs=0.1)  # was 3.0
 
 
+def test_an_audio_packet_the_decoder_refuses_is_counted_when_re_encoding(
+    tmp_path: Path, capsys
+) -> None:
+    """Copied, a damaged audio packet is left out with a warning; re-encoded (AAC into
+    WebM's Opus) it was left out in silence."""
+    src = make_clip(tmp_path / "c.mp4", frames=50, audio="aac", audio_seconds=2.0)
+    data = bytearray(src.read_bytes())
+    with av.open(str(src)) as c:
+        packet = [p for p in c.demux(audio=0) if p.size][40]
+        pos, size = packet.pos, packet.size
+    data[pos : pos + size] = b"\xff" * size
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    code, _, err = run_cli([bad, "--format", "webm", "-o", tmp_path / "o.webm"], capsys)
+    assert code == 0
+    assert "bad.mp4: 1 damaged or out-of-order audio packet(s) left out" in err
+
+
 def test_a_bad_background_video_is_named_as_the_background(tmp_path: Path, capsys) -> None:
     """Beside an input video, "empty.mp4 is empty (0 bytes)." did not say which file."""
     clip = make_clip(tmp_path / "c.mp4", frames=2, audio=None)

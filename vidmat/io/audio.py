@@ -345,6 +345,7 @@ class AudioPass:
         try:
             frames = self._decoder.decode(packet)
         except av_errors():
+            self.skipped += 1  # said with the copy path's: it was left out in silence
             return
         for f in frames:
             if f.pts is not None and f.time_base and f.sample_rate:
