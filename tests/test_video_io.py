@@ -431,6 +431,31 @@ def test_a_cut_that_lost_the_frames_before_the_last_is_incomplete(tmp_path: Path
     assert r.incomplete is not None and "decoding stopped after 13 frames" in r.incomplete
 
 
+def test_an_interlaced_video_is_said_to_be_converted_whole(tmp_path: Path) -> None:
+    """A tape capture (MPEG-2, top field first) came out progressive and combed, in silence."""
+    path = tmp_path / "tape.mpg"
+    with av.open(str(path), "w", format="mpeg") as c:
+        s = c.add_stream("mpeg2video", rate=25, options={"flags": "+ilme+ildct", "top": "1"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(4):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), "rgb24")
+            f = f.reformat(format="yuv420p")
+            f.pts = i
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    with VideoReader(path) as r:
+        assert len(list(r.frames())) == 4
+    assert [w for w in r.warnings if "interlaced" in w] == [
+        "the video is interlaced; its frames are converted whole, not deinterlaced, so "
+        "moving edges keep their comb-like lines"
+    ]
+    with VideoReader(make_clip(tmp_path / "p.mp4", frames=3, audio=None)) as r:
+        list(r.frames())
+    assert r.warnings == []
+
+
 def test_reader_long_last_frame_file_cut_short_is_still_incomplete(tmp_path: Path) -> None:
     data = long_last_clip(tmp_path / "hold.mkv", frames=30, content="noise").read_bytes()
     cut = tmp_path / "cut.mkv"

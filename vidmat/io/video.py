@@ -558,6 +558,13 @@ class VideoReader:
         for frame, pts in _increasing_times(itertools.chain([first], self._raw), step):
             # The decoder flags a picture it had to patch up (data missing or damaged).
             last_corrupt = bool(frame.is_corrupt)
+            if self.decoded == 0 and getattr(frame, "interlaced_frame", False):
+                # Written out progressive, players no longer deinterlace it: said, as an
+                # MPEG-2 or DV tape capture came out combed without a word.
+                self.warnings.append(
+                    "the video is interlaced; its frames are converted whole, not "
+                    "deinterlaced, so moving edges keep their comb-like lines"
+                )
             corrupt_frames += last_corrupt
             image = self._rgb(frame)
             image = _apply_turn(image, _display_turn(frame))
