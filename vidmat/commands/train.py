@@ -83,7 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--cache",
         type=Path,
         metavar="DIR",
-        help="folder for the pre-resized uint8 data cache (default: RUN/../cache)",
+        help="folder for the pre-resized uint8 data cache, kept for later runs (default: "
+        "RUN/../cache, or beside the --write-samples folder)",
     )
     p.add_argument(
         "--arch",
