@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -431,29 +432,34 @@ def test_a_cut_that_lost_the_frames_before_the_last_is_incomplete(tmp_path: Path
     assert r.incomplete is not None and "decoding stopped after 13 frames" in r.incomplete
 
 
+def _mux_frames(container: Any, stream: Any, images: list[np.ndarray]) -> None:
+    """Encode RGB ``images`` as frames 0, 1, ... in ``stream``'s pixel format, and flush."""
+    for i, image in enumerate(images):
+        f = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=stream.pix_fmt)
+        f.pts = i
+        for pk in stream.encode(f):
+            container.mux(pk)
+    for pk in stream.encode():
+        container.mux(pk)
+
+
 def test_an_interlaced_video_is_said_to_be_converted_whole(tmp_path: Path) -> None:
     """A tape capture (MPEG-2, top field first) came out progressive and combed, in silence."""
     path = tmp_path / "tape.mpg"
     with av.open(str(path), "w", format="mpeg") as c:
         s = c.add_stream("mpeg2video", rate=25, options={"flags": "+ilme+ildct", "top": "1"})
         s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(4):
-            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), "rgb24")
-            f = f.reformat(format="yuv420p")
-            f.pts = i
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+        _mux_frames(c, s, [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(4)])
     with VideoReader(path) as r:
         assert len(list(r.frames())) == 4
-    assert [w for w in r.warnings if "interlaced" in w] == [
+    assert r.notes == [
         "the video is interlaced; its frames are converted whole, not deinterlaced, so "
         "moving edges keep their comb-like lines"
     ]
+    assert r.warnings == [] and r.incomplete is None  # a note, not damage
     with VideoReader(make_clip(tmp_path / "p.mp4", frames=3, audio=None)) as r:
         list(r.frames())
-    assert r.warnings == []
+    assert r.notes == [] and r.warnings == []
 
 
 def test_reader_long_last_frame_file_cut_short_is_still_incomplete(tmp_path: Path) -> None:
@@ -575,13 +581,7 @@ def test_a_matrix_swscale_lacks_is_read_as_the_nearest_with_a_warning(
         s = c.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "8"})
         s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
         s.codec_context.colorspace = matrix
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-            f.pts = i
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+        _mux_frames(c, s, [image] * 3)
     with VideoReader(path) as r:
         assert r.info.colour.matrix == matrix
         frames = list(r.frames())

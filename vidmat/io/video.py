@@ -46,6 +46,7 @@ Formats and where they play:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import itertools
@@ -321,6 +322,8 @@ class VideoReader:
         self.decoded = 0
         self.corrupt_packets = 0
         self.warnings: list[str] = []
+        #: What is worth saying of a file that reads fine (it is interlaced): not warnings.
+        self.notes: list[str] = []
         #: Set after the last frame when the file ended before its header said it would
         #: (a truncated download, a damaged file): the frames before that were delivered.
         self.incomplete: str | None = None
@@ -552,7 +555,8 @@ class VideoReader:
             return
         corrupt_frames = 0
         last_corrupt = False
-        gap = widest = 0
+        gap = 0
+        recent: collections.deque[int] = collections.deque(maxlen=RECENT_GAPS)
         resized: str | None = None
         held: Frame | None = None
         for frame, pts in _increasing_times(itertools.chain([first], self._raw), step):
@@ -560,8 +564,9 @@ class VideoReader:
             last_corrupt = bool(frame.is_corrupt)
             if self.decoded == 0 and getattr(frame, "interlaced_frame", False):
                 # Written out progressive, players no longer deinterlace it: said, as an
-                # MPEG-2 or DV tape capture came out combed without a word.
-                self.warnings.append(
+                # MPEG-2 or DV tape capture came out combed without a word. A note, not a
+                # warning: warnings are what went wrong, and count as damage below.
+                self.notes.append(
                     "the video is interlaced; its frames are converted whole, not "
                     "deinterlaced, so moving edges keep their comb-like lines"
                 )
@@ -587,7 +592,7 @@ class VideoReader:
             # may give as seconds (a VFR WebM holding its last picture); else the gap before
             # it (an AVI with drop frames has an average rate and frame durations of one
             # tick, both too short, and pads its frame count with the empty chunks).
-            widest = max(widest, gap)  # the gaps before the last one
+            recent.append(gap)  # the gaps before the last one, the latest few
             gap = (pts - last_pts) if last_pts is not None else 0
             last_len = max(gap, own) or step
             last_pts = int(pts)
@@ -600,9 +605,11 @@ class VideoReader:
         # Where the file gives the video's own end, reaching it means nothing is missing at
         # the end, whatever the frame count says (an AVI counts its empty drop-frame chunks).
         # Two frames' (or 2 %) slack: the last frame's length is a guess on variable rates.
-        # A frame by the widest gap before the last one, not by the last: a cut Matroska
-        # that lost the B-frames before its last picture had a last gap of 4 frames, and
-        # its slack of 8 frames hid the 6 frames lost.
+        # A frame by the widest of the few gaps before the last one, not by the last: a
+        # cut Matroska that lost the B-frames before its last picture had a last gap of 4
+        # frames, and its slack of 8 frames hid the 6 frames lost. Only the latest few: a
+        # 10 s pause early in a screen recording would hide a 20 s cut at its end.
+        widest = max(recent, default=0)
         slack = max(2 * float(max(step, widest) * tb), 0.02 * (known or 0.0))
         short = known is not None and end < known - slack
         if expected and self.decoded < expected and (self.warnings or self.corrupt_packets):
@@ -654,6 +661,9 @@ class VideoReader:
                     )
             yield held
 
+
+#: How many of the gaps before a video's last frame set the slack of its end (frames).
+RECENT_GAPS = 8
 
 #: The most frames of one repeated timestamp held back to be spread over the time to the
 #: next one; a longer run (a stream whose clock stands still) continues the clock instead.

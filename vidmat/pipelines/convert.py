@@ -45,6 +45,7 @@ from vidmat.io.files import (
     atomic_output,
     check_not_input,
     check_output_path,
+    disk_bytes,
     leftover_parts,
     read_input,
 )
@@ -386,7 +387,7 @@ def convert_video(
             if job.written == 0:
                 raise VidmatError(f"{src} has no video frames that can be decoded.")
         result.frames = job.written
-        result.warnings = list(reader.warnings) + _leftovers_note(dst, leftovers)
+        result.warnings = [*reader.notes, *reader.warnings, *_leftovers_note(dst, leftovers)]
         result.incomplete = reader.incomplete
     result.seconds = time.perf_counter() - t0
     if writer.padded:
@@ -423,11 +424,7 @@ def _leftovers_note(dst: Path, leftovers: list[Path]) -> list[str]:
     :func:`leftover_parts`); they are not deleted, as another run may be writing them."""
     if not leftovers:
         return []
-    size = 0
-    for p in leftovers:
-        with contextlib.suppress(OSError):
-            files = p.rglob("*") if p.is_dir() else [p]
-            size += sum(f.stat().st_size for f in files if f.is_file())
+    size = sum(disk_bytes(p) for p in leftovers)
     names = ", ".join(p.name for p in leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")
     one = len(leftovers) == 1
     return [
