@@ -424,3 +424,19 @@ def test_an_unreadable_file_is_one_sentence(tmp_path: Path, u2netp_state) -> Non
     torch.save(u2netp_state, path)
     path.chmod(0)
     _expect(path, "cannot be read \\(Permission denied\\)")
+
+
+def test_a_spec_without_a_head_size_is_written_as_before_and_later_fields_are_read_past() -> None:
+    """Every export carried "head_size": null, which the previous vidmat cannot read (its
+    from_json passes every key on); a field a later vidmat adds is left aside here."""
+    import json
+
+    from vidmat.model.spec import WeightsSpec
+
+    plain = WeightsSpec(name="a", arch="u2netp", input_size=256, scale="255")
+    assert "head_size" not in json.loads(plain.to_json())
+    headed = WeightsSpec(name="a", arch="u2netp", input_size=160, scale="255", head_size=256)
+    assert json.loads(headed.to_json())["head_size"] == 256
+    assert WeightsSpec.from_json(headed.to_json()).head_size == 256
+    later = {**json.loads(plain.to_json()), "colour_space": "srgb"}
+    assert WeightsSpec.from_json(json.dumps(later)) == plain

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 ARCHITECTURES = ("u2netp", "u2net")
 
@@ -81,6 +81,8 @@ class WeightsSpec:
     def to_json(self) -> str:
         d = asdict(self)
         d.pop("sha256")  # a file cannot contain its own checksum
+        if d["head_size"] is None:  # as before the field: older vidmat reads the file
+            d.pop("head_size")
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -88,7 +90,9 @@ class WeightsSpec:
         d = json.loads(text)
         d["mean"] = tuple(d["mean"])
         d["std"] = tuple(d["std"])
-        return cls(**d)
+        # a field a later vidmat added: this one reads what it knows of the file
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def _official(name: str, arch: str, description: str) -> WeightsSpec:
