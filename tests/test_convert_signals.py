@@ -316,16 +316,19 @@ def test_an_output_left_by_a_killed_run_is_pointed_out_and_kept(
     )
     assert err.count("warning") == 1 and out.is_file() and left.exists()
     # a folder of PNGs leaves a folder; another output's leftovers are not this one's
-    (tmp_path / ".y.abc.part").mkdir()
-    (tmp_path / ".y.abc.part" / "000001.png").write_bytes(b"x" * 2048)
-    (tmp_path / ".x_alpha.q.part.mov").write_bytes(b"")
-    for p in (tmp_path / ".y.abc.part", tmp_path / ".x_alpha.q.part.mov"):
+    (tmp_path / ".y.abc12345.part").mkdir()
+    (tmp_path / ".y.abc12345.part" / "000001.png").write_bytes(b"x" * 2048)
+    others = (".x_alpha.q1234567.part.mov", ".z.matte.abcd1234.part.mp4")  # not z.mp4's
+    for name in others:
+        (tmp_path / name).write_bytes(b"")
+    for p in (tmp_path / ".y.abc12345.part", *(tmp_path / n for n in others)):
         os.utime(p, (old, old))
     args = [*args[4:], "--quiet", "--overwrite"]
     assert main(["convert", str(short), "-o", str(tmp_path / "y"), "--format", "png", *args]) == 0
     assert "2 unfinished" not in (err := capsys.readouterr().err)
     assert (
-        "an unfinished output of y from a run that was killed lies beside it (.y.abc.part; " in err
+        "an unfinished output of y from a run that was killed lies beside it (.y.abc12345.part; "
+        in err
     )
     assert main(["convert", str(short), "-o", str(tmp_path / "z.mp4"), *args]) == 0
     assert capsys.readouterr().err == ""

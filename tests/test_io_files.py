@@ -51,13 +51,15 @@ def test_an_output_written_meanwhile_is_not_replaced_without_overwrite(
         monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(OSError(1, "no")))
     target = tmp_path / "out.mp4"
     with (
-        pytest.raises(VidmatError, match=r"already exists \(written meanwhile"),
+        pytest.raises(VidmatError, match=r"written meanwhile .* kept as out-2.mp4 instead"),
         atomic_output(target, overwrite=False) as tmp,
     ):
         tmp.write_bytes(b"second")
         target.write_bytes(b"first")  # the other run finishes first
-    assert target.read_bytes() == b"first"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+    assert target.read_bytes() == b"first"  # not replaced, and this run's work not lost
+    assert (tmp_path / "out-2.mp4").read_bytes() == b"second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out-2.mp4", "out.mp4"]
+    (tmp_path / "out-2.mp4").unlink()
     target.unlink()
     with atomic_output(target, overwrite=False) as tmp:
         tmp.write_bytes(b"alone")

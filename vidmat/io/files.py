@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import numbers
@@ -235,6 +236,19 @@ def require_file(path: Path, what: str) -> None:
     raise VidmatError(f"{what} {path} does not exist.")
 
 
+def disk_bytes(path: Path) -> int:
+    """The bytes a file, or a folder's files all together, take; what cannot be read
+    counts 0 (a leftover deleted meanwhile)."""
+    path = Path(path)
+    total = 0
+    with contextlib.suppress(OSError):
+        for f in path.rglob("*") if path.is_dir() else [path]:
+            with contextlib.suppress(OSError):
+                if f.is_file():
+                    total += f.stat().st_size
+    return total
+
+
 def read_input(path: Path) -> bytes:
     """The bytes of an input file, an unreadable one refused in one sentence (the video
     reader's words): a picture without read permission gave a PermissionError traceback
@@ -255,29 +269,39 @@ def _umask_mode(path: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def _exists_now(path: Path) -> VidmatError:
-    return VidmatError(
-        f"{path} already exists (written meanwhile, by another run?); pass --overwrite "
-        "to replace it."
-    )
+def _link_new(tmp: Path, path: Path) -> bool:
+    """Give ``tmp`` the name ``path`` only if it is free: True when done. A hard link fails
+    when the name is taken; where links are not supported (FAT, some network drives) a
+    check just before the rename narrows the window."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError:
+        if path.exists() or path.is_symlink():
+            return False
+        os.replace(tmp, path)
+        return True
+    tmp.unlink()
+    return True
 
 
 def _publish_new(tmp: Path, path: Path) -> None:
     """Move ``tmp`` to ``path`` only if nothing is there: the check before the work is
     minutes old by now, and two runs writing one output both renamed over it, the
-    second result silently replacing the first. A hard link fails when the name is
-    taken; where links are not supported (FAT, some network drives) a check just before
-    the rename narrows the window."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise _exists_now(path) from None
-    except OSError:
-        if path.exists() or path.is_symlink():
-            raise _exists_now(path) from None
-        os.replace(tmp, path)
+    second result silently replacing the first. Taken meanwhile, the output is kept
+    under the next free name ``stem-2.ext`` and the error says so: an hour's recording
+    must not be deleted for its name."""
+    if _link_new(tmp, path):
         return
-    tmp.unlink()
+    for n in range(2, 1000):
+        other = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if _link_new(tmp, other):
+            raise VidmatError(
+                f"{path} was written meanwhile (by another run?); this output was kept as "
+                f"{other.name} instead."
+            )
+    raise VidmatError(f"{path} was written meanwhile (by another run?); pass --overwrite.")
 
 
 @contextlib.contextmanager
@@ -321,7 +345,13 @@ def leftover_parts(path: Path, folder: bool = False) -> list[Path]:
     leave gigabytes hidden by the dot. One still being written is another run's."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    pattern = f".{path.name}.*.part" if folder else f".{path.stem}.*.part{path.suffix}"
+    # tempfile's 8 random characters exactly, and the name taken literally: ".clip.*"
+    # also matched clip.matte.mp4's leftovers, and "take[1]" was read as a pattern
+    rand = "?" * 8
+    if folder:
+        pattern = f".{glob.escape(path.name)}.{rand}.part"
+    else:
+        pattern = f".{glob.escape(path.stem)}.{rand}.part{glob.escape(path.suffix)}"
     now = time.time()
     found = []
     try:

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import check_out_apart, check_output_path, require_folder
+from vidmat.io.files import check_out_apart, check_output_path, disk_bytes, require_folder
 from vidmat.progress import progress_bar
 from vidmat.train.data import (
     BACKGROUND_SIZE,
@@ -111,10 +111,6 @@ def pack_backgrounds(folder: Path, out: Path, fmt: str, quality: int) -> int:
     return len(files)
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def packed_name(root: Path) -> str:
     """``parent/name`` of ``root`` in the pack, from its absolute path (symlinks kept, so a
     link named ``viton`` still packs as ``.../viton``, which ``--close-gaps`` goes by).
@@ -171,7 +167,7 @@ def pack(
         if backgrounds is not None:
             n = pack_backgrounds(backgrounds, tmp / "backgrounds", fmt, quality)
             manifest["backgrounds"] = {"source": str(backgrounds), "images": n}
-        manifest["bytes"] = _folder_bytes(tmp)
+        manifest["bytes"] = disk_bytes(tmp)
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
