@@ -97,7 +97,7 @@ def test_train_runs_where_pyav_and_qt_are_missing(tmp_path: Path) -> None:
         assert proc.returncode == 2 and proc.stderr.startswith(
             "vidmat: error: PyAV cannot be imported (import of av halted"
         ), proc.stderr
-        assert proc.stderr.strip().endswith("python -m pip install --force-reinstall av")
+        assert proc.stderr.strip().endswith("pip install --force-reinstall --no-deps av")
         assert proc.stderr.count("\n") == 1
 
 

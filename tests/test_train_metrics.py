@@ -866,6 +866,9 @@ def test_a_jpeg_cut_short_is_told_from_a_whole_one(tmp_path: Path) -> None:
     assert jpeg_cut_short(raw[:2] + app1 + raw[2:])
     png = cv2.imencode(".png", image)[1]
     assert not jpeg_cut_short(png.tobytes()) and not jpeg_cut_short(b"")
+    # a phone's motion photo: a video appended after the picture's end, markers and all
+    video = np.random.default_rng(1).integers(0, 256, 200_000, np.uint8).tobytes()
+    assert not jpeg_cut_short(whole.read_bytes() + b"\xff\xda\x00\x08" + video)
 
 
 def test_eval_names_a_jpeg_cut_short(
@@ -897,6 +900,8 @@ def test_eval_names_a_jpeg_cut_short(
     assert "cut short" not in capsys.readouterr().err
     read_mask(mask_cut)
     assert f"{mask_cut} is cut short" in capsys.readouterr().err
+    with pytest.raises(VidmatError, match="cannot read"):  # a traceback of the check's read
+        read_mask(tmp_path / "missing.jpg")
 
 
 def test_the_eval_footer_names_the_options_that_change_the_scores(

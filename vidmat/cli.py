@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # not an install's fault: a bug, with its traceback
         print(
             f"vidmat: error: {what[0]} cannot be imported ({str(exc).rstrip('.')}); "
-            f"reinstall it: python -m pip install --force-reinstall {what[1]}",
+            f"reinstall it: python -m pip install --force-reinstall --no-deps {what[1]}",
             file=sys.stderr,
         )
         return 2

@@ -222,7 +222,9 @@ def _ends_by_zero(packet: Any) -> bool:
     """Whether a (shifted) packet's sound ends at or before the output's time 0."""
     if packet.pts is None or not packet.time_base:
         return False
-    return packet.pts + (packet.duration or 0) <= 0
+    if not packet.duration:  # its length unknown: only a start before 0 tells
+        return packet.pts < 0
+    return packet.pts + packet.duration <= 0
 
 
 class AudioPass:

@@ -187,10 +187,9 @@ def pair_folders(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def image_digests(root: Path) -> list[bytes]:
-    """A digest of each image file's bytes, in :func:`list_pairs` order: the same photo
-    under two names in two sets has one digest."""
-    return [hashlib.blake2b(ip.read_bytes(), digest_size=16).digest() for ip, _ in list_pairs(root)]
+def image_digest(path: Path) -> bytes:
+    """A digest of a file's bytes: the same photo under two names has one digest."""
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
 
 
 def spread(count: int, n: int) -> np.ndarray:
@@ -232,20 +231,50 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def jpeg_cut_short(data: bytes) -> bool:
-    """True for JPEG data whose last scan has no end marker after it: a download or copy
-    that stopped. The scan data cannot hold the end marker by chance (a 0xFF byte in it is
-    always followed by 0x00); an EXIF thumbnail's own end marker comes before the scans."""
+    """True for JPEG data that stops before the end marker of its picture: a download or
+    copy that stopped. The segments are walked from the start (an EXIF thumbnail's own
+    end marker is inside one), through each scan to the marker after it (in scan data a
+    0xFF byte is followed by 0x00, or by a restart marker), up to the picture's end marker;
+    what follows it (a phone's motion photo appends its video there) is not looked at."""
+    n = len(data)
     if data[:2] != b"\xff\xd8":
         return False
-    scan = data.rfind(b"\xff\xda")
-    return scan >= 0 and data.find(b"\xff\xd9", scan) < 0
+    i = 2
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            return False  # not a marker where one must be: damaged, not cut; OpenCV says so
+        marker = data[i + 1]
+        if marker == 0xD9:
+            return False  # the picture's end
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            i += 1 if marker == 0xFF else 2  # fill byte, or a marker without a length
+            continue
+        if i + 3 >= n:
+            return True
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])  # the segment, its length included
+        if marker == 0xDA:  # a scan: its entropy-coded data runs to the next real marker
+            while True:
+                i = data.find(b"\xff", i)
+                if i < 0 or i + 1 >= n:
+                    return True
+                if data[i + 1] == 0x00 or 0xD0 <= data[i + 1] <= 0xD7:
+                    i += 2
+                    continue
+                break
+    return True
 
 
 def _say_if_cut_short(path: Path) -> None:
     """Warn of a truncated JPEG. cv2.imread reads it grey where it stops (imdecode refuses
     it), so it was trained on or scored as it was, with only libjpeg's "Premature end of
     JPEG file" on stderr, which names no file."""
-    if path.suffix.lower() in (".jpg", ".jpeg") and jpeg_cut_short(path.read_bytes()):
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return  # missing or unreadable: the reader's own sentence says so
+    if jpeg_cut_short(data):
         warn(f"{path} is cut short (a truncated JPEG); the part missing reads grey.")
 
 

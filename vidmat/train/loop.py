@@ -50,7 +50,8 @@ from vidmat.train.data import (
     CachedSource,
     SourceSpec,
     by_reference,
-    image_digests,
+    image_digest,
+    list_pairs,
     load_backgrounds,
     load_source,
     opened,
@@ -185,7 +186,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     (0.069 for 0.02 with 10 steps)."""
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
-    t = min(1.0, (step + 1 - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    # With a warmup its last step is the peak and the cosine starts a step below it;
+    # without one, the cosine starts at the peak on step 0.
+    first = cfg.warmup - 1 if cfg.warmup else 0
+    t = min(1.0, (step - first) / max(1, cfg.steps - 1 - first))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
@@ -401,12 +405,18 @@ def held_in(val: Sequence[Path], data: Sequence[Path], n: int) -> list[str]:
     which nothing said."""
     if not data:
         return []
-    trained: set[bytes] = set()
-    for root in data:
-        trained.update(image_digests(root))
+    # Only training files of a size some validation file has are read and hashed: the
+    # check costs a directory listing, not a read of every training image at each start.
+    sizes = {ip.stat().st_size for root in val for ip, _ in list_pairs(root)}
+    trained = {
+        image_digest(ip)
+        for root in data
+        for ip, _ in list_pairs(root)
+        if ip.stat().st_size in sizes
+    }
     out = []
     for root, name in zip(val, valset_names(val), strict=True):
-        seen = [d in trained for d in image_digests(root)]
+        seen = [image_digest(ip) in trained for ip, _ in list_pairs(root)]
         shown = sum(seen[i] for i in spread(len(seen), n))
         if any(seen):
             out.append(
