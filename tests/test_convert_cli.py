@@ -371,6 +371,35 @@ def test_a_bad_background_video_is_named_as_the_background(tmp_path: Path, capsy
         assert code == 2 and err == f"vidmat: error: {said}\n"
 
 
+def test_a_cut_out_still_keeps_its_own_transparency(tmp_path: Path, capsys) -> None:
+    """An RGBA photo with a transparent band: the matte alone made its hidden pixels
+    visible again (alpha up to 255 in the band, as for the opaque picture)."""
+    import cv2
+    from convert_fixtures import square_frame
+
+    bgr = square_frame(0, 64, 48)[:, :, ::-1]
+    bgra = np.dstack([bgr, np.full((48, 64), 255, np.uint8)])
+    bgra[:, 20:30, 3] = 0  # the band
+    src = tmp_path / "cut.png"
+    cv2.imwrite(str(src), bgra)
+    assert run_cli([src], capsys)[0] == 0
+    rgba = cv2.imread(str(tmp_path / "cut_alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert rgba[:, 20:30, 3].max() == 0 and rgba[..., 3].max() > 0
+    assert run_cli([src, "--format", "mask"], capsys)[0] == 0
+    mask = cv2.imread(str(tmp_path / "cut_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask[:, 20:30].max() == 0 and mask.max() > 0
+    opaque = tmp_path / "opaque.png"
+    cv2.imwrite(str(opaque), np.dstack([bgr, np.full((48, 64), 255, np.uint8)]))
+    plain = tmp_path / "plain.png"
+    cv2.imwrite(str(plain), bgr)
+    assert run_cli([opaque, plain], capsys)[0] == 0
+    a = cv2.imread(str(tmp_path / "opaque_alpha.png"), cv2.IMREAD_UNCHANGED)
+    b = cv2.imread(str(tmp_path / "plain_alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(a, b)  # an all-opaque alpha changes nothing
+    code, _, err = run_cli([src, "--bg", "blue", "-o", tmp_path / "c.png"], capsys)
+    assert code == 0 and "its own transparency is not used for a composite" in err
+
+
 def test_a_still_to_a_mask_is_a_grey_png(tmp_path: Path, capsys) -> None:
     """--format mask on a photo wrote an RGB PNG of three equal channels; the mask video
     is grey, and so is the matte of a still now."""

@@ -583,6 +583,30 @@ def read_still(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no copy of a large photo
 
 
+#: Still formats that can carry their own transparency.
+_ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+
+
+def still_alpha(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A still's own alpha as uint8 (H, W), where it has one that is not all opaque (a
+    cut-out photo): the matte of its hidden pixels had made them visible again. None
+    for other pictures, and for one whose stored size differs from how it is shown."""
+    if path.suffix.lower() not in _ALPHA_SUFFIXES:
+        return None
+    raw = cv2.imdecode(np.frombuffer(read_input(path), np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.ndim != 3 or raw.shape[2] != 4 or raw.shape[:2] != shape[:2]:
+        return None
+    alpha = raw[..., 3]
+    if alpha.dtype == np.uint16:
+        alpha = (alpha >> 8).astype(np.uint8)
+    return None if alpha.min() == 255 else np.ascontiguousarray(alpha)
+
+
+def _times(alpha: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """uint8 ``alpha`` x ``own`` / 255, rounded."""
+    return ((alpha.astype(np.uint16) * own + 127) // 255).astype(np.uint8)
+
+
 def image_config(cfg: ConvertConfig, bg_given: bool) -> ConvertConfig:
     """Stills: an RGBA PNG unless a background was asked for (then a composite)."""
     if cfg.fmt == "mask":
@@ -610,9 +634,15 @@ def convert_image(
     suffix = dst.suffix.lower() or ".png"
     if out.shape[2] == 4 and suffix not in (".png", ".webp", ".tif", ".tiff"):
         raise VidmatError(f"{dst.name}: {suffix} cannot hold transparency; write a .png instead.")
+    own = still_alpha(src, rgb.shape)
     if post.background.kind == "mask":
         picture = out[..., 0]  # one channel: a grey PNG, as the mask video is grey (it was RGB)
+        if own is not None:
+            picture = _times(picture, own)
     else:
+        if own is not None and out.shape[2] == 4:
+            out = out.copy()
+            out[..., 3] = _times(out[..., 3], own)
         code = cv2.COLOR_RGBA2BGRA if out.shape[2] == 4 else cv2.COLOR_RGB2BGR
         picture = cv2.cvtColor(out, code)
     try:  # OpenCV raises for a suffix it has no encoder for, rather than returning False
@@ -627,6 +657,11 @@ def convert_image(
         except OSError as exc:
             raise _io_error(exc, dst) from None
     result = ConvertResult(src, dst, frames=1, seconds=time.perf_counter() - t0)
+    if own is not None and post.background.kind not in ("mask", "transparent"):
+        result.warnings.append(
+            "its own transparency is not used for a composite; convert it without --bg for "
+            "a cut-out that keeps it."
+        )
     pictures = picture_count(src)
     if pictures > 1:
         result.warnings.append(
