@@ -866,6 +866,11 @@ def test_a_jpeg_cut_short_is_told_from_a_whole_one(tmp_path: Path) -> None:
     assert jpeg_cut_short(raw[:2] + app1 + raw[2:])
     png = cv2.imencode(".png", image)[1]
     assert not jpeg_cut_short(png.tobytes()) and not jpeg_cut_short(b"")
+    # stray bytes before a marker, which libjpeg skips: still told whole from cut
+    raw = whole.read_bytes()
+    app0_end = 4 + int.from_bytes(raw[4:6], "big")
+    stray = raw[:app0_end] + b"\x00\x00" + raw[app0_end:]
+    assert not jpeg_cut_short(stray) and jpeg_cut_short(stray[: len(stray) // 2])
     # a phone's motion photo: a video appended after the picture's end, markers and all
     video = np.random.default_rng(1).integers(0, 256, 200_000, np.uint8).tobytes()
     assert not jpeg_cut_short(whole.read_bytes() + b"\xff\xda\x00\x08" + video)

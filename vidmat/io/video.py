@@ -324,6 +324,7 @@ class VideoReader:
         self.warnings: list[str] = []
         #: What is worth saying of a file that reads fine (it is interlaced): not warnings.
         self.notes: list[str] = []
+        self._read_failed = False  # reading stopped on an error: frames after it are lost
         #: Set after the last frame when the file ended before its header said it would
         #: (a truncated download, a damaged file): the frames before that were delivered.
         self.incomplete: str | None = None
@@ -488,6 +489,7 @@ class VideoReader:
                 return
             except av_errors() as exc:
                 self.warnings.append(f"reading stopped early ({_short(exc)})")
+                self._read_failed = True
                 yield from self._drain()
                 return
             try:
@@ -498,6 +500,7 @@ class VideoReader:
                 consecutive += 1
                 if consecutive >= _MAX_CONSECUTIVE_ERRORS:
                     self.warnings.append("too many undecodable packets in a row; stopped there")
+                    self._read_failed = True
                     yield from self._drain()
                     return
                 continue
@@ -612,7 +615,10 @@ class VideoReader:
         widest = max(recent, default=0)
         slack = max(2 * float(max(step, widest) * tb), 0.02 * (known or 0.0))
         short = known is not None and end < known - slack
-        if expected and self.decoded < expected and (self.warnings or self.corrupt_packets):
+        # Damage only: other warnings (HDR shown as SDR, a second video stream, a matrix
+        # read as the nearest) are no sign of frames lost, and with a header a frame over
+        # they made a whole file "only N of N+1 frames" (exit 2).
+        if expected and self.decoded < expected and (self._read_failed or self.corrupt_packets):
             # Decoding failed somewhere: frames are lost, wherever they were.
             self.incomplete = f"only {self.decoded} of {expected} frames could be decoded"
         elif expected and self.decoded < expected * 0.98 - 1 and (known is None or short):

@@ -242,7 +242,11 @@ def jpeg_cut_short(data: bytes) -> bool:
     i = 2
     while i + 1 < n:
         if data[i] != 0xFF:
-            return False  # not a marker where one must be: damaged, not cut; OpenCV says so
+            # stray bytes before a marker, which libjpeg skips ("extraneous bytes"): so here
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return True
+            continue
         marker = data[i + 1]
         if marker == 0xD9:
             return False  # the picture's end

@@ -90,6 +90,8 @@ def sample_frames(
         problems = [*reader.warnings, *([reader.incomplete] if reader.incomplete else [])]
         if warn is not None and problems:
             warn(f"{path}: {'; '.join(problems)}; labelled the frames that decode.")
+        for note in reader.notes if warn is not None else ():
+            warn(f"{path}: {note}.")  # interlaced frames become combed training images
 
 
 def _check_out_apart(out: Path, clips: Sequence[Path]) -> None:
