@@ -69,6 +69,27 @@ def test_an_output_written_meanwhile_is_not_replaced_without_overwrite(
     assert target.read_bytes() == b"again"
 
 
+def test_a_folder_output_made_meanwhile_keeps_this_runs_frames_beside_it(tmp_path: Path) -> None:
+    """A PNG-frame convert whose folder another run made meanwhile deleted every frame it
+    had written with "already exists"; a folder there from the start is refused as before."""
+    target = tmp_path / "frames"
+    with (
+        pytest.raises(VidmatError, match=r"written meanwhile .* kept as frames-2 instead"),
+        atomic_folder(target) as tmp,
+    ):
+        (tmp / "000001.png").write_bytes(b"mine")
+        target.mkdir()
+        (target / "000001.png").write_bytes(b"theirs")
+    assert (target / "000001.png").read_bytes() == b"theirs"
+    assert (tmp_path / "frames-2" / "000001.png").read_bytes() == b"mine"
+    with (
+        pytest.raises(VidmatError, match="already exists; pass --overwrite"),
+        atomic_folder(target) as tmp,
+    ):
+        (tmp / "x").write_bytes(b"")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "frames-2"]
+
+
 @pytest.mark.parametrize("dangling", [False, True])
 def test_atomic_folder_replaces_a_link_not_its_target(tmp_path: Path, dangling: bool) -> None:
     """--overwrite of a frame folder that is a symbolic link left a hidden '.NAME.*.old'

@@ -367,6 +367,25 @@ def leftover_parts(path: Path, folder: bool = False) -> list[Path]:
 _folder_lock = threading.Lock()
 
 
+def _keep_folder_beside(tmp: Path, path: Path) -> None:
+    """The frames of a folder output whose name another run took meanwhile, kept under the
+    next free name ``NAME-2`` (as :func:`_publish_new` keeps a file), and said: they were
+    deleted with "already exists"."""
+    for n in range(2, 1000):
+        other = path.with_name(f"{path.name}-{n}")
+        if other.exists() or other.is_symlink():
+            continue
+        try:
+            os.rename(tmp, other)
+        except OSError:
+            continue  # taken between the look and the rename
+        raise VidmatError(
+            f"{path} was written meanwhile (by another run?); this output was kept as "
+            f"{other.name} instead."
+        )
+    raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
+
+
 @contextlib.contextmanager
 def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Like :func:`atomic_output` for a folder of files (a PNG sequence).
@@ -377,6 +396,7 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    existed = path.exists() or path.is_symlink()
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
     try:
         yield tmp
@@ -384,8 +404,10 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
         with _folder_lock:
             old = None
             if path.exists() or path.is_symlink():  # a link replaced is the link, not its target
-                if not overwrite:
+                if not overwrite and existed:
                     raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
+                if not overwrite:  # another run made it meanwhile
+                    _keep_folder_beside(tmp, path)  # raises, saying where the frames are
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
                 os.rmdir(old)
                 os.replace(path, old)
