@@ -14,9 +14,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from vidmat.errors import VidmatError
 
@@ -286,22 +286,38 @@ def _link_new(tmp: Path, path: Path) -> bool:
     return True
 
 
-def _publish_new(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path`` only if nothing is there: the check before the work is
-    minutes old by now, and two runs writing one output both renamed over it, the
-    second result silently replacing the first. Taken meanwhile, the output is kept
-    under the next free name ``stem-2.ext`` and the error says so: an hour's recording
-    must not be deleted for its name."""
-    if _link_new(tmp, path):
-        return
+def _rename_new(tmp: Path, path: Path) -> bool:
+    """Rename the folder ``tmp`` to ``path`` only if nothing is there: True when done."""
+    if path.exists() or path.is_symlink():
+        return False
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        return False  # taken between the look and the rename
+    return True
+
+
+def _keep_beside(tmp: Path, path: Path, place: Callable[[Path, Path], bool]) -> NoReturn:
+    """Keep an output whose name another run took meanwhile under the next free name
+    (``stem-2.ext`` for a file, ``NAME-2`` for a folder of frames), put there by ``place``,
+    and say so: an hour's recording, or a folder of frames, was deleted for its name."""
     for n in range(2, 1000):
-        other = path.with_name(f"{path.stem}-{n}{path.suffix}")
-        if _link_new(tmp, other):
+        name = f"{path.name}-{n}" if tmp.is_dir() else f"{path.stem}-{n}{path.suffix}"
+        other = path.with_name(name)
+        if place(tmp, other):
             raise VidmatError(
                 f"{path} was written meanwhile (by another run?); this output was kept as "
                 f"{other.name} instead."
             )
     raise VidmatError(f"{path} was written meanwhile (by another run?); pass --overwrite.")
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if nothing is there: the check before the work is
+    minutes old by now, and two runs writing one output both renamed over it, the
+    second result silently replacing the first."""
+    if not _link_new(tmp, path):
+        _keep_beside(tmp, path, _link_new)
 
 
 @contextlib.contextmanager
@@ -367,25 +383,6 @@ def leftover_parts(path: Path, folder: bool = False) -> list[Path]:
 _folder_lock = threading.Lock()
 
 
-def _keep_folder_beside(tmp: Path, path: Path) -> None:
-    """The frames of a folder output whose name another run took meanwhile, kept under the
-    next free name ``NAME-2`` (as :func:`_publish_new` keeps a file), and said: they were
-    deleted with "already exists"."""
-    for n in range(2, 1000):
-        other = path.with_name(f"{path.name}-{n}")
-        if other.exists() or other.is_symlink():
-            continue
-        try:
-            os.rename(tmp, other)
-        except OSError:
-            continue  # taken between the look and the rename
-        raise VidmatError(
-            f"{path} was written meanwhile (by another run?); this output was kept as "
-            f"{other.name} instead."
-        )
-    raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
-
-
 @contextlib.contextmanager
 def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Like :func:`atomic_output` for a folder of files (a PNG sequence).
@@ -407,7 +404,7 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
                 if not overwrite and existed:
                     raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
                 if not overwrite:  # another run made it meanwhile
-                    _keep_folder_beside(tmp, path)  # raises, saying where the frames are
+                    _keep_beside(tmp, path, _rename_new)  # raises, saying where they are
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
                 os.rmdir(old)
                 os.replace(path, old)
