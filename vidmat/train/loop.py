@@ -407,7 +407,8 @@ def held_in(val: Sequence[Path], data: Sequence[Path], n: int) -> list[str]:
         return []
     # Only training files of a size some validation file has are read and hashed: the
     # check costs a directory listing, not a read of every training image at each start.
-    sizes = {ip.stat().st_size for root in val for ip, _ in list_pairs(root)}
+    val_images = [[ip for ip, _ in list_pairs(root)] for root in val]
+    sizes = {ip.stat().st_size for images in val_images for ip in images}
     trained = {
         image_digest(ip)
         for root in data
@@ -415,8 +416,9 @@ def held_in(val: Sequence[Path], data: Sequence[Path], n: int) -> list[str]:
         if ip.stat().st_size in sizes
     }
     out = []
-    for root, name in zip(val, valset_names(val), strict=True):
-        seen = [image_digest(ip) in trained for ip, _ in list_pairs(root)]
+    for images, name in zip(val_images, valset_names(val), strict=True):
+        # validation images are read only when some training image could be one of them
+        seen = [bool(trained) and image_digest(ip) in trained for ip in images]
         shown = sum(seen[i] for i in spread(len(seen), n))
         if any(seen):
             out.append(
