@@ -57,21 +57,16 @@ def mediapipe_teacher(model_selection: int = 0) -> Teacher:
     return run
 
 
-def sample_range(frames: int | None, start: float, stop: float) -> tuple[int, int | None]:
-    """The [lo, hi) frame indices of the [start, stop) fraction of a clip of ``frames``
-    frames; hi is None (to the end) when the container does not say how many."""
-    total = frames or 0
-    return int(start * total), (int(stop * total) if total else None)
-
-
 def sample_frames(
     path: Path,
     every: int,
     start: float = 0.0,
     stop: float = 1.0,
     warn: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, RGB frame) for every ``every``-th frame in the [start, stop) fraction of a clip.
+    """(index, RGB frame) for every ``every``-th frame in the [start, stop) fraction of a clip
+    (with a bar of those frames when ``progress``).
 
     What the reader found wrong (a file cut short, damaged frames) goes to ``warn`` once the
     clip is read: the labels are still made from what decodes, but a clip that stops early
@@ -80,13 +75,21 @@ def sample_frames(
     from vidmat.io.video import VideoReader
 
     with VideoReader(path) as reader:
-        lo, hi = sample_range(reader.info.frames, start, stop)
-        for frame in reader.frames():
-            i = frame.index
-            if hi is not None and i >= hi:
-                break
-            if i >= lo and (i - lo) % every == 0:
-                yield i, frame.image
+        total = reader.info.frames or 0
+        lo, hi = int(start * total), (int(stop * total) if total else None)
+        with progress_bar(
+            total=None if hi is None else len(range(lo, hi, every)),
+            desc=f"label {path.name}",
+            unit="frame",
+            disable=not progress,
+        ) as bar:
+            for frame in reader.frames():
+                i = frame.index
+                if hi is not None and i >= hi:
+                    break
+                if i >= lo and (i - lo) % every == 0:
+                    bar.update(1)
+                    yield i, frame.image
         problems = [*reader.warnings, *([reader.incomplete] if reader.incomplete else [])]
         if warn is not None and problems:
             warn(f"{path}: {'; '.join(problems)}; labelled the frames that decode.")
@@ -142,8 +145,6 @@ def label_clips(
     """Write image/mask pairs for sampled frames and return how many; frames with (almost)
     no person are skipped when ``min_person`` > 0, so a clip of hands or an empty room does
     not flood the set."""
-    from vidmat.io.video import probe
-
     check_clip_names(clips)
     _check_out_apart(out, clips)
     n = 0
@@ -151,14 +152,7 @@ def label_clips(
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for clip in clips:
-            lo, hi = sample_range(probe(clip).frames, start, stop)
-            frames = progress_bar(
-                sample_frames(clip, every, start, stop, warn),
-                total=None if hi is None else len(range(lo, hi, every)),
-                desc=f"label {clip.name}",
-                unit="frame",
-            )
-            for i, rgb in frames:
+            for i, rgb in sample_frames(clip, every, start, stop, warn, progress=True):
                 h, w = rgb.shape[:2]
                 scale = min(1.0, long_side / max(h, w))
                 if scale < 1.0:
