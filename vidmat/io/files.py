@@ -128,8 +128,11 @@ def is_stream(path: Path) -> bool:
     any name: text is written into it, never renamed over it. A rename replaced the device
     node or the link itself (``--json /dev/full --overwrite`` as root left a plain file at
     /dev/full; ``--json /dev/stdout > scores.json`` replaced the /dev/stdout link)."""
-    if _own_stream(path) is not None:
-        return True
+    return _own_stream(path) is not None or _is_device(path)
+
+
+def _is_device(path: Path) -> bool:
+    """A character device or a pipe."""
     try:
         mode = Path(path).stat().st_mode
     except OSError:
@@ -423,21 +426,23 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all; a device or pipe (see
     :func:`is_stream`) is written in place."""
-    if is_stream(path):
-        own = _own_stream(path)  # written through, after what was printed: not reopened,
-        try:  # which truncated the file the shell sent the output to
-            if own is not None:
-                own.write(text)
-                own.flush()
-            else:
-                sys.stdout.flush()
-                with open(path, "a") as stream:
-                    stream.write(text)
-        except OSError as exc:  # /dev/full, a closed pipe
-            raise VidmatError(f"cannot write {path} ({exc.strerror or exc}).") from None
+    # Our own output is written through, after what was printed: not reopened, which
+    # truncated the file the shell sent it to.
+    own = _own_stream(path)
+    if own is None and not _is_device(path):
+        with atomic_output(path) as tmp:
+            tmp.write_text(text)
         return
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
+    try:
+        if own is not None:
+            own.write(text)
+            own.flush()
+        else:
+            sys.stdout.flush()
+            with open(path, "a") as stream:
+                stream.write(text)
+    except OSError as exc:  # /dev/full, a closed pipe
+        raise VidmatError(f"cannot write {path} ({exc.strerror or exc}).") from None
 
 
 def json_text(payload: Any, default: Any = None) -> str:
