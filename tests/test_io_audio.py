@@ -4,6 +4,7 @@ one warning) or is resampled; surround mixed down to stereo keeps its level in e
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 
@@ -468,17 +469,32 @@ def test_sound_that_turns_stereo_midway_is_carried_whole(engine: Engine, tmp_pat
     assert audio_seconds(tmp_path / "out.mp4") == pytest.approx(audio_seconds(src), abs=0.03)
 
 
-def test_sound_whose_clock_steps_back_loses_only_the_overlap(
-    engine: Engine, tmp_path: Path
+@pytest.mark.parametrize(("start", "fmt"), [(0.8, "mp4"), (0.8, "webm"), (3600.0, "png")])
+def test_recordings_joined_end_to_end_play_one_after_the_other(
+    engine: Engine, tmp_path: Path, start: float, fmt: str
 ) -> None:
-    """Two recordings joined end to end, the second's clock 0.2 s behind where the first
-    ended: re-encoded sound went back in time and the muxer's refusal failed the output."""
+    """Two TS recordings appended (``cat a.ts b.ts``), the second's clock 0.2 s behind
+    where the first ended, or an hour ahead. Read as stored, the first lost the second
+    part's sound (the muxer refused sound for a time already written: 1.8 s of 2) and
+    the second held the first part's last frame for an hour (a 3601 s output)."""
     first = _ts_clip(tmp_path / "a.ts", 1.0)
-    second = _ts_clip(tmp_path / "b.ts", 1.0, start=0.8)
+    second = _ts_clip(tmp_path / "b.ts", 1.0, start=start)
     src = tmp_path / "joined.ts"
     src.write_bytes(first.read_bytes() + second.read_bytes())
-    result = convert_video(engine, src, tmp_path / "out.mp4", ConvertConfig(fmt="mp4"))
-    assert result.frames > 40
-    # 1.8 s of time: the 0.2 s the second clip repeats is left out, the rest is kept.
-    assert audio_seconds(tmp_path / "out.mp4") == pytest.approx(1.8, abs=0.06)
-    assert any("out-of-order audio" in w for w in result.warnings)
+    dst = tmp_path / ("out" if fmt == "png" else f"out.{fmt}")
+    result = convert_video(engine, src, dst, ConvertConfig(fmt=fmt))
+    assert result.frames == 50
+    assert not any("out-of-order" in w for w in result.warnings)
+    assert any("clock jumps at 1.0 s" in w for w in result.warnings)
+    if fmt == "png":
+        with open(dst / "frames.csv") as f:
+            times = [float(row.split(",")[3]) for row in list(f)[1:]]
+        sound = dst / "audio.m4a"
+    else:
+        times = [float(t) for t in frame_times(dst)]
+        sound = dst
+    assert all(b > a for a, b in itertools.pairwise(times))
+    # The second part follows the first: frame 26 a frame after frame 25, not an hour.
+    assert times[25] - times[24] == pytest.approx(0.04, abs=0.02)
+    assert times[-1] - times[0] == pytest.approx(1.96, abs=0.03)
+    assert audio_seconds(sound) == pytest.approx(2.0, abs=0.06)

@@ -20,6 +20,7 @@ import av
 
 from vidmat.io.channels import layouts_to_try, left_out_of_mix
 from vidmat.io.pyav import av_errors, open_input
+from vidmat.io.timeline import Timeline
 
 
 @dataclass(frozen=True)
@@ -235,9 +236,18 @@ class AudioPass:
     muxing everything at the end would make FFmpeg's interleaver hold all video packets.
     """
 
-    def __init__(self, src: Path, info: AudioInfo, out: Any, fmt: str, offset: float) -> None:
+    def __init__(
+        self,
+        src: Path,
+        info: AudioInfo,
+        out: Any,
+        fmt: str,
+        offset: float,
+        timeline: Timeline | None = None,
+    ) -> None:
         self.track = info
         self._offset = offset
+        self._timeline = timeline
         self._in = open_input(src)
         try:
             self._src_stream = self._in.streams[info.index]
@@ -292,6 +302,8 @@ class AudioPass:
             return p
         for p in self._packets:
             if p.size:  # skip the demuxer's empty flush packets
+                if self._timeline is not None:
+                    self._timeline.shift(p)
                 return p
         return None
 
@@ -357,8 +369,9 @@ class AudioPass:
                 seconds = float(f.pts * f.time_base) - self._offset
                 length = f.samples / f.sample_rate
                 if seconds + length / 2 < self._sent_until:
-                    # The clock stepped back (two recordings joined end to end): sound
-                    # for a time already written cannot go in again; the muxer refused it.
+                    # The clock stepped back (by less than the timeline takes for a join,
+                    # or in a file not MPEG-TS/PS): sound for a time already written
+                    # cannot go in again; the muxer refused it.
                     self.skipped += 1
                     continue
                 self._sent_until = max(self._sent_until, seconds + length)
@@ -421,7 +434,12 @@ LeftOut = tuple[AudioInfo, BaseException]
 
 
 def open_tracks(
-    src: Path, tracks: Sequence[AudioInfo], out: Any, fmt: str, offset: float
+    src: Path,
+    tracks: Sequence[AudioInfo],
+    out: Any,
+    fmt: str,
+    offset: float,
+    timeline: Timeline | None = None,
 ) -> tuple[list[AudioPass], list[LeftOut]]:
     """A pass for each of ``tracks`` that can go into ``out``, and those that cannot.
 
@@ -435,7 +453,7 @@ def open_tracks(
     try:
         for track in tracks:
             try:
-                passes.append(AudioPass(src, track, out, fmt, offset))
+                passes.append(AudioPass(src, track, out, fmt, offset, timeline))
             except (NoSound, *av_errors()) as exc:
                 left_out.append((track, exc))
     except BaseException:  # Ctrl-C: the inputs opened so far are closed, not lost
@@ -446,7 +464,11 @@ def open_tracks(
 
 
 def write_audio_file(
-    src: Path, tracks: Sequence[AudioInfo], dst: Path, offset: float = 0.0
+    src: Path,
+    tracks: Sequence[AudioInfo],
+    dst: Path,
+    offset: float = 0.0,
+    timeline: Timeline | None = None,
 ) -> tuple[list[AudioPass], list[LeftOut]]:
     """The audio of ``src`` as an .m4a beside a PNG sequence, each track a track of it:
     the passes written (``copy`` says how) and the tracks left out. With none written no
@@ -458,7 +480,7 @@ def write_audio_file(
     """
     out = av.open(str(dst), "w", format="mp4")
     try:
-        passes, left_out = open_tracks(src, tracks, out, "mp4", offset)
+        passes, left_out = open_tracks(src, tracks, out, "mp4", offset, timeline)
     except BaseException:
         out.close()
         raise

@@ -81,6 +81,7 @@ from vidmat.io.channels import channel_list
 from vidmat.io.formats import FORMATS
 from vidmat.io.matroska import set_display_size
 from vidmat.io.pyav import av_errors, open_input
+from vidmat.io.timeline import Timeline, can_jump, scan_timeline
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,10 @@ class VideoInfo:
     sample_aspect_ratio: Fraction | None = None
     #: The pictures' colour tags, with the matrix the reader decoded an untagged file with.
     colour: Colour = Colour()
+    #: Where an MPEG-TS/PS clock jumps (parts joined end to end), the shifts that play
+    #: the parts in turn; the reader and the audio apply them, and ``duration`` and
+    #: ``video_end`` are the joined ones. None: the timestamps are used as stored.
+    timeline: Timeline | None = None
 
     @property
     def frames_expected(self) -> int | None:
@@ -379,6 +384,14 @@ class VideoReader:
             video_end = float(((v.start_time or 0) + v.duration) * tb)
         elif c.duration:
             duration = c.duration / av.time_base
+        start = (c.start_time / av.time_base) if c.start_time is not None else 0.0
+        timeline = None
+        if can_jump(c):
+            timeline = scan_timeline(self.path, [v.index, *(a.index for a in audio)])
+        if timeline is not None:
+            self.notes.append(timeline.describe())
+            video_end = timeline.ends.get(v.index, video_end)
+            duration = max(timeline.ends.values()) - start
         rate = _plausible_rate(v.average_rate) or _plausible_rate(v.guessed_rate)
         # The container's pixel aspect ratio, else the codec's (FFmpeg's own choice).
         sar = v.sample_aspect_ratio
@@ -391,11 +404,12 @@ class VideoReader:
             rate=Fraction(rate) if rate else None,
             frames=int(v.frames) or None,
             duration=duration,
-            start_time=(c.start_time / av.time_base) if c.start_time is not None else 0.0,
+            start_time=start,
             codec=ctx.name,
             audio_streams=audio,
             video_end=video_end,
             sample_aspect_ratio=Fraction(sar) if sar and sar > 0 and sar != 1 else None,
+            timeline=timeline,
         )
 
     def _peek(self) -> None:
@@ -482,6 +496,7 @@ class VideoReader:
         """PyAV frames of the video stream; corrupt packets are skipped and counted."""
         consecutive = 0
         packets = self._container.demux(self._stream)
+        timeline = self.info.timeline
         while True:
             try:
                 packet = next(packets)
@@ -492,6 +507,8 @@ class VideoReader:
                 self._read_failed = True
                 yield from self._drain()
                 return
+            if timeline is not None:
+                timeline.shift(packet)
             try:
                 decoded = packet.decode()
                 consecutive = 0
@@ -939,6 +956,7 @@ class VideoWriter:
                 self._container,
                 "mp4" if fmt == "mask" else fmt,
                 self._time_offset,
+                self._audio_src.timeline,
             )
             self._audio_left_out(left_out)
 
@@ -1102,6 +1120,7 @@ class VideoWriter:
                     self._audio_src.audio_streams,
                     self.path / "audio.m4a",
                     self._time_offset,
+                    self._audio_src.timeline,
                 )
                 self._audio_left_out(left_out)
                 self._count_audio(passes)

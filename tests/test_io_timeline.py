@@ -1,0 +1,105 @@
+"""Clock jumps in MPEG-TS/PS: which packets move, and by how much (vidmat.io.timeline)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from types import SimpleNamespace
+
+import pytest
+
+from vidmat.io.timeline import Timeline, _scan
+
+MS = Fraction(1, 1000)
+V, A = 0, 1
+
+
+def packet(stream: int, pos: int, ms: int, length: int = 40, shown: int | None = None):
+    """A demuxed packet: decode time ``ms``, shown at ``shown`` (B-frames) else then."""
+    return SimpleNamespace(
+        stream=SimpleNamespace(index=stream),
+        pos=pos,
+        dts=ms,
+        pts=ms if shown is None else shown,
+        duration=length,
+        time_base=MS,
+    )
+
+
+def part(start_ms: int, first_pos: int, frames: int, audio_lead: int = 0) -> list:
+    """A recording's packets in file order: a 40 ms frame and a 20 ms sound packet in
+    turn, the sound ``audio_lead`` ms ahead of the picture."""
+    out = []
+    for k in range(frames):
+        t = start_ms + 40 * k
+        out.append(packet(V, first_pos + 100 * k, t))
+        out.append(packet(A, first_pos + 100 * k + 50, t - audio_lead, 20))
+    return out
+
+
+def shifted(timeline: Timeline, p) -> float:
+    """Where a packet plays after the shifts, in seconds."""
+    return float(p.pts * MS) + timeline.seconds(p.stream.index, p.pos)
+
+
+def test_a_steady_clock_has_no_timeline() -> None:
+    """A pause under 10 s (a screen recorder idling) is time that passed, kept as it is."""
+    steady = part(0, 0, 25) + part(1000 + 9000, 10_000, 25)
+    assert _scan(iter(steady), [V, A]) is None
+
+
+@pytest.mark.parametrize("start_ms", [0, 3_600_000])
+def test_the_second_part_starts_where_the_first_ends_in_both_streams(start_ms: int) -> None:
+    """Joined back to its start, or an hour ahead: the second part plays right after the
+    first, picture and sound moved alike (their sync within the part is kept)."""
+    first, second = part(0, 0, 25), part(start_ms, 10_000, 25)
+    timeline = _scan(iter(first + second), [V, A])
+    assert timeline is not None and len(timeline.jumps) == 1
+    assert timeline.jumps[0].at == pytest.approx(1.0)
+    assert timeline.jumps[0].by == pytest.approx(start_ms / 1000 - 0.96)
+    assert shifted(timeline, second[0]) == pytest.approx(1.0)  # the first frame after
+    assert shifted(timeline, second[1]) == pytest.approx(1.0)  # its sound, in sync
+    assert all(timeline.seconds(p.stream.index, p.pos) == 0 for p in first)
+    assert timeline.ends == pytest.approx({V: 2.0, A: 1.98})
+
+
+def test_the_stream_landing_earliest_sets_the_shift() -> None:
+    """The second part's sound starts 30 ms before its picture: moved by the picture's
+    landing, it would overlap the first part's sound, and the muxer refused the overlap."""
+    first, second = part(0, 0, 25), part(0, 10_000, 25, audio_lead=30)
+    timeline = _scan(iter(first + second), [V, A])
+    assert timeline is not None
+    assert shifted(timeline, second[1]) == pytest.approx(1.0)  # the earliest: sound
+    assert shifted(timeline, second[0]) == pytest.approx(1.03)  # 30 ms after it, as stored
+
+
+def test_packets_of_a_part_left_behind_keep_its_shift() -> None:
+    """The picture jumps while three of the first part's sound packets are still to come
+    in the file: they keep playing with the first part, not an hour off."""
+    first, second = part(0, 0, 25), part(3_600_000, 10_000, 25)
+    late_sound = [p for p in first[-6:] if p.stream.index == A]
+    order = [p for p in first if p not in late_sound] + second[:1] + late_sound + second[1:]
+    timeline = _scan(iter(order), [V, A])
+    assert timeline is not None and len(timeline.jumps) == 1
+    assert [shifted(timeline, p) for p in late_sound] == pytest.approx([0.88, 0.92, 0.96])
+    assert shifted(timeline, second[1]) == pytest.approx(shifted(timeline, second[0]))
+    # and the second part starts after those, the first part's last sound ending at 0.98 s
+    assert shifted(timeline, second[0]) == pytest.approx(1.0)
+
+
+def test_a_stream_jumping_alone_does_not_take_the_others_jump() -> None:
+    """The sound's clock steps back 0.3 s on its own at 0.5 s (a glitch), the picture's
+    jumps later (a join): two jumps, each stream moved by its own, the sound's part
+    after its step following what had played by then."""
+    pictures = [(40 * k, packet(V, 0, 40 * k)) for k in range(25)]
+    pictures += [(1000 + 40 * k, packet(V, 0, 600_000 + 40 * k)) for k in range(25)]
+    sounds = [(20 * k, packet(A, 0, 20 * k, 20)) for k in range(25)]
+    sounds += [(500 + 20 * k, packet(A, 0, 200 + 20 * k, 20)) for k in range(25)]
+    order = [p for _, p in sorted(pictures + sounds, key=lambda tp: tp[0])]
+    for pos, p in enumerate(order):
+        p.pos = pos
+    timeline = _scan(iter(order), [V, A])
+    assert timeline is not None and len(timeline.jumps) == 2
+    assert len(timeline.shifts[A][0]) == 1 and len(timeline.shifts[V][0]) == 1
+    assert shifted(timeline, sounds[24][1]) == pytest.approx(0.48)
+    assert shifted(timeline, sounds[25][1]) == pytest.approx(0.52)  # the picture's 0.48 + 40 ms
+    assert shifted(timeline, pictures[25][1]) == pytest.approx(1.02)  # after the sound's end
