@@ -508,6 +508,24 @@ def test_output_name_without_a_suffix_is_what_help_says(
     assert code == 0 and listing(tmp_path / "NAME") == before, err
 
 
+def test_overwrite_never_replaces_a_folder_of_the_users_own(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A project folder that holds a frames.csv among its files was taken for an earlier
+    frame folder, and --overwrite, as the refusal advised, deleted it whole (a --bg
+    picture in it too). Now it is a folder to write into, the user's files untouched."""
+    proj = tmp_path / "proj"
+    (proj / "photos").mkdir(parents=True)
+    (proj / "frames.csv").write_text("x\n")
+    (proj / "thesis.docx").write_text("thesis")
+    before = listing(proj)
+    code, _, err = run_cli([good, "-o", proj, "--format", "png", "--overwrite"], capsys)
+    assert code == 0, err
+    assert listing(proj) == before | {"good_alpha"}
+    assert (proj / "thesis.docx").read_text() == "thesis"
+    assert "frame_000001.png" in listing(proj / "good_alpha")
+
+
 def test_help_says_what_is_not_carried_over_and_every_exit_status(
     good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,6 +16,7 @@ from vidmat.io.files import (
     require_file,
     require_folder,
 )
+from vidmat.io.formats import FRAME_FOLDER
 
 
 def test_atomic_output_renames_on_success_with_umask_mode(tmp_path: Path) -> None:
@@ -289,3 +290,25 @@ def test_a_folder_lock_refused_inside_leaves_no_folder_it_made(tmp_path: Path) -
     with folder_lock(run, "busy"):
         (run / "last.pt").write_bytes(b"x")
     assert (run / "last.pt").exists() and (run / ".lock").exists()
+
+
+def test_a_folder_kind_keeps_overwrite_to_folders_of_its_own(tmp_path: Path) -> None:
+    """--overwrite replaces a frame folder vidmat wrote, never a folder of other files
+    that took its name, neither before the run nor at its end (made meanwhile)."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in ("frame_000001.png", "frames.csv", "audio.m4a"):
+        (frames / name).write_bytes(b"x")
+    check_output_path(frames, overwrite=True, folder=True, kind=FRAME_FOLDER)
+    (frames / "notes.txt").write_text("mine")
+    with pytest.raises(VidmatError, match=r"frames holds files vidmat did not write there"):
+        check_output_path(frames, overwrite=True, folder=True, kind=FRAME_FOLDER)
+    # made during the run: the new frames are kept beside it
+    with (
+        pytest.raises(VidmatError, match=r"this output was kept as frames-2 instead"),
+        atomic_folder(frames, overwrite=True, kind=FRAME_FOLDER) as tmp,
+    ):
+        (tmp / "frame_000001.png").write_bytes(b"new")
+    assert (frames / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "frames-2" / "frame_000001.png").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "frames-2"]

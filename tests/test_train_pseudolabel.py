@@ -72,6 +72,11 @@ def test_pairs_appear_only_when_all_are_written(
         label_clips([clip], out, red_teacher, every=3)
     assert label_clips([clip], out, red_teacher, every=3, overwrite=True) == 2
     assert len(list((out / "masks").iterdir())) == 2
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(VidmatError, match="mine holds files vidmat did not write there"):
+        label_clips([clip], tmp_path / "mine", red_teacher, every=3, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
 def test_cli_refuses_an_existing_or_unwritable_out_in_one_sentence(

@@ -29,7 +29,13 @@ from vidmat.core.backgrounds import parse_background
 from vidmat.core.settings import MAX_LOOKAHEAD, PostprocessConfig
 from vidmat.errors import VidmatError, warn
 from vidmat.io.files import check_not_input
-from vidmat.io.formats import FORMAT_HELP, FORMATS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from vidmat.io.formats import (
+    FORMAT_HELP,
+    FORMATS,
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    is_frame_folder,
+)
 from vidmat.progress import progress_bar
 from vidmat.signals import interrupt_once
 
@@ -313,12 +319,7 @@ def _is_frame_folder(out: Path, cfg: ConvertConfig, jobs: list[Job]) -> bool:
     not a folder to write into: the same command run again put its frames in
     ``out/clip_alpha/`` beside the old ones, even with --overwrite. (A still's output is
     a file, which such a folder still takes in.)"""
-    return (
-        cfg.fmt == "png"
-        and len(jobs) == 1
-        and not jobs[0].is_image
-        and (out / "frames.csv").is_file()
-    )
+    return cfg.fmt == "png" and len(jobs) == 1 and not jobs[0].is_image and is_frame_folder(out)
 
 
 def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) -> Path | None:

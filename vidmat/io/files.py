@@ -15,10 +15,27 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from vidmat.errors import VidmatError
+
+
+@dataclass(frozen=True)
+class FolderKind:
+    """A folder vidmat writes whole, and how to know one: ``--overwrite`` replaces only
+    such a folder. A project folder that took the output's name (and held a
+    ``frames.csv``) was deleted with everything in it."""
+
+    what: str  # "a PNG frame folder"
+    test: Callable[[Path], bool]
+
+    def foreign(self, path: Path) -> str | None:
+        """Why ``path`` must not be replaced (a folder not of this kind, nor empty), or None."""
+        if path.is_dir() and not path.is_symlink() and any(path.iterdir()) and not self.test(path):
+            return f"{path} holds files vidmat did not write there (it is not {self.what})"
+        return None
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -141,7 +158,11 @@ def _is_device(path: Path) -> bool:
 
 
 def check_output_path(
-    path: Path, overwrite: bool, folder: bool = False, stream_ok: bool = False
+    path: Path,
+    overwrite: bool,
+    folder: bool = False,
+    stream_ok: bool = False,
+    kind: FolderKind | None = None,
 ) -> None:
     """Refuse early, with one sentence, what would fail or destroy data later.
 
@@ -157,6 +178,8 @@ def check_output_path(
     ``stream_ok``: a text output (--json) may name a device or pipe (``/dev/stdout``),
     written in place by :func:`atomic_write_text`; every other device is refused, as the
     rename that replaces an output would put a plain file in its place.
+
+    ``kind``: the folder output's kind; an existing folder not of it is never replaced.
     """
     path = Path(path)
     stream = is_stream(path)
@@ -172,6 +195,11 @@ def check_output_path(
             raise VidmatError(f"{path} is a folder; name a file to write instead.")
         if folder and not path.is_dir():
             raise VidmatError(f"{path} is a file; this output is a folder, name another.")
+        why = kind.foreign(path) if kind is not None else None
+        if why is not None:
+            raise VidmatError(
+                f"{why}; --overwrite replaces only such a folder, so name another output."
+            )
         if not overwrite:
             raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
     parent = path.parent if str(path.parent) else Path(".")
@@ -300,19 +328,20 @@ def _rename_new(tmp: Path, path: Path) -> bool:
     return True
 
 
-def _keep_beside(tmp: Path, path: Path, place: Callable[[Path, Path], bool]) -> NoReturn:
+def _keep_beside(
+    tmp: Path, path: Path, place: Callable[[Path, Path], bool], why: str | None = None
+) -> NoReturn:
     """Keep an output whose name another run took meanwhile under the next free name
     (``stem-2.ext`` for a file, ``NAME-2`` for a folder of frames), put there by ``place``,
-    and say so: an hour's recording, or a folder of frames, was deleted for its name."""
+    and say so: an hour's recording, or a folder of frames, was deleted for its name.
+    ``why`` the name cannot take it, when not that."""
+    why = why or f"{path} was written meanwhile (by another run?)"
     for n in range(2, 1000):
         name = f"{path.name}-{n}" if tmp.is_dir() else f"{path.stem}-{n}{path.suffix}"
         other = path.with_name(name)
         if place(tmp, other):
-            raise VidmatError(
-                f"{path} was written meanwhile (by another run?); this output was kept as "
-                f"{other.name} instead."
-            )
-    raise VidmatError(f"{path} was written meanwhile (by another run?); pass --overwrite.")
+            raise VidmatError(f"{why}; this output was kept as {other.name} instead.")
+    raise VidmatError(f"{why}, and no name beside it up to -999 was free; nothing was kept.")
 
 
 def _publish_new(tmp: Path, path: Path) -> None:
@@ -387,12 +416,15 @@ _folder_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_folder(
+    path: Path, overwrite: bool = False, kind: FolderKind | None = None
+) -> Iterator[Path]:
     """Like :func:`atomic_output` for a folder of files (a PNG sequence).
 
     The files go into a hidden temporary folder beside ``path``; only when all are
     written is it renamed into place (an old folder is moved aside first and deleted
-    afterwards, so there is no moment with neither).
+    afterwards, so there is no moment with neither). An old folder not of ``kind`` is
+    never replaced (checked again here: it may have changed during the run).
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
@@ -408,6 +440,9 @@ def atomic_folder(path: Path, overwrite: bool = False) -> Iterator[Path]:
                     raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
                 if not overwrite:  # another run made it meanwhile
                     _keep_beside(tmp, path, _rename_new)  # raises, saying where they are
+                why = kind.foreign(path) if kind is not None else None
+                if why is not None:  # a folder of the user's took the name during the run
+                    _keep_beside(tmp, path, _rename_new, why)
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
                 os.rmdir(old)
                 os.replace(path, old)

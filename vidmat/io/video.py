@@ -78,7 +78,7 @@ from vidmat.io.audio import (
     write_audio_file,
 )
 from vidmat.io.channels import channel_list
-from vidmat.io.formats import FORMATS
+from vidmat.io.formats import FORMATS, FRAME_AUDIO, FRAME_CSV, frame_name
 from vidmat.io.matroska import set_display_size
 from vidmat.io.pyav import av_errors, open_input
 from vidmat.io.timeline import Timeline, can_jump, scan_timeline
@@ -887,7 +887,7 @@ class VideoWriter:
                 "them as the input was shown"
             )
         self.path.mkdir(parents=True, exist_ok=True)
-        self._csv_file = open(self.path / "frames.csv", "w", newline="")  # noqa: SIM115
+        self._csv_file = open(self.path / FRAME_CSV, "w", newline="")  # noqa: SIM115
         self._csv = csv.writer(self._csv_file)
         self._csv.writerow(["file", "pts", "time_base", "seconds"])
 
@@ -1094,7 +1094,7 @@ class VideoWriter:
             self._container.mux(packet)
 
     def _write_png(self, rgba: np.ndarray, pts: int) -> None:
-        name = f"frame_{self.frames + 1:06d}.png"
+        name = frame_name(self.frames + 1)
         bgra = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
         ok, data = cv2.imencode(
             ".png", bgra, [cv2.IMWRITE_PNG_COMPRESSION, self.encode_cfg.png_compression]
@@ -1118,7 +1118,7 @@ class VideoWriter:
                 passes, left_out = write_audio_file(
                     self._audio_src.path,
                     self._audio_src.audio_streams,
-                    self.path / "audio.m4a",
+                    self.path / FRAME_AUDIO,
                     self._time_offset,
                     self._audio_src.timeline,
                 )

@@ -49,7 +49,7 @@ from vidmat.io.files import (
     leftover_parts,
     read_input,
 )
-from vidmat.io.formats import FORMATS, IMAGE_SUFFIXES
+from vidmat.io.formats import FORMATS, FRAME_FOLDER, IMAGE_SUFFIXES
 from vidmat.io.images import load_background, picture_count
 from vidmat.io.video import (
     EncodeConfig,
@@ -330,7 +330,7 @@ def default_output(src: Path, cfg: ConvertConfig, folder: Path | None = None) ->
 def check_paths(src: Path, dst: Path, overwrite: bool, folder: bool = False) -> None:
     """Refuse early what would destroy the input or an existing output."""
     check_not_input(dst, src)
-    check_output_path(dst, overwrite, folder)
+    check_output_path(dst, overwrite, folder, kind=FRAME_FOLDER if folder else None)
 
 
 def _background(cfg: ConvertConfig) -> Background:
@@ -438,7 +438,11 @@ def _leftovers_note(dst: Path, leftovers: list[Path]) -> list[str]:
 @contextlib.contextmanager
 def _output(dst: Path, fmt: str, overwrite: bool) -> Iterator[Path]:
     """A temporary file (or folder for png) beside ``dst``, renamed onto it when complete."""
-    manager = atomic_folder(dst, overwrite) if fmt == "png" else atomic_output(dst, None, overwrite)
+    manager = (
+        atomic_folder(dst, overwrite, FRAME_FOLDER)
+        if fmt == "png"
+        else atomic_output(dst, None, overwrite)
+    )
     try:
         tmp = manager.__enter__()
     except OSError as exc:  # the folder became unwritable, or root-only paths

@@ -31,7 +31,13 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
-from vidmat.io.files import check_out_apart, check_output_path, disk_bytes, require_folder
+from vidmat.io.files import (
+    FolderKind,
+    check_out_apart,
+    check_output_path,
+    disk_bytes,
+    require_folder,
+)
 from vidmat.progress import progress_bar
 from vidmat.train.data import (
     BACKGROUND_SIZE,
@@ -125,6 +131,20 @@ def packed_name(root: Path) -> str:
     return name
 
 
+def _is_pack(path: Path) -> bool:
+    """An earlier pack: its MANIFEST.json and the folders of its roots, nothing else."""
+    entries = list(path.iterdir())
+    return any(e.name == MANIFEST for e in entries) and all(
+        e.is_dir() or e.name == MANIFEST for e in entries
+    )
+
+
+MANIFEST = "MANIFEST.json"
+
+#: What --overwrite replaces.
+PACK_FOLDER = FolderKind("a pack this tool wrote", _is_pack)
+
+
 def pack(
     roots: Sequence[Path],
     out: Path,
@@ -156,7 +176,7 @@ def pack(
         inputs,
         "which the pack reads and must not replace or change; choose an --out outside the inputs.",
     )
-    check_output_path(out, overwrite, folder=True)
+    check_output_path(out, overwrite, folder=True, kind=PACK_FOLDER)
     tmp = out.with_name(f".{out.name}.part")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -168,8 +188,11 @@ def pack(
             n = pack_backgrounds(backgrounds, tmp / "backgrounds", fmt, quality)
             manifest["backgrounds"] = {"source": str(backgrounds), "images": n}
         manifest["bytes"] = disk_bytes(tmp)
-        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
+            why = PACK_FOLDER.foreign(out)  # a folder of the user's took the name meanwhile
+            if why is not None:
+                raise VidmatError(f"{why}; nothing was replaced.")
             shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:

@@ -27,6 +27,7 @@ import numpy as np
 
 from vidmat.errors import VidmatError
 from vidmat.io.files import (
+    FolderKind,
     atomic_folder,
     check_out_apart,
     check_output_path,
@@ -97,6 +98,15 @@ def sample_frames(
             warn(f"{path}: {note}.")  # interlaced frames become combed training images
 
 
+def _is_label_folder(path: Path) -> bool:
+    """An earlier output of this tool: its images/ and masks/ and nothing beside them."""
+    return all(e.is_dir() and e.name in ("images", "masks") for e in path.iterdir())
+
+
+#: What --overwrite replaces.
+LABEL_FOLDER = FolderKind("a folder of pseudo-labels this tool wrote", _is_label_folder)
+
+
 def _check_out_apart(out: Path, clips: Sequence[Path]) -> None:
     """The labels replace --out as a whole once written: an --out that is a clip or a
     folder holding one would delete the clips just read."""
@@ -148,7 +158,7 @@ def label_clips(
     check_clip_names(clips)
     _check_out_apart(out, clips)
     n = 0
-    with atomic_folder(out, overwrite=overwrite) as tmp:
+    with atomic_folder(out, overwrite=overwrite, kind=LABEL_FOLDER) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for clip in clips:
@@ -195,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_out_apart(args.out, args.clips)
     # as every other tool: a missing parent folder is refused, not made (a typo in the
     # path made a tree of folders somewhere unexpected)
-    check_output_path(args.out, args.overwrite, folder=True)
+    check_output_path(args.out, args.overwrite, folder=True, kind=LABEL_FOLDER)
     teacher = mediapipe_teacher()
     n = label_clips(
         args.clips,
