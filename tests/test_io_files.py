@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -312,3 +314,31 @@ def test_a_folder_kind_keeps_overwrite_to_folders_of_its_own(tmp_path: Path) -> 
     assert (frames / "notes.txt").read_text() == "mine"
     assert (tmp_path / "frames-2" / "frame_000001.png").read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "frames-2"]
+
+
+def test_a_stop_signal_during_the_swap_acts_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while --overwrite deleted the old frame folder cut the deletion short: a
+    hidden '.frames.*.old' of 45,000 frames was left, never to be pointed out. Now the
+    old one is gone and the new one in place when the interrupt acts."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for n in range(1, 4):
+        (frames / f"frame_{n:06d}.png").write_bytes(b"old")
+    (frames / "frames.csv").write_text("old")
+    real = shutil.rmtree
+
+    def interrupted_rmtree(path: Path, *args: object, **kwargs: object) -> None:
+        if str(path).endswith(".old"):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands in the deletion
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted_rmtree)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        atomic_folder(frames, overwrite=True, kind=FRAME_FOLDER) as tmp,
+    ):
+        (tmp / "frames.csv").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+    assert (frames / "frames.csv").read_text() == "new"

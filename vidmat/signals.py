@@ -167,6 +167,31 @@ def group_signals_held() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def stops_deferred() -> Iterator[None]:
+    """A stop signal that comes inside the block acts when the block ends, as it would
+    have acted before it: for a step that must not be cut in half. Ctrl-C while an old
+    frame folder was swapped for the new one and deleted left a hidden copy of 45,000
+    frames (or, between the two renames, no output at the name at all). Only the main
+    thread may set signal handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in caught_signals()}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+        if received:
+            signal.raise_signal(received[0])  # now, to the handler it would have met
+
+
+@contextlib.contextmanager
 def no_interrupts() -> Iterator[None]:
     """Ignore the stop signals while threads are joined and a recording is finalised
     (seconds): a second signal must not leave a half-written file."""

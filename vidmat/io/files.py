@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from vidmat.errors import VidmatError
+from vidmat.signals import stops_deferred
 
 
 @dataclass(frozen=True)
@@ -371,10 +372,11 @@ def atomic_output(path: Path, suffix: str | None = None, overwrite: bool = True)
     try:
         yield tmp
         _umask_mode(tmp)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _publish_new(tmp, path)
+        with stops_deferred():  # published whole, or not: not linked and left as a part
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                _publish_new(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -433,7 +435,7 @@ def atomic_folder(
     try:
         yield tmp
         _umask_mode(tmp)
-        with _folder_lock:
+        with _folder_lock, stops_deferred():
             old = None
             if path.exists() or path.is_symlink():  # a link replaced is the link, not its target
                 if not overwrite and existed:
@@ -446,7 +448,12 @@ def atomic_folder(
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
                 os.rmdir(old)
                 os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if old is not None:  # the old folder back under its name, not hidden
+                    os.replace(old, path)
+                raise
             if old is not None:
                 # rmtree refuses a link (quietly, with ignore_errors): it was left behind
                 if old.is_dir() and not old.is_symlink():
