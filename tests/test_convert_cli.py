@@ -526,6 +526,16 @@ def test_overwrite_never_replaces_a_folder_of_the_users_own(
     assert "frame_000001.png" in listing(proj / "good_alpha")
 
 
+def test_an_output_name_too_long_is_one_sentence(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-o of 258 bytes: OSError 'File name too long' came as a traceback from the first
+    look at it (is it a folder?)."""
+    code, _, err = run_cli([good, "-o", tmp_path / ("é" * 127 + ".mp4")], capsys)
+    assert code == 2 and "is too long for the file system." in err
+    assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
 def test_help_says_what_is_not_carried_over_and_every_exit_status(
     good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,6 +15,7 @@ from vidmat.io.files import (
     atomic_output,
     atomic_write_text,
     check_output_path,
+    leftover_parts,
     require_file,
     require_folder,
 )
@@ -342,3 +343,27 @@ def test_a_stop_signal_during_the_swap_acts_after_it(
         (tmp / "frames.csv").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
     assert (frames / "frames.csv").read_text() == "new"
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_an_output_of_the_longest_legal_name_is_written(tmp_path: Path, folder: bool) -> None:
+    """A 250-byte output name is legal, but its temporary name (15 bytes longer) was not:
+    'File name too long' after the whole conversion. A run killed meanwhile leaves that
+    shortened name, and it is still known as this output's."""
+    target = tmp_path / ("é" * 121 + ("" if folder else ".mp4"))  # 242 or 246 bytes
+    with atomic_folder(target) if folder else atomic_output(target) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255
+        if folder:
+            (tmp / "frame_000001.png").write_bytes(b"x")
+        else:
+            tmp.write_bytes(b"x")
+        part = tmp.name
+    assert target.exists() and not (tmp_path / part).exists()
+    # what a killed run leaves: that name, untouched for minutes
+    left = tmp_path / part
+    left.mkdir() if folder else left.write_bytes(b"x")
+    os.utime(left, (1, 1))
+    assert leftover_parts(target, folder=folder) == [left]
+    # a name longer than that is refused before any work, not by the rename at the end
+    with pytest.raises(VidmatError, match=r"is 258 bytes long; file systems take names of"):
+        check_output_path(tmp_path / ("é" * 127 + ".mp4"), overwrite=False, folder=folder)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import errno
 import importlib
 import os
 import signal
@@ -158,6 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # other command-line tools do, instead of a traceback about the pipe.
         _discard_stdout()
         return 128 + getattr(signal, "SIGPIPE", 13)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise  # a bug, with its traceback
+        # A path given on the command line that no file system takes (`-o` of 300 bytes):
+        # the first look at it (is it a folder?) raised, before any check could say so.
+        name = os.fsdecode(exc.filename or "")
+        name = name if len(name) <= 60 else f"{name[:28]}...{name[-28:]}"
+        print(f"vidmat: error: the path {name} is too long for the file system.", file=sys.stderr)
+        return 2
 
 
 def _innermost_parser(

@@ -183,6 +183,13 @@ def check_output_path(
     ``kind``: the folder output's kind; an existing folder not of it is never replaced.
     """
     path = Path(path)
+    size = len(os.fsencode(path.name))
+    if size > NAME_MAX:
+        # the temporary name fits (it is cut short), so only the final rename failed
+        raise VidmatError(
+            f"the output name {path.name[:24]}... is {size} bytes long; file systems take "
+            f"names of up to {NAME_MAX}, name a shorter one."
+        )
     stream = is_stream(path)
     if stream or (path.exists() and not path.is_dir() and not path.is_file()):
         if stream_ok and not folder and stream:
@@ -365,7 +372,7 @@ def atomic_output(path: Path, suffix: str | None = None, overwrite: bool = True)
     path = Path(path)
     ext = suffix if suffix is not None else path.suffix
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".part{ext}", dir=path.parent or "."
+        prefix=f".{_part_base(path.stem, ext)}.", suffix=f".part{ext}", dir=path.parent or "."
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -381,6 +388,18 @@ def atomic_output(path: Path, suffix: str | None = None, overwrite: bool = True)
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+#: The longest file name most file systems take, in bytes (NAME_MAX).
+NAME_MAX = 255
+
+
+def _part_base(base: str, ext: str = "") -> str:
+    """``base`` cut so that ``.BASE.XXXXXXXX.partEXT`` fits in :data:`NAME_MAX` bytes: an
+    output of a legal 250-byte name failed on its temporary name ("File name too long")."""
+    room = NAME_MAX - len(os.fsencode(f"..{'x' * 8}.part{ext}"))
+    raw = os.fsencode(base)
+    return base if len(raw) <= room else os.fsdecode(raw[:room])
 
 
 #: A temporary output untouched for this long (seconds) is taken for a dead run's: a
@@ -399,9 +418,10 @@ def leftover_parts(path: Path, folder: bool = False) -> list[Path]:
     # also matched clip.matte.mp4's leftovers, and "take[1]" was read as a pattern
     rand = "?" * 8
     if folder:
-        pattern = f".{glob.escape(path.name)}.{rand}.part"
+        pattern = f".{glob.escape(_part_base(path.name))}.{rand}.part"
     else:
-        pattern = f".{glob.escape(path.stem)}.{rand}.part{glob.escape(path.suffix)}"
+        base = _part_base(path.stem, path.suffix)
+        pattern = f".{glob.escape(base)}.{rand}.part{glob.escape(path.suffix)}"
     now = time.time()
     found = []
     try:
@@ -431,7 +451,7 @@ def atomic_folder(
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     existed = path.exists() or path.is_symlink()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_part_base(path.name)}.", suffix=".part", dir=parent))
     try:
         yield tmp
         _umask_mode(tmp)
@@ -445,7 +465,9 @@ def atomic_folder(
                 why = kind.foreign(path) if kind is not None else None
                 if why is not None:  # a folder of the user's took the name during the run
                     _keep_beside(tmp, path, _rename_new, why)
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{_part_base(path.name)}.", suffix=".old", dir=parent)
+                )
                 os.rmdir(old)
                 os.replace(path, old)
             try:
