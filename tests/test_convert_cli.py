@@ -799,6 +799,43 @@ def test_folder_scan_takes_every_known_video_and_image_suffix(tmp_path: Path) ->
     ] * 3
 
 
+def test_inputs_a_shell_or_a_pattern_expands_are_taken_as_a_folder_scan(tmp_path: Path) -> None:
+    """`vidmat convert t/*` unquoted (the shell names each entry) converted the frames of
+    the earlier clip_alpha/ into it and refused clip.mp4; quoted, a README and an empty
+    folder it matched were 2 failed inputs; clip_green-2.mp4, a result kept under that
+    name, was converted as a source; and a file named and found by a folder was said to
+    be left out, then converted."""
+    from vidmat.commands.convert import expand_inputs
+
+    t = tmp_path / "t"
+    frames = t / "clip_alpha"
+    frames.mkdir(parents=True)
+    (t / "empty").mkdir()
+    for name in ("clip.mp4", "clip_green.mp4", "clip_green-2.mp4", "README.txt"):
+        (t / name).write_bytes(b"x")
+    for name in ("frame_000001.png", "frames.csv"):
+        (frames / name).write_bytes(b"x")
+    # the shell's expansion of t/*: every entry named
+    named = [str(p) for p in sorted(t.iterdir()) if p.suffix != ".txt" and p.name != "empty"]
+    jobs, skipped = expand_inputs(named)
+    assert [j.src.name for j in jobs if j.error is None] == sorted(
+        ["clip.mp4", "clip_green.mp4", "clip_green-2.mp4"]
+    )  # named files are converted whatever their names
+    assert [p.name for p in skipped] == ["clip_alpha"]
+    # quoted: the pattern's matches as a folder scan takes them
+    jobs, skipped = expand_inputs([f"{t}/*"])
+    assert [(j.src.name, j.error) for j in jobs] == [("clip.mp4", None)]
+    assert sorted(p.name for p in skipped) == [
+        "clip_alpha", "clip_green-2.mp4", "clip_green.mp4",
+    ]  # fmt: skip
+    jobs, _ = expand_inputs([f"{t}/*.txt"])
+    assert [j.error for j in jobs] == [f"{t}/*.txt: no video or image matches this pattern."]
+    # named and found by its folder: converted, so not among those left out
+    jobs, skipped = expand_inputs([str(t / "clip_green.mp4"), str(t)])
+    assert {j.src.name for j in jobs} == {"clip_green.mp4", "clip.mp4"}
+    assert [p.name for p in skipped] == ["clip_green-2.mp4"]
+
+
 def test_a_folder_converted_again_leaves_out_its_own_outputs(
     good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import re
 import sys
 import textwrap
 import time
@@ -228,9 +229,19 @@ def expand_inputs(items: list[str]) -> tuple[list[Job], list[Path]]:
         path = Path(item).expanduser()
         if any(ch in item for ch in "*?[") and not path.exists():
             matches = sorted(glob.glob(str(path)))
+            # What a folder scan would take of them: its videos and images, and folders
+            # that hold some ('clips/*' matched a README and an empty folder: 2 failed).
+            found = [_found(Path(m), named=False) for m in matches]
+            found = [
+                f
+                for f in found
+                if f[2] or (f[2] is None and f[0].suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+            ]
             if not matches:
                 entries.append(Job(path, error=f"{item}: no file matches this pattern."))
-            entries += [_found(Path(m), named=False) for m in matches]
+            elif not found:
+                entries.append(Job(path, error=f"{item}: no video or image matches this pattern."))
+            entries += found
         elif not path.exists():
             entries.append(Job(path, error=f"{path} does not exist."))
         else:
@@ -251,7 +262,9 @@ def expand_inputs(items: list[str]) -> tuple[list[Job], list[Path]]:
         path, named, listed = entry
         if listed is None:
             files = [path]
-        elif not named and _own_output(path.name, stems):
+        elif _own_output(path.name, stems) and (not named or is_frame_folder(path)):
+            # named too: 'clips/*' in the shell names the earlier clip_alpha/ frame folder,
+            # whose frames were converted into it, and clip.mp4 then refused as replacing them
             skipped.append(path)
             continue
         else:
@@ -265,7 +278,8 @@ def expand_inputs(items: list[str]) -> tuple[list[Job], list[Path]]:
             elif f.resolve() not in seen:  # the same file named twice converts once
                 seen.add(f.resolve())
                 jobs.append(Job(f))
-    return jobs, skipped
+    # a file found by a folder and named as well is converted, not left out
+    return jobs, [p for p in skipped if p.resolve() not in seen]
 
 
 def _found(path: Path, named: bool) -> tuple[Path, bool, list[Path] | None]:
@@ -277,12 +291,13 @@ def _own_output(name: str, stems: set[str]) -> bool:
     """``clip_green`` when ``clip`` is among the inputs: an earlier result, not a source.
 
     Also ``clip_mov_green``: the name a clash of ``clip.mov`` with ``clip.mp4`` tells the
-    user to give (see :func:`_clash_error`).
+    user to give (see :func:`_clash_error`), and ``clip_green-2``.
     """
     from vidmat.pipelines.convert import OUTPUT_TAGS
 
     base, _, tag = name.rpartition("_")
-    if tag not in OUTPUT_TAGS:
+    # clip_green-2: kept under that name when another run took clip_green meanwhile
+    if re.sub(r"-\d+$", "", tag) not in OUTPUT_TAGS:
         return False
     stem, _, ext = base.rpartition("_")
     return base in stems or (stem in stems and f".{ext}" in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
