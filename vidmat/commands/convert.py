@@ -401,14 +401,21 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
         created = top
     # Outputs that cannot be written are known now, before a bar starts or a model loads.
     bg = parse_background(args.bg) if args.bg is not None else None
-    for j in live:
-        assert j.dst is not None
-        try:
-            if bg is not None and bg.kind == "file" and bg.path is not None:
-                check_not_input(j.dst, Path(bg.path).expanduser(), source_name="--bg file")
-            check_paths(j.src, j.dst, args.overwrite, folder=cfg.fmt == "png" and not j.is_image)
-        except VidmatError as exc:
-            j.error = str(exc)
+    try:
+        for j in live:
+            assert j.dst is not None
+            try:
+                if bg is not None and bg.kind == "file" and bg.path is not None:
+                    check_not_input(j.dst, Path(bg.path).expanduser(), source_name="--bg file")
+                check_paths(
+                    j.src, j.dst, args.overwrite, folder=cfg.fmt == "png" and not j.is_image
+                )
+            except VidmatError as exc:
+                j.error = str(exc)
+    except BaseException:  # Ctrl-C in the checks (thousands of inputs): the folder made goes
+        if created is not None:
+            _remove_empty_tree(created)
+        raise
     return created
 
 
@@ -473,9 +480,15 @@ def _check_suffix(out: Path, fmt: str, given: bool = True) -> None:
     suffix = out.suffix.lower()
     want = FORMATS[fmt][0]
     if fmt == "png" and suffix in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+        # "-o out.mp4 --format png" was told to "name the output out.mp4 for a video"
+        other = (
+            f"or leave out --format png to write {out.name}"
+            if given and suffix in (".mp4", ".mov", ".webm")
+            else f"or name the output {out.stem}.mp4 for a video"
+        )
         raise VidmatError(
             f"a video is written as PNG frames into a folder (--format png); give -o a folder "
-            f"name, not {out.name}, or name the output {out.stem}.mp4 for a video."
+            f"name such as {out.stem}, not {out.name}, {other}."
         )
     if fmt != "png" and suffix and suffix != want:
         if not given:
