@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -150,6 +151,42 @@ def test_closed_output_pipe_ends_quietly() -> None:
         os.close(write_end)
     assert proc.returncode == 141, proc.stderr
     assert proc.stderr == ""
+
+
+def test_output_to_a_full_disk_is_one_sentence(tmp_path: Path) -> None:
+    """`vidmat info > /dev/full` ended in OSError's traceback, exit 1; and `bench --json`
+    on a full disk did too, after the whole benchmark had run."""
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full here")
+    with open(full, "w") as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vidmat", "info"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr == "vidmat: error: the output could not be written (No space left on device).\n"
+    )
+
+
+def test_results_that_cannot_be_saved_are_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vidmat.errors import VidmatError
+    from vidmat.io.files import atomic_write_text
+
+    def full(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    out = tmp_path / "x.json"
+    with pytest.raises(VidmatError, match=r"^cannot write .*x.json \(No space left on device\)\.$"):
+        atomic_write_text(out, "{}")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_native_bf16_is_read_from_torchs_cpu_probes(monkeypatch: pytest.MonkeyPatch) -> None:

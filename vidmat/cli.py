@@ -160,6 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         return 128 + getattr(signal, "SIGPIPE", 13)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename is None:
+            # What was printed could not be written (`vidmat info > /dev/full`, a full
+            # disk under `bench > log`); files written have their own sentences.
+            _discard_stdout()
+            print(
+                f"vidmat: error: the output could not be written ({exc.strerror}).", file=sys.stderr
+            )
+            return 2
         if exc.errno != errno.ENAMETOOLONG:
             raise  # a bug, with its traceback
         # A path given on the command line that no file system takes (`-o` of 300 bytes):

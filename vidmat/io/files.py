@@ -494,8 +494,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     # truncated the file the shell sent it to.
     own = _own_stream(path)
     if own is None and not _is_device(path):
-        with atomic_output(path) as tmp:
-            tmp.write_text(text)
+        try:
+            with atomic_output(path) as tmp:
+                tmp.write_text(text)
+        except OSError as exc:  # a full disk: the results were printed, the file is not there
+            raise VidmatError(f"cannot write {path} ({exc.strerror or exc}).") from None
         return
     try:
         if own is not None:
