@@ -79,6 +79,7 @@ TRAIN = ["bench", "train", "--device", "cpu", "--batches", "2", "--warmup", "0"]
         (["--sizes", "32", "--iters", "0"], "--iters must be 1 or more, got 0"),
         (["--sizes", "32", "--warmup", "-1"], "--warmup must be 0 or more, got -1"),
         (["--sizes", "32", "--batches", "100000"], "--batches must be at most 1024"),
+        (["--sizes", "32", "--backgrounds", "/no/such"], "--backgrounds goes with --data"),
         pytest.param(
             ["--sizes", "32", "--json", UNWRITABLE_JSON],
             "output folder /proc is not writable",
@@ -212,6 +213,7 @@ def test_bench_convert_keeps_earlier_clips_and_never_replaces_its_input(
         (["--frames", "5", "--batch", "0"], "--batch must be 1 or more, got 0"),
         (["--frames", "5", "--rss-every", "0"], "--rss-every must be more than 0, got 0"),
         (["--frames", "5", "--bg", "nope"], "background 'nope'"),
+        (["--frames", "5", "--height", "143"], "--height must be even (H.264 stores even sizes)"),
         pytest.param(
             ["--frames", "5", "--keep", "/proc/vidmat-keep"],
             "cannot make the --keep folder /proc/vidmat-keep",
@@ -264,6 +266,14 @@ def test_bench_live_refuses_bad_options(
     extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _refused([*LIVE, *extra], message, capsys) == ""
+
+
+def test_bench_live_refuses_a_rate_for_a_camera_file(
+    clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--fps 10 with --camera FILE was timed at the file's own rate without a word."""
+    argv = [*LIVE, "--camera", str(clip), "--fps", "10"]
+    assert _refused(argv, "--fps sets the synthetic clip's rate", capsys) == ""
 
 
 @pytest.mark.parametrize(

@@ -326,6 +326,11 @@ def test_shared_argument_types_parse_and_refuse() -> None:
         weights_name,
     )
 
+    # each row once: '--sizes 64,64' timed one row twice
+    assert int_list("64,32,64") == [64, 32] and float_list("0,0") == [0.0]
+    assert on_off_list("on,on,off") == [True, False]
+    assert size_list("64x48,64x48") == [(64, 48)]
+
     assert size_wxh("640x480") == (640, 480)
     assert size_list("640x480, 1920X1080") == [(640, 480), (1920, 1080)]
     assert int_list("1,32") == [1, 32] and float_list("0,0.5") == [0.0, 0.5]

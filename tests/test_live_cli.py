@@ -271,11 +271,13 @@ def test_window_without_display_is_one_sentence(clip, weights, capsys, monkeypat
 def test_bench_live_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["bench", "live", "--resolution", "96x64", "--seconds", "1", "--warmup", "0.3"]
-    argv += ["--size", "32", "--bg", "green", "--json", str(out)]
+    argv += ["--size", "32", "--bg", "green", "--precision", "fp32", "--json", str(out)]
     assert main(argv) == 0
     data = json.loads(out.read_text())
     s = data["summary"]
     assert s["resolution"] == "96x64" and s["displayed_fps"] > 5 and s["queue_max_depth"] == 1
+    # what was timed: two runs at --precision fp32 and bf16 could not be told apart
+    assert s["weights"] == "u2netp-random" and s["precision"] == "fp32"
     stages = {r["stage"].split(" ")[0] for r in data["results"]}
     assert {"model", "refine", "end-to-end"} <= stages
     assert len(data["rss_mib"]) >= 2

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import TypeVar
 
 from vidmat.model.spec import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+_T = TypeVar("_T")
 
 _WXH = re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*")
 
@@ -27,15 +30,21 @@ def size_wxh(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _once(values: list[_T]) -> list[_T]:
+    """Each value once, in the order given: the benchmarks' lists are the rows they time,
+    and '--sizes 64,64' timed one row twice."""
+    return list(dict.fromkeys(values))
+
+
 def size_list(text: str) -> list[tuple[int, int]]:
     """'640x480,1920x1080' -> [(640, 480), (1920, 1080)]."""
-    return [size_wxh(item) for item in text.split(",") if item.strip()]
+    return _once([size_wxh(item) for item in text.split(",") if item.strip()])
 
 
 def int_list(text: str) -> list[int]:
     """'1,32,128' -> [1, 32, 128]."""
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        return _once([int(t) for t in text.split(",") if t.strip()])
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}"
@@ -45,7 +54,7 @@ def int_list(text: str) -> list[int]:
 def float_list(text: str) -> list[float]:
     """'0,0.5' -> [0.0, 0.5]."""
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        return _once([float(t) for t in text.split(",") if t.strip()])
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers like 0,0.5, got {text!r}") from None
 
@@ -55,7 +64,7 @@ def on_off_list(text: str) -> list[bool]:
     words = [t.strip().lower() for t in text.split(",") if t.strip()]
     if not words or any(w not in ("on", "off") for w in words):
         raise argparse.ArgumentTypeError(f"expected on, off or on,off, got {text!r}")
-    return [w == "on" for w in words]
+    return _once([w == "on" for w in words])
 
 
 def positive_int(text: str) -> int:

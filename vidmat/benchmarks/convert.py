@@ -25,7 +25,7 @@ from typing import Any
 
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.live import rss_mib
-from vidmat.benchmarks.report import report
+from vidmat.benchmarks.report import random_weights, report
 from vidmat.core.settings import PostprocessConfig
 from vidmat.errors import VidmatError
 
@@ -176,9 +176,9 @@ def _engine(args: argparse.Namespace):
         return Engine.from_config(
             engine_config_for_files(engine_config_from_args(args))
         ), args.weights
-    spec = replace(REGISTRY[DEFAULT_WEIGHTS], name="random-u2netp")
+    spec = replace(REGISTRY[DEFAULT_WEIGHTS], name=random_weights())
     cfg = replace(engine_config_for_files(engine_config_from_args(args)), weights="random")
-    return Engine(build_model("u2netp"), spec, cfg), "random u2netp (speed only)"
+    return Engine(build_model("u2netp"), spec, cfg), random_weights()
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -192,6 +192,8 @@ def check_args(args: argparse.Namespace) -> None:
 
     if args.height < 16 or args.height > 4320:
         raise VidmatError(f"--height must be between 16 and 4320, got {args.height}.")
+    if args.height % 2:  # the clip came out padded to the next: the table named a size not run
+        raise VidmatError(f"--height must be even (H.264 stores even sizes), got {args.height}.")
     checks.at_least("--frames", args.frames, 1)
     checks.at_most("--frames", args.frames, MAX_FRAMES, "its source clip is made in full first")
     checks.at_least("--batch", args.batch, 1)
@@ -207,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vidmat.commands.demo import DEMO_CLIP
+    from vidmat.core.engine import precision_name
     from vidmat.pipelines.convert import ConvertConfig, convert_video, transcode
 
     check_args(args)
@@ -256,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         "clip": clip,
         "format": args.format,
         "device": str(engine.device),
-        "precision": str(engine.dtype).replace("torch.", ""),
+        "precision": precision_name(engine.dtype),  # as --precision and bench model say it
         "model_size": engine.size,
         "batch": cfg.batch_for(engine),
         "torch_threads": torch.get_num_threads(),

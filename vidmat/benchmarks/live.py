@@ -25,7 +25,7 @@ from typing import Any
 
 from vidmat.argtypes import size_wxh, weights_name
 from vidmat.benchmarks import checks
-from vidmat.benchmarks.report import report
+from vidmat.benchmarks.report import random_weights, report
 from vidmat.errors import VidmatError
 
 
@@ -53,7 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="frame size delivered by the source (default 640x480)",
     )
     p.add_argument(
-        "--fps", type=float, default=30.0, help="synthetic source frame rate (default 30)"
+        "--fps",
+        type=float,
+        default=None,
+        help="synthetic source frame rate (default 30); a --camera file plays at its own",
     )
     p.add_argument("--seconds", type=float, default=20.0, help="measured duration (default 20)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds discarded first (default 3)")
@@ -168,7 +171,7 @@ def _engine(args: argparse.Namespace) -> Any:
     )
     if args.weights:
         return build_live_engine(cfg)
-    spec = WeightsSpec(name="random-u2netp", arch="u2netp")
+    spec = WeightsSpec(name=random_weights(), arch="u2netp")
     return build_live_engine(cfg, build_model("u2netp"), spec)
 
 
@@ -192,6 +195,12 @@ def check_args(args: argparse.Namespace) -> Any:
         checks.model_sizes("--size", [args.size])
     if args.camera:
         checks.existing_file("--camera", args.camera)
+        if args.fps is not None:  # it was timed at the file's own rate without a word
+            raise VidmatError(
+                "--fps sets the synthetic clip's rate; a --camera file plays at its own."
+            )
+    elif args.fps is None:
+        args.fps = 30.0
     elif not 1 <= args.fps <= 240:
         raise VidmatError(f"--fps must be between 1 and 240, got {args.fps:g}.")
     checks.json_path(args)
@@ -202,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from vidmat.core.engine import precision_name
     from vidmat.core.settings import LiveSettings
     from vidmat.io.camera import CameraConfig
     from vidmat.pipelines.live import LiveConfig, LivePipeline, LiveStats
@@ -302,6 +312,8 @@ def run(args: argparse.Namespace) -> int:
         "source": str(args.camera or f"synthetic {width}x{height}@{args.fps:g}"),
         "resolution": f"{width}x{height}",
         "device": str(engine.device),
+        "weights": engine.spec.name,
+        "precision": precision_name(engine.dtype),
         "model_size": engine.size,
         "mode": pipe.mode,
         "background": args.bg,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from vidmat.argtypes import int_list, on_off_list, size_wxh, weights_name
 from vidmat.benchmarks import checks
-from vidmat.benchmarks.report import report
+from vidmat.benchmarks.report import random_weights, report
 from vidmat.core.settings import MAX_BATCH, EngineConfig
 from vidmat.errors import VidmatError
 from vidmat.model.spec import WeightsSpec
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         arch = args.arch or "u2netp"
         torch.manual_seed(0)
         model = build_model(arch)
-        spec = WeightsSpec(name=f"{arch}-random", arch=arch, scale="255")
+        spec = WeightsSpec(name=random_weights(arch), arch=arch, scale="255")
     w, h = args.frame
     rng = np.random.default_rng(0)
     rows = []

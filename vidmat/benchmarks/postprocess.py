@@ -187,6 +187,9 @@ def time_rows(
     rows = []
     for device in devices:
         n = args.frames if args.frames is not None else (200 if device.type == "cuda" else 40)
+        # the guide the refinement used on this device (the settings keep what was asked)
+        rgb = args.guide == "rgb" or (args.guide == "auto" and device.type != "cpu")
+        guide = None if args.no_refine else ("rgb" if rgb else "grey")
         for (w, h), kind, s in itertools.product(sizes, kinds, args.smoothing):
             frames, alphas = _clip(w, h, args.lowres, 10, device)
             cfg = PostprocessConfig(
@@ -216,6 +219,7 @@ def time_rows(
                     "size": f"{w}x{h}",
                     "background": kind,
                     "smoothing": s,
+                    "guide": guide,
                     "ms_median": med,
                     "ms_min": times[0],
                     "ms_p90": times[min(len(times) - 1, int(0.9 * len(times)))],

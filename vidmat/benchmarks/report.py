@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,13 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     return "\n".join(lines)
 
 
+def random_weights(arch: str = "u2netp") -> str:
+    """The name every benchmark records for untrained weights (speed does not depend on
+    the values): one name, where convert's JSON said "random u2netp (speed only)" and
+    live's "random-u2netp"."""
+    return f"{arch}-random"
+
+
 def environment() -> dict[str, Any]:
     """What the numbers were measured on: they mean little without it."""
     import torch
@@ -39,7 +47,9 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
-        "cpu_threads": torch.get_num_threads(),
+        # the machine's; each benchmark records the threads its rows ran with (torch's count
+        # when the JSON is written is the last row's: 1 after --threads 2,1)
+        "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.is_available(),
         # CPU timings are about a fifth slower without it (vidmat/allocator.py)
         "malloc_keeps_freed": keep_freed_memory(),

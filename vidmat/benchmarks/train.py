@@ -217,6 +217,9 @@ def check_args(args: argparse.Namespace) -> list[str]:
     checks.at_least("--warmup", args.warmup, 0)
     checks.at_least("--threads", args.threads, 1)
     checks.json_path(args)
+    if args.backgrounds is not None and not args.data:
+        # the generated scenes have their own: a missing folder was timed on them, exit 0
+        raise VidmatError("--backgrounds goes with --data; the generated scenes have their own.")
     if args.cache is not None:  # nothing written into the data, as vidmat train keeps it
         why = "which the benchmark reads; name a folder outside it."
         check_out_apart(args.cache, checks.data_folders(args), why, "--cache", holding=False)
@@ -241,12 +244,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = args.batches or ([32, 64] if cuda else [8])
-    worker_counts = list(
-        dict.fromkeys(  # each count once, in the order given
-            args.workers
-            if args.workers is not None
-            else [max(1, (os.cpu_count() or 2) - 2) if cuda else 0]
-        )
+    worker_counts = (
+        args.workers
+        if args.workers is not None
+        else [max(1, (os.cpu_count() or 2) - 2) if cuda else 0]
     )
     cudnn_settings = (args.cudnn_benchmark or [False, True]) if cuda else [False]
     iters = args.iters if args.iters is not None else (20 if cuda else 3)
