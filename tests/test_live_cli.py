@@ -57,6 +57,24 @@ def test_headless_records_the_requested_duration(tmp_path, clip, weights, capsys
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
+def test_a_recording_killed_before_is_pointed_out(tmp_path, clip, weights, capsys):
+    """`kill -9` leaves a recording's temporary file (the MP4 is never finished); the next
+    recording to that name said nothing of it, as convert does."""
+    out = tmp_path / "k.mp4"
+    left = tmp_path / ".k.abcd1234.part.mp4"
+    left.write_bytes(b"x" * 48)
+    os.utime(left, (1, 1))  # untouched for long: no other run is writing it
+    argv = ["live", "--no-window", "--camera", str(clip), "--record", str(out), "--quiet"]
+    argv += ["--duration", "0.5", "--weights", str(weights), "--size", "64", "--audio", "off"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert (
+        "vidmat live: note: an unfinished output of k.mp4 from a run that was killed lies "
+        "beside it (.k.abcd1234.part.mp4; 0.0 MiB)" in err
+    )
+    assert left.exists()  # another run may be writing it: said, not deleted
+
+
 def test_recording_the_transparent_view_says_it_is_over_black(tmp_path, clip, weights, capsys):
     """The README says so "when it starts"; only the window did, headless said nothing."""
     note = "vidmat live: note: the transparent view is recorded over black: MP4 has no alpha"
@@ -118,6 +136,8 @@ def test_a_held_last_frame_is_recorded_as_long_as_it_was_shown(tmp_path, weights
         # An explicitly named microphone that does not open is refused, not ignored.
         (["--record", "OUT", "--audio", "hw:99"], "the microphone 'hw:99' cannot be opened"),
         (["--record", "OUT", "--audio", "CLIP"], "cannot be opened"),
+        # headless with nothing to record: it was taken without a word
+        (["--audio", "hw:1"], "--audio names the microphone of a recording; add --record"),
         (["--bg", "blur:inf"], "blur"),
         (["--grow", "101"], "at most 100 pixels"),
     ],

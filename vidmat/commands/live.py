@@ -297,11 +297,22 @@ class LiveRequest:
         for path, name in self.input_files():
             check_not_input(record, path, output_name="recording", source_name=name)
         check_output_path(record, self.args.overwrite)
-        audio = self.args.audio
-        if audio not in ("auto", "off"):  # a device named explicitly must open
-            from vidmat.io.recorder import open_audio_device
 
-            open_audio_device(audio).close()
+    def check_audio(self) -> None:
+        """A microphone named explicitly must open, wherever a recording may start (the
+        window's Record too); headless without --record nothing would use it, and
+        `--audio hw:1` was taken without a word."""
+        audio = self.args.audio
+        if audio in ("auto", "off"):
+            return
+        if self.args.no_window and self.args.record is None:
+            raise VidmatError(
+                "--audio names the microphone of a recording; add --record OUT.mp4 or leave "
+                "--audio out."
+            )
+        from vidmat.io.recorder import open_audio_device
+
+        open_audio_device(audio).close()
 
     def recorder_config(self, path: Path | None = None, fps: float | None = None):
         """``fps``: the rate the opened source delivers frames at (its capture's
@@ -355,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
     req = LiveRequest(args)
     if args.record is not None:
         req.check_record_path()
+    req.check_audio()
     if args.no_window:
         return run_headless(req)
     from vidmat.ui.app import run_window  # Qt only from here on
@@ -386,6 +398,7 @@ def run_headless(req: LiveRequest) -> int:
 
 
 def _run_headless(req: LiveRequest) -> int:
+    from vidmat.io.files import leftover_parts, leftovers_note
     from vidmat.io.recorder import TRANSPARENT_NOTE, Recorder, RecordingInfo
     from vidmat.pipelines.live import LiveConfig, LivePipeline
     from vidmat.signals import no_interrupts
@@ -440,6 +453,8 @@ def _run_headless(req: LiveRequest) -> int:
             # Made once the source is open: it records at the rate frames come at. start()
             # opens the microphone, so the message below says what is really recorded.
             recorder = Recorder(req.recorder_config(fps=cap.nominal_fps))
+            for note in leftovers_note(args.record, leftover_parts(args.record)):
+                print(f"vidmat live: note: {note}", file=sys.stderr)
             recorder.start()
             pipe.add_sink(recorder)
             print(

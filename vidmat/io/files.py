@@ -434,6 +434,22 @@ def leftover_parts(path: Path, folder: bool = False) -> list[Path]:
     return sorted(found)
 
 
+def leftovers_note(dst: Path, leftovers: list[Path]) -> list[str]:
+    """A word on temporary outputs an earlier run left beside this one (see
+    :func:`leftover_parts`); they are not deleted, as another run may be writing them."""
+    if not leftovers:
+        return []
+    size = sum(disk_bytes(p) for p in leftovers)
+    names = ", ".join(p.name for p in leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")
+    one = len(leftovers) == 1
+    return [
+        f"{'an unfinished output' if one else f'{len(leftovers)} unfinished outputs'} of "
+        f"{dst.name} from a run that was killed {'lies' if one else 'lie'} beside it "
+        f"({names}; {size / 2**20:.1f} MiB); delete {'it' if one else 'them'} unless "
+        "another vidmat is still writing to it."
+    ]
+
+
 _folder_lock = threading.Lock()
 
 

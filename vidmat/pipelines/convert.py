@@ -45,8 +45,8 @@ from vidmat.io.files import (
     atomic_output,
     check_not_input,
     check_output_path,
-    disk_bytes,
     leftover_parts,
+    leftovers_note,
     read_input,
 )
 from vidmat.io.formats import FORMATS, FRAME_FOLDER, IMAGE_SUFFIXES
@@ -387,7 +387,7 @@ def convert_video(
             if job.written == 0:
                 raise VidmatError(f"{src} has no video frames that can be decoded.")
         result.frames = job.written
-        result.warnings = [*reader.notes, *reader.warnings, *_leftovers_note(dst, leftovers)]
+        result.warnings = [*reader.notes, *reader.warnings, *leftovers_note(dst, leftovers)]
         result.incomplete = reader.incomplete
     result.seconds = time.perf_counter() - t0
     if writer.padded:
@@ -417,22 +417,6 @@ def _audio_note(writer: VideoWriter) -> str | None:
     else:
         note = f"{n} tracks: {copied} copied, {n - copied} re-encoded"
     return note + (" to audio.m4a" if writer.fmt == "png" else "")
-
-
-def _leftovers_note(dst: Path, leftovers: list[Path]) -> list[str]:
-    """A word on temporary outputs an earlier run left beside this one (see
-    :func:`leftover_parts`); they are not deleted, as another run may be writing them."""
-    if not leftovers:
-        return []
-    size = sum(disk_bytes(p) for p in leftovers)
-    names = ", ".join(p.name for p in leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")
-    one = len(leftovers) == 1
-    return [
-        f"{'an unfinished output' if one else f'{len(leftovers)} unfinished outputs'} of "
-        f"{dst.name} from a run that was killed {'lies' if one else 'lie'} beside it "
-        f"({names}; {size / 2**20:.1f} MiB); delete {'it' if one else 'them'} unless "
-        "another vidmat is still writing to it."
-    ]
 
 
 @contextlib.contextmanager
