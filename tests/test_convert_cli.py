@@ -575,6 +575,28 @@ def test_ctrl_c_while_outputs_are_checked_leaves_no_folder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mp4"]
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".bmp"])
+def test_a_damaged_still_is_vidmats_sentence_alone(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    """A still cut in half printed "libpng error: ...", "[ERROR:0@2.1] global
+    loadsave.cpp ... imdecode_" or "TIFF_Error ..." before vidmat's own sentence."""
+    import cv2
+
+    whole = tmp_path / f"whole{suffix}"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(whole), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    cut = tmp_path / f"cut{suffix}"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    assert main(["convert", "--quiet", str(cut)]) == 2
+    err = capfd.readouterr().err
+    assert err.splitlines() == [
+        f"vidmat: error: {cut} is not an image that can be read (corrupt or another format).",
+        "converted 0 of 1 input; 1 failed",
+    ]
+
+
 def test_help_says_what_is_not_carried_over_and_every_exit_status(
     good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

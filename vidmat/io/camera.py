@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError
+from vidmat.io.cvlog import quiet_opencv
 from vidmat.io.queues import LatestQueue, QueueClosed
 
 if TYPE_CHECKING:
@@ -108,21 +109,6 @@ def is_file_source(source: int | str) -> bool:
 
 def _describe(source: int | str) -> str:
     return f"camera {source}" if isinstance(source, int) else str(source)
-
-
-@contextlib.contextmanager
-def _quiet_opencv() -> Iterator[None]:
-    """OpenCV prints a screenful of backend warnings for a missing camera; we say one sentence."""
-    logging_mod = getattr(getattr(cv2, "utils", None), "logging", None)
-    if logging_mod is None:
-        yield
-        return
-    level = logging_mod.getLogLevel()
-    logging_mod.setLogLevel(logging_mod.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        logging_mod.setLogLevel(level)
 
 
 def crop_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -245,7 +231,7 @@ class VideoSource:
             self._open_camera(src)
 
     def _open_camera(self, src: int | str) -> None:
-        with _quiet_opencv():
+        with quiet_opencv():
             cap = cv2.VideoCapture(src)
         if not cap.isOpened():
             cap.release()
