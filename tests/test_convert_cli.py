@@ -301,7 +301,7 @@ def test_an_output_suffix_no_format_has_is_named_as_such(tmp_path: Path, capsys)
     code, _, err = run_cli([clip, "-o", tmp_path / "y.mkv"], capsys)
     assert code == 2 and err == (
         "vidmat: error: vidmat does not write .mkv files; name the output y.mp4 (or .mov or "
-        ".webm, which keep alpha).\n"
+        ".webm, which keep alpha), or y.mkv/ for a folder.\n"
     )
     code, _, err = run_cli([clip, "-o", tmp_path / "y.mkv", "--format", "webm"], capsys)
     assert code == 2 and "--format webm writes .webm files; name the output y.webm." in err
@@ -595,6 +595,31 @@ def test_a_damaged_still_is_vidmats_sentence_alone(
         f"vidmat: error: {cut} is not an image that can be read (corrupt or another format).",
         "converted 0 of 1 input; 1 failed",
     ]
+
+
+def test_folder_outputs_are_what_help_says_for_any_count_of_inputs(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-o v1.mp4/ was a folder for one input and "cannot all be written to the one file"
+    for two; a still with --format png and -o cut was told to name it cut.png, where
+    without --format it went into cut/; -o . inside an old frame folder failed after the
+    whole conversion (EBUSY)."""
+    import cv2
+
+    second = tmp_path / "b.mp4"
+    second.write_bytes(good.read_bytes())
+    code, _, err = run_cli([good, second, "-o", f"{tmp_path / 'v1.mp4'}/"], capsys)
+    assert code == 0 and listing(tmp_path / "v1.mp4") == {"good_green.mp4", "b_green.mp4"}, err
+    still = tmp_path / "p.jpg"
+    cv2.imwrite(str(still), np.zeros((48, 64, 3), np.uint8))
+    code, _, err = run_cli([still, "--format", "png", "-o", tmp_path / "cut"], capsys)
+    assert code == 0 and listing(tmp_path / "cut") == {"p_alpha.png"}, err
+    frames = tmp_path / "frames"
+    code, _, err = run_cli([good, "--format", "png", "-o", frames], capsys)
+    assert code == 0, err
+    monkeypatch.chdir(frames)
+    code, _, err = run_cli([good, "--format", "png", "-o", ".", "--overwrite"], capsys)
+    assert code == 2 and "is the current folder or holds it, which cannot be replaced" in err
 
 
 def test_help_says_what_is_not_carried_over_and_every_exit_status(

@@ -346,21 +346,25 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
 
     out = Path(args.output).expanduser() if args.output else None
     live = [j for j in jobs if j.error is None]
+    slash = str(args.output).endswith(("/", "\\"))  # "-o v1.mp4/": a folder, as help says
     if (
         out is not None
         and len(jobs) > 1
         and not out.is_dir()
+        and not slash
         and out.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
     ):
         raise VidmatError(
             f"{len(jobs)} inputs cannot all be written to the one file {out}; "
             "give -o a folder instead."
         )
+    # --format png writes one video's frames into -o NAME itself; a still's is a file
+    frames_itself = cfg.fmt == "png" and len(jobs) == 1 and not jobs[0].is_image
     as_folder = out is not None and (
         (out.is_dir() and not _is_frame_folder(out, cfg, jobs))
-        or str(args.output).endswith(("/", "\\"))
+        or slash
         or len(jobs) > 1
-        or (not out.suffix and cfg.fmt != "png")
+        or (not out.suffix and not frames_itself)
     )
     for j in live:
         jcfg = image_config(cfg, args.bg is not None) if j.is_image else cfg
@@ -494,7 +498,7 @@ def _check_suffix(out: Path, fmt: str, given: bool = True) -> None:
         if not given:
             raise VidmatError(
                 f"vidmat does not write {suffix} files; name the output {out.stem}.mp4 "
-                "(or .mov or .webm, which keep alpha)."
+                f"(or .mov or .webm, which keep alpha), or {out.name}/ for a folder."
             )
         raise VidmatError(f"--format {fmt} writes {want} files; name the output {out.stem}{want}.")
 

@@ -208,6 +208,12 @@ def check_output_path(
             raise VidmatError(
                 f"{why}; --overwrite replaces only such a folder, so name another output."
             )
+        if folder and Path.cwd().resolve().is_relative_to(path.resolve()):
+            # '-o .' inside an old frame folder failed after the whole conversion (EBUSY)
+            raise VidmatError(
+                f"{path} is the current folder or holds it, which cannot be replaced; run "
+                "vidmat from another folder or name another output."
+            )
         if not overwrite:
             raise VidmatError(f"{path} already exists; pass --overwrite to replace it.")
     parent = path.parent if str(path.parent) else Path(".")
