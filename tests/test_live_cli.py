@@ -499,3 +499,4 @@ def test_a_looping_run_over_a_truncated_file_runs_its_time_and_succeeds(
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert err.count("is truncated or damaged") == 1 and "error" not in err
+    assert "vidmat live: warning: " in err

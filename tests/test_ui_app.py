@@ -103,10 +103,12 @@ def test_mirror_on_the_command_line_holds_for_its_run_and_no_mirror_undoes_the_w
     assert live("--camera", str(clip), "--duration", "0.3").mirror_box.isChecked()
 
 
-def test_a_window_recording_runs_at_the_rate_the_file_plays_at(live, clip, tmp_path):
+def test_a_window_recording_runs_at_the_rate_the_file_plays_at(live, clip, tmp_path, capsys):
     out = tmp_path / "rec.mp4"
     w = live("--camera", str(clip), "--fps", "60", "--record", str(out), "--duration", "0.7")
     assert w.last_saved is not None and w.last_saved.path == out
+    # the terminal is told, as headless tells it (only the gone status bar had said so)
+    assert f"vidmat live: wrote {out} ({w.last_saved.frames} frames, " in capsys.readouterr().err
     with av.open(str(out)) as c:
         frames = list(c.decode(video=0))
         rate = c.streams.video[0].average_rate

@@ -413,7 +413,9 @@ def _run_headless(req: LiveRequest) -> int:
     def on_status(event: str, message: str) -> None:
         if event == "damaged" and not camera.loop:
             return  # the run ends at once, with this as its error
-        print(f"vidmat: {message}", file=sys.stderr)
+        # named as live's other lines ("vidmat: talk.mp4 ended" stood apart from them)
+        kind = "warning: " if event in ("damaged", "lost") else ""
+        print(f"vidmat live: {kind}{message}", file=sys.stderr)
 
     pipe = LivePipeline(
         engine,
@@ -500,14 +502,7 @@ def _run_headless(req: LiveRequest) -> int:
         file=sys.stderr,
     )
     if info is not None:
-        if info.path is not None:
-            print(
-                f"vidmat live: wrote {info.path} ({info.frames} frames, {info.duration:.1f} s"
-                f"{', with audio' if info.audio else ', no audio'})",
-                file=sys.stderr,
-            )
-        else:
-            print("vidmat live: nothing was recorded (no frames).", file=sys.stderr)
+        print(f"vidmat live: {info.describe()}", file=sys.stderr)
     if interrupted is not None:
         if record_error is not None:
             print(f"vidmat: {record_error}", file=sys.stderr)

@@ -87,6 +87,13 @@ class RecordingInfo:
     audio: bool
     message: str = ""
 
+    def describe(self) -> str:
+        """What the terminal is told once it is saved, headless or from the window."""
+        if self.path is None:
+            return "nothing was recorded (no frames)."
+        sound = "with audio" if self.audio else "no audio"
+        return f"wrote {self.path} ({self.frames} frames, {self.duration:.1f} s, {sound})"
+
 
 def alsa_capture_devices() -> list[str]:
     """ALSA capture PCM nodes (``/dev/snd/pcmC0D0c``...): is there a microphone at all?"""

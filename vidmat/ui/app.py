@@ -107,6 +107,8 @@ def run_window(req: LiveRequest) -> int:
     # everything in the window, and an error it has since got past is not the outcome.
     if window.failure and window.frames_shown == 0:
         print(f"vidmat live: no video: {window.failure}", file=sys.stderr)
+    for saved in window.recordings_saved:  # the status bar's "Saved ..." went with it
+        print(f"vidmat live: {saved.describe()}", file=sys.stderr)
     for failure in window.recording_failures:  # shown in the window, gone with it
         print(f"vidmat live: {failure}", file=sys.stderr)
     if received:

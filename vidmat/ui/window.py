@@ -184,6 +184,7 @@ class LiveWindow(QMainWindow):
         self._passing_errors: dict[str, tuple[str, str, bool]] = {}
         #: Recordings that failed or could not be saved: the command exits 2 for them.
         self.recording_failures: list[str] = []
+        self.recordings_saved: list[Any] = []  # RecordingInfo of each recording saved
         self._saving: list[threading.Thread] = []  # recordings being finalised
         #: Remembered settings (SETTINGS_KEYS, "background") this run took from the command
         #: line: options typed for one run are not the user's new defaults, so they are not
@@ -967,6 +968,8 @@ class LiveWindow(QMainWindow):
                         self._recording_targets.discard(target)
             if isinstance(result, str):
                 self.recording_failures.append(result)  # read at exit, signal or not
+            elif getattr(result, "path", None) is not None:
+                self.recordings_saved.append(result)  # said in the terminal at exit too
             self.recordingSaved.emit(result)
 
         if wait:
