@@ -102,6 +102,50 @@ def test_a_microphone_that_gives_no_sound_is_not_called_audio(tmp_path):
     assert not probe(out)["audio"]
 
 
+def test_an_audio_encoder_that_will_not_open_lets_the_microphone_go(tmp_path, monkeypatch):
+    """Adding the AAC stream failed: the exception ended the recording's thread, and the
+    microphone opened for it was never closed."""
+    from vidmat.io import recorder as recorder_mod
+
+    class Proxy:
+        """PyAV's objects take no new attributes: one in front of them that does."""
+
+        def __init__(self, inner, **own):
+            self._inner, self.__dict__["own"] = inner, own
+
+        def __getattr__(self, name):
+            return self.own[name] if name in self.own else getattr(self._inner, name)
+
+    closed = []
+    real_open = recorder_mod.open_audio_device
+
+    def tracked_open(*args, **kwargs):
+        source = real_open(*args, **kwargs)
+        return Proxy(source, close=lambda: (closed.append(True), source.close()))
+
+    def refusing_aac(container):
+        def add_stream(codec, *a, **k):
+            if codec == "aac":
+                raise ValueError("no encoder")
+            return container.add_stream(codec, *a, **k)
+
+        return Proxy(container, add_stream=add_stream)
+
+    monkeypatch.setattr(recorder_mod, "open_audio_device", tracked_open)
+    monkeypatch.setattr(
+        recorder_mod._LiveWriter, "container", property(lambda w: refusing_aac(w._container))
+    )
+    out = tmp_path / "rec.mp4"
+    tone = make_tone(tmp_path / "tone.wav")
+    r = Recorder(RecorderConfig(out, audio=str(tone), audio_format="wav")).start()
+    for i in range(5):
+        r.submit(np.zeros((48, 64, 3), np.uint8), i / 20)
+    info = r.stop()
+    assert info.frames == 5 and not info.audio and closed == [True]
+    assert info.message == "audio recording failed (no encoder); the video continues"
+    assert not probe(out)["audio"]
+
+
 def test_a_closed_recording_takes_no_more_audio(tmp_path):
     """A microphone thread still running after its join (a stalled device) encoded and
     muxed into the container closed under it; the writer is sealed on close instead."""

@@ -530,9 +530,16 @@ class Recorder:
         if source is None or self._audio_source is None:
             return None
         device = self._audio_source[0]
-        out = writer.container.add_stream("aac", rate=AUDIO_RATE)
-        out.layout = "stereo"
-        out.time_base = Fraction(1, AUDIO_RATE)
+        try:
+            out = writer.container.add_stream("aac", rate=AUDIO_RATE)
+            out.layout = "stereo"
+            out.time_base = Fraction(1, AUDIO_RATE)
+        except Exception as exc:  # an encoder that will not open: the microphone is let go
+            with contextlib.suppress(Exception):
+                source.close()
+            self._audio_failure = f"audio recording failed ({exc}); the video continues"
+            self.audio_message = self._audio_failure
+            return None
         self.audio_enabled = True
         self.audio_message = f"audio from {device}"
         t = threading.Thread(
