@@ -7,22 +7,33 @@ from types import SimpleNamespace
 
 import pytest
 
-from vidmat.io.timeline import Timeline, _scan
+from vidmat.io.timeline import MPEG_WRAP, Timeline, _scan
 
 MS = Fraction(1, 1000)
 V, A = 0, 1
 
 
 def packet(stream: int, pos: int, ms: int, length: int = 40, shown: int | None = None):
-    """A demuxed packet: decode time ``ms``, shown at ``shown`` (B-frames) else then."""
+    """A demuxed packet: decode time ``ms``, shown at ``shown`` (B-frames) else then;
+    ``pos`` orders the file (MPEG-PS leaves real ones without a position)."""
     return SimpleNamespace(
         stream=SimpleNamespace(index=stream),
         pos=pos,
+        size=100,
         dts=ms,
         pts=ms if shown is None else shown,
         duration=length,
         time_base=MS,
     )
+
+
+def scan(order: list) -> Timeline | None:
+    """_scan over ``order``, each packet told its number within its stream."""
+    counts: dict[int, int] = {}
+    for p in order:
+        p.number = counts.get(p.stream.index, 0)
+        counts[p.stream.index] = p.number + 1
+    return _scan(iter(order), [V, A])
 
 
 def part(start_ms: int, first_pos: int, frames: int, audio_lead: int = 0) -> list:
@@ -38,13 +49,13 @@ def part(start_ms: int, first_pos: int, frames: int, audio_lead: int = 0) -> lis
 
 def shifted(timeline: Timeline, p) -> float:
     """Where a packet plays after the shifts, in seconds."""
-    return float(p.pts * MS) + timeline.seconds(p.stream.index, p.pos)
+    return float(p.pts * MS) + timeline.seconds(p.stream.index, p.number)
 
 
 def test_a_steady_clock_has_no_timeline() -> None:
     """A pause under 10 s (a screen recorder idling) is time that passed, kept as it is."""
     steady = part(0, 0, 25) + part(1000 + 9000, 10_000, 25)
-    assert _scan(iter(steady), [V, A]) is None
+    assert scan(steady) is None
 
 
 @pytest.mark.parametrize("start_ms", [0, 3_600_000])
@@ -52,13 +63,13 @@ def test_the_second_part_starts_where_the_first_ends_in_both_streams(start_ms: i
     """Joined back to its start, or an hour ahead: the second part plays right after the
     first, picture and sound moved alike (their sync within the part is kept)."""
     first, second = part(0, 0, 25), part(start_ms, 10_000, 25)
-    timeline = _scan(iter(first + second), [V, A])
+    timeline = scan(first + second)
     assert timeline is not None and len(timeline.jumps) == 1
     assert timeline.jumps[0].at == pytest.approx(1.0)
     assert timeline.jumps[0].by == pytest.approx(start_ms / 1000 - 0.96)
     assert shifted(timeline, second[0]) == pytest.approx(1.0)  # the first frame after
     assert shifted(timeline, second[1]) == pytest.approx(1.0)  # its sound, in sync
-    assert all(timeline.seconds(p.stream.index, p.pos) == 0 for p in first)
+    assert all(timeline.seconds(p.stream.index, p.number) == 0 for p in first)
     assert timeline.ends == pytest.approx({V: 2.0, A: 1.98})
 
 
@@ -66,7 +77,7 @@ def test_the_stream_landing_earliest_sets_the_shift() -> None:
     """The second part's sound starts 30 ms before its picture: moved by the picture's
     landing, it would overlap the first part's sound, and the muxer refused the overlap."""
     first, second = part(0, 0, 25), part(0, 10_000, 25, audio_lead=30)
-    timeline = _scan(iter(first + second), [V, A])
+    timeline = scan(first + second)
     assert timeline is not None
     assert shifted(timeline, second[1]) == pytest.approx(1.0)  # the earliest: sound
     assert shifted(timeline, second[0]) == pytest.approx(1.03)  # 30 ms after it, as stored
@@ -78,7 +89,7 @@ def test_packets_of_a_part_left_behind_keep_its_shift() -> None:
     first, second = part(0, 0, 25), part(3_600_000, 10_000, 25)
     late_sound = [p for p in first[-6:] if p.stream.index == A]
     order = [p for p in first if p not in late_sound] + second[:1] + late_sound + second[1:]
-    timeline = _scan(iter(order), [V, A])
+    timeline = scan(order)
     assert timeline is not None and len(timeline.jumps) == 1
     assert [shifted(timeline, p) for p in late_sound] == pytest.approx([0.88, 0.92, 0.96])
     assert shifted(timeline, second[1]) == pytest.approx(shifted(timeline, second[0]))
@@ -97,9 +108,69 @@ def test_a_stream_jumping_alone_does_not_take_the_others_jump() -> None:
     order = [p for _, p in sorted(pictures + sounds, key=lambda tp: tp[0])]
     for pos, p in enumerate(order):
         p.pos = pos
-    timeline = _scan(iter(order), [V, A])
+    timeline = scan(order)
     assert timeline is not None and len(timeline.jumps) == 2
     assert len(timeline.shifts[A][0]) == 1 and len(timeline.shifts[V][0]) == 1
     assert shifted(timeline, sounds[24][1]) == pytest.approx(0.48)
     assert shifted(timeline, sounds[25][1]) == pytest.approx(0.52)  # the picture's 0.48 + 40 ms
     assert shifted(timeline, pictures[25][1]) == pytest.approx(1.02)  # after the sound's end
+
+
+def test_a_stream_that_starts_after_the_join_lands_with_the_others() -> None:
+    """No sound in the first part: the second part's sound, the stream's first packets,
+    played an hour off (where its clock said) while the picture came after part one."""
+    first = [packet(V, 100 * k, 40 * k) for k in range(25)]
+    second = part(3_600_000, 10_000, 25)
+    timeline = scan(first + second)
+    assert timeline is not None
+    assert shifted(timeline, second[0]) == pytest.approx(1.0)
+    assert shifted(timeline, second[1]) == pytest.approx(1.0)
+
+
+def test_packets_without_a_length_end_a_gap_later() -> None:
+    """Packets that give no duration: the second part's first frame came on the very
+    time of the first part's last."""
+    first = [packet(V, 100 * k, 40 * k, length=0) for k in range(25)]
+    second = [packet(V, 10_000 + 100 * k, 40 * k, length=0) for k in range(25)]
+    timeline = scan(first + second)
+    assert timeline is not None
+    assert shifted(timeline, second[0]) == pytest.approx(1.0)  # 0.96 + the 40 ms gap
+
+
+def test_a_decode_time_left_on_the_old_clock_is_not_taken_for_it() -> None:
+    """MPEG-PS: the first picture of the new part came with a decode time the parser
+    carried over from the old clock; taken as is, it stayed in the old part and its
+    picture was shown an hour later."""
+    first = [packet(V, 100 * k, 40 * k) for k in range(25)]
+    second = [packet(V, 10_000 + 100 * k, 3_600_000 + 40 * k) for k in range(25)]
+    second[0].dts = 1000  # where the old clock would be
+    timeline = scan(first + second)
+    assert timeline is not None and len(timeline.jumps) == 1
+    assert [shifted(timeline, p) for p in second[:2]] == pytest.approx([1.0, 1.04])
+
+
+def test_the_note_says_where_in_the_output_and_which_way() -> None:
+    """A TS clock starting at 100 s, joined to one at 0: "jumps at 101.0 s" named the
+    stored clock, and FFmpeg's unwrapping of MPEG's 33-bit clock made the step back of
+    101 s "ahead 95342.7 s"."""
+    wrapped = MPEG_WRAP * 1000
+    first = [packet(V, 100 * k, 100_000 + 40 * k) for k in range(25)]
+    second = [packet(V, 10_000 + 100 * k, round(wrapped) + 40 * k) for k in range(25)]
+    timeline = scan(first + second)
+    assert timeline is not None
+    assert timeline.describe().startswith("the file's clock jumps at 1.0 s, back 101.0 s")
+
+
+def test_a_readers_clock_counts_its_own_packets() -> None:
+    """A reader shifts the packets it demuxes by their number in their stream, as the
+    scan counted them: its flush packets (no data) are not counted."""
+    first, second = part(0, 0, 25), part(0, 10_000, 25)
+    timeline = scan(first + second)
+    assert timeline is not None
+    clock = timeline.clock()
+    pictures = [p for p in first + second if p.stream.index == V]
+    for p in pictures[:25]:
+        clock.shift(p)
+    clock.shift(SimpleNamespace(size=0, stream=SimpleNamespace(index=V)))
+    clock.shift(pictures[25])
+    assert pictures[24].pts == 960 and pictures[25].pts == 1000  # 0 ms moved to 1.0 s

@@ -247,7 +247,7 @@ class AudioPass:
     ) -> None:
         self.track = info
         self._offset = offset
-        self._timeline = timeline
+        self._clock = timeline.clock() if timeline is not None else None
         self._in = open_input(src)
         try:
             self._src_stream = self._in.streams[info.index]
@@ -302,8 +302,8 @@ class AudioPass:
             return p
         for p in self._packets:
             if p.size:  # skip the demuxer's empty flush packets
-                if self._timeline is not None:
-                    self._timeline.shift(p)
+                if self._clock is not None:
+                    self._clock.shift(p)
                 return p
         return None
 

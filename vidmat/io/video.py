@@ -338,6 +338,10 @@ class VideoReader:
         self._guess: Colorspace | None = None
         try:
             self.info = self._probe()
+            timeline = self.info.timeline
+            #: Counts the packets read from the start to shift each (see io/timeline);
+            #: None after a seek, whose packets cannot be counted.
+            self._clock = timeline.clock() if timeline is not None else None
             self._stream = main_video_stream(self._container)
             self._stream.thread_type = "AUTO"
             if threads:
@@ -456,6 +460,7 @@ class VideoReader:
         False says it could not get there (the caller opens the file again)."""
         start = self.info.start_time
         target = max(seconds, start)
+        self._clock = None  # packets from here on are read as stored
         # The last try is before the file's start: a TS with B-frames sought to its start
         # lands on its second keyframe; sought to 0 it lands on its first.
         for at in (target, target - 1.0, target - 5.0, min(start, 0.0) - 1.0):
@@ -496,7 +501,7 @@ class VideoReader:
         """PyAV frames of the video stream; corrupt packets are skipped and counted."""
         consecutive = 0
         packets = self._container.demux(self._stream)
-        timeline = self.info.timeline
+        clock = self._clock
         while True:
             try:
                 packet = next(packets)
@@ -507,8 +512,8 @@ class VideoReader:
                 self._read_failed = True
                 yield from self._drain()
                 return
-            if timeline is not None:
-                timeline.shift(packet)
+            if clock is not None:
+                clock.shift(packet)
             try:
                 decoded = packet.decode()
                 consecutive = 0
