@@ -300,8 +300,8 @@ def test_a_folder_kind_keeps_overwrite_to_folders_of_its_own(tmp_path: Path) -> 
     that took its name, neither before the run nor at its end (made meanwhile)."""
     frames = tmp_path / "frames"
     frames.mkdir()
-    for name in ("frame_000001.png", "frames.csv", "audio.m4a"):
-        (frames / name).write_bytes(b"x")
+    for name in ("frame_000001.png", "frames.csv", "audio.m4a", ".DS_Store"):
+        (frames / name).write_bytes(b"x")  # what a file browser leaves is not the user's
     check_output_path(frames, overwrite=True, folder=True, kind=FRAME_FOLDER)
     (frames / "notes.txt").write_text("mine")
     with pytest.raises(VidmatError, match=r"frames holds files vidmat did not write there"):

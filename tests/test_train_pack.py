@@ -81,12 +81,12 @@ def test_pack_refuses_clashes_and_replacing(tmp_path: Path) -> None:
     assert (tmp_path / "pack" / "MANIFEST.json").read_text() == before
     pack([b], tmp_path / "pack", overwrite=True)
     # a folder of the user's own under that name is not replaced, --overwrite or not
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "MANIFEST.json").write_text("{}")
-    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "mine" / "docs").mkdir(parents=True)  # a MANIFEST.json of its own
+    (tmp_path / "mine" / "MANIFEST.json").write_text('{"name": "my project"}')
+    (tmp_path / "mine" / "docs" / "notes.txt").write_text("mine")
     with pytest.raises(VidmatError, match="mine holds files vidmat did not write there"):
         pack([b], tmp_path / "mine", overwrite=True)
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "mine" / "docs" / "notes.txt").read_text() == "mine"
     assert json.loads((tmp_path / "pack" / "MANIFEST.json").read_text())["roots"]["x/ccp"][
         "source"
     ] == str(b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -72,11 +73,15 @@ def test_pairs_appear_only_when_all_are_written(
         label_clips([clip], out, red_teacher, every=3)
     assert label_clips([clip], out, red_teacher, every=3, overwrite=True) == 2
     assert len(list((out / "masks").iterdir())) == 2
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    assert json.loads((out / "PSEUDOLABELS.json").read_text())["pairs"] == 2
+    # a hand-labelled root has the same images/ and masks/: not this tool's to replace
+    mine = tmp_path / "mine"
+    for sub in ("images", "masks"):
+        (mine / sub).mkdir(parents=True)
+        (mine / sub / "a.png").write_bytes(b"x")
     with pytest.raises(VidmatError, match="mine holds files vidmat did not write there"):
-        label_clips([clip], tmp_path / "mine", red_teacher, every=3, overwrite=True)
-    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+        label_clips([clip], mine, red_teacher, every=3, overwrite=True)
+    assert sorted(p.name for p in (mine / "images").iterdir()) == ["a.png"]
 
 
 def test_cli_refuses_an_existing_or_unwritable_out_in_one_sentence(

@@ -34,8 +34,16 @@ class FolderKind:
 
     def foreign(self, path: Path) -> str | None:
         """Why ``path`` must not be replaced (a folder not of this kind, nor empty), or None."""
-        if path.is_dir() and not path.is_symlink() and any(path.iterdir()) and not self.test(path):
-            return f"{path} holds files vidmat did not write there (it is not {self.what})"
+        try:
+            if (
+                path.is_dir()
+                and not path.is_symlink()
+                and any(path.iterdir())
+                and not self.test(path)
+            ):
+                return f"{path} holds files vidmat did not write there (it is not {self.what})"
+        except OSError as exc:  # an unreadable folder: what is in it cannot be told
+            return f"{path} cannot be read ({exc.strerror or exc})"
         return None
 
 

@@ -64,6 +64,8 @@ FORMAT_HELP: dict[str, str] = {
 FRAME_CSV = "frames.csv"
 FRAME_AUDIO = "audio.m4a"
 _FRAME_FILE = re.compile(r"frame_\d{6,}\.png")
+#: What a file browser leaves in a folder it showed (macOS, Windows): not the user's files.
+_FOLDER_JUNK = (".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 def frame_name(number: int) -> str:
@@ -82,7 +84,7 @@ def is_frame_folder(path: Path) -> bool:
     names = {e.name for e in entries}
     return FRAME_CSV in names and all(
         e.is_file(follow_symlinks=False)
-        and (e.name in (FRAME_CSV, FRAME_AUDIO) or _FRAME_FILE.fullmatch(e.name))
+        and (e.name in (FRAME_CSV, FRAME_AUDIO, *_FOLDER_JUNK) or _FRAME_FILE.fullmatch(e.name))
         for e in entries
     )
 

@@ -132,10 +132,16 @@ def packed_name(root: Path) -> str:
 
 
 def _is_pack(path: Path) -> bool:
-    """An earlier pack: its MANIFEST.json and the folders of its roots, nothing else."""
-    entries = list(path.iterdir())
-    return any(e.name == MANIFEST for e in entries) and all(
-        e.is_dir() or e.name == MANIFEST for e in entries
+    """An earlier pack: the MANIFEST.json this tool writes and the folders of its roots,
+    nothing else (a folder of the user's with a MANIFEST.json of its own is not one)."""
+    try:
+        said = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(said, dict)
+        and {"long_side", "format", "roots"} <= said.keys()
+        and all(e.is_dir() or e.name == MANIFEST for e in path.iterdir())
     )
 
 

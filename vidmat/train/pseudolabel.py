@@ -18,6 +18,7 @@ it outside the repository, like the data it came from.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -98,9 +99,26 @@ def sample_frames(
             warn(f"{path}: {note}.")  # interlaced frames become combed training images
 
 
+#: The file that says a folder of pairs is this tool's (what made them, from what):
+#: a hand-labelled root has the same images/ and masks/, and --overwrite replaced it.
+LABELS = "PSEUDOLABELS.json"
+_TOOL = "vidmat pseudolabel"
+
+
 def _is_label_folder(path: Path) -> bool:
-    """An earlier output of this tool: its images/ and masks/ and nothing beside them."""
-    return all(e.is_dir() and e.name in ("images", "masks") for e in path.iterdir())
+    """An earlier output of this tool: its record, its images/ and masks/, nothing else."""
+    try:
+        said = json.loads((path / LABELS).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(said, dict)
+        and said.get("tool") == _TOOL
+        and all(
+            e.name == LABELS or (e.is_dir() and e.name in ("images", "masks"))
+            for e in path.iterdir()
+        )
+    )
 
 
 #: What --overwrite replaces.
@@ -176,6 +194,16 @@ def label_clips(
                 if not write_pair(tmp, stem, rgb, mask, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 92):
                     raise VidmatError(f"could not write {stem} to {out} (disk full?).")
                 n += 1
+        record = {
+            "tool": _TOOL,
+            "teacher": "MediaPipe selfie segmentation (mediapipe 0.10.14)",
+            "clips": [str(c) for c in clips],
+            "every": every,
+            "from": start,
+            "until": stop,
+            "pairs": n,
+        }
+        (tmp / LABELS).write_text(json.dumps(record, indent=2) + "\n")
     return n
 
 
