@@ -168,9 +168,7 @@ def test_output_to_a_full_disk_is_one_sentence(tmp_path: Path) -> None:
             check=False,
         )
     assert proc.returncode == 2
-    assert (
-        proc.stderr == "vidmat: error: the output could not be written (No space left on device).\n"
-    )
+    assert proc.stderr == "vidmat: error: writing failed (No space left on device).\n"
 
 
 def test_results_that_cannot_be_saved_are_one_sentence(

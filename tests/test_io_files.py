@@ -350,9 +350,11 @@ def test_an_output_of_the_longest_legal_name_is_written(tmp_path: Path, folder: 
     """A 250-byte output name is legal, but its temporary name (15 bytes longer) was not:
     'File name too long' after the whole conversion. A run killed meanwhile leaves that
     shortened name, and it is still known as this output's."""
-    target = tmp_path / ("é" * 121 + ("" if folder else ".mp4"))  # 242 or 246 bytes
+    # 243 or 247 bytes: "a" first, so a cut by bytes would split an é in two (not UTF-8)
+    target = tmp_path / ("a" + "é" * 121 + ("" if folder else ".mp4"))
     with atomic_folder(target) if folder else atomic_output(target) as tmp:
         assert len(os.fsencode(tmp.name)) <= 255
+        tmp.name.encode("utf-8")  # whole characters
         if folder:
             (tmp / "frame_000001.png").write_bytes(b"x")
         else:
@@ -365,5 +367,7 @@ def test_an_output_of_the_longest_legal_name_is_written(tmp_path: Path, folder: 
     os.utime(left, (1, 1))
     assert leftover_parts(target, folder=folder) == [left]
     # a name longer than that is refused before any work, not by the rename at the end
-    with pytest.raises(VidmatError, match=r"is 258 bytes long; file systems take names of"):
+    with pytest.raises(
+        VidmatError, match=r"is 258 bytes long, and file systems take names of up to 255"
+    ):
         check_output_path(tmp_path / ("é" * 127 + ".mp4"), overwrite=False, folder=folder)

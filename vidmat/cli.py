@@ -161,12 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + getattr(signal, "SIGPIPE", 13)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename is None:
-            # What was printed could not be written (`vidmat info > /dev/full`, a full
-            # disk under `bench > log`); files written have their own sentences.
-            _discard_stdout()
-            print(
-                f"vidmat: error: the output could not be written ({exc.strerror}).", file=sys.stderr
-            )
+            # A write failed on a full disk: what was printed (`vidmat info > /dev/full`)
+            # or a file a command writes along (a training log).
+            try:
+                sys.stdout.flush()
+            except OSError:
+                _discard_stdout()  # else Python's flush at exit fails again, with a trace
+            print(f"vidmat: error: writing failed ({exc.strerror}).", file=sys.stderr)
             return 2
         if exc.errno != errno.ENAMETOOLONG:
             raise  # a bug, with its traceback

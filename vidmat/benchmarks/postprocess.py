@@ -171,6 +171,16 @@ def _clip(width: int, height: int, lowres: int, n: int, device: torch.device):
     return frames, alphas
 
 
+def _post_config(args: argparse.Namespace, smoothing: float) -> PostprocessConfig:
+    """The post-processing a row times, from the command line."""
+    return PostprocessConfig(
+        smoothing=smoothing,
+        refine=not args.no_refine,
+        despill=not args.no_despill,
+        guided_color=None if args.guide == "auto" else args.guide == "rgb",
+    )
+
+
 def time_rows(
     args: argparse.Namespace,
     devices: list[torch.device],
@@ -179,7 +189,7 @@ def time_rows(
     import numpy as np
     import torch
 
-    from vidmat.core.postprocess import PostProcessor
+    from vidmat.core.postprocess import PostProcessor, colour_guide
 
     rng = np.random.default_rng(0)
     sizes = args.sizes or [(640, 480), (1920, 1080)]
@@ -188,16 +198,11 @@ def time_rows(
     for device in devices:
         n = args.frames if args.frames is not None else (200 if device.type == "cuda" else 40)
         # the guide the refinement used on this device (the settings keep what was asked)
-        rgb = args.guide == "rgb" or (args.guide == "auto" and device.type != "cpu")
+        rgb = colour_guide(_post_config(args, 0.0), device.type)
         guide = None if args.no_refine else ("rgb" if rgb else "grey")
         for (w, h), kind, s in itertools.product(sizes, kinds, args.smoothing):
             frames, alphas = _clip(w, h, args.lowres, 10, device)
-            cfg = PostprocessConfig(
-                smoothing=s,
-                refine=not args.no_refine,
-                despill=not args.no_despill,
-                guided_color=None if args.guide == "auto" else args.guide == "rgb",
-            )
+            cfg = _post_config(args, s)
             post = PostProcessor(cfg, backgrounds[kind] or _background(kind, rng))
             times, cpu = [], []
             for i in range(args.warmup + n):

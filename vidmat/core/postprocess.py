@@ -92,6 +92,12 @@ def _forced_dtype(precision: str) -> torch.dtype | None:
     return {"fp16": torch.float16, "fp32": torch.float32}.get(precision)
 
 
+def colour_guide(cfg: PostprocessConfig, device_type: str) -> bool:
+    """Whether the guided upsampling is guided by colour (else grey): by the config, or
+    by the device when it leaves it open (colour on a GPU, where it costs nothing)."""
+    return cfg.guided_color if cfg.guided_color is not None else device_type != "cpu"
+
+
 class PostProcessor:
     """Per-stream post-processing: ``process`` for live, ``push``/``flush`` for files."""
 
@@ -177,8 +183,7 @@ class PostProcessor:
         c = self.config
         dtype = self._dtype(frame.device)
         if c.refine:
-            color = c.guided_color if c.guided_color is not None else frame.device.type != "cpu"
-            guide = small if color else grey(small)
+            guide = small if colour_guide(c, frame.device.type) else grey(small)
             a, b = guided_coefficients(guide, p, c.guided_radius, c.guided_eps)
             alpha = apply_coefficients(a, b, frame, frame_f=frame_f, dtype=dtype)
             alpha_small = (a * guide).sum(1, keepdim=True).add_(b).clamp_(0.0, 1.0)

@@ -34,8 +34,8 @@ def decode_image(data: np.ndarray, flag: int) -> np.ndarray | None:
 
     A PNG without its end chunk is cut short and refused before libpng sees it: libpng
     prints its error itself, past OpenCV's log."""
-    head = data[:8].tobytes()
-    if head == _PNG and data.tobytes().rfind(b"IEND") < 0:
+    # the end chunk closes the file; a few bytes after it are tolerated, so look at its tail
+    if data[:8].tobytes() == _PNG and b"IEND" not in data[-65536:].tobytes():
         return None
     with quiet_opencv():
         return cv2.imdecode(data, flag)

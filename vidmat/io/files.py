@@ -195,8 +195,8 @@ def check_output_path(
     if size > NAME_MAX:
         # the temporary name fits (it is cut short), so only the final rename failed
         raise VidmatError(
-            f"the output name {path.name[:24]}... is {size} bytes long; file systems take "
-            f"names of up to {NAME_MAX}, name a shorter one."
+            f"the output name {path.name[:24]}... is {size} bytes long, and file systems "
+            f"take names of up to {NAME_MAX}; choose a shorter output name."
         )
     stream = is_stream(path)
     if stream or (path.exists() and not path.is_dir() and not path.is_file()):
@@ -413,7 +413,13 @@ def _part_base(base: str, ext: str = "") -> str:
     output of a legal 250-byte name failed on its temporary name ("File name too long")."""
     room = NAME_MAX - len(os.fsencode(f"..{'x' * 8}.part{ext}"))
     raw = os.fsencode(base)
-    return base if len(raw) <= room else os.fsdecode(raw[:room])
+    if len(raw) <= room:
+        return base
+    try:  # whole characters: half of one made a name that is not UTF-8
+        base.encode("utf-8")
+    except UnicodeEncodeError:  # a name that was not UTF-8 to begin with: cut as bytes
+        return os.fsdecode(raw[:room])
+    return raw[:room].decode("utf-8", "ignore")
 
 
 #: A temporary output untouched for this long (seconds) is taken for a dead run's: a
