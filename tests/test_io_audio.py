@@ -428,10 +428,12 @@ def _ts_clip(
     start: float = 0.0,
     change_at: float | None = None,
     fmt: str = "mpegts",
+    sound: bool = True,
 ) -> Path:
     """An MPEG-TS clip (64x48, 25 fps) with MP2 sound; ``change_at``: the sound goes from
     mono to stereo there, as at a TV ad break; ``start``: where its clock starts;
-    ``fmt`` "mpeg": MPEG-PS with MPEG-2 video, as a DVD's or a camcorder's."""
+    ``fmt`` "mpeg": MPEG-PS with MPEG-2 video, as a DVD's or a camcorder's; ``sound``
+    False: no audio stream."""
     fps, rate, n = 25, 48000, round(seconds * 25)
     stereo = av.CodecContext.create("mp2", "w")
     stereo.sample_rate, stereo.layout, stereo.format = rate, "stereo", "s16"
@@ -443,14 +445,14 @@ def _ts_clip(
         else:
             v = c.add_stream("mpeg2video", rate=fps)
         v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a = c.add_stream("mp2", rate=rate, layout="mono")
+        a = c.add_stream("mp2", rate=rate, layout="mono") if sound else None
         t = round(start * rate)
         for i in range(n):
             f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i, np.uint8), format="rgb24")
             f.pts, f.time_base = round(start * fps) + i, Fraction(1, fps)
             for p in v.encode(f):
                 c.mux(p)
-            while t < round(start * rate) + (i + 1) * rate // fps:
+            while sound and t < round(start * rate) + (i + 1) * rate // fps:
                 two = change_at is not None and t >= change_at * rate
                 samples = (rng.standard_normal((1, 1152 * (2 if two else 1))) * 3000).astype(
                     np.int16
@@ -518,3 +520,30 @@ def test_recordings_joined_end_to_end_play_one_after_the_other(
     # after the first part's longer stream: its sound may run a sound frame past its picture
     assert times[-1] - times[0] == pytest.approx(1.96, abs=0.05)
     assert audio_seconds(sound) == pytest.approx(2.0, abs=0.06)
+
+
+def test_a_joined_part_without_sound_is_silence_where_it_plays(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Three recordings joined, the middle one without sound: its 1 s gap in the sound's
+    clock was copied into the MP4, which keeps none, so players played the third part's
+    sound under the second part's picture, 1 s early."""
+    parts = [
+        _ts_clip(tmp_path / "a.ts", 1.0),
+        _ts_clip(tmp_path / "b.ts", 1.0, sound=False),
+        _ts_clip(tmp_path / "c.ts", 1.0),
+    ]
+    src = tmp_path / "joined.ts"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    dst = tmp_path / "out.mp4"
+    result = convert_video(engine, src, dst, ConvertConfig(fmt="mp4"))
+    assert result.frames == 75 and result.audio == "re-encoded"
+    with av.open(str(dst)) as c:
+        rate = c.streams.audio[0].codec_context.sample_rate
+        sound = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+    assert len(sound) / rate == pytest.approx(3.0, abs=0.08)  # the gap is played, as silence
+    level = [
+        float(np.abs(sound[round(k * rate) : round((k + 0.5) * rate)]).mean())
+        for k in (0.25, 1.25, 2.25)
+    ]
+    assert level[0] > 0.02 and level[1] < 0.001 and level[2] > 0.02

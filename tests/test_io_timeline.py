@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 from types import SimpleNamespace
 
+import av
+import numpy as np
 import pytest
 
 from vidmat.io.timeline import MPEG_WRAP, Timeline, _scan
@@ -24,6 +27,7 @@ def packet(stream: int, pos: int, ms: int, length: int = 40, shown: int | None =
         pts=ms if shown is None else shown,
         duration=length,
         time_base=MS,
+        is_keyframe=True,
     )
 
 
@@ -149,6 +153,23 @@ def test_a_decode_time_left_on_the_old_clock_is_not_taken_for_it() -> None:
     assert [shifted(timeline, p) for p in second[:2]] == pytest.approx([1.0, 1.04])
 
 
+def test_a_show_time_guessed_from_a_later_part_is_dropped() -> None:
+    """MPEG-PS: a part's last picture (not a keyframe) came with a show time from the
+    next part's clock: taken as a jump ahead and back, and the picture shown 83 minutes
+    on. Its decode time is kept and its show time left to the decoder's order."""
+    first = [packet(V, 100 * k, 40 * k) for k in range(25)]
+    first[-1].pts, first[-1].is_keyframe = 5_000_000, False
+    second = [packet(V, 10_000 + 100 * k, 40 * k) for k in range(25)]
+    timeline = scan(first + second)
+    assert timeline is not None and len(timeline.jumps) == 1
+    assert timeline.untimed == {V: frozenset({24})}
+    assert shifted(timeline, second[0]) == pytest.approx(1.0)
+    clock = timeline.clock()
+    for p in first:
+        clock.shift(p)
+    assert first[-1].pts is None and first[-1].dts == 960
+
+
 def test_the_note_says_where_in_the_output_and_which_way() -> None:
     """A TS clock starting at 100 s, joined to one at 0: "jumps at 101.0 s" named the
     stored clock, and FFmpeg's unwrapping of MPEG's 33-bit clock made the step back of
@@ -174,3 +195,57 @@ def test_a_readers_clock_counts_its_own_packets() -> None:
     clock.shift(SimpleNamespace(size=0, stream=SimpleNamespace(index=V)))
     clock.shift(pictures[25])
     assert pictures[24].pts == 960 and pictures[25].pts == 1000  # 0 ms moved to 1.0 s
+
+
+def test_the_sound_after_a_part_without_sound_takes_the_latest_join() -> None:
+    """Parts recorded alike start on alike clocks (1.4 s here); with no sound in the
+    middle part, the third part's sound took the first join and played under the
+    second part's picture, 2 s early."""
+    one, three = part(1400, 0, 25), part(1400, 20_000, 25)
+    two = [packet(V, 10_000 + 100 * k, 1400 + 40 * k) for k in range(25)]
+    timeline = scan(one + two + three)
+    assert timeline is not None and len(timeline.jumps) == 2
+    assert shifted(timeline, two[0]) == pytest.approx(2.4)
+    assert shifted(timeline, three[0]) == pytest.approx(3.4)
+    assert shifted(timeline, three[1]) == pytest.approx(3.4)  # its sound, with it
+
+
+def test_one_stream_pausing_while_the_others_go_on_is_no_join() -> None:
+    """A recording whose picture stops for 12 s while its sound goes on: taken for a
+    join, the picture was moved to follow the sound and came 0.16 s out of sync."""
+    pictures = [packet(V, 0, 40 * k) for k in range(25)]
+    pictures += [packet(V, 0, 13_000 + 40 * k) for k in range(25)]
+    sounds = [packet(A, 0, 20 * k, 20) for k in range(700)]
+    order = sorted(pictures + sounds, key=lambda p: p.dts)
+    for pos, p in enumerate(order):
+        p.pos = pos
+    assert scan(order) is None
+
+
+def _grey_ts(path: Path, start: float, grey: int) -> Path:
+    """1 s of 64x48 pictures of one grey, 25 fps, in MPEG-TS from clock ``start``."""
+    with av.open(str(path), "w", format="mpegts") as c:
+        v = c.add_stream("libx264", rate=25, options={"bf": "0"})
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        for i in range(25):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), grey, np.uint8), format="rgb24")
+            f.pts, f.time_base = round(start * 25) + i, Fraction(1, 25)
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    return path
+
+
+def test_a_joined_background_video_loops_through_its_parts(tmp_path: Path) -> None:
+    """A looping background goes back by seeking, which loses the count of packets the
+    shifts go by: from its second pass on, the part an hour ahead was read as stored
+    and the picture froze on the first part's last frame."""
+    from vidmat.io.images import LoopingVideo
+
+    joined = tmp_path / "bg.ts"
+    parts = [_grey_ts(tmp_path / "a.ts", 0, 60), _grey_ts(tmp_path / "b.ts", 3600, 180)]
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    video = LoopingVideo(joined)
+    greys = [int(video(t).mean()) for t in (0.5, 1.5, 2.5, 3.5, 4.5, 5.5)]
+    assert greys == pytest.approx([60, 180] * 3, abs=6)

@@ -176,15 +176,18 @@ class Encoding:
     left_out: tuple[str, ...] = ()
 
 
-def plan_encoding(stream: Any, info: AudioInfo, container: str) -> Encoding | None:
-    """None when ``container`` takes the audio as a stream copy; else the re-encode, checked.
+def plan_encoding(
+    stream: Any, info: AudioInfo, container: str, copy: bool = True
+) -> Encoding | None:
+    """None when ``container`` takes the audio as a stream copy (and ``copy`` allows it);
+    else the re-encode, checked.
 
     Raises :class:`AudioUnusable` when FFmpeg has no decoder for the stream or the encoder
     will not open with these settings. The encoder is opened here on a context of its own,
     before any stream is added to the output: FFmpeg opens every stream's encoder when it
     writes the file's header, so an audio encoder that fails then takes the video with it.
     """
-    if info.codec in AUDIO_COPY.get(container, frozenset()):
+    if copy and info.codec in AUDIO_COPY.get(container, frozenset()):
         return None
     if stream.codec_context is None:
         raise AudioUnusable("FFmpeg has no decoder for its codec")
@@ -212,6 +215,10 @@ def plan_encoding(stream: Any, info: AudioInfo, container: str) -> Encoding | No
                 left_out = tuple(left_out_of_mix(own, RESAMPLE_OPTIONS))
         return Encoding(codec.name, rate, layout, sample_format, left_out)
     raise AssertionError("unreachable: the last layout returns or raises")
+
+
+#: A gap in re-encoded sound longer than this (seconds) is filled with silence.
+SILENCE_FROM = 0.002
 
 
 class NoSound(Exception):
@@ -251,7 +258,12 @@ class AudioPass:
         self._in = open_input(src)
         try:
             self._src_stream = self._in.streams[info.index]
-            self._open(out, plan_encoding(self._src_stream, info, fmt), fmt)
+            # A joined file's parts leave gaps in its sound (a part without any, one whose
+            # sound ends before its picture): copied, MP4 keeps no gap and players played
+            # the next part's sound that much early (2 s with a silent middle part);
+            # re-encoded, the gaps are filled with silence.
+            copy = timeline is None
+            self._open(out, plan_encoding(self._src_stream, info, fmt, copy), fmt)
         except BaseException:
             self._in.close()
             raise
@@ -374,10 +386,27 @@ class AudioPass:
                     # cannot go in again; the muxer refused it.
                     self.skipped += 1
                     continue
+                if math.isfinite(self._sent_until) and seconds - self._sent_until > SILENCE_FROM:
+                    self._silence(out, f, self._sent_until, seconds)
                 self._sent_until = max(self._sent_until, seconds + length)
                 f.pts = round(seconds * f.sample_rate)
                 f.time_base = Fraction(1, f.sample_rate)
             self._encode(out, f)
+
+    def _silence(self, out: Any, like: Any, start: float, end: float) -> None:
+        """Silence from ``start`` to ``end`` (output seconds) in ``like``'s format: a gap
+        in the sound's clock is played as one by every player, not closed up (the sound
+        after it early by as much, in those that play the samples one after the other)."""
+        rate = int(like.sample_rate)
+        at, stop = round(start * rate), round(end * rate)
+        while at < stop:
+            n = min(stop - at, rate)  # a second at most a frame
+            quiet = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=n)
+            for plane in quiet.planes:
+                plane.update(bytes(plane.buffer_size))
+            quiet.sample_rate, quiet.pts, quiet.time_base = rate, at, Fraction(1, rate)
+            self._encode(out, quiet)
+            at += n
 
     def _new_resampler(self) -> Any:
         e = self._encoding

@@ -24,7 +24,7 @@ import bisect
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,9 @@ class Timeline:
     jumps: tuple[Jump, ...]
     #: stream index -> where its last packet ends, in seconds after the shifts.
     ends: dict[int, float]
+    #: stream index -> numbers of its packets whose show time is a guess from another
+    #: part's clock: read without one (the decoder's order places them).
+    untimed: dict[int, frozenset[int]] = field(default_factory=dict)
 
     def seconds(self, stream: int, number: int) -> float:
         """The seconds added to packet ``number`` (from 0) of ``stream``."""
@@ -106,6 +109,8 @@ class Clock:
         i = packet.stream.index
         number = self._count.get(i, 0)
         self._count[i] = number + 1
+        if number in self._timeline.untimed.get(i, ()):
+            packet.pts = None
         seconds = self._timeline.seconds(i, number)
         if not seconds or packet.time_base is None:
             return
@@ -163,91 +168,190 @@ def _until_damage(packets: Iterator[Any]) -> Iterator[Any]:
 
 
 def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
-    """One pass over the packets in file order; the shifts are solved after it, as a
-    jump's shift waits on every stream that takes it (the part after it starts once the
-    part before has ended in every stream, and its earliest packet sets where)."""
+    """One pass over the packets in file order finds where each stream's clock jumps;
+    the jumps are then matched into joins and the shifts solved (see :func:`_joins`)."""
     last: dict[int, float] = {}  # the stream's clock at its last packet, as stored
     step: dict[int, float] = {}  # the gap between its last two packets (a length unsaid)
-    part = dict.fromkeys(indices, -1)  # the jump each stream's current part follows
-    part_end: dict[int, float] = {}  # where that part ends so far, as stored
-    count = dict.fromkeys(indices, 0)
+    count = dict.fromkeys(indices, 0)  # packets of the stream so far
+    ends: dict[int, list[float | None]] = {i: [None] for i in indices}  # each part's end
+    events: list[_Event] = []
+    untimed: dict[int, list[int]] = {i: [] for i in indices}
     start = math.inf
-    found: list[_Found] = []
-    points: dict[int, list[tuple[int, int]]] = {i: [] for i in indices}
+    g = 0  # packets of all the streams so far: how far apart two streams' jumps are
     for p in packets:
         if not p.size:
             continue  # the demuxer's flush packets, which readers do not count either
         i = p.stream.index
         number = count[i]
         count[i] += 1
+        g += 1
         t = p.dts if p.dts is not None else p.pts
         if t is None or p.time_base is None:
             continue
         t = float(t * p.time_base)
         shown = float(p.pts * p.time_base) if p.pts is not None else t
         if not 0 <= shown - t <= FORWARD_JUMP:
-            t = shown  # a decode time the parser carried over from the old clock (MPEG-PS)
+            # MPEG-PS's parser guesses times across a join: a part's first picture came
+            # with the old clock's decode time, a part's last with a show time from a
+            # later part (held for 83 minutes). A keyframe opens a part: its show time
+            # is the one; elsewhere it is the guess, and the picture takes its place by
+            # the ones around it.
+            if p.is_keyframe:
+                t = shown
+            else:
+                untimed[i].append(number)
+                shown = t
         before = last.get(i)
+        parts = len(ends[i]) - 1  # the stream's jumps so far
         jumped = before is not None and not before - BACKWARD_JUMP <= t <= before + FORWARD_JUMP
-        # A stream that starts after the join (no sound before it) lands where the others
-        # did; elsewhere it would play an hour off.
-        late = before is None and any(abs(f.lands - shown) < SAME_JUMP for f in found)
-        if jumped or late:
-            k = next(
-                (
-                    k
-                    for k in range(part[i] + 1, len(found))
-                    if abs(found[k].lands - shown) < SAME_JUMP
-                ),
-                None,
+        if (
+            jumped
+            and before is not None
+            and t > before
+            and any(
+                j != i and len(ends[j]) - 1 == parts and abs(c - t) < SAME_JUMP
+                for j, c in last.items()
             )
-            if k is None:  # the first stream to jump here
-                assert before is not None
-                found.append(_Found(lands=shown, by=t - before))
-                k = len(found) - 1
-                # Other streams' parts so far end before it too.
-                found[k].after.extend((part[j], e) for j, e in part_end.items() if j != i)
-            jump = found[k]
-            jump.lands = min(jump.lands, shown)
-            if i in part_end:
-                jump.after.append((part[i], part_end.pop(i)))
-            part[i] = k
-            points[i].append((number, k))
+        ):
+            # One stream's pause (a camera that stopped sending pictures for 12 s) while
+            # the others' clocks went on to this time: not a join, and moving it to follow
+            # them put it out of sync by as much as they ran ahead in the file.
+            jumped = False
+        # A stream that starts after a join (no sound before it) lands with the others;
+        # left as stored it played an hour off.
+        late = before is None and any(abs(e.lands - shown) < SAME_JUMP for e in events)
+        if jumped or late:
+            by = t - before if before is not None else None
+            # what has played by now, each stream's part so far (this one's whole)
+            now = [((j, len(e) - 1), e[-1]) for j, e in ends.items() if e[-1] is not None]
+            events.append(_Event(g, i, len(ends[i]) - 1, number, shown, by, now))
+            ends[i].append(None)
             step.pop(i, None)
         elif before is not None and t > before:
             step[i] = t - before
-        if part[i] < 0:
+        if len(ends[i]) == 1:
             start = min(start, shown)
         last[i] = t
         length = float(p.duration * p.time_base) if p.duration else step.get(i, 0.0)
-        part_end[i] = max(part_end.get(i, shown), shown + length)
-    if not found:
+        end = ends[i][-1]
+        ends[i][-1] = max(end if end is not None else shown, shown + length)
+    if not events:
         return None
-    shift: list[float] = []
-    jumps: list[Jump] = []
-    for jump in found:
-        end = max(e + (shift[j] if j >= 0 else 0.0) for j, e in jump.after)
-        shift.append(end - jump.lands)
-        by = jump.by
-        if by > MPEG_WRAP / 2:  # a step back that FFmpeg's unwrapping reads as ahead
-            by -= MPEG_WRAP
-        jumps.append(Jump(at=end - (start if math.isfinite(start) else 0.0), by=by))
-    return Timeline(
-        shifts={
-            i: (tuple(n for n, _ in pts), tuple(shift[k] for _, k in pts))
-            for i, pts in points.items()
-            if pts
-        },
-        jumps=tuple(jumps),
-        ends={i: e + (shift[part[i]] if part[i] >= 0 else 0.0) for i, e in part_end.items()},
-    )
+    timeline = _joins(events, ends, 0.0 if math.isinf(start) else start)
+    if timeline is None:
+        return None
+    return replace(timeline, untimed={i: frozenset(n) for i, n in untimed.items() if n})
+
+
+#: Two streams' jumps this many packets apart or more are not one join.
+MAX_APART = 1000
 
 
 @dataclass
-class _Found:
-    """A jump while scanning: the earliest stored time a stream lands on after it, and
-    the parts (the jump each follows, -1 for the first, and its stored end) it follows."""
+class _Event:
+    """One stream's clock jumping: where in the file, which of its jumps, the number of
+    its packet it jumps at, the time it lands on (as stored), and by how much (None for
+    a stream's first packet after a join)."""
 
+    g: int
+    stream: int
+    nth: int
+    number: int
     lands: float
-    by: float
-    after: list[tuple[int, float]] = field(default_factory=list)
+    by: float | None
+    #: ((stream, its part), where that part ends as stored) for every stream at the time
+    now: list[tuple[tuple[int, int], float]]
+
+
+def _joins(
+    events: list[_Event], ends: dict[int, list[float | None]], start: float
+) -> Timeline | None:
+    """Match the streams' jumps into joins and solve each join's shift.
+
+    Jumps of different streams landing alike and nearest in the file are one join, each
+    stream once: parts recorded alike start on alike clocks (a camcorder's at 1.4 s), so
+    the landing alone matched the sound of a third part to the first join when the
+    second part had none (it played under the second part's picture). A join's part
+    starts once everything before it has ended, where its earliest packet lands.
+    """
+    parent = list(range(len(events)))
+    members = [{e.stream} for e in events]
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    pairs = sorted(
+        (abs(a.g - b.g), x, y)
+        for x, a in enumerate(events)
+        for y, b in enumerate(events)
+        if x < y
+        and a.stream != b.stream
+        and abs(a.lands - b.lands) < SAME_JUMP
+        and abs(a.g - b.g) < MAX_APART
+    )
+    for _, x, y in pairs:
+        rx, ry = root(x), root(y)
+        if rx != ry and not members[rx] & members[ry]:
+            parent[ry] = rx
+            members[rx] |= members[ry]
+    clusters: dict[int, list[_Event]] = {}
+    for x, e in enumerate(events):
+        clusters.setdefault(root(x), []).append(e)
+    # A first packet that matched no other stream's jump starts no join of its own.
+    joined = sorted(
+        (c for c in clusters.values() if any(e.by is not None for e in c)),
+        key=lambda c: min(e.g for e in c),
+    )
+    if not joined:
+        return None
+    join_of: dict[tuple[int, int], int] = {}  # (stream, its nth jump) -> join
+    for k, c in enumerate(joined):
+        for e in c:
+            join_of[(e.stream, e.nth)] = k
+    # the join each part of each stream follows (-1: the first); a jump matched to no
+    # join stays in the part before it
+    part_join: dict[tuple[int, int], int] = {}
+    for i, e in ends.items():
+        for n in range(len(e)):
+            part_join[(i, n)] = join_of.get((i, n - 1), part_join.get((i, n - 1), -1))
+    shift: list[float] = []
+    jumps: list[Jump] = []
+    for k, c in enumerate(joined):
+        # After what had played when its streams jumped (a stream's jump alone, a glitch,
+        # follows the others where they were then, not where they end much later).
+        before = [
+            end + (shift[j] if j >= 0 else 0.0)
+            for e in c
+            for part, end in e.now
+            if (j := part_join[part]) < k
+        ]
+        end = max(before, default=0.0)
+        shift.append(end - min(e.lands for e in c))
+        by = next(e.by for e in sorted(c, key=lambda e: e.g) if e.by is not None)
+        if by > MPEG_WRAP / 2:  # a step back that FFmpeg's unwrapping reads as ahead
+            by -= MPEG_WRAP
+        jumps.append(Jump(at=end - start, by=by))
+    shifts: dict[int, tuple[tuple[int, ...], tuple[float, ...]]] = {}
+    for i in ends:
+        mine = sorted(
+            (e.number, join_of[(i, e.nth)])
+            for e in events
+            if e.stream == i and (i, e.nth) in join_of
+        )
+        if mine:
+            shifts[i] = (tuple(n for n, _ in mine), tuple(shift[k] for _, k in mine))
+    return Timeline(
+        shifts=shifts,
+        jumps=tuple(jumps),
+        ends={
+            i: max(
+                end + (shift[j] if (j := part_join[(i, n)]) >= 0 else 0.0)
+                for n, end in enumerate(e)
+                if end is not None
+            )
+            for i, e in ends.items()
+            if any(end is not None for end in e)
+        },
+    )

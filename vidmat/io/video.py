@@ -339,8 +339,7 @@ class VideoReader:
         try:
             self.info = self._probe()
             timeline = self.info.timeline
-            #: Counts the packets read from the start to shift each (see io/timeline);
-            #: None after a seek, whose packets cannot be counted.
+            #: Counts the packets read from the start to shift each (see io/timeline).
             self._clock = timeline.clock() if timeline is not None else None
             self._stream = main_video_stream(self._container)
             self._stream.thread_type = "AUTO"
@@ -457,10 +456,14 @@ class VideoReader:
         back to its start, or jumps ahead, without opening the file again or decoding
         every frame in between. MPEG-TS and -PS land on a keyframe after the time asked
         for (a loop showed frames 4, 4, 4, 8 for 0, 1, 2, 3): the seek then backs off, and
-        False says it could not get there (the caller opens the file again)."""
+        False says it could not get there (the caller opens the file again), as for a file
+        whose clock jumps (see :mod:`vidmat.io.timeline`)."""
+        if self.info.timeline is not None:
+            # Its packets are shifted by their count from the start, which a seek loses:
+            # read as stored, a looped background froze on the wrong part.
+            return False
         start = self.info.start_time
         target = max(seconds, start)
-        self._clock = None  # packets from here on are read as stored
         # The last try is before the file's start: a TS with B-frames sought to its start
         # lands on its second keyframe; sought to 0 it lands on its first.
         for at in (target, target - 1.0, target - 5.0, min(start, 0.0) - 1.0):
