@@ -7,8 +7,8 @@ as stored, a clock that went back put the second part's sound on top of the firs
 part's, where the muxer refused it (half the audio left out), and one that jumped an hour
 ahead held a frame for an hour. FFmpeg's library leaves this to its callers.
 
-:func:`scan_timeline` demuxes the file once before decoding (packets only: a second or
-so per GB) and gives each stream the seconds to add from each jump on, so that the part
+:func:`scan_timeline` demuxes the file once before decoding (packets only: 0.6 s for
+a 183 MB TS on 2 cores, about 3 s per GB) and gives each stream the seconds to add from each jump on, so that the part
 after a jump starts where the part before it ends. The streams share each jump's shift,
 so picture and sound keep their sync within every part; a stream's packets before its
 own jump keep the old shift, however the muxer interleaved them.
