@@ -190,7 +190,7 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
             continue
         t = float(t * p.time_base)
         shown = float(p.pts * p.time_base) if p.pts is not None else t
-        if not 0 <= shown - t <= FORWARD_JUMP:
+        if not -BACKWARD_JUMP <= shown - t <= FORWARD_JUMP:  # a muxer's rounding is not it
             # MPEG-PS's parser guesses times across a join: a part's first picture came
             # with the old clock's decode time, a part's last with a show time from a
             # later part (held for 83 minutes). A keyframe opens a part: its show time
