@@ -502,3 +502,27 @@ def test_an_animated_background_picture_says_it_stands_still(tmp_path: Path) -> 
     bg = load_background(str(src), warn=said.append)
     assert bg.kind == "image"
     assert said == ["--bg anim.webp is an animation of 3 pictures; only the first is shown."]
+
+
+def test_a_ts_starting_just_before_its_clock_wraps_is_converted_whole(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """MPEG-TS counts 33 bits of 90 kHz and goes round every 26.5 hours; FFmpeg unwraps a
+    file that starts a second before to negative times. The output started at 0 and its
+    edit list hid the frames before: 25 of 50 frames, and "converted" whole."""
+    src = tmp_path / "wrap.ts"
+    with av.open(str(src), "w", format="mpegts") as c:
+        v = c.add_stream("libx264", rate=25, options={"bf": "0"})
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        for i in range(50):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="rgb24")
+            f.pts, f.time_base = 2**33 - 90000 + i * 3600, Fraction(1, 90000)
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    dst = tmp_path / "out.mp4"
+    assert convert_video(engine, src, dst, ConvertConfig(fmt="mp4")).frames == 50
+    times = [float(t) for t in frame_times(dst)]
+    assert len(times) == 50 and times[0] == pytest.approx(0.0, abs=0.03)
+    assert times[-1] == pytest.approx(1.96, abs=0.03)

@@ -192,6 +192,8 @@ class VideoInfo:
     sample_aspect_ratio: Fraction | None = None
     #: The pictures' colour tags, with the matrix the reader decoded an untagged file with.
     colour: Colour = Colour()
+    #: When the first picture is shown, in input seconds (None: not known).
+    video_start: float | None = None
     #: Where an MPEG-TS/PS clock jumps (parts joined end to end), the shifts that play
     #: the parts in turn; the reader and the audio apply them, and ``duration`` and
     #: ``video_end`` are the joined ones. None: the timestamps are used as stored.
@@ -209,6 +211,18 @@ class VideoInfo:
         if span and span > 0 and self.rate:
             return max(1, round(span * float(self.rate)))
         return None
+
+    @property
+    def output_zero(self) -> float:
+        """The input time an output starts at: the file's start, or 0 for a file that
+        starts a little before 0 with its picture at 0 (an MP4's sound priming, which
+        its edit list hides). A picture before 0 (an MPEG-TS clock FFmpeg unwraps to
+        negative times just before its 26.5-hour wrap) starts the output: else the
+        frames before 0 went under an edit list that hid them (25 of 50 frames lost,
+        'converted' whole)."""
+        if self.start_time > 0 or (self.video_start is not None and self.video_start < 0):
+            return self.start_time
+        return 0.0
 
     @property
     def audio(self) -> AudioInfo | None:
@@ -446,8 +460,15 @@ class VideoReader:
                 f"HDR ({curve}) video is written as SDR without tone mapping: "
                 "bright parts clip and colours look flat"
             )
+        first_time = float(first.pts * first.time_base) if first.pts is not None else None
         self.info = replace(
-            self.info, rotation=rotation, width=w, height=h, sample_aspect_ratio=sar, colour=colour
+            self.info,
+            rotation=rotation,
+            width=w,
+            height=h,
+            sample_aspect_ratio=sar,
+            colour=colour,
+            video_start=first_time,
         )
 
     def seek(self, seconds: float) -> bool:

@@ -373,7 +373,7 @@ def convert_video(
         if on_start is not None:
             on_start(info)
         post = PostProcessor(cfg.post, background, float(info.sample_aspect_ratio or 1))
-        offset = info.start_time if info.start_time > 0 else 0.0
+        offset = info.output_zero
         with _output(dst, cfg.fmt, overwrite) as tmp:
             writer = _open_writer(tmp, cfg, info, offset, dst)
             job = _Job(reader, writer, depth, dst)
@@ -538,7 +538,7 @@ def transcode(
     t0 = time.perf_counter()
     with VideoReader(src) as reader:
         info = reader.info
-        offset = info.start_time if info.start_time > 0 else 0.0
+        offset = info.output_zero
         with _output(dst, fmt, overwrite) as tmp:
             writer = _open_writer(tmp, cfg, info, offset, dst)
             job = _Job(reader, writer, depth, dst)
