@@ -47,6 +47,16 @@ class FolderKind:
         return None
 
 
+def json_record(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (a record a tool wrote beside its output), or None when
+    there is none or it is not one: how a folder a tool wrote is told from others."""
+    try:
+        said = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return said if isinstance(said, dict) else None
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether two paths name one file.
 

@@ -36,6 +36,7 @@ from vidmat.io.files import (
     check_out_apart,
     check_output_path,
     disk_bytes,
+    json_record,
     require_folder,
 )
 from vidmat.progress import progress_bar
@@ -134,12 +135,9 @@ def packed_name(root: Path) -> str:
 def _is_pack(path: Path) -> bool:
     """An earlier pack: the MANIFEST.json this tool writes and the folders of its roots,
     nothing else (a folder of the user's with a MANIFEST.json of its own is not one)."""
-    try:
-        said = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
+    said = json_record(path / MANIFEST)
     return (
-        isinstance(said, dict)
+        said is not None
         and {"long_side", "format", "roots"} <= said.keys()
         and all(e.is_dir() or e.name == MANIFEST for e in path.iterdir())
     )

@@ -32,6 +32,7 @@ from vidmat.io.files import (
     atomic_folder,
     check_out_apart,
     check_output_path,
+    json_record,
     require_file,
     same_file,
 )
@@ -107,12 +108,9 @@ _TOOL = "vidmat pseudolabel"
 
 def _is_label_folder(path: Path) -> bool:
     """An earlier output of this tool: its record, its images/ and masks/, nothing else."""
-    try:
-        said = json.loads((path / LABELS).read_text())
-    except (OSError, ValueError):
-        return False
+    said = json_record(path / LABELS)
     return (
-        isinstance(said, dict)
+        said is not None
         and said.get("tool") == _TOOL
         and all(
             e.name == LABELS or (e.is_dir() and e.name in ("images", "masks"))
