@@ -547,3 +547,28 @@ def test_a_joined_part_without_sound_is_silence_where_it_plays(
         for k in (0.25, 1.25, 2.25)
     ]
     assert level[0] > 0.02 and level[1] < 0.001 and level[2] > 0.02
+
+
+@pytest.mark.parametrize(
+    ("fmt", "layout", "quiet"), [("fltp", "7.1", 0.0), ("s16", "stereo", 0), ("u8", "mono", 128)]
+)
+def test_a_gap_is_filled_with_true_silence_in_any_format(
+    fmt: str, layout: str, quiet: float
+) -> None:
+    """The silence that fills a gap in re-encoded sound: for 7.1 in planes, PyAV lists a
+    ninth plane that is not there and writing it crashed the process (exit 139); for
+    unsigned 8-bit sound zero is full scale, not silence (a loud click and offset)."""
+    made: list[av.AudioFrame] = []
+    stub = type("Pass", (), {"_encode": lambda self, out, frame: made.append(frame)})()
+    like = av.AudioFrame(format=fmt, layout=layout, samples=4)
+    like.sample_rate = 48000
+    audio_mod.AudioPass._silence(stub, None, like, 1.0, 2.5)  # 1.5 s: two frames
+    assert [f.samples for f in made] == [48000, 24000]
+    assert [f.pts for f in made] == [48000, 96000]
+    dtype = {"fltp": np.float32, "s16": np.int16, "u8": np.uint8}[fmt]
+    for f in made:
+        # plane by plane: PyAV's to_ndarray of 7.1 in planes reads that ninth plane too
+        planes = f.planes[: 8 if fmt == "fltp" else 1]
+        values = np.concatenate([np.frombuffer(bytes(p), dtype) for p in planes])
+        assert len(values) >= f.samples * (8 if fmt == "fltp" else 2 if fmt == "s16" else 1)
+        assert (values == quiet).all()

@@ -304,7 +304,7 @@ def test_a_folder_kind_keeps_overwrite_to_folders_of_its_own(tmp_path: Path) -> 
         (frames / name).write_bytes(b"x")  # what a file browser leaves is not the user's
     check_output_path(frames, overwrite=True, folder=True, kind=FRAME_FOLDER)
     (frames / "notes.txt").write_text("mine")
-    with pytest.raises(VidmatError, match=r"frames holds files vidmat did not write there"):
+    with pytest.raises(VidmatError, match=r"frames holds files vidmat cannot tell as its own"):
         check_output_path(frames, overwrite=True, folder=True, kind=FRAME_FOLDER)
     # made during the run: the new frames are kept beside it
     with (

@@ -84,7 +84,7 @@ def test_pack_refuses_clashes_and_replacing(tmp_path: Path) -> None:
     (tmp_path / "mine" / "docs").mkdir(parents=True)  # a MANIFEST.json of its own
     (tmp_path / "mine" / "MANIFEST.json").write_text('{"name": "my project"}')
     (tmp_path / "mine" / "docs" / "notes.txt").write_text("mine")
-    with pytest.raises(VidmatError, match="mine holds files vidmat did not write there"):
+    with pytest.raises(VidmatError, match="mine holds files vidmat cannot tell as its own"):
         pack([b], tmp_path / "mine", overwrite=True)
     assert (tmp_path / "mine" / "docs" / "notes.txt").read_text() == "mine"
     assert json.loads((tmp_path / "pack" / "MANIFEST.json").read_text())["roots"]["x/ccp"][

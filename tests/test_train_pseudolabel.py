@@ -79,7 +79,7 @@ def test_pairs_appear_only_when_all_are_written(
     for sub in ("images", "masks"):
         (mine / sub).mkdir(parents=True)
         (mine / sub / "a.png").write_bytes(b"x")
-    with pytest.raises(VidmatError, match="mine holds files vidmat did not write there"):
+    with pytest.raises(VidmatError, match="mine holds files vidmat cannot tell as its own"):
         label_clips([clip], mine, red_teacher, every=3, overwrite=True)
     assert sorted(p.name for p in (mine / "images").iterdir()) == ["a.png"]
 

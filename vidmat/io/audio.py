@@ -402,8 +402,12 @@ class AudioPass:
         while at < stop:
             n = min(stop - at, rate)  # a second at most a frame
             quiet = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=n)
-            for plane in quiet.planes:
-                plane.update(bytes(plane.buffer_size))
+            # PyAV lists more planes than a planar frame of 8+ channels has (9 for 7.1),
+            # and writing the extra one crashed the process: only the real ones.
+            planes = like.layout.nb_channels if like.format.is_planar else 1
+            fill = b"\x80" if like.format.name.startswith("u8") else b"\0"  # u8's zero
+            for plane in quiet.planes[:planes]:
+                plane.update(fill * plane.buffer_size)
             quiet.sample_rate, quiet.pts, quiet.time_base = rate, at, Fraction(1, rate)
             self._encode(out, quiet)
             at += n

@@ -41,7 +41,7 @@ class FolderKind:
                 and any(path.iterdir())
                 and not self.test(path)
             ):
-                return f"{path} holds files vidmat did not write there (it is not {self.what})"
+                return f"{path} holds files vidmat cannot tell as its own (it is not {self.what})"
         except OSError as exc:  # an unreadable folder: what is in it cannot be told
             return f"{path} cannot be read ({exc.strerror or exc})"
         return None

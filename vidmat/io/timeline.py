@@ -282,15 +282,15 @@ def _joins(
             a = parent[a]
         return a
 
-    pairs = sorted(
-        (abs(a.g - b.g), x, y)
-        for x, a in enumerate(events)
-        for y, b in enumerate(events)
-        if x < y
-        and a.stream != b.stream
-        and abs(a.lands - b.lands) < SAME_JUMP
-        and abs(a.g - b.g) < MAX_APART
-    )
+    pairs = []
+    for x, a in enumerate(events):  # in file order: only those near each other in it
+        for y in range(x + 1, len(events)):
+            b = events[y]
+            if b.g - a.g >= MAX_APART:
+                break  # a clock stepping back every second made thousands, paired each
+            if a.stream != b.stream and abs(a.lands - b.lands) < SAME_JUMP:
+                pairs.append((b.g - a.g, x, y))
+    pairs.sort()
     for _, x, y in pairs:
         rx, ry = root(x), root(y)
         if rx != ry and not members[rx] & members[ry]:

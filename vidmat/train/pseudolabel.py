@@ -106,6 +106,17 @@ LABELS = "PSEUDOLABELS.json"
 _TOOL = "vidmat pseudolabel"
 
 
+def _version(package: str) -> str:
+    """An installed package's version, for the record ("?" when not installed: a teacher
+    given in Python, as the tests do)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
 def _is_label_folder(path: Path) -> bool:
     """An earlier output of this tool: its record, its images/ and masks/, nothing else."""
     said = json_record(path / LABELS)
@@ -194,7 +205,7 @@ def label_clips(
                 n += 1
         record = {
             "tool": _TOOL,
-            "teacher": "MediaPipe selfie segmentation (mediapipe 0.10.14)",
+            "teacher": f"MediaPipe selfie segmentation (mediapipe {_version('mediapipe')})",
             "clips": [str(c) for c in clips],
             "every": every,
             "from": start,
