@@ -249,3 +249,28 @@ def test_a_joined_background_video_loops_through_its_parts(tmp_path: Path) -> No
     video = LoopingVideo(joined)
     greys = [int(video(t).mean()) for t in (0.5, 1.5, 2.5, 3.5, 4.5, 5.5)]
     assert greys == pytest.approx([60, 180] * 3, abs=6)
+
+
+def test_a_joined_background_asked_ahead_decodes_on_without_reopening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A jump ahead (a stalled live run catching up) reopened the file and decoded it
+    from its start, as a seek cannot count its packets: 2.5 s for a 3 s jump."""
+    from vidmat.io import images
+
+    opened = []
+
+    class Counted(images.VideoReader):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            opened.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(images, "VideoReader", Counted)
+    greys = (40, 100, 160, 220)
+    parts = [_grey_ts(tmp_path / f"{k}.ts", 3600 * k, g) for k, g in enumerate(greys)]
+    joined = tmp_path / "bg.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    video = images.LoopingVideo(joined)
+    assert int(video(0.1).mean()) == pytest.approx(40, abs=6)
+    assert int(video(3.5).mean()) == pytest.approx(220, abs=6)  # 3.4 s ahead
+    assert len(opened) == 1

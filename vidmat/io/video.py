@@ -471,6 +471,11 @@ class VideoReader:
             video_start=first_time,
         )
 
+    @property
+    def can_seek(self) -> bool:
+        """Whether :meth:`seek` can go to a time (not in a file whose clock jumps)."""
+        return self.info.timeline is None
+
     def seek(self, seconds: float) -> bool:
         """Make the next :meth:`frames` start at or before ``seconds`` of input time, from
         a keyframe (the first frame when that is before it): a looping background goes
@@ -479,7 +484,7 @@ class VideoReader:
         for (a loop showed frames 4, 4, 4, 8 for 0, 1, 2, 3): the seek then backs off, and
         False says it could not get there (the caller opens the file again), as for a file
         whose clock jumps (see :mod:`vidmat.io.timeline`)."""
-        if self.info.timeline is not None:
+        if not self.can_seek:
             # Its packets are shifted by their count from the start, which a seek loses:
             # read as stored, a looped background froze on the wrong part.
             return False
