@@ -572,3 +572,35 @@ def test_a_gap_is_filled_with_true_silence_in_any_format(
         values = np.concatenate([np.frombuffer(bytes(p), dtype) for p in planes])
         assert len(values) >= f.samples * (8 if fmt == "fltp" else 2 if fmt == "s16" else 1)
         assert (values == quiet).all()
+
+
+def test_joined_sound_that_cannot_be_re_encoded_is_copied_not_lost(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Joined files' sound is re-encoded (to fill its gaps); where that cannot be done,
+    it is copied with its gaps rather than left out of the output."""
+    clip = make_clip(tmp_path / "c.mp4", frames=25, audio="aac")
+    parts = []
+    for k in range(2):  # the clip remuxed to TS twice, each clock from its start
+        part = tmp_path / f"{k}.ts"
+        with av.open(str(clip)) as src, av.open(str(part), "w", format="mpegts") as dst:
+            streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+            for packet in src.demux():
+                if packet.dts is not None:
+                    packet.stream = streams[packet.stream.index]
+                    dst.mux(packet)
+        parts.append(part)
+    src = tmp_path / "joined.ts"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    real = audio_mod.plan_encoding
+
+    def no_encoder(stream, info, container, copy=True):
+        if not copy:
+            raise audio_mod.AudioUnusable("the aac encoder would not open")
+        return real(stream, info, container, copy)
+
+    monkeypatch.setattr(audio_mod, "plan_encoding", no_encoder)
+    dst = tmp_path / "out.mp4"
+    result = convert_video(engine, src, dst, ConvertConfig(fmt="mp4"))
+    assert result.frames == 50 and result.audio == "copied"
+    assert audio_seconds(dst) == pytest.approx(2.0, abs=0.1)

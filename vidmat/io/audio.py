@@ -262,8 +262,14 @@ class AudioPass:
             # sound ends before its picture): copied, MP4 keeps no gap and players played
             # the next part's sound that much early (2 s with a silent middle part);
             # re-encoded, the gaps are filled with silence.
-            copy = timeline is None
-            self._open(out, plan_encoding(self._src_stream, info, fmt, copy), fmt)
+            try:
+                encoding = plan_encoding(self._src_stream, info, fmt, copy=timeline is None)
+            except AudioUnusable:
+                if timeline is None:
+                    raise
+                # no decoder for it: copied, gaps and all, rather than left out
+                encoding = plan_encoding(self._src_stream, info, fmt)
+            self._open(out, encoding, fmt)
         except BaseException:
             self._in.close()
             raise
