@@ -604,3 +604,4 @@ def test_joined_sound_that_cannot_be_re_encoded_is_copied_not_lost(
     result = convert_video(engine, src, dst, ConvertConfig(fmt="mp4"))
     assert result.frames == 50 and result.audio == "copied"
     assert audio_seconds(dst) == pytest.approx(2.0, abs=0.1)
+    assert any("could only be copied, so a gap between parts" in w for w in result.warnings)

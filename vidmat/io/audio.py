@@ -270,6 +270,8 @@ class AudioPass:
                 # no decoder for it: copied, gaps and all, rather than left out
                 encoding = plan_encoding(self._src_stream, info, fmt)
             self._open(out, encoding, fmt)
+            #: Copied from a joined file: the gaps between its parts are not filled.
+            self.gaps_kept = timeline is not None and self.copy
         except BaseException:
             self._in.close()
             raise

@@ -473,7 +473,8 @@ class VideoReader:
 
     @property
     def can_seek(self) -> bool:
-        """Whether :meth:`seek` can go to a time (not in a file whose clock jumps)."""
+        """False where :meth:`seek` never can (a file whose clock jumps); where True a
+        seek may still fail, and the caller reads the file again."""
         return self.info.timeline is None
 
     def seek(self, seconds: float) -> bool:
@@ -1193,6 +1194,12 @@ class VideoWriter:
                 dropped = f", leaving out {channel_list(a.left_out)}" if a.left_out else ""
                 self.warnings.append(
                     f"{which} was mixed down from {a.track.channels} channels to {into}{dropped}"
+                )
+            if a.gaps_kept:
+                self.warnings.append(
+                    f"{which} of the joined parts could only be copied, so a gap between "
+                    "parts is not filled with silence: where a part has less sound than "
+                    "picture, the next part's sound plays that much early"
                 )
             if a.language_lost:
                 self.warnings.append(
