@@ -429,11 +429,12 @@ def _ts_clip(
     change_at: float | None = None,
     fmt: str = "mpegts",
     sound: bool = True,
+    pause: tuple[float, float] | None = None,
 ) -> Path:
     """An MPEG-TS clip (64x48, 25 fps) with MP2 sound; ``change_at``: the sound goes from
     mono to stereo there, as at a TV ad break; ``start``: where its clock starts;
     ``fmt`` "mpeg": MPEG-PS with MPEG-2 video, as a DVD's or a camcorder's; ``sound``
-    False: no audio stream."""
+    False: no audio stream; ``pause``: seconds (from, until) without sound."""
     fps, rate, n = 25, 48000, round(seconds * 25)
     stereo = av.CodecContext.create("mp2", "w")
     stereo.sample_rate, stereo.layout, stereo.format = rate, "stereo", "s16"
@@ -453,6 +454,9 @@ def _ts_clip(
             for p in v.encode(f):
                 c.mux(p)
             while sound and t < round(start * rate) + (i + 1) * rate // fps:
+                if pause is not None and pause[0] * rate <= t < pause[1] * rate:
+                    t += 1152  # no sound here
+                    continue
                 two = change_at is not None and t >= change_at * rate
                 samples = (rng.standard_normal((1, 1152 * (2 if two else 1))) * 3000).astype(
                     np.int16
@@ -604,4 +608,36 @@ def test_joined_sound_that_cannot_be_re_encoded_is_copied_not_lost(
     result = convert_video(engine, src, dst, ConvertConfig(fmt="mp4"))
     assert result.frames == 50 and result.audio == "copied"
     assert audio_seconds(dst) == pytest.approx(2.0, abs=0.1)
-    assert any("could only be copied, so a gap between parts" in w for w in result.warnings)
+    assert any("could only be copied, so its gaps are not" in w for w in result.warnings)
+
+
+def test_sound_that_pauses_in_a_ts_is_silence_where_it_pauses(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """One recording (no join) whose AAC stops for a second: copied into MP4 the pause
+    closed up and everything after it played a second early. Such a track is re-encoded
+    with the pause as silence; one without a pause is still copied."""
+    clip = make_clip(tmp_path / "c.mp4", frames=75, audio="aac")
+
+    def as_ts(name: str, pause: tuple[float, float] | None) -> Path:
+        ts = tmp_path / name
+        with av.open(str(clip)) as inp, av.open(str(ts), "w", format="mpegts") as out:
+            streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+            for packet in inp.demux():
+                if packet.dts is None:
+                    continue
+                seconds = float(packet.pts * packet.time_base)
+                if pause and packet.stream.type == "audio" and pause[0] <= seconds < pause[1]:
+                    continue  # no sound here
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+        return ts
+
+    dst = tmp_path / "out.mp4"
+    result = convert_video(engine, as_ts("pause.ts", (1.0, 2.0)), dst, ConvertConfig(fmt="mp4"))
+    assert result.frames == 75 and result.audio == "re-encoded"
+    assert not any("clock jumps" in w for w in result.warnings)  # a pause is no join
+    assert audio_seconds(dst) == pytest.approx(3.0, abs=0.08)  # the pause played
+    whole = tmp_path / "whole.mp4"
+    kept = convert_video(engine, as_ts("whole.ts", None), whole, ConvertConfig(fmt="mp4"))
+    assert kept.audio == "copied" and audio_seconds(whole) == pytest.approx(3.0, abs=0.08)

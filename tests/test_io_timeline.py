@@ -57,9 +57,12 @@ def shifted(timeline: Timeline, p) -> float:
 
 
 def test_a_steady_clock_has_no_timeline() -> None:
-    """A pause under 10 s (a screen recorder idling) is time that passed, kept as it is."""
-    steady = part(0, 0, 25) + part(1000 + 9000, 10_000, 25)
-    assert scan(steady) is None
+    """A pause under 10 s (a screen recorder idling) is time that passed, kept as it is:
+    no join, nothing moved, only the pause known (sound that pauses is re-encoded)."""
+    assert scan(part(0, 0, 25)) is None
+    paused = scan(part(0, 0, 25) + part(1000 + 9000, 10_000, 25))
+    assert paused is not None and not paused.joined and paused.shifts == {}
+    assert paused.paused == {V, A}
 
 
 @pytest.mark.parametrize("start_ms", [0, 3_600_000])
@@ -219,7 +222,9 @@ def test_one_stream_pausing_while_the_others_go_on_is_no_join() -> None:
     order = sorted(pictures + sounds, key=lambda p: p.dts)
     for pos, p in enumerate(order):
         p.pos = pos
-    assert scan(order) is None
+    timeline = scan(order)
+    assert timeline is not None and not timeline.joined and timeline.shifts == {}
+    assert timeline.paused == {V}  # a pause, known as one (sound's would be re-encoded)
 
 
 def _grey_ts(path: Path, start: float, grey: int) -> Path:

@@ -254,7 +254,7 @@ class AudioPass:
     ) -> None:
         self.track = info
         self._offset = offset
-        self._clock = timeline.clock() if timeline is not None else None
+        self._clock = timeline.clock() if timeline is not None and timeline.joined else None
         self._in = open_input(src)
         try:
             self._src_stream = self._in.streams[info.index]
@@ -262,16 +262,18 @@ class AudioPass:
             # sound ends before its picture): copied, MP4 keeps no gap and players played
             # the next part's sound that much early (2 s with a silent middle part);
             # re-encoded, the gaps are filled with silence.
+            # and a track that pauses in a TS/PS, whose pause MP4 would close up too
+            gaps = timeline is not None and (timeline.joined or info.index in timeline.paused)
             try:
-                encoding = plan_encoding(self._src_stream, info, fmt, copy=timeline is None)
+                encoding = plan_encoding(self._src_stream, info, fmt, copy=not gaps)
             except AudioUnusable:
-                if timeline is None:
+                if not gaps:
                     raise
                 # no decoder for it: copied, gaps and all, rather than left out
                 encoding = plan_encoding(self._src_stream, info, fmt)
             self._open(out, encoding, fmt)
             #: Copied from a joined file: the gaps between its parts are not filled.
-            self.gaps_kept = timeline is not None and self.copy
+            self.gaps_kept = gaps and self.copy
         except BaseException:
             self._in.close()
             raise

@@ -38,6 +38,10 @@ FORWARD_JUMP = 10.0
 #: rise within a recording; FFmpeg's command line takes the same 0.1 s).
 BACKWARD_JUMP = 0.1
 
+#: A stream's clock going on this much (seconds) past where its last packet ended is a
+#: pause in it (sound that stops), which a copy into MP4 would close up.
+PAUSE = 0.1
+
 #: Two streams' jumps whose clocks land this close are the same jump (one join).
 SAME_JUMP = 5.0
 
@@ -70,6 +74,14 @@ class Timeline:
     #: stream index -> numbers of its packets whose show time is a guess from another
     #: part's clock: read without one (the decoder's order places them).
     untimed: dict[int, frozenset[int]] = field(default_factory=dict)
+    #: Streams whose clock pauses between two packets (sound that stops for a while):
+    #: copied into MP4 the pause closed up and what followed played early.
+    paused: frozenset[int] = frozenset()
+
+    @property
+    def joined(self) -> bool:
+        """Whether the file is parts joined end to end (else it only pauses)."""
+        return bool(self.jumps)
 
     def seconds(self, stream: int, number: int) -> float:
         """The seconds added to packet ``number`` (from 0) of ``stream``."""
@@ -176,6 +188,7 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
     ends: dict[int, list[float | None]] = {i: [None] for i in indices}  # each part's end
     events: list[_Event] = []
     untimed: dict[int, list[int]] = {i: [] for i in indices}
+    paused: set[int] = set()
     start = math.inf
     g = 0  # packets of all the streams so far: how far apart two streams' jumps are
     for p in packets:
@@ -229,18 +242,25 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
             step.pop(i, None)
         elif before is not None and t > before:
             step[i] = t - before
+            end = ends[i][-1]
+            if end is not None and shown - end > PAUSE:
+                paused.add(i)
         if len(ends[i]) == 1:
             start = min(start, shown)
         last[i] = t
         length = float(p.duration * p.time_base) if p.duration else step.get(i, 0.0)
         end = ends[i][-1]
         ends[i][-1] = max(end if end is not None else shown, shown + length)
-    if not events:
-        return None
-    timeline = _joins(events, ends, 0.0 if math.isinf(start) else start)
+    timeline = _joins(events, ends, 0.0 if math.isinf(start) else start) if events else None
     if timeline is None:
-        return None
-    return replace(timeline, untimed={i: frozenset(n) for i, n in untimed.items() if n})
+        if not paused:
+            return None
+        timeline = Timeline(shifts={}, jumps=(), ends={})
+    return replace(
+        timeline,
+        untimed={i: frozenset(n) for i, n in untimed.items() if n},
+        paused=frozenset(paused),
+    )
 
 
 #: Two streams' jumps this many packets apart or more are not one join.

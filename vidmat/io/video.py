@@ -354,7 +354,7 @@ class VideoReader:
             self.info = self._probe()
             timeline = self.info.timeline
             #: Counts the packets read from the start to shift each (see io/timeline).
-            self._clock = timeline.clock() if timeline is not None else None
+            self._clock = timeline.clock() if timeline is not None and timeline.joined else None
             self._stream = main_video_stream(self._container)
             self._stream.thread_type = "AUTO"
             if threads:
@@ -405,7 +405,7 @@ class VideoReader:
         timeline = None
         if can_jump(c):
             timeline = scan_timeline(self.path, [v.index, *(a.index for a in audio)])
-        if timeline is not None:
+        if timeline is not None and timeline.joined:
             self.notes.append(timeline.describe())
             video_end = timeline.ends.get(v.index, video_end)
             duration = max(timeline.ends.values()) - start
@@ -475,7 +475,7 @@ class VideoReader:
     def can_seek(self) -> bool:
         """False where :meth:`seek` never can (a file whose clock jumps); where True a
         seek may still fail, and the caller reads the file again."""
-        return self.info.timeline is None
+        return self.info.timeline is None or not self.info.timeline.joined
 
     def seek(self, seconds: float) -> bool:
         """Make the next :meth:`frames` start at or before ``seconds`` of input time, from
@@ -1197,9 +1197,9 @@ class VideoWriter:
                 )
             if a.gaps_kept:
                 self.warnings.append(
-                    f"{which} of the joined parts could only be copied, so a gap between "
-                    "parts is not filled with silence: where a part has less sound than "
-                    "picture, the next part's sound plays that much early"
+                    f"{which} could only be copied, so its gaps are not filled with "
+                    "silence: the sound after a gap (a joined part with less sound than "
+                    "picture, a pause) plays that much early"
                 )
             if a.language_lost:
                 self.warnings.append(
