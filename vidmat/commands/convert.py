@@ -231,11 +231,10 @@ def expand_inputs(items: list[str]) -> tuple[list[Job], list[Path]]:
             matches = sorted(glob.glob(str(path)))
             # What a folder scan would take of them: its videos and images, and folders
             # that hold some ('clips/*' matched a README and an empty folder: 2 failed).
-            found = [_found(Path(m), named=False) for m in matches]
             found = [
                 f
-                for f in found
-                if f[2] or (f[2] is None and f[0].suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+                for f in (_found(Path(m), named=False) for m in matches)
+                if (bool(f[2]) if f[2] is not None else _is_media(f[0]))
             ]
             if not matches:
                 entries.append(Job(path, error=f"{item}: no file matches this pattern."))
@@ -303,14 +302,15 @@ def _own_output(name: str, stems: set[str]) -> bool:
     return base in stems or (stem in stems and f".{ext}" in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
 
 
+def _is_media(path: Path) -> bool:
+    """A video or image by its suffix: what a folder scan or a pattern takes."""
+    return path.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
+
+
 def _folder(folder: Path) -> list[Path]:
     """A folder's videos and images, sorted (not its sub-folders: PNG outputs live there)."""
     return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p.suffix.lower() in (VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and _is_media(p)
     )
 
 
@@ -327,14 +327,6 @@ def _format_from(args: argparse.Namespace) -> str:
             # video is refused by plan_outputs rather than written as H.264 under it.
             return "png"
     return "mp4"
-
-
-def _is_frame_folder(out: Path, cfg: ConvertConfig, jobs: list[Job]) -> bool:
-    """Whether ``-o out`` names an earlier ``--format png`` result of one video to replace,
-    not a folder to write into: the same command run again put its frames in
-    ``out/clip_alpha/`` beside the old ones, even with --overwrite. (A still's output is
-    a file, which such a folder still takes in.)"""
-    return cfg.fmt == "png" and len(jobs) == 1 and not jobs[0].is_image and is_frame_folder(out)
 
 
 def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) -> Path | None:
@@ -361,7 +353,10 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
     # --format png writes one video's frames into -o NAME itself; a still's is a file
     frames_itself = cfg.fmt == "png" and len(jobs) == 1 and not jobs[0].is_image
     as_folder = out is not None and (
-        (out.is_dir() and not _is_frame_folder(out, cfg, jobs))
+        # An earlier frame folder of that one video is replaced, not written into: the
+        # same command run again put its frames in out/clip_alpha/ beside the old ones,
+        # even with --overwrite.
+        (out.is_dir() and not (frames_itself and is_frame_folder(out)))
         or slash
         or len(jobs) > 1
         or (not out.suffix and not frames_itself)
