@@ -259,10 +259,9 @@ class AudioPass:
         try:
             self._src_stream = self._in.streams[info.index]
             # A joined file's parts leave gaps in its sound (a part without any, one whose
-            # sound ends before its picture): copied, MP4 keeps no gap and players played
-            # the next part's sound that much early (2 s with a silent middle part);
-            # re-encoded, the gaps are filled with silence.
-            # and a track that pauses in a TS/PS, whose pause MP4 would close up too
+            # sound ends before its picture), as does a TS/PS track that pauses: copied,
+            # MP4 keeps no gap and players played the sound after it that much early (2 s
+            # with a silent middle part); re-encoded, the gaps are filled with silence.
             gaps = timeline is not None and (timeline.joined or info.index in timeline.paused)
             try:
                 encoding = plan_encoding(self._src_stream, info, fmt, copy=not gaps)
@@ -272,7 +271,7 @@ class AudioPass:
                 # no decoder for it: copied, gaps and all, rather than left out
                 encoding = plan_encoding(self._src_stream, info, fmt)
             self._open(out, encoding, fmt)
-            #: Copied from a joined file: the gaps between its parts are not filled.
+            #: Copied though it has gaps (re-encoding was unusable): they are not filled.
             self.gaps_kept = gaps and self.copy
         except BaseException:
             self._in.close()
