@@ -572,7 +572,7 @@ def read_still(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no copy of a large photo
 
 
-#: Still formats that can carry their own transparency.
+#: Still formats that can carry transparency: a still's own, and an RGBA output.
 _ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
 
 
@@ -621,7 +621,7 @@ def convert_image(
     lowres = engine.predict_lowres(frames)
     out = post.finish(frames[0], lowres, t=0.0).image.cpu().numpy()
     suffix = dst.suffix.lower() or ".png"
-    if out.shape[2] == 4 and suffix not in (".png", ".webp", ".tif", ".tiff"):
+    if out.shape[2] == 4 and suffix not in _ALPHA_SUFFIXES:
         raise VidmatError(f"{dst.name}: {suffix} cannot hold transparency; write a .png instead.")
     own = still_alpha(src, rgb.shape)
     if post.background.kind == "mask":
