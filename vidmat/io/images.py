@@ -73,7 +73,8 @@ class LoopingVideo:
     stands upright when the file says it is turned. Decodes sequentially, one decode per
     background frame when played along with the output; going back (the loop's end) or
     far ahead seeks on the open file, never decoding minutes of frames in between nor
-    opening the file again. Its time starts at the first ``t`` asked for, so a background
+    opening the file again (but a joined MPEG-TS/PS, which cannot seek: it decodes on to
+    a time ahead, and is opened again to go back). Its time starts at the first ``t`` asked for, so a background
     chosen a minute into a live session plays from its beginning, and again at a ``t``
     before that (a new run's clock).
     """
