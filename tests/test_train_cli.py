@@ -825,3 +825,35 @@ def test_no_cache_or_run_folder_goes_into_the_data(
     local = ["--data", ".", *argv[2:], "--run", "runs/a"]
     assert main(["train", *local]) == 0
     assert (root / "runs" / "a" / "last.pt").exists() and (root / "runs" / "cache").is_dir()
+
+
+def test_the_default_warmup_follows_a_new_runs_steps_and_a_resume_keeps_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """A fixed default of 100 left a run of 100 steps or fewer warming up to its end, the
+    learning rate never at its peak nor decayed; a --warmup not below --steps did the same
+    on purpose and is refused. Raising --steps on resume must not move the warm-up."""
+    import json
+
+    from vidmat.train.loop import TrainConfig, lr_at
+
+    root = make_people(tmp_path / "people")
+    run = tmp_path / "run"
+    argv = ["--data", str(root), "--size", "32", "--batch", "2", "--no-progress"]
+    _refused(
+        [*argv, "--run", str(run), "--steps", "20", "--warmup", "20"],
+        capsys,
+        tmp_path,
+        "--warmup 20 is not below --steps 20: the learning rate would still be rising at the "
+        "last step and never decay; give a shorter --warmup.",
+    )
+    assert main(["train", *argv, "--run", str(run), "--steps", "20"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["warmup"] == 2
+    cfg = TrainConfig(sources=[], run_dir=run, steps=20, warmup=config["warmup"])
+    assert lr_at(1, cfg) == 1.0 and lr_at(19, cfg) == pytest.approx(cfg.min_lr_ratio)
+
+    capsys.readouterr()
+    assert main(["train", *argv, "--run", str(run), "--steps", "22"]) == 0
+    assert "changed on resume" not in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["warmup"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import signal
 import textwrap
@@ -204,8 +205,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--warmup",
         type=int,
-        default=100,
-        help="steps of linear learning-rate warm-up (default 100)",
+        default=None,
+        help="steps of linear learning-rate warm-up, below --steps (default: a tenth of "
+        "--steps, at most 100; a resumed run keeps its own)",
     )
     p.add_argument(
         "--ema", type=float, default=0.995, help="EMA decay of the weights (default 0.995)"
@@ -390,7 +392,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """
     from vidmat.core.engine import select_device
     from vidmat.train.data import gap_root_names, parse_data_source
-    from vidmat.train.loop import LAYER_GROUPS, TrainConfig
+    from vidmat.train.loop import LAYER_GROUPS, TrainConfig, default_warmup
 
     if args.run is None and args.write_samples is None:
         raise VidmatError("--run DIR is required: the run folder for checkpoints, log and weights.")
@@ -420,8 +422,14 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise VidmatError("--weight-decay must be 0 or more.")
     if not (math.isfinite(args.iou_weight) and args.iou_weight >= 0):
         raise VidmatError("--iou-weight must be 0 or more.")
-    if args.warmup < 0:
+    if args.warmup is not None and args.warmup < 0:
         raise VidmatError("--warmup must be 0 or more steps.")
+    if args.warmup is not None and 0 < args.steps <= args.warmup:
+        # The learning rate would still be climbing at the last step: no peak, no decay.
+        raise VidmatError(
+            f"--warmup {args.warmup} is not below --steps {args.steps}: the learning rate "
+            "would still be rising at the last step and never decay; give a shorter --warmup."
+        )
     if not 0.0 <= args.ema < 1.0:
         raise VidmatError("--ema must be at least 0 and below 1.")
     if not 0 <= args.seed < 2**32:  # numpy's generators take no more (a traceback above it)
@@ -472,7 +480,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay,
         iou_weight=args.iou_weight,
         aug=augment_config(args),
-        warmup=args.warmup,
+        warmup=args.warmup if args.warmup is not None else default_warmup(args.steps),
         ema=args.ema,
         seed=args.seed,
         val_every=args.val_every,
@@ -523,12 +531,15 @@ def _check_anchor(anchor: str) -> None:
 
 
 def _check_resume(
-    path: Path, cfg: TrainConfig, change_settings: bool
-) -> tuple[int | None, list[str]]:
+    path: Path, cfg: TrainConfig, change_settings: bool, own_warmup: bool
+) -> tuple[int | None, list[str], TrainConfig]:
     """Refuse a checkpoint of the other architecture, of other --freeze groups or of
     other settings (see :func:`vidmat.train.loop.check_resumable`), or an unreadable one,
-    up front; return its step (None when it holds none) and the settings
-    ``change_settings`` let change.
+    up front; return its step (None when it holds none), the settings
+    ``change_settings`` let change and the config to go on with.
+
+    With ``own_warmup`` (no --warmup given) the run keeps the warm-up it started with:
+    the default follows --steps, which a resume raises to extend the run.
 
     The checkpoint is memory-mapped, so only its small config is actually read here.
     """
@@ -541,6 +552,8 @@ def _check_resume(
 
     config = ck.get("config")
     config = config if isinstance(config, dict) else {}
+    if own_warmup and isinstance(config.get("warmup"), int):
+        cfg = dataclasses.replace(cfg, warmup=config["warmup"])
     saved = config.get("arch")
     if saved is not None and saved != cfg.arch:
         raise VidmatError(
@@ -549,7 +562,7 @@ def _check_resume(
         )
     changed = check_resumable(config, cfg, path, change_settings)
     step = ck.get("step")
-    return (int(step) if isinstance(step, int) else None), changed
+    return (int(step) if isinstance(step, int) else None), changed, cfg
 
 
 def _check_steps_left(path: Path, step: int, steps: int) -> bool:
@@ -644,7 +657,9 @@ def run(args: argparse.Namespace) -> int:
         _check_init_arch(cfg.init, cfg.arch)
     changed: list[str] = []
     if resume is not None:
-        step, changed = _check_resume(resume, cfg, args.change_settings)
+        step, changed, cfg = _check_resume(
+            resume, cfg, args.change_settings, own_warmup=args.warmup is None
+        )
         if step is not None and not _check_steps_left(resume, step, cfg.steps):
             return 0
     if cfg.anchor is not None:

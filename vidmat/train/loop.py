@@ -179,6 +179,14 @@ def size_at(step: int, cfg: TrainConfig) -> int:
     return sizes[step % len(sizes)]
 
 
+def default_warmup(steps: int) -> int:
+    """Warm-up steps of a new run without ``--warmup``: a tenth of the run, at most 100.
+
+    A fixed 100 left a run of 100 steps or fewer still warming up at its end, its
+    learning rate never at its peak nor decayed."""
+    return min(100, steps // 10)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning-rate multiplier at ``step``: linear warmup to 1 at the warmup's last step,
     then cosine to ``min_lr_ratio`` at the last step (``steps - 1``). The cosine began at
