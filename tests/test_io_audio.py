@@ -526,6 +526,29 @@ def test_recordings_joined_end_to_end_play_one_after_the_other(
     assert audio_seconds(sound) == pytest.approx(2.0, abs=0.06)
 
 
+def test_a_joined_part_passing_where_ffmpeg_unwraps_the_clock_is_one_part(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """FFmpeg unwraps MPEG's 33-bit clock by where the file began (100 s, less a minute):
+    the second part, stored from 39.7 s, reads a wrap ahead until 40 s and then steps
+    back by the wrap. That step was taken for a second join: "jumps 2 times", and a
+    hole in the re-encoded sound filled with silence."""
+    first = _ts_clip(tmp_path / "a.ts", 1.0, start=100.0)
+    second = _ts_clip(tmp_path / "b.ts", 1.0, start=39.7)
+    src = tmp_path / "joined.ts"
+    src.write_bytes(first.read_bytes() + second.read_bytes())
+    dst = tmp_path / "out.mp4"
+    result = convert_video(engine, src, dst, ConvertConfig(fmt="mp4"))
+    assert result.frames == 50
+    assert any("clock jumps at 1.0 s" in w for w in result.warnings)
+    times = [float(t) for t in frame_times(dst)]
+    # each part in one piece (the second part's sound leads its picture by 20 ms)
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    assert steps[:24] + steps[25:] == pytest.approx([0.04] * 48, abs=0.005)
+    assert steps[24] == pytest.approx(0.07, abs=0.02)
+    assert audio_seconds(dst) == pytest.approx(2.0, abs=0.06)
+
+
 def test_a_joined_part_without_sound_is_silence_where_it_plays(
     engine: Engine, tmp_path: Path
 ) -> None:

@@ -279,3 +279,25 @@ def test_a_joined_background_asked_ahead_decodes_on_without_reopening(
     assert int(video(0.1).mean()) == pytest.approx(40, abs=6)
     assert int(video(3.5).mean()) == pytest.approx(220, abs=6)  # 3.4 s ahead
     assert len(opened) == 1
+
+
+def test_a_part_passing_where_ffmpeg_unwraps_the_clock_goes_on_in_one_piece() -> None:
+    """FFmpeg unwraps MPEG's 33-bit clock by where the file's first part began (1000 s,
+    less a minute): a second part stored from 939.5 s reads a wrap ahead until 940 s,
+    then steps back by the wrap. That step was a second join, a hole in the output."""
+    wrap = round(MPEG_WRAP * 1000)
+
+    def unwrapped(ms: int) -> int:
+        return ms + wrap if ms < 940_000 else ms
+
+    first, second = part(1_000_000, 0, 25), part(939_500, 10_000, 25)
+    for p in second:
+        p.dts = p.pts = unwrapped(p.dts)
+    timeline = scan(first + second)
+    assert timeline is not None and len(timeline.jumps) == 1 and timeline.moves
+    assert timeline.jumps[0].by == pytest.approx(939.5 - 1000.96, abs=0.01)
+    played = [shifted(timeline, p) for p in second if p.stream.index == V]
+    assert played == pytest.approx([1001.0 + 0.04 * k for k in range(25)], abs=0.001)
+    sound = [shifted(timeline, p) for p in second if p.stream.index == A]
+    assert sound == pytest.approx(played, abs=0.001)
+    assert timeline.ends[V] == pytest.approx(1002.0, abs=0.001)

@@ -254,7 +254,7 @@ class AudioPass:
     ) -> None:
         self.track = info
         self._offset = offset
-        self._clock = timeline.clock() if timeline is not None and timeline.joined else None
+        self._clock = timeline.clock() if timeline is not None and timeline.moves else None
         self._in = open_input(src)
         try:
             self._src_stream = self._in.streams[info.index]

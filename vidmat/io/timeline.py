@@ -83,6 +83,12 @@ class Timeline:
         """Whether the file is parts joined end to end (else it only pauses)."""
         return bool(self.jumps)
 
+    @property
+    def moves(self) -> bool:
+        """Whether any packet is read at another time than stored (joins, or a clock
+        that FFmpeg's unwrapping steps back by a wrap)."""
+        return bool(self.shifts)
+
     def seconds(self, stream: int, number: int) -> float:
         """The seconds added to packet ``number`` (from 0) of ``stream``."""
         where = self.shifts.get(stream)
@@ -189,6 +195,8 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
     events: list[_Event] = []
     untimed: dict[int, list[int]] = {i: [] for i in indices}
     paused: set[int] = set()
+    lift: dict[int, float] = {}  # seconds added to the stream's clock for FFmpeg's unwrapping
+    lifts: dict[int, list[tuple[int, float]]] = {i: [] for i in indices}  # from which packet
     start = math.inf
     g = 0  # packets of all the streams so far: how far apart two streams' jumps are
     for p in packets:
@@ -214,7 +222,15 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
             else:
                 untimed[i].append(number)
                 shown = t
+        t, shown = t + lift.get(i, 0.0), shown + lift.get(i, 0.0)
         before = last.get(i)
+        if before is not None and -BACKWARD_JUMP <= t + MPEG_WRAP - before <= FORWARD_JUMP:
+            # FFmpeg unwraps the 33-bit clock by where the file's first part began, so a
+            # later part whose clock passes that point steps back by exactly the wrap: the
+            # same part going on. Taken for a join, it left a hole of a few packets.
+            lift[i] = lift.get(i, 0.0) + MPEG_WRAP
+            lifts[i].append((number, lift[i]))
+            t, shown = t + MPEG_WRAP, shown + MPEG_WRAP
         parts = len(ends[i]) - 1  # the stream's jumps so far
         jumped = before is not None and not before - BACKWARD_JUMP <= t <= before + FORWARD_JUMP
         if (
@@ -253,14 +269,42 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
         ends[i][-1] = max(end if end is not None else shown, shown + length)
     timeline = _joins(events, ends, 0.0 if math.isinf(start) else start) if events else None
     if timeline is None:
-        if not paused:
+        if not paused and not any(lifts.values()):
             return None
-        timeline = Timeline(shifts={}, jumps=(), ends={})
+        timeline = Timeline(
+            shifts={},
+            jumps=(),
+            ends={
+                i: max(x for x in e if x is not None)
+                for i, e in ends.items()
+                if any(x is not None for x in e)
+            },
+        )
     return replace(
         timeline,
+        shifts=_lifted(timeline, lifts),
         untimed={i: frozenset(n) for i, n in untimed.items() if n},
         paused=frozenset(paused),
     )
+
+
+def _lifted(
+    timeline: Timeline, lifts: dict[int, list[tuple[int, float]]]
+) -> dict[int, tuple[tuple[int, ...], tuple[float, ...]]]:
+    """The timeline's shifts with each stream's unwrapping ``lifts`` (packet number,
+    seconds added from it on) added to them."""
+    shifts = dict(timeline.shifts)
+    for i, mine in lifts.items():
+        if not mine:
+            continue
+        numbers = sorted({*shifts.get(i, ((), ()))[0], *(n for n, _ in mine)})
+        lift = [bisect.bisect_right([n for n, _ in mine], n) for n in numbers]
+        seconds = [
+            timeline.seconds(i, n) + (mine[k - 1][1] if k else 0.0)
+            for n, k in zip(numbers, lift, strict=True)
+        ]
+        shifts[i] = (tuple(numbers), tuple(seconds))
+    return shifts
 
 
 #: Two streams' jumps this many packets apart or more are not one join.

@@ -354,7 +354,7 @@ class VideoReader:
             self.info = self._probe()
             timeline = self.info.timeline
             #: Counts the packets read from the start to shift each (see io/timeline).
-            self._clock = timeline.clock() if timeline is not None and timeline.joined else None
+            self._clock = timeline.clock() if timeline is not None and timeline.moves else None
             self._stream = main_video_stream(self._container)
             self._stream.thread_type = "AUTO"
             if threads:
@@ -407,6 +407,7 @@ class VideoReader:
             timeline = scan_timeline(self.path, [v.index, *(a.index for a in audio)])
         if timeline is not None and timeline.joined:
             self.notes.append(timeline.describe())
+        if timeline is not None and timeline.moves:
             video_end = timeline.ends.get(v.index, video_end)
             duration = max(timeline.ends.values()) - start
         rate = _plausible_rate(v.average_rate) or _plausible_rate(v.guessed_rate)
@@ -473,9 +474,10 @@ class VideoReader:
 
     @property
     def can_seek(self) -> bool:
-        """False where :meth:`seek` never can (a file whose clock jumps); where True a
-        seek may still fail, and the caller reads the file again."""
-        return self.info.timeline is None or not self.info.timeline.joined
+        """False where :meth:`seek` never can (a file whose packets are read at other
+        times than stored: see io/timeline); where True a seek may still fail, and the
+        caller reads the file again."""
+        return self.info.timeline is None or not self.info.timeline.moves
 
     def seek(self, seconds: float) -> bool:
         """Make the next :meth:`frames` start at or before ``seconds`` of input time, from
