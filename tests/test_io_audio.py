@@ -634,17 +634,19 @@ def test_joined_sound_that_cannot_be_re_encoded_is_copied_not_lost(
     assert any("could only be copied, so its gaps are not" in w for w in result.warnings)
 
 
-def test_sound_that_pauses_in_a_ts_is_silence_where_it_pauses(
-    engine: Engine, tmp_path: Path
+@pytest.mark.parametrize("container", ["mpegts", "matroska", "flv"])
+def test_sound_that_pauses_is_silence_where_it_pauses(
+    engine: Engine, tmp_path: Path, container: str
 ) -> None:
     """One recording (no join) whose AAC stops for a second: copied into MP4 the pause
     closed up and everything after it played a second early. Such a track is re-encoded
-    with the pause as silence; one without a pause is still copied."""
+    with the pause as silence; one without a pause is still copied. MKV and FLV (a
+    browser's or a streaming tool's recording) store each packet's time as well."""
     clip = make_clip(tmp_path / "c.mp4", frames=75, audio="aac")
 
     def as_ts(name: str, pause: tuple[float, float] | None) -> Path:
         ts = tmp_path / name
-        with av.open(str(clip)) as inp, av.open(str(ts), "w", format="mpegts") as out:
+        with av.open(str(clip)) as inp, av.open(str(ts), "w", format=container) as out:
             streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
             for packet in inp.demux():
                 if packet.dts is None:

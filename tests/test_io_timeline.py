@@ -301,3 +301,21 @@ def test_a_part_passing_where_ffmpeg_unwraps_the_clock_goes_on_in_one_piece() ->
     sound = [shifted(timeline, p) for p in second if p.stream.index == A]
     assert sound == pytest.approx(played, abs=0.001)
     assert timeline.ends[V] == pytest.approx(1002.0, abs=0.001)
+
+
+def test_sound_in_a_container_that_keeps_time_pauses_but_never_joins() -> None:
+    """Matroska or FLV sound that stops for 12 s is a pause (copied into MP4, what follows
+    played 12 s early), not a join: that clock cannot jump. Laced frames that come
+    without a time (a block's second to eighth) are no pause."""
+    sound = [packet(A, 0, 20 * k, 20) for k in range(50)]
+    sound += [packet(A, 0, 13_000 + 20 * k, 20) for k in range(50)]
+    for k, p in enumerate(sound):
+        p.pos = k
+    timeline = _scan(iter(sound), [A], joins=False)
+    assert timeline is not None and not timeline.joined and not timeline.moves
+    assert timeline.paused == {A}
+    laced = [packet(A, k, 20 * k, 0) for k in range(80)]
+    for p in laced:
+        if p.pos % 8:
+            p.dts = p.pts = None
+    assert _scan(iter(laced), [A], joins=False) is None

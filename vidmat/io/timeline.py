@@ -144,18 +144,32 @@ def can_jump(container: Any) -> bool:
     return bool(int(container.format.flags) & _TS_DISCONT)
 
 
+#: Formats that give every packet its own time, so sound in them can pause (a browser's
+#: WebM whose microphone dropped out); MP4's own pauses are copied as they are.
+_TIMED = frozenset({"matroska", "webm", "flv", "live_flv", "nut", "asf"})
+
+
+def can_pause(container: Any) -> bool:
+    """Whether sound in the container's format can pause, where a copy into MP4 would
+    close the pause up (and what follows it play early)."""
+    return can_jump(container) or not _TIMED.isdisjoint(container.format.name.split(","))
+
+
 #: Scans of files as they were (path, size, time changed, streams): convert reads each
 #: input's header before the batch and again to convert it.
 _scanned: dict[tuple[Any, ...], Timeline | None] = {}
 
 
-def scan_timeline(path: Path, streams: Iterable[int]) -> Timeline | None:
+def scan_timeline(path: Path, streams: Iterable[int], joins: bool = True) -> Timeline | None:
     """The shifts that join the parts of ``path`` end to end, or None when its clock
-    never jumps (or the file cannot be opened: it is then read as stored)."""
+    never jumps nor pauses (or the file cannot be opened: it is then read as stored).
+
+    ``joins`` False looks for pauses only: in a container whose clock cannot jump
+    (Matroska, FLV) a step ahead is time that passed, however long."""
     indices = tuple(streams)
     try:
         st = path.stat()
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, indices)
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, indices, joins)
     except OSError:
         return None
     if key in _scanned:
@@ -166,7 +180,7 @@ def scan_timeline(path: Path, streams: Iterable[int]) -> Timeline | None:
         return None
     with contextlib.closing(container):
         chosen = [container.streams[i] for i in indices]
-        timeline = _scan(_until_damage(container.demux(chosen)), list(indices))
+        timeline = _scan(_until_damage(container.demux(chosen)), list(indices), joins)
     if len(_scanned) >= 16:
         _scanned.clear()
     _scanned[key] = timeline
@@ -185,7 +199,7 @@ def _until_damage(packets: Iterator[Any]) -> Iterator[Any]:
             return
 
 
-def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
+def _scan(packets: Iterable[Any], indices: list[int], joins: bool = True) -> Timeline | None:
     """One pass over the packets in file order finds where each stream's clock jumps;
     the jumps are then matched into joins and the shifts solved (see :func:`_joins`)."""
     last: dict[int, float] = {}  # the stream's clock at its last packet, as stored
@@ -195,6 +209,7 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
     events: list[_Event] = []
     untimed: dict[int, list[int]] = {i: [] for i in indices}
     paused: set[int] = set()
+    unclocked: set[int] = set()  # streams whose last packets came without a time
     lift: dict[int, float] = {}  # seconds added to the stream's clock for FFmpeg's unwrapping
     lifts: dict[int, list[tuple[int, float]]] = {i: [] for i in indices}  # from which packet
     start = math.inf
@@ -208,10 +223,13 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
         g += 1
         t = p.dts if p.dts is not None else p.pts
         if t is None or p.time_base is None:
+            # Matroska's laced frames after a block's first: how long they play is
+            # unknown, so the time to the next timed packet tells no pause.
+            unclocked.add(i)
             continue
         t = float(t * p.time_base)
         shown = float(p.pts * p.time_base) if p.pts is not None else t
-        if not -BACKWARD_JUMP <= shown - t <= FORWARD_JUMP:  # a muxer's rounding is not it
+        if joins and not -BACKWARD_JUMP <= shown - t <= FORWARD_JUMP:  # not a muxer's rounding
             # MPEG-PS's parser guesses times across a join: a part's first picture came
             # with the old clock's decode time, a part's last with a show time from a
             # later part (held for 83 minutes). A keyframe opens a part: its show time
@@ -224,7 +242,11 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
                 shown = t
         t, shown = t + lift.get(i, 0.0), shown + lift.get(i, 0.0)
         before = last.get(i)
-        if before is not None and -BACKWARD_JUMP <= t + MPEG_WRAP - before <= FORWARD_JUMP:
+        if (
+            joins
+            and before is not None
+            and -BACKWARD_JUMP <= t + MPEG_WRAP - before <= FORWARD_JUMP
+        ):
             # FFmpeg unwraps the 33-bit clock by where the file's first part began, so a
             # later part whose clock passes that point steps back by exactly the wrap: the
             # same part going on. Taken for a join, it left a hole of a few packets.
@@ -232,7 +254,11 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
             lifts[i].append((number, lift[i]))
             t, shown = t + MPEG_WRAP, shown + MPEG_WRAP
         parts = len(ends[i]) - 1  # the stream's jumps so far
-        jumped = before is not None and not before - BACKWARD_JUMP <= t <= before + FORWARD_JUMP
+        jumped = (
+            joins
+            and before is not None
+            and not before - BACKWARD_JUMP <= t <= before + FORWARD_JUMP
+        )
         if (
             jumped
             and before is not None
@@ -248,7 +274,7 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
             jumped = False
         # A stream that starts after a join (no sound before it) lands with the others;
         # left as stored it played an hour off.
-        late = before is None and any(abs(e.lands - shown) < SAME_JUMP for e in events)
+        late = joins and before is None and any(abs(e.lands - shown) < SAME_JUMP for e in events)
         if jumped or late:
             by = t - before if before is not None else None
             # what has played by now, each stream's part so far (this one's whole)
@@ -259,11 +285,12 @@ def _scan(packets: Iterable[Any], indices: list[int]) -> Timeline | None:
         elif before is not None and t > before:
             step[i] = t - before
             end = ends[i][-1]
-            if end is not None and shown - end > PAUSE:
+            if end is not None and shown - end > PAUSE and i not in unclocked:
                 paused.add(i)
         if len(ends[i]) == 1:
             start = min(start, shown)
         last[i] = t
+        unclocked.discard(i)
         length = float(p.duration * p.time_base) if p.duration else step.get(i, 0.0)
         end = ends[i][-1]
         ends[i][-1] = max(end if end is not None else shown, shown + length)
