@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -64,3 +66,19 @@ def flicker(seq: list[np.ndarray]) -> float:
 def iou(a: np.ndarray, gt: np.ndarray) -> float:
     p, g = a >= 0.5, gt >= 0.5
     return float((p & g).sum() / max(1, (p | g).sum()))
+
+
+def huge_png_header(path: Path, side: int = 60000) -> Path:
+    """A 100-byte PNG whose header says side x side pixels: over OpenCV's 2^30-pixel
+    limit, which it refuses with an exception (C++ assertion), not None."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    data = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + data + chunk(b"IEND", b""))
+    return path

@@ -673,6 +673,24 @@ def test_background_image_and_bad_background(good: Path, tmp_path: Path, capsys)
     assert code == 2 and err.count("vidmat: error:") == 1 and "nope.jpg" in err
 
 
+def test_a_picture_over_opencvs_pixel_limit_is_one_sentence(
+    good: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A PNG whose header says 60000x60000 (or a real gigapixel panorama): OpenCV raises
+    instead of returning nothing, and both --bg and a still input ended in its
+    traceback (exit 1)."""
+    from core_fixtures import huge_png_header
+
+    huge = huge_png_header(tmp_path / "huge.png")
+    said = f"vidmat: error: {huge} is larger than OpenCV reads (its header says over 2^30"
+    assert main(["convert", "--quiet", str(good), "--bg", str(huge), "-o", f"{tmp_path}/o/"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith(said) and "Traceback" not in err and err.count("\n") == 1
+    assert main(["convert", "--quiet", str(huge), "-o", f"{tmp_path}/o/"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith(said) and "Traceback" not in err
+
+
 def test_output_over_the_background_file_is_refused_even_with_overwrite(
     good: Path, tmp_path: Path, capsys
 ) -> None:

@@ -1408,6 +1408,22 @@ def test_a_dangling_link_in_the_data_is_one_sentence(tmp_path: Path) -> None:
         load_source(SourceSpec(root), tmp_path / "cache", long_side=64, progress=False)
 
 
+def test_a_picture_over_opencvs_pixel_limit_in_the_data_is_one_sentence(tmp_path: Path) -> None:
+    # cv2.imread raises for it (a C++ assertion), where it returns None for other files.
+    from core_fixtures import huge_png_header
+
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    src = _squares(n=1)
+    cv2.imwrite(str(root / "images" / "0.png"), src.images[0])
+    cv2.imwrite(str(root / "masks" / "0.png"), src.masks[0])
+    huge_png_header(root / "images" / "1.png")
+    cv2.imwrite(str(root / "masks" / "1.png"), src.masks[0])
+    with pytest.raises(VidmatError, match=r"1\.png is larger than OpenCV reads"):
+        load_source(SourceSpec(root), tmp_path / "cache", long_side=64, progress=False)
+
+
 def test_a_whole_last_log_record_without_its_newline_gets_one(tmp_path: Path) -> None:
     # Nothing to drop, but the next record would have been glued to it.
     from vidmat.train.loop import _drop_log_after

@@ -123,6 +123,18 @@ def test_image_background_from_a_file(qtbot, window, tmp_path):
     assert window.pipeline.settings.background.kind == "image"
 
 
+def test_a_picture_over_opencvs_pixel_limit_is_an_error_not_the_end(qtbot, window, tmp_path):
+    """OpenCV raises for it instead of returning nothing: the exception left the Qt slot
+    and PyQt aborted the process, a recording in progress lost."""
+    from core_fixtures import huge_png_header
+
+    huge = huge_png_header(tmp_path / "huge.png")
+    assert not window.set_background_kind("image", str(huge))
+    assert "larger than OpenCV reads" in window.last_error
+    assert "huge.png" in window.view.message and window.view.message_is_error
+    assert window.pipeline.running
+
+
 def test_what_a_background_file_hides_is_said_in_the_status_bar(qtbot, window, tmp_path):
     """An animated picture stood still and a video cut short looped early, in silence
     (the command line's --bg said both on stderr). The video's word comes from the render

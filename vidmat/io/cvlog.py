@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+from vidmat.errors import VidmatError
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -29,13 +32,37 @@ def quiet_opencv() -> Iterator[None]:
         logging_mod.setLogLevel(level)
 
 
-def decode_image(data: np.ndarray, flag: int) -> np.ndarray | None:
-    """``cv2.imdecode`` without OpenCV's lines on stderr; None when it cannot be decoded.
+@contextlib.contextmanager
+def pixels_checked(path: Path) -> Iterator[None]:
+    """OpenCV's refusal of a picture over its pixel limit (2^30 unless the environment's
+    OPENCV_IO_MAX_IMAGE_PIXELS says otherwise) as one sentence: it is an exception, not
+    the None of any other unreadable file, and a background file of 60000x60000 (or a
+    header claiming so) ended the live window with a C++ assertion."""
+    try:
+        yield
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" not in str(exc):
+            raise
+        raise VidmatError(
+            f"{path} is larger than OpenCV reads (its header says over 2^30 pixels, or "
+            "OPENCV_IO_MAX_IMAGE_PIXELS); scale it down."
+        ) from None
+
+
+def decode_image(data: np.ndarray, flag: int, path: Path) -> np.ndarray | None:
+    """``cv2.imdecode`` of ``path``'s bytes without OpenCV's lines on stderr; None when it
+    cannot be decoded.
 
     A PNG without its end chunk is cut short and refused before libpng sees it: libpng
     prints its error itself, past OpenCV's log."""
     # the end chunk closes the file; a few bytes after it are tolerated, so look at its tail
     if data[:8].tobytes() == _PNG and b"IEND" not in data[-65536:].tobytes():
         return None
-    with quiet_opencv():
+    with quiet_opencv(), pixels_checked(path):
         return cv2.imdecode(data, flag)
+
+
+def read_image_file(path: Path, flag: int) -> np.ndarray | None:
+    """``cv2.imread`` with a picture over OpenCV's pixel limit told in one sentence."""
+    with pixels_checked(path):
+        return cv2.imread(str(path), flag)

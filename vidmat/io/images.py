@@ -58,7 +58,7 @@ def read_image(path: str | Path) -> np.ndarray:
     p = Path(path)
     require_file(p, "background image")
     data = np.frombuffer(read_input(p), dtype=np.uint8)
-    img = decode_image(data, _decode_flag(p)) if data.size else None
+    img = decode_image(data, _decode_flag(p), p) if data.size else None
     if img is None:
         raise VidmatError(f"{p} is not an image OpenCV can read.")
     # In place: a reversed copy of a 16000x12000 photo took 2.3 s, on the window's thread.

@@ -566,7 +566,7 @@ def read_still(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise VidmatError(f"{path} is empty (0 bytes).")
     data = np.frombuffer(read_input(path), dtype=np.uint8)
-    img = decode_image(data, cv2.IMREAD_COLOR)
+    img = decode_image(data, cv2.IMREAD_COLOR, path)
     if img is None:
         raise VidmatError(f"{path} is not an image that can be read (corrupt or another format).")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no copy of a large photo
@@ -582,7 +582,7 @@ def still_alpha(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     for other pictures, and for one whose stored size differs from how it is shown."""
     if path.suffix.lower() not in _ALPHA_SUFFIXES:
         return None
-    raw = decode_image(np.frombuffer(read_input(path), np.uint8), cv2.IMREAD_UNCHANGED)
+    raw = decode_image(np.frombuffer(read_input(path), np.uint8), cv2.IMREAD_UNCHANGED, path)
     if raw is None or raw.ndim != 3 or raw.shape[2] != 4 or raw.shape[:2] != shape[:2]:
         return None
     alpha = raw[..., 3]

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from vidmat.errors import VidmatError, warn
+from vidmat.io.cvlog import read_image_file
 from vidmat.io.files import atomic_output, require_folder
 from vidmat.io.formats import IMAGE_SUFFIXES
 
@@ -223,7 +224,7 @@ def write_pair(
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = read_image_file(path, cv2.IMREAD_COLOR)
     if img is None:
         raise VidmatError(f"cannot read image {path}.")
     _say_if_cut_short(path)
@@ -304,7 +305,7 @@ def read_mask(path: Path) -> np.ndarray:
     if kind == 3:
         # OpenCV gives an indexed PNG's colours: greys are a black-and-white mask saved
         # indexed, read as any other; colours are labels (DAVIS, VOC), read by index
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        bgr = read_image_file(path, cv2.IMREAD_COLOR)
         if bgr is not None and not (
             (bgr[..., 0] == bgr[..., 1]).all() and (bgr[..., 1] == bgr[..., 2]).all()
         ):
@@ -312,7 +313,7 @@ def read_mask(path: Path) -> np.ndarray:
             return np.where((indices > 0) & (indices < 255), 255, 0).astype(np.uint8)
     # A grey PNG (its header says so) is read as grey at once; others may be coloured.
     grey = cv2.IMREAD_GRAYSCALE if kind in (0, 4) else cv2.IMREAD_COLOR
-    m = cv2.imread(str(path), grey | cv2.IMREAD_ANYDEPTH)
+    m = read_image_file(path, grey | cv2.IMREAD_ANYDEPTH)
     if m is None:
         raise VidmatError(f"cannot read mask {path}.")
     if m.ndim == 3 and (m[..., 0] == m[..., 1]).all() and (m[..., 1] == m[..., 2]).all():
@@ -335,7 +336,7 @@ def read_mask(path: Path) -> np.ndarray:
         # black-and-white mask with a transparent margin): a person drawn in alpha alone
         # over one colour, or a cut-out photo; an opaque mask (an empty frame's all-black)
         # is its colour
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        raw = read_image_file(path, cv2.IMREAD_UNCHANGED)
         if raw is not None and raw.ndim == 3:
             alpha = raw[..., -1]
             if alpha.min() != alpha.max() and len(np.unique(m)) != 2:
