@@ -432,6 +432,35 @@ def test_a_background_video_cut_short_is_reported_once_it_has_played_through(tmp
         assert quiet == [], path
 
 
+@pytest.mark.parametrize("how", ["emptied", "removed"])
+def test_a_background_video_that_goes_bad_while_it_plays_holds_its_last_frame(tmp_path, how):
+    """A file saved again from an editor (emptied first) or removed while it plays: the
+    loop's reopening raised, which stopped the live camera and the recording, and the
+    window's Restart failed on "Container is not open". The last frame stays, said once,
+    and the file is read again a second later once it is back."""
+    part = _numbered_clip(tmp_path / "part.ts", frames=10, fmt="mpegts")
+    whole = part.read_bytes() * 2  # joined: it cannot seek, so each loop opens it again
+    path = tmp_path / "bg.ts"
+    path.write_bytes(whole)
+    heard: list[str] = []
+    video = LoopingVideo(path, warn=heard.append)
+    assert [round(video(i / 25).mean() / 10) for i in range(20)] == [*range(10), *range(10)]
+    if how == "emptied":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+    held = [round(video(t).mean() / 10) for t in (0.8, 0.9, 1.2, 1.75)]
+    assert held == [9, 9, 9, 9]  # the last frame decoded, past the loop's end
+    assert len(heard) == 1 and heard[0].startswith("--bg bg.ts: ")
+    assert heard[0].endswith(
+        "; the background holds its last frame until the file can be read again."
+    )
+    path.write_bytes(whole)
+    assert round(video(1.85).mean() / 10) == 6  # a second after it failed: read again
+    assert round(video(1.89).mean() / 10) == 7
+    assert len(heard) == 1
+
+
 def test_a_first_pass_that_jumped_ahead_does_not_call_the_skipped_frames_missing(tmp_path):
     """The reader counts the frames it decodes; after a jump ahead fewer were decoded
     than the file holds, which is no sign of a cut file. What else it found is said."""

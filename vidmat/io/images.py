@@ -82,6 +82,9 @@ class LoopingVideo:
     #: A jump ahead longer than this (seconds) seeks instead of decoding every frame.
     SEEK_AHEAD = 2.0
 
+    #: Seconds between tries to read a file that failed while it played.
+    RETRY = 1.0
+
     def __init__(self, path: str | Path, warn: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         self._warn = warn
@@ -96,13 +99,15 @@ class LoopingVideo:
         self.fps = float(rate) if rate and 1 <= rate <= 240 else 30.0
         self._start: float | None = None  # the first time asked for: the video's 0
         self._length: float | None = None  # seconds of one pass, known after the first
+        self._failed_at: float | None = None  # the time the file last failed to read
 
     def _go_to(self, local: float) -> None:
         """Decode from the keyframe at or before ``local`` seconds into the video; the
         file is opened again only where it cannot seek."""
         if self._origin is not None and not self._reader.seek(self._origin + local):
+            fresh = VideoReader(self.path)  # first: a file gone now leaves the old reader open
             self._reader.close()
-            self._reader = VideoReader(self.path)
+            self._reader = fresh
         self._frames = self._reader.frames()
         first = next(self._frames, None)
         if first is None:
@@ -123,36 +128,58 @@ class LoopingVideo:
                 # next file of a convert. Kept, the video stood still until t caught up
                 # with the old start (95 s when chosen 95 s into the first run).
                 self._start = t
-            # A microsecond's slack: 0.2 + 0.1 is above 0.3 in floating point.
-            local = max(0.0, t - self._start) + 1e-6
-            if self._length:
-                local %= self._length
-            shown = self._shown_at(self._current)
-            # Ahead in a file that cannot seek (a joined TS, read again from its start on
-            # a seek) it decodes on to the time: reopened, a 3 s jump took 2.5 s.
-            ahead = local > shown + self.SEEK_AHEAD and self._reader.can_seek
-            if local < shown or ahead:
-                self._skipped = self._skipped or self._length is None
-                self._go_to(local)
-            while True:
-                if self._next is None:  # the last frame: shown until the video's end
-                    cur = self._current
-                    # its own length where the file gives one (a VFR clip's last frame
-                    # of 42 ms was held 130 ms, one frame at the average rate)
-                    own = float(cur.duration * cur.time_base)
-                    end = self._shown_at(cur) + (own if own > 0 else 1.0 / self.fps)
-                    if local < end:
-                        break
-                    if self._length is None:
-                        self._first_pass_read()
-                    self._length = end
-                    local %= end
-                    self._go_to(local)
-                    continue
-                if self._shown_at(self._next) > local:
+                self._failed_at = None  # and the file is tried again at once
+            if self._failed_at is not None and t - self._failed_at < self.RETRY:
+                return self._shown_image()
+            try:
+                image = self._frame_at(t)
+            except (VidmatError, OSError, *av_errors()) as exc:
+                # The file emptied, replaced or removed while it plays (saved again from
+                # an editor): it stopped the camera and the recording, and a Restart
+                # failed on the same background. The last frame stays until it reads.
+                if self._failed_at is None and self._warn is not None:
+                    self._warn(
+                        f"--bg {self.path.name}: {str(exc).rstrip('.')}; the background "
+                        "holds its last frame until the file can be read again."
+                    )
+                self._failed_at = t
+                return self._shown_image()
+            self._failed_at = None
+            return image
+
+    def _frame_at(self, t: float) -> np.ndarray:
+        """The frame shown at ``t``, decoding (and seeking, or opening the file again) to it."""
+        assert self._start is not None
+        # A microsecond's slack: 0.2 + 0.1 is above 0.3 in floating point.
+        local = max(0.0, t - self._start) + 1e-6
+        if self._length:
+            local %= self._length
+        shown = self._shown_at(self._current)
+        # Ahead in a file that cannot seek (a joined TS, read again from its start on
+        # a seek) it decodes on to the time: reopened, a 3 s jump took 2.5 s.
+        ahead = local > shown + self.SEEK_AHEAD and self._reader.can_seek
+        if local < shown or ahead:
+            self._skipped = self._skipped or self._length is None
+            self._go_to(local)
+        while True:
+            if self._next is None:  # the last frame: shown until the video's end
+                cur = self._current
+                # its own length where the file gives one (a VFR clip's last frame
+                # of 42 ms was held 130 ms, one frame at the average rate)
+                own = float(cur.duration * cur.time_base)
+                end = self._shown_at(cur) + (own if own > 0 else 1.0 / self.fps)
+                if local < end:
                     break
-                self._current, self._next = self._next, next(self._frames, None)
-            return self._shown_image()
+                if self._length is None:
+                    self._first_pass_read()
+                self._length = end
+                local %= end
+                self._go_to(local)
+                continue
+            if self._shown_at(self._next) > local:
+                break
+            self._current, self._next = self._next, next(self._frames, None)
+        return self._shown_image()
 
     def _first_pass_read(self) -> None:
         """Say what went wrong reading the video once through: a file cut short loops
