@@ -667,3 +667,30 @@ def test_recording_the_transparent_view_says_it_is_recorded_over_black(qtbot, wi
         "MP4 has no alpha)"
     )
     window.stop_recording(wait=True)
+
+
+def test_closing_during_a_slow_frame_closes_at_once_and_the_exit_waits_for_it(
+    qtbot, clip, qsettings
+):
+    """A model on a 17 s frame (--size 2048 on a CPU): closing froze the window up to 10 s
+    and the program then exited with the model's thread still in torch, which the C++
+    runtime aborted ("terminate called without an active exception", a signal 6)."""
+    import time
+
+    made: list[LivePipeline] = []
+    w = LiveWindow(factory(clip, {"delay": 1.5}, made=made), qsettings=qsettings)
+    qtbot.addWidget(w)
+    w.show()
+    w.start_pipeline()
+    qtbot.waitUntil(lambda: w.pipeline.outputs >= 1, timeout=8000)  # now inside a frame
+    t0 = time.perf_counter()
+    w.close()
+    assert time.perf_counter() - t0 < 1.2
+    threads = made[0].threads()
+    assert any(t.is_alive() for t in threads)
+    said: list[str] = []
+    w.wait_for_threads(said.append)
+    assert said == ["waiting for the model to finish the frame it is on"]
+    assert not any(t.is_alive() for t in threads)
+    w.wait_for_threads(said.append)  # nothing left: says nothing more
+    assert len(said) == 1

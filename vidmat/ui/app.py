@@ -99,6 +99,7 @@ def run_window(req: LiveRequest) -> int:
     previous = {s: signal.signal(s, stop) for s in caught_signals()}
     try:
         code = app.exec()
+        window.wait_for_threads(lambda note: print(f"vidmat live: {note}", file=sys.stderr))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -171,6 +171,9 @@ class LiveWindow(QMainWindow):
         self.last_saved: Any = None
         self.last_snapshot: Path | None = None
         self._closing = False
+        #: Pipelines stopped whose threads had not ended (a model still on its frame):
+        #: waited for before the program exits (:meth:`wait_for_threads`).
+        self._lingering: list[Any] = []
         self._frame_count = 0
         self._bg_kind = "blur"
         self._bg_color = GREENSCREEN
@@ -765,7 +768,7 @@ class LiveWindow(QMainWindow):
         self.last_error = ""
         self.start_pipeline()
 
-    def _stop_pipeline(self) -> None:
+    def _stop_pipeline(self, timeout: float = 10.0) -> None:
         pipe, self.pipeline = self.pipeline, None
         if self.recorder is not None and pipe is not None:
             pipe.remove_sink(self.recorder)
@@ -781,9 +784,26 @@ class LiveWindow(QMainWindow):
                 with contextlib.suppress(TypeError):
                     signal.disconnect()
         if pipe is not None:
-            pipe.stop()
+            pipe.stop(timeout)
+            if any(thread.is_alive() for thread in pipe.threads()):
+                self._lingering.append(pipe)
         if bridge is not None:
             bridge.deleteLater()
+
+    def wait_for_threads(self, say: Callable[[str], None]) -> None:
+        """Block until the threads of every stopped pipeline have ended, ``say``-ing so
+        once when that takes a while. A model cannot be stopped inside a frame (17 s at
+        --size 2048 on a CPU), and a program that exited under it was killed by the C++
+        runtime ("terminate called without an active exception"), a recording's last
+        moments with it; the window closes first, without freezing while it waits."""
+        threads = [t for pipe in self._lingering for t in pipe.threads()]
+        self._lingering = []
+        for thread in threads:
+            thread.join(0.5)
+        if any(thread.is_alive() for thread in threads):
+            say("waiting for the model to finish the frame it is on")
+        for thread in threads:
+            thread.join()
 
     def _on_pipeline_error(self, message: str) -> None:
         self.failure = message
@@ -1037,7 +1057,7 @@ class LiveWindow(QMainWindow):
         if self.recorder is not None:
             self.stop_recording(wait=True)  # the file must be complete when we exit
         self.wait_for_recordings()
-        self._stop_pipeline()
+        self._stop_pipeline(timeout=0.5)  # the rest is waited for once the window is gone
         super().closeEvent(event)
 
 
