@@ -450,6 +450,33 @@ def test_the_blur_slider_shows_a_command_line_blur_beyond_its_range(
     w.close()
 
 
+@pytest.mark.parametrize(
+    ("threshold", "feather", "shown"),
+    [(0.99, 50.0, (99, 50)), (0.02, 0.5, (2, 0)), (0.333, 2.25, (33, 2))],
+)
+def test_a_command_line_look_beyond_or_between_the_sliders_steps_runs_as_given(
+    qtbot, clip, qsettings, threshold, feather, shown
+):
+    """--feather 50 --threshold 0.99 ran at 20 and 0.95 (the sliders' ends), and
+    --feather 0.5 at 0, without a word. The sliders widen to show them; a value between
+    steps holds until its slider is moved, and the command line's is not remembered."""
+    w = LiveWindow(
+        factory(clip), qsettings=qsettings, overrides={"threshold": threshold, "feather": feather}
+    )
+    qtbot.addWidget(w)
+    assert (w.threshold_slider.value(), w.feather_slider.value()) == shown
+    s = w.current_settings()
+    assert (s.threshold, s.feather) == (threshold, feather)
+    w.show()
+    w.start_pipeline()
+    qtbot.waitUntil(lambda: w.pipeline is not None and w.pipeline.outputs > 0, timeout=5000)
+    assert (w.pipeline.settings.threshold, w.pipeline.settings.feather) == (threshold, feather)
+    w.feather_slider.setValue(3)  # moved: the slider's value from then on
+    assert (w.pipeline.settings.threshold, w.pipeline.settings.feather) == (threshold, 3.0)
+    w.close()
+    assert qsettings.value("threshold") is None and float(qsettings.value("feather")) == 3.0
+
+
 def test_a_file_picked_under_the_other_kind_shows_as_what_it_is(
     qtbot, window, clip, tmp_path, monkeypatch
 ):

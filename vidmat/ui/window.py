@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QColor, QKeySequence, QShortcut
@@ -246,12 +246,16 @@ class LiveWindow(QMainWindow):
         self.smoothing_slider = self._slider(0, 100, "Temporal smoothing (Up/Down)")
         self.threshold_slider = self._slider(5, 95, "Matte threshold")
         self.feather_slider = self._slider(0, 20, "Edge feather in pixels")
+        #: Looks given (command line, settings) between the slider's steps: a --feather
+        #: 0.5 on a slider of whole pixels ran at 0. Held until the slider is moved.
+        self._between_steps: dict[str, float] = {}
         for key, slider in (
             ("smoothing", self.smoothing_slider),
             ("threshold", self.threshold_slider),
             ("feather", self.feather_slider),
         ):
             slider.valueChanged.connect(lambda _value, key=key: self._changed_here(key))
+            slider.valueChanged.connect(lambda _v, key=key: self._between_steps.pop(key, None))
             slider.valueChanged.connect(self._on_sliders)
         form.addRow("Smoothing", self.smoothing_slider)
         form.addRow("Threshold", self.threshold_slider)
@@ -378,34 +382,40 @@ class LiveWindow(QMainWindow):
             # Open a remembered file now rather than when the camera starts, so that a
             # file that is gone shows as the fallback in the picker from the start.
             self._restore_file_background(self._bg_kind)
-        for w in (self.smoothing_slider, self.threshold_slider, self.feather_slider):
-            w.blockSignals(True)
-        self.smoothing_slider.setValue(round(smoothing * 100))
-        self.threshold_slider.setValue(round(threshold * 100))
-        self.feather_slider.setValue(round(feather))
-        self._show_blur(self._bg_blur)
-        for w in (self.smoothing_slider, self.threshold_slider, self.feather_slider):
-            w.blockSignals(False)
+        self._show_look("smoothing", smoothing)
+        self._show_look("threshold", threshold)
+        self._show_look("feather", feather)
+        _show_on(self.blur_slider, self._bg_blur)
         self.mirror_box.blockSignals(True)
         self.mirror_box.setChecked(mirror)
         self.mirror_box.blockSignals(False)
         self._sync_bg_widgets()
 
-    def _show_blur(self, blur: float) -> None:
-        """Put ``blur`` on the blur slider, first widening its range to cover it.
+    #: key -> (its slider's steps per unit of the setting)
+    _LOOK_STEPS: ClassVar[dict[str, int]] = {"smoothing": 100, "threshold": 100, "feather": 1}
 
-        The slider's 1..60 is a convenient span, not a limit of the blur: a --bg blur:100
-        on a slider pinned at 60 would misstate the strength in use, and the first touch
-        would silently drop it to 60. Signals are blocked: showing is not changing.
-        """
-        s = self.blur_slider
-        s.blockSignals(True)
-        s.setRange(
-            min(s.minimum(), max(0, math.floor(blur))),
-            max(s.maximum(), min(_SLIDER_LIMIT, math.ceil(blur))),
-        )
-        s.setValue(round(blur))
-        s.blockSignals(False)
+    def _look_slider(self, key: str) -> QSlider:
+        return {
+            "smoothing": self.smoothing_slider,
+            "threshold": self.threshold_slider,
+            "feather": self.feather_slider,
+        }[key]
+
+    def _show_look(self, key: str, value: float) -> None:
+        """Put a look's ``value`` on its slider (widened to it, see :func:`_show_on`) and
+        hold it exactly where it falls between the slider's steps."""
+        steps = self._LOOK_STEPS[key]
+        _show_on(self._look_slider(key), value * steps)
+        if round(value * steps) != value * steps:
+            self._between_steps[key] = value
+        else:
+            self._between_steps.pop(key, None)
+
+    def _looks(self) -> dict[str, float]:
+        """Smoothing, threshold and feather as applied: the sliders', or a value given
+        between their steps until the slider is moved."""
+        shown = {k: self._look_slider(k).value() / s for k, s in self._LOOK_STEPS.items()}
+        return {**shown, **self._between_steps}
 
     def _restore_file_background(self, kind: str) -> None:
         """Open the remembered file of ``kind``; if it cannot be used, fall back visibly.
@@ -461,12 +471,7 @@ class LiveWindow(QMainWindow):
         closing neither opens files nor fails on a background."""
         qs = self.qs
         qs.setValue("geometry", self.saveGeometry())
-        looks: dict[str, float | bool] = {
-            "smoothing": self.smoothing_slider.value() / 100.0,
-            "threshold": self.threshold_slider.value() / 100.0,
-            "feather": float(self.feather_slider.value()),
-            "mirror": self.mirror_box.isChecked(),
-        }
+        looks: dict[str, float | bool] = {**self._looks(), "mirror": self.mirror_box.isChecked()}
         for key, value in looks.items():
             if key not in self._from_command_line:
                 qs.setValue(key, value)
@@ -532,12 +537,10 @@ class LiveWindow(QMainWindow):
     def current_settings(self) -> LiveSettings:
         return LiveSettings(
             background=self.background(),
-            smoothing=self.smoothing_slider.value() / 100.0,
-            threshold=self.threshold_slider.value() / 100.0,
             contrast=self._contrast,
-            feather=float(self.feather_slider.value()),
             mirror=self.mirror_box.isChecked(),
             grow=self._grow,
+            **self._looks(),
         )
 
     # ========================================================== controls
@@ -694,11 +697,7 @@ class LiveWindow(QMainWindow):
             self.view.set_message(before, error=before_is_error)
 
     def _on_sliders(self) -> None:
-        self._push(
-            smoothing=self.smoothing_slider.value() / 100.0,
-            threshold=self.threshold_slider.value() / 100.0,
-            feather=float(self.feather_slider.value()),
-        )
+        self._push(**self._looks())
 
     def _on_mirror(self, on: bool) -> None:
         self._changed_here("mirror")
@@ -1059,6 +1058,23 @@ class LiveWindow(QMainWindow):
         self.wait_for_recordings()
         self._stop_pipeline(timeout=0.5)  # the rest is waited for once the window is gone
         super().closeEvent(event)
+
+
+def _show_on(slider: QSlider, value: float) -> None:
+    """Put ``value`` on ``slider``, first widening its range to cover it.
+
+    A slider's span (blur 1..60, feather 0..20) is a convenient one, not a limit of the
+    setting: a --bg blur:100 or a --feather 50 on a slider pinned at its end would
+    misstate the value in use, and the first touch would silently drop it there (the
+    feather and threshold did so at once). Signals are blocked: showing is not changing.
+    """
+    slider.blockSignals(True)
+    slider.setRange(
+        min(slider.minimum(), max(0, math.floor(value))),
+        max(slider.maximum(), min(_SLIDER_LIMIT, math.ceil(value))),
+    )
+    slider.setValue(round(value))
+    slider.blockSignals(False)
 
 
 def _default_recorder(path: Path) -> Any:
