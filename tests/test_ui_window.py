@@ -198,6 +198,31 @@ def test_snapshot_and_resize(qtbot, window, tmp_path):
     assert r.width() == v.width() or r.height() == v.height()
 
 
+def test_a_snapshot_that_cannot_be_written_leaves_nothing_and_its_error_clears(
+    qtbot, window, tmp_path, monkeypatch
+):
+    """On a full disk QImage.save left a cut-off PNG under the snapshot's name, the red
+    "Could not save" gave no reason and stayed over the video after a snapshot worked."""
+    import errno
+    import os
+
+    real = Path.write_bytes
+
+    def full(self, data):
+        real(self, data[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    assert window.snapshot() is None
+    assert list(tmp_path.glob("*.png")) == [] and list(tmp_path.glob(".*")) == []
+    assert window.view.message_is_error
+    assert window.view.message.endswith(" (No space left on device).")
+    monkeypatch.setattr(Path, "write_bytes", real)
+    path = window.snapshot()
+    assert path is not None and path.stat().st_size > 100
+    assert not window.view.message_is_error and "snapshot" not in window.view.message
+
+
 def test_camera_loss_message(qtbot, window):
     window.bridge.status.emit("lost", "camera 0 stopped delivering frames; trying to reconnect…")
     assert "Camera lost" in window.view.message

@@ -19,7 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import (
+    QBuffer,
+    QByteArray,
+    QIODevice,
+    QSettings,
+    QStandardPaths,
+    Qt,
+    QTimer,
+    pyqtSignal,
+)
 from PyQt6.QtGui import QAction, QColor, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QCheckBox,
@@ -1036,10 +1045,26 @@ class LiveWindow(QMainWindow):
                 )
             )
         )
+        from vidmat.io.files import atomic_output
+
         path = _unique_path(folder, time.strftime("vidmat-%Y%m%d-%H%M%S"), ".png")
-        if not to_qimage(frame.image).save(str(path)):
-            self.show_error(f"Could not save the snapshot to {path}.")
+        # Encoded first, then written whole under a temporary name: QImage.save on a full
+        # disk left a cut-off PNG under the snapshot's name, and said no reason.
+        data = QByteArray()
+        buffer = QBuffer(data)
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        encoded = to_qimage(frame.image).save(buffer, "PNG")
+        buffer.close()
+        try:
+            if not encoded:
+                raise OSError("the frame could not be encoded as PNG")
+            with atomic_output(path, overwrite=False) as part:
+                part.write_bytes(bytes(data))
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            self._show_passing_error("snapshot", f"Could not save the snapshot to {path} ({why}).")
             return None
+        self._clear_passing_error("snapshot")
         self.last_snapshot = path
         self.statusBar().showMessage(f"Saved snapshot {path}", 4000)
         return path
