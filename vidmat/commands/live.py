@@ -448,7 +448,9 @@ def _run_headless(req: LiveRequest) -> int:
         if args.virtual_camera:
             from vidmat.io.virtualcam import VirtualCamera
 
-            vcam = VirtualCamera(cap.width, cap.height, cap.nominal_fps, args.virtual_device)
+            vcam = VirtualCamera(
+                cap.width, cap.height, cap.nominal_fps, args.virtual_device, on_error=errors.append
+            )
             pipe.add_sink(vcam)
             print(f"vidmat live: virtual camera on {vcam.device}", file=sys.stderr)
         if args.record:
@@ -469,6 +471,8 @@ def _run_headless(req: LiveRequest) -> int:
         while not pipe.wait(0.25):
             if recorder is not None and recorder.failed:
                 break  # a full disk: stop now, not after --duration (or never with --loop)
+            if vcam is not None and vcam.error is not None:
+                break  # its device gone: the frames would go nowhere
             if not args.quiet and time.monotonic() - last >= 2.0:
                 last = time.monotonic()
                 st = pipe.status()

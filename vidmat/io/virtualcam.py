@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,17 @@ def import_pyvirtualcam() -> Any:
 class VirtualCamera:
     """Open with the output size; ``send(rgb)`` or use it as a pipeline sink; ``close()``."""
 
-    def __init__(self, width: int, height: int, fps: float, device: str | None = None) -> None:
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fps: float,
+        device: str | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_error`` is called (from the sender thread) with one sentence if sending
+        fails; the frames then go nowhere, so callers end the run as for a failed
+        recording (a traceback had gone to the terminal, the run exiting 0)."""
         pyvirtualcam = import_pyvirtualcam()
         try:
             self._cam = pyvirtualcam.Camera(
@@ -61,6 +72,9 @@ class VirtualCamera:
             ) from None
         self.width, self.height = width, height
         self.device = str(getattr(self._cam, "device", device or "virtual camera"))
+        self._on_error = on_error
+        #: Why sending stopped, once it has.
+        self.error: str | None = None
         self._queue: LatestQueue[np.ndarray] = LatestQueue(1)
         self._thread = threading.Thread(target=self._run, name="vidmat-virtualcam", daemon=True)
         self._thread.start()
@@ -91,8 +105,11 @@ class VirtualCamera:
                     image = cv2.resize(image, (self.width, self.height))
                 self._cam.send(np.ascontiguousarray(image))
                 self.sent += 1
-        except Exception:
-            log.exception("virtual camera stopped")
+        except Exception as exc:  # a device gone mid-run: said once, in a sentence
+            log.debug("virtual camera stopped", exc_info=True)
+            self.error = f"the virtual camera {self.device} stopped ({exc or type(exc).__name__})."
+            if self._on_error is not None:
+                self._on_error(self.error)
 
     def close(self) -> None:
         self._queue.close()

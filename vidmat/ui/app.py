@@ -135,10 +135,17 @@ def _attach_virtual_camera(window: Any, args: Any) -> None:
     cams: list[VirtualCamera] = []
 
     def on_started(info: dict) -> None:
-        if cams or window.pipeline is None:
+        if window.pipeline is None:
+            return
+        if cams and cams[0].error is not None:  # its device went: Restart opens it again
+            window.sinks.remove(cams[0])
+            cams.pop().close()
+        if cams:
             return
         fps = info.get("fps") or 30.0
-        cam = VirtualCamera(info["width"], info["height"], fps, args.virtual_device)
+        cam = VirtualCamera(
+            info["width"], info["height"], fps, args.virtual_device, window.outputFailed.emit
+        )
         cams.append(cam)
         window.sinks.append(cam)
         window.pipeline.add_sink(cam)

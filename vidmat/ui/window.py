@@ -148,6 +148,9 @@ class LiveWindow(QMainWindow):
     #: What a background file's reading found (an animation standing still, a video cut
     #: short): said from the render thread too, so it reaches the status bar queued.
     backgroundNote = pyqtSignal(str)
+    #: An output beside the view that failed (a virtual camera whose device went), from
+    #: its own thread: shown, and the run ends with exit 2 as headless does.
+    outputFailed = pyqtSignal(str)
     #: The remembered look settings besides the background (one control each).
     SETTINGS_KEYS = ("smoothing", "threshold", "feather", "mirror")
 
@@ -217,6 +220,7 @@ class LiveWindow(QMainWindow):
         self._shortcuts()
         self.recordingSaved.connect(self._on_recording_saved)
         self.backgroundNote.connect(self._on_background_note)
+        self.outputFailed.connect(self._on_pipeline_error)
 
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(500)
@@ -829,8 +833,8 @@ class LiveWindow(QMainWindow):
         for hook in self.started_hooks:
             try:
                 hook(info)
-            except VidmatError as exc:
-                self.show_error(str(exc))
+            except VidmatError as exc:  # a virtual camera that does not open: as headless,
+                self._on_pipeline_error(str(exc))  # the run has failed (exit 2)
 
     def _on_frame_ready(self) -> None:
         if self.bridge is None or self.pipeline is None:
