@@ -704,7 +704,7 @@ def test_a_recording_error_clears_once_recording_works(qtbot, window, tmp_path):
     assert "does not exist" in window.view.message and window.view.message_is_error
     assert window.start_recording(tmp_path / "ok.mp4")
     assert window.view.message == ""
-    assert window.statusBar().currentMessage() == f"Recording to {tmp_path / 'ok.mp4'}"
+    assert window.statusBar().currentMessage() == f"Recording to {tmp_path / 'ok.mp4'} (audio off)"
     n = window.pipeline.outputs
     qtbot.waitUntil(lambda: window.pipeline.outputs > n + 3, timeout=5000)
     window.stop_recording(wait=True)
@@ -715,10 +715,43 @@ def test_recording_the_transparent_view_says_it_is_recorded_over_black(qtbot, wi
     window.set_background_kind("transparent")
     assert window.start_recording(tmp_path / "t.mp4")
     assert window.statusBar().currentMessage() == (
-        f"Recording to {tmp_path / 't.mp4'} (the transparent view is recorded over black: "
-        "MP4 has no alpha)"
+        f"Recording to {tmp_path / 't.mp4'} (audio off; the transparent view is recorded "
+        "over black: MP4 has no alpha)"
     )
     window.stop_recording(wait=True)
+
+
+def test_a_recording_without_sound_says_so_in_the_window(qtbot, window, tmp_path, monkeypatch):
+    """Headless said "no microphone found; recording without audio"; the window only
+    "Recording to ...", and the file came out silent."""
+    from vidmat.io import recorder
+
+    monkeypatch.setattr(recorder, "alsa_capture_devices", lambda: [])
+    monkeypatch.setattr(recorder.av, "formats_available", {"alsa", "mp4"})
+    window.make_recorder = lambda path: recorder.Recorder(recorder.RecorderConfig(path))
+    assert window.start_recording(tmp_path / "quiet.mp4")
+    assert window.statusBar().currentMessage() == (
+        f"Recording to {tmp_path / 'quiet.mp4'} (no microphone found; recording without audio)"
+    )
+    window.stop_recording(wait=True)
+
+
+def test_arrow_keys_move_the_focused_slider_not_the_smoothing(qtbot, window):
+    """Up/Down are the smoothing's shortcut; with the threshold's slider (or the picker)
+    focused they moved the smoothing instead of it."""
+    from PyQt6.QtCore import Qt
+
+    window.activateWindow()
+    smoothing, threshold = window.smoothing_slider.value(), window.threshold_slider.value()
+    window.threshold_slider.setFocus()
+    qtbot.waitUntil(lambda: window.focusWidget() is window.threshold_slider, timeout=2000)
+    qtbot.keyClick(window.threshold_slider, Qt.Key.Key_Up)
+    assert window.threshold_slider.value() == threshold + 1
+    assert window.smoothing_slider.value() == smoothing
+    window.view.setFocus()
+    qtbot.waitUntil(lambda: window.focusWidget() is window.view, timeout=2000)
+    qtbot.keyClick(window.view, Qt.Key.Key_Down)
+    assert window.smoothing_slider.value() == max(0, smoothing - 10)
 
 
 def test_closing_during_a_slow_frame_closes_at_once_and_the_exit_waits_for_it(

@@ -31,6 +31,7 @@ from PyQt6.QtCore import (
 )
 from PyQt6.QtGui import QAction, QColor, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
+    QAbstractSlider,
     QCheckBox,
     QColorDialog,
     QComboBox,
@@ -236,6 +237,10 @@ class LiveWindow(QMainWindow):
     def _build_ui(self) -> None:
         self.view = VideoView()
         self.view.set_message("Starting camera…")
+        # The view holds the focus at first (a click on it takes it back): the arrow keys
+        # are the smoothing's until a slider is clicked or tabbed to.
+        self.view.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.view.setFocus()
 
         panel = QWidget()
         form = QFormLayout()
@@ -330,8 +335,8 @@ class LiveWindow(QMainWindow):
             ("R", self.record_button.toggle),
             ("S", self.snapshot),
             ("F", self.toggle_fullscreen),
-            ("Up", lambda: self.smoothing_slider.setValue(self.smoothing_slider.value() + 10)),
-            ("Down", lambda: self.smoothing_slider.setValue(self.smoothing_slider.value() - 10)),
+            ("Up", lambda: self._arrow(up=True)),
+            ("Down", lambda: self._arrow(up=False)),
             ("Q", self.close),
             ("Esc", self._escape),
             ("Ctrl+Q", self.close),
@@ -342,6 +347,17 @@ class LiveWindow(QMainWindow):
             sc.setContext(Qt.ShortcutContext.WindowShortcut)
             sc.activated.connect(fn)
             self._shortcut_objs.append(sc)
+
+    def _arrow(self, up: bool) -> None:
+        """Up/Down: smoothing, unless another slider has the focus (clicked or tabbed to),
+        which then takes the arrow as it would without the shortcut: the threshold's
+        arrows had moved the smoothing."""
+        focused = self.focusWidget()
+        if isinstance(focused, QAbstractSlider) and focused is not self.smoothing_slider:
+            step = QAbstractSlider.SliderAction
+            focused.triggerAction(step.SliderSingleStepAdd if up else step.SliderSingleStepSub)
+            return
+        self.smoothing_slider.setValue(self.smoothing_slider.value() + (10 if up else -10))
 
     # ========================================================== settings
     def _restore(self, overrides: dict[str, Any]) -> None:
@@ -968,8 +984,15 @@ class LiveWindow(QMainWindow):
         self.status_labels["rec"].setText("● REC")
         from vidmat.io.recorder import TRANSPARENT_NOTE
 
-        note = f" ({TRANSPARENT_NOTE})" if self._bg_kind == "transparent" else ""
-        self.statusBar().showMessage(f"Recording to {target}{note}", 4000)
+        # what is recorded besides the picture, as headless says it: a silent recording
+        # (no microphone found) was told nowhere in the window
+        notes = [getattr(rec, "audio_message", "")]
+        if self._bg_kind == "transparent":
+            notes.append(TRANSPARENT_NOTE)
+        said = "; ".join(n for n in notes if n)
+        self.statusBar().showMessage(
+            f"Recording to {target}" + (f" ({said})" if said else ""), 6000
+        )
         return True
 
     def stop_recording(self, wait: bool = False) -> None:
