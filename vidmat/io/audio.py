@@ -20,7 +20,7 @@ import av
 
 from vidmat.io.channels import layouts_to_try, left_out_of_mix
 from vidmat.io.pyav import av_errors, open_input
-from vidmat.io.timeline import Timeline
+from vidmat.io.timeline import Timeline, scan_pauses
 
 
 @dataclass(frozen=True)
@@ -492,6 +492,8 @@ def open_tracks(
     """
     passes: list[AudioPass] = []
     left_out: list[LeftOut] = []
+    if timeline is None and tracks:  # a TS/PS was scanned by its reader already
+        timeline = scan_pauses(src, [t.index for t in tracks])
     try:
         for track in tracks:
             try:

@@ -149,10 +149,19 @@ def can_jump(container: Any) -> bool:
 _TIMED = frozenset({"matroska", "webm", "flv", "live_flv", "nut", "asf"})
 
 
-def can_pause(container: Any) -> bool:
-    """Whether sound in the container's format can pause, where a copy into MP4 would
-    close the pause up (and what follows it play early)."""
-    return can_jump(container) or not _TIMED.isdisjoint(container.format.name.split(","))
+def scan_pauses(path: Path, streams: Iterable[int]) -> Timeline | None:
+    """Where sound pauses in a Matroska, WebM or FLV file, whose copy into MP4 would close
+    the pauses up (what follows played early); None for other formats (MPEG-TS/PS are
+    scanned whole by the reader, joins and all) and where nothing pauses.
+
+    Asked for by the audio pass alone: a background or a --camera file needs no scan (a
+    large file's took seconds, on the window's thread)."""
+    try:
+        with contextlib.closing(open_input(path)) as container:
+            timed = not _TIMED.isdisjoint(container.format.name.split(","))
+    except av_errors():
+        return None
+    return scan_timeline(path, streams, joins=False) if timed else None
 
 
 #: Scans of files as they were (path, size, time changed, streams): convert reads each

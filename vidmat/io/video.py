@@ -81,7 +81,7 @@ from vidmat.io.channels import channel_list
 from vidmat.io.formats import FORMATS, FRAME_AUDIO, FRAME_CSV, frame_name
 from vidmat.io.matroska import set_display_size
 from vidmat.io.pyav import av_errors, open_input
-from vidmat.io.timeline import Timeline, can_jump, can_pause, scan_timeline
+from vidmat.io.timeline import Timeline, can_jump, scan_timeline
 
 log = logging.getLogger(__name__)
 
@@ -405,8 +405,6 @@ class VideoReader:
         timeline = None
         if can_jump(c):
             timeline = scan_timeline(self.path, [v.index, *(a.index for a in audio)])
-        elif audio and can_pause(c):
-            timeline = scan_timeline(self.path, [a.index for a in audio], joins=False)
         if timeline is not None and timeline.joined:
             self.notes.append(timeline.describe())
         if timeline is not None and timeline.moves:
