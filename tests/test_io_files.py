@@ -371,3 +371,49 @@ def test_an_output_of_the_longest_legal_name_is_written(tmp_path: Path, folder: 
         VidmatError, match=r"is 258 bytes long, and file systems take names of up to 255"
     ):
         check_output_path(tmp_path / ("é" * 127 + ".mp4"), overwrite=False, folder=folder)
+
+
+@pytest.mark.parametrize(
+    ("error", "free", "said"),
+    [
+        (OSError(28, "No space left on device"), 10**9, True),
+        (
+            RuntimeError(
+                "Error while serializing: I/O error: No space left on device (os error 28)"
+            ),
+            10**9,
+            True,
+        ),
+        (
+            RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"),
+            0,
+            True,
+        ),
+        (OSError("1221120 requested and 1048448 written"), 4096, True),
+        (RuntimeError("unexpected pos 64 vs 0"), 10**9, False),  # room left: not the disk
+        (ValueError("a bug"), 0, False),
+        (KeyboardInterrupt(), 0, False),
+    ],
+)
+def test_a_write_that_fails_on_a_full_disk_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, free: int, said: bool
+) -> None:
+    """torch.save, safetensors and numpy say a full disk each in their own words, or in
+    none: training ended in their tracebacks. Nothing is left either way."""
+    from collections import namedtuple
+
+    from vidmat.io import files
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - free, free))
+    for writer in (files.atomic_output, files.atomic_folder):
+        target = tmp_path / ("out.bin" if writer is files.atomic_output else "out")
+        with pytest.raises(files.DiskFull if said else type(error)) as got, writer(target) as part:
+            (part / "x" if part.is_dir() else part).write_bytes(b"partial")
+            raise error
+        if said:
+            assert (
+                str(got.value)
+                == f"cannot write {target}: the disk is full (No space left on device)."
+            )
+        assert list(tmp_path.iterdir()) == []

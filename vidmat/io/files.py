@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import math
@@ -408,10 +409,48 @@ def atomic_output(path: Path, suffix: str | None = None, overwrite: bool = True)
                 os.replace(tmp, path)
             else:
                 _publish_new(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full(exc, tmp.parent)
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if full:
+            raise DiskFull(path) from None
         raise
+
+
+class DiskFull(VidmatError):
+    """A write that failed on a full disk, in one sentence; ``strerror`` as OSError's."""
+
+    strerror = os.strerror(errno.ENOSPC)
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"cannot write {path}: the disk is full ({self.strerror}).")
+
+
+#: Free bytes below which a failed write is taken for a full disk.
+_NEARLY_FULL = 1 << 20
+
+
+def disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc``, raised while writing into ``folder``, is the disk being full.
+
+    Writers say so in their own words: OSError's ENOSPC or EDQUOT, safetensors' "No
+    space left on device (os error 28)", and no words at all from torch.save
+    ("unexpected pos 64 vs 0") or numpy ("1221120 requested and 1048448 written"), for
+    which the folder's free space decides. Each had ended training in a traceback."""
+    if not isinstance(exc, Exception) or isinstance(exc, VidmatError):
+        return False  # Ctrl-C, or a sentence already
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    if "No space left on device" in text or "os error 28" in text:
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
 
 
 #: The longest file name most file systems take, in bytes (NAME_MAX).
@@ -528,8 +567,11 @@ def atomic_folder(
                     shutil.rmtree(old, ignore_errors=True)
                 else:
                     old.unlink()
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full(exc, parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise DiskFull(path) from None
         raise
 
 

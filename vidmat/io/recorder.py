@@ -396,7 +396,7 @@ class Recorder:
         """The failure as one sentence naming the recording: an OS error by its words
         ("No space left on device"), not Python's "[Errno 28] ..." form."""
         exc = self.error
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = getattr(exc, "strerror", None) or str(exc)  # OSError's, DiskFull's
         return f"recording to {self.path} failed: {reason.rstrip('.')}."
 
     close = stop

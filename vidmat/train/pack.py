@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from vidmat.errors import VidmatError
 from vidmat.io.files import (
     FolderKind,
+    atomic_folder,
     check_out_apart,
     check_output_path,
     disk_bytes,
@@ -181,9 +181,7 @@ def pack(
         "which the pack reads and must not replace or change; choose an --out outside the inputs.",
     )
     check_output_path(out, overwrite, folder=True, kind=PACK_FOLDER)
-    tmp = out.with_name(f".{out.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(out, overwrite, kind=PACK_FOLDER) as tmp:
         manifest: dict = {"long_side": long_side, "format": fmt, "quality": quality, "roots": {}}
         for root, name in zip(roots, names, strict=True):
             n = pack_root(root, tmp / name, long_side, fmt, quality, name)
@@ -193,15 +191,6 @@ def pack(
             manifest["backgrounds"] = {"source": str(backgrounds), "images": n}
         manifest["bytes"] = disk_bytes(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            why = PACK_FOLDER.foreign(out)  # a folder of the user's took the name meanwhile
-            if why is not None:
-                raise VidmatError(f"{why}; nothing was replaced.")
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

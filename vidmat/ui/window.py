@@ -1087,8 +1087,8 @@ class LiveWindow(QMainWindow):
                 raise OSError("the frame could not be encoded as PNG")
             with atomic_output(path, overwrite=False) as part:
                 part.write_bytes(bytes(data))
-        except OSError as exc:
-            why = exc.strerror or str(exc)
+        except (OSError, VidmatError) as exc:  # a full disk is a DiskFull sentence
+            why = getattr(exc, "strerror", None) or str(exc)
             self._show_passing_error("snapshot", f"Could not save the snapshot to {path} ({why}).")
             return None
         self._clear_passing_error("snapshot")
