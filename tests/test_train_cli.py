@@ -857,3 +857,48 @@ def test_the_default_warmup_follows_a_new_runs_steps_and_a_resume_keeps_its_own(
     assert main(["train", *argv, "--run", str(run), "--steps", "22"]) == 0
     assert "changed on resume" not in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["warmup"] == 2
+
+
+def test_a_run_or_cache_that_is_a_data_root_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """--run DATA (for --data DATA) wrote last.pt, config.json and the exports into the
+    data's root, and --cache DATA its .npy files; a folder of their own inside it is fine."""
+    root = make_people(tmp_path / "people")
+    argv = ["--data", str(root), "--size", "32", "--batch", "2", "--steps", "1", "--no-progress"]
+    _refused(
+        [*argv, "--run", str(root)],
+        capsys,
+        tmp_path,
+        f"--run {root} is the --data root {root}; name a folder of its own (beside its "
+        "images/ and masks/ is fine).",
+    )
+    _refused(
+        [*argv, "--run", str(tmp_path / "run"), "--cache", str(root)],
+        capsys,
+        tmp_path,
+        f"--cache {root} is the --data root {root}; name a folder of its own (beside its "
+        "images/ and masks/ is fine).",
+    )
+    assert main(["train", *argv, "--run", str(root / "run")]) == 0
+
+
+def test_a_run_folder_with_another_runs_weights_and_no_checkpoint_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """Its last.pt deleted to save room, the folder's best.safetensors was replaced by a
+    new run's worse one, its exports mixed with the new ones and its log cut short."""
+    root = make_people(tmp_path / "people")
+    run = tmp_path / "run"
+    argv = ["--data", str(root), "--size", "32", "--batch", "2", "--no-progress"]
+    argv += ["--run", str(run)]
+    assert main(["train", *argv, "--steps", "1"]) == 0
+    (run / "last.pt").unlink()
+    capsys.readouterr()
+    _refused(
+        [*argv, "--steps", "2"],
+        capsys,
+        tmp_path,
+        f"--run {run} holds another run's weights (ema_step1.safetensors) and no last.pt "
+        "this run goes on from; name another --run folder, or move them out first.",
+    )

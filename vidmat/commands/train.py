@@ -590,6 +590,29 @@ def _check_steps_left(path: Path, step: int, steps: int) -> bool:
     return True
 
 
+def _check_no_other_run(run: Path, resume: Path | None) -> None:
+    """Refuse a run folder holding another run's weights that this run would not go on
+    from (its last.pt deleted or moved, or --resume naming another run's): they were
+    overwritten (best.safetensors by a worse one), mixed with the new run's exports, and
+    its log cut to the new run's steps, without a word."""
+    if resume is not None and resume.resolve() == (run / "last.pt").resolve():
+        return
+    if not run.is_dir():
+        return
+    found = sorted(
+        p.name
+        for p in run.iterdir()
+        if p.name == "best.safetensors"
+        or (p.name.startswith("ema_step") and p.suffix == ".safetensors")
+    )
+    if found:
+        listed = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise VidmatError(
+            f"--run {run} holds another run's weights ({listed}) and no last.pt this run "
+            "goes on from; name another --run folder, or move them out first."
+        )
+
+
 def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
     from vidmat.train.loop import cache_folder
 
@@ -616,6 +639,16 @@ def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
     check_out_apart(cache_folder(cfg), read, why, cache, holding=False)
     if args.run is not None:
         check_out_apart(args.run, read, why, "--run", holding=False)
+    # A root itself is refused too (`--run data` for `--data data`): the run's files in it
+    # travel with the data; a folder of their own beside images/ and masks/ is fine.
+    roots = [("--data", s.path) for s in cfg.sources] + [("--val", v) for v in cfg.val]
+    for option, folder in ((cache, cache_folder(cfg)), ("--run", args.run)):
+        for what, root in roots:
+            if folder is not None and Path(folder).resolve() == Path(root).resolve():
+                raise VidmatError(
+                    f"{option} {folder} is the {what} root {root}; name a folder of its own "
+                    "(beside its images/ and masks/ is fine)."
+                )
 
 
 def _write_samples(cfg: TrainConfig, args: argparse.Namespace) -> int:
@@ -664,6 +697,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
     if cfg.anchor is not None:
         _check_anchor(cfg.anchor)
+    _check_no_other_run(args.run, resume)
     # Last, as they touch the disk: the folders Trainer writes to.
     check_output_folder(args.run, f"--run {args.run}")
     _check_cache_folder(cfg, args)
