@@ -902,3 +902,31 @@ def test_a_run_folder_with_another_runs_weights_and_no_checkpoint_is_refused(
         f"--run {run} holds another run's weights (ema_step1.safetensors) and no last.pt "
         "this run goes on from; name another --run folder, or move them out first.",
     )
+
+
+def test_heads_of_the_init_file_a_run_does_not_train_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    """The shipped file keeps a head per input size; trained at 64 px from it, the run
+    trained its 192 head alone and exported the 256 and 320 ones as they were, fitted to
+    the body before it, without a word."""
+    from vidmat.model.spec import WeightsSpec
+    from vidmat.model.u2net import build_model
+    from vidmat.model.weights import save_weights
+
+    model = build_model("u2netp")
+    model.head_size = 64
+    model.add_sized_head(32)
+    init = tmp_path / "two.safetensors"
+    spec = WeightsSpec(name="two", arch="u2netp", input_size=64, scale="255", head_size=64)
+    save_weights(model, spec, init, half=True)
+    root = make_people(tmp_path / "people")
+    argv = ["train", "--data", str(root), "--batch", "2", "--steps", "1", "--no-progress"]
+    argv += ["--init", str(init)]
+    assert main([*argv, "--size", "32", "--run", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().err.count(
+        f"vidmat: warning: --init {init} has heads for input sizes 64 that a run at 32 px "
+        "does not train;"
+    ) == 1
+    assert main([*argv, "--size", "32", "--mix-size", "64", "--run", str(tmp_path / "b")]) == 0
+    assert "does not train" not in capsys.readouterr().err

@@ -8,10 +8,10 @@ import math
 import signal
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vidmat.argtypes import weights_name
-from vidmat.errors import VidmatError
+from vidmat.errors import VidmatError, warn
 from vidmat.io.files import check_out_apart, check_output_folder, folder_lock, require_folder
 from vidmat.model.spec import MAX_INPUT_SIZE
 from vidmat.signals import caught_signals, stop_exception, stop_signal_received
@@ -590,6 +590,27 @@ def _check_steps_left(path: Path, step: int, steps: int) -> bool:
     return True
 
 
+def _note_heads_left(model: Any, cfg: TrainConfig) -> None:
+    """Say which of an --init file's heads per input size this run does not train: they
+    go into its exports as they were, fitted to the body before it, and a model run at
+    their sizes uses them (the shipped file trained at 64 px trained its 192 head alone)."""
+    sized = getattr(model, "sized_heads", None)
+    if not sized:
+        return
+    trained = {id(model.head_for(s)) for s in (cfg.size, *cfg.mix_sizes)}
+    heads = {int(model.head_size): model, **{int(k): h for k, h in sized.items()}}
+    left = sorted(size for size, head in heads.items() if id(head) not in trained)
+    if left:
+        sizes = ", ".join(str(s) for s in left)
+        warn(
+            f"--init {cfg.init} has heads for input sizes {sizes} that a run at "
+            f"{'/'.join(str(s) for s in (cfg.size, *cfg.mix_sizes))} px does not train; they "
+            "are exported as they were, fitted to the body before this run: refit them "
+            "afterwards (python -m vidmat.train.head --sides --size S), or train at their "
+            "sizes too (--mix-size)."
+        )
+
+
 def _check_no_other_run(run: Path, resume: Path | None) -> None:
     """Refuse a run folder holding another run's weights that this run would not go on
     from (its last.pt deleted or moved, or --resume naming another run's): they were
@@ -712,6 +733,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"resumed from {resume} at step {trainer.step}", flush=True)
             if changed:  # in the log of the run: from here on it is not the one it started as
                 print(f"changed on resume: {', '.join(changed)}", flush=True)
+        else:
+            _note_heads_left(trainer.model, cfg)
 
         stopped_by: list[int] = []  # the first signal that stopped the run
 
