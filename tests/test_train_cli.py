@@ -924,9 +924,80 @@ def test_heads_of_the_init_file_a_run_does_not_train_are_named(
     argv = ["train", "--data", str(root), "--batch", "2", "--steps", "1", "--no-progress"]
     argv += ["--init", str(init)]
     assert main([*argv, "--size", "32", "--run", str(tmp_path / "a")]) == 0
-    assert capsys.readouterr().err.count(
-        f"vidmat: warning: --init {init} has heads for input sizes 64 that a run at 32 px "
-        "does not train;"
-    ) == 1
+    assert (
+        capsys.readouterr().err.count(
+            f"vidmat: warning: --init {init} has heads for input sizes 64 that a run at 32 px "
+            "does not train;"
+        )
+        == 1
+    )
     assert main([*argv, "--size", "32", "--mix-size", "64", "--run", str(tmp_path / "b")]) == 0
     assert "does not train" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--val-n", "5"],
+            "--val-n counts images of each --val root; add --val ROOT, or leave it out.",
+        ),
+        (
+            ["--anchor-weight", "5"],
+            "--anchor-weight weighs the --anchor term; add --anchor FILE, or leave it out.",
+        ),
+        (
+            ["--anchor-size", "96"],
+            "--anchor-size is the side --anchor runs at; add --anchor FILE, or leave it out.",
+        ),
+    ],
+)
+def test_an_option_for_a_part_the_run_does_not_have_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_people: Callable[..., Path],
+    extra: list[str],
+    message: str,
+) -> None:
+    """They were taken and did nothing, and saved with the run they refused its resume
+    without them ("--val-n 5 (now 50)")."""
+    root = make_people(tmp_path / "people")
+    argv = ["--data", str(root), "--size", "32", "--batch", "2", "--steps", "1", "--no-progress"]
+    _refused([*argv, "--run", str(tmp_path / "run"), *extra], capsys, tmp_path, message)
+
+
+def test_a_run_saved_with_an_unused_val_n_resumes_without_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    import json
+
+    import torch
+
+    root = make_people(tmp_path / "people")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(root), "--size", "32", "--batch", "2", "--no-progress"]
+    argv += ["--run", str(run)]
+    assert main([*argv, "--steps", "1"]) == 0
+    ck = torch.load(run / "last.pt", weights_only=False)
+    ck["config"]["val_n"] = 5  # as a run started with --val-n 5 and no --val saved it
+    ck["config"]["anchor_weight"] = 5.0
+    torch.save(ck, run / "last.pt")
+    capsys.readouterr()
+    assert main([*argv, "--steps", "2"]) == 0
+    assert "changed on resume" not in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["val_n"] == 50
+
+
+def test_write_samples_refuses_what_only_training_uses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make_people: Callable[..., Path]
+) -> None:
+    root = make_people(tmp_path / "people")
+    argv = ["--data", str(root), "--size", "32", "--batch", "2", "--steps", "1", "--no-progress"]
+    argv += ["--write-samples", str(tmp_path / "s")]
+    _refused(
+        [*argv, "--minutes", "3"],
+        capsys,
+        tmp_path,
+        "--write-samples writes samples and trains nothing; leave --minutes out.",
+    )
+    assert main(["train", *argv, "--warmup", "2"]) == 0  # nothing trains: no warm-up to check

@@ -222,7 +222,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--val-every", type=int, default=100, help="validate every N steps (default 100)"
     )
-    p.add_argument("--val-n", type=int, default=50, help="images per validation root (default 50)")
+    p.add_argument("--val-n", type=int, default=None, help="images per --val root (default 50)")
     p.add_argument(
         "--ckpt-minutes",
         type=float,
@@ -303,7 +303,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--anchor-weight",
         type=float,
-        default=1.0,
+        default=None,
         metavar="W",
         help="weight of the --anchor term beside the seven outputs' BCE (default 1)",
     )
@@ -424,7 +424,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise VidmatError("--iou-weight must be 0 or more.")
     if args.warmup is not None and args.warmup < 0:
         raise VidmatError("--warmup must be 0 or more steps.")
-    if args.warmup is not None and 0 < args.steps <= args.warmup:
+    if args.warmup is not None and 0 < args.steps <= args.warmup and args.write_samples is None:
         # The learning rate would still be climbing at the last step: no peak, no decay.
         raise VidmatError(
             f"--warmup {args.warmup} is not below --steps {args.steps}: the learning rate "
@@ -436,7 +436,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise VidmatError(f"--seed must be between 0 and {2**32 - 1}.")
     if args.val_every < 1:
         raise VidmatError("--val-every must be at least 1 step.")
-    if args.val_n < 1:
+    if args.val_n is not None and args.val_n < 1:
         raise VidmatError("--val-n must be at least 1 image.")
     if not args.ckpt_minutes > 0:  # inf: only at validations and the end; NaN refused
         raise VidmatError("--ckpt-minutes must be positive.")
@@ -456,10 +456,47 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise VidmatError("--freeze keeps layers as --init gave them; give --init.")
     if set(freeze) == set(LAYER_GROUPS):
         raise VidmatError("--freeze leaves nothing to train; name at most two groups.")
-    if not (math.isfinite(args.anchor_weight) and args.anchor_weight >= 0):
+    if args.anchor_weight is not None and not (
+        math.isfinite(args.anchor_weight) and args.anchor_weight >= 0
+    ):
         raise VidmatError("--anchor-weight must be 0 or more.")
     if args.anchor_size is not None and (args.anchor_size < 32 or args.anchor_size % 32):
         raise VidmatError("--anchor-size must be a multiple of 32, at least 32.")
+    # Options that would do nothing here are refused, not ignored: a --val-n saved with a
+    # run that has no --val even refused its resume later ("--val-n 5 (now 50)").
+    _refuse_unused(
+        args,
+        [
+            (
+                "val_n",
+                not args.val,
+                "--val-n counts images of each --val root; add --val ROOT, or leave it out.",
+            ),
+            (
+                "anchor_weight",
+                args.anchor is None,
+                "--anchor-weight weighs the --anchor term; add --anchor FILE, or leave it out.",
+            ),
+            (
+                "anchor_size",
+                args.anchor is None,
+                "--anchor-size is the side --anchor runs at; add --anchor FILE, or leave it out.",
+            ),
+            *(
+                (
+                    name,
+                    args.write_samples is not None,
+                    f"--write-samples writes samples and trains nothing; leave {flag} out.",
+                )
+                for name, flag in (
+                    ("resume", "--resume"),
+                    ("fresh", "--fresh"),
+                    ("val", "--val"),
+                    ("minutes", "--minutes"),
+                )
+            ),
+        ],
+    )
     # torch.device("cuda") on a CPU-only build fails deep in the first .to() with an
     # AssertionError; select_device says so in one sentence (and resolves "auto").
     device = select_device(args.device)
@@ -484,7 +521,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         ema=args.ema,
         seed=args.seed,
         val_every=args.val_every,
-        val_n=args.val_n,
+        val_n=args.val_n if args.val_n is not None else 50,
         val_size=args.val_size,
         ckpt_minutes=args.ckpt_minutes,
         device=str(device),
@@ -498,7 +535,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         freeze=freeze,
         init=args.init,
         anchor=args.anchor,
-        anchor_weight=args.anchor_weight,
+        anchor_weight=args.anchor_weight if args.anchor_weight is not None else 1.0,
         anchor_size=args.anchor_size,
         close_gaps=gap_root_names(args.close_gaps, [src.path for src in sources]),
         progress=args.progress,
@@ -588,6 +625,14 @@ def _check_steps_left(path: Path, step: int, steps: int) -> bool:
         )
         return False
     return True
+
+
+def _refuse_unused(args: argparse.Namespace, cases: list[tuple[str, bool, str]]) -> None:
+    """Refuse the first option given (not None, not False, not empty) whose case holds:
+    (its dest, whether it would go unused, the sentence that says so)."""
+    for dest, unused, why in cases:
+        if unused and getattr(args, dest) not in (None, False, []):
+            raise VidmatError(why)
 
 
 def _note_heads_left(model: Any, cfg: TrainConfig) -> None:

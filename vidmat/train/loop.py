@@ -690,6 +690,12 @@ def _resume_settings(config: Mapping[str, object]) -> dict[str, object]:
     for key, value in config.items():
         if key in RESUME_MAY_CHANGE:
             continue
+        # settings of a part the run does not have: no validation, no anchor (a run
+        # started with --val-n 5 and no --val was refused its resume: "--val-n 5 (now 50)")
+        if (key == "val_n" and not config.get("val")) or (
+            key in ("anchor_weight", "anchor_size") and not config.get("anchor")
+        ):
+            continue
         if key == "aug" and isinstance(value, Mapping):
             for sub, v in value.items():
                 out[_AUG_FLAGS.get(sub, f"aug.{sub}")] = v
