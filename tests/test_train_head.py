@@ -287,11 +287,15 @@ def test_cli_refits_the_head_the_file_uses_at_the_size_and_no_other(
     save_weights(model, spec, src)
     data = make_people(tmp_path / "people")
     out = tmp_path / "refit.safetensors"
-    _, before, (after, _) = _refit(
+    said, before, (after, _) = _refit(
         capsys, src, data, out, "--sides", "--pixels", "300", "--size", "64"
     )
     changed = _changed(before, after)
     assert changed and all(k.startswith("sized_heads.64.") for k in changed)
+    # which head: --size 64 on the shipped file refitted its 192 head without a word
+    assert said.startswith(
+        f"refitted the head for input size 64 (the file's others: {spec.head_size or spec.input_size})\n"
+    )
     x = tmp_path / "x.safetensors"
     assert (
         main([str(src), "--data", str(data), "--out", str(x), "--size", "32", "--size", "64"]) == 2
@@ -339,6 +343,19 @@ def test_cli_refuses_bad_input_in_one_sentence(
         (
             [str(tiny_weights), "--data", str(data), "--out", str(f), "--full-res"],
             "--sides",
+        ),
+        # the side refit's options without it did nothing to the head's seven numbers
+        (
+            [str(tiny_weights), "--data", str(data), "--out", str(f), "--pixels", "300"],
+            "--pixels is an option of the side refit; give it with --sides.",
+        ),
+        (
+            [str(tiny_weights), "--data", str(data), "--out", str(f), "--ridge", "0.1"],
+            "--ridge is an option of the side refit; give it with --sides.",
+        ),
+        (  # a composite share is train's; the refit took it and did nothing with it
+            [str(tiny_weights), "--data", f"{data}:1:0.5", "--out", str(f)],
+            "the refit takes ROOT[:WEIGHT]",
         ),
         (  # a 48x40 image has 1,920 pixels; the 64 px grid would allow 2,000
             [
@@ -392,7 +409,12 @@ def test_a_mask_of_another_size_is_named(
         ("", ["--sides", "--ridge", "inf"], "--ridge must be a finite number, 0 or more, got inf."),
         (":nan", [], "sampling weight of {root} must be a finite number."),
         (":inf", [], "sampling weight of {root} must be a finite number."),
-        (":1:nan", [], "composite probability of {root} must be in [0, 1]."),
+        (  # any composite share is refused: the refit has no use for one
+            ":1:nan",
+            [],
+            "--data {root}:1:nan: the refit takes ROOT[:WEIGHT]; a COMPOSITE share is vidmat "
+            "train's (the refit pastes no one onto other backgrounds).",
+        ),
     ],
 )
 def test_cli_refuses_non_finite_numbers_in_one_sentence(

@@ -62,6 +62,7 @@ from vidmat.train.data import (
     SourceSpec,
     close_neck_gaps,
     gap_root_names,
+    is_number,
     list_pairs,
     parse_data_source,
     read_pair,
@@ -469,7 +470,13 @@ def refit(
         for size in dict.fromkeys(sizes)
     ]
     model.requires_grad_(False)
+    head = _fitted_head(model, engines)
+    sized = {id(h): int(k) for k, h in getattr(model, "sized_heads", {}).items()}
     res = (_refit_sides if cfg.sides else _refit_head)(model, engines, cfg, progress)
+    # which of a file's heads per input size was refitted: --size 64 on the shipped file
+    # refits its 192 head, and nothing said so
+    res["head_size"] = sized.get(id(head), int(getattr(model, "head_size", spec.input_size)))
+    res["head_sizes"] = sorted({int(getattr(model, "head_size", spec.input_size)), *sized.values()})
     desc = spec.description + (f"; {note}" if note else "")
     with atomic_output(out) as tmp:
         save_weights(
@@ -605,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--pixels",
         type=positive_int,
-        default=512,
+        default=None,
         metavar="P",
         help="pixels per image the side refit samples (default 512; memory: images x P x "
         "7 KB, 6 GB for 1,700 images at 512)",
@@ -613,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--ridge",
         type=float,
-        default=1e-3,
+        default=None,
         help="side refit: weight of each side's squared change relative to its size "
         "(default 0.001; 0 lets the sides learn the training pixels)",
     )
@@ -638,10 +645,20 @@ def _run(a: argparse.Namespace) -> int:
     # nan passes a `< 0` test and inf passes any, and either reached L-BFGS, whose
     # traceback was all the user saw: a weight must be a finite number
     for flag, value in (("--iou-weight", a.iou_weight), ("--ridge", a.ridge)):
-        if not (math.isfinite(value) and value >= 0):
+        if value is not None and not (math.isfinite(value) and value >= 0):
             raise VidmatError(f"{flag} must be a finite number, 0 or more, got {value}.")
-    if a.full_res and not a.sides:
-        raise VidmatError("--full-res fits the side refit's pixels; give it with --sides.")
+    # the side refit's own options do nothing to the head's seven numbers: refused, as
+    # --full-res was, not ignored
+    for flag, given in (("--full-res", a.full_res), ("--pixels", a.pixels), ("--ridge", a.ridge)):
+        if given not in (None, False) and not a.sides:
+            raise VidmatError(f"{flag} is an option of the side refit; give it with --sides.")
+    for d in a.data:
+        root, *fields = d.rsplit(":", 2)
+        if len(fields) == 2 and all(map(is_number, fields)) and Path(root).is_dir():
+            raise VidmatError(
+                f"--data {d}: the refit takes ROOT[:WEIGHT]; a COMPOSITE share is vidmat "
+                "train's (the refit pastes no one onto other backgrounds)."
+            )
     sources = tuple(parse_data_source(d) for d in a.data)
     cfg = HeadFitConfig(
         sources=sources,
@@ -649,8 +666,8 @@ def _run(a: argparse.Namespace) -> int:
         iou_weight=a.iou_weight,
         close_gaps=gap_root_names(a.close_gaps, [src.path for src in sources]),
         sides=a.sides,
-        pixels=a.pixels,
-        ridge=a.ridge,
+        pixels=a.pixels if a.pixels is not None else HeadFitConfig.pixels,
+        ridge=a.ridge if a.ridge is not None else HeadFitConfig.ridge,
         full_res=a.full_res,
     )
     res = refit(
@@ -665,6 +682,9 @@ def _run(a: argparse.Namespace) -> int:
         overwrite=a.overwrite,
         progress=not a.no_progress,
     )
+    if len(res["head_sizes"]) > 1:
+        others = ", ".join(str(s) for s in res["head_sizes"] if s != res["head_size"])
+        print(f"refitted the head for input size {res['head_size']} (the file's others: {others})")
     print(f"loss {res['loss'][0]:.5f} -> {res['loss'][1]:.5f}")
     where = "the sampled pixels" if a.sides else "the model grid"
     for name, (i0, i1) in res["iou"].items():
