@@ -53,6 +53,12 @@ def data(tmp_path: Path) -> Path:
         ("--ema", "1", "--ema must be at least 0 and below 1."),
         ("--ema", "-0.1", "--ema must be at least 0 and below 1."),
         ("--warmup", "-1", "--warmup must be 0 or more steps."),
+        (
+            "--cudnn-benchmark",
+            None,
+            "--cudnn-benchmark times cuDNN's algorithms on CUDA, and this run is on cpu; "
+            "leave it out.",
+        ),
         ("--ckpt-minutes", "-1", "--ckpt-minutes must be positive."),
         ("--ckpt-minutes", "0", "--ckpt-minutes must be positive."),
         ("--val-size", "33", "--val-size must be a multiple of 32 from 32 to 2048."),
@@ -77,11 +83,11 @@ def test_out_of_range_values_are_refused(
     data: Path,
     capsys: pytest.CaptureFixture[str],
     flag: str,
-    value: str,
+    value: str | None,
     message: str,
 ) -> None:
-    argv = ["--data", str(data), "--run", str(tmp_path / "runs" / "r"), flag, value]
-    _refused(argv, capsys, tmp_path, message)
+    argv = ["--data", str(data), "--run", str(tmp_path / "runs" / "r"), flag]
+    _refused([*argv, value] if value is not None else argv, capsys, tmp_path, message)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

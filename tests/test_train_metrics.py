@@ -722,6 +722,8 @@ def test_a_one_frame_sequence_writes_strict_json(
     assert "NaN" not in text
     res = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert res["flicker"] is None and res["sequences"][0]["flicker"] is None
+    # nor a lag: it was 0, and pulled the mean over sequences toward it (1.0 -> 0.7)
+    assert res["lag"] is None and res["sequences"][0]["lag"] is None
     assert not [w for w in recwarn if "empty slice" in str(w.message)]
 
 

@@ -500,6 +500,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     # torch.device("cuda") on a CPU-only build fails deep in the first .to() with an
     # AssertionError; select_device says so in one sentence (and resolves "auto").
     device = select_device(args.device)
+    if args.cudnn_benchmark and device.type != "cuda":
+        raise VidmatError(
+            f"--cudnn-benchmark times cuDNN's algorithms on CUDA, and this run is on {device}; "
+            "leave it out."
+        )
     return TrainConfig(
         sources=sources,
         # --write-samples needs no run folder; the default cache goes beside DIR then.
@@ -701,7 +706,8 @@ def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
     if cfg.backgrounds is not None:
         read.append(("--backgrounds folder", cfg.backgrounds))
     why = "which training reads; name a folder outside it."
-    cache = "--cache" if args.cache is not None else "the data cache (default beside --run)"
+    beside = "--run" if args.run is not None else "--write-samples"
+    cache = "--cache" if args.cache is not None else f"the data cache (default beside {beside})"
     check_out_apart(cache_folder(cfg), read, why, cache, holding=False)
     if args.run is not None:
         check_out_apart(args.run, read, why, "--run", holding=False)

@@ -1064,7 +1064,10 @@ class Trainer:
                     saved, last_ckpt = self.step, time.monotonic()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{smooth:.3f}", val_iou=f"{val_iou:.3f}")
+                    shown = {"loss": f"{smooth:.3f}"}
+                    if cfg.val:  # without --val it showed val_iou=nan the whole run
+                        shown["val_iou"] = f"{val_iou:.3f}"
+                    bar.set_postfix(shown)
                 t0 = time.monotonic()
             if self.step > exported:  # stopped between validations: keep where it got to
                 self._export_step(f"step {self.step} (stopped)")
