@@ -1330,6 +1330,10 @@ def test_publish_as_head_keeps_the_sources_head_for_one_size_beside_the_base_own
     save_weights(build_model("u2net"), WeightsSpec(name="run", arch="u2net"), big)
     with pytest.raises(VidmatError, match="not all of one architecture"):
         publish(big, tmp_path / "bad.safetensors", size=256, onto=base, as_head=320)
+    # a run's export averaged with a file keeping heads per size: both u2netp, which
+    # "not all of one architecture" denied
+    with pytest.raises(VidmatError, match="some keep heads for input sizes 320 that the others"):
+        publish([out, refit], tmp_path / "bad.safetensors", size=256)
     assert not (tmp_path / "bad.safetensors").exists()
     cli_out = tmp_path / "cli.safetensors"
     argv = [str(refit), "--onto", str(base), "--as-head", "320", "--size", "256", "--fp32"]

@@ -47,8 +47,17 @@ from vidmat.train.tools import require_safetensors_out, run_tool
 def _require_one_architecture(states: Sequence[dict[str, torch.Tensor]], what: str) -> None:
     """One sentence unless every state has the same tensor names and shapes."""
     shapes = [{k: v.shape for k, v in s.items()} for s in states]
-    if any(sh != shapes[0] for sh in shapes):
-        raise VidmatError(f"{what} not all of one architecture.")
+    if all(sh == shapes[0] for sh in shapes):
+        return
+    odd = {k for sh in shapes for k in sh.keys() ^ shapes[0].keys()}
+    if odd and all(k.startswith("sized_heads.") for k in odd):
+        # a run's export beside the shipped file: both u2netp, one with heads per size
+        sizes = sorted({int(k.split(".")[1]) for k in odd})
+        raise VidmatError(
+            f"{what} of one architecture, but some keep heads for input sizes "
+            f"{', '.join(map(str, sizes))} that the others lack; give files with the same heads."
+        )
+    raise VidmatError(f"{what} not all of one architecture.")
 
 
 def mean_state(models: Sequence[torch.nn.Module]) -> dict[str, torch.Tensor]:
