@@ -132,6 +132,11 @@ def test_eval_json_shapes_for_images_and_sequences() -> None:
     (iou, mae) = compare_results(images, {**images, "images": [{"image": "1.jpg", "iou": 0.7,
                                                                  "mae": 0.1}]})  # fmt: skip
     assert iou.diff == pytest.approx(0.2) and mae.diff == 0.0
+    # images against sequences: "share no scored images" hid why
+    with pytest.raises(
+        VidmatError, match="the first result scored images and the second sequences; compare"
+    ):
+        compare_results(images, seqs)
     with pytest.raises(VidmatError, match="no per-image scores"):
         items_of({"iou": 0.5})
     with pytest.raises(VidmatError, match="malformed"):

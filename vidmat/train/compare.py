@@ -247,6 +247,12 @@ def compare_results(
     old: dict[str, Any], new: dict[str, Any], metrics: Sequence[str] = ("iou", "mae")
 ) -> list[Comparison]:
     """One :class:`Comparison` per metric between two ``vidmat eval --json`` results."""
+    kinds = ["sequences" if "sequences" in r else "images" for r in (old, new)]
+    if kinds[0] != kinds[1]:  # said as eval --against says it, not "share no images"
+        raise VidmatError(
+            f"the first result scored {kinds[0]} and the second {kinds[1]}; compare results "
+            "of the same kind."
+        )
     a, b = items_of(old), items_of(new)
     return [compare_items(a, b, m) for m in metrics]
 
