@@ -129,8 +129,13 @@ class LoopingVideo:
                 # with the old start (95 s when chosen 95 s into the first run).
                 self._start = t
                 self._failed_at = None  # and the file is tried again at once
-            if self._failed_at is not None and t - self._failed_at < self.RETRY:
-                return self._shown_image()
+            if self._failed_at is not None:
+                if t - self._failed_at < self.RETRY:
+                    return self._shown_image()
+                # Tried again: a file back (saved anew) plays from its start, its length
+                # measured again; the pass that failed may have ended early (an emptied
+                # file read as one cut short), and kept, it looped only that part.
+                self._start, self._length = t, None
             try:
                 image = self._frame_at(t)
             except (VidmatError, OSError, *av_errors()) as exc:
