@@ -319,3 +319,31 @@ def test_sound_in_a_container_that_keeps_time_pauses_but_never_joins() -> None:
         if p.pos % 8:
             p.dts = p.pts = None
     assert _scan(iter(laced), [A], joins=False) is None
+
+
+def test_show_times_that_pass_the_unwrapping_point_before_decode_times_go_on_too() -> None:
+    """With B-frames a picture's show time is ahead of its decode time, and FFmpeg
+    unwraps each on its own: for a few packets the show time had stepped back by the wrap
+    while the decode time had not. A keyframe among them was read by its show time, the
+    next packets' decode times then lifted twice: a second join, pictures 80 ms late."""
+    wrap = round(MPEG_WRAP * 1000)
+
+    def unwrapped(ms: int) -> int:
+        return ms + wrap if ms < 940_000 else ms
+
+    first = part(1_000_000, 0, 25)
+    second = []
+    for k in range(25):
+        decode = 939_500 + 40 * k
+        picture = packet(V, 10_000 + 100 * k, unwrapped(decode), shown=unwrapped(decode + 80))
+        picture.is_keyframe = k % 11 == 0
+        second += [picture, packet(A, 10_000 + 100 * k + 50, unwrapped(decode), 20)]
+    timeline = scan(first + second)
+    assert timeline is not None and len(timeline.jumps) == 1
+    clock = timeline.clock()
+    for p in first + second:
+        clock.shift(p)
+    pictures = [float(p.pts * MS) for p in second if p.stream.index == V]
+    sounds = [float(p.pts * MS) for p in second if p.stream.index == A]
+    assert pictures == pytest.approx([s + 0.08 for s in sounds], abs=0.001)  # in sync
+    assert sounds == pytest.approx([sounds[0] + 0.04 * k for k in range(25)], abs=0.001)

@@ -74,6 +74,9 @@ class Timeline:
     #: stream index -> numbers of its packets whose show time is a guess from another
     #: part's clock: read without one (the decoder's order places them).
     untimed: dict[int, frozenset[int]] = field(default_factory=dict)
+    #: stream index -> numbers of its packets whose show time FFmpeg left a wrap of the
+    #: 33-bit clock behind their decode time (see _scan): shown a wrap later besides.
+    shown_later: dict[int, frozenset[int]] = field(default_factory=dict)
     #: Streams whose clock pauses between two packets (sound that stops for a while):
     #: copied into MP4 the pause closed up and what followed played early.
     paused: frozenset[int] = frozenset()
@@ -87,7 +90,7 @@ class Timeline:
     def moves(self) -> bool:
         """Whether any packet is read at another time than stored (joins, or a clock
         that FFmpeg's unwrapping steps back by a wrap)."""
-        return bool(self.shifts)
+        return bool(self.shifts or self.shown_later)
 
     def seconds(self, stream: int, number: int) -> float:
         """The seconds added to packet ``number`` (from 0) of ``stream``."""
@@ -130,13 +133,14 @@ class Clock:
         if number in self._timeline.untimed.get(i, ()):
             packet.pts = None
         seconds = self._timeline.seconds(i, number)
-        if not seconds or packet.time_base is None:
+        later = MPEG_WRAP if number in self._timeline.shown_later.get(i, ()) else 0.0
+        if not (seconds or later) or packet.time_base is None:
             return
         ticks = round(seconds / packet.time_base)
         if packet.dts is not None:
             packet.dts += ticks
         if packet.pts is not None:
-            packet.pts += ticks
+            packet.pts += ticks + round(later / packet.time_base)
 
 
 def can_jump(container: Any) -> bool:
@@ -221,6 +225,7 @@ def _scan(packets: Iterable[Any], indices: list[int], joins: bool = True) -> Tim
     unclocked: set[int] = set()  # streams whose last packets came without a time
     lift: dict[int, float] = {}  # seconds added to the stream's clock for FFmpeg's unwrapping
     lifts: dict[int, list[tuple[int, float]]] = {i: [] for i in indices}  # from which packet
+    shown_lifted: dict[int, list[int]] = {i: [] for i in indices}  # a wrap more on the show time
     start = math.inf
     g = 0  # packets of all the streams so far: how far apart two streams' jumps are
     for p in packets:
@@ -236,8 +241,21 @@ def _scan(packets: Iterable[Any], indices: list[int], joins: bool = True) -> Tim
             # unknown, so the time to the next timed packet tells no pause.
             unclocked.add(i)
             continue
-        t = float(t * p.time_base)
-        shown = float(p.pts * p.time_base) if p.pts is not None else t
+        t = float(t * p.time_base) + lift.get(i, 0.0)
+        shown = float(p.pts * p.time_base) + lift.get(i, 0.0) if p.pts is not None else t
+        before = last.get(i)
+        if joins and before is not None:
+            # FFmpeg unwraps MPEG's 33-bit clock by where the file's first part began, each
+            # time stamp on its own: a later part whose clock passes that point steps back
+            # by the wrap, its show times (B-frames) a few packets before its decode times.
+            # The same part goes on; taken for a join, it left a hole.
+            if t < before - MPEG_WRAP / 2:
+                lift[i] = lift.get(i, 0.0) + MPEG_WRAP
+                lifts[i].append((number, lift[i]))
+                t, shown = t + MPEG_WRAP, shown + MPEG_WRAP
+            if shown < t - MPEG_WRAP / 2:  # its show time past the point, its decode not
+                shown += MPEG_WRAP
+                shown_lifted[i].append(number)
         if joins and not -BACKWARD_JUMP <= shown - t <= FORWARD_JUMP:  # not a muxer's rounding
             # MPEG-PS's parser guesses times across a join: a part's first picture came
             # with the old clock's decode time, a part's last with a show time from a
@@ -249,19 +267,6 @@ def _scan(packets: Iterable[Any], indices: list[int], joins: bool = True) -> Tim
             else:
                 untimed[i].append(number)
                 shown = t
-        t, shown = t + lift.get(i, 0.0), shown + lift.get(i, 0.0)
-        before = last.get(i)
-        if (
-            joins
-            and before is not None
-            and -BACKWARD_JUMP <= t + MPEG_WRAP - before <= FORWARD_JUMP
-        ):
-            # FFmpeg unwraps the 33-bit clock by where the file's first part began, so a
-            # later part whose clock passes that point steps back by exactly the wrap: the
-            # same part going on. Taken for a join, it left a hole of a few packets.
-            lift[i] = lift.get(i, 0.0) + MPEG_WRAP
-            lifts[i].append((number, lift[i]))
-            t, shown = t + MPEG_WRAP, shown + MPEG_WRAP
         parts = len(ends[i]) - 1  # the stream's jumps so far
         jumped = (
             joins
@@ -320,6 +325,7 @@ def _scan(packets: Iterable[Any], indices: list[int], joins: bool = True) -> Tim
         timeline,
         shifts=_lifted(timeline, lifts),
         untimed={i: frozenset(n) for i, n in untimed.items() if n},
+        shown_later={i: frozenset(n) for i, n in shown_lifted.items() if n},
         paused=frozenset(paused),
     )
 
