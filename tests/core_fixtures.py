@@ -82,3 +82,15 @@ def huge_png_header(path: Path, side: int = 60000) -> Path:
     data = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + data + chunk(b"IEND", b""))
     return path
+
+
+def long_bmp_header(path: Path, width: int = 2_000_000) -> Path:
+    """A BMP whose header says ``width`` x 1: over OpenCV's 2^20 side, refused as the
+    pixel count is (a C++ assertion), where libpng refuses such a PNG first."""
+    import struct
+
+    row = (width * 3 + 3) // 4 * 4
+    head = struct.pack("<2sIHHI", b"BM", (54 + row) & 0xFFFFFFFF, 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, width, 1, 1, 24, 0, row & 0xFFFFFFFF, 2835, 2835, 0, 0)
+    path.write_bytes(head + info + b"\0" * 100)
+    return path

@@ -178,6 +178,17 @@ def test_load_background_files(tmp_path):
         load_background(str(bad))
 
 
+def test_a_picture_over_opencvs_size_limits_is_one_sentence(tmp_path):
+    """A side over 2^20 is refused as the pixel count is: a cv2.error, not None."""
+    from core_fixtures import huge_png_header, long_bmp_header
+
+    from vidmat.io.images import read_image
+
+    for path in (long_bmp_header(tmp_path / "long.bmp"), huge_png_header(tmp_path / "big.png")):
+        with pytest.raises(VidmatError, match=f"{path.name} is larger than OpenCV reads"):
+            read_image(path)
+
+
 def test_looping_video_background(tmp_path):
     path = tmp_path / "bg.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 24))

@@ -34,18 +34,18 @@ def quiet_opencv() -> Iterator[None]:
 
 @contextlib.contextmanager
 def pixels_checked(path: Path) -> Iterator[None]:
-    """OpenCV's refusal of a picture over its pixel limit (2^30 unless the environment's
-    OPENCV_IO_MAX_IMAGE_PIXELS says otherwise) as one sentence: it is an exception, not
+    """OpenCV's refusal of a picture over its size limits (2^30 pixels, 2^20 a side,
+    unless the environment's OPENCV_IO_MAX_IMAGE_* say otherwise) as one sentence: it is an exception, not
     the None of any other unreadable file, and a background file of 60000x60000 (or a
     header claiming so) ended the live window with a C++ assertion."""
     try:
         yield
     except cv2.error as exc:
-        if "CV_IO_MAX_IMAGE_PIXELS" not in str(exc):
+        if "CV_IO_MAX_IMAGE" not in str(exc):  # _PIXELS, _WIDTH, _HEIGHT
             raise
         raise VidmatError(
-            f"{path} is larger than OpenCV reads (its header says over 2^30 pixels, or "
-            "OPENCV_IO_MAX_IMAGE_PIXELS); scale it down."
+            f"{path} is larger than OpenCV reads (its header says over 2^30 pixels or a "
+            "side over 2^20, or over the OPENCV_IO_MAX_IMAGE_* settings); scale it down."
         ) from None
 
 

@@ -424,7 +424,7 @@ class DiskFull(VidmatError):
     strerror = os.strerror(errno.ENOSPC)
 
     def __init__(self, path: Path) -> None:
-        super().__init__(f"cannot write {path}: the disk is full ({self.strerror}).")
+        super().__init__(f"cannot write {path} ({self.strerror}).")  # as atomic_write_text says it
 
 
 #: Free bytes below which a failed write is taken for a full disk.
@@ -445,7 +445,10 @@ def disk_full(exc: BaseException, folder: Path) -> bool:
     text = str(exc)
     if "No space left on device" in text or "os error 28" in text:
         return True
-    if not isinstance(exc, (OSError, RuntimeError)):
+    # Only a failure that names no cause asks the disk: an OSError with another errno
+    # (EACCES, EIO, a missing input) is that error, however little room is left.
+    wordless = isinstance(exc, RuntimeError) or (isinstance(exc, OSError) and exc.errno is None)
+    if not wordless:
         return False
     try:
         return shutil.disk_usage(folder).free < _NEARLY_FULL
