@@ -145,4 +145,6 @@ def test_the_windows_virtual_camera_failing_fails_the_run_and_restart_opens_it_a
     qtbot.waitUntil(lambda: len(FakeCamera.instances) == 2, timeout=5000)
     qtbot.waitUntil(lambda: len(FakeCamera.instances[1].frames) > 3, timeout=5000)
     assert w.failure == "" and FakeCamera.instances[0].closed
+    dead = [s for s in w.sinks if getattr(s, "error", None)]
+    assert dead == [] and not [s for s in w.pipeline._sinks if getattr(s, "error", None)]
     w.close()

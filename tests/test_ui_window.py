@@ -290,7 +290,10 @@ def _settings_file(tmp_path: Path, text: str) -> QSettings:
         ("[General]\nsmoothing=abc\n", "smoothing", 0.5),
         ("[General]\nsmoothing=nan\nfeather=nan\n", "feather", 0.0),
         ("[General]\nsmoothing=nan\n", "smoothing", 0.5),
-        ("[General]\nsmoothing=7\n", "smoothing", 1.0),  # clamped to the slider
+        ("[General]\nsmoothing=7\n", "smoothing", 1.0),  # clamped to what it takes
+        # set on a slider a command line had widened: 35 came back as the span's 20
+        ("[General]\nfeather=35\n", "feather", 35.0),
+        ("[General]\nthreshold=0.98\n", "threshold", 0.98),
         ("[General]\nthreshold=-1e999\n", "threshold", 0.5),
         ("[General]\nfeather=1e400\n", "feather", 0.0),
         ("[General]\nmirror=perhaps\n", "mirror", False),
@@ -300,7 +303,7 @@ def _settings_file(tmp_path: Path, text: str) -> QSettings:
         ("[background]\nkind=blur\nblur=inf\n", "blur", 20.0),
         ("[background]\nkind=blur\nblur=nan\n", "blur", 20.0),
         ("[background]\nkind=blur\nblur=-5\n", "blur", 20.0),  # no strength: the default
-        ("[background]\nkind=blur\nblur=500\n", "blur", 60.0),  # clamped to the slider
+        ("[background]\nkind=blur\nblur=500\n", "blur", 500.0),  # the slider widens to it
         ("[background]\nkind=sideways\ncolor=rgb(999,0,0)\n", "blur", 20.0),
     ],
 )
@@ -755,7 +758,7 @@ def test_arrow_keys_move_the_focused_slider_not_the_smoothing(qtbot, window):
 
 
 def test_closing_during_a_slow_frame_closes_at_once_and_the_exit_waits_for_it(
-    qtbot, clip, qsettings
+    qtbot, clip, qsettings, caplog
 ):
     """A model on a 17 s frame (--size 2048 on a CPU): closing froze the window up to 10 s
     and the program then exited with the model's thread still in torch, which the C++
@@ -773,8 +776,14 @@ def test_closing_during_a_slow_frame_closes_at_once_and_the_exit_waits_for_it(
     assert time.perf_counter() - t0 < 1.2
     threads = made[0].threads()
     assert any(t.is_alive() for t in threads)
+    # what the end of app.exec() does: the objects given to deleteLater go
+    from PyQt6.QtCore import QCoreApplication, QEvent
+
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
     said: list[str] = []
     w.wait_for_threads(said.append)
+    # the bridge the threads call as they finish their frame was still there
+    assert not [r for r in caplog.records if "deleted" in r.getMessage() or r.exc_info]
     assert said == ["waiting for the model to finish the frame it is on"]
     assert not any(t.is_alive() for t in threads)
     w.wait_for_threads(said.append)  # nothing left: says nothing more

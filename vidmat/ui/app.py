@@ -139,6 +139,7 @@ def _attach_virtual_camera(window: Any, args: Any) -> None:
             return
         if cams and cams[0].error is not None:  # its device went: Restart opens it again
             window.sinks.remove(cams[0])
+            window.pipeline.remove_sink(cams[0])  # given to this pipeline before this hook
             cams.pop().close()
         if cams:
             return

@@ -47,7 +47,7 @@ from PyQt6.QtWidgets import (
 )
 
 from vidmat.core.backgrounds import DEFAULT_BLUR, GREENSCREEN, Background
-from vidmat.core.settings import LiveSettings
+from vidmat.core.settings import MAX_FEATHER_PX, LiveSettings
 from vidmat.errors import VidmatError
 from vidmat.pipelines.live import LiveFrame, LivePipeline
 from vidmat.ui.bridge import LiveBridge
@@ -186,7 +186,7 @@ class LiveWindow(QMainWindow):
         self._closing = False
         #: Pipelines stopped whose threads had not ended (a model still on its frame):
         #: waited for before the program exits (:meth:`wait_for_threads`).
-        self._lingering: list[Any] = []
+        self._lingering: list[tuple[Any, Any]] = []
         self._frame_count = 0
         self._bg_kind = "blur"
         self._bg_color = GREENSCREEN
@@ -380,25 +380,26 @@ class LiveWindow(QMainWindow):
             self._bg_color = parse_color(str(qs.value("background/color", _hex(GREENSCREEN))))
         except VidmatError:
             self._bg_color = GREENSCREEN
-        lo, hi = self.blur_slider.minimum(), self.blur_slider.maximum()
+        # Remembered values are held to what the setting takes, not to the slider's
+        # span, which widens to show them (see _show_on): a feather of 35 set on a slider
+        # widened by --feather 50 came back as 20 the next run.
         self._bg_blur = _setting_float(
-            qs, "background/blur", DEFAULT_BLUR, lo, hi, invalid_below=0.0
+            qs, "background/blur", DEFAULT_BLUR, 0.0, _SLIDER_LIMIT, invalid_below=0.0
         )
         for k in FILE_KINDS:
             p = qs.value(f"background/{k}")
             if isinstance(p, str) and p:
                 self._bg_paths[k] = p
 
-        def look(key: str, default: float, slider: QSlider, steps_per_unit: float) -> float:
-            """The command line's value, else the remembered one within the slider's range."""
+        def look(key: str, default: float, hi: float) -> float:
+            """The command line's value, else the remembered one within 0..``hi``."""
             if key in overrides:
                 return float(overrides[key])
-            lo, hi = slider.minimum() / steps_per_unit, slider.maximum() / steps_per_unit
-            return _setting_float(qs, key, default, lo, hi)
+            return _setting_float(qs, key, default, 0.0, hi)
 
-        smoothing = look("smoothing", 0.5, self.smoothing_slider, 100)
-        threshold = look("threshold", 0.5, self.threshold_slider, 100)
-        feather = look("feather", 0.0, self.feather_slider, 1)
+        smoothing = look("smoothing", 0.5, 1.0)
+        threshold = look("threshold", 0.5, 1.0)
+        feather = look("feather", 0.0, MAX_FEATHER_PX)
         # No slider: the command line's --contrast and --grow hold for this run, and are
         # not remembered.
         self._contrast = float(overrides.get("contrast", LiveSettings().contrast))
@@ -814,7 +815,10 @@ class LiveWindow(QMainWindow):
         if pipe is not None:
             pipe.stop(timeout)
             if any(thread.is_alive() for thread in pipe.threads()):
-                self._lingering.append(pipe)
+                # its bridge too: the threads call it as they finish their frame, and one
+                # deleted under them raised "wrapped C/C++ object ... has been deleted"
+                self._lingering.append((pipe, bridge))
+                return
         if bridge is not None:
             bridge.deleteLater()
 
@@ -824,14 +828,17 @@ class LiveWindow(QMainWindow):
         --size 2048 on a CPU), and a program that exited under it was killed by the C++
         runtime ("terminate called without an active exception"), a recording's last
         moments with it; the window closes first, without freezing while it waits."""
-        threads = [t for pipe in self._lingering for t in pipe.threads()]
-        self._lingering = []
+        lingering, self._lingering = self._lingering, []
+        threads = [t for pipe, _ in lingering for t in pipe.threads()]
         for thread in threads:
             thread.join(0.5)
         if any(thread.is_alive() for thread in threads):
             say("waiting for the model to finish the frame it is on")
         for thread in threads:
             thread.join()
+        for _, bridge in lingering:
+            if bridge is not None:
+                bridge.deleteLater()
 
     def _on_pipeline_error(self, message: str) -> None:
         self.failure = message
