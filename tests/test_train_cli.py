@@ -905,8 +905,36 @@ def test_a_run_folder_with_another_runs_weights_and_no_checkpoint_is_refused(
         [*argv, "--steps", "2"],
         capsys,
         tmp_path,
-        f"--run {run} holds another run's weights (ema_step1.safetensors) and no last.pt "
-        "this run goes on from; name another --run folder, or move them out first.",
+        f"--run {run} holds a run's weights (ema_step1.safetensors) but no last.pt to go "
+        "on from; name another --run folder, or move them out first.",
+    )
+    other = tmp_path / "other"
+    assert main(["train", *argv[:-2], "--run", str(other), "--steps", "1"]) == 0
+    capsys.readouterr()
+    _refused(
+        [*argv, "--steps", "2", "--resume", str(other / "last.pt")],
+        capsys,
+        tmp_path,
+        f"--run {run} holds a run's weights (ema_step1.safetensors) and --resume "
+        f"{other / 'last.pt'} is another folder's checkpoint; name another --run folder, "
+        "or move them out first.",
+    )
+    # a copy of the folder's own checkpoint goes on with its run
+    (other / "last.pt").rename(other / "step1.pt")
+    assert (
+        main(
+            [
+                "train",
+                *argv[:-2],
+                "--run",
+                str(other),
+                "--steps",
+                "2",
+                "--resume",
+                str(other / "step1.pt"),
+            ]
+        )
+        == 0
     )
 
 

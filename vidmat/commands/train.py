@@ -662,13 +662,12 @@ def _note_heads_left(model: Any, cfg: TrainConfig) -> None:
 
 
 def _check_no_other_run(run: Path, resume: Path | None) -> None:
-    """Refuse a run folder holding another run's weights that this run would not go on
-    from (its last.pt deleted or moved, or --resume naming another run's): they were
-    overwritten (best.safetensors by a worse one), mixed with the new run's exports, and
-    its log cut to the new run's steps, without a word."""
-    if resume is not None and resume.resolve() == (run / "last.pt").resolve():
-        return
-    if not run.is_dir():
+    """Refuse a run folder holding a run's weights that this run does not go on from: a
+    fresh start there (its last.pt deleted or moved), or a --resume of another folder's
+    checkpoint. They were overwritten (best.safetensors by a worse one), mixed with the new
+    run's exports and its log cut to the new run's steps, without a word. A checkpoint of
+    the folder's own (RUN/last.pt, a copy beside it) goes on with its run."""
+    if not run.is_dir() or (resume is not None and resume.resolve().parent == run.resolve()):
         return
     found = sorted(
         p.name
@@ -676,12 +675,18 @@ def _check_no_other_run(run: Path, resume: Path | None) -> None:
         if p.name == "best.safetensors"
         or (p.name.startswith("ema_step") and p.suffix == ".safetensors")
     )
-    if found:
-        listed = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-        raise VidmatError(
-            f"--run {run} holds another run's weights ({listed}) and no last.pt this run "
-            "goes on from; name another --run folder, or move them out first."
-        )
+    if not found:
+        return
+    listed = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    why = (
+        "but no last.pt to go on from"
+        if resume is None
+        else f"and --resume {resume} is another folder's checkpoint"
+    )
+    raise VidmatError(
+        f"--run {run} holds a run's weights ({listed}) {why}; name another --run folder, "
+        "or move them out first."
+    )
 
 
 def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
