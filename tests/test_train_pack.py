@@ -203,3 +203,22 @@ def test_pack_shows_its_progress(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert re.search(r"^pack data/ccp: 100%.* 3/3 ", err, re.M), err
     assert re.search(r"^pack backgrounds: 100%.* 1/1 ", err, re.M), err
+
+
+def test_what_a_killed_pack_left_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pack killed outright leaves its hidden temporary folder, of the pack's size; the
+    next run now names it, as convert names its own (it removed a fixed name before)."""
+    import os
+    import time
+
+    root = _root(tmp_path / "data" / "ccp", 2, (64, 48), 0)
+    left = tmp_path / ".p.abcd1234.part"
+    (left / "ccp").mkdir(parents=True)
+    old = time.time() - 3600
+    os.utime(left, (old, old))
+    assert main([str(root), "--out", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    assert "pack: note: an unfinished output of p from a run that was killed lies beside it" in err
+    assert left.exists()  # said, not deleted: another pack may still be writing it

@@ -49,7 +49,7 @@ from vidmat.train.data import (
     read_pair,
     read_rgb,
 )
-from vidmat.train.tools import run_tool
+from vidmat.train.tools import note_leftover_folders, run_tool
 
 #: The smallest --long-side: the smallest model input side (``argtypes.model_size``). Below
 #: it every packed image holds fewer pixels than one model input, and the cache enlarges
@@ -223,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         require_folder(args.backgrounds, "background folder")
     if not 1 <= args.quality <= 100:
         raise VidmatError("--quality must be between 1 and 100.")
+    note_leftover_folders("pack", args.out)
     m = pack(
         args.roots,
         args.out,

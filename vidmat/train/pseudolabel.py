@@ -38,7 +38,7 @@ from vidmat.io.files import (
 )
 from vidmat.progress import progress_bar
 from vidmat.train.data import write_pair
-from vidmat.train.tools import run_tool
+from vidmat.train.tools import note_leftover_folders, run_tool
 
 #: A teacher maps an RGB uint8 (H,W,3) frame to a float person probability (H,W).
 Teacher = Callable[[np.ndarray], np.ndarray]
@@ -243,6 +243,7 @@ def _run(args: argparse.Namespace) -> int:
     # as every other tool: a missing parent folder is refused, not made (a typo in the
     # path made a tree of folders somewhere unexpected)
     check_output_path(args.out, args.overwrite, folder=True, kind=LABEL_FOLDER)
+    note_leftover_folders("pseudolabel", args.out)
     teacher = mediapipe_teacher()
     n = label_clips(
         args.clips,

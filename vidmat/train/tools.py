@@ -41,3 +41,13 @@ def require_safetensors_out(out: Path) -> None:
             f"--out {out} must end in .safetensors: the file is written as safetensors, "
             "and vidmat reads a file by its suffix."
         )
+
+
+def note_leftover_folders(name: str, out: Path) -> None:
+    """Say what earlier runs killed outright (``kill -9``, a power cut) left beside a
+    folder output ``out``: hidden temporary folders of its whole size, which nothing else
+    names (convert and live say theirs alike)."""
+    from vidmat.io.files import leftover_parts, leftovers_note
+
+    for note in leftovers_note(out, leftover_parts(out, folder=True)):
+        print(f"{name}: note: {note}", file=sys.stderr)
