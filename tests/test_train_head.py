@@ -409,12 +409,7 @@ def test_a_mask_of_another_size_is_named(
         ("", ["--sides", "--ridge", "inf"], "--ridge must be a finite number, 0 or more, got inf."),
         (":nan", [], "sampling weight of {root} must be a finite number."),
         (":inf", [], "sampling weight of {root} must be a finite number."),
-        (  # any composite share is refused: the refit has no use for one
-            ":1:nan",
-            [],
-            "--data {root}:1:nan: the refit takes ROOT[:WEIGHT]; a COMPOSITE share is vidmat "
-            "train's (the refit pastes no one onto other backgrounds).",
-        ),
+        (":1:nan", [], "composite probability of {root} must be in [0, 1]."),
     ],
 )
 def test_cli_refuses_non_finite_numbers_in_one_sentence(

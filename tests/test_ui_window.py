@@ -740,8 +740,8 @@ def test_a_recording_without_sound_says_so_in_the_window(qtbot, window, tmp_path
 
 
 def test_arrow_keys_move_the_focused_slider_not_the_smoothing(qtbot, window):
-    """Up/Down are the smoothing's shortcut; with the threshold's slider (or the picker)
-    focused they moved the smoothing instead of it."""
+    """Up/Down are the smoothing's shortcut; with the threshold's slider focused they
+    moved the smoothing instead of it."""
     from PyQt6.QtCore import Qt
 
     window.activateWindow()

@@ -83,10 +83,11 @@ class SourceSpec:
         return cls(path, weight, composite)
 
 
-def parse_data_source(text: str) -> SourceSpec:
+def parse_data_source(text: str, composite: bool = True) -> SourceSpec:
     """One ``--data ROOT[:WEIGHT[:COMPOSITE]]`` value, its folder checked; a mistyped
     WEIGHT or COMPOSITE is named. Shared by ``vidmat train`` and ``vidmat.train.head``, so
-    a --data value means and is refused the same in both.
+    a --data value means and is refused the same in both; ``composite`` False (the head
+    refit, which pastes no one onto other backgrounds) refuses a COMPOSITE share.
 
     ``SourceSpec.parse`` keeps a field that is not a number as part of the path (paths
     may hold ':'), so ``ROOT:abc`` would otherwise be reported as a missing root (or as a
@@ -99,6 +100,11 @@ def parse_data_source(text: str) -> SourceSpec:
     except VidmatError as exc:
         spec, err = None, exc
     if spec is not None and spec.path.is_dir():
+        if not composite and text.count(":") - str(spec.path).count(":") == 2:
+            raise VidmatError(
+                f"--data {text}: the refit takes ROOT[:WEIGHT]; a COMPOSITE share is vidmat "
+                "train's (the refit pastes no one onto other backgrounds)."
+            )
         if not math.isfinite(spec.weight):
             raise VidmatError(f"sampling weight of {spec.path} must be a finite number.")
         return spec

@@ -62,7 +62,6 @@ from vidmat.train.data import (
     SourceSpec,
     close_neck_gaps,
     gap_root_names,
-    is_number,
     list_pairs,
     parse_data_source,
     read_pair,
@@ -652,14 +651,7 @@ def _run(a: argparse.Namespace) -> int:
     for flag, given in (("--full-res", a.full_res), ("--pixels", a.pixels), ("--ridge", a.ridge)):
         if given not in (None, False) and not a.sides:
             raise VidmatError(f"{flag} is an option of the side refit; give it with --sides.")
-    for d in a.data:
-        root, *fields = d.rsplit(":", 2)
-        if len(fields) == 2 and all(map(is_number, fields)) and Path(root).is_dir():
-            raise VidmatError(
-                f"--data {d}: the refit takes ROOT[:WEIGHT]; a COMPOSITE share is vidmat "
-                "train's (the refit pastes no one onto other backgrounds)."
-            )
-    sources = tuple(parse_data_source(d) for d in a.data)
+    sources = tuple(parse_data_source(d, composite=False) for d in a.data)
     cfg = HeadFitConfig(
         sources=sources,
         per_source=a.per_source,
