@@ -662,7 +662,65 @@ def test_sound_that_pauses_is_silence_where_it_pauses(
     result = convert_video(engine, as_ts("pause.ts", (1.0, 2.0)), dst, ConvertConfig(fmt="mp4"))
     assert result.frames == 75 and result.audio == "re-encoded"
     assert not any("clock jumps" in w for w in result.warnings)  # a pause is no join
+    # said, or the re-encode of a track that could be copied went unexplained
+    assert any(
+        "pauses (1.0 s in all); re-encoded with the pauses as silence" in w for w in result.warnings
+    )
     assert audio_seconds(dst) == pytest.approx(3.0, abs=0.08)  # the pause played
     whole = tmp_path / "whole.mp4"
     kept = convert_video(engine, as_ts("whole.ts", None), whole, ConvertConfig(fmt="mp4"))
     assert kept.audio == "copied" and audio_seconds(whole) == pytest.approx(3.0, abs=0.08)
+
+
+def test_sound_stamped_far_past_the_picture_is_left_out_not_filled(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """One audio packet of a 3 s MKV stamped at an hour (a damaged time): its pause was
+    filled with an hour of silence, a 3 s video with a 3600 s sound track, and nothing
+    said. Sound past the picture's end after a gap is left out, and said."""
+    clip = make_clip(tmp_path / "c.mp4", frames=75, audio="aac")
+    src = tmp_path / "stray.mkv"
+    with av.open(str(clip)) as inp, av.open(str(src), "w", format="matroska") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        last = None
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+            if packet.stream.type == "audio":
+                last = packet
+        assert last is not None
+        ticks = round(3600 / last.time_base)
+        last.pts, last.dts = ticks, ticks
+        out.mux(last)
+    dst = tmp_path / "out.mp4"
+    result = convert_video(engine, src, dst, ConvertConfig(fmt="mp4"))
+    assert result.audio == "re-encoded"
+    assert audio_seconds(dst) == pytest.approx(3.0, abs=0.1)
+    assert any(
+        "stamped at 3600.0 s, after a gap and past the picture's end" in w for w in result.warnings
+    )
+
+
+def test_pcm_re_encoded_to_fill_a_pause_stays_pcm_in_a_mov(engine: Engine, tmp_path: Path) -> None:
+    """PCM that pauses, converted to .mov: it became AAC, a lossy copy of lossless sound
+    that the .mov takes as it is."""
+    clip = make_clip(tmp_path / "c.mov", frames=50, audio="pcm_s16le")
+    src = tmp_path / "pause.mkv"
+    with av.open(str(clip)) as inp, av.open(str(src), "w", format="matroska") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            seconds = float(packet.pts * packet.time_base)
+            if packet.stream.type == "audio" and 0.8 <= seconds < 1.2:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    dst = tmp_path / "out.mov"
+    result = convert_video(engine, src, dst, ConvertConfig(fmt="mov"))
+    assert result.audio == "re-encoded"
+    with av.open(str(dst)) as c:
+        assert c.streams.audio[0].codec_context.name == "pcm_s16le"
+    assert audio_seconds(dst) == pytest.approx(2.0, abs=0.05)

@@ -192,6 +192,10 @@ def plan_encoding(
     if stream.codec_context is None:
         raise AudioUnusable("FFmpeg has no decoder for its codec")
     codec = av.Codec(AUDIO_FALLBACK[container], "w")
+    if info.codec in AUDIO_COPY.get(container, frozenset()) and _lossless(info.codec):
+        # Re-encoded only to fill gaps: PCM in a .mov stays PCM, not a lossy AAC.
+        with contextlib.suppress(*av_errors(), ValueError):
+            codec = av.Codec(info.codec, "w")
     rate = encoder_rate(codec, info.sample_rate or MAX_NEW_RATE)
     sample_format = codec.audio_formats[0].name
     own = getattr(stream.codec_context, "layout", None)
@@ -219,6 +223,14 @@ def plan_encoding(
 
 #: A gap in re-encoded sound longer than this (seconds) is filled with silence.
 SILENCE_FROM = 0.002
+
+#: Sound re-encoded within a second past the picture's end at most: beyond, a time
+#: stamped after a gap is a damaged one (a packet at an hour gave an hour of silence).
+PAST_PICTURE = 1.0
+
+
+def _lossless(codec: str) -> bool:
+    return codec.startswith("pcm_") or codec in ("flac", "alac")
 
 
 class NoSound(Exception):
@@ -316,6 +328,11 @@ class AudioPass:
         self._no_negative = fmt == "webm"
         self._fed: tuple[str, str, int] | None = None  # what the resampler was set up for
         self._sent_until = -math.inf  # input seconds of sound already encoded
+        #: Output seconds sound may be re-encoded to after a gap (the caller sets it to
+        #: the picture's end + PAST_PICTURE before the last of the sound); None: no end.
+        self.limit: float | None = None
+        self.past_end: float | None = None  # the first time left out past ``limit``
+        self.filled = 0.0  # seconds of silence put into gaps
 
     def _next(self) -> Any:
         if self._pending is not None:
@@ -395,7 +412,12 @@ class AudioPass:
                     # cannot go in again; the muxer refused it.
                     self.skipped += 1
                     continue
-                if math.isfinite(self._sent_until) and seconds - self._sent_until > SILENCE_FROM:
+                gap = math.isfinite(self._sent_until) and seconds - self._sent_until > SILENCE_FROM
+                if gap and self.limit is not None and seconds > self.limit:
+                    # after a gap and past the picture's end: a damaged time, not a pause
+                    self.past_end = self.past_end if self.past_end is not None else seconds
+                    continue
+                if gap:
                     self._silence(out, f, self._sent_until, seconds)
                 self._sent_until = max(self._sent_until, seconds + length)
                 f.pts = round(seconds * f.sample_rate)
@@ -408,6 +430,7 @@ class AudioPass:
         after it early by as much, in those that play the samples one after the other)."""
         rate = int(like.sample_rate)
         at, stop = round(start * rate), round(end * rate)
+        self.filled += end - start
         while at < stop:
             n = min(stop - at, rate)  # a second at most a frame
             quiet = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=n)
@@ -513,10 +536,12 @@ def write_audio_file(
     dst: Path,
     offset: float = 0.0,
     timeline: Timeline | None = None,
+    limit: float | None = None,
 ) -> tuple[list[AudioPass], list[LeftOut]]:
     """The audio of ``src`` as an .m4a beside a PNG sequence, each track a track of it:
     the passes written (``copy`` says how) and the tracks left out. With none written no
-    file is left, so the frames already written are not lost to their audio.
+    file is left, so the frames already written are not lost to their audio. ``limit``:
+    see :attr:`AudioPass.limit`.
 
     MP4 rather than Matroska: it keeps the AAC encoder delay (priming samples) in its
     edit list, so the audio stays in sync with frame 1 to the sample. The tracks are
@@ -534,6 +559,7 @@ def write_audio_file(
         return passes, left_out
     try:
         for audio in passes:
+            audio.limit = limit
             audio.write_until(out, None)
     finally:
         for audio in passes:

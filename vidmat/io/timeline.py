@@ -38,9 +38,13 @@ FORWARD_JUMP = 10.0
 #: rise within a recording; FFmpeg's command line takes the same 0.1 s).
 BACKWARD_JUMP = 0.1
 
-#: A stream's clock going on this much (seconds) past where its last packet ended is a
-#: pause in it (sound that stops), which a copy into MP4 would close up.
+#: A stream's clock going on this much (seconds) past where its packets ended, in one
+#: gap or in several, is a pause in it (sound that stops), which a copy into MP4 would
+#: close up.
 PAUSE = 0.1
+
+#: Gaps and overlaps this small (seconds) are a muxer's rounding, not counted as pauses.
+SMALL_GAP = 0.02
 
 #: Two streams' jumps whose clocks land this close are the same jump (one join).
 SAME_JUMP = 5.0
@@ -223,6 +227,7 @@ def _scan(packets: Iterable[Any], indices: list[int], joins: bool = True) -> Tim
     untimed: dict[int, list[int]] = {i: [] for i in indices}
     paused: set[int] = set()
     unclocked: set[int] = set()  # streams whose last packets came without a time
+    drift: dict[int, float] = {}  # seconds of gaps less overlaps in the stream so far
     lift: dict[int, float] = {}  # seconds added to the stream's clock for FFmpeg's unwrapping
     lifts: dict[int, list[tuple[int, float]]] = {i: [] for i in indices}  # from which packet
     shown_lifted: dict[int, list[int]] = {i: [] for i in indices}  # a wrap more on the show time
@@ -299,8 +304,13 @@ def _scan(packets: Iterable[Any], indices: list[int], joins: bool = True) -> Tim
         elif before is not None and t > before:
             step[i] = t - before
             end = ends[i][-1]
-            if end is not None and shown - end > PAUSE and i not in unclocked:
-                paused.add(i)
+            if end is not None and i not in unclocked and abs(shown - end) > SMALL_GAP:
+                # Gaps add up (eight dropouts of 85 ms played 0.68 s early), and overlaps
+                # take off from them (a jittery clock nets to nothing); a muxer's rounding
+                # (a millisecond a packet) is neither.
+                drift[i] = drift.get(i, 0.0) + shown - end
+                if drift[i] > PAUSE:
+                    paused.add(i)
         if len(ends[i]) == 1:
             start = min(start, shown)
         last[i] = t

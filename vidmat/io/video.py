@@ -68,6 +68,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from vidmat.errors import VidmatError
 from vidmat.io.audio import (
     CODEC_NAMES,
+    PAST_PICTURE,
     AudioInfo,
     AudioPass,
     LeftOut,
@@ -1040,6 +1041,8 @@ class VideoWriter:
         pts = int(pts) - self.offset_ticks
         if self.fmt == "png":
             self._write_png(image, pts)
+            if self._last_shown is None or pts >= self._last_shown[0]:
+                self._last_shown = (pts, int(duration))  # where the sound may run to
             return
         if self._pix_fmt == "gray":
             # swscale writes grey in full range whatever dst_color_range says, under the
@@ -1158,6 +1161,7 @@ class VideoWriter:
                     self.path / FRAME_AUDIO,
                     self._time_offset,
                     self._audio_src.timeline,
+                    self._sound_limit(),
                 )
                 self._audio_left_out(left_out)
                 self._count_audio(passes)
@@ -1166,6 +1170,7 @@ class VideoWriter:
             self._queue_video(self._stream.encode(None))
             self._finish_video()
             for audio in self._audio:
+                audio.limit = self._sound_limit()
                 audio.write_until(self._container, None)
             self._count_audio(self._audio)
         finally:
@@ -1183,6 +1188,14 @@ class VideoWriter:
                     "could not be stored in the WebM; it shows with square pixels"
                 )
 
+    def _sound_limit(self) -> float | None:
+        """Output seconds the sound may be re-encoded to after a gap: the last picture's
+        end and :data:`PAST_PICTURE` (None before any picture)."""
+        if self._last_shown is None:
+            return None
+        pts, duration = self._last_shown
+        return float((pts + duration) * self.time_base) + PAST_PICTURE
+
     def _count_audio(self, passes: list[AudioPass]) -> None:
         """What went in. A track whose packets were all damaged is not counted (one
         without any is left out before it has a stream: :class:`NoSound`)."""
@@ -1196,6 +1209,16 @@ class VideoWriter:
                 dropped = f", leaving out {channel_list(a.left_out)}" if a.left_out else ""
                 self.warnings.append(
                     f"{which} was mixed down from {a.track.channels} channels to {into}{dropped}"
+                )
+            if a.filled > 0.1 and not a.copy:
+                self.warnings.append(
+                    f"{which} pauses ({a.filled:.1f} s in all); re-encoded with the pauses "
+                    "as silence, so the sound after them stays in sync"
+                )
+            if a.past_end is not None:
+                self.warnings.append(
+                    f"{which} has sound stamped at {a.past_end:.1f} s, after a gap and past "
+                    "the picture's end (a damaged time?); left out"
                 )
             if a.gaps_kept:
                 self.warnings.append(
