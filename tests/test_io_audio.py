@@ -586,12 +586,15 @@ def test_a_gap_is_filled_with_true_silence_in_any_format(
     ninth plane that is not there and writing it crashed the process (exit 139); for
     unsigned 8-bit sound zero is full scale, not silence (a loud click and offset)."""
     made: list[av.AudioFrame] = []
-    stub = type("Pass", (), {"_encode": lambda self, out, frame: made.append(frame)})()
+    stub = type(
+        "Pass", (), {"_encode": lambda self, out, frame: made.append(frame), "filled": 0.0}
+    )()
     like = av.AudioFrame(format=fmt, layout=layout, samples=4)
     like.sample_rate = 48000
     audio_mod.AudioPass._silence(stub, None, like, 1.0, 2.5)  # 1.5 s: two frames
     assert [f.samples for f in made] == [48000, 24000]
     assert [f.pts for f in made] == [48000, 96000]
+    assert stub.filled == 1.5  # counted for the note that says the pauses were filled
     dtype = {"fltp": np.float32, "s16": np.int16, "u8": np.uint8}[fmt]
     for f in made:
         # plane by plane: PyAV's to_ndarray of 7.1 in planes reads that ninth plane too
