@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -1398,14 +1399,19 @@ def _parent(stat: Path) -> str:
     return fields[1] if len(fields) > 1 else ""
 
 
-def test_a_dangling_link_in_the_data_is_one_sentence(tmp_path: Path) -> None:
-    # The cache key's stat of every file raised FileNotFoundError (a traceback).
-    root = tmp_path / "set"
+def _one_pair(root: Path) -> Path:
+    """``root`` with one good image/mask pair, 0.png, for a second one to spoil."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     src = _squares(n=1)
     cv2.imwrite(str(root / "images" / "0.png"), src.images[0])
     cv2.imwrite(str(root / "masks" / "0.png"), src.masks[0])
+    return root
+
+
+def test_a_dangling_link_in_the_data_is_one_sentence(tmp_path: Path) -> None:
+    # The cache key's stat of every file raised FileNotFoundError (a traceback).
+    root = _one_pair(tmp_path / "set")
     for kind in ("images", "masks"):
         (root / kind / "1.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(VidmatError, match="cannot read"):
@@ -1416,14 +1422,9 @@ def test_a_picture_over_opencvs_pixel_limit_in_the_data_is_one_sentence(tmp_path
     # cv2.imread raises for it (a C++ assertion), where it returns None for other files.
     from core_fixtures import huge_png_header
 
-    root = tmp_path / "set"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    src = _squares(n=1)
-    cv2.imwrite(str(root / "images" / "0.png"), src.images[0])
-    cv2.imwrite(str(root / "masks" / "0.png"), src.masks[0])
+    root = _one_pair(tmp_path / "set")
     huge_png_header(root / "images" / "1.png")
-    cv2.imwrite(str(root / "masks" / "1.png"), src.masks[0])
+    shutil.copy(root / "masks" / "0.png", root / "masks" / "1.png")
     with pytest.raises(VidmatError, match=r"1\.png is larger than OpenCV reads"):
         load_source(SourceSpec(root), tmp_path / "cache", long_side=64, progress=False)
 
