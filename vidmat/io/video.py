@@ -1039,10 +1039,10 @@ class VideoWriter:
         """Encode one frame shown at ``pts`` (in the writer's time base)."""
         image = self._prepare(image)
         pts = int(pts) - self.offset_ticks
+        if self._last_shown is None or pts >= self._last_shown[0]:
+            self._last_shown = (pts, int(duration))  # the picture's end, for the sound too
         if self.fmt == "png":
             self._write_png(image, pts)
-            if self._last_shown is None or pts >= self._last_shown[0]:
-                self._last_shown = (pts, int(duration))  # where the sound may run to
             return
         if self._pix_fmt == "gray":
             # swscale writes grey in full range whatever dst_color_range says, under the
@@ -1068,8 +1068,6 @@ class VideoWriter:
         frame.time_base = self.time_base
         if self._first_pts is None or pts < self._first_pts:
             self._first_pts = pts
-        if self._last_shown is None or pts >= self._last_shown[0]:
-            self._last_shown = (pts, int(duration))
         if duration:
             frame.duration = int(duration)
             # Encoders do not all carry a frame's duration to its packet (ProRes, and
