@@ -164,12 +164,7 @@ def scan_pauses(path: Path, streams: Iterable[int]) -> Timeline | None:
 
     Asked for by the audio pass alone: a background or a --camera file needs no scan (a
     large file's took seconds, on the window's thread)."""
-    try:
-        with contextlib.closing(open_input(path)) as container:
-            timed = not _TIMED.isdisjoint(container.format.name.split(","))
-    except av_errors():
-        return None
-    return scan_timeline(path, streams, joins=False) if timed else None
+    return scan_timeline(path, streams, joins=False)
 
 
 #: Scans of files as they were (path, size, time changed, streams): convert reads each
@@ -181,8 +176,9 @@ def scan_timeline(path: Path, streams: Iterable[int], joins: bool = True) -> Tim
     """The shifts that join the parts of ``path`` end to end, or None when its clock
     never jumps nor pauses (or the file cannot be opened: it is then read as stored).
 
-    ``joins`` False looks for pauses only: in a container whose clock cannot jump
-    (Matroska, FLV) a step ahead is time that passed, however long."""
+    ``joins`` False looks for pauses only, in the formats that time every packet
+    (:data:`_TIMED`; None for others): there a clock cannot jump, and a step ahead is
+    time that passed, however long."""
     indices = tuple(streams)
     try:
         st = path.stat()
@@ -197,7 +193,10 @@ def scan_timeline(path: Path, streams: Iterable[int], joins: bool = True) -> Tim
         return None
     with contextlib.closing(container):
         chosen = [container.streams[i] for i in indices]
-        timeline = _scan(_until_damage(container.demux(chosen)), list(indices), joins)
+        if not joins and _TIMED.isdisjoint(container.format.name.split(",")):
+            timeline = None  # its format's pauses are copied as they are (MP4's)
+        else:
+            timeline = _scan(_until_damage(container.demux(chosen)), list(indices), joins)
     if len(_scanned) >= 16:
         _scanned.clear()
     _scanned[key] = timeline
@@ -349,8 +348,9 @@ def _lifted(
     for i, mine in lifts.items():
         if not mine:
             continue
-        numbers = sorted({*shifts.get(i, ((), ()))[0], *(n for n, _ in mine)})
-        lift = [bisect.bisect_right([n for n, _ in mine], n) for n in numbers]
+        starts = [n for n, _ in mine]
+        numbers = sorted({*shifts.get(i, ((), ()))[0], *starts})
+        lift = [bisect.bisect_right(starts, n) for n in numbers]
         seconds = [
             timeline.seconds(i, n) + (mine[k - 1][1] if k else 0.0)
             for n, k in zip(numbers, lift, strict=True)
