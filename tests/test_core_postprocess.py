@@ -178,6 +178,21 @@ def test_load_background_files(tmp_path):
         load_background(str(bad))
 
 
+def test_a_video_named_as_a_picture_plays_and_a_broken_picture_is_still_refused(tmp_path):
+    """An MP4 saved as .png was "not an image OpenCV can read"; it is the video it is."""
+    from vidmat.resources import assets_dir
+
+    disguised = tmp_path / "waves.png"
+    disguised.write_bytes((assets_dir() / "demo.mp4").read_bytes())
+    bg = load_background(str(disguised))
+    assert bg.kind == "video" and bg.fps == pytest.approx(24.0, abs=1.0)
+    cut = tmp_path / "cut.png"
+    png = cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+    cut.write_bytes(png[: len(png) // 2])
+    with pytest.raises(VidmatError, match=r"cut\.png is not an image OpenCV can read"):
+        load_background(str(cut))
+
+
 def test_a_picture_over_opencvs_size_limits_is_one_sentence(tmp_path):
     """A side over 2^20 is refused as the pixel count is: a cv2.error, not None."""
     from core_fixtures import huge_png_header, long_bmp_header

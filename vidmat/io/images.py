@@ -244,7 +244,12 @@ def load_background(
             f"background {bg.path!r} is neither a colour, blur, transparent, mask nor an existing file."
         )
     if suffix in IMAGE_SUFFIXES:
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except VidmatError:
+            if not _is_video_container(path):
+                raise
+            return _video_background(path, warn)  # a video named .png plays as the video it is
         pictures = picture_count(path) if warn is not None else 1
         if pictures > 1:
             assert warn is not None
@@ -259,6 +264,18 @@ def load_background(
         return Background.from_image(read_image(path))
     except VidmatError:
         return _video_background(path, warn)
+
+
+def _is_video_container(path: Path) -> bool:
+    """Whether FFmpeg opens ``path`` as a video container rather than as a picture: an
+    MP4 saved as ``.png`` was refused as "not an image OpenCV can read", though it plays."""
+    try:
+        with open_input(path) as container:
+            name = container.format.name
+            has_video = bool(container.streams.video)
+    except av_errors():
+        return False
+    return has_video and not (name == "image2" or name.endswith("_pipe"))
 
 
 def _video_background(path: Path, warn: Callable[[str], None] | None) -> Background:
