@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 import av
+import cv2
+import numpy as np
 import pytest
 from live_fixtures import disk_full_after, make_clip, stub_engine
 
@@ -121,6 +123,32 @@ def test_image_background_from_a_file(qtbot, window, tmp_path):
     assert not window.set_background_kind("video", str(tmp_path / "missing.mp4"))
     assert "missing.mp4" in window.last_error and "missing.mp4" in window.view.message
     assert window.pipeline.settings.background.kind == "image"
+
+
+def test_a_background_file_opens_under_a_wait_cursor(qtbot, window, tmp_path, monkeypatch):
+    """A 24 MP photo takes about a second to open on the window's thread; it stood still
+    with no sign of work. The cursor is back once it opened, or failed to."""
+    from PyQt6.QtWidgets import QApplication
+
+    import vidmat.io.images as images
+
+    seen: list[object] = []
+    real = images.load_background
+
+    def watched(*args, **kwargs):
+        cursor = QApplication.overrideCursor()
+        seen.append(None if cursor is None else cursor.shape())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(images, "load_background", watched)
+    good = tmp_path / "bg.png"
+    assert cv2.imwrite(str(good), np.full((16, 16, 3), 200, np.uint8))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a picture")
+    assert window.set_background_kind("image", str(good))
+    assert not window.set_background_kind("image", str(bad))
+    assert seen == [Qt.CursorShape.WaitCursor] * 2
+    assert QApplication.overrideCursor() is None
 
 
 def test_a_picture_over_opencvs_pixel_limit_is_an_error_not_the_end(qtbot, window, tmp_path):

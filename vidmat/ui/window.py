@@ -32,6 +32,7 @@ from PyQt6.QtCore import (
 from PyQt6.QtGui import QAction, QColor, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QAbstractSlider,
+    QApplication,
     QCheckBox,
     QColorDialog,
     QComboBox,
@@ -626,12 +627,19 @@ class LiveWindow(QMainWindow):
         return self.choose_file(kind)
 
     def _try_load(self, kind: str, path: str) -> str | None:
-        """Open ``path`` asked for as ``kind``: the kind it opened as, or None (shown why)."""
+        """Open ``path`` asked for as ``kind``: the kind it opened as, or None (shown why).
+
+        It opens on this thread, under a wait cursor: a 24 MP photo takes about a second
+        to decode, and the window that stood still without a sign looked hung. (The
+        recording and virtual camera are fed off this thread and go on.)"""
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             return self._load_file_background(kind, path).kind
         except VidmatError as exc:
             self._show_passing_error("background", str(exc))
             return None
+        finally:
+            QApplication.restoreOverrideCursor()
 
     def _on_bg_combo(self, index: int) -> None:
         self.set_background_kind(str(self.bg_combo.itemData(index)))
