@@ -710,6 +710,26 @@ def test_output_over_the_background_file_is_refused_even_with_overwrite(
     assert listing(tmp_path) == {"bgv.mp4", "bgi.png", "photo.png"}
 
 
+def test_output_over_the_weights_file_is_refused_even_with_overwrite(
+    good: Path, tmp_path: Path, capsys
+) -> None:
+    """``-o w.mp4 --overwrite --weights w.mp4`` wrote the video over the checkpoint, and
+    the default name did too (``--weights clip_green.mp4``); the input beside it converts."""
+    weights = tmp_path / "w.mp4"
+    weights.write_bytes(b"a checkpoint (the model is stubbed here)")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(good.read_bytes())
+    named = tmp_path / "clip_green.mp4"
+    named.write_bytes(weights.read_bytes())
+    kept = weights.read_bytes()
+    for args in (["-o", weights, "--weights", weights], ["--weights", named]):
+        code, _, err = run_cli([clip, *args, "--overwrite"], capsys)
+        out = args[1] if args[0] == "-o" else named
+        assert code == 2 and f"the output {out} is the --weights file itself" in err
+    assert weights.read_bytes() == kept and named.read_bytes() == kept
+    assert listing(tmp_path) == {"w.mp4", "clip.mp4", "clip_green.mp4"}
+
+
 def test_two_inputs_for_one_output_are_named_and_nothing_is_made(
     good: Path, tmp_path: Path, capsys
 ) -> None:

@@ -183,6 +183,7 @@ def test_an_audio_only_file_is_refused_in_live_words(tmp_path, clip, weights, ca
         ("link.mp4", [], "--camera file"),  # a symlink to the clip being read
         ("hard.mp4", [], "--camera file"),  # a hard link: another name, the same inode
         ("bg.mp4", ["--bg", "bg.mp4"], "--bg file"),
+        ("w.mp4", ["--weights", "w.mp4"], "--weights file"),  # it had recorded over them
     ],
 )
 def test_recording_over_an_input_is_refused_even_with_overwrite(
@@ -194,6 +195,7 @@ def test_recording_over_an_input_is_refused_even_with_overwrite(
         (tmp_path / name).write_bytes(data)
     (tmp_path / "link.mp4").symlink_to("cam.mp4")
     os.link(tmp_path / "cam.mp4", tmp_path / "hard.mp4")
+    (tmp_path / "w.mp4").write_bytes(weights.read_bytes())
     before = sorted(p.name for p in tmp_path.iterdir())
     argv = ["live", "--no-window", "--camera", "cam.mp4", "--record", record, "--overwrite"]
     argv += ["--duration", "1", "--weights", str(weights), "--size", "64", "--quiet", *extra]
@@ -205,6 +207,7 @@ def test_recording_over_an_input_is_refused_even_with_overwrite(
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary files left
     assert all((tmp_path / n).read_bytes() == data for n in ("cam.mp4", "bg.mp4", "hard.mp4"))
+    assert (tmp_path / "w.mp4").read_bytes() == weights.read_bytes()
     assert (tmp_path / "link.mp4").is_symlink()
 
 

@@ -400,12 +400,15 @@ def plan_outputs(jobs: list[Job], args: argparse.Namespace, cfg: ConvertConfig) 
         created = top
     # Outputs that cannot be written are known now, before a bar starts or a model loads.
     bg = parse_background(args.bg) if args.bg is not None else None
+    weights = _weights_path(args.weights)
     try:
         for j in live:
             assert j.dst is not None
             try:
                 if bg is not None and bg.kind == "file" and bg.path is not None:
                     check_not_input(j.dst, Path(bg.path).expanduser(), source_name="--bg file")
+                if weights is not None:
+                    check_not_input(j.dst, weights, source_name="--weights file")
                 check_paths(
                     j.src, j.dst, args.overwrite, folder=cfg.fmt == "png" and not j.is_image
                 )
@@ -664,6 +667,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if created is not None:  # made for outputs that all failed (or Ctrl-C): leave no trace
             _remove_empty_tree(created)
+
+
+def _weights_path(name: str | None) -> Path | None:
+    """The file --weights reads, that no output may replace (``-o w.mp4 --overwrite
+    --weights w.mp4`` wrote the video over the checkpoint), or None where it names none
+    (loading says why)."""
+    if name is None:
+        return None
+    from vidmat.model.weights import weights_file
+
+    return weights_file(name)
 
 
 def _remove_empty_tree(top: Path) -> None:

@@ -267,12 +267,16 @@ class LiveRequest:
 
     def input_files(self) -> list[tuple[Path, str]]:
         """The files this run reads, each with the words that name it to the user: a
-        video file played as the camera and a --bg image or video. A recording must
-        never replace one of them."""
+        video file played as the camera, a --bg image or video and the --weights file. A
+        recording must never replace one of them."""
         from vidmat.io.camera import parse_source
+        from vidmat.model.weights import weights_file
 
         a = self.args
         files: list[tuple[Path, str]] = []
+        weights = weights_file(a.weights) if a.weights else None
+        if weights is not None:
+            files.append((weights, "--weights file"))
         source = parse_source(a.camera)
         if isinstance(source, str):  # a file, a device path or a URL: only a file matches
             files.append((Path(source), "--camera file"))
