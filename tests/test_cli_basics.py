@@ -217,6 +217,32 @@ def test_info_json_reports_cpu_and_weights(capsys: pytest.CaptureFixture[str]) -
     assert not info["ffmpeg"].startswith(str(av.library_versions["libavcodec"][0]) + ".")
 
 
+def test_info_says_a_damaged_shipped_file_is_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flipped bit or an emptied file read "installed" while every run refused it."""
+    from vidmat.model import weights as W
+
+    shipped = {path.name: path for _, path, present in W.available_weights() if present}
+    if not shipped:
+        pytest.skip("no shipped weights in this checkout")
+    for name, path in shipped.items():
+        (tmp_path / name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(W, "WEIGHTS_DIR", tmp_path)
+    assert main(["info", "--json"]) == 0
+    assert all(w["intact"] for w in json.loads(capsys.readouterr().out)["weights"])
+    name = next(iter(shipped))
+    data = bytearray((tmp_path / name).read_bytes())
+    data[-1] ^= 1
+    (tmp_path / name).write_bytes(bytes(data))
+    assert main(["info"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if name in ln)
+    assert "DAMAGED (fails its sha256 checksum; reinstall)" in line and "installed" not in line
+    (tmp_path / name).unlink()
+    assert main(["info"]) == 0
+    assert "MISSING" in next(ln for ln in capsys.readouterr().out.splitlines() if name in ln)
+
+
 def test_bench_model_writes_table_and_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

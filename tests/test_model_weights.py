@@ -75,8 +75,24 @@ def _optimizer_state() -> dict:
             "optimizer": _optimizer_state(),
         },
         lambda s: {"epoch": 1, "checkpoint": {"state_dict": s}, "net": {"state_dict": s}},
+        # these were refused as "it has no stage2.rebnconvin layer" while it was there
+        lambda s: {f"_orig_mod.{k}": v for k, v in s.items()},  # torch.compile
+        lambda s: {f"module.module.{k}": v for k, v in s.items()},  # DataParallel twice
+        lambda s: {"state_dict": {f"model.{k}": v for k, v in s.items()}, "epoch": 3},
+        lambda s: {"weights": s, "epoch": 2},  # a wrapper key of the user's own
     ],
-    ids=["model", "net", "tutorial", "state_dict-module", "model-module", "nested"],
+    ids=[
+        "model",
+        "net",
+        "tutorial",
+        "state_dict-module",
+        "model-module",
+        "nested",
+        "compiled",
+        "module-twice",
+        "lightning",
+        "own-key",
+    ],
 )
 def test_training_wrappers_around_a_state_dict_load(tmp_path: Path, u2netp_state, wrap) -> None:
     """Training loops save {'model': state_dict, 'optimizer': ..., 'epoch': ...}; such a
@@ -186,7 +202,7 @@ def test_torch_text_reaches_the_user_without_escapes(tmp_path: Path, monkeypatch
         W.load_weights(garbage)
     # torch's own words name the fault ("Unsupported operand 103"; older torch has none)
     said = str(info.value)
-    assert said.startswith(f"{garbage} is not a readable PyTorch checkpoint (") and said.endswith(
+    assert said.startswith(f"{garbage} is damaged or not a PyTorch checkpoint (") and said.endswith(
         ")."
     )
     assert "\n" not in said and "weights_only" not in said and len(said) < len(str(garbage)) + 80
@@ -200,7 +216,7 @@ def test_torch_text_reaches_the_user_without_escapes(tmp_path: Path, monkeypatch
     with pytest.raises(WeightsError) as info:
         W.load_weights(odd)
     assert str(info.value) == (
-        f"{odd} is not a readable PyTorch checkpoint (PytorchStreamReader failed reading zip archive)."
+        f"{odd} is damaged or not a PyTorch checkpoint (PytorchStreamReader failed reading zip archive)."
     )
 
 
@@ -228,7 +244,7 @@ def test_bad_files_each_get_one_sentence(tmp_path: Path) -> None:
     torch.save(build_model("u2netp").state_dict(), tmp_path / "full.pth")
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes((tmp_path / "full.pth").read_bytes()[:5000])
-    _expect(corrupt, "not a readable PyTorch checkpoint")
+    _expect(corrupt, "is damaged or not a PyTorch checkpoint")
 
     other = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3)}, other)
@@ -249,11 +265,74 @@ def test_bad_files_each_get_one_sentence(tmp_path: Path) -> None:
     del partial["outconv.weight"]
     part = tmp_path / "partial.pth"
     torch.save(partial, part)
-    _expect(part, "missing tensors")
+    _expect(part, "1 tensor missing \\(e.g. outconv.weight\\)")
 
     bad_st = tmp_path / "bad.safetensors"
     bad_st.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
     _expect(bad_st, "not a readable safetensors")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.complex64])
+def test_weights_that_are_not_real_numbers_are_refused(tmp_path: Path, u2netp_state, dtype) -> None:
+    """int or bool weights were cast and ran (a matte of 255 everywhere); complex ones
+    lost their imaginary part behind torch's warning."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "odd.safetensors"
+    save_file(
+        {k: v.to(dtype) if v.is_floating_point() else v for k, v in u2netp_state.items()}, path
+    )
+    name = str(dtype).removeprefix("torch.")
+    _expect(path, f"does not hold model weights: [a-z0-9_.]+ is {name}, expected float32")
+
+
+def test_files_of_other_kinds_say_what_they_are_without_torchs_warnings(
+    tmp_path: Path, u2netp_state
+) -> None:
+    """A TorchScript archive, a pickle.dump file and a truncated zip were passed on in
+    torch's words (advice to load with weights_only=False, miniz's paragraph, "Unsupported
+    operand 149"), below torch's own warnings; a .pth named .safetensors was refused."""
+    import pickle
+    import warnings
+
+    script = tmp_path / "script.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(script))
+    plain = tmp_path / "plain.pth"
+    with plain.open("wb") as f:
+        pickle.dump(dict(u2netp_state), f, protocol=4)
+    full = tmp_path / "full.pth"
+    torch.save(u2netp_state, full)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        _expect(script, "is a TorchScript archive, not a torch.save checkpoint; export")
+        _expect(plain, "is a plain Python pickle, not a torch.save checkpoint; export")
+        with pytest.raises(WeightsError) as info:
+            W.load_weights(cut)
+    assert not [str(w.message) for w in heard]
+    said = str(info.value)
+    assert said.startswith(f"{cut} is damaged or not a PyTorch checkpoint (")
+    assert "miniz" not in said and "If you are seeing" not in said and said.count(". ") == 0
+    renamed = tmp_path / "u2netp.safetensors"
+    renamed.write_bytes(full.read_bytes())
+    model, spec = W.load_weights(renamed)
+    assert spec.arch == "u2netp" and _same(model, u2netp_state)
+
+
+def test_a_layer_of_the_wrong_rank_and_a_pipe_are_named_as_such(
+    tmp_path: Path, u2netp_state
+) -> None:
+    flat = dict(u2netp_state)
+    flat["stage2.rebnconvin.conv_s1.weight"] = torch.zeros(64, 16)
+    path = tmp_path / "flat.pth"
+    torch.save(flat, path)
+    _expect(
+        path, r"stage2.rebnconvin.conv_s1.weight has shape \(64, 16\), not that of a convolution"
+    )
+    fifo = tmp_path / "pipe.pth"
+    os.mkfifo(fifo)  # torch.load waited for a writer forever
+    _expect(fifo, "is not a regular file")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -67,20 +68,28 @@ def detect_arch(state: Mapping[str, Tensor]) -> str:
 
 
 def _clean_state(state: Mapping[object, object]) -> dict[str, Tensor]:
-    """Strip DataParallel ``module.`` prefixes and keep named tensors only (a training
-    checkpoint's epoch, loss or optimizer state sit beside them)."""
-    out: dict[str, Tensor] = {}
-    for k, v in state.items():
-        if not isinstance(k, str) or not isinstance(v, Tensor):
-            continue
-        out[k.removeprefix("module.")] = v
-    return out
+    """Keep named tensors only (a training checkpoint's epoch, loss or optimizer state
+    sit beside them), without the prefix a wrapper put before the model's own names.
+
+    The prefix is read off the layer :func:`detect_arch` probes: DataParallel's
+    ``module.`` (twice, nested), ``torch.compile``'s ``_orig_mod.`` and a training
+    module's attribute (Lightning's ``model.``) were each refused as "no stage2.rebnconvin
+    layer" while it was there. Tensors outside the prefix stay as they are and are named
+    as unexpected."""
+    tensors = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, Tensor)}
+    prefix = ""
+    if _ARCH_PROBE not in tensors:
+        prefix = next(
+            (k.removesuffix(_ARCH_PROBE) for k in tensors if k.endswith("." + _ARCH_PROBE)), ""
+        )
+    return {k.removeprefix(prefix): v for k, v in tensors.items()}
 
 
 #: Keys under which training loops nest a model's state_dict beside their own bookkeeping
 #: (epoch, optimizer): Lightning's and mmcv's ``state_dict``, the PyTorch tutorial's
 #: ``model_state_dict``, DeepSpeed's ``module`` and the ``model`` / ``net`` of many
-#: repositories' own scripts. Tried in this order; the first holding a U-2-Net is taken.
+#: repositories' own scripts. Tried in this order, then any other entry holding a mapping;
+#: the first holding a U-2-Net is taken.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 
 
@@ -97,7 +106,8 @@ def _find_state(obj: Mapping[object, object], depth: int = 2) -> dict[str, Tenso
     if _ARCH_PROBE in state:
         return state
     if depth > 0:
-        for key in _WRAPPER_KEYS:
+        others = [k for k, v in obj.items() if k not in _WRAPPER_KEYS and isinstance(v, Mapping)]
+        for key in (*_WRAPPER_KEYS, *others):  # {"weights": sd} was refused as no U-2-Net
             inner = obj.get(key)
             if isinstance(inner, Mapping):
                 found = _find_state(inner, depth - 1)
@@ -131,29 +141,70 @@ def _unpickling_reason(text: str) -> str:
 
 class TorchFileRefused(ValueError):
     """A file :func:`load_plain` would not read, and why in words; ``objects``: it asked
-    for Python objects (code could run), rather than being damaged or not a pickle."""
+    for Python objects (code could run), rather than being damaged or not a pickle;
+    ``kind``: what the file is instead, where known ("a TorchScript archive")."""
 
-    def __init__(self, reason: str, objects: bool) -> None:
+    def __init__(self, reason: str, objects: bool, kind: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.objects = objects
+        self.kind = kind
+
+
+#: torch's own prefix on errors from its C++ zip reader ("[enforce fail at
+#: inline_container.cc:180] . "), which says where in torch, not what is wrong.
+_ENFORCE = re.compile(r"^\[enforce fail at [^\]]*\]\s*\.?\s*")
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a torch error: the rest of a damaged zip's is miniz's advice
+    ("This is an internal miniz error. If you are seeing this error, ...")."""
+    line = plain_text(_ENFORCE.sub("", text.strip().splitlines()[0] if text.strip() else ""))
+    return line.split(". ")[0].rstrip(".")
 
 
 def load_plain(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """``torch.load`` that lets only tensors and plain values out of the pickle
     (``weights_only``), for weights and training checkpoints alike: a crafted file cannot
-    run code. Raises :class:`TorchFileRefused`."""
+    run code. Raises :class:`TorchFileRefused`.
+
+    torch's warnings are kept in (a TorchScript archive's "dispatching to torch.jit.load",
+    a protocol-4 pickle's "please file an issue"): they came out, with torch's file paths,
+    above the one sentence that says what is wrong."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if str(path).endswith(".safetensors") and not mmap:
+                # torch.load reads a path of that name as safetensors: a .pth renamed so
+                # failed on "header too large". A file object is read for what it holds.
+                with open(path, "rb") as f:
+                    return torch.load(f, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         # torch's text here is several paragraphs with terminal escapes that advise
         # loading the file with weights_only=False: not something to pass on.
         objects = bool(_OBJECT_REFUSAL.search(str(exc)))
-        raise TorchFileRefused(_unpickling_reason(str(exc)), objects) from None
+        kind = None if objects else _plain_pickle(path)
+        raise TorchFileRefused(_unpickling_reason(str(exc)), objects, kind) from None
     except Exception as exc:  # torch raises many types for damaged files; all mean 'unreadable'
-        lines = str(exc).splitlines()
-        text = plain_text(lines[0]) if lines else ""
-        raise TorchFileRefused(text or type(exc).__name__, False) from None
+        text = str(exc)
+        if "TorchScript" in text:  # torch's advice here is to load it with weights_only=False
+            raise TorchFileRefused(
+                "it is a TorchScript archive", False, "a TorchScript archive"
+            ) from None
+        raise TorchFileRefused(_first_sentence(text) or type(exc).__name__, False) from None
+
+
+def _plain_pickle(path: Path) -> str | None:
+    """ "a plain Python pickle" for a file ``pickle.dump`` wrote (protocol 4 or 5, which
+    ``torch.save`` never writes): its unpickling failed on "Unsupported operand 149",
+    which read as a damaged file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return None
+    return "a plain Python pickle" if head in (b"\x80\x04", b"\x80\x05") else None
 
 
 #: The entries of a ``vidmat train`` checkpoint (``RUN/last.pt``) that tell it from other
@@ -191,7 +242,14 @@ def _read_pth(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
                 "(it could run code); export its state_dict with "
                 "torch.save(model.state_dict(), path)."
             ) from None
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({exc.reason}).") from None
+        if exc.kind is not None:
+            raise WeightsError(
+                f"{path} is {exc.kind}, not a torch.save checkpoint; export the model's "
+                "state_dict with torch.save(model.state_dict(), path)."
+            ) from None
+        raise WeightsError(
+            f"{path} is damaged or not a PyTorch checkpoint ({exc.reason})."
+        ) from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} is not a checkpoint of model weights (no state_dict found).")
     raw = obj.get("model")
@@ -268,6 +326,10 @@ def _check_finite(state: Mapping[str, Tensor], path: Path) -> None:
             )
 
 
+def _tensors(n: int) -> str:
+    return f"{n} tensor" if n == 1 else f"{n} tensors"
+
+
 def _build_and_load(state: dict[str, Tensor], arch: str, path: Path, head_size: int = 320) -> U2Net:
     model = build_model(arch)
     model.head_size = head_size
@@ -280,15 +342,22 @@ def _build_and_load(state: dict[str, Tensor], arch: str, path: Path, head_size: 
     if missing or unexpected:
         what = []
         if missing:
-            what.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
+            what.append(f"{_tensors(len(missing))} missing (e.g. {missing[0]})")
         if unexpected:
-            what.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+            what.append(f"{_tensors(len(unexpected))} unexpected (e.g. {unexpected[0]})")
         raise WeightsError(f"{path} does not fit the {arch} architecture: {', '.join(what)}.")
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):
             raise WeightsError(
                 f"{path} does not fit the {arch} architecture: {k} has shape "
                 f"{tuple(v.shape)}, expected {tuple(expected[k].shape)}."
+            )
+        if v.is_floating_point() != expected[k].is_floating_point():
+            # int or bool weights were cast and ran, a matte of 255 everywhere; complex
+            # ones lost their imaginary part with torch's warning
+            raise WeightsError(
+                f"{path} does not hold model weights: {k} is {str(v.dtype).removeprefix('torch.')}, "
+                f"expected {str(expected[k].dtype).removeprefix('torch.')}."
             )
     _check_finite(state, path)
     state = {k: v.to(expected[k].dtype) for k, v in state.items()}
@@ -323,6 +392,8 @@ def resolve(name_or_path: str | Path) -> tuple[Path, WeightsSpec | None]:
         raise WeightsError(f"weights {key!r} are neither a registered name ({names}) nor a file.")
     if path.is_dir():
         raise WeightsError(f"weights path {path} is a folder, not a weights file.")
+    if not path.is_file():  # a named pipe waited for a writer forever; torch cannot seek one
+        raise WeightsError(f"weights path {path} is not a regular file.")
     return path, _registered_at(path)
 
 
@@ -375,7 +446,8 @@ def load_weights(name_or_path: str | Path = "default", device: str | torch.devic
         raise WeightsError(f"{path} cannot be read ({exc.strerror or exc}).") from None
     if not head:
         raise WeightsError(f"{path} is empty.")
-    if path.suffix == ".safetensors" or _looks_like_safetensors(head):  # also misnamed .pth
+    # By the first bytes, not the name: a .pth renamed .safetensors (or the reverse) loads.
+    if _looks_like_safetensors(head):
         state, spec = _read_safetensors(path)
     elif head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip format or legacy pickle
         state, spec = _read_pth(path)
@@ -385,6 +457,12 @@ def load_weights(name_or_path: str | Path = "default", device: str | torch.devic
     try:
         arch = detect_arch(state)
     except KeyError:
+        probe = state.get(_ARCH_PROBE)
+        if probe is not None:  # there, but not a 4-D convolution ("has no ... layer" was wrong)
+            raise WeightsError(
+                f"{path} is not a U-2-Net checkpoint ({_ARCH_PROBE} has shape "
+                f"{tuple(probe.shape)}, not that of a convolution)."
+            ) from None
         raise WeightsError(
             f"{path} is not a U-2-Net checkpoint (it has no stage2.rebnconvin layer)."
         ) from None
