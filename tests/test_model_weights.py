@@ -284,6 +284,10 @@ def test_weights_that_are_not_real_numbers_are_refused(tmp_path: Path, u2netp_st
     )
     name = str(dtype).removeprefix("torch.")
     _expect(path, f"does not hold model weights: [a-z0-9_.]+ is {name}, expected float32")
+    # every tensor made half, the BatchNorm counters too: still weights
+    halved = tmp_path / "halved.pth"
+    torch.save({k: v.half() for k, v in build_model("u2netp").state_dict().items()}, halved)
+    assert W.load_weights(halved)[1].arch == "u2netp"
 
 
 def test_files_of_other_kinds_say_what_they_are_without_torchs_warnings(

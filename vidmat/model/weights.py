@@ -352,9 +352,10 @@ def _build_and_load(state: dict[str, Tensor], arch: str, path: Path, head_size: 
                 f"{path} does not fit the {arch} architecture: {k} has shape "
                 f"{tuple(v.shape)}, expected {tuple(expected[k].shape)}."
             )
-        if v.is_floating_point() != expected[k].is_floating_point():
+        if expected[k].is_floating_point() and not v.is_floating_point():
             # int or bool weights were cast and ran, a matte of 255 everywhere; complex
-            # ones lost their imaginary part with torch's warning
+            # ones lost their imaginary part with torch's warning. (A counter such as
+            # num_batches_tracked made float by a whole-dict .half() still loads.)
             raise WeightsError(
                 f"{path} does not hold model weights: {k} is {str(v.dtype).removeprefix('torch.')}, "
                 f"expected {str(expected[k].dtype).removeprefix('torch.')}."
