@@ -670,7 +670,12 @@ def test_batch_workers_end_with_a_killed_trainer(
     argv = [sys.executable, "-m", "vidmat", "train", "--data", str(root)]
     argv += ["--run", str(tmp_path / "run"), "--size", "32", "--batch", "2"]
     argv += ["--steps", "100000", "--workers", "2", "--threads", "1", "--no-progress"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The killed trainer cannot remove multiprocessing's pymp-* folder: it goes in here,
+    # not in /tmp, where each run of the suite left two.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 60

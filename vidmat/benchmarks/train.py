@@ -67,7 +67,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "process (batch_ms), batches delivered by --workers processes alone (loader_ms), "
         "the model's forward + backward + AdamW + EMA on a batch already built (step_ms), "
         "and both together as `vidmat train` runs them (run_ms). 'bound' names the slower "
-        "side. Random weights and generated scenes unless --data is given.",
+        "side. Random weights and generated scenes unless --data is given. On a CPU each row "
+        "is several whole training steps of seconds each: a run takes minutes.",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--sizes", type=int_list, default=[256], help="input sides (default 256)")

@@ -87,6 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  1    an unexpected error, shown with a traceback (a bug: please report it)\n"
             "  130  Ctrl-C (SIGINT; a second one while it stops is ignored)\n"
             "  143  kill or timeout (SIGTERM)\n"
+            "  129  the terminal closed (SIGHUP; under nohup the run goes on)\n"
             "  141  the reader of stdout went away (SIGPIPE)\n"
             "No partial output is left behind in any case."
         ),

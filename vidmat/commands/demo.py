@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="convert the shipped demo clip to greenscreen and say where the result is",
         description="Convert assets/demo.mp4 (4 s, 23.976 fps, with audio) with the shipped "
         "weights. The result goes to ./vidmat-demo-output/ unless -o names another folder. "
-        "On a 2-core CPU this takes 20 to 40 seconds.",
+        "On a 2-core CPU this takes under 20 seconds.",
     )
     p.add_argument(
         "-o",

@@ -38,8 +38,7 @@ def import_pyvirtualcam() -> Any:
         return importlib.import_module("pyvirtualcam")
     except ImportError:
         raise VidmatError(
-            "--virtual-camera needs the optional pyvirtualcam package: "
-            "pip install 'vidmat[virtualcam]' (or pip install pyvirtualcam)."
+            "--virtual-camera needs the optional pyvirtualcam package: pip install pyvirtualcam."
         ) from None
 
 
