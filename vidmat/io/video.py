@@ -63,7 +63,14 @@ import av
 import cv2
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
-from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, VideoReformatter
+from av.video.reformatter import (
+    ColorPrimaries,
+    ColorRange,
+    Colorspace,
+    ColorTrc,
+    Interpolation,
+    VideoReformatter,
+)
 
 from vidmat.errors import VidmatError
 from vidmat.io.audio import (
@@ -85,6 +92,16 @@ from vidmat.io.pyav import av_errors, open_input
 from vidmat.io.timeline import Timeline, can_jump, scan_timeline
 
 log = logging.getLogger(__name__)
+
+
+#: swscale's flags for YUV -> RGB. Its default (fast, SIMD) path truncates: every picture
+#: came out about one level darker than it went in, the person too, in every format
+#: (QA: -1.06 luma; -1.2 R, -1.4 G in a 1080p gradient). Accurate rounding needs full
+#: chroma interpolation beside it (alone it was -2.3): within 0.02, for about 6 ms more a
+#: 1080p frame on 2 cores (swscale threads it).
+TO_RGB = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+#: RGB -> YUV: accurate rounding took the encoder's -0.2 level to 0.01, at no cost measured.
+FROM_RGB = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 
 
 #: Give up on a file after this many undecodable packets in a row.
@@ -588,8 +605,8 @@ class VideoReader:
             source = None  # PyAV reads the frame's tags
         try:
             if source is None:
-                return frame.to_ndarray(format="rgb24")
-            return frame.to_ndarray(format="rgb24", src_colorspace=source)
+                return frame.to_ndarray(format="rgb24", interpolation=TO_RGB)
+            return frame.to_ndarray(format="rgb24", src_colorspace=source, interpolation=TO_RGB)
         except av_errors() as exc:
             raise VidmatError(
                 f"{self.path}: frame {self.decoded + 1} cannot be converted to RGB ({_short(exc)})."
@@ -1060,6 +1077,7 @@ class VideoWriter:
                 format=self._pix_fmt,
                 dst_colorspace=self._matrix,
                 dst_color_range=ColorRange.MPEG,
+                interpolation=FROM_RGB,
             )
         frame.colorspace = self.colour.matrix  # BT470BG and SMPTE170M share coefficients
         frame.color_primaries = self.colour.primaries  # ProRes takes its tags from frames
