@@ -504,6 +504,35 @@ def test_an_animated_background_picture_says_it_stands_still(tmp_path: Path) -> 
     assert said == ["--bg anim.webp is an animation of 3 pictures; only the first is shown."]
 
 
+@pytest.mark.parametrize("suffix", [".png", ".webp"])
+def test_a_background_picture_with_transparent_parts_says_they_are_not_used(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Its hidden colours showed behind the person in silence (QA: a PNG's transparent
+    half came out red, and opaque in a .mov's alpha); an opaque RGBA picture says nothing."""
+    import cv2
+
+    from vidmat.io.images import load_background
+
+    picture = np.zeros((20, 20, 4), np.uint8)
+    picture[..., 2] = 255  # red under it all
+    picture[..., 3] = 255
+    opaque = tmp_path / f"opaque{suffix}"
+    assert cv2.imwrite(str(opaque), picture, [cv2.IMWRITE_WEBP_QUALITY, 101])
+    picture[:, :10, 3] = 0
+    holed = tmp_path / f"holed{suffix}"
+    assert cv2.imwrite(str(holed), picture, [cv2.IMWRITE_WEBP_QUALITY, 101])
+    said: list[str] = []
+    load_background(str(opaque), warn=said.append)
+    assert said == []
+    bg = load_background(str(holed), warn=said.append)
+    assert bg.kind == "image" and bg.image.shape == (20, 20, 3)
+    assert said == [
+        f"--bg holed{suffix} has transparent parts; they are not used, so the colours stored "
+        "under them show (flatten the picture onto a colour first)."
+    ]
+
+
 def test_a_ts_starting_just_before_its_clock_wraps_is_converted_whole(
     engine: Engine, tmp_path: Path
 ) -> None:

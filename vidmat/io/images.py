@@ -256,6 +256,11 @@ def load_background(
             warn(
                 f"--bg {path.name} is an animation of {pictures} pictures; only the first is shown."
             )
+        if warn is not None and _has_transparency(path):
+            warn(
+                f"--bg {path.name} has transparent parts; they are not used, so the colours "
+                "stored under them show (flatten the picture onto a colour first)."
+            )
         return Background.from_image(image)
     if suffix in VIDEO_SUFFIXES:
         return _video_background(path, warn)
@@ -264,6 +269,25 @@ def load_background(
         return Background.from_image(read_image(path))
     except VidmatError:
         return _video_background(path, warn)
+
+
+def _has_transparency(path: Path) -> bool:
+    """Whether a picture has pixels less than opaque: their hidden colours showed behind the
+    person in silence (QA: a PNG's transparent half came out red). Read again with its
+    alpha only where its format has one, so an opaque JPEG costs a header read."""
+    try:
+        with open_input(path) as container:
+            fmt = container.streams.video[0].codec_context.pix_fmt or ""
+    except (*av_errors(), IndexError):
+        return False
+    if not (fmt.startswith(("rgba", "bgra", "argb", "abgr", "ya")) or fmt == "pal8"):
+        return False
+    data = np.frombuffer(read_input(path), dtype=np.uint8)
+    img = decode_image(data, cv2.IMREAD_UNCHANGED, path)
+    if img is None or img.ndim != 3 or img.shape[2] not in (2, 4):
+        return False
+    alpha = img[..., -1]
+    return bool(alpha.min() < np.iinfo(alpha.dtype).max)
 
 
 def _is_video_container(path: Path) -> bool:
