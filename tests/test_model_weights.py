@@ -300,7 +300,9 @@ def test_files_of_other_kinds_say_what_they_are_without_torchs_warnings(
     import warnings
 
     script = tmp_path / "script.pt"
-    torch.jit.script(torch.nn.Linear(2, 2)).save(str(script))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's own
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(script))
     plain = tmp_path / "plain.pth"
     with plain.open("wb") as f:
         pickle.dump(dict(u2netp_state), f, protocol=4)

@@ -168,7 +168,7 @@ def load_plain(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any
     (``weights_only``), for weights and training checkpoints alike: a crafted file cannot
     run code. Raises :class:`TorchFileRefused`.
 
-    torch's warnings are kept in (a TorchScript archive's "dispatching to torch.jit.load",
+    torch's warnings are silenced (a TorchScript archive's "dispatching to torch.jit.load",
     a protocol-4 pickle's "please file an issue"): they came out, with torch's file paths,
     above the one sentence that says what is wrong."""
     try:
@@ -196,8 +196,8 @@ def load_plain(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any
 
 
 def _plain_pickle(path: Path) -> str | None:
-    """ "a plain Python pickle" for a file ``pickle.dump`` wrote (protocol 4 or 5, which
-    ``torch.save`` never writes): its unpickling failed on "Unsupported operand 149",
+    """Names a file ``pickle.dump`` wrote (protocol 4 or 5, which ``torch.save`` never
+    writes) "a plain Python pickle": its unpickling failed on "Unsupported operand 149",
     which read as a damaged file."""
     try:
         with open(path, "rb") as f:
