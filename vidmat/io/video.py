@@ -368,6 +368,13 @@ class VideoReader:
         self._first: Any = None
         #: swscale's matrix for untagged frames, where it differs from FFmpeg's BT.601.
         self._guess: Colorspace | None = None
+        #: One converter for every frame: ``to_ndarray`` built one per frame, with a worker
+        #: thread per core each, kept until the garbage collector freed the frame (a soak
+        #: run climbed to 440 threads on 2 cores, 50 new ones a second).
+        self._to_rgb = VideoReformatter()
+        #: The display matrix, read off the first frame: reading a frame's side data ties
+        #: it in a reference cycle, so every frame waited for the garbage collector.
+        self._turn: _Turn = _UPRIGHT
         try:
             self.info = self._probe()
             timeline = self.info.timeline
@@ -460,7 +467,8 @@ class VideoReader:
         rotation = int(first.rotation or 0) % 360
         w, h = first.width, first.height
         sar = self.info.sample_aspect_ratio
-        if _display_turn(first)[0]:
+        self._turn = _display_turn(first)
+        if self._turn[0]:
             w, h = h, w
             sar = 1 / sar if sar else None  # a pixel turned on its side
         # Untagged pictures are decoded with the matrix players assume for their size
@@ -604,9 +612,10 @@ class VideoReader:
         else:
             source = None  # PyAV reads the frame's tags
         try:
-            if source is None:
-                return frame.to_ndarray(format="rgb24", interpolation=TO_RGB)
-            return frame.to_ndarray(format="rgb24", src_colorspace=source, interpolation=TO_RGB)
+            rgb = self._to_rgb.reformat(
+                frame, format="rgb24", src_colorspace=source, interpolation=TO_RGB
+            )
+            return rgb.to_ndarray()
         except av_errors() as exc:
             raise VidmatError(
                 f"{self.path}: frame {self.decoded + 1} cannot be converted to RGB ({_short(exc)})."
@@ -647,7 +656,7 @@ class VideoReader:
                 )
             corrupt_frames += last_corrupt
             image = self._rgb(frame)
-            image = _apply_turn(image, _display_turn(frame))
+            image = _apply_turn(image, self._turn)
             if image.shape[:2] != (self.info.height, self.info.width):
                 # A mid-stream size change: keep the output size, scale this frame to it.
                 if resized is None:
