@@ -602,6 +602,18 @@ def test_reading_frames_starts_no_threads_and_leaves_no_frames_to_the_collector(
     assert n == 60
     assert grown <= 2, f"{grown} threads more after {n} frames"
     assert alive <= 3, f"{alive} decoded frames wait for the garbage collector"
+    # A reader closed part-way (a cancelled convert) is freed at once, not by the collector.
+    import weakref
+
+    gc.disable()
+    try:
+        with VideoReader(src) as r:
+            next(r.frames())
+        gone = weakref.ref(r)
+        del r
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_writer_keeps_bt601_tags_and_untagged_input_gets_tags(tmp_path: Path) -> None:

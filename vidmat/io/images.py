@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -277,10 +278,11 @@ def _has_transparency(path: Path) -> bool:
     alpha only where its format has one, so an opaque JPEG costs a header read."""
     try:
         with open_input(path) as container:
-            fmt = container.streams.video[0].codec_context.pix_fmt or ""
+            fmt = av.VideoFormat(container.streams.video[0].codec_context.pix_fmt or "")
     except (*av_errors(), IndexError):
         return False
-    if not (fmt.startswith(("rgba", "bgra", "argb", "abgr", "ya")) or fmt == "pal8"):
+    # grey + alpha, colour + alpha (a lossy WebP's yuva420p too), or a palette (PNG tRNS)
+    if not (len(fmt.components) in (2, 4) or fmt.has_palette):
         return False
     data = np.frombuffer(read_input(path), dtype=np.uint8)
     img = decode_image(data, cv2.IMREAD_UNCHANGED, path)

@@ -554,6 +554,11 @@ class VideoReader:
             return
         with contextlib.suppress(Exception):
             self._container.close()
+        # The frame generator refers back to the reader: a reader closed part-way (a
+        # cancelled convert, a background reopened to loop) lingered, with its decoder
+        # and converter threads, until the garbage collector ran.
+        self._raw = iter(())
+        self._first = None
 
     def _decode_raw(self) -> Iterator[Any]:
         """PyAV frames of the video stream; corrupt packets are skipped and counted."""

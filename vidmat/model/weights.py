@@ -88,9 +88,14 @@ def _clean_state(state: Mapping[object, object]) -> dict[str, Tensor]:
 #: Keys under which training loops nest a model's state_dict beside their own bookkeeping
 #: (epoch, optimizer): Lightning's and mmcv's ``state_dict``, the PyTorch tutorial's
 #: ``model_state_dict``, DeepSpeed's ``module`` and the ``model`` / ``net`` of many
-#: repositories' own scripts. Tried in this order, then any other entry holding a mapping;
-#: the first holding a U-2-Net is taken.
+#: repositories' own scripts. Tried in this order; the first holding a U-2-Net is taken
+#: (then an entry of the user's own: see :func:`_find_state`).
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
+#: Entries beside a model that hold another copy of it or another network: never taken
+#: for the model under a key of the user's own.
+_NOT_THE_MODEL = frozenset(
+    {"ema", "model_ema", "ema_model", "ema_state_dict", "teacher", "optimizer", "opt", "sched"}
+)
 
 
 def _find_state(obj: Mapping[object, object], depth: int = 2) -> dict[str, Tensor] | None:
@@ -100,20 +105,30 @@ def _find_state(obj: Mapping[object, object], depth: int = 2) -> dict[str, Tenso
 
     A wrapper is taken only when it holds the tensor :func:`detect_arch` reads, so a
     checkpoint of another model wrapped the same way still meets the refusal that names
-    the missing layer rather than loading something else.
+    the missing layer rather than loading something else. Under a key of the user's own
+    (``{"weights": sd}`` was refused as no U-2-Net) it is taken only where it is the one
+    such entry, and never from an entry that holds a copy trained or kept another way
+    (``_NOT_THE_MODEL``: a lone vidmat EMA would load with the official checkpoints'
+    preprocessing, and a teacher beside another student was taken in silence).
     """
     state = _clean_state(obj)
     if _ARCH_PROBE in state:
         return state
-    if depth > 0:
-        others = [k for k, v in obj.items() if k not in _WRAPPER_KEYS and isinstance(v, Mapping)]
-        for key in (*_WRAPPER_KEYS, *others):  # {"weights": sd} was refused as no U-2-Net
-            inner = obj.get(key)
-            if isinstance(inner, Mapping):
-                found = _find_state(inner, depth - 1)
-                if found is not None:
-                    return found
-    return None
+    if depth <= 0:
+        return None
+    for key in _WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping):
+            found = _find_state(inner, depth - 1)
+            if found is not None:
+                return found
+    own = [
+        found
+        for k, v in obj.items()
+        if k not in _WRAPPER_KEYS and k not in _NOT_THE_MODEL and isinstance(v, Mapping)
+        if (found := _find_state(v, depth - 1)) is not None
+    ]
+    return own[0] if len(own) == 1 else None
 
 
 #: What torch's weights-only unpickler says when the pickle asks for a Python object it
@@ -172,6 +187,7 @@ def load_plain(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any
     a protocol-4 pickle's "please file an issue"): they came out, with torch's file paths,
     above the one sentence that says what is wrong."""
     try:
+        # catch_warnings is process-wide: weights load on one thread at a time here.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if str(path).endswith(".safetensors") and not mmap:
@@ -190,21 +206,26 @@ def load_plain(path: Path, map_location: Any = "cpu", mmap: bool = False) -> Any
         text = str(exc)
         if "TorchScript" in text:  # torch's advice here is to load it with weights_only=False
             raise TorchFileRefused(
-                "it is a TorchScript archive", False, "a TorchScript archive"
+                "it is a TorchScript archive",
+                False,
+                "a TorchScript archive, not a torch.save checkpoint",
             ) from None
         raise TorchFileRefused(_first_sentence(text) or type(exc).__name__, False) from None
 
 
 def _plain_pickle(path: Path) -> str | None:
-    """Names a file ``pickle.dump`` wrote (protocol 4 or 5, which ``torch.save`` never
-    writes) "a plain Python pickle": its unpickling failed on "Unsupported operand 149",
-    which read as a damaged file."""
+    """Names a file pickled with protocol 4 or 5 (``pickle.dump``'s default, or torch's
+    legacy format saved with ``pickle_protocol=4``), which torch's safe loader cannot read:
+    its "Unsupported operand 149" read as a damaged file."""
     try:
         with open(path, "rb") as f:
             head = f.read(2)
     except OSError:
         return None
-    return "a plain Python pickle" if head in (b"\x80\x04", b"\x80\x05") else None
+    pickled = head in (b"\x80\x04", b"\x80\x05")
+    return (
+        "a pickle of protocol 4 or 5, which vidmat's safe loader cannot read" if pickled else None
+    )
 
 
 #: The entries of a ``vidmat train`` checkpoint (``RUN/last.pt``) that tell it from other
@@ -244,8 +265,8 @@ def _read_pth(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
             ) from None
         if exc.kind is not None:
             raise WeightsError(
-                f"{path} is {exc.kind}, not a torch.save checkpoint; export the model's "
-                "state_dict with torch.save(model.state_dict(), path)."
+                f"{path} is {exc.kind}; export the model's state_dict with "
+                "torch.save(model.state_dict(), path)."
             ) from None
         raise WeightsError(
             f"{path} is damaged or not a PyTorch checkpoint ({exc.reason})."
@@ -403,7 +424,7 @@ def weights_file(name_or_path: str | Path) -> Path | None:
     names none: for outputs that must not replace it; loading says why on its own."""
     try:
         return resolve(name_or_path)[0]
-    except WeightsError:
+    except (WeightsError, OSError):  # a name too long, a folder that cannot be entered
         return None
 
 
