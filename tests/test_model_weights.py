@@ -80,6 +80,7 @@ def _optimizer_state() -> dict:
         lambda s: {f"module.module.{k}": v for k, v in s.items()},  # DataParallel twice
         lambda s: {"state_dict": {f"model.{k}": v for k, v in s.items()}, "epoch": 3},
         lambda s: {"weights": s, "epoch": 2},  # a wrapper key of the user's own
+        lambda s: {(f"module.{k}" if i % 2 else k): v for i, (k, v) in enumerate(s.items())},
     ],
     ids=[
         "model",
@@ -92,6 +93,7 @@ def _optimizer_state() -> dict:
         "module-twice",
         "lightning",
         "own-key",
+        "module-on-some",
     ],
 )
 def test_training_wrappers_around_a_state_dict_load(tmp_path: Path, u2netp_state, wrap) -> None:

@@ -82,7 +82,8 @@ def _clean_state(state: Mapping[object, object]) -> dict[str, Tensor]:
         prefix = next(
             (k.removesuffix(_ARCH_PROBE) for k in tensors if k.endswith("." + _ARCH_PROBE)), ""
         )
-    return {k.removeprefix(prefix): v for k, v in tensors.items()}
+    # DataParallel's module. comes off every key that has it, as it always did.
+    return {k.removeprefix(prefix).removeprefix("module."): v for k, v in tensors.items()}
 
 
 #: Keys under which training loops nest a model's state_dict beside their own bookkeeping
