@@ -184,6 +184,27 @@ def test_what_a_background_file_hides_is_said_in_the_status_bar(qtbot, window, t
     qtbot.waitUntil(lambda: "anim.webp is an animation of 3" in bar.currentMessage())
 
 
+def test_two_notes_of_one_background_file_share_the_status_bar(
+    qtbot, window, tmp_path, monkeypatch
+):
+    """An animation's note and a transparency's came one after the other, the second
+    hiding the first."""
+    holed = np.zeros((16, 16, 4), np.uint8)
+    holed[:8, :, 3] = 255
+    assert cv2.imwrite(str(tmp_path / "holed.png"), holed)
+    notes: list[str] = []
+    monkeypatch.setattr("vidmat.io.images.picture_count", lambda path: 2)  # as an APNG
+    window.backgroundNote.connect(notes.append)
+    assert window.set_background_kind("image", str(tmp_path / "holed.png"))
+    qtbot.waitUntil(lambda: bool(notes))
+    assert notes == [
+        "--bg holed.png is an animation of 2 pictures; only the first is shown. --bg holed.png "
+        "has transparent parts; they are not used, so the colours stored under them show "
+        "(flatten the picture onto a colour first)."
+    ]
+    assert window.statusBar().currentMessage() == notes[0]
+
+
 def test_record_toggles_and_writes_a_valid_file(qtbot, window, tmp_path):
     window.record_button.click()
     assert window.recorder is not None and window.record_button.isChecked()

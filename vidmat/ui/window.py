@@ -553,10 +553,25 @@ class LiveWindow(QMainWindow):
             # load_background's word for a --bg text matching nothing ("neither a colour,
             # blur, ...") speaks of text the user never typed here.
             raise VidmatError(f"{path} does not exist.")
+        # What opening the file says comes out as one status message: an animation's note
+        # and a transparency's came one after the other, the second hiding the first. A
+        # video's later word (cut short, heard once it has played through) goes on its own.
+        opening: list[str] | None = []
+
+        def warn(message: str) -> None:
+            if opening is not None:
+                opening.append(message)
+            else:
+                self.backgroundNote.emit(message)
+
         try:
-            bg = load_background(path, warn=self.backgroundNote.emit)
+            bg = load_background(path, warn=warn)
         except (ValueError, ArithmeticError, OSError) as exc:  # one sentence, not a traceback
             raise VidmatError(f"{path} cannot be opened as a background ({exc}).") from None
+        finally:
+            said, opening = opening, None
+        if said:
+            self.backgroundNote.emit(" ".join(said))
         if bg.kind not in FILE_KINDS:
             raise VidmatError(f"{path} is not an image or video file.")
         self._bg_cache[bg.kind] = bg
