@@ -283,17 +283,18 @@ def test_bench_model_writes_table_and_json(
     assert payload["environment"]["cuda"] in (True, False)
 
 
+@pytest.mark.parametrize("asked", [["--precisions", "auto,fp32"], []])
 def test_bench_model_times_auto_as_what_the_applications_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], asked: list[str]
 ) -> None:
     """`--precisions auto` timed eval's fp32 and named the row "auto", on a CPU where
-    convert, demo and live run bf16."""
+    convert, demo and live run bf16; and by default such a CPU timed fp32 alone."""
     from vidmat.core.engine import app_precision
     from vidmat.core.settings import EngineConfig
 
     out = tmp_path / "bench.json"
     argv = ["bench", "model", "--device", "cpu", "--sizes", "32", "--frame", "40x30"]
-    argv += ["--iters", "1", "--warmup", "0", "--precisions", "auto,fp32", "--json", str(out)]
+    argv += ["--iters", "1", "--warmup", "0", *asked, "--json", str(out)]
     assert main(argv) == 0
     capsys.readouterr()
     runs = app_precision(EngineConfig(device="cpu", precision="auto")).precision

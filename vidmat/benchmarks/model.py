@@ -68,7 +68,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--precisions",
         default=None,
         help="fp16,bf16,fp32, or auto: what convert, demo and live run on this device, "
-        "timed and named as that (default: fp16,fp32 on CUDA, fp32 on CPU)",
+        "timed and named as that (default: auto,fp32, i.e. fp16,fp32 on CUDA, bf16,fp32 on "
+        "a CPU with bf16 in hardware, fp32 on other CPUs)",
     )
     p.add_argument(
         "--graph",
@@ -202,7 +203,9 @@ def _check(args: argparse.Namespace, device: torch.device) -> list[str]:
     cuda = device.type == "cuda"
     if args.workers and max(args.workers) > 1 and cuda:
         raise VidmatError("--workers above 1 is for the CPU; a GPU runs one call at a time.")
-    text = args.precisions if args.precisions is not None else ("fp16,fp32" if cuda else "fp32")
+    # By default what the applications run here beside fp32: a CPU with bf16 in hardware
+    # timed fp32 alone, which convert, demo and live do not run there.
+    text = args.precisions if args.precisions is not None else "auto,fp32"
     precisions = [p.strip() for p in text.split(",") if p.strip()]
     if not precisions:
         raise VidmatError("--precisions names no precision; use fp16, bf16 or fp32.")
