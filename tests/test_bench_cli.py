@@ -338,7 +338,7 @@ def test_bench_model_compares_threads_and_workers_in_one_run(
 ) -> None:
     out = tmp_path / "model.json"
     argv = [*MODEL, "--sizes", "32", "--batches", "2", "--iters", "1"]
-    argv += ["--threads", "1,2", "--workers", "1,2", "--json", str(out)]
+    argv += ["--threads", "1,2", "--workers", "1,2", "--precisions", "fp32", "--json", str(out)]
     try:
         assert main(argv) == 0
     finally:

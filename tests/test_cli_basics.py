@@ -265,6 +265,8 @@ def test_bench_model_writes_table_and_json(
             "0",
             "--tta",
             "off,on",
+            "--precisions",
+            "fp32",
             "--json",
             str(out),
         ]
