@@ -37,17 +37,25 @@ _REDUCED = (
 )
 
 
-def _decode_flag(path: Path) -> int:
-    """How to decode ``path``: reduced for a very large JPEG (its size read from the
-    header alone), else whole."""
+def _header(path: Path) -> tuple[str, int, av.VideoFormat | None] | None:
+    """A picture's codec, shorter side and pixel format (where the header names one), read
+    from its header alone; None where FFmpeg cannot open it."""
     try:
         with open_input(path) as container:
             ctx = container.streams.video[0].codec_context
-            codec, short = ctx.name, min(int(ctx.width), int(ctx.height))
+            fmt = av.VideoFormat(ctx.pix_fmt) if ctx.pix_fmt else None
+            return ctx.name, min(int(ctx.width), int(ctx.height)), fmt
     except (*av_errors(), IndexError):
-        return cv2.IMREAD_COLOR
-    if codec != "mjpeg":
+        return None
+
+
+def _decode_flag(path: Path) -> int:
+    """How to decode ``path``: reduced for a very large JPEG (its size read from the
+    header alone), else whole."""
+    header = _header(path)
+    if header is None or header[0] != "mjpeg":
         return cv2.IMREAD_COLOR  # other formats decode whole and then shrink: no gain
+    short = header[1]
     for factor, flag in _REDUCED:
         if short // factor >= LARGEST_SHOWN_SIDE:
             return flag
@@ -272,24 +280,28 @@ def load_background(
         return _video_background(path, warn)
 
 
+def picture_alpha(path: Path) -> np.ndarray | None:
+    """A picture's own alpha as uint8 (H, W), as stored, where it has one that is not all
+    opaque (a cut-out photo); None for other pictures. OpenCV gives grey + alpha and a
+    palette's transparency as four channels too."""
+    raw = decode_image(np.frombuffer(read_input(path), np.uint8), cv2.IMREAD_UNCHANGED, path)
+    if raw is None or raw.ndim != 3 or raw.shape[2] != 4:
+        return None
+    alpha = raw[..., 3]
+    if alpha.dtype == np.uint16:
+        alpha = (alpha >> 8).astype(np.uint8)
+    return None if alpha.min() == 255 else np.ascontiguousarray(alpha)
+
+
 def _has_transparency(path: Path) -> bool:
     """Whether a picture has pixels less than opaque: their hidden colours showed behind the
     person in silence (QA: a PNG's transparent half came out red). Read again with its
     alpha only where its format has one, so an opaque JPEG costs a header read."""
-    try:
-        with open_input(path) as container:
-            fmt = av.VideoFormat(container.streams.video[0].codec_context.pix_fmt or "")
-    except (*av_errors(), IndexError):
-        return False
+    fmt = header[2] if (header := _header(path)) is not None else None
     # grey + alpha, colour + alpha (a lossy WebP's yuva420p too), or a palette (PNG tRNS)
-    if not (len(fmt.components) in (2, 4) or fmt.has_palette):
+    if fmt is None or not (len(fmt.components) in (2, 4) or fmt.has_palette):
         return False
-    data = np.frombuffer(read_input(path), dtype=np.uint8)
-    img = decode_image(data, cv2.IMREAD_UNCHANGED, path)
-    if img is None or img.ndim != 3 or img.shape[2] not in (2, 4):
-        return False
-    alpha = img[..., -1]
-    return bool(alpha.min() < np.iinfo(alpha.dtype).max)
+    return picture_alpha(path) is not None
 
 
 def _is_video_container(path: Path) -> bool:

@@ -51,7 +51,7 @@ from vidmat.io.files import (
     read_input,
 )
 from vidmat.io.formats import FORMATS, FRAME_FOLDER, IMAGE_SUFFIXES
-from vidmat.io.images import load_background, picture_count
+from vidmat.io.images import load_background, picture_alpha, picture_count
 from vidmat.io.video import (
     EncodeConfig,
     Frame,
@@ -582,13 +582,8 @@ def still_alpha(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     for other pictures, and for one whose stored size differs from how it is shown."""
     if path.suffix.lower() not in _ALPHA_SUFFIXES:
         return None
-    raw = decode_image(np.frombuffer(read_input(path), np.uint8), cv2.IMREAD_UNCHANGED, path)
-    if raw is None or raw.ndim != 3 or raw.shape[2] != 4 or raw.shape[:2] != shape[:2]:
-        return None
-    alpha = raw[..., 3]
-    if alpha.dtype == np.uint16:
-        alpha = (alpha >> 8).astype(np.uint8)
-    return None if alpha.min() == 255 else np.ascontiguousarray(alpha)
+    alpha = picture_alpha(path)
+    return alpha if alpha is not None and alpha.shape == shape[:2] else None
 
 
 def _times(alpha: np.ndarray, own: np.ndarray) -> np.ndarray:
