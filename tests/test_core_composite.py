@@ -196,6 +196,12 @@ def test_parse_colour_values():
     assert parse_color("white") == (255, 255, 255)
 
 
+def test_out_of_range_colour_names_its_values():
+    """The message quotes what was typed; it had said "got ()" (the values were read twice)."""
+    with pytest.raises(VidmatError, match=r"got \(300, 0, 12\)"):
+        parse_color("rgb(300, 0, 12)")
+
+
 @pytest.mark.parametrize(
     "spec",
     [

@@ -21,13 +21,16 @@ import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidmat.benchmarks import checks
 from vidmat.benchmarks.live import rss_mib
 from vidmat.benchmarks.report import random_weights, report
 from vidmat.core.settings import PostprocessConfig
 from vidmat.errors import VidmatError
+
+if TYPE_CHECKING:
+    from vidmat.core.engine import Engine
 
 #: The most frames a run converts: about an hour at 30 fps.
 MAX_FRAMES = 100_000
@@ -165,7 +168,8 @@ class RssSampler:
         }
 
 
-def _engine(args: argparse.Namespace):
+def _engine(args: argparse.Namespace) -> tuple[Engine, str]:
+    """The engine convert would build, and the weights' name for the report."""
     from vidmat.commands._options import engine_config_from_args
     from vidmat.core.engine import Engine
     from vidmat.model.spec import DEFAULT_WEIGHTS, REGISTRY

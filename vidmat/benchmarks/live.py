@@ -147,7 +147,7 @@ def synthetic_clip(path: Path, width: int, height: int, fps: float, seconds: flo
                 img, (cx, height), (width // 5, height // 3), 0, 180, 360, (40, 60, 160), -1
             )
             cv2.circle(img, (cx, int(height * 0.45)), height // 7, (190, 150, 120), -1)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(img.astype(np.uint8, copy=False), format="rgb24")
             for pkt in s.encode(frame):
                 c.mux(pkt)
         for pkt in s.encode():

@@ -12,6 +12,7 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from vidmat.argtypes import int_list, on_off_list, size_wxh, weights_name
@@ -280,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
                     frames = rng.integers(0, 256, size=(batch, h, w, 3), dtype=np.uint8)
                     bare_ms, engine_ms = _timeit_pair(
                         _bare_model(engine, frames, use_graph),
-                        lambda f=frames, e=engine: e.predict(f),
+                        partial(engine.predict, frames),
                         iters,
                         warmup,
                         cuda,

@@ -134,7 +134,7 @@ def check_args(args: argparse.Namespace) -> tuple[list[torch.device], dict[str, 
     checks.at_least("--lowres", args.lowres, 1)
     checks.at_most("--lowres", args.lowres, MAX_INPUT_SIZE, "the largest model input")
     checks.at_least("--threads", args.threads, 1)
-    if args.smoothing is not None and not args.smoothing:
+    if not args.smoothing:
         raise VidmatError("--smoothing names no strength; give at least one, e.g. 0,0.5.")
     for s in args.smoothing:
         PostprocessConfig(smoothing=s).validate()
@@ -144,7 +144,9 @@ def check_args(args: argparse.Namespace) -> tuple[list[torch.device], dict[str, 
     return devices, backgrounds
 
 
-def _clip(width: int, height: int, lowres: int, n: int, device: torch.device):
+def _clip(
+    width: int, height: int, lowres: int, n: int, device: torch.device
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """n frames (uint8 on device) and low-res alphas of a disc moving across a picture."""
     import numpy as np
     import torch

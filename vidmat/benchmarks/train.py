@@ -23,8 +23,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vidmat.argtypes import int_list, on_off_list
 from vidmat.benchmarks import checks
@@ -178,7 +179,7 @@ def _timed(fn: Callable[[], object], iters: int, warmup: int, sync: Callable[[],
     return _median_ms(times)
 
 
-def _drain(it: Iterator, iters: int, warmup: int, each: Callable[[object], object]) -> float:
+def _drain(it: Iterator, iters: int, warmup: int, each: Callable[[Any], object]) -> float:
     """Median ms between consecutive items of ``it`` after ``warmup``, ``each`` run on every
     item (the training step, or nothing for the loader alone); closes ``it``, which shuts
     a DataLoader's workers down."""
@@ -281,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
                 aug=AugmentConfig(shadow=0.5, camouflage=0.4),
             )
             batch_ms = _timed(
-                lambda c=cfg: make_batch(c.seed, 0, c.batch, c.size, sources, bank, c.aug),
+                partial(make_batch, cfg.seed, 0, cfg.batch, cfg.size, sources, bank, cfg.aug),
                 iters,
                 min(warmup, 1),
                 lambda: None,
@@ -298,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
                 rcfg = replace(cfg, amp=amp, channels_last=nhwc, cudnn_benchmark=bench)
                 trainer = Trainer(rcfg, sources, bank, [])
                 fixed = make_batch(rcfg.seed, 0, batch, size, sources, bank, rcfg.aug)
-                step_ms = _timed(lambda t=trainer, b=fixed: t.train_step(b), iters, warmup, sync)
+                step_ms = _timed(partial(trainer.train_step, fixed), iters, warmup, sync)
                 del trainer
                 precision = amp if amp != "auto" else ("bf16" if cuda else "fp32")
                 for workers in worker_counts:

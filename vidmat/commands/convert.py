@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -740,7 +741,7 @@ def _convert_all(args: argparse.Namespace, cfg: ConvertConfig, jobs: list[Job]) 
                             cfg,
                             overwrite=args.overwrite,
                             progress=bars.step,
-                            on_start=lambda info, name=job.src.name: bars.start_file(name, info),
+                            on_start=partial(bars.start_file, job.src.name),
                         )
                 except VidmatError as exc:
                     failed += 1

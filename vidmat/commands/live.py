@@ -13,7 +13,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vidmat.argtypes import size_wxh
 from vidmat.commands._options import (
@@ -29,6 +29,10 @@ from vidmat.errors import VidmatError, warn
 
 if TYPE_CHECKING:
     from vidmat.core.backgrounds import Background
+    from vidmat.core.engine import Engine
+    from vidmat.core.settings import LiveSettings
+    from vidmat.io.camera import CameraConfig
+    from vidmat.io.recorder import RecorderConfig
 
 EPILOG = """\
 examples:
@@ -207,7 +211,7 @@ MIN_FPS = 1.0
 _LOOK_OPTIONS = ("smoothing", "threshold", "contrast", "feather", "grow", "mirror")
 
 
-def _given_look(args: argparse.Namespace) -> dict[str, float | int | bool]:
+def _given_look(args: argparse.Namespace) -> dict[str, Any]:
     """The look options given on the command line, by their LiveSettings names."""
     return {k: getattr(args, k) for k in _LOOK_OPTIONS if getattr(args, k) is not None}
 
@@ -237,7 +241,7 @@ class LiveRequest:
 
     args: argparse.Namespace
 
-    def camera_config(self, loop_default: bool):
+    def camera_config(self, loop_default: bool) -> CameraConfig:
         from vidmat.io.camera import CameraConfig, parse_source
 
         a = self.args
@@ -251,16 +255,16 @@ class LiveRequest:
         given = set(_given_look(self.args))
         return given | ({"background"} if self.args.bg is not None else set())
 
-    def settings(self):
+    def settings(self) -> LiveSettings:
         from vidmat.core.settings import LiveSettings
 
         a = self.args
-        changes: dict[str, object] = dict(_given_look(a))
+        changes = _given_look(a)
         if a.bg is not None:
             changes["background"] = _background(a.bg)
         return LiveSettings(**changes).validated()
 
-    def engine(self):
+    def engine(self) -> Engine:
         from vidmat.pipelines.live import build_live_engine
 
         return build_live_engine(engine_config_from_args(self.args))
@@ -318,7 +322,7 @@ class LiveRequest:
 
         open_audio_device(audio).close()
 
-    def recorder_config(self, path: Path | None = None, fps: float | None = None):
+    def recorder_config(self, path: Path | None = None, fps: float | None = None) -> RecorderConfig:
         """``fps``: the rate the opened source delivers frames at (its capture's
         ``nominal_fps``), not --fps as typed: that is a request a camera may answer with
         another rate, and a file never plays faster than its own (a 30 fps file with
@@ -519,12 +523,13 @@ def _run_headless(req: LiveRequest) -> int:
         raise VidmatError(record_error)
     if errors:
         raise VidmatError(errors[0])
-    damaged = pipe.capture.damaged if pipe.capture is not None else None
-    if damaged is not None and not camera.loop:
+    capture = pipe.capture
+    damaged = capture.damaged if capture is not None else None
+    if capture is not None and damaged is not None and not camera.loop:
         # The playback was cut short, as convert's output is: an error after the output.
         # A looping run (--duration) ran its time and said so when it happened.
         raise VidmatError(
-            f"{pipe.capture.description} is truncated or damaged: {damaged}; the frames "
+            f"{capture.description} is truncated or damaged: {damaged}; the frames "
             "that decoded were played."
         )
     return 0

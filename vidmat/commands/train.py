@@ -18,6 +18,8 @@ from vidmat.signals import caught_signals, stop_exception, stop_signal_received
 from vidmat.train import AMP_MODES
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from vidmat.train.augment import AugmentConfig
     from vidmat.train.loop import TrainConfig
 
@@ -712,14 +714,16 @@ def _check_cache_folder(cfg: TrainConfig, args: argparse.Namespace) -> None:
         read.append(("--backgrounds folder", cfg.backgrounds))
     why = "which training reads; name a folder outside it."
     beside = "--run" if args.run is not None else "--write-samples"
-    cache = "--cache" if args.cache is not None else f"the data cache (default beside {beside})"
-    check_out_apart(cache_folder(cfg), read, why, cache, holding=False)
+    cache_name = (
+        "--cache" if args.cache is not None else f"the data cache (default beside {beside})"
+    )
+    check_out_apart(cache_folder(cfg), read, why, cache_name, holding=False)
     if args.run is not None:
         check_out_apart(args.run, read, why, "--run", holding=False)
     # A root itself is refused too (`--run data` for `--data data`): the run's files in it
     # travel with the data; a folder of their own beside images/ and masks/ is fine.
     roots = [("--data", s.path) for s in cfg.sources] + [("--val", v) for v in cfg.val]
-    for option, folder in ((cache, cache_folder(cfg)), ("--run", args.run)):
+    for option, folder in ((cache_name, cache_folder(cfg)), ("--run", args.run)):
         for what, root in roots:
             if folder is not None and Path(folder).resolve() == Path(root).resolve():
                 raise VidmatError(
@@ -794,7 +798,9 @@ def run(args: argparse.Namespace) -> int:
 
         stopped_by: list[int] = []  # the first signal that stopped the run
 
-        def _stop(signum, frame):  # finish the current step, checkpoint, exit
+        def _stop(
+            signum: int, frame: FrameType | None
+        ) -> None:  # finish the current step, checkpoint, exit
             stop_signal_received(signum)
             stopped_by.append(signum)
             trainer.stop()

@@ -144,8 +144,8 @@ class Background:
 def _rgb(value: Sequence[int]) -> tuple[int, int, int]:
     vals = tuple(int(v) for v in value)
     if len(vals) != 3 or any(not 0 <= v <= 255 for v in vals):
-        raise VidmatError(f"a colour needs three values 0..255, got {tuple(value)}.")
-    return vals  # type: ignore[return-value]
+        raise VidmatError(f"a colour needs three values 0..255, got {vals}.")
+    return vals[0], vals[1], vals[2]
 
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
@@ -165,7 +165,7 @@ def parse_color(text: str) -> tuple[int, int, int]:
         return (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16))
     m = _TRIPLE.match(key)
     if m:
-        return _rgb(int(g) for g in m.groups())
+        return _rgb([int(g) for g in m.groups()])
     raise VidmatError(
         f"{text!r} is not a colour: use a name (green, blue, black, white, ...) or hex like #00B140."
     )

@@ -17,6 +17,7 @@ bg = black. :func:`composite_np` is the numpy wrapper.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -73,7 +74,7 @@ def _shown_size(size: tuple[int, int], pixel_aspect: float) -> tuple[int, int]:
 
 def cover_fit(image: Tensor, size: tuple[int, int]) -> Tensor:
     """Scale (N,C,h,w) to cover ``size`` and centre-crop: no bars, no distortion."""
-    nh, nw, top, left = _cover_box(*image.shape[-2:], size)
+    nh, nw, top, left = _cover_box(image.shape[-2], image.shape[-1], size)
     image = resize(image, (nh, nw))
     return image[..., top : top + size[0], left : left + size[1]]
 
@@ -126,7 +127,7 @@ def _cover_fit_cv2(image: np.ndarray, size: tuple[int, int], pixel_aspect: float
     """The CPU path of :func:`prepare_image`: a 4K background video frame fitted to 480p took
     200 ms through PyTorch's CPU area resize, most of a live frame's budget."""
     shown = _shown_size(size, pixel_aspect)
-    nh, nw, top, left = _cover_box(*image.shape[:2], shown)
+    nh, nw, top, left = _cover_box(image.shape[0], image.shape[1], shown)
     fitted = _resize_cv2(np.ascontiguousarray(image), (nh, nw))
     fitted = fitted[top : top + shown[0], left : left + shown[1]]
     return np.ascontiguousarray(_resize_cv2(np.ascontiguousarray(fitted), size))
@@ -180,7 +181,7 @@ def blur_background_cv2(frame: np.ndarray, alpha: np.ndarray, sigma: float) -> n
     factor = _blur_factor(sigma)
     sw, sh = max(1, round(width / factor)), max(1, round(height / factor))
     small = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
-    w = 1.0 - cv2.resize(alpha, (sw, sh), interpolation=cv2.INTER_AREA)
+    w: np.ndarray = 1.0 - cv2.resize(alpha, (sw, sh), interpolation=cv2.INTER_AREA)
     w = cv2.multiply(w, w)
     k = 2 * max(1, round(sigma / factor * 1.2)) + 1
     stacked = np.concatenate([small * w[..., None], w[..., None]], -1)
@@ -230,7 +231,7 @@ class Compositor:
             return self.dtype
         return torch.float16 if device.type == "cuda" else torch.float32
 
-    def _cached(self, key: tuple, make) -> Tensor:
+    def _cached(self, key: tuple, make: Callable[[], Tensor]) -> Tensor:
         buf = self._cache.get(key)
         if buf is None:
             buf = make()
@@ -274,11 +275,12 @@ class Compositor:
             )
         if bg.kind == "video":
             t = 0.0 if t is None else float(t)
-            if bg.frames:
-                index = int(t * bg.fps + 1e-6) % len(bg.frames)
+            frames = bg.frames
+            if frames:
+                index = int(t * bg.fps + 1e-6) % len(frames)
                 return self._cached(
                     ("video", index, size, device, dtype),
-                    lambda: prepare_image(bg.frames[index], size, device, dtype, self.pixel_aspect),
+                    lambda: prepare_image(frames[index], size, device, dtype, self.pixel_aspect),
                 )
             assert bg.frame_at is not None
             # Only the latest frame: times rarely repeat, so caching more would just fill memory.

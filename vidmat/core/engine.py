@@ -159,7 +159,8 @@ class Engine:
         self.channels_last = cfg.channels_last
         self._format = torch.channels_last if self.channels_last else torch.contiguous_format
         model = fold_batch_norms(model.eval())
-        self.model = model.to(self.device, self.dtype, memory_format=self._format)
+        # Module.to takes memory_format (torch's stubs omit it).
+        self.model = model.to(self.device, self.dtype, memory_format=self._format)  # type: ignore[call-overload]
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(spec.mean, device=self.device).view(shape) * 255.0
         self._std = torch.tensor(spec.std, device=self.device).view(shape) * 255.0
@@ -347,6 +348,7 @@ class Engine:
         ``as_numpy=False``: a float32 (N, 1, H, W) tensor on the device.
         """
         single = frames.ndim == 3 if isinstance(frames, np.ndarray) else frames.dim() == 3
+        full: Tensor | None
         if self.cfg.zoom:
             x = self.to_device(frames)
             full = upsample_alpha(self.predict_lowres(x), x.shape[1], x.shape[2])

@@ -300,10 +300,10 @@ def apply_coefficients(
     ab = torch.cat([a, b], 1).to(dtype)
     ab = F.interpolate(ab, size=(height, width), mode="bilinear", align_corners=False)
     if color:
-        out = (ab[:, :3] * frame_f.to(dtype)).sum(1, keepdim=True).add_(ab[:, 3:])
+        matte = (ab[:, :3] * frame_f.to(dtype)).sum(1, keepdim=True).add_(ab[:, 3:])
     else:
-        out = torch.addcmul(ab[:, 1:], ab[:, :1], grey(frame_f.to(dtype)))
-    return out.clamp_(0.0, 1.0)
+        matte = torch.addcmul(ab[:, 1:], ab[:, :1], grey(frame_f.to(dtype)))
+    return matte.clamp_(0.0, 1.0)
 
 
 def guided_upsample(
@@ -332,7 +332,7 @@ def guided_upsample(
         frame = frame[None]
     n, height, width = frame.shape[0], frame.shape[1], frame.shape[2]
     side = side or max(lowres.shape[-2:])
-    size = work_size(height, width, side) if small is None else tuple(small.shape[-2:])
+    size = work_size(height, width, side) if small is None else (small.shape[-2], small.shape[-1])
     if small is None:
         small = downscale_frame(frame, size, frame_f)
     guide_small = small if color else grey(small)
@@ -441,10 +441,10 @@ def decontaminate(
     if frame_f is None:
         frame_f = frame_to_nchw(frame)
     height, width = frame_f.shape[-2:]
-    big = resize(fg_small.float(), (height, width)).to(frame_f.dtype)
-    keep = alpha.to(frame_f.dtype).square()
-    out = torch.lerp(big, frame_f, keep).mul_(255.0).permute(0, 2, 3, 1)
-    return out[0] if frame.dim() == 3 else out
+    fg_big = resize(fg_small.float(), (height, width)).to(frame_f.dtype)
+    kept = alpha.to(frame_f.dtype).square()
+    mixed = torch.lerp(fg_big, frame_f, kept).mul_(255.0).permute(0, 2, 3, 1)
+    return mixed[0] if frame.dim() == 3 else mixed
 
 
 def estimate_foreground(

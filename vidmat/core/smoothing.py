@@ -185,7 +185,7 @@ _BASE_GRIDS: dict[tuple, tuple[Any, Any]] = {}
 def flow_guide(guide: Tensor) -> np.ndarray:
     """uint8 grey (fh, fw) numpy image of a (1,1,h,w) guide at the flow grid."""
     g = guide[0, 0].detach().float().cpu().numpy()
-    g8 = np.clip(g * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    g8: np.ndarray = np.clip(g * 255.0 + 0.5, 0, 255).astype(np.uint8)
     h, w = g8.shape
     if max(h, w) > FLOW_SIDE:
         fh, fw = work_size(h, w, FLOW_SIDE)
@@ -195,7 +195,7 @@ def flow_guide(guide: Tensor) -> np.ndarray:
 
 def make_flow() -> Any:
     """A dense optical flow estimator (one per stream: it is not thread-safe)."""
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)  # type: ignore[attr-defined]
 
 
 def warp(x: Tensor, flow: np.ndarray) -> Tensor:
@@ -208,7 +208,7 @@ def warp(x: Tensor, flow: np.ndarray) -> Tensor:
     fh, fw = flow.shape[:2]
     if fast_cpu(x):
         f = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) if (fh, fw) != (h, w) else flow
-        key = (h, w, "cpu")
+        key: tuple[int, int, str | torch.device] = (h, w, "cpu")
         if key not in _BASE_GRIDS:
             yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
             _BASE_GRIDS[key] = (xx, yy)

@@ -103,10 +103,10 @@ def person_windows(low: Tensor, height: int, width: int, cfg: ZoomConfig) -> Ten
             continue
         groups = _person_groups(person[i], cfg.margin)
         k = 0
-        for *box, area in groups:
+        for y0, y1, x0, x1, area in groups:
             if k == k_max or area < cfg.min_group * groups[0][4]:
                 break
-            own = window(tuple(box))
+            own = window((y0, y1, x0, x1))
             if own is not None:
                 out[i, k] = torch.tensor(own, dtype=torch.float64)
                 k += 1

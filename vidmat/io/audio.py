@@ -194,14 +194,14 @@ def plan_encoding(
     codec = av.Codec(AUDIO_FALLBACK[container], "w")
     if info.codec in AUDIO_COPY.get(container, frozenset()) and _lossless(info.codec):
         # Re-encoded only to fill gaps: PCM in a .mov stays PCM, not a lossy AAC.
-        with contextlib.suppress(*av_errors(), ValueError):
+        with contextlib.suppress(*av_errors()):
             codec = av.Codec(info.codec, "w")
     rate = encoder_rate(codec, info.sample_rate or MAX_NEW_RATE)
-    sample_format = codec.audio_formats[0].name
+    sample_format = (codec.audio_formats or [av.AudioFormat("fltp")])[0].name
     own = getattr(stream.codec_context, "layout", None)
     layouts = layouts_to_try(own, info.channels, codec.name)
     for layout in layouts:
-        trial = av.CodecContext.create(codec, "w")
+        trial: Any = av.CodecContext.create(codec, "w")  # an audio context
         try:  # a layout FFmpeg cannot name ("6 channels") is refused by the setter
             trial.sample_rate, trial.layout, trial.format = rate, layout, sample_format
             trial.time_base = Fraction(1, rate)
@@ -308,7 +308,7 @@ class AudioPass:
         self._resampler = None
         if encoding is None:
             self.stream = out.add_stream_from_template(self._src_stream)
-            self._decoder = None
+            self._decoder: Any = None
         else:
             rate, layout = encoding.rate, encoding.layout
             self.stream = out.add_stream(encoding.codec, rate=rate, layout=layout)
@@ -521,7 +521,7 @@ def open_tracks(
         for track in tracks:
             try:
                 passes.append(AudioPass(src, track, out, fmt, offset, timeline))
-            except (NoSound, *av_errors()) as exc:
+            except av_errors(NoSound) as exc:
                 left_out.append((track, exc))
     except BaseException:  # Ctrl-C: the inputs opened so far are closed, not lost
         for audio in passes:

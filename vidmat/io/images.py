@@ -45,7 +45,7 @@ def _header(path: Path) -> tuple[str, int, av.VideoFormat | None] | None:
             ctx = container.streams.video[0].codec_context
             fmt = av.VideoFormat(ctx.pix_fmt) if ctx.pix_fmt else None
             return ctx.name, min(int(ctx.width), int(ctx.height)), fmt
-    except (*av_errors(), IndexError):
+    except av_errors(IndexError):
         return None
 
 
@@ -147,7 +147,7 @@ class LoopingVideo:
                 self._start, self._length = t, None
             try:
                 image = self._frame_at(t)
-            except (VidmatError, OSError, *av_errors()) as exc:
+            except av_errors(VidmatError) as exc:
                 # The file emptied, replaced or removed while it plays (saved again from
                 # an editor): it stopped the camera and the recording, and a Restart
                 # failed on the same background. The last frame stays until it reads.

@@ -16,9 +16,10 @@ import av
 AV_MAJOR = int(av.__version__.split(".")[0])
 
 
-def av_errors() -> tuple[type[BaseException], ...]:
-    """What PyAV raises for a damaged or unusable file (caught where a file is read)."""
-    return (av.error.FFmpegError, OSError, ValueError)
+def av_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """What PyAV raises for a damaged or unusable file (caught where a file is read), and
+    ``more`` that the caller catches beside them in one ``except``."""
+    return (av.error.FFmpegError, OSError, ValueError, *more)
 
 
 def open_input(path: Any) -> Any:

@@ -429,8 +429,8 @@ def _joins(
     # the join each part of each stream follows (-1: the first); a jump matched to no
     # join stays in the part before it
     part_join: dict[tuple[int, int], int] = {}
-    for i, e in ends.items():
-        for n in range(len(e)):
+    for i, stream_ends in ends.items():
+        for n in range(len(stream_ends)):
             part_join[(i, n)] = join_of.get((i, n - 1), part_join.get((i, n - 1), -1))
     shift: list[float] = []
     jumps: list[Jump] = []

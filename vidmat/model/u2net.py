@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ class ConvBNReLU(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, dilation: int = 1) -> None:
         super().__init__()
         self.conv_s1 = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation)
-        self.bn_s1 = nn.BatchNorm2d(out_ch)
+        self.bn_s1: nn.Module = nn.BatchNorm2d(out_ch)  # an Identity once folded
         self.relu_s1 = nn.ReLU(inplace=True)
         #: Set by :func:`fold_batch_norms`: the batch norm is in the convolution, and on
         #: a CPU oneDNN applies the ReLU as the convolution writes its output.
@@ -269,7 +270,7 @@ class U2Net(nn.Module):
     def forward_all(self, x: Tensor) -> list[Tensor]:
         """Fused logits followed by the six side-output logits, all at input size."""
         feats = self.side_inputs(x)
-        head = self.head_for(max(x.shape[-2:]))
+        head: Any = self.head_for(max(x.shape[-2:]))  # layers registered by name
         sides = [getattr(head, f"side{i}")(f) for i, f in enumerate(feats, start=1)]
         sides = [sides[0]] + [_upsample_like(s, sides[0]) for s in sides[1:]]
         fused = head.outconv(torch.cat(sides, 1))

@@ -242,11 +242,13 @@ def _vidmat_checkpoint_spec(obj: Mapping[object, object], path: Path, arch: str)
     size = config.get("val_size") or config.get("size")
     head = obj.get("head_size")
     head = head if isinstance(head, int) and not isinstance(head, bool) else None
+    if size is None:  # an older run without its config
+        return WeightsSpec(name=path.stem, arch=arch, scale="255")
     try:
         return WeightsSpec(
             name=path.stem, arch=arch, input_size=int(size), scale="255", head_size=head
         )
-    except (TypeError, ValueError):  # an older run without its config, or a size refused
+    except (TypeError, ValueError):  # a size refused
         return WeightsSpec(name=path.stem, arch=arch, scale="255")
 
 
@@ -448,7 +450,9 @@ def _registered_at(path: Path) -> WeightsSpec | None:
     return None
 
 
-def load_weights(name_or_path: str | Path = "default", device: str | torch.device = "cpu"):
+def load_weights(
+    name_or_path: str | Path = "default", device: str | torch.device = "cpu"
+) -> tuple[U2Net, WeightsSpec]:
     """Load registered or user-supplied weights into a model in eval mode.
 
     Returns ``(model, spec)``. Every failure is a :class:`WeightsError` naming the

@@ -314,6 +314,7 @@ def default_output(src: Path, cfg: ConvertConfig, folder: Path | None = None) ->
     """``clip.mp4`` -> ``clip_green.mp4`` / ``clip_alpha.mov`` / ``clip_alpha/`` / ``clip_mask.mp4``."""
     folder = folder if folder is not None else src.parent
     bg = parse_background(cfg.resolved_background_spec())
+    tag: str
     if bg.kind in ("mask", "blur"):
         tag = bg.kind
     elif bg.kind == "transparent":

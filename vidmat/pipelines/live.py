@@ -247,7 +247,8 @@ class LivePipeline:
         )
         self.stats = LiveStats(self.config.keep_history)
         self.frames_q: LatestQueue[Frame] = LatestQueue(1)
-        self.model_q: LatestQueue[tuple[torch.Tensor, float]] = LatestQueue(1)
+        #: (model input, its frame's time, whether the frame was mirrored)
+        self.model_q: LatestQueue[tuple[torch.Tensor, float, bool]] = LatestQueue(1)
         self.capture: CaptureThread | None = None
         self._worker: threading.Thread | None = None
         self._model_thread: threading.Thread | None = None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -171,7 +172,7 @@ def _person_free_crop(
 ) -> np.ndarray | None:
     """A crop of a training photo that contains no person pixel (a few tries)."""
     for _ in range(6):
-        src = sources[rng.integers(len(sources))]
+        src = sources[int(rng.integers(len(sources)))]
         i = rng.integers(len(src))
         m = src.masks[i]
         h, w = m.shape
@@ -212,11 +213,11 @@ def _photometric(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) 
             img = cv2.GaussianBlur(img, (k, k), 0)
         else:  # motion blur along a random direction
             k = int(rng.integers(3, 8))
-            ker = np.zeros((k, k), np.float32)
+            ker: np.ndarray = np.zeros((k, k), np.float32)
             ker[k // 2, :] = 1.0 / k
             rot = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), rng.uniform(0, 180), 1.0)
             ker = cv2.warpAffine(ker, rot, (k, k))
-            ker /= max(ker.sum(), 1e-6)
+            ker = ker / max(ker.sum(), 1e-6)
             img = cv2.filter2D(img, -1, ker)
     if low or rng.random() < cfg.noise:
         sigma = rng.uniform(2, 12 if low else 8)
@@ -225,8 +226,9 @@ def _photometric(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) 
     if rng.random() < cfg.jpeg:
         q = int(rng.integers(30, 90))
         ok, buf = cv2.imencode(".jpg", out[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        if ok:
-            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            out = decoded[:, :, ::-1]
     return np.ascontiguousarray(out)
 
 
@@ -266,7 +268,8 @@ def _vivid(rng: np.random.Generator) -> tuple[int, int, int]:
     if r < 0.15:
         return (255, 255, 255) if r < 0.1 else (0, 0, 0)
     hsv = np.array([[[rng.integers(180), rng.integers(130, 256), rng.integers(110, 256)]]])
-    return tuple(int(c) for c in cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0])
+    red, green, blue = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0]
+    return int(red), int(green), int(blue)
 
 
 def _graphics(rng: np.random.Generator, bg: np.ndarray) -> np.ndarray:
@@ -392,7 +395,7 @@ def _keyed_child(rng: np.random.Generator, key: int) -> np.random.Generator:
     children spawned after it (and every draw of a run without this switch) stay
     what they were: runs resumed from older checkpoints keep their batches.
     """
-    ss = rng.bit_generator.seed_seq
+    ss = cast(np.random.SeedSequence, rng.bit_generator.seed_seq)
     return np.random.default_rng(
         np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, key), pool_size=ss.pool_size)
     )

@@ -15,6 +15,7 @@ import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -54,9 +55,9 @@ class SourceSpec:
         while len(parts) > 1 and len(nums) < 2:
             if not parts[-1].strip():
                 # The last field is COMPOSITE when a WEIGHT stands before it, else WEIGHT.
-                composite = not nums and len(parts) > 2 and is_number(parts[-2])
-                field = "COMPOSITE" if composite else "WEIGHT"
-                example = f"{head}:1.0" if not (nums or composite) else f"{head}:1.0:0.5"
+                names_composite = not nums and len(parts) > 2 and is_number(parts[-2])
+                field = "COMPOSITE" if names_composite else "WEIGHT"
+                example = f"{head}:1.0" if not (nums or names_composite) else f"{head}:1.0:0.5"
                 # a trailing ':' may simply go; an empty WEIGHT before a COMPOSITE may not
                 remedy = "" if nums else ", or leave out the last ':'"
                 raise VidmatError(
@@ -459,7 +460,7 @@ class MappedFile:
     offset: int
     dtype: str
     shape: tuple[int, ...]
-    order: str
+    order: Literal["C", "F"]
 
     @classmethod
     def of(cls, array: object) -> MappedFile | None:
@@ -472,10 +473,10 @@ class MappedFile:
             and array.mode == "r"
         ):
             return None
-        order = "C" if array.flags.c_contiguous else "F" if array.flags.f_contiguous else ""
-        if not order:
-            return None
-        return cls(str(array.filename), int(array.offset), array.dtype.str, array.shape, order)
+        if array.flags.c_contiguous or array.flags.f_contiguous:
+            order: Literal["C", "F"] = "C" if array.flags.c_contiguous else "F"
+            return cls(str(array.filename), int(array.offset), array.dtype.str, array.shape, order)
+        return None
 
     def open(self) -> np.ndarray:
         return np.memmap(
@@ -484,7 +485,7 @@ class MappedFile:
             mode="r",
             offset=self.offset,
             shape=self.shape,
-            order=self.order,  # type: ignore[arg-type]
+            order=self.order,
         )
 
 

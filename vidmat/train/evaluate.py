@@ -36,6 +36,7 @@ from vidmat.train.data import (
 )
 
 if TYPE_CHECKING:
+    from vidmat.core.engine import Engine
     from vidmat.core.postprocess import PostProcessor
 
 #: (frames uint8 (N,H,W,3)) -> low-res alpha (N,1,s,s) tensor in [0,1]
@@ -130,7 +131,7 @@ def _alpha_np(alpha: torch.Tensor) -> np.ndarray:
     return alpha[0, 0].float().cpu().numpy()
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool) -> Any:
     from vidmat.progress import progress_bar
 
     return progress_bar(total=total, desc=desc, unit="img", disable=not enabled)
@@ -239,7 +240,7 @@ def evaluate_sequence(
     smoothing: float = 0.0,
     lookahead: int = 0,
     batch: int = 4,
-    bar=None,
+    bar: Any = None,
     refine: bool = False,
 ) -> dict[str, Any]:
     """Scores over the frames (and each frame's, under "frames") plus flicker and lag.
@@ -283,7 +284,7 @@ def evaluate_sequence(
     out: dict[str, Any] = dict(scores.summary())
     out["frames"] = scores.items()
     out["flicker"] = metrics.flicker(preds, gts)
-    out["flicker_floor"] = metrics.flicker(_through_size(gts, tuple(low.shape[-2:])), gts)
+    out["flicker_floor"] = metrics.flicker(_through_size(gts, (low.shape[-2], low.shape[-1])), gts)
     # One frame has no lag to find (nor flicker): it was 0, and pulled the mean over the
     # sequences toward it (1.0 over two sequences, 0.7 with a one-frame third).
     out["lag"] = metrics.lag(preds, gts)[0] if len(preds) > 1 else math.nan
@@ -340,7 +341,7 @@ def _mean_of_known(values: list[float]) -> float:
     return float(np.mean(known)) if known else float("nan")
 
 
-def engine_lowres(engine) -> LowresFn:
+def engine_lowres(engine: Engine) -> LowresFn:
     """Adapter: the engine's model-resolution alpha for a uint8 batch."""
 
     def fn(frames: np.ndarray) -> torch.Tensor:

@@ -50,6 +50,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -69,6 +70,10 @@ from vidmat.train.data import (
 )
 from vidmat.train.loop import soft_iou
 from vidmat.train.tools import require_safetensors_out, run_tool
+
+if TYPE_CHECKING:
+    from vidmat.core.engine import Engine
+    from vidmat.model.u2net import U2Net
 
 Tensor = torch.Tensor
 
@@ -171,7 +176,7 @@ def mean_iou(w: Tensor, b: Tensor, source: SourceSides) -> float:
 
 
 def _inputs_and_targets(
-    engine, cfg: HeadFitConfig, desc: str, progress: bool
+    engine: Engine, cfg: HeadFitConfig, desc: str, progress: bool
 ) -> Iterator[tuple[int, SourceSpec, int, int, Tensor, Tensor, Tensor]]:
     """For each chosen image of each source: (source index, spec, image count, image index,
     the model input exactly as the engine makes it, the mask reduced to the model grid, the
@@ -202,7 +207,7 @@ def _inputs_and_targets(
                 bar.update(1)
 
 
-def collect_sides(engine, cfg: HeadFitConfig, progress: bool = True) -> list[SourceSides]:
+def collect_sides(engine: Engine, cfg: HeadFitConfig, progress: bool = True) -> list[SourceSides]:
     """Run the frozen model once over each source's chosen images and keep the side logits."""
     out: list[SourceSides] = []
     size = engine.size
@@ -286,7 +291,9 @@ def full_res_side_inputs(
     return [(t.view(4, len(fy), -1) * weights[..., None]).sum(0) for t in taps]
 
 
-def collect_features(engine, cfg: HeadFitConfig, progress: bool = True) -> list[SourceFeatures]:
+def collect_features(
+    engine: Engine, cfg: HeadFitConfig, progress: bool = True
+) -> list[SourceFeatures]:
     """Run the frozen model once over each source's chosen images and keep, at
     ``cfg.pixels`` uniformly drawn pixels of each (seeded: the same every call), what the
     side convolutions read there: pixels of the model's grid against the mask reduced to
@@ -319,12 +326,13 @@ def collect_features(engine, cfg: HeadFitConfig, progress: bool = True) -> list[
     return out
 
 
-def _side_convs(head) -> list[torch.nn.Conv2d]:
+def _side_convs(head: Any) -> list[torch.nn.Conv2d]:
     return [getattr(head, f"side{j}") for j in range(1, 7)]
 
 
-def _fitted_head(model, engines: Sequence) -> torch.nn.Module:
-    """The head (the model's own or a sized one) the engines' sizes all run through."""
+def _fitted_head(model: U2Net, engines: Sequence[Engine]) -> Any:
+    """The head (the model's own or a sized one) the engines' sizes all run through: Any,
+    as its layers are registered by name (``side1`` .. ``side6``, ``outconv``)."""
     first, *rest = (model.head_for(e.size) for e in engines)
     if any(h is not first for h in rest):
         sizes = ", ".join(str(e.size) for e in engines)
@@ -494,7 +502,9 @@ def _per_size(engines: Sequence, collect: Callable, cfg: HeadFitConfig, progress
     return out
 
 
-def _refit_head(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) -> dict:
+def _refit_head(
+    model: U2Net, engines: Sequence[Engine], cfg: HeadFitConfig, progress: bool
+) -> dict:
     """Fit ``outconv`` on the engines' side logits and write it into ``model``."""
     head = _fitted_head(model, engines)
     sources = _per_size(engines, collect_sides, cfg, progress)
@@ -517,14 +527,16 @@ def _refit_head(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) ->
     }
 
 
-def _refit_sides(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) -> dict:
+def _refit_sides(
+    model: U2Net, engines: Sequence[Engine], cfg: HeadFitConfig, progress: bool
+) -> dict:
     """Fit the side convolutions and the head bias on sampled pixels; write them into ``model``."""
     head = _fitted_head(model, engines)
     sources = _per_size(engines, collect_features, cfg, progress)
     convs = _side_convs(head)
     w = head.outconv.weight.float().view(6).clone()
     b0 = head.outconv.bias.float().view(1).clone()
-    v0 = [torch.cat([c.weight.reshape(-1), c.bias]).float().clone() for c in convs]
+    v0 = [torch.cat([c.weight.reshape(-1), cast(Tensor, c.bias)]).float().clone() for c in convs]
 
     def figures(vs: Sequence[Tensor], b: Tensor) -> tuple[float, dict[str, float]]:
         """The data loss (no ridge) and each source's IoU, from one pass over the features."""
@@ -543,7 +555,7 @@ def _refit_sides(model, engines: Sequence, cfg: HeadFitConfig, progress: bool) -
     with torch.no_grad():
         for c, v in zip(convs, vs, strict=True):
             c.weight.copy_(v[:-1].view_as(c.weight))
-            c.bias.copy_(v[-1:])
+            cast(Tensor, c.bias).copy_(v[-1:])
         head.outconv.bias.copy_(b.view_as(head.outconv.bias))
     return {
         "loss": (loss0, loss1),

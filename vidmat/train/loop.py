@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from torch import nn
 
 from vidmat.errors import VidmatError, warn
 from vidmat.io.files import atomic_folder, atomic_output, atomic_write_text
-from vidmat.model.u2net import HEAD_LAYERS
+from vidmat.model.u2net import HEAD_LAYERS, U2Net
 from vidmat.signals import GROUP_SIGNALS, group_signals_held
 from vidmat.train import AMP_MODES
 from vidmat.train.augment import AugmentConfig, sample_rng, synthesize
@@ -232,7 +232,9 @@ def deep_supervision_loss(
 ) -> torch.Tensor:
     """BCE summed over the fused and the six side outputs (U-2-Net paper, eq. 1),
     plus ``iou_weight`` x soft-IoU loss on each of them when asked for."""
-    loss = sum(F.binary_cross_entropy_with_logits(o.float(), target) for o in logits)
+    loss = cast(
+        torch.Tensor, sum(F.binary_cross_entropy_with_logits(o.float(), target) for o in logits)
+    )
     if iou_weight > 0:
         loss = loss + iou_weight * sum(soft_iou_loss(o, target) for o in logits)
     return loss
@@ -459,7 +461,7 @@ def validate(model: nn.Module, valsets: Sequence[ValSet], size: int, device: tor
     model.eval()
     mean = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
-    res = {}
+    res: dict[str, Any] = {}
     for vs in valsets:
         ious, maes = [], []
         for i in range(0, len(vs.images), 8):
@@ -817,14 +819,16 @@ class Trainer:
 
             model = build_model(cfg.arch)
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.fmt)
-        self.anchor: nn.Module | None = None
+        # Module.to takes memory_format (torch's stubs omit it).
+        self.model = model.to(self.device, memory_format=self.fmt)  # type: ignore[call-overload]
+        self.anchor: U2Net | None = None
         self.anchor_size = cfg.anchor_size
         if cfg.anchor:
             from vidmat.model.weights import load_weights
 
             anchor, spec = load_weights(cfg.anchor)
-            self.anchor = anchor.to(self.device, memory_format=self.fmt).eval()
+            anchor.to(self.device, memory_format=self.fmt)  # type: ignore[call-overload]
+            self.anchor = anchor.eval()
             self.anchor.requires_grad_(False)
             self.anchor_size = cfg.anchor_size or spec.input_size
         self.frozen_bn = [

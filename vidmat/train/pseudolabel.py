@@ -96,8 +96,9 @@ def sample_frames(
         problems = [*reader.warnings, *([reader.incomplete] if reader.incomplete else [])]
         if warn is not None and problems:
             warn(f"{path}: {'; '.join(problems)}; labelled the frames that decode.")
-        for note in reader.notes if warn is not None else ():
-            warn(f"{path}: {note}.")  # interlaced frames become combed training images
+        for note in reader.notes:
+            if warn is not None:
+                warn(f"{path}: {note}.")  # interlaced frames become combed training images
 
 
 #: The file that says a folder of pairs is this tool's (what made them, from what):

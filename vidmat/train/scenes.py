@@ -101,11 +101,11 @@ def build_scenes(
     slots = [(0.05, 0.33), (0.67, 0.95)] if people_per_scene == 2 else [(0.2, 0.8)]
     h, w = cfg.height, cfg.width
     for _ in range(cfg.scenes):
-        scene = cover_crop(read_rgb(backgrounds[rng.integers(len(backgrounds))]), (h, w))
+        scene = cover_crop(read_rgb(backgrounds[int(rng.integers(len(backgrounds)))]), (h, w))
         scene = scene.astype(np.float32)
         people: list[np.ndarray] = []
         for lo, hi in slots:
-            img, mask = read_pair(*pairs[rng.integers(len(pairs))])
+            img, mask = read_pair(*pairs[int(rng.integers(len(pairs)))])
             ph = int(h * rng.uniform(cfg.min_height, cfg.max_height))
             rgb, alpha = _cut_out(img, mask, ph)
             pw = alpha.shape[1]

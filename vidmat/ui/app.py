@@ -157,4 +157,6 @@ def _attach_virtual_camera(window: Any, args: Any) -> None:
             cam.close()
 
     window.started_hooks.append(on_started)
-    QApplication.instance().aboutToQuit.connect(close_cam)
+    app = QApplication.instance()
+    if app is not None:  # there is one: the window exists
+        app.aboutToQuit.connect(close_cam)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from PyQt6.QtCore import QRect, QRectF, QSize, Qt
-from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
+from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPixmap
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 
@@ -28,7 +28,8 @@ def to_qimage(image: np.ndarray, copy: bool = True) -> QImage:
         fmt = QImage.Format.Format_Grayscale8
     else:
         raise ValueError(f"cannot show an image of shape {image.shape}")
-    qimage = QImage(image.data, w, h, image.strides[0], fmt)
+    # PyQt reads the array's buffer through the memoryview; its stubs name sip.voidptr only.
+    qimage = QImage(image.data, w, h, image.strides[0], fmt)  # type: ignore[call-overload]
     return qimage.copy() if copy else qimage
 
 
@@ -100,7 +101,7 @@ class VideoView(QWidget):
             return QRect()
         return fit_rect(self._image.size(), self.rect())
 
-    def paintEvent(self, event) -> None:
+    def paintEvent(self, event: QPaintEvent | None) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(24, 24, 24))
         if self._image is not None:

@@ -29,7 +29,7 @@ from PyQt6.QtCore import (
     QTimer,
     pyqtSignal,
 )
-from PyQt6.QtGui import QAction, QColor, QKeySequence, QShortcut
+from PyQt6.QtGui import QAction, QCloseEvent, QColor, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QAbstractSlider,
     QApplication,
@@ -43,6 +43,7 @@ from PyQt6.QtWidgets import (
     QMainWindow,
     QPushButton,
     QSlider,
+    QStatusBar,
     QVBoxLayout,
     QWidget,
 )
@@ -155,6 +156,13 @@ class LiveWindow(QMainWindow):
     outputFailed = pyqtSignal(str)
     #: The remembered look settings besides the background (one control each).
     SETTINGS_KEYS = ("smoothing", "threshold", "feather", "mirror")
+
+    def statusBar(self) -> QStatusBar:
+        """The window's status bar: QMainWindow makes it on the first call, so it is never
+        None, which PyQt's type stubs allow for."""
+        bar = super().statusBar()
+        assert bar is not None
+        return bar
 
     def __init__(
         self,
@@ -1116,7 +1124,7 @@ class LiveWindow(QMainWindow):
             if not encoded:
                 raise OSError("the frame could not be encoded as PNG")
             with atomic_output(path, overwrite=False) as part:
-                part.write_bytes(bytes(data))
+                part.write_bytes(data.data())
         except (OSError, VidmatError) as exc:  # a full disk is a DiskFull sentence
             why = getattr(exc, "strerror", None) or str(exc)
             self._show_passing_error("snapshot", f"Could not save the snapshot to {path} ({why}).")
@@ -1127,7 +1135,7 @@ class LiveWindow(QMainWindow):
         return path
 
     # ========================================================== close
-    def closeEvent(self, event) -> None:
+    def closeEvent(self, event: QCloseEvent | None) -> None:
         self._closing = True
         self._retry_timer.stop()
         self._status_timer.stop()
