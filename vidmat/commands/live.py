@@ -524,12 +524,11 @@ def _run_headless(req: LiveRequest) -> int:
     if errors:
         raise VidmatError(errors[0])
     capture = pipe.capture
-    damaged = capture.damaged if capture is not None else None
-    if capture is not None and damaged is not None and not camera.loop:
+    if capture is not None and capture.damaged is not None and not camera.loop:
         # The playback was cut short, as convert's output is: an error after the output.
         # A looping run (--duration) ran its time and said so when it happened.
         raise VidmatError(
-            f"{capture.description} is truncated or damaged: {damaged}; the frames "
+            f"{capture.description} is truncated or damaged: {capture.damaged}; the frames "
             "that decoded were played."
         )
     return 0

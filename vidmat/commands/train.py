@@ -798,9 +798,8 @@ def run(args: argparse.Namespace) -> int:
 
         stopped_by: list[int] = []  # the first signal that stopped the run
 
-        def _stop(
-            signum: int, frame: FrameType | None
-        ) -> None:  # finish the current step, checkpoint, exit
+        # finish the current step, checkpoint, exit
+        def _stop(signum: int, frame: FrameType | None) -> None:
             stop_signal_received(signum)
             stopped_by.append(signum)
             trainer.stop()

@@ -197,7 +197,8 @@ def plan_encoding(
         with contextlib.suppress(*av_errors()):
             codec = av.Codec(info.codec, "w")
     rate = encoder_rate(codec, info.sample_rate or MAX_NEW_RATE)
-    sample_format = (codec.audio_formats or [av.AudioFormat("fltp")])[0].name
+    # Every audio encoder lists its sample formats; the stubs allow None for other codecs.
+    sample_format = codec.audio_formats[0].name  # type: ignore[index]
     own = getattr(stream.codec_context, "layout", None)
     layouts = layouts_to_try(own, info.channels, codec.name)
     for layout in layouts:

@@ -242,14 +242,14 @@ def _vidmat_checkpoint_spec(obj: Mapping[object, object], path: Path, arch: str)
     size = config.get("val_size") or config.get("size")
     head = obj.get("head_size")
     head = head if isinstance(head, int) and not isinstance(head, bool) else None
-    if size is None:  # an older run without its config
-        return WeightsSpec(name=path.stem, arch=arch, scale="255")
-    try:
-        return WeightsSpec(
-            name=path.stem, arch=arch, input_size=int(size), scale="255", head_size=head
-        )
-    except (TypeError, ValueError):  # a size refused
-        return WeightsSpec(name=path.stem, arch=arch, scale="255")
+    if size is not None:  # an older run has no config
+        try:
+            return WeightsSpec(
+                name=path.stem, arch=arch, input_size=int(size), scale="255", head_size=head
+            )
+        except (TypeError, ValueError):  # a size refused
+            pass
+    return WeightsSpec(name=path.stem, arch=arch, scale="255")
 
 
 def _read_pth(path: Path) -> tuple[dict[str, Tensor], WeightsSpec | None]:
